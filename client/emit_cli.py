@@ -1,0 +1,115 @@
+"""``hookdb-emit``: the Claude Code command hook. Reads the hook JSON on stdin and sends one frame.
+
+It always exits 0 with empty stdout, so the agent behaves exactly as it would without hookdb; anything
+that goes wrong is one line on stderr. Only modules that cost no start-up time are imported here.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+from hookdb.client.paths import default_socket_path
+from hookdb.client.transport import send_frames
+from hookdb.client.wire import encode_envelope, frame, new_event_id
+
+USAGE = "usage: hookdb-emit [--source NAME] [--socket PATH] [--tenant NAME] [--timeout SECONDS] < hook.json"
+SEND_TIMEOUT_ENV = "HOOKDB_EMIT_TIMEOUT"
+DEFAULT_SEND_TIMEOUT = 0.5
+
+
+class _JsonContext:
+    """What ``_json.make_scanner`` reads from ``json.JSONDecoder``, without importing ``json`` (and ``re``)."""
+
+    strict = True
+    object_hook = None
+    object_pairs_hook = None
+    parse_float = float
+    parse_int = int
+    memo: dict[str, str] = {}  # noqa: RUF012 - the C scanner reads it; never mutated here
+
+    @staticmethod
+    def parse_constant(name: str) -> float:
+        raise ValueError(f"{name} is not JSON")  # NaN and Infinity: jsonb refuses them too
+
+
+def _parse_hook(data: bytes) -> dict[str, object]:
+    """Parse the hook input; raises ``ValueError`` unless it is one JSON object."""
+    text = data.decode()
+    try:
+        from _json import make_scanner
+    except ImportError:  # an interpreter without CPython's accelerator
+        import json
+
+        value: object = json.loads(text, parse_constant=_JsonContext.parse_constant)
+    else:
+        start = len(text) - len(text.lstrip(" \t\n\r"))
+        try:
+            value, end = make_scanner(_JsonContext())(text, start)
+        except StopIteration as exc:
+            raise ValueError(f"no JSON value at character {exc.value}") from None
+        if text[end:].strip(" \t\n\r"):
+            raise ValueError(f"extra data after the JSON value at character {end}")
+    if not isinstance(value, dict):
+        raise ValueError(f"expected a JSON object, got {type(value).__name__}")
+    return value
+
+
+def _options(argv: list[str]) -> dict[str, str]:
+    opts: dict[str, str] = {}
+    it = iter(argv)
+    for arg in it:
+        name, eq, value = arg.partition("=")
+        if name not in ("--source", "--socket", "--tenant", "--timeout"):
+            raise ValueError(f"unknown argument {arg!r}; {USAGE}")
+        opts[name[2:]] = value if eq else next(it, "")
+    return opts
+
+
+def _label(value: object) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def run(argv: list[str], stdin: bytes) -> str | None:
+    """Send the hook event in ``stdin``; return what went wrong, or ``None`` when it was sent."""
+    occurred_at_ns = time.time_ns()
+    try:
+        opts = _options(argv)
+        timeout = float(opts.get("timeout") or os.environ.get(SEND_TIMEOUT_ENV) or DEFAULT_SEND_TIMEOUT)
+    except ValueError as exc:
+        return f"bad arguments, nothing sent: {exc}"
+    try:
+        hook = _parse_hook(stdin)
+    except ValueError as exc:
+        return f"stdin is not a hook event, nothing sent: {exc}"
+    body = encode_envelope(
+        event_id=new_event_id(),
+        occurred_at_ns=occurred_at_ns,
+        source=opts.get("source") or "claude-code",
+        event_type=_label(hook.get("hook_event_name")) or "Unknown",
+        session_id=_label(hook.get("session_id")),
+        tenant=opts.get("tenant") or None,
+        payload=stdin,
+    )
+    path = opts.get("socket") or default_socket_path()
+    try:
+        send_frames(path, frame(body), timeout)
+    except OSError as exc:
+        return f"collector not reachable at {path}, event not sent: {exc}"
+    return None
+
+
+def main() -> int:
+    """Entry point of ``hookdb-emit``; exits 0 whatever happens."""
+    try:
+        stdin = sys.stdin.buffer.read()  # read it all: a hook that leaves stdin unread breaks the agent
+        problem = run(sys.argv[1:], stdin)
+    except BaseException as exc:  # noqa: BLE001 - the agent must never see a failing hook
+        problem = f"internal error: {exc!r}"
+    if problem:
+        try:
+            sys.stderr.write(f"hookdb-emit: {problem}\n")
+        except OSError:
+            pass
+    return 0

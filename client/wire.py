@@ -1,0 +1,164 @@
+"""Wire protocol v1: framing and the sender's envelope encoder (see PROTOCOL.md).
+
+Standard library only, and nothing that imports ``re``, ``enum`` or ``socket``: ``hookdb-emit``
+runs once per hook event and its start-up time is the agent's waiting time. The typed envelope the
+collector decodes with is :class:`hookdb.client.protocol.Envelope`; tests hold the two to the same bytes.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Literal
+
+PROTOCOL_VERSION = 1
+HEADER_SIZE = 4
+DEFAULT_MAX_FRAME_BYTES = 8 * 1024 * 1024
+
+RejectReason = Literal[
+    "oversize",  # the length prefix announces more than the configured maximum
+    "truncated",  # the connection closed in the middle of a frame
+    "not_msgpack",  # the frame body is not MessagePack
+    "bad_envelope",  # MessagePack, but a field is missing or has the wrong type
+    "unsupported_version",  # an envelope of a protocol version this collector does not speak
+    "bad_payload",  # the payload is not UTF-8 JSON that PostgreSQL can store
+]
+
+
+class ProtocolError(ValueError):
+    """A frame that cannot be accepted; ``reason`` is a stable label for metrics and logs."""
+
+    def __init__(self, reason: RejectReason, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason: RejectReason = reason
+        self.detail = detail
+
+
+def frame(body: bytes) -> bytes:
+    """Prefix an envelope with its 4-byte big-endian length."""
+    return len(body).to_bytes(HEADER_SIZE, "big") + body
+
+
+class FrameDecoder:
+    """Splits a byte stream into frame bodies; pure, no I/O.
+
+    ``receive_data`` buffers bytes, ``next_frame`` hands out complete bodies one at a time, so every
+    frame before a bad one is still delivered. A length prefix above ``max_frame_bytes`` is refused
+    as soon as it is read: nothing is ever allocated by the announced size.
+    """
+
+    def __init__(self, max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES) -> None:
+        self.max_frame_bytes = max_frame_bytes
+        self._buf = bytearray()
+        self._pos = 0  # start of the unconsumed bytes in _buf
+
+    @property
+    def buffered(self) -> int:
+        """Bytes held for frames not yet complete."""
+        return len(self._buf) - self._pos
+
+    def receive_data(self, data: bytes) -> None:
+        """Add bytes read from the stream."""
+        if self._pos:
+            del self._buf[: self._pos]
+            self._pos = 0
+        self._buf += data
+
+    def next_frame(self) -> bytes | None:
+        """The next complete frame body, or ``None`` until more bytes arrive."""
+        start = self._pos
+        if len(self._buf) - start < HEADER_SIZE:
+            return None
+        need = int.from_bytes(self._buf[start : start + HEADER_SIZE], "big")
+        if need > self.max_frame_bytes:
+            raise ProtocolError("oversize", f"frame of {need} bytes exceeds the maximum of {self.max_frame_bytes}")
+        end = start + HEADER_SIZE + need
+        if len(self._buf) < end:
+            return None
+        self._pos = end
+        return bytes(self._buf[start + HEADER_SIZE : end])
+
+    def end_of_stream(self) -> None:
+        """The stream ended; raises if it ended inside a frame."""
+        if self.buffered:
+            raise ProtocolError("truncated", f"stream ended {self.buffered} bytes into a frame")
+
+
+def new_event_id() -> str:
+    """A random UUIDv7 (RFC 9562) in canonical text form: ids sort by creation time."""
+    ms = time.time_ns() // 1_000_000
+    raw = bytearray(ms.to_bytes(6, "big") + os.urandom(10))
+    raw[6] = 0x70 | (raw[6] & 0x0F)
+    raw[8] = 0x80 | (raw[8] & 0x3F)
+    h = raw.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+def _str(value: str) -> bytes:
+    data = value.encode()
+    n = len(data)
+    if n < 32:
+        return bytes((0xA0 | n,)) + data
+    if n < 0x100:
+        return b"\xd9" + bytes((n,)) + data
+    if n < 0x10000:
+        return b"\xda" + n.to_bytes(2, "big") + data
+    return b"\xdb" + n.to_bytes(4, "big") + data
+
+
+def _bin(data: bytes) -> bytes:
+    n = len(data)
+    if n < 0x100:
+        return b"\xc4" + bytes((n,)) + data
+    if n < 0x10000:
+        return b"\xc5" + n.to_bytes(2, "big") + data
+    return b"\xc6" + n.to_bytes(4, "big") + data
+
+
+def _timestamp(ns: int) -> bytes:
+    """MessagePack's timestamp extension (type -1), as msgspec decodes it into an aware datetime."""
+    sec, nsec = divmod(ns, 1_000_000_000)
+    if 0 <= sec < 1 << 34:
+        return b"\xd7\xff" + ((nsec << 34) | sec).to_bytes(8, "big")
+    return b"\xc7\x0c\xff" + nsec.to_bytes(4, "big") + sec.to_bytes(8, "big", signed=True)
+
+
+def _opt_str(value: str | None) -> bytes:
+    return b"\xc0" if value is None else _str(value)
+
+
+def encode_envelope(
+    *,
+    event_id: str,
+    occurred_at_ns: int,
+    source: str,
+    event_type: str,
+    session_id: str | None,
+    tenant: str | None,
+    payload: bytes,
+) -> bytes:
+    """Encode an envelope as msgspec encodes :class:`~hookdb.client.protocol.Envelope`.
+
+    ``payload`` is the hook input as UTF-8 JSON bytes, sent exactly as received.
+    """
+    return b"".join(
+        (
+            b"\x88",  # fixmap of 8 entries
+            b"\xa1v",
+            bytes((PROTOCOL_VERSION,)),
+            b"\xa8event_id",
+            _str(event_id),
+            b"\xaboccurred_at",
+            _timestamp(occurred_at_ns),
+            b"\xa6source",
+            _str(source),
+            b"\xaaevent_type",
+            _str(event_type),
+            b"\xaasession_id",
+            _opt_str(session_id),
+            b"\xa6tenant",
+            _opt_str(tenant),
+            b"\xa7payload",
+            _bin(payload),
+        )
+    )

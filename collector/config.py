@@ -1,0 +1,126 @@
+"""Every collector setting, its default and its name (``section.key``), in one place.
+
+Settings come from defaults, then the TOML file, then ``--set section.key=value`` and the dedicated
+flags and environment variables; msgspec checks names and types, so a typo is an error, not a default.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any
+
+import msgspec
+
+from hookdb.client.paths import default_socket_path
+from hookdb.client.wire import DEFAULT_MAX_FRAME_BYTES
+
+DSN_ENV = "HOOKDB_DSN"
+STATE_DIR_ENV = "HOOKDB_STATE_DIR"
+
+Positive = Annotated[int, msgspec.Meta(gt=0)]
+Seconds = Annotated[float, msgspec.Meta(gt=0)]
+
+
+class _Section(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    pass
+
+
+class CollectorSection(_Section):
+    state_dir: str = ""
+    """Spool, embedded PostgreSQL data and other state; empty means the platform default."""
+    default_tenant: str = "default"
+    """Tenant of events whose envelope names none."""
+    shutdown_seconds: Seconds = 10.0
+    """On SIGTERM/SIGINT, how long the final flush may take before the collector exits anyway."""
+
+
+class ListenerSection(_Section):
+    socket: str = ""
+    """Unix socket path; empty means ``$HOOKDB_SOCKET`` or the default path clients also use."""
+    socket_mode: int = 0o660
+    """Permission bits of the socket file."""
+    max_frame_bytes: Positive = DEFAULT_MAX_FRAME_BYTES
+    """Largest frame accepted; a larger length prefix closes the connection before any body is read."""
+    read_bytes: Positive = 256 * 1024
+    """Bytes read from a connection at a time."""
+
+
+class DatabaseSection(_Section):
+    dsn: str = ""
+    """PostgreSQL DSN (also ``$HOOKDB_DSN``); empty starts the embedded server under the state directory."""
+    connect_timeout_seconds: Seconds = 10.0
+
+
+class BatchSection(_Section):
+    max_events: Positive = 1000
+    """A batch is written once it holds this many events..."""
+    max_bytes: Positive = 16 * 1024 * 1024
+    """...or this many payload bytes..."""
+    linger_seconds: Seconds = 0.2
+    """...or its first event has waited this long."""
+    queue_events: Positive = 20_000
+    """Events accepted but not yet batched; when full, the listener stops reading (backpressure)."""
+
+
+class Config(_Section):
+    collector: CollectorSection = msgspec.field(default_factory=CollectorSection)
+    listener: ListenerSection = msgspec.field(default_factory=ListenerSection)
+    database: DatabaseSection = msgspec.field(default_factory=DatabaseSection)
+    batch: BatchSection = msgspec.field(default_factory=BatchSection)
+
+    @property
+    def socket_path(self) -> str:
+        return self.listener.socket or default_socket_path()
+
+    @property
+    def state_dir(self) -> Path:
+        return Path(self.collector.state_dir or os.environ.get(STATE_DIR_ENV) or _default_state_dir())
+
+    @property
+    def dsn(self) -> str | None:
+        return self.database.dsn or os.environ.get(DSN_ENV) or None
+
+
+class ConfigError(ValueError):
+    """A setting that is unknown, malformed or of the wrong type; the message names it."""
+
+
+def _default_state_dir() -> str:
+    if os.geteuid() == 0:
+        return "/var/lib/hookdb"
+    base = os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state")
+    return os.path.join(base, "hookdb")
+
+
+def load(path: str | None = None, overrides: list[str] = ()) -> Config:
+    """Build the configuration from an optional TOML file and ``section.key=value`` overrides."""
+    raw: dict[str, Any] = {}
+    if path is not None:
+        try:
+            with open(path, "rb") as f:
+                raw = tomllib.load(f)
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: {exc}") from None
+    for item in overrides:
+        name, eq, value = item.partition("=")
+        section, dot, key = name.strip().partition(".")
+        if not (eq and dot and section and key):
+            raise ConfigError(f"--set takes section.key=value, got {item!r}")
+        raw.setdefault(section, {})[key] = _scalar(value.strip())
+    try:
+        return msgspec.convert(raw, Config, strict=False)
+    except msgspec.ValidationError as exc:
+        where = f"{path}: " if path else ""
+        raise ConfigError(f"{where}{exc}") from None
+
+
+def _scalar(text: str) -> Any:
+    """A ``--set`` value as TOML reads it (``5``, ``0.5``, ``true``, ``"x"``), else the bare string."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text

@@ -1,0 +1,60 @@
+"""From a validated frame to the row it becomes in ``hook_audit_log``."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import NamedTuple
+
+from hookdb.client.protocol import decode_envelope
+
+
+class Peer(NamedTuple):
+    """The sending process as the kernel reports it (SO_PEERCRED); clients cannot forge it."""
+
+    pid: int
+    uid: int
+    gid: int
+
+
+# Column order of the rows below, as the sink copies them.
+COLUMNS = (
+    "tenant_id",
+    "event_id",
+    "occurred_at",
+    "received_at",
+    "session_id",
+    "event_type",
+    "tool_name",
+    "source",
+    "peer_pid",
+    "peer_uid",
+    "peer_gid",
+    "payload",
+)
+PAYLOAD = COLUMNS.index("payload")
+
+Row = tuple[object, ...]
+
+
+def event_row(body: bytes, peer: Peer | None, received_at: datetime, default_tenant: str) -> Row:
+    """Decode one frame body into a row; raises ``ProtocolError`` for a frame that cannot be stored."""
+    env, tool_name = decode_envelope(body)
+    return (
+        env.tenant or default_tenant,
+        env.event_id,
+        env.occurred_at,
+        received_at,
+        env.session_id,
+        env.event_type,
+        tool_name,
+        env.source,
+        peer.pid if peer else None,
+        peer.uid if peer else None,
+        peer.gid if peer else None,
+        env.payload,
+    )
+
+
+def row_bytes(row: Row) -> int:
+    """What a row weighs for batching: its payload."""
+    return len(row[PAYLOAD])  # type: ignore[arg-type]
