@@ -20,7 +20,7 @@ DEFAULT_SEND_TIMEOUT = 0.5
 
 
 class _JsonContext:
-    """What ``_json.make_scanner`` reads from ``json.JSONDecoder``, without importing ``json`` (and ``re``)."""
+    """What ``_json.make_scanner`` reads from a decoder: parse JSON without importing ``json`` or ``re``."""
 
     strict = True
     object_hook = None
@@ -52,7 +52,7 @@ def _parse_hook(data: bytes) -> dict[str, object]:
         if text[end:].strip(" \t\n\r"):
             raise ValueError(f"extra data after the JSON value at character {end}")
     if not isinstance(value, dict):
-        raise ValueError(f"expected a JSON object, got {type(value).__name__}")
+        raise ValueError(f"expected a JSON object, got {type(value).__name__}")  # noqa: TRY004 - bad input, one error type
     return value
 
 
@@ -105,10 +105,10 @@ def main() -> int:
     try:
         stdin = sys.stdin.buffer.read()  # read it all: a hook that leaves stdin unread breaks the agent
         problem = run(sys.argv[1:], stdin)
-    except BaseException as exc:  # noqa: BLE001 - the agent must never see a failing hook
+    except BaseException as exc:
         problem = f"internal error: {exc!r}"
     if problem:
-        try:
+        try:  # noqa: SIM105 - contextlib would cost start-up time
             sys.stderr.write(f"hookdb-emit: {problem}\n")
         except OSError:
             pass

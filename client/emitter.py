@@ -9,7 +9,6 @@ import uuid
 from typing import Any
 
 import msgspec
-
 from hookdb.client.paths import default_socket_path
 from hookdb.client.transport import connect
 from hookdb.client.wire import encode_envelope, frame, new_event_id
@@ -25,7 +24,9 @@ class Emitter:
     event). Events that cannot be sent are counted in ``dropped`` and logged once per outage.
     """
 
-    def __init__(self, socket_path: str | None = None, *, tenant: str | None = None, timeout: float = 0.1) -> None:
+    def __init__(
+        self, socket_path: str | None = None, *, tenant: str | None = None, timeout: float = 0.1
+    ) -> None:
         self.socket_path = socket_path or default_socket_path()
         self.tenant = tenant
         self.timeout = timeout
@@ -54,7 +55,7 @@ class Emitter:
             )
             with self._lock:
                 self._send(data)
-        except Exception as exc:  # noqa: BLE001 - an agent must never fail because of its recorder
+        except Exception as exc:
             self._dropped(exc)
         return uuid.UUID(event_id)
 

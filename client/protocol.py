@@ -7,7 +7,6 @@ from datetime import datetime
 from typing import Annotated, Any
 
 import msgspec
-
 from hookdb.client.wire import PROTOCOL_VERSION, ProtocolError
 
 # PostgreSQL text cannot hold NUL; a label this long is a bug or an attack, not a name.
@@ -55,7 +54,9 @@ def decode_envelope(body: bytes) -> tuple[Envelope, str | None]:
         except msgspec.MsgspecError:
             v = PROTOCOL_VERSION
         if v != PROTOCOL_VERSION:
-            raise ProtocolError("unsupported_version", f"protocol version {v}, expected {PROTOCOL_VERSION}") from None
+            raise ProtocolError(
+                "unsupported_version", f"protocol version {v}, expected {PROTOCOL_VERSION}"
+            ) from None
         raise ProtocolError("bad_envelope", str(exc)) from None
     except msgspec.DecodeError as exc:
         raise ProtocolError("not_msgpack", str(exc)) from None

@@ -71,7 +71,9 @@ class FrameDecoder:
             return None
         need = int.from_bytes(self._buf[start : start + HEADER_SIZE], "big")
         if need > self.max_frame_bytes:
-            raise ProtocolError("oversize", f"frame of {need} bytes exceeds the maximum of {self.max_frame_bytes}")
+            raise ProtocolError(
+                "oversize", f"frame of {need} bytes exceeds the maximum of {self.max_frame_bytes}"
+            )
         end = start + HEADER_SIZE + need
         if len(self._buf) < end:
             return None
@@ -118,6 +120,8 @@ def _bin(data: bytes) -> bytes:
 def _timestamp(ns: int) -> bytes:
     """MessagePack's timestamp extension (type -1), as msgspec decodes it into an aware datetime."""
     sec, nsec = divmod(ns, 1_000_000_000)
+    if nsec == 0 and 0 <= sec < 1 << 32:
+        return b"\xd6\xff" + sec.to_bytes(4, "big")
     if 0 <= sec < 1 << 34:
         return b"\xd7\xff" + ((nsec << 34) | sec).to_bytes(8, "big")
     return b"\xc7\x0c\xff" + nsec.to_bytes(4, "big") + sec.to_bytes(8, "big", signed=True)

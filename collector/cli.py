@@ -38,7 +38,11 @@ def build_parser() -> argparse.ArgumentParser:
 def load_config(args: argparse.Namespace) -> config_mod.Config:
     """The configuration the command line asks for; dedicated flags win over ``--set`` and the file."""
     overrides = list(args.overrides)
-    for flag, name in (("state_dir", "collector.state_dir"), ("socket", "listener.socket"), ("dsn", "database.dsn")):
+    for flag, name in (
+        ("state_dir", "collector.state_dir"),
+        ("socket", "listener.socket"),
+        ("dsn", "database.dsn"),
+    ):
         value = getattr(args, flag, None)
         if value:
             overrides.append(f"{name}={_toml_string(value)}")
@@ -64,7 +68,6 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run_collector(config: config_mod.Config) -> int:
     import trio
-
     from hookdb.collector import daemon
     from hookdb.collector.embedded import EmbeddedUnavailable
     from hookdb.collector.listener import SocketInUse

@@ -15,7 +15,6 @@ from contextlib import suppress
 import asyncpg
 import trio
 import trio_asyncio
-
 from hookdb.collector import embedded, logs, metrics
 from hookdb.collector.batcher import Batcher
 from hookdb.collector.config import Config
@@ -35,8 +34,9 @@ def sqlstate_class(exc: BaseException) -> str:
     return code[:2] if isinstance(code, str) else "io"
 
 
-async def batch_events(rows: trio.MemoryReceiveChannel[Row], batches: trio.MemorySendChannel[list[Row]],
-                       batcher: Batcher[Row]) -> None:
+async def batch_events(
+    rows: trio.MemoryReceiveChannel[Row], batches: trio.MemorySendChannel[list[Row]], batcher: Batcher[Row]
+) -> None:
     """Group rows into batches by the batcher's policy until ``rows`` is closed, then flush the rest."""
     async with rows, batches:
         while True:
@@ -64,7 +64,7 @@ class Writer:
 
     async def open(self) -> PostgresSink:
         if self._sink is None:
-            self._sink = await PostgresSink.connect(self._dsn, timeout=self._connect_timeout)
+            self._sink = await PostgresSink.connect(self._dsn, connect_timeout=self._connect_timeout)
             if self._sink.schema_created:
                 log.info("schema.applied")
         return self._sink
@@ -86,8 +86,9 @@ class Writer:
             except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
                 metrics.db_errors.labels(sqlstate_class(exc)).inc()
                 if failures == 0:
-                    log.warning("write.failed", error=str(exc), sqlstate_class=sqlstate_class(exc),
-                                events=len(batch))
+                    log.warning(
+                        "write.failed", error=str(exc), sqlstate_class=sqlstate_class(exc), events=len(batch)
+                    )
                 failures += 1
                 await self.aclose()
                 await trio.sleep(delay)
@@ -134,7 +135,9 @@ async def _serve(config: Config, writer: Writer) -> None:
     rows_in, rows_out = trio.open_memory_channel[Row](config.batch.queue_events)
     batches_in, batches_out = trio.open_memory_channel[list[Row]](1)
     batcher: Batcher[Row] = Batcher(
-        max_items=config.batch.max_events, max_bytes=config.batch.max_bytes, linger=config.batch.linger_seconds
+        max_items=config.batch.max_events,
+        max_bytes=config.batch.max_bytes,
+        linger=config.batch.linger_seconds,
     )
     listener = Listener(
         accept=rows_in.send,
@@ -163,6 +166,9 @@ async def _serve(config: Config, writer: Writer) -> None:
             listener.close_reading()
             nursery.cancel_scope.deadline = trio.current_time() + config.collector.shutdown_seconds
     if nursery.cancel_scope.cancelled_caught:
-        log.error("collector.shutdown_deadline", seconds=config.collector.shutdown_seconds,
-                  unwritten_events=len(batcher) + rows_out.statistics().current_buffer_used)
+        log.error(
+            "collector.shutdown_deadline",
+            seconds=config.collector.shutdown_seconds,
+            unwritten_events=len(batcher) + rows_out.statistics().current_buffer_used,
+        )
     log.info("collector.stopped")

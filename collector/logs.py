@@ -27,7 +27,9 @@ def configure(*, json: bool | None = None, level: int = logging.INFO) -> None:
         logger_factory=structlog.PrintLoggerFactory(sys.stdout),
         cache_logger_on_first_use=True,
     )
-    logging.basicConfig(level=logging.WARNING, stream=sys.stdout, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.WARNING, stream=sys.stdout, format="%(levelname)s %(name)s: %(message)s"
+    )
 
 
 def get(name: str) -> structlog.typing.FilteringBoundLogger:

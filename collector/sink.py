@@ -12,15 +12,13 @@ from collections.abc import Sequence
 
 import asyncpg
 import trio_asyncio
-
 from hookdb.collector.events import COLUMNS, Row
 from hookdb.collector.schema import ensure_schema
 
 STAGE = "hookdb_stage"
 _COLUMN_LIST = ", ".join(COLUMNS)
 _INSERT = (
-    f"INSERT INTO hook_audit_log ({_COLUMN_LIST}) SELECT {_COLUMN_LIST} FROM {STAGE} "
-    "ON CONFLICT DO NOTHING"
+    f"INSERT INTO hook_audit_log ({_COLUMN_LIST}) SELECT {_COLUMN_LIST} FROM {STAGE} ON CONFLICT DO NOTHING"
 )
 
 
@@ -32,8 +30,8 @@ def _jsonb_decode(data: bytes) -> bytes:
     return data[1:]
 
 
-async def _open(dsn: str, timeout: float) -> tuple[asyncpg.Connection, bool]:
-    conn = await asyncpg.connect(dsn, timeout=timeout)
+async def _open(dsn: str, connect_timeout: float) -> tuple[asyncpg.Connection, bool]:
+    conn = await asyncpg.connect(dsn, timeout=connect_timeout)
     try:
         created = await ensure_schema(conn)
         await conn.set_type_codec(
@@ -64,9 +62,9 @@ class PostgresSink:
         self.schema_created = schema_created
 
     @classmethod
-    async def connect(cls, dsn: str, *, timeout: float) -> PostgresSink:
+    async def connect(cls, dsn: str, *, connect_timeout: float) -> PostgresSink:
         """Connect, apply the schema if the database has none, and prepare the staging table."""
-        conn, created = await trio_asyncio.aio_as_trio(_open)(dsn, timeout)
+        conn, created = await trio_asyncio.aio_as_trio(_open)(dsn, connect_timeout)
         return cls(conn, schema_created=created)
 
     async def write(self, rows: Sequence[Row]) -> int:

