@@ -9,6 +9,7 @@ import uuid
 from typing import Any
 
 import msgspec
+
 from hookdb.client.paths import default_socket_path
 from hookdb.client.transport import connect
 from hookdb.client.wire import encode_envelope, frame, new_event_id

@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Annotated, Any
 
 import msgspec
+
 from hookdb.client.wire import PROTOCOL_VERSION, ProtocolError
 
 # PostgreSQL text cannot hold NUL; a label this long is a bug or an attack, not a name.

@@ -68,6 +68,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run_collector(config: config_mod.Config) -> int:
     import trio
+
     from hookdb.collector import daemon
     from hookdb.collector.embedded import EmbeddedUnavailable
     from hookdb.collector.listener import SocketInUse

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import msgspec
+
 from hookdb.client.paths import default_socket_path
 from hookdb.client.wire import DEFAULT_MAX_FRAME_BYTES
 

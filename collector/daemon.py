@@ -15,6 +15,7 @@ from contextlib import suppress
 import asyncpg
 import trio
 import trio_asyncio
+
 from hookdb.collector import embedded, logs, metrics
 from hookdb.collector.batcher import Batcher
 from hookdb.collector.config import Config

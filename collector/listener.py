@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
 import trio
+
 from hookdb.client.wire import FrameDecoder, ProtocolError
 from hookdb.collector import logs, metrics
 from hookdb.collector.events import Peer, Row, event_row

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import get_args
 
-from hookdb.client.wire import RejectReason
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from hookdb.client.wire import RejectReason
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 import asyncpg
 import trio_asyncio
+
 from hookdb.collector.events import COLUMNS, Row
 from hookdb.collector.schema import ensure_schema
 

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from hookdb.collector.batcher import Batcher
 from hypothesis import given
 from hypothesis import strategies as st
+
+from hookdb.collector.batcher import Batcher
 
 
 @given(

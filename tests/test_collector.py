@@ -12,9 +12,11 @@ import time
 from pathlib import Path
 
 import msgspec
-from conftest import BIN, count_rows, run_sql, wait_for_rows
+
 from hookdb.client import Emitter
 from hookdb.client.wire import encode_envelope, frame, new_event_id
+
+from conftest import BIN, count_rows, run_sql, wait_for_rows
 
 
 def frames_for(client: int, n: int) -> list[bytes]:

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from conftest import BIN, run_sql, wait_for_rows
 from fixtures import corpus
 

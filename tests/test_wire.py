@@ -7,6 +7,9 @@ from datetime import UTC, datetime, timedelta
 
 import msgspec
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
 from hookdb.client.protocol import Envelope, decode_envelope
 from hookdb.client.wire import (
     DEFAULT_MAX_FRAME_BYTES,
@@ -17,8 +20,6 @@ from hookdb.client.wire import (
     frame,
     new_event_id,
 )
-from hypothesis import given
-from hypothesis import strategies as st
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 storable_text = st.characters(exclude_characters="\x00", exclude_categories=("Cs",))
