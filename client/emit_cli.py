@@ -1,7 +1,9 @@
 """``hookdb-emit``: the Claude Code command hook. Reads the hook JSON on stdin and sends one frame.
 
-It always exits 0 with empty stdout, so the agent behaves exactly as it would without hookdb; anything
-that goes wrong is one line on stderr. Only modules that cost no start-up time are imported here.
+The frame asks for an ack; when the collector is unreachable or does not ack within the time-out, the
+event goes to the outbox, which the collector drains later. It always exits 0 with empty stdout, so
+the agent behaves exactly as it would without hookdb; anything that goes wrong is one line on stderr.
+Only modules that cost no start-up time are imported here.
 """
 
 from __future__ import annotations
@@ -10,8 +12,9 @@ import os
 import sys
 import time
 
+from hookdb.client.outbox import OutboxFile, outbox_dir
 from hookdb.client.paths import default_socket_path
-from hookdb.client.transport import send_frames
+from hookdb.client.transport import Refused, deliver
 from hookdb.client.wire import encode_envelope, frame, new_event_id
 
 USAGE = "usage: hookdb-emit [--source NAME] [--socket PATH] [--tenant NAME] [--timeout SECONDS] < hook.json"
@@ -83,21 +86,37 @@ def run(argv: list[str], stdin: bytes) -> str | None:
         hook = _parse_hook(stdin)
     except ValueError as exc:
         return f"stdin is not a hook event, nothing sent: {exc}"
+    event_id = new_event_id()
     body = encode_envelope(
-        event_id=new_event_id(),
+        event_id=event_id,
         occurred_at_ns=occurred_at_ns,
         source=opts.get("source") or "claude-code",
         event_type=_label(hook.get("hook_event_name")) or "Unknown",
         session_id=_label(hook.get("session_id")),
         tenant=opts.get("tenant") or None,
         payload=stdin,
+        ack=True,
     )
     path = opts.get("socket") or default_socket_path()
     try:
-        send_frames(path, frame(body), timeout)
+        deliver(path, frame(body), event_id, timeout)
+    except Refused as exc:
+        return f"the collector refused the event: {_reason(exc.reply)}"
     except OSError as exc:
-        return f"collector not reachable at {path}, event not sent: {exc}"
+        try:
+            outbox = OutboxFile(outbox_dir(path))
+            outbox.append(body)
+            outbox.close()
+        except OSError as outbox_exc:
+            return f"collector not reachable at {path} ({exc}) and outbox failed, event lost: {outbox_exc}"
+        return f"collector not reachable at {path} ({exc}); event kept in {outbox.path}"
     return None
+
+
+def _reason(reply: bytes) -> str:
+    from hookdb.client.protocol import decode_reply  # the rare path may pay for msgspec
+
+    return decode_reply(reply)
 
 
 def main() -> int:

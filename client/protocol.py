@@ -14,7 +14,7 @@ from hookdb.client.wire import PROTOCOL_VERSION, ProtocolError
 Label = Annotated[str, msgspec.Meta(min_length=1, max_length=256, pattern=r"^[^\x00]+$")]
 
 
-class Envelope(msgspec.Struct, forbid_unknown_fields=False):
+class Envelope(msgspec.Struct, omit_defaults=True):
     """One hook event as it travels from a client to the collector."""
 
     v: int
@@ -25,6 +25,16 @@ class Envelope(msgspec.Struct, forbid_unknown_fields=False):
     session_id: Label | None
     tenant: Label | None
     payload: bytes
+    ack: bool = False
+
+
+class Reply(msgspec.Struct, omit_defaults=True):
+    """The collector's answer to a frame that asked for an ack, or to a frame it refuses."""
+
+    event_id: str | None
+    status: str
+    """``accepted`` (in the spool, as durable as ``spool.fsync`` makes it) or a refusal reason."""
+    detail: str | None = None
 
 
 class _Version(msgspec.Struct):
@@ -38,6 +48,7 @@ class _PayloadHead(msgspec.Struct):
 
 
 _envelope = msgspec.msgpack.Decoder(Envelope)
+_reply = msgspec.msgpack.Decoder(Reply)
 _version = msgspec.msgpack.Decoder(_Version)
 _payload_head = msgspec.json.Decoder(_PayloadHead | list | str | int | float | bool | None)
 
@@ -88,3 +99,12 @@ def _holds_nul(value: object) -> bool:
     if isinstance(value, list):
         return any(_holds_nul(v) for v in value)
     return False
+
+
+def decode_reply(body: bytes) -> str:
+    """A reply as one readable line: its status, and its detail when there is one."""
+    try:
+        reply = _reply.decode(body)
+    except msgspec.MsgspecError:
+        return f"unreadable reply {body[:64]!r}"
+    return f"{reply.status}: {reply.detail}" if reply.detail else reply.status

@@ -140,14 +140,16 @@ def encode_envelope(
     session_id: str | None,
     tenant: str | None,
     payload: bytes,
+    ack: bool = False,
 ) -> bytes:
     """Encode an envelope as msgspec encodes :class:`~hookdb.client.protocol.Envelope`.
 
-    ``payload`` is the hook input as UTF-8 JSON bytes, sent exactly as received.
+    ``payload`` is the hook input as UTF-8 JSON bytes, sent exactly as received. With ``ack`` the
+    collector answers the frame with a reply (see :func:`encode_reply`) once it is spooled.
     """
     return b"".join(
         (
-            b"\x88",  # fixmap of 8 entries
+            b"\x89" if ack else b"\x88",  # a map of 9 or 8 entries
             b"\xa1v",
             bytes((PROTOCOL_VERSION,)),
             b"\xa8event_id",
@@ -164,5 +166,18 @@ def encode_envelope(
             _opt_str(tenant),
             b"\xa7payload",
             _bin(payload),
+            b"\xa3ack\xc3" if ack else b"",
         )
     )
+
+
+ACCEPTED = "accepted"
+
+
+def encode_reply(event_id: str | None, status: str) -> bytes:
+    """A reply frame's body as msgspec encodes :class:`~hookdb.client.protocol.Reply` without ``detail``.
+
+    A client that asked for an ack compares the reply it gets with ``encode_reply(its_id, ACCEPTED)``:
+    equal means spooled; anything else is a refusal (decode it to learn why).
+    """
+    return b"\x82\xa8event_id" + _opt_str(event_id) + b"\xa6status" + _str(status)

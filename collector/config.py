@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import os
 import tomllib
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import msgspec
 
+from hookdb.client.outbox import outbox_dir
 from hookdb.client.paths import default_socket_path
 from hookdb.client.wire import DEFAULT_MAX_FRAME_BYTES
 
@@ -21,6 +23,7 @@ STATE_DIR_ENV = "HOOKDB_STATE_DIR"
 
 Positive = Annotated[int, msgspec.Meta(gt=0)]
 Seconds = Annotated[float, msgspec.Meta(gt=0)]
+Fraction = Annotated[float, msgspec.Meta(ge=0, lt=1)]
 
 
 class _Section(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -44,13 +47,54 @@ class ListenerSection(_Section):
     max_frame_bytes: Positive = DEFAULT_MAX_FRAME_BYTES
     """Largest frame accepted; a larger length prefix closes the connection before any body is read."""
     read_bytes: Positive = 256 * 1024
-    """Bytes read from a connection at a time."""
+    """Bytes read from a connection at a time; with ``max_frame_bytes``, bounds what a connection buffers."""
+    max_connections: Positive = 1024
+    """Connections served at once; more wait in the kernel's backlog until one closes."""
+    idle_seconds: Seconds = 300.0
+    """A connection that sends nothing (or stalls mid-frame, or reads no replies) this long is closed."""
+
+
+class SpoolSection(_Section):
+    fsync: Literal["always", "interval", "never"] = "interval"
+    """When spooled events are forced to disk: before each ack (group commit), on a timer, or never."""
+    fsync_interval_seconds: Seconds = 0.1
+    """The timer of ``fsync = "interval"``."""
+    max_bytes: Positive = 1 << 30
+    """When the spool holds this much, clients are not read until deliveries free space (backpressure)."""
+    segment_bytes: Positive = 64 << 20
+    """Size at which a spool segment is sealed and a new one started; delivered segments are deleted."""
+
+
+class BreakerSection(_Section):
+    failures: Positive = 5
+    """Consecutive failed writes that open the breaker."""
+    open_seconds: Seconds = 300.0
+    """How long the breaker stays open before one probe write is tried."""
+    backoff: Annotated[float, msgspec.Meta(ge=1)] = 2.0
+    """Factor by which the open period grows after each failed probe (1 keeps it constant)..."""
+    max_open_seconds: Seconds = 3600.0
+    """...up to this."""
+    jitter: Fraction = 0.1
+    """Random spread of the open period (±), so a fleet of collectors does not probe in step."""
+    probe_timeout_seconds: Seconds = 30.0
+    """A probe write that takes longer counts as failed."""
+    retry_seconds: Seconds = 1.0
+    """Pause between retries of a failed write while the breaker is still closed."""
+
+
+class OutboxSection(_Section):
+    dir: str = ""
+    """Client outbox directory to drain; empty means ``$HOOKDB_OUTBOX`` or ``outbox/`` beside the socket."""
+    scan_seconds: Seconds = 2.0
+    """How often the outbox is checked for files to drain."""
 
 
 class DatabaseSection(_Section):
     dsn: str = ""
     """PostgreSQL DSN (also ``$HOOKDB_DSN``); empty starts the embedded server under the state directory."""
     connect_timeout_seconds: Seconds = 10.0
+    write_timeout_seconds: Seconds = 60.0
+    """A batch write (COPY and commit) that takes longer counts as failed."""
 
 
 class BatchSection(_Section):
@@ -60,8 +104,6 @@ class BatchSection(_Section):
     """...or this many payload bytes..."""
     linger_seconds: Seconds = 0.2
     """...or its first event has waited this long."""
-    queue_events: Positive = 20_000
-    """Events accepted but not yet batched; when full, the listener stops reading (backpressure)."""
 
 
 class Config(_Section):
@@ -69,6 +111,9 @@ class Config(_Section):
     listener: ListenerSection = msgspec.field(default_factory=ListenerSection)
     database: DatabaseSection = msgspec.field(default_factory=DatabaseSection)
     batch: BatchSection = msgspec.field(default_factory=BatchSection)
+    spool: SpoolSection = msgspec.field(default_factory=SpoolSection)
+    breaker: BreakerSection = msgspec.field(default_factory=BreakerSection)
+    outbox: OutboxSection = msgspec.field(default_factory=OutboxSection)
 
     @property
     def socket_path(self) -> str:
@@ -77,6 +122,10 @@ class Config(_Section):
     @property
     def state_dir(self) -> Path:
         return Path(self.collector.state_dir or os.environ.get(STATE_DIR_ENV) or _default_state_dir())
+
+    @property
+    def outbox_dir(self) -> Path:
+        return Path(self.outbox.dir or outbox_dir(self.socket_path))
 
     @property
     def dsn(self) -> str | None:
@@ -94,7 +143,7 @@ def _default_state_dir() -> str:
     return os.path.join(base, "hookdb")
 
 
-def load(path: str | None = None, overrides: list[str] = ()) -> Config:
+def load(path: str | None = None, overrides: Sequence[str] = ()) -> Config:
     """Build the configuration from an optional TOML file and ``section.key=value`` overrides."""
     raw: dict[str, Any] = {}
     if path is not None:

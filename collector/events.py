@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import NamedTuple
 
 from hookdb.client.protocol import decode_envelope
@@ -11,7 +11,7 @@ from hookdb.client.protocol import decode_envelope
 class Peer(NamedTuple):
     """The sending process as the kernel reports it (SO_PEERCRED); clients cannot forge it."""
 
-    pid: int
+    pid: int | None  # None when the kernel could not tell (events drained from the outbox)
     uid: int
     gid: int
 
@@ -32,6 +32,7 @@ COLUMNS = (
     "payload",
 )
 PAYLOAD = COLUMNS.index("payload")
+_INDEX = {name: i for i, name in enumerate(COLUMNS)}
 
 Row = tuple[object, ...]
 
@@ -55,6 +56,18 @@ def event_row(body: bytes, peer: Peer | None, received_at: datetime, default_ten
     )
 
 
+def column(row: Row, name: str) -> object:
+    """One column's value of a row, by name."""
+    return row[_INDEX[name]]
+
+
 def row_bytes(row: Row) -> int:
     """What a row weighs for batching: its payload."""
     return len(row[PAYLOAD])  # type: ignore[arg-type]
+
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def from_ns(ns: int) -> datetime:
+    return EPOCH + timedelta(microseconds=ns // 1000)

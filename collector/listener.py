@@ -1,7 +1,8 @@
-"""The Unix socket listener: accepts clients, splits their streams into frames, validates each.
+"""The Unix socket listener: accepts clients, splits their streams into frames, spools each valid one.
 
-A bad frame costs only its own connection; a slow client costs only its own task; when the pipeline
-is full, connections stop being read (backpressure) rather than anything being dropped.
+A bad frame costs only its own connection; a slow or stuck client costs only its own task (and is
+closed after ``listener.idle_seconds``); when the spool is full, connections stop being read
+(backpressure) rather than anything being dropped.
 """
 
 from __future__ import annotations
@@ -11,22 +12,30 @@ import os
 import socket
 import stat
 import struct
-from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
+import time
+from contextlib import suppress
 
+import msgspec
 import trio
 
-from hookdb.client.wire import FrameDecoder, ProtocolError
+from hookdb.client.protocol import Reply, decode_envelope
+from hookdb.client.wire import ACCEPTED, FrameDecoder, ProtocolError, encode_reply, frame
 from hookdb.collector import logs, metrics
-from hookdb.collector.events import Peer, Row, event_row
+from hookdb.collector.events import Peer
+from hookdb.collector.spool import Spool, encode_entry
 
 log = logs.get("hookdb.listener")
 
 _PEERCRED = struct.Struct("3i")
+REPLY_SECONDS = 5.0  # how long a refusal may wait for a client that does not read
 
 
 class SocketInUse(RuntimeError):
-    """Another live process is serving the socket path."""
+    """Another live process is serving the socket path, or the path is not a socket."""
+
+
+class _Idle(Exception):
+    pass
 
 
 async def bind_socket(path: str, mode: int) -> trio.socket.SocketType:
@@ -67,30 +76,33 @@ def peer_of(sock: trio.socket.SocketType) -> Peer | None:
 
 
 class Listener:
-    """Serves client connections and hands each valid event to ``accept``.
+    """Serves client connections and appends each valid frame to the spool.
 
-    ``close_reading`` (shutdown) stops every connection from waiting for more data; each then takes
-    what the kernel already holds for it without waiting, hands over its complete frames, and closes.
+    ``close_reading`` (shutdown) stops accepting and stops every connection from waiting for more data;
+    each then takes what the kernel already holds for it without waiting, spools its complete frames,
+    and closes.
     """
 
     def __init__(
         self,
         *,
-        accept: Callable[[Row], Awaitable[None]],
-        default_tenant: str,
+        spool: Spool,
         max_frame_bytes: int,
         read_bytes: int,
+        max_connections: int,
+        idle_seconds: float,
     ) -> None:
-        self._accept = accept
-        self._default_tenant = default_tenant
+        self._spool = spool
         self._max_frame_bytes = max_frame_bytes
         self._read_bytes = read_bytes
+        self._idle_seconds = idle_seconds
+        self._slots = trio.Semaphore(max_connections)
         self._closing = False
-        self._reads: set[trio.CancelScope] = set()
+        self._waits: set[trio.CancelScope] = set()
 
     def close_reading(self) -> None:
         self._closing = True
-        for scope in self._reads:
+        for scope in self._waits:
             scope.cancel()
 
     async def serve(self, sock: trio.socket.SocketType) -> None:
@@ -98,21 +110,28 @@ class Listener:
         listener = trio.SocketListener(sock)
         async with trio.open_nursery() as nursery:
             with trio.CancelScope() as accepting:
-                self._reads.add(accepting)
+                self._waits.add(accepting)
                 while not self._closing:
-                    stream = await listener.accept()
+                    await self._slots.acquire()
+                    try:
+                        stream = await listener.accept()
+                    except BaseException:
+                        self._slots.release()
+                        raise
                     nursery.start_soon(self._serve_connection, stream)
         await listener.aclose()
 
     async def _read(self, stream: trio.SocketStream) -> bytes | None:
-        """The next bytes from a client; ``b""`` at end of stream, ``None`` once reading is closed."""
+        """The next bytes from a client: ``b""`` at end of stream, ``None`` once reading is closed."""
         if not self._closing:
-            with trio.CancelScope() as scope:
-                self._reads.add(scope)
+            with trio.CancelScope(deadline=trio.current_time() + self._idle_seconds) as scope:
+                self._waits.add(scope)
                 try:
                     return await stream.receive_some(self._read_bytes)
                 finally:
-                    self._reads.discard(scope)
+                    self._waits.discard(scope)
+            if not self._closing:
+                raise _Idle
         try:  # shutting down: what the kernel holds is ours to keep, so take it without waiting
             return os.read(stream.socket.fileno(), self._read_bytes) or b""
         except BlockingIOError:
@@ -128,19 +147,56 @@ class Listener:
                     decoder.end_of_stream()
                     return
                 decoder.receive_data(data)
-                received_at = datetime.now(UTC)
-                while (body := decoder.next_frame()) is not None:
-                    row = event_row(body, peer, received_at, self._default_tenant)
-                    metrics.events_received.inc()
-                    await self._accept(row)
+                await self._spool_frames(stream, decoder, peer)
             if decoder.buffered:
                 log.warning("connection.cut_by_shutdown", peer=peer, partial_bytes=decoder.buffered)
         except ProtocolError as exc:
             metrics.events_rejected.labels(exc.reason).inc()
             log.warning("frame.rejected", reason=exc.reason, detail=exc.detail, peer=peer)
+            with (
+                trio.move_on_after(REPLY_SECONDS),
+                suppress(trio.BrokenResourceError, trio.ClosedResourceError),
+            ):
+                await stream.send_all(frame(msgspec.msgpack.encode(Reply(None, exc.reason, exc.detail))))
+        except _Idle:
+            log.info(
+                "connection.idle_closed",
+                peer=peer,
+                seconds=self._idle_seconds,
+                partial_bytes=decoder.buffered,
+            )
         except (trio.BrokenResourceError, ConnectionError) as exc:
             log.info("connection.broken", peer=peer, error=str(exc), partial_bytes=decoder.buffered)
         finally:
             metrics.connections_open.dec()
+            self._slots.release()
             with trio.CancelScope(shield=True):
                 await stream.aclose()
+
+    async def _spool_frames(
+        self, stream: trio.SocketStream, decoder: FrameDecoder, peer: Peer | None
+    ) -> None:
+        """Spool every complete frame (in one append), ack those that asked, then raise for a bad one."""
+        received_at_ns = time.time_ns()
+        entries: list[bytes] = []
+        acks: list[bytes] = []
+        refusal: ProtocolError | None = None
+        try:
+            while (body := decoder.next_frame()) is not None:
+                envelope, _ = decode_envelope(body)
+                entries.append(encode_entry(body, peer, received_at_ns))
+                if envelope.ack:
+                    acks.append(frame(encode_reply(str(envelope.event_id), ACCEPTED)))
+        except ProtocolError as exc:
+            refusal = exc
+        if entries:
+            position = await self._spool.append(entries)
+            metrics.events_received.inc(len(entries))
+            if acks:
+                await self._spool.wait_durable(position)
+                with trio.move_on_after(self._idle_seconds) as sending:
+                    await stream.send_all(b"".join(acks))
+                if sending.cancelled_caught:
+                    raise _Idle
+        if refusal is not None:
+            raise refusal

@@ -38,6 +38,21 @@ copy_seconds = Histogram(
 db_errors = Counter(
     "hookdb_db_errors_total", "Failed batch writes, by SQLSTATE class.", ["sqlstate_class"], registry=REGISTRY
 )
+outbox_files = Gauge("hookdb_outbox_files", "Client outbox files waiting to be drained.", registry=REGISTRY)
+dead_letters = Counter(
+    "hookdb_dead_letters_total",
+    "Events PostgreSQL refused as data, moved to the dead-letter file.",
+    registry=REGISTRY,
+)
+breaker_state = Gauge(
+    "hookdb_breaker_state", "Write circuit breaker: 0 closed, 1 half-open, 2 open.", registry=REGISTRY
+)
+breaker_transitions = Counter(
+    "hookdb_breaker_transitions_total",
+    "Breaker state changes.",
+    ["from_state", "to_state"],
+    registry=REGISTRY,
+)
 connections_open = Gauge("hookdb_client_connections", "Open client connections.", registry=REGISTRY)
 
 for _reason in get_args(RejectReason):

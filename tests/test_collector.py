@@ -14,6 +14,7 @@ from pathlib import Path
 import msgspec
 
 from hookdb.client import Emitter
+from hookdb.client.protocol import Reply
 from hookdb.client.wire import encode_envelope, frame, new_event_id
 
 from conftest import BIN, count_rows, run_sql, wait_for_rows
@@ -89,24 +90,30 @@ def test_a_malformed_client_does_not_disturb_five_good_ones(
 ) -> None:
     collector = start_collector()
     good = [frames_for(c, 400) for c in range(5)]
-    bad_streams = [
-        (2**31).to_bytes(4, "big") + b"junk",  # oversize prefix
-        frame(b"\xc1\xc1\xc1"),  # not MessagePack
-        frame(msgspec.msgpack.encode({"v": 1, "event_id": "x"})),  # wrong types, missing fields
-        frame(msgspec.msgpack.encode({"v": 99})),  # unknown protocol version
-        frames_for(99, 1)[0][:-3],  # truncated
-    ]
+    bad_streams = {
+        "oversize": (2**31).to_bytes(4, "big") + b"junk",
+        "not_msgpack": frame(b"\xc1\xc1\xc1"),
+        "bad_envelope": frame(msgspec.msgpack.encode({"v": 1, "event_id": "x"})),
+        "unsupported_version": frame(msgspec.msgpack.encode({"v": 99})),
+        "truncated": frames_for(99, 1)[0][:-3],
+    }
+    replies: dict[str, str | None] = {}
     errors: list[BaseException] = []
 
     def misbehave() -> None:
-        for data in bad_streams:
+        for reason, data in bad_streams.items():
             try:
                 with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
                     sock.connect(str(socket_path))
                     sock.sendall(frames_for(98, 1)[0] + data)  # one good frame first: it must be kept
                     sock.shutdown(socket.SHUT_WR)
                     sock.settimeout(5)
-                    assert sock.recv(1) == b""  # the collector hangs up on us
+                    stream = b""
+                    while chunk := sock.recv(4096):  # the reply, then the collector hangs up
+                        stream += chunk
+                    replies[reason] = (
+                        msgspec.msgpack.decode(stream[4:], type=Reply).status if stream else None
+                    )
             except BaseException as exc:
                 errors.append(exc)
 
@@ -115,6 +122,7 @@ def test_a_malformed_client_does_not_disturb_five_good_ones(
     send_concurrently(socket_path, good)
     bad.join()
     assert errors == []
+    assert replies == {reason: reason for reason in bad_streams}  # each told why before the hang-up
     assert wait_for_rows(dsn, 2000 + len(bad_streams)) == 2000 + len(bad_streams)
     log = [json.loads(line) for line in collector.output.splitlines() if line.startswith("{")]
     reasons = sorted(e["reason"] for e in log if e["event"] == "frame.rejected")

@@ -10,13 +10,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from hookdb.client.protocol import Envelope, decode_envelope
+from hookdb.client.protocol import Envelope, Reply, decode_envelope
 from hookdb.client.wire import (
     DEFAULT_MAX_FRAME_BYTES,
     HEADER_SIZE,
     FrameDecoder,
     ProtocolError,
     encode_envelope,
+    encode_reply,
     frame,
     new_event_id,
 )
@@ -48,6 +49,7 @@ def envelope_fields(draw: st.DrawFn) -> dict:
         "session_id": draw(st.none() | labels),
         "tenant": draw(st.none() | labels),
         "payload": msgspec.json.encode(draw(json_values)),
+        "ack": draw(st.booleans()),
     }
 
 
@@ -61,12 +63,20 @@ def typed(fields: dict) -> Envelope:
         session_id=fields["session_id"],
         tenant=fields["tenant"],
         payload=fields["payload"],
+        ack=fields.get("ack", False),
     )
 
 
 @given(envelope_fields())
 def test_fast_encoder_writes_exactly_what_msgspec_writes(fields: dict) -> None:
     assert encode_envelope(**fields) == msgspec.msgpack.encode(typed(fields))
+
+
+@given(
+    st.none() | st.uuids().map(str), st.sampled_from(["accepted", "oversize", "bad_payload", "spool_full"])
+)
+def test_fast_reply_encoder_writes_exactly_what_msgspec_writes(event_id: str | None, status: str) -> None:
+    assert encode_reply(event_id, status) == msgspec.msgpack.encode(Reply(event_id, status))
 
 
 @given(st.lists(envelope_fields(), min_size=1, max_size=5), st.data())

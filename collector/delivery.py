@@ -1,0 +1,252 @@
+"""From the spool to PostgreSQL: read records back, batch them, and write each batch exactly once.
+
+Three tasks joined by channels that hold at most one item each (so memory stays bounded by a couple
+of batches, whatever the spool holds): ``read_spool`` → ``batch_records`` → ``Delivery.run``.
+Each write asks the breaker first; a data error splits the batch until the rows at fault are
+isolated and dead-lettered; only a batch that is fully committed (or dead-lettered) moves the spool's
+checkpoint.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from contextlib import aclosing, suppress
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import asyncpg
+import trio
+
+from hookdb.client.wire import ProtocolError
+from hookdb.collector import deadletter, logs, metrics
+from hookdb.collector.batcher import Batcher
+from hookdb.collector.breaker import Breaker
+from hookdb.collector.classification import is_data_error, sqlstate_class
+from hookdb.collector.events import Row, column, event_row, from_ns, row_bytes
+from hookdb.collector.sink import PostgresSink
+from hookdb.collector.spool import Position, Spool, decode_entry
+
+log = logs.get("hookdb.delivery")
+
+# What counts as the database being unavailable; anything else is a bug and stops the collector.
+AVAILABILITY_ERRORS = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
+
+
+@dataclass(slots=True)
+class Item:
+    """One spooled event on its way to PostgreSQL."""
+
+    row: Row | None  # None when the spooled frame no longer decodes (it goes to the dead letters)
+    entry: bytes
+    end: Position
+    error: str | None = None
+
+
+@dataclass(slots=True)
+class Batch:
+    items: list[Item]
+
+    @property
+    def end(self) -> Position:
+        return self.items[-1].end
+
+
+async def read_spool(spool: Spool, send: trio.MemorySendChannel[list[tuple[Position, bytes]]]) -> None:
+    """Stream undelivered records from the spool's checkpoint on, until the spool's input closes."""
+    async with send, aclosing(spool.read(spool.checkpoint)) as chunks:
+        async for records in chunks:
+            await send.send(records)
+
+
+def to_item(entry: bytes, end: Position, default_tenant: str) -> Item:
+    received_at_ns, peer, envelope = decode_entry(entry)
+    try:
+        return Item(event_row(envelope, peer, from_ns(received_at_ns), default_tenant), entry, end)
+    except ProtocolError as exc:  # spooled by a collector that accepted it, refused by this one
+        return Item(None, entry, end, f"{exc.reason}: {exc.detail}")
+
+
+async def batch_records(
+    receive: trio.MemoryReceiveChannel[list[tuple[Position, bytes]]],
+    send: trio.MemorySendChannel[Batch],
+    batcher: Batcher[Item],
+    default_tenant: str,
+) -> None:
+    """Group records into batches by the batcher's policy; flush the rest when the input ends."""
+    async with receive, send:
+        while True:
+            deadline = batcher.deadline()
+            records = None
+            with trio.move_on_at(math.inf if deadline is None else deadline):
+                try:
+                    records = await receive.receive()
+                except trio.EndOfChannel:
+                    break
+            if records is None:  # the linger time ran out; only the receive may be cut short, never a send
+                await send.send(Batch(batcher.take()))
+                continue
+            now = trio.current_time()
+            for end, entry in records:
+                item = to_item(entry, end, default_tenant)
+                for items in batcher.add(item, row_bytes(item.row) if item.row else len(entry), now):
+                    await send.send(Batch(items))
+        if len(batcher):
+            await send.send(Batch(batcher.take()))
+
+
+class Delivery:
+    """Writes batches in order through the breaker; the one place that talks to PostgreSQL."""
+
+    def __init__(
+        self,
+        *,
+        dsn: str,
+        spool: Spool,
+        breaker: Breaker,
+        state_dir: Path,
+        connect_timeout: float,
+        write_timeout: float,
+        retry_seconds: float,
+    ) -> None:
+        self._dsn = dsn
+        self._spool = spool
+        self.breaker = breaker
+        self._state_dir = state_dir
+        self._connect_timeout = connect_timeout
+        self._write_timeout = write_timeout
+        self._retry_seconds = retry_seconds
+        self._sink: PostgresSink | None = None
+        self.last_write_ok: bool | None = None
+
+    async def open(self) -> PostgresSink:
+        if self._sink is None:
+            self._sink = await PostgresSink.connect(self._dsn, connect_timeout=self._connect_timeout)
+            if self._sink.schema_created:
+                log.info("schema.applied")
+        return self._sink
+
+    async def aclose(self) -> None:
+        if self._sink is not None:
+            sink, self._sink = self._sink, None
+            with suppress(Exception):
+                await sink.aclose()
+
+    async def run(self, receive: trio.MemoryReceiveChannel[Batch]) -> None:
+        async with receive:
+            async for batch in receive:
+                await self._deliver(batch)
+        await self.aclose()
+
+    async def _deliver(self, batch: Batch) -> None:
+        """Write one batch; wait and retry for as long as it takes (the breaker paces the attempts)."""
+        while True:
+            now = trio.current_time()
+            permit = self.breaker.acquire(now)
+            self._log_transitions()
+            if permit is None:
+                retry_at = self.breaker.retry_at(now)
+                await trio.sleep_until(now + self._retry_seconds if retry_at is None else retry_at)
+                continue
+            timeout = self.breaker.probe_timeout_seconds if permit.is_probe else self._write_timeout
+            started = time.perf_counter()
+            error: BaseException | None = None
+            dead: list[tuple[Item, str, str | None]] = []
+            with trio.move_on_after(timeout) as attempt:
+                try:
+                    dead = await self._write_isolating(batch.items)
+                except AVAILABILITY_ERRORS as exc:
+                    error = exc
+            if attempt.cancelled_caught:
+                error = TimeoutError(f"batch write took longer than {timeout:g} s")
+            if error is None:
+                if dead:
+                    await trio.to_thread.run_sync(deadletter.append, self._state_dir, _letters(dead))
+                    metrics.dead_letters.inc(len(dead))
+                self.breaker.success(permit, trio.current_time())
+                self._log_transitions()
+                self.last_write_ok = True
+                metrics.copy_seconds.observe(time.perf_counter() - started)
+                self._spool.delivered(batch.end, len(batch.items))
+                return
+            self.last_write_ok = False
+            metrics.db_errors.labels(sqlstate_class(error)).inc()
+            self.breaker.failure(permit, trio.current_time(), f"{type(error).__name__}: {error}")
+            if not self._log_transitions() and self.breaker.consecutive_failures == 1:
+                log.warning(
+                    "write.failed",
+                    error=str(error),
+                    sqlstate_class=sqlstate_class(error),
+                    events=len(batch.items),
+                )
+            await self.aclose()
+            if self.breaker.state == "closed":
+                await trio.sleep(self._retry_seconds)
+
+    async def _write_isolating(self, items: list[Item]) -> list[tuple[Item, str, str | None]]:
+        """Write ``items``; on a data error split them until each row at fault stands alone.
+
+        Returns the rows PostgreSQL refused as data, with the error and SQLSTATE. Parts written before an
+        availability error are simply written again with the retry: duplicates add no rows.
+        """
+        refused = [(item, item.error, None) for item in items if item.row is None]
+        rows = [item for item in items if item.row is not None]
+        if not rows:
+            return refused
+        sink = await self.open()
+        try:
+            inserted = await sink.write([item.row for item in rows])  # type: ignore[misc]
+        except asyncpg.PostgresError as exc:
+            if not is_data_error(exc):
+                raise
+            if len(rows) == 1:
+                return [*refused, (rows[0], f"{type(exc).__name__}: {exc}", exc.sqlstate)]
+            middle = len(rows) // 2
+            return [
+                *refused,
+                *await self._write_isolating(rows[:middle]),
+                *await self._write_isolating(rows[middle:]),
+            ]
+        metrics.batches.inc()
+        metrics.batch_size.observe(len(rows))
+        metrics.events_persisted.inc(inserted)
+        metrics.events_duplicate.inc(len(rows) - inserted)
+        return refused
+
+    def _log_transitions(self) -> bool:
+        changed = self.breaker.transitions()
+        for t in changed:
+            metrics.breaker_transitions.labels(t.from_state, t.to_state).inc()
+            fields = {"from_state": t.from_state, "to_state": t.to_state, "reason": t.reason}
+            if t.to_state == "open":
+                fields["retry_in_seconds"] = round((self.breaker.open_until or t.at) - t.at, 1)
+                fields["last_error"] = self.breaker.last_error
+            log.warning("breaker.transition", **fields)
+        if changed:
+            metrics.breaker_state.set({"closed": 0, "half_open": 1, "open": 2}[self.breaker.state])
+        return bool(changed)
+
+
+def _letters(dead: list[tuple[Item, str, str | None]]) -> list[deadletter.DeadLetter]:
+    letters = []
+    for item, error, sqlstate in dead:
+        received_at_ns, peer, envelope = decode_entry(item.entry)
+        row = item.row
+        letters.append(
+            deadletter.DeadLetter(
+                dead_at=datetime.now(UTC),
+                error=error,
+                sqlstate=sqlstate,
+                received_at=from_ns(received_at_ns),
+                peer=peer,
+                event_id=str(column(row, "event_id")) if row else None,
+                event_type=column(row, "event_type") if row else None,  # type: ignore[arg-type]
+                session_id=column(row, "session_id") if row else None,  # type: ignore[arg-type]
+                envelope=envelope,
+            )
+        )
+        log.error(
+            "event.dead_lettered", error=error, sqlstate=sqlstate, peer=peer, event_id=letters[-1].event_id
+        )
+    return letters

