@@ -194,12 +194,9 @@ class Breaker:
         return Permit(self._serial, is_probe)
 
     def _open(self, now: float, reason: Reason) -> None:
-        if self._state == "half_open":
+        if self._state == "half_open":  # from closed, the last success has reset both
             self._reopens += 1
             self._period = min(self._period * self.backoff, self.max_open_seconds)
-        else:
-            self._reopens = 0
-            self._period = self.open_seconds
         factor = 1.0 + self.jitter * (2.0 * self._random() - 1.0)
         self._open_until = now + min(self._period * factor, self.max_open_seconds)
         self._live.clear()  # every outstanding permit becomes stale

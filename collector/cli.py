@@ -4,9 +4,15 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING
+
+import msgspec
 
 from hookdb.collector import config as config_mod
 from hookdb.collector import logs
+
+if TYPE_CHECKING:
+    from hookdb.collector.spool_report import SpoolReport
 
 
 def _config_options(parser: argparse.ArgumentParser) -> None:
@@ -19,7 +25,13 @@ def _config_options(parser: argparse.ArgumentParser) -> None:
         dest="overrides",
         help="override one setting (repeatable), e.g. --set batch.max_events=500",
     )
-    parser.add_argument("--state-dir", metavar="DIR", help="state directory (collector.state_dir)")
+    parser.add_argument(
+        "--state-dir", metavar="DIR", help="the collector's state directory (collector.state_dir)"
+    )
+
+
+def _socket_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--socket", metavar="PATH", help="the collector's Unix socket (listener.socket)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -27,11 +39,32 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     collector = commands.add_parser("collector", help="the collector daemon")
-    collector_commands = collector.add_subparsers(dest="action", required=True, metavar="ACTION")
-    run = collector_commands.add_parser("run", help="run the collector in the foreground")
-    run.add_argument("--socket", metavar="PATH", help="Unix socket to listen on (listener.socket)")
+    collector_actions = collector.add_subparsers(dest="action", required=True, metavar="ACTION")
+    run = collector_actions.add_parser("run", help="run the collector in the foreground")
+    _socket_option(run)
     run.add_argument("--dsn", help="PostgreSQL DSN (database.dsn, $HOOKDB_DSN); default: embedded server")
     _config_options(run)
+
+    spool = commands.add_parser("spool", help="look into the collector's spool (read-only)")
+    spool_actions = spool.add_subparsers(dest="action", required=True, metavar="ACTION")
+    inspect = spool_actions.add_parser("inspect", help="records, bytes, oldest age and damage, per segment")
+    inspect.add_argument("--json", action="store_true", help="print the report as JSON")
+    _config_options(inspect)
+    verify = spool_actions.add_parser(
+        "verify", help="check every record's CRC; exit 1 if any segment is damaged"
+    )
+    _config_options(verify)
+
+    dead = commands.add_parser("deadletter", help="events PostgreSQL refused as data")
+    dead_actions = dead.add_subparsers(dest="action", required=True, metavar="ACTION")
+    listing = dead_actions.add_parser("list", help="show the dead letters")
+    listing.add_argument(
+        "--json", action="store_true", help="one JSON object per line, with the original bytes"
+    )
+    _config_options(listing)
+    replay = dead_actions.add_parser("replay", help="send the dead letters to the running collector again")
+    _socket_option(replay)
+    _config_options(replay)
     return parser
 
 
@@ -61,12 +94,17 @@ def main(argv: list[str] | None = None) -> int:
     except config_mod.ConfigError as exc:
         print(f"hookdb: {exc}", file=sys.stderr)
         return 2
-    if args.command == "collector" and args.action == "run":
-        return _run_collector(config)
-    return 2
+    command = {
+        ("collector", "run"): _run_collector,
+        ("spool", "inspect"): _spool_inspect,
+        ("spool", "verify"): _spool_verify,
+        ("deadletter", "list"): _deadletter_list,
+        ("deadletter", "replay"): _deadletter_replay,
+    }[(args.command, args.action)]
+    return command(config, args)
 
 
-def _run_collector(config: config_mod.Config) -> int:
+def _run_collector(config: config_mod.Config, args: argparse.Namespace) -> int:
     import trio
 
     from hookdb.collector import daemon
@@ -80,6 +118,59 @@ def _run_collector(config: config_mod.Config) -> int:
         print(f"hookdb: {exc}", file=sys.stderr)
         return 1
     return 0
+
+
+def _spool_report(config: config_mod.Config) -> SpoolReport:
+    from hookdb.collector.daemon import SPOOL_RECORD_OVERHEAD
+    from hookdb.collector.spool_report import inspect
+
+    return inspect(config.state_dir / "spool", config.listener.max_frame_bytes + SPOOL_RECORD_OVERHEAD)
+
+
+def _spool_inspect(config: config_mod.Config, args: argparse.Namespace) -> int:
+    from hookdb.collector.spool_report import render
+
+    report = _spool_report(config)
+    print(msgspec.json.encode(report).decode() if args.json else render(report))
+    return 0
+
+
+def _spool_verify(config: config_mod.Config, args: argparse.Namespace) -> int:
+    from hookdb.collector.spool_report import render
+
+    report = _spool_report(config)
+    print(render(report))
+    if report.damaged:
+        print("hookdb: the spool has damaged segments; the collector quarantines them at its next start")
+        return 1
+    return 0
+
+
+def _deadletter_list(config: config_mod.Config, args: argparse.Namespace) -> int:
+    from hookdb.collector import deadletter
+
+    for path in deadletter.pending_files(config.state_dir):
+        for letter in deadletter.read(path):
+            if isinstance(letter, str):
+                print(letter, file=sys.stderr)
+            elif args.json:
+                print(msgspec.json.encode(letter).decode())
+            else:
+                print(
+                    f"{letter.dead_at:%Y-%m-%d %H:%M:%S} {letter.event_id} {letter.event_type} "
+                    f"[{letter.sqlstate or '-'}] {letter.error}"
+                )
+    return 0
+
+
+def _deadletter_replay(config: config_mod.Config, args: argparse.Namespace) -> int:
+    from hookdb.collector import deadletter
+
+    sent, problems = deadletter.replay(config.state_dir, config.socket_path)
+    for problem in problems:
+        print(f"hookdb: {problem}", file=sys.stderr)
+    print(f"replayed {sent} dead letters; {len(problems)} not taken")
+    return 1 if problems else 0
 
 
 if __name__ == "__main__":

@@ -169,6 +169,7 @@ class Spool:
         self._synced_event = trio.Event()
         self._sync_lock = trio.Lock()
         self._input_closed = False
+        self._appends_waiting = 0
         self._unsynced: list[int] = []  # sealed segments' descriptors awaiting their last fsync
 
     # -- opening and recovery (blocking) ------------------------------------------------------------
@@ -273,7 +274,11 @@ class Spool:
         while self.disk_bytes + len(data) > self.max_bytes and self.pending_records:
             if self._freed.is_set():
                 self._freed = trio.Event()
-            await self._freed.wait()
+            self._appends_waiting += 1
+            try:
+                await self._freed.wait()
+            finally:
+                self._appends_waiting -= 1
         active = self.segments[-1]
         if active.size + len(data) > self.segment_bytes and active.size > FILE_HEADER_SIZE:
             self._rotate()
@@ -286,7 +291,7 @@ class Spool:
     @property
     def full(self) -> bool:
         """True while appends are waiting for delivered segments to be deleted."""
-        return self.disk_bytes >= self.max_bytes and self.pending_records > 0
+        return self._appends_waiting > 0
 
     def _rotate(self) -> None:
         """Seal the active segment and start the next; the old one is synced and closed by the next sync."""
