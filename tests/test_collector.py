@@ -20,7 +20,7 @@ from hookdb.client.wire import encode_envelope, frame, new_event_id
 from conftest import BIN, count_rows, run_sql, wait_for_rows
 
 
-def frames_for(client: int, n: int) -> list[bytes]:
+def frames_for(client: int, n: int, *, ack: bool = False) -> list[bytes]:
     return [
         frame(
             encode_envelope(
@@ -31,6 +31,7 @@ def frames_for(client: int, n: int) -> list[bytes]:
                 session_id=f"session-{client}",
                 tenant=None,
                 payload=msgspec.json.encode({"tool_name": "Bash", "client": client, "seq": i}),
+                ack=ack,
             )
         )
         for i in range(n)
