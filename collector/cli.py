@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import TYPE_CHECKING
 
@@ -55,6 +56,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _config_options(verify)
 
+    check = commands.add_parser(
+        "check-config", help="validate a configuration file; exit 1 naming what is wrong"
+    )
+    check.add_argument(
+        "path",
+        nargs="?",
+        metavar="PATH",
+        help=f"default: ${config_mod.CONFIG_ENV} or {config_mod.DEFAULT_PATH}",
+    )
+    check.add_argument("--set", metavar="SECTION.KEY=VALUE", action="append", default=[], dest="overrides")
+
     dead = commands.add_parser("deadletter", help="events PostgreSQL refused as data")
     dead_actions = dead.add_subparsers(dest="action", required=True, metavar="ACTION")
     listing = dead_actions.add_parser("list", help="show the dead letters")
@@ -68,6 +80,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def config_path(args: argparse.Namespace) -> str | None:
+    """``--config`` (or check-config's PATH), else ``$HOOKDB_CONFIG``, else the default file if it exists."""
+    explicit = (
+        getattr(args, "config", None) or getattr(args, "path", None) or os.environ.get(config_mod.CONFIG_ENV)
+    )
+    if explicit:
+        return explicit
+    return config_mod.DEFAULT_PATH if os.path.exists(config_mod.DEFAULT_PATH) else None
+
+
 def load_config(args: argparse.Namespace) -> config_mod.Config:
     """The configuration the command line asks for; dedicated flags win over ``--set`` and the file."""
     overrides = list(args.overrides)
@@ -79,7 +101,7 @@ def load_config(args: argparse.Namespace) -> config_mod.Config:
         value = getattr(args, flag, None)
         if value:
             overrides.append(f"{name}={_toml_string(value)}")
-    return config_mod.load(args.config, overrides)
+    return config_mod.load(config_path(args), overrides)
 
 
 def _toml_string(value: str) -> str:
@@ -93,15 +115,21 @@ def main(argv: list[str] | None = None) -> int:
         config = load_config(args)
     except config_mod.ConfigError as exc:
         print(f"hookdb: {exc}", file=sys.stderr)
-        return 2
+        return 1 if args.command == "check-config" else 2
     command = {
+        ("check-config", None): _check_config,
         ("collector", "run"): _run_collector,
         ("spool", "inspect"): _spool_inspect,
         ("spool", "verify"): _spool_verify,
         ("deadletter", "list"): _deadletter_list,
         ("deadletter", "replay"): _deadletter_replay,
-    }[(args.command, args.action)]
+    }[(args.command, getattr(args, "action", None))]
     return command(config, args)
+
+
+def _check_config(config: config_mod.Config, args: argparse.Namespace) -> int:
+    print(f"{config_path(args) or 'defaults'}: ok")
+    return 0
 
 
 def _run_collector(config: config_mod.Config, args: argparse.Namespace) -> int:

@@ -18,6 +18,8 @@ from hookdb.client.outbox import outbox_dir
 from hookdb.client.paths import default_socket_path
 from hookdb.client.wire import DEFAULT_MAX_FRAME_BYTES
 
+DEFAULT_PATH = "/etc/hookdb/collector.toml"
+CONFIG_ENV = "HOOKDB_CONFIG"
 DSN_ENV = "HOOKDB_DSN"
 STATE_DIR_ENV = "HOOKDB_STATE_DIR"
 
@@ -144,27 +146,69 @@ def _default_state_dir() -> str:
 
 
 def load(path: str | None = None, overrides: Sequence[str] = ()) -> Config:
-    """Build the configuration from an optional TOML file and ``section.key=value`` overrides."""
+    """Build the configuration from an optional TOML file and ``section.key=value`` overrides.
+
+    Errors name the setting and where it came from: ``FILE:LINE`` or the ``--set`` that gave it.
+    """
     raw: dict[str, Any] = {}
+    text = ""
     if path is not None:
         try:
             with open(path, "rb") as f:
-                raw = tomllib.load(f)
+                text = f.read().decode()
+            raw = tomllib.loads(text)
         except OSError as exc:
             raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
-        except tomllib.TOMLDecodeError as exc:
+        except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
             raise ConfigError(f"{path}: {exc}") from None
+    given: dict[str, str] = {}
     for item in overrides:
         name, eq, value = item.partition("=")
         section, dot, key = name.strip().partition(".")
         if not (eq and dot and section and key):
             raise ConfigError(f"--set takes section.key=value, got {item!r}")
-        raw.setdefault(section, {})[key] = _scalar(value.strip())
+        if not isinstance(raw.setdefault(section, {}), dict):
+            raise ConfigError(f"--set {item}: {section} is not a section")
+        raw[section][key] = _scalar(value.strip())
+        given[f"{section}.{key}"] = item
     try:
         return msgspec.convert(raw, Config, strict=False)
     except msgspec.ValidationError as exc:
-        where = f"{path}: " if path else ""
-        raise ConfigError(f"{where}{exc}") from None
+        raise ConfigError(_explain(str(exc), path, text, given)) from None
+
+
+_AT = " - at `$"
+
+
+def _explain(message: str, path: str | None, text: str, given: dict[str, str]) -> str:
+    """Turn msgspec's ``… - at `$.section.key``` into ``FILE:LINE: section.key: …``."""
+    problem, _, where = message.partition(_AT)
+    name = where.rstrip("`").lstrip(".")
+    if problem.startswith("Object contains unknown field `"):
+        unknown = problem.split("`")[1]
+        name = f"{name}.{unknown}" if name else unknown
+        problem = "unknown setting"
+    source = next((item for key, item in given.items() if key == name or key.startswith(name + ".")), None)
+    if source is not None:
+        return f"--set {source}: {name}: {problem}"
+    line = _line_of(text, name)
+    origin = f"{path}:{line}" if path and line else (path or "settings")
+    return f"{origin}: {name}: {problem}"
+
+
+def _line_of(text: str, name: str) -> int | None:
+    """The line of ``section.key`` (or ``[section]``) in a TOML text: a plain scan, enough for our files."""
+    section, _, key = name.partition(".")
+    current = ""
+    for number, line in enumerate(text.splitlines(), 1):
+        stripped = line.strip()
+        if stripped.startswith("[") and stripped.endswith("]"):
+            current = stripped.strip("[] ")
+            if current == section and not key:
+                return number
+        elif current == section and key and stripped.split("=", 1)[0].strip().strip('"') == key:
+            return number
+    return None
 
 
 def _scalar(text: str) -> Any:

@@ -234,3 +234,45 @@ def test_embedded_postgres_is_the_default(tmp_path: Path) -> None:
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(60) == 0
+
+
+def test_check_config_names_the_key_and_line(tmp_path: Path) -> None:
+    def check(text: str) -> subprocess.CompletedProcess[str]:
+        path = tmp_path / "collector.toml"
+        path.write_text(text)
+        command = [str(BIN / "hookdb"), "check-config", str(path)]
+        return subprocess.run(command, capture_output=True, text=True, timeout=30, check=False)
+
+    unknown = check('[spool]\nfsync = "always"\ncolour = "blue"\n')
+    assert unknown.returncode == 1
+    assert "collector.toml:3: spool.colour: unknown setting" in unknown.stderr
+    wrong = check('[collector]\ndefault_tenant = "a"\n\n[batch]\nmax_events = "many"\n')
+    assert wrong.returncode == 1
+    assert "collector.toml:5: batch.max_events: Expected `int`, got `str`" in wrong.stderr
+    good = check("[batch]\nmax_events = 10\n[breaker]\nopen_seconds = 60\n")
+    assert (good.returncode, good.stderr) == (0, "")
+
+
+def test_a_bad_config_file_never_touches_the_spool(tmp_path: Path) -> None:
+    (tmp_path / "bad.toml").write_text("[spool]\nmax_bytes = -1\n")
+    state = tmp_path / "state"
+    result = subprocess.run(
+        [
+            str(BIN / "hookdb"),
+            "collector",
+            "run",
+            "--config",
+            str(tmp_path / "bad.toml"),
+            "--state-dir",
+            str(state),
+            "--socket",
+            str(tmp_path / "s"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "spool.max_bytes" in result.stderr
+    assert not state.exists()
