@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-from typing import get_args
+import time
+from typing import TYPE_CHECKING, get_args
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from hookdb.client.wire import RejectReason
+
+if TYPE_CHECKING:
+    from hookdb.collector.spool import Spool
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 
@@ -35,6 +39,26 @@ copy_seconds = Histogram(
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
     registry=REGISTRY,
 )
+commit_latency = Histogram(
+    "hookdb_event_commit_latency_seconds",
+    "From the collector receiving an event to the commit of the batch that holds it.",
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600),
+    registry=REGISTRY,
+)
+spool_pending_records = Gauge(
+    "hookdb_spool_pending_records", "Events in the spool not yet delivered.", registry=REGISTRY
+)
+spool_pending_bytes = Gauge("hookdb_spool_pending_bytes", "Spool bytes not yet delivered.", registry=REGISTRY)
+spool_oldest_pending_age = Gauge(
+    "hookdb_spool_oldest_pending_age_seconds",
+    "Age of the oldest event not yet delivered (0 when none is pending).",
+    registry=REGISTRY,
+)
+spool_full = Gauge(
+    "hookdb_spool_full",
+    "1 while clients are not read because the spool is at its size cap.",
+    registry=REGISTRY,
+)
 db_errors = Counter(
     "hookdb_db_errors_total", "Failed batch writes, by SQLSTATE class.", ["sqlstate_class"], registry=REGISTRY
 )
@@ -57,3 +81,16 @@ connections_open = Gauge("hookdb_client_connections", "Open client connections."
 
 for _reason in get_args(RejectReason):
     events_rejected.labels(_reason)
+
+
+def refresh(spool: Spool, oldest_pending_ns: int | None) -> None:
+    """Bring the gauges that mirror state up to date (called on each scrape)."""
+    spool_pending_records.set(spool.pending_records)
+    spool_pending_bytes.set(spool.pending_bytes)
+    spool_full.set(1 if spool.full else 0)
+    age = (
+        0.0
+        if not spool.pending_records or oldest_pending_ns is None
+        else time.time() - oldest_pending_ns / 1e9
+    )
+    spool_oldest_pending_age.set(max(age, 0.0))
