@@ -165,7 +165,8 @@ class Breaker:
     def poll(self, now: float) -> None:
         """Apply the passage of time: a probe unanswered at its deadline counts as failed.
 
-        Every other method polls first, so whether a probe timed out depends only on the times involved.
+        ``acquire``, ``success`` and ``failure`` poll first, so whether a probe timed out depends only on
+        the times passed in, never on how often the caller polls.
         """
         if self._state == "half_open" and now >= self._probe_deadline:
             self._failures += 1
@@ -175,7 +176,8 @@ class Breaker:
     def retry_at(self, now: float) -> float | None:
         """When ``acquire`` may grant again (``None``: now). Pure: does not poll.
 
-        In half_open this is the probe's deadline; the probe's report may end the wait sooner.
+        In half_open this is the probe's deadline (once passed, ``poll`` reopens the breaker); the probe's
+        report may end the wait sooner.
         """
         if self._state == "half_open":
             return self._probe_deadline
@@ -184,7 +186,7 @@ class Breaker:
         return None
 
     def transitions(self) -> list[Transition]:
-        """Take the state changes since the last call, oldest first. Drain it after every call."""
+        """Take the state changes since the last call, oldest first: drain after every call, log each once."""
         taken, self._transitions = self._transitions, []
         return taken
 
@@ -194,7 +196,7 @@ class Breaker:
         return Permit(self._serial, is_probe)
 
     def _open(self, now: float, reason: Reason) -> None:
-        if self._state == "half_open":  # from closed, the last success has reset both
+        if self._state == "half_open":  # from closed, both are at their reset values
             self._reopens += 1
             self._period = min(self._period * self.backoff, self.max_open_seconds)
         factor = 1.0 + self.jitter * (2.0 * self._random() - 1.0)

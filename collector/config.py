@@ -46,6 +46,10 @@ class ListenerSection(_Section):
     """Unix socket path; empty means ``$HOOKDB_SOCKET`` or the default path clients also use."""
     socket_mode: int = 0o660
     """Permission bits of the socket file."""
+    socket_owner: str = ""
+    """User (name or id) to own the socket file; empty keeps the collector's."""
+    socket_group: str = ""
+    """Group (name or id) of the socket file; empty keeps the collector's."""
     max_frame_bytes: Positive = DEFAULT_MAX_FRAME_BYTES
     """Largest frame accepted; a larger length prefix closes the connection before any body is read."""
     read_bytes: Positive = 256 * 1024
@@ -97,6 +101,12 @@ class DatabaseSection(_Section):
     connect_timeout_seconds: Seconds = 10.0
     write_timeout_seconds: Seconds = 60.0
     """A batch write (COPY and commit) that takes longer counts as failed."""
+    statement_timeout_seconds: Seconds = 30.0
+    """PostgreSQL's ``statement_timeout`` for the collector's sessions."""
+    health_check_seconds: Seconds = 5.0
+    """When no batch was written for this long, a ``SELECT 1`` checks that the database is still there."""
+    password_file: str = ""
+    """A file holding the password, re-read at every (re)connect so a rotated credential needs no restart."""
 
 
 class BatchSection(_Section):
@@ -108,6 +118,22 @@ class BatchSection(_Section):
     """...or its first event has waited this long."""
 
 
+class MetricsSection(_Section):
+    enabled: bool = True
+    """Serve ``/metrics``, ``/healthz``, ``/readyz`` and ``/health/db`` over HTTP."""
+    listen: str = "127.0.0.1:9464"
+    """``HOST:PORT`` of that HTTP endpoint."""
+
+
+class TenantsSection(_Section):
+    default: str = "default"
+    """Tenant of a local peer that no mapping below names; empty refuses such peers."""
+    uids: dict[str, list[str]] = msgspec.field(default_factory=dict)
+    """User (id or name) → tenants it may write; the first is used when a frame names none."""
+    gids: dict[str, list[str]] = msgspec.field(default_factory=dict)
+    """Group (id or name) → tenants its members may write (the peer's primary group)."""
+
+
 class Config(_Section):
     collector: CollectorSection = msgspec.field(default_factory=CollectorSection)
     listener: ListenerSection = msgspec.field(default_factory=ListenerSection)
@@ -116,6 +142,8 @@ class Config(_Section):
     spool: SpoolSection = msgspec.field(default_factory=SpoolSection)
     breaker: BreakerSection = msgspec.field(default_factory=BreakerSection)
     outbox: OutboxSection = msgspec.field(default_factory=OutboxSection)
+    metrics: MetricsSection = msgspec.field(default_factory=MetricsSection)
+    tenants: TenantsSection = msgspec.field(default_factory=TenantsSection)
 
     @property
     def socket_path(self) -> str:

@@ -31,7 +31,15 @@ from hookdb.collector.spool import Position, Spool, decode_entry
 log = logs.get("hookdb.delivery")
 
 # What counts as the database being unavailable; anything else is a bug and stops the collector.
-AVAILABILITY_ERRORS = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
+# InternalClientError included: asyncpg raises it for a query on a connection whose server just sent
+# an unsolicited FATAL (e.g. 57P01 at a fast shutdown) before the socket's end was read.
+AVAILABILITY_ERRORS = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+)
 
 
 @dataclass(slots=True)

@@ -28,7 +28,6 @@ class StoppablePostgres:
         assert info.socket_dir is not None
         self.socket_dir = info.socket_dir
         self.dsn = self.server.get_uri()
-        self.running = True
 
     def _pg_ctl(self, *args: str) -> None:
         pgexec(
@@ -42,7 +41,7 @@ class StoppablePostgres:
     def stop(self) -> None:
         """Stop the server (fast shutdown: open sessions are cut, as in a real outage) and wait for it."""
         self._pg_ctl("-w", "-m", "fast", "stop")
-        self.running = False
+        self.server._postmaster_info = None  # nothing left for pgserver's clean-up to stop
 
     def start(self) -> float:
         """Start the server again on the same socket; return ``time.time()`` once it accepts connections."""
@@ -52,8 +51,7 @@ class StoppablePostgres:
             if info is not None and info.is_running() and info.status == "ready":
                 break
             time.sleep(0.05)
-        self.running = True
-        self.server._postmaster_info = info  # so pgserver's own clean-up stops this postmaster
+        self.server._postmaster_info = info  # the postmaster pgserver's clean-up is to stop
         return time.time()
 
     def close(self) -> None:

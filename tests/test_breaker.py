@@ -22,6 +22,7 @@ from hookdb.collector.breaker import Breaker, Permit, State, Transition
 
 T0 = 1000.0
 TIMED_OUT = "<any message about the probe>"
+RANDOMS = st.sampled_from([0.0, 0.5, 1 - 2**-53]) | st.floats(0, 1, exclude_max=True)
 
 
 def grant(breaker: Breaker, now: float) -> Permit:
@@ -58,6 +59,7 @@ class BreakerMachine(RuleBasedStateMachine):
         cap_factor=st.sampled_from([1.0, 2.5, 8.0, 100.0]),
         jitter=st.sampled_from([0.0, 0.1, 0.5]),
         probe_timeout=st.sampled_from([0.5, 30.0]),
+        r=RANDOMS,
     )
     def start(
         self,
@@ -67,6 +69,7 @@ class BreakerMachine(RuleBasedStateMachine):
         cap_factor: float,
         jitter: float,
         probe_timeout: float,
+        r: float,
     ) -> None:
         self.cfg = {
             "failures": failures,
@@ -76,7 +79,7 @@ class BreakerMachine(RuleBasedStateMachine):
             "jitter": jitter,
             "probe_timeout_seconds": probe_timeout,
         }
-        self.r = 0.5
+        self.r = r  # what the injected random() returns; the set_random rule changes it
         self.breaker = Breaker(**self.cfg, random=lambda: self.r)
         self.now = T0
         # the model
@@ -131,7 +134,7 @@ class BreakerMachine(RuleBasedStateMachine):
         target = (self.open_until if self.state == "open" else self.probe_deadline) + offset
         self.now = max(self.now, target)
 
-    @rule(r=st.sampled_from([0.0, 0.5, 1 - 2**-53]) | st.floats(0, 1, exclude_max=True))
+    @rule(r=RANDOMS)
     def set_random(self, r: float) -> None:
         self.r = r
 
