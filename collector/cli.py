@@ -141,7 +141,10 @@ def _run_collector(config: config_mod.Config, args: argparse.Namespace) -> int:
 
     try:
         trio.run(daemon.run, config)
-    except (SocketInUse, EmbeddedUnavailable) as exc:
+    except config_mod.ConfigError as exc:
+        print(f"hookdb: {exc}", file=sys.stderr)
+        return 2
+    except (SocketInUse, EmbeddedUnavailable, OSError) as exc:
         logs.get("hookdb.collector").error("collector.failed", error=str(exc))
         print(f"hookdb: {exc}", file=sys.stderr)
         return 1

@@ -35,8 +35,6 @@ class _Section(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 class CollectorSection(_Section):
     state_dir: str = ""
     """Spool, embedded PostgreSQL data and other state; empty means the platform default."""
-    default_tenant: str = "default"
-    """Tenant of events whose envelope names none."""
     shutdown_seconds: Seconds = 10.0
     """On SIGTERM/SIGINT, how long the final flush may take before the collector exits anyway."""
 

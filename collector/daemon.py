@@ -11,21 +11,27 @@ from __future__ import annotations
 import os
 import signal
 from contextlib import suppress
+from functools import partial
 
 import trio
 import trio_asyncio
 
-from hookdb.collector import embedded, logs, outbox
+from hookdb.collector import embedded, http, logs, observe, systemd
 from hookdb.collector.batcher import Batcher
 from hookdb.collector.breaker import Breaker
-from hookdb.collector.config import Config
+from hookdb.collector.config import Config, ConfigError
 from hookdb.collector.delivery import AVAILABILITY_ERRORS, Batch, Delivery, Item, batch_records, read_spool
 from hookdb.collector.listener import Listener, bind_socket
+from hookdb.collector.observe import Health
+from hookdb.collector.outbox import OutboxDrainer
+from hookdb.collector.sink import ConnectOptions
 from hookdb.collector.spool import Position, Recovery, Spool
+from hookdb.collector.tenancy import TenantPolicy
 
 log = logs.get("hookdb.collector")
 
-SPOOL_RECORD_OVERHEAD = 64  # spool metadata and record header around the largest frame
+SPOOL_RECORD_OVERHEAD = 2048  # spool metadata (with the tenant's name) and record header
+STATUS_SECONDS = 5.0
 
 
 def open_spool(config: Config) -> tuple[Spool, Recovery]:
@@ -51,15 +57,26 @@ def _log_recovery(report: Recovery) -> None:
         log.info("spool.replaying", records=report.records + report.salvaged_records, bytes=report.bytes)
 
 
+def tenant_policy(config: Config) -> TenantPolicy:
+    """The tenant mapping of the config; raises ``ConfigError`` for a user or group that does not exist."""
+    try:
+        return TenantPolicy.from_names(
+            default=config.tenants.default, uids=config.tenants.uids, gids=config.tenants.gids
+        )
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+
+
 async def run(config: Config) -> None:
     """Run the collector until SIGTERM or SIGINT."""
+    tenants = tenant_policy(config)  # a bad config must fail before the spool is touched
     spool, report = await trio.to_thread.run_sync(open_spool, config)
     _log_recovery(report)
     try:
         async with trio_asyncio.open_loop():
             dsn, server = await _resolve_dsn(config)
             try:
-                await _serve(config, dsn, spool)
+                await _serve(config, dsn, spool, tenants)
             finally:
                 if server is not None:
                     await trio.to_thread.run_sync(server.cleanup)
@@ -75,7 +92,32 @@ async def _resolve_dsn(config: Config) -> tuple[str, object | None]:
     return dsn, server
 
 
-async def _serve(config: Config, dsn: str, spool: Spool) -> None:
+async def _listening_socket(config: Config) -> tuple[trio.socket.SocketType, bool]:
+    """The socket systemd passed us, or our own bound one; and whether the socket file is ours to remove."""
+    inherited = systemd.inherited_socket()
+    if inherited is not None:
+        log.info("socket.inherited", fd=inherited.fileno())
+        return trio.socket.from_stdlib_socket(inherited), False
+    listener = config.listener
+    sock = await bind_socket(
+        config.socket_path, listener.socket_mode, listener.socket_owner, listener.socket_group
+    )
+    return sock, True
+
+
+async def _report_to_systemd(health: Health, spool: Spool, breaker: Breaker) -> None:
+    """``WATCHDOG=1`` at half of ``$WATCHDOG_USEC`` (from the trio loop itself) and a ``STATUS=`` line."""
+    watchdog = systemd.watchdog_interval()
+    interval = min(watchdog or STATUS_SECONDS, STATUS_SECONDS)
+    while True:
+        status = f"STATUS=spool {spool.pending_records} pending; database {breaker.state}"
+        if not health.db_ok:
+            status += f" ({breaker.last_error or 'unreachable'})"
+        systemd.notify(*(["WATCHDOG=1"] if watchdog else []), status)
+        await trio.sleep(interval)
+
+
+async def _serve(config: Config, dsn: str, spool: Spool, tenants: TenantPolicy) -> None:
     breaker = Breaker(
         failures=config.breaker.failures,
         open_seconds=config.breaker.open_seconds,
@@ -84,61 +126,84 @@ async def _serve(config: Config, dsn: str, spool: Spool) -> None:
         jitter=config.breaker.jitter,
         probe_timeout_seconds=config.breaker.probe_timeout_seconds,
     )
+    health = Health(breaker=breaker, spool=spool)
     delivery = Delivery(
-        dsn=dsn,
+        options=ConnectOptions(
+            dsn=dsn,
+            connect_timeout=config.database.connect_timeout_seconds,
+            statement_timeout=config.database.statement_timeout_seconds,
+            password_file=config.database.password_file,
+        ),
         spool=spool,
         breaker=breaker,
+        health=health,
         state_dir=config.state_dir,
-        connect_timeout=config.database.connect_timeout_seconds,
         write_timeout=config.database.write_timeout_seconds,
         retry_seconds=config.breaker.retry_seconds,
+        health_check_seconds=config.database.health_check_seconds,
     )
     try:
         await delivery.open()
+        health.db_ok = True
     except AVAILABILITY_ERRORS as exc:  # the spool takes events meanwhile; the breaker paces retries
         log.warning("database.unreachable_at_start", error=str(exc))
     listener = Listener(
         spool=spool,
+        tenants=tenants,
+        state_dir=config.state_dir,
         max_frame_bytes=config.listener.max_frame_bytes,
         read_bytes=config.listener.read_bytes,
         max_connections=config.listener.max_connections,
         idle_seconds=config.listener.idle_seconds,
     )
+    drainer = OutboxDrainer(config.outbox_dir, spool, tenants, config.state_dir)
     batcher: Batcher[Item] = Batcher(
         max_items=config.batch.max_events,
         max_bytes=config.batch.max_bytes,
         linger=config.batch.linger_seconds,
     )
-    path = config.socket_path
-    sock = await bind_socket(path, config.listener.socket_mode)
+    sock, owns_path = await _listening_socket(config)
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async with trio.open_nursery() as background:
             background.start_soon(spool.run_syncer)
+            if config.metrics.enabled:
+                port = await background.start(
+                    partial(http.serve, config.metrics.listen, observe.handler(health), max_body=0)
+                )
+                log.info("metrics.listening", listen=config.metrics.listen, port=port)
+            if systemd.enabled():
+                background.start_soon(_report_to_systemd, health, spool, breaker)
             async with trio.open_nursery() as pipeline:
                 records_in, records_out = trio.open_memory_channel[list[tuple[Position, bytes]]](1)
                 batches_in, batches_out = trio.open_memory_channel[Batch](1)
                 pipeline.start_soon(read_spool, spool, records_in)
-                pipeline.start_soon(
-                    batch_records, records_out, batches_in, batcher, config.collector.default_tenant
-                )
+                pipeline.start_soon(batch_records, records_out, batches_in, batcher)
                 pipeline.start_soon(delivery.run, batches_out)
                 draining = trio.CancelScope()
 
                 async def drain_outbox() -> None:
                     with draining:
-                        await outbox.run_drainer(config.outbox_dir, spool, config.outbox.scan_seconds)
+                        await drainer.run(config.outbox.scan_seconds)
 
                 async with trio.open_nursery() as intake:
                     intake.start_soon(listener.serve, sock)
                     intake.start_soon(drain_outbox)
+                    health.ready = True
+                    systemd.notify("READY=1", f"STATUS=spool {spool.pending_records} pending")
                     log.info(
-                        "collector.ready", socket=path, pid=os.getpid(), spool_records=spool.pending_records
+                        "collector.ready",
+                        socket=config.socket_path,
+                        pid=os.getpid(),
+                        spool_records=spool.pending_records,
                     )
                     async for signum in signals:
                         log.info("collector.stopping", signal=signal.Signals(signum).name)
                         break
-                    with suppress(FileNotFoundError):
-                        os.unlink(path)  # new clients go to their outbox at once instead of a closing socket
+                    health.ready = False
+                    systemd.notify("STOPPING=1")
+                    if owns_path:
+                        with suppress(FileNotFoundError):
+                            os.unlink(config.socket_path)  # new clients go to their outbox at once
                     listener.close_reading()
                     draining.cancel()  # a half-drained outbox file is drained again at the next start
                     intake.cancel_scope.deadline = trio.current_time() + config.collector.shutdown_seconds

@@ -22,10 +22,11 @@ import trio
 from hookdb.client.wire import ProtocolError
 from hookdb.collector import deadletter, logs, metrics
 from hookdb.collector.batcher import Batcher
-from hookdb.collector.breaker import Breaker
+from hookdb.collector.breaker import Breaker, Permit
 from hookdb.collector.classification import is_data_error, sqlstate_class
 from hookdb.collector.events import Row, column, event_row, from_ns, row_bytes
-from hookdb.collector.sink import PostgresSink
+from hookdb.collector.observe import Health
+from hookdb.collector.sink import ConnectOptions, PostgresSink
 from hookdb.collector.spool import Position, Spool, decode_entry
 
 log = logs.get("hookdb.delivery")
@@ -49,6 +50,7 @@ class Item:
     row: Row | None  # None when the spooled frame no longer decodes (it goes to the dead letters)
     entry: bytes
     end: Position
+    received_at_ns: int
     error: str | None = None
 
 
@@ -68,19 +70,18 @@ async def read_spool(spool: Spool, send: trio.MemorySendChannel[list[tuple[Posit
             await send.send(records)
 
 
-def to_item(entry: bytes, end: Position, default_tenant: str) -> Item:
-    received_at_ns, peer, envelope = decode_entry(entry)
+def to_item(entry: bytes, end: Position) -> Item:
+    received_at_ns, peer, tenant, envelope = decode_entry(entry)
     try:
-        return Item(event_row(envelope, peer, from_ns(received_at_ns), default_tenant), entry, end)
+        return Item(event_row(envelope, peer, from_ns(received_at_ns), tenant), entry, end, received_at_ns)
     except ProtocolError as exc:  # spooled by a collector that accepted it, refused by this one
-        return Item(None, entry, end, f"{exc.reason}: {exc.detail}")
+        return Item(None, entry, end, received_at_ns, f"{exc.reason}: {exc.detail}")
 
 
 async def batch_records(
     receive: trio.MemoryReceiveChannel[list[tuple[Position, bytes]]],
     send: trio.MemorySendChannel[Batch],
     batcher: Batcher[Item],
-    default_tenant: str,
 ) -> None:
     """Group records into batches by the batcher's policy; flush the rest when the input ends."""
     async with receive, send:
@@ -97,7 +98,7 @@ async def batch_records(
                 continue
             now = trio.current_time()
             for end, entry in records:
-                item = to_item(entry, end, default_tenant)
+                item = to_item(entry, end)
                 for items in batcher.add(item, row_bytes(item.row) if item.row else len(entry), now):
                     await send.send(Batch(items))
         if len(batcher):
@@ -105,32 +106,37 @@ async def batch_records(
 
 
 class Delivery:
-    """Writes batches in order through the breaker; the one place that talks to PostgreSQL."""
+    """Writes batches in order through the breaker; the one place that talks to PostgreSQL.
+
+    Between batches it checks the connection every ``health_check_seconds``, so an idle collector
+    notices a lost database (and a recovered one) as surely as a busy one.
+    """
 
     def __init__(
         self,
         *,
-        dsn: str,
+        options: ConnectOptions,
         spool: Spool,
         breaker: Breaker,
+        health: Health,
         state_dir: Path,
-        connect_timeout: float,
         write_timeout: float,
         retry_seconds: float,
+        health_check_seconds: float,
     ) -> None:
-        self._dsn = dsn
+        self._options = options
         self._spool = spool
         self.breaker = breaker
+        self._health = health
         self._state_dir = state_dir
-        self._connect_timeout = connect_timeout
         self._write_timeout = write_timeout
         self._retry_seconds = retry_seconds
+        self._health_check_seconds = health_check_seconds
         self._sink: PostgresSink | None = None
-        self.last_write_ok: bool | None = None
 
     async def open(self) -> PostgresSink:
         if self._sink is None:
-            self._sink = await PostgresSink.connect(self._dsn, connect_timeout=self._connect_timeout)
+            self._sink = await PostgresSink.connect(self._options)
             if self._sink.schema_created:
                 log.info("schema.applied")
         return self._sink
@@ -143,12 +149,51 @@ class Delivery:
 
     async def run(self, receive: trio.MemoryReceiveChannel[Batch]) -> None:
         async with receive:
-            async for batch in receive:
-                await self._deliver(batch)
+            while True:
+                batch = None
+                with trio.move_on_after(self._health_check_seconds):
+                    try:
+                        batch = await receive.receive()
+                    except trio.EndOfChannel:
+                        break
+                if batch is None:
+                    await self._check()
+                else:
+                    await self._deliver(batch)
         await self.aclose()
+
+    async def _check(self) -> None:
+        """An idle-time ``SELECT 1`` through the breaker (so it can also be the half-open probe)."""
+        permit = self.breaker.acquire(trio.current_time())
+        self._log_transitions()
+        if permit is None:
+            return
+        with trio.move_on_after(self.breaker.probe_timeout_seconds) as attempt:
+            try:
+                await (await self.open()).ping()
+            except AVAILABILITY_ERRORS as exc:
+                self._failed(permit, exc)
+                return
+        if attempt.cancelled_caught:
+            self._failed(permit, TimeoutError("health check unanswered"))
+            return
+        self.breaker.success(permit, trio.current_time())
+        self._health.db_ok = True
+        self._log_transitions()
+
+    def _failed(self, permit: Permit, error: BaseException) -> None:
+        self._health.db_ok = False
+        metrics.db_errors.labels(sqlstate_class(error)).inc()
+        self.breaker.failure(permit, trio.current_time(), f"{type(error).__name__}: {error}")
+        if not self._log_transitions() and self.breaker.consecutive_failures == 1:
+            log.warning("write.failed", error=str(error), sqlstate_class=sqlstate_class(error))
+        if self._sink is not None:
+            self._sink.terminate()
+            self._sink = None
 
     async def _deliver(self, batch: Batch) -> None:
         """Write one batch; wait and retry for as long as it takes (the breaker paces the attempts)."""
+        self._health.oldest_pending_ns = batch.items[0].received_at_ns
         while True:
             now = trio.current_time()
             permit = self.breaker.acquire(now)
@@ -174,23 +219,20 @@ class Delivery:
                     metrics.dead_letters.inc(len(dead))
                 self.breaker.success(permit, trio.current_time())
                 self._log_transitions()
-                self.last_write_ok = True
-                metrics.copy_seconds.observe(time.perf_counter() - started)
-                self._spool.delivered(batch.end, len(batch.items))
+                self._health.db_ok = True
+                self._committed(batch, time.perf_counter() - started)
                 return
-            self.last_write_ok = False
-            metrics.db_errors.labels(sqlstate_class(error)).inc()
-            self.breaker.failure(permit, trio.current_time(), f"{type(error).__name__}: {error}")
-            if not self._log_transitions() and self.breaker.consecutive_failures == 1:
-                log.warning(
-                    "write.failed",
-                    error=str(error),
-                    sqlstate_class=sqlstate_class(error),
-                    events=len(batch.items),
-                )
-            await self.aclose()
+            self._failed(permit, error)
             if self.breaker.state == "closed":
                 await trio.sleep(self._retry_seconds)
+
+    def _committed(self, batch: Batch, seconds: float) -> None:
+        self._spool.delivered(batch.end, len(batch.items))
+        metrics.copy_seconds.observe(seconds)
+        now_ns = time.time_ns()
+        observe = metrics.commit_latency.observe
+        for item in batch.items:
+            observe((now_ns - item.received_at_ns) / 1e9)
 
     async def _write_isolating(self, items: list[Item]) -> list[tuple[Item, str, str | None]]:
         """Write ``items``; on a data error split them until each row at fault stands alone.
@@ -239,7 +281,7 @@ class Delivery:
 def _letters(dead: list[tuple[Item, str, str | None]]) -> list[deadletter.DeadLetter]:
     letters = []
     for item, error, sqlstate in dead:
-        received_at_ns, peer, envelope = decode_entry(item.entry)
+        received_at_ns, peer, _, envelope = decode_entry(item.entry)
         row = item.row
         letters.append(
             deadletter.DeadLetter(

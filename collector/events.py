@@ -37,11 +37,12 @@ _INDEX = {name: i for i, name in enumerate(COLUMNS)}
 Row = tuple[object, ...]
 
 
-def event_row(body: bytes, peer: Peer | None, received_at: datetime, default_tenant: str) -> Row:
-    """Decode one frame body into a row; raises ``ProtocolError`` for a frame that cannot be stored."""
+def event_row(body: bytes, peer: Peer | None, received_at: datetime, tenant: str) -> Row:
+    """Decode one frame body into the row of ``tenant`` (as decided at intake); raises ``ProtocolError``
+    for a frame that cannot be stored."""
     env, tool_name = decode_envelope(body)
     return (
-        env.tenant or default_tenant,
+        tenant,
         env.event_id,
         env.occurred_at,
         received_at,

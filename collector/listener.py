@@ -8,21 +8,26 @@ closed after ``listener.idle_seconds``); when the spool is full, connections sto
 from __future__ import annotations
 
 import errno
+import grp
 import os
+import pwd
 import socket
 import stat
 import struct
 import time
 from contextlib import suppress
+from pathlib import Path
 
 import msgspec
 import trio
 
-from hookdb.client.protocol import Reply, decode_envelope
+from hookdb.client.protocol import Reply
 from hookdb.client.wire import ACCEPTED, FrameDecoder, ProtocolError, encode_reply, frame
-from hookdb.collector import logs, metrics
+from hookdb.collector import deadletter, logs, metrics
 from hookdb.collector.events import Peer
-from hookdb.collector.spool import Spool, encode_entry
+from hookdb.collector.intake import KeptRefusal, admit
+from hookdb.collector.spool import Spool
+from hookdb.collector.tenancy import Grant, TenantPolicy
 
 log = logs.get("hookdb.listener")
 
@@ -38,8 +43,11 @@ class _Idle(Exception):
     pass
 
 
-async def bind_socket(path: str, mode: int) -> trio.socket.SocketType:
-    """Bind and listen on ``path``: replace a stale socket file, never a live one or a non-socket."""
+async def bind_socket(path: str, mode: int, owner: str = "", group: str = "") -> trio.socket.SocketType:
+    """Bind and listen on ``path``: replace a stale socket file, never a live one or a non-socket.
+
+    ``owner`` and ``group`` (names or ids; empty: unchanged) and ``mode`` decide who may connect.
+    """
     parent = os.path.dirname(path) or "."
     os.makedirs(parent, mode=0o755, exist_ok=True)
     try:
@@ -64,8 +72,22 @@ async def bind_socket(path: str, mode: int) -> trio.socket.SocketType:
     sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     await sock.bind(path)
     os.chmod(path, mode)
+    if owner or group:
+        os.chown(path, _user_id(owner), _group_id(group))
     sock.listen(socket.SOMAXCONN)
     return sock
+
+
+def _user_id(name: str) -> int:
+    if not name:
+        return -1
+    return int(name) if name.isdigit() else pwd.getpwnam(name).pw_uid
+
+
+def _group_id(name: str) -> int:
+    if not name:
+        return -1
+    return int(name) if name.isdigit() else grp.getgrnam(name).gr_gid
 
 
 def peer_of(sock: trio.socket.SocketType) -> Peer | None:
@@ -87,12 +109,16 @@ class Listener:
         self,
         *,
         spool: Spool,
+        tenants: TenantPolicy,
+        state_dir: Path,
         max_frame_bytes: int,
         read_bytes: int,
         max_connections: int,
         idle_seconds: float,
     ) -> None:
         self._spool = spool
+        self._tenants = tenants
+        self._state_dir = state_dir
         self._max_frame_bytes = max_frame_bytes
         self._read_bytes = read_bytes
         self._idle_seconds = idle_seconds
@@ -142,17 +168,21 @@ class Listener:
         decoder = FrameDecoder(self._max_frame_bytes)
         metrics.connections_open.inc()
         try:
+            grant = self._grant(peer)
             while (data := await self._read(stream)) is not None:
                 if not data:
                     decoder.end_of_stream()
                     return
                 decoder.receive_data(data)
-                await self._spool_frames(stream, decoder, peer)
+                await self._spool_frames(stream, decoder, peer, grant)
             if decoder.buffered:
                 log.warning("connection.cut_by_shutdown", peer=peer, partial_bytes=decoder.buffered)
         except ProtocolError as exc:
             metrics.events_rejected.labels(exc.reason).inc()
             log.warning("frame.rejected", reason=exc.reason, detail=exc.detail, peer=peer)
+            if isinstance(exc, KeptRefusal):
+                await trio.to_thread.run_sync(deadletter.append, self._state_dir, [exc.letter])
+                metrics.dead_letters.inc()
             with (
                 trio.move_on_after(REPLY_SECONDS),
                 suppress(trio.BrokenResourceError, trio.ClosedResourceError),
@@ -173,8 +203,14 @@ class Listener:
             with trio.CancelScope(shield=True):
                 await stream.aclose()
 
+    def _grant(self, peer: Peer | None) -> Grant:
+        grant = self._tenants.grant(peer)
+        if grant is None:
+            raise ProtocolError("peer_not_allowed", f"uid {peer.uid if peer else '?'} may write no tenant")
+        return grant
+
     async def _spool_frames(
-        self, stream: trio.SocketStream, decoder: FrameDecoder, peer: Peer | None
+        self, stream: trio.SocketStream, decoder: FrameDecoder, peer: Peer | None, grant: Grant
     ) -> None:
         """Spool every complete frame (in one append), ack those that asked, then raise for a bad one."""
         received_at_ns = time.time_ns()
@@ -183,8 +219,8 @@ class Listener:
         refusal: ProtocolError | None = None
         try:
             while (body := decoder.next_frame()) is not None:
-                envelope, _ = decode_envelope(body)
-                entries.append(encode_entry(body, peer, received_at_ns))
+                entry, envelope = admit(body, peer, grant, received_at_ns)
+                entries.append(entry)
                 if envelope.ack:
                     acks.append(frame(encode_reply(str(envelope.event_id), ACCEPTED)))
         except ProtocolError as exc:

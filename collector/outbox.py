@@ -15,12 +15,14 @@ from pathlib import Path
 import trio
 
 from hookdb.client.outbox import SUFFIX
-from hookdb.client.protocol import decode_envelope
 from hookdb.client.records import FILE_HEADER_SIZE, OUTBOX_FILE, Damage, RecordReader
 from hookdb.client.wire import ProtocolError
-from hookdb.collector import logs, metrics
+from hookdb.collector import deadletter, logs, metrics
+from hookdb.collector.deadletter import DeadLetter
 from hookdb.collector.events import Peer
-from hookdb.collector.spool import QUARANTINE, READ_BYTES, Spool, encode_entry
+from hookdb.collector.intake import KeptRefusal, admit
+from hookdb.collector.spool import QUARANTINE, READ_BYTES, Spool
+from hookdb.collector.tenancy import TenantPolicy
 
 log = logs.get("hookdb.outbox")
 
@@ -41,37 +43,99 @@ def _released_files(directory: Path) -> list[Path]:
     return found
 
 
-async def drain(directory: Path, spool: Spool) -> int:
-    """Move every released outbox file into the spool; return how many events were moved."""
-    files = await trio.to_thread.run_sync(_released_files, directory)
-    metrics.outbox_files.set(len(files))
-    moved = 0
-    for path in files:
-        moved += await _drain_file(path, spool)
-    return moved
+class OutboxDrainer:
+    """Moves released outbox files into the spool, applying the same admission rules as the socket."""
 
+    def __init__(self, directory: Path, spool: Spool, tenants: TenantPolicy, state_dir: Path) -> None:
+        self.directory = directory
+        self._spool = spool
+        self._tenants = tenants
+        self._state_dir = state_dir
 
-async def _drain_file(path: Path, spool: Spool) -> int:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except FileNotFoundError:
-        return 0
-    try:
+    async def run(self, interval: float) -> None:
+        """Drain at start and then every ``interval`` seconds."""
+        while True:
+            await self.drain()
+            await trio.sleep(interval)
+
+    async def drain(self) -> int:
+        """Move every released outbox file into the spool; return how many events were moved."""
+        files = await trio.to_thread.run_sync(_released_files, self.directory)
+        metrics.outbox_files.set(len(files))
+        moved = 0
+        for path in files:
+            moved += await self._drain_file(path)
+        return moved
+
+    async def _drain_file(self, path: Path) -> int:
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return 0  # its writer is still appending; next round
-        st = os.fstat(fd)
-        peer = Peer(None, st.st_uid, st.st_gid)
-        events, rejected, damage = await _move_records(fd, peer, spool)
-    finally:
-        os.close(fd)
-    await spool.sync()  # the outbox copy goes only once the spool copy is on disk
-    await trio.to_thread.run_sync(_retire, path, spool.directory / QUARANTINE if damage else None)
-    if damage:
-        log.error("outbox.damaged", file=path.name, spans=[tuple(d) for d in damage], quarantined=True)
-    log.info("outbox.drained", file=path.name, events=events, rejected=rejected)
-    return events
+            fd = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:
+            return 0
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return 0  # its writer is still appending; next round
+            st = os.fstat(fd)
+            peer = Peer(None, st.st_uid, st.st_gid)
+            events, rejected, damage = await self._move_records(fd, peer)
+        finally:
+            os.close(fd)
+        await self._spool.sync()  # the outbox copy goes only once the spool copy is on disk
+        await trio.to_thread.run_sync(_retire, path, self._spool.directory / QUARANTINE if damage else None)
+        if damage:
+            log.error("outbox.damaged", file=path.name, spans=[tuple(d) for d in damage], quarantined=True)
+        log.info("outbox.drained", file=path.name, events=events, rejected=rejected)
+        return events
+
+    async def _move_records(self, fd: int, peer: Peer) -> tuple[int, int, list[Damage]]:
+        header = await trio.to_thread.run_sync(os.pread, fd, FILE_HEADER_SIZE, 0)
+        if header != OUTBOX_FILE:
+            return 0, 0, [Damage(0, os.fstat(fd).st_size)]
+        grant = self._tenants.grant(peer)
+        reader = RecordReader(self._spool.max_record, FILE_HEADER_SIZE)
+        offset = FILE_HEADER_SIZE
+        events = 0
+        damage: list[Damage] = []
+        entries: list[bytes] = []
+        kept: list[DeadLetter] = []
+        rejected = 0
+        while True:
+            chunk = await trio.to_thread.run_sync(os.pread, fd, READ_BYTES, offset)
+            if chunk:
+                offset += len(chunk)
+                reader.receive_data(chunk)
+            else:
+                reader.end_of_data()
+            while (item := reader.next_record()) is not None:
+                if isinstance(item, Damage):
+                    damage.append(item)
+                    continue
+                try:
+                    entries.append(admit(item.body, peer, grant, time.time_ns())[0])
+                except ProtocolError as exc:
+                    rejected += 1
+                    metrics.events_rejected.labels(exc.reason).inc()
+                    log.warning(
+                        "frame.rejected", reason=exc.reason, detail=exc.detail, peer=peer, source="outbox"
+                    )
+                    if isinstance(exc, KeptRefusal):
+                        kept.append(exc.letter)
+                if len(entries) >= APPEND_EVENTS:
+                    await self._spool.append(entries)
+                    events += len(entries)
+                    entries = []
+            if not chunk:
+                break
+        if entries:
+            await self._spool.append(entries)
+            events += len(entries)
+        if kept:
+            await trio.to_thread.run_sync(deadletter.append, self._state_dir, kept)
+            metrics.dead_letters.inc(len(kept))
+        metrics.events_received.inc(events)
+        return events, rejected, damage
 
 
 def _retire(path: Path, quarantine: Path | None) -> None:
@@ -80,53 +144,3 @@ def _retire(path: Path, quarantine: Path | None) -> None:
     else:
         quarantine.mkdir(exist_ok=True)
         path.rename(quarantine / f"outbox-{path.name}")
-
-
-async def _move_records(fd: int, peer: Peer, spool: Spool) -> tuple[int, int, list[Damage]]:
-    header = await trio.to_thread.run_sync(os.pread, fd, FILE_HEADER_SIZE, 0)
-    if header != OUTBOX_FILE:
-        return 0, 0, [Damage(0, os.fstat(fd).st_size)]
-    reader = RecordReader(spool.max_record, FILE_HEADER_SIZE)
-    offset = FILE_HEADER_SIZE
-    events = rejected = 0
-    damage: list[Damage] = []
-    entries: list[bytes] = []
-    while True:
-        chunk = await trio.to_thread.run_sync(os.pread, fd, READ_BYTES, offset)
-        if chunk:
-            offset += len(chunk)
-            reader.receive_data(chunk)
-        else:
-            reader.end_of_data()
-        while (item := reader.next_record()) is not None:
-            if isinstance(item, Damage):
-                damage.append(item)
-                continue
-            try:
-                decode_envelope(item.body)
-            except ProtocolError as exc:
-                rejected += 1
-                metrics.events_rejected.labels(exc.reason).inc()
-                log.warning(
-                    "frame.rejected", reason=exc.reason, detail=exc.detail, peer=peer, source="outbox"
-                )
-                continue
-            entries.append(encode_entry(item.body, peer, time.time_ns()))
-            if len(entries) >= APPEND_EVENTS:
-                await spool.append(entries)
-                events += len(entries)
-                entries = []
-        if not chunk:
-            break
-    if entries:
-        await spool.append(entries)
-        events += len(entries)
-    metrics.events_received.inc(events)
-    return events, rejected, damage
-
-
-async def run_drainer(directory: Path, spool: Spool, interval: float) -> None:
-    """Drain at start and then every ``interval`` seconds."""
-    while True:
-        await drain(directory, spool)
-        await trio.sleep(interval)

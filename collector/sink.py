@@ -9,6 +9,9 @@ asyncpg is asyncio; the trio side crosses over once per batch through trio-async
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import asyncpg
 import trio_asyncio
@@ -31,8 +34,32 @@ def _jsonb_decode(data: bytes) -> bytes:
     return data[1:]
 
 
-async def _open(dsn: str, connect_timeout: float) -> tuple[asyncpg.Connection, bool]:
-    conn = await asyncpg.connect(dsn, timeout=connect_timeout)
+@dataclass(frozen=True)
+class ConnectOptions:
+    """How to reach PostgreSQL; the password file is read at every connect, so rotation needs no restart."""
+
+    dsn: str
+    connect_timeout: float = 10.0
+    statement_timeout: float = 30.0
+    password_file: str = ""
+
+    def kwargs(self) -> dict[str, Any]:
+        settings = {
+            "application_name": "hookdb-collector",
+            "statement_timeout": str(int(self.statement_timeout * 1000)),
+            # The server notices a vanished collector; the collector's own time-outs notice a vanished server.
+            "tcp_keepalives_idle": "30",
+            "tcp_keepalives_interval": "10",
+            "tcp_keepalives_count": "3",
+        }
+        kwargs: dict[str, Any] = {"timeout": self.connect_timeout, "server_settings": settings}
+        if self.password_file:
+            kwargs["password"] = Path(self.password_file).read_text().strip()
+        return kwargs
+
+
+async def _open(options: ConnectOptions) -> tuple[asyncpg.Connection, bool]:
+    conn = await asyncpg.connect(options.dsn, **options.kwargs())
     try:
         created = await ensure_schema(conn)
         await conn.set_type_codec(
@@ -63,14 +90,22 @@ class PostgresSink:
         self.schema_created = schema_created
 
     @classmethod
-    async def connect(cls, dsn: str, *, connect_timeout: float) -> PostgresSink:
+    async def connect(cls, options: ConnectOptions) -> PostgresSink:
         """Connect, apply the schema if the database has none, and prepare the staging table."""
-        conn, created = await trio_asyncio.aio_as_trio(_open)(dsn, connect_timeout)
+        conn, created = await trio_asyncio.aio_as_trio(_open)(options)
         return cls(conn, schema_created=created)
+
+    async def ping(self) -> None:
+        """Check that the server still answers."""
+        await trio_asyncio.aio_as_trio(self._conn.fetchval)("SELECT 1")
 
     async def write(self, rows: Sequence[Row]) -> int:
         """Write one batch in one transaction; return how many rows were new (the rest were duplicates)."""
         return await trio_asyncio.aio_as_trio(_write)(self._conn, rows)
+
+    def terminate(self) -> None:
+        """Drop the connection at once: after a failure its state is unknown."""
+        self._conn.terminate()
 
     async def aclose(self) -> None:
         if not self._conn.is_closed():

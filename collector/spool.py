@@ -42,20 +42,31 @@ CHECKPOINT = "delivered"
 QUARANTINE = "quarantine"
 READ_BYTES = 1 << 20
 
-_META = struct.Struct(">qIII")  # received_at (ns since the epoch), peer pid, uid, gid
+_META = struct.Struct(">qIIIH")  # received_at (ns since the epoch), peer pid, uid, gid, tenant length
 _NONE = 0xFFFFFFFF
 
 
-def encode_entry(envelope: bytes, peer: Peer | None, received_at_ns: int) -> bytes:
-    """A spool record body: when and from whom the frame came, then the frame body as received."""
+class Entry(NamedTuple):
+    """A spool record's body: when, from whom and for which tenant a frame came, and the frame itself."""
+
+    received_at_ns: int
+    peer: Peer | None
+    tenant: str
+    envelope: bytes
+
+
+def encode_entry(envelope: bytes, peer: Peer | None, received_at_ns: int, tenant: str) -> bytes:
+    """The spool record body for a frame accepted at ``received_at_ns`` for ``tenant``."""
     pid, uid, gid = peer if peer is not None else (None, _NONE, _NONE)
-    return _META.pack(received_at_ns, _NONE if pid is None else pid, uid, gid) + envelope
+    name = tenant.encode()
+    return _META.pack(received_at_ns, _NONE if pid is None else pid, uid, gid, len(name)) + name + envelope
 
 
-def decode_entry(body: bytes) -> tuple[int, Peer | None, bytes]:
-    received_at_ns, pid, uid, gid = _META.unpack_from(body)
+def decode_entry(body: bytes) -> Entry:
+    received_at_ns, pid, uid, gid, length = _META.unpack_from(body)
     peer = None if uid == _NONE else Peer(None if pid == _NONE else pid, uid, gid)
-    return received_at_ns, peer, body[_META.size :]
+    start = _META.size + length
+    return Entry(received_at_ns, peer, body[_META.size : start].decode(), body[start:])
 
 
 class _EndOfInput(Exception):

@@ -21,6 +21,11 @@ def _notify_address() -> str | None:
     return "\0" + address[1:] if address.startswith("@") else address  # "@" is the abstract namespace
 
 
+def enabled() -> bool:
+    """Whether systemd asked for notifications (``$NOTIFY_SOCKET``)."""
+    return _notify_address() is not None
+
+
 def notify(*states: str) -> bool:
     """Send ``READY=1``, ``STATUS=…``, ``WATCHDOG=1``, ``STOPPING=1`` … to systemd; False outside it."""
     address = _notify_address()

@@ -139,7 +139,14 @@ def start_collector(tmp_path: Path, dsn: str) -> Iterator[Any]:
     started: list[Collector] = []
 
     def start(*extra: str, socket: Path | None = None, wait: bool = True, use_dsn: bool = True) -> Collector:
-        args = ["--socket", str(socket or tmp_path / "hookdb.sock"), "--state-dir", str(tmp_path / "state")]
+        args = [
+            "--socket",
+            str(socket or tmp_path / "hookdb.sock"),
+            "--state-dir",
+            str(tmp_path / "state"),
+            "--set",
+            "metrics.listen=127.0.0.1:0",
+        ]
         if use_dsn:
             args += ["--dsn", dsn]
         env = {k: v for k, v in os.environ.items() if k not in ("HOOKDB_DSN", "HOOKDB_SOCKET")}

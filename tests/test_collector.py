@@ -246,7 +246,7 @@ def test_check_config_names_the_key_and_line(tmp_path: Path) -> None:
     unknown = check('[spool]\nfsync = "always"\ncolour = "blue"\n')
     assert unknown.returncode == 1
     assert "collector.toml:3: spool.colour: unknown setting" in unknown.stderr
-    wrong = check('[collector]\ndefault_tenant = "a"\n\n[batch]\nmax_events = "many"\n')
+    wrong = check('[tenants]\ndefault = "a"\n\n[batch]\nmax_events = "many"\n')
     assert wrong.returncode == 1
     assert "collector.toml:5: batch.max_events: Expected `int`, got `str`" in wrong.stderr
     good = check("[batch]\nmax_events = 10\n[breaker]\nopen_seconds = 60\n")

@@ -82,11 +82,19 @@ def test_garbage_on_stdin_exits_0_and_says_so_on_stderr(
 
 
 def test_options_choose_source_and_tenant(start_collector, socket_path: Path, dsn: str) -> None:
-    start_collector()
+    start_collector("--set", f'tenants.uids={{{os.getuid()} = ["default", "acme"]}}')
     result = emit(corpus.raw_hook_payload("Stop"), socket_path, "--source", "agent-sdk", "--tenant=acme")
     assert result.stderr == b""
     wait_for_rows(dsn, 1)
     assert run_sql(dsn, "SELECT source, tenant_id FROM hook_audit_log")[0][:] == ("agent-sdk", "acme")
+
+
+def test_a_refused_event_is_reported_not_outboxed(start_collector, socket_path: Path, dsn: str) -> None:
+    start_collector()  # this uid may write the default tenant only
+    result = emit(corpus.raw_hook_payload("Stop"), socket_path, "--tenant", "someone-else")
+    assert (result.returncode, result.stdout) == (0, b"")
+    assert b"refused the event: tenant_not_allowed" in result.stderr
+    assert not list((socket_path.parent / "outbox").glob("*.out"))
 
 
 def test_a_hook_without_event_name_is_still_recorded(start_collector, socket_path: Path, dsn: str) -> None:
