@@ -168,7 +168,7 @@ class Listener:
         decoder = FrameDecoder(self._max_frame_bytes)
         metrics.connections_open.inc()
         try:
-            grant = self._grant(peer)
+            grant = self._tenants.grant(peer)  # None: each frame is refused (and kept as a dead letter)
             while (data := await self._read(stream)) is not None:
                 if not data:
                     decoder.end_of_stream()
@@ -203,14 +203,8 @@ class Listener:
             with trio.CancelScope(shield=True):
                 await stream.aclose()
 
-    def _grant(self, peer: Peer | None) -> Grant:
-        grant = self._tenants.grant(peer)
-        if grant is None:
-            raise ProtocolError("peer_not_allowed", f"uid {peer.uid if peer else '?'} may write no tenant")
-        return grant
-
     async def _spool_frames(
-        self, stream: trio.SocketStream, decoder: FrameDecoder, peer: Peer | None, grant: Grant
+        self, stream: trio.SocketStream, decoder: FrameDecoder, peer: Peer | None, grant: Grant | None
     ) -> None:
         """Spool every complete frame (in one append), ack those that asked, then raise for a bad one."""
         received_at_ns = time.time_ns()

@@ -7,6 +7,7 @@ databases), else an embedded PostgreSQL started once for the session with pixelt
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -21,6 +22,7 @@ from urllib.parse import urlsplit
 
 import asyncpg
 import pytest
+from pg import StoppablePostgres
 
 BIN = Path(sys.executable).parent
 
@@ -102,11 +104,13 @@ def dsn(pg_server: str) -> Iterator[str]:
 class Collector:
     """A ``hookdb collector run`` process, with its output captured to a file."""
 
-    def __init__(self, args: list[str], env: dict[str, str], log_path: Path) -> None:
+    def __init__(
+        self, args: list[str], env: dict[str, str], log_path: Path, command: list[str] | None = None
+    ) -> None:
         self.log_path = log_path
         self._log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
-            [str(BIN / "hookdb"), "collector", "run", *args],
+            [*(command or [str(BIN / "hookdb")]), "collector", "run", *args],
             stdout=self._log,
             stderr=subprocess.STDOUT,
             env=env,
@@ -115,6 +119,22 @@ class Collector:
     @property
     def output(self) -> str:
         return self.log_path.read_text()
+
+    def events(self, name: str | None = None) -> list[dict[str, Any]]:
+        """The JSON log lines so far (``name``: only those events); a line still being written is skipped."""
+        found = []
+        for line in self.output.splitlines():
+            if line.startswith("{"):
+                try:
+                    event = json.loads(line)
+                except ValueError:
+                    continue
+                if name is None or event.get("event") == name:
+                    found.append(event)
+        return found
+
+    def metrics_port(self) -> int:
+        return self.events("metrics.listening")[0]["port"]
 
     def wait_ready(self, timeout: float = 30.0) -> None:
         def ready() -> bool:
@@ -161,6 +181,14 @@ def start_collector(tmp_path: Path, dsn: str) -> Iterator[Any]:
         if collector.proc.poll() is None:
             collector.proc.kill()
             collector.proc.wait()
+
+
+@pytest.fixture
+def private_pg() -> Iterator[StoppablePostgres]:
+    """A PostgreSQL server of the test's own, which it may stop and start."""
+    server = StoppablePostgres()
+    yield server
+    server.close()
 
 
 @pytest.fixture

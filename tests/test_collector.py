@@ -216,7 +216,10 @@ def test_embedded_postgres_is_the_default(tmp_path: Path) -> None:
     log_path = tmp_path / "collector.log"
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
-            [str(BIN / "hookdb"), "collector", "run"], stdout=log, stderr=subprocess.STDOUT, env=env
+            [str(BIN / "hookdb"), "collector", "run", "--set", "metrics.listen=127.0.0.1:0"],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
         )
     try:
         deadline = time.monotonic() + 60

@@ -71,27 +71,11 @@ def send(path: Path, frames: list[bytes]) -> None:
         sock.sendall(b"".join(frames))
 
 
-def log_events(collector: Collector) -> list[dict[str, Any]]:
-    """The collector's JSON log lines so far (a line still being written is skipped)."""
-    return _json_lines(collector.log_path)
-
-
-def _json_lines(path: Path) -> list[dict[str, Any]]:
-    events = []
-    for line in path.read_text().splitlines():
-        if line.startswith("{"):
-            try:
-                events.append(json.loads(line))
-            except ValueError:
-                continue
-    return events
-
-
 def transitions(collector: Collector) -> list[dict[str, Any]]:
     """The breaker transitions logged so far; fails the test at once if the collector died."""
     if collector.proc.poll() is not None:
         pytest.fail(f"collector exited with {collector.proc.returncode}:\n{collector.output[-5000:]}")
-    return [e for e in log_events(collector) if e["event"] == "breaker.transition"]
+    return [e for e in collector.events() if e["event"] == "breaker.transition"]
 
 
 def stored_ids(dsn: str) -> list[str]:
@@ -192,13 +176,6 @@ class AckingClient(threading.Thread):
 
 
 # -- 1. PostgreSQL outage ---------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def private_pg() -> Any:
-    server = StoppablePostgres()
-    yield server
-    server.close()
 
 
 def test_postgres_outage_opens_the_breaker_and_loses_nothing(
@@ -302,14 +279,17 @@ def test_sigkilled_collector_keeps_every_acknowledged_event_exactly_once(
 
         wait_for(progressed, 30)
 
+    rounds: list[Collector] = []
     try:
         for _ in range(5):
             collector = start_collector(*settings)
+            rounds.append(collector)
             stream_a_while(collector)
             time.sleep(rng.uniform(0.0, 0.5))
             assert collector.stop(signal.SIGKILL) == -signal.SIGKILL
             assert all(c.error is None for c in clients), [c.error for c in clients]
         last = start_collector(*settings)
+        rounds.append(last)
         stream_a_while(last)
     finally:
         stop.set()
@@ -323,12 +303,7 @@ def test_sigkilled_collector_keeps_every_acknowledged_event_exactly_once(
     counts = {
         str(r[0]): r[1] for r in run_sql(dsn, "SELECT event_id, count(*) FROM hook_audit_log GROUP BY 1")
     }
-    replayed = [
-        e["records"]
-        for path in sorted(tmp_path.glob("collector-*.log"))
-        for e in _json_lines(path)
-        if e["event"] == "spool.replaying"
-    ]
+    replayed = [e["records"] for c in rounds for e in c.events("spool.replaying")]
     print(
         f"sent {len(sent)}, acked {len(acked)}, stored {len(counts)}, "
         f"reconnects {sum(c.reconnects for c in clients)}, replayed at restarts {replayed}"
@@ -416,7 +391,7 @@ def test_a_poison_event_is_dead_lettered_and_its_99_batch_mates_are_stored(
     assert letter["sqlstate"] == "22003"
     assert "numeric" in letter["error"]
     assert base64.b64decode(letter["envelope"]) == bodies[poison]
-    events = log_events(collector)
+    events = collector.events()
     assert [e for e in events if e["event"] == "breaker.transition"] == []
     assert [e["event_id"] for e in events if e["event"] == "event.dead_lettered"] == [ids[poison]]
 
@@ -433,7 +408,7 @@ def test_a_damaged_spool_segment_is_quarantined_and_its_intact_records_delivered
     ids, frames = make_frames(0, 300, ack=True)
     ack_roundtrip(socket_path, ids, frames)  # acked: each one is in the spool
     assert first.stop(signal.SIGTERM) == 0
-    stopped = [e for e in log_events(first) if e["event"] == "collector.stopped"]
+    stopped = first.events("collector.stopped")
     assert stopped[0]["undelivered_records"] == 300
 
     spool_dir = tmp_path / "state" / "spool"
@@ -462,7 +437,7 @@ def test_a_damaged_spool_segment_is_quarantined_and_its_intact_records_delivered
     assert 290 <= len(intact) < 300
 
     second = start_collector()  # a working database now
-    quarantined = [e for e in log_events(second) if e["event"] == "spool.quarantined"]
+    quarantined = second.events("spool.quarantined")
     assert quarantined
     assert quarantined[0]["segments"] == [segment.name]
     assert not segment.exists()
