@@ -97,6 +97,7 @@ class DatabaseSection(_Section):
     dsn: str = ""
     """PostgreSQL DSN (also ``$HOOKDB_DSN``); empty starts the embedded server under the state directory."""
     connect_timeout_seconds: Seconds = 10.0
+    """How long a connection attempt may take."""
     write_timeout_seconds: Seconds = 60.0
     """A batch write (COPY and commit) that takes longer counts as failed."""
     statement_timeout_seconds: Seconds = 30.0
