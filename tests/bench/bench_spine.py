@@ -49,7 +49,7 @@ from hookdb.client import Emitter
 from hookdb.client.wire import FrameDecoder, encode_envelope, frame, new_event_id
 from hookdb.collector.events import COLUMNS, Peer, Row, event_row
 from hookdb.collector.schema import schema_sql
-from hookdb.collector.sink import PostgresSink
+from hookdb.collector.sink import ConnectOptions, PostgresSink
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests"))
@@ -485,7 +485,7 @@ async def _copy_trio(dsn: str, rows: Sequence[Row], batch: int) -> float:
 
 async def _sink_trio(dsn: str, rows: Sequence[Row], batch: int) -> float:
     async with trio_asyncio.open_loop():
-        sink = await PostgresSink.connect(dsn, connect_timeout=30)
+        sink = await PostgresSink.connect(ConnectOptions(dsn=dsn))
         try:
             started = time.perf_counter()
             for i in range(0, len(rows), batch):

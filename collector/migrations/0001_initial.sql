@@ -1,0 +1,157 @@
+-- Migration 0001: the initial schema. Never edit an applied migration: add the next one instead.
+
+CREATE TABLE schema_migrations (
+    version    integer     PRIMARY KEY,
+    name       text        NOT NULL,
+    checksum   text        NOT NULL,  -- sha256 of the migration file: an edited applied migration is refused
+    applied_at timestamptz NOT NULL DEFAULT now()
+);
+
+-- Every hook event, as received. Range-partitioned by month on occurred_at; `hookdb partitions maintain`
+-- creates months ahead, detaches and archives old ones. The default partition catches odd clocks.
+CREATE TABLE hook_audit_log (
+    tenant_id   text        NOT NULL,
+    event_id    uuid        NOT NULL,
+    occurred_at timestamptz NOT NULL,  -- set by the sender; in the key so the table can be partitioned by it
+    received_at timestamptz NOT NULL,  -- set by the collector when the frame arrived
+    session_id  text,
+    event_type  text        NOT NULL,
+    tool_name   text,
+    source      text        NOT NULL,
+    peer_pid    integer,               -- the sending process as the kernel saw it (SO_PEERCRED): not forgeable
+    peer_uid    integer,
+    peer_gid    integer,
+    payload     jsonb       NOT NULL,  -- the hook input; strings of blob_min_bytes or more stand in payload_blobs
+    PRIMARY KEY (tenant_id, event_id, occurred_at)
+) PARTITION BY RANGE (occurred_at);
+
+CREATE TABLE hook_audit_log_default PARTITION OF hook_audit_log DEFAULT;
+
+-- A session's timeline.
+CREATE INDEX hook_audit_log_session_idx ON hook_audit_log (tenant_id, session_id, occurred_at);
+
+-- Large payload strings (whole files in Write/Edit, base64 images from Read), stored once per tenant by
+-- content: the payload holds {"$hookdb.blob": "<sha256>"} in their place; hookdb_payload() puts them back.
+CREATE TABLE payload_blobs (
+    tenant_id  text        NOT NULL,
+    sha256     text        NOT NULL,
+    content    text        NOT NULL,
+    first_seen timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (tenant_id, sha256)
+);
+
+-- One row per agent session, kept up to date from its events.
+CREATE TABLE sessions (
+    tenant_id       text        NOT NULL,
+    session_id      text        NOT NULL,
+    status          text        NOT NULL,
+    status_at       timestamptz,           -- when the event that set the status occurred
+    model           text,
+    agent_type      text,
+    cwd             text,
+    transcript_path text,
+    source          text,
+    started_at      timestamptz NOT NULL,
+    updated_at      timestamptz NOT NULL,
+    ended_at        timestamptz,
+    event_count     integer     NOT NULL DEFAULT 0,
+    subagent_count  integer     NOT NULL DEFAULT 0,
+    report_count    integer     NOT NULL DEFAULT 0,
+    cost_usd        numeric,
+    meta            jsonb       NOT NULL DEFAULT '{}',
+    PRIMARY KEY (tenant_id, session_id)
+);
+
+-- Keyset pagination of a tenant's sessions, newest first.
+CREATE INDEX sessions_recent_idx ON sessions (tenant_id, started_at DESC, session_id DESC);
+
+-- The markdown reports agents wrote, as they were on disk after the write.
+CREATE TABLE reports (
+    tenant_id   text        NOT NULL,
+    session_id  text        NOT NULL,
+    path        text        NOT NULL,
+    report_type text        NOT NULL,
+    content     text        NOT NULL,
+    sha256      text        NOT NULL,
+    word_count  integer     NOT NULL,
+    written_at  timestamptz NOT NULL,
+    event_id    uuid        NOT NULL,
+    PRIMARY KEY (tenant_id, session_id, path)
+);
+
+-- Agent state files (read from disk when a subagent stops), to recover a session.
+CREATE TABLE agent_states (
+    tenant_id  text        NOT NULL,
+    session_id text        NOT NULL,
+    agent_id   text        NOT NULL,
+    path       text        NOT NULL,
+    agent_type text,
+    content    text        NOT NULL,
+    sha256     text        NOT NULL,
+    updated_at timestamptz NOT NULL,
+    PRIMARY KEY (tenant_id, session_id, agent_id, path)
+);
+
+-- Row-level security: a transaction sees and writes only the tenant named by
+-- set_config('hookdb.tenant', <tenant>, true); with none set, nothing at all.
+ALTER TABLE hook_audit_log ENABLE ROW LEVEL SECURITY;
+ALTER TABLE payload_blobs ENABLE ROW LEVEL SECURITY;
+ALTER TABLE sessions ENABLE ROW LEVEL SECURITY;
+ALTER TABLE reports ENABLE ROW LEVEL SECURITY;
+ALTER TABLE agent_states ENABLE ROW LEVEL SECURITY;
+
+CREATE POLICY tenant_isolation ON hook_audit_log
+    USING (tenant_id = current_setting('hookdb.tenant', true))
+    WITH CHECK (tenant_id = current_setting('hookdb.tenant', true));
+CREATE POLICY tenant_isolation ON payload_blobs
+    USING (tenant_id = current_setting('hookdb.tenant', true))
+    WITH CHECK (tenant_id = current_setting('hookdb.tenant', true));
+CREATE POLICY tenant_isolation ON sessions
+    USING (tenant_id = current_setting('hookdb.tenant', true))
+    WITH CHECK (tenant_id = current_setting('hookdb.tenant', true));
+CREATE POLICY tenant_isolation ON reports
+    USING (tenant_id = current_setting('hookdb.tenant', true))
+    WITH CHECK (tenant_id = current_setting('hookdb.tenant', true));
+CREATE POLICY tenant_isolation ON agent_states
+    USING (tenant_id = current_setting('hookdb.tenant', true))
+    WITH CHECK (tenant_id = current_setting('hookdb.tenant', true));
+
+-- The payload of an event with its blobs put back: hookdb_payload(tenant_id, payload).
+CREATE FUNCTION hookdb_payload(tenant text, doc jsonb) RETURNS jsonb
+LANGUAGE plpgsql STABLE AS $$
+BEGIN
+    CASE jsonb_typeof(doc)
+    WHEN 'object' THEN
+        IF doc ? '$hookdb.blob' AND (SELECT count(*) FROM jsonb_object_keys(doc)) = 1 THEN
+            RETURN coalesce((SELECT to_jsonb(b.content) FROM payload_blobs b
+                             WHERE b.tenant_id = tenant AND b.sha256 = doc->>'$hookdb.blob'), doc);
+        END IF;
+        RETURN (SELECT coalesce(jsonb_object_agg(key, hookdb_payload(tenant, value)), '{}'::jsonb)
+                FROM jsonb_each(doc));
+    WHEN 'array' THEN
+        RETURN (SELECT coalesce(jsonb_agg(hookdb_payload(tenant, value) ORDER BY ordinality), '[]'::jsonb)
+                FROM jsonb_array_elements(doc) WITH ORDINALITY);
+    ELSE
+        RETURN doc;
+    END CASE;
+END
+$$;
+
+-- Roles: the collector writes as hookdb_writer, the read API reads as hookdb_reader; grant them to login
+-- roles (GRANT hookdb_writer TO collector_login). Neither bypasses row-level security.
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'hookdb_writer') THEN
+        CREATE ROLE hookdb_writer NOLOGIN;
+    END IF;
+    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'hookdb_reader') THEN
+        CREATE ROLE hookdb_reader NOLOGIN;
+    END IF;
+END
+$$;
+
+-- The writer inserts and updates; SELECT only because INSERT ... ON CONFLICT DO UPDATE needs it (row-level
+-- security still limits it to its transaction's tenant).
+GRANT SELECT, INSERT, UPDATE ON hook_audit_log, payload_blobs, sessions, reports, agent_states TO hookdb_writer;
+GRANT SELECT ON hook_audit_log, payload_blobs, sessions, reports, agent_states TO hookdb_reader;
+GRANT SELECT ON schema_migrations TO hookdb_writer, hookdb_reader;
