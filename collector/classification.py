@@ -1,6 +1,14 @@
-"""Every classification the collector applies, in one place."""
+"""Every classification the collector applies, in one place (the seed's hookDBBridgeConfig).
+
+Adding an agent type, a report category or a session status touches only this module: the database
+has no CHECK constraints for them, and the projections read everything from here.
+"""
 
 from __future__ import annotations
+
+from types import MappingProxyType
+
+# -- Database errors -----------------------------------------------------------------------------------
 
 # SQLSTATE classes of errors about the data of a row (22 data exception, 23 integrity constraint
 # violation): the batch is split to isolate the rows at fault, and the breaker is not told. Every other
@@ -17,3 +25,74 @@ def sqlstate_class(exc: BaseException) -> str:
 
 def is_data_error(exc: BaseException) -> bool:
     return sqlstate_class(exc) in DATA_ERROR_CLASSES
+
+
+# -- Sessions ------------------------------------------------------------------------------------------
+
+VALID_SESSION_STATUSES = frozenset({"running", "completed", "failed", "ended"})
+INITIAL_STATUS = "running"
+
+# The event that moves a session to a status. Claude Code fires Stop at the end of every turn (the
+# session is then complete but may resume: a later prompt sets it running again); StopFailure when a
+# turn fails; SessionEnd when the session is over for good.
+EVENT_STATUS = MappingProxyType(
+    {
+        "SessionStart": "running",
+        "UserPromptSubmit": "running",
+        "Stop": "completed",
+        "StopFailure": "failed",
+        "SessionEnd": "ended",
+    }
+)
+
+# The event the Agent SDK wrapper's record_result() sends with the final ResultMessage.
+RESULT_EVENT = "Result"
+
+# -- Reports -------------------------------------------------------------------------------------------
+
+VALID_REPORT_TYPES = frozenset({"report", "summary", "analysis", "plan", "review"})
+
+# Tools whose PostToolUse means a file was written.
+WRITE_TOOLS = frozenset({"Write", "Edit", "MultiEdit"})
+
+# Path patterns (fnmatch-style, ``**`` for any directories) → report type; the first match wins.
+REPORT_PATTERNS: tuple[tuple[str, str], ...] = (
+    ("**/reports/**/summary*.md", "summary"),
+    ("**/reports/**/analysis*.md", "analysis"),
+    ("**/reports/**/plan*.md", "plan"),
+    ("**/reports/**/review*.md", "review"),
+    ("**/reports/**/*.md", "report"),
+)
+
+# -- Agent state files ---------------------------------------------------------------------------------
+
+# Globs, relative to the session's cwd, of the state files to keep when a subagent of that type stops
+# (read from disk: agents write them without going through a hooked tool). "*" applies to every type.
+STATE_FILE_GLOBS = MappingProxyType(
+    {
+        "*": ("state/*.json", ".claude/state/*.json"),
+        "section-writer": ("state/section-writer-*.json", "state/sections/*.json"),
+    }
+)
+
+# -- Which events the projections handle ---------------------------------------------------------------
+
+# Event type → the projection handler that consumes it (see projections.HANDLERS; a test keeps the two
+# in sync). Every other event only counts toward its session's activity.
+HANDLED_EVENTS = MappingProxyType(
+    {
+        "SessionStart": "session_start",
+        "UserPromptSubmit": "status",
+        "Stop": "status",
+        "StopFailure": "status",
+        "SessionEnd": "session_end",
+        "SubagentStart": "subagent_start",
+        "SubagentStop": "subagent_stop",
+        "PostToolUse": "post_tool_use",
+        RESULT_EVENT: "result",
+    }
+)
+
+# Limits on what the collector reads from disk for one report or state file.
+MAX_FILE_BYTES = 10 * 1024 * 1024
+MAX_STATE_FILES = 64

@@ -138,13 +138,14 @@ def _run_collector(config: config_mod.Config, args: argparse.Namespace) -> int:
     from hookdb.collector import daemon
     from hookdb.collector.embedded import EmbeddedUnavailable
     from hookdb.collector.listener import SocketInUse
+    from hookdb.collector.migrate import SchemaError
 
     try:
         trio.run(daemon.run, config)
     except config_mod.ConfigError as exc:
         print(f"hookdb: {exc}", file=sys.stderr)
         return 2
-    except (SocketInUse, EmbeddedUnavailable, OSError) as exc:
+    except (SocketInUse, EmbeddedUnavailable, SchemaError, OSError) as exc:
         logs.get("hookdb.collector").error("collector.failed", error=str(exc))
         print(f"hookdb: {exc}", file=sys.stderr)
         return 1

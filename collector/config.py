@@ -106,6 +106,10 @@ class DatabaseSection(_Section):
     """When no batch was written for this long, a ``SELECT 1`` checks that the database is still there."""
     password_file: str = ""
     """A file holding the password, re-read at every (re)connect so a rotated credential needs no restart."""
+    role: str = "hookdb_writer"
+    """Role the collector writes as (``SET ROLE``), so row-level security applies; empty keeps the login's."""
+    blob_min_bytes: Positive = 8192
+    """Payload strings this long or longer are stored once per tenant by content (``payload_blobs``)."""
 
 
 class BatchSection(_Section):
@@ -133,6 +137,27 @@ class TenantsSection(_Section):
     """Group (id or name) → tenants its members may write (the peer's primary group)."""
 
 
+class RetentionSection(_Section):
+    live_months: Positive = 6
+    """Full months kept in the live table besides the current one; older months are archived and dropped."""
+    purge_months: Annotated[int, msgspec.Meta(ge=0)] = 24
+    """Full months kept at all (live or archived) besides the current one; 0 keeps archive files forever."""
+    ahead_months: Annotated[int, msgspec.Meta(ge=0)] = 3
+    """Months created ahead of the current one, so no event waits for a partition in the default one."""
+    archive_dir: str = ""
+    """Where archived months are written as gzipped CSV; empty means ``archive/`` in the state directory."""
+    upload_command: list[str] = msgspec.field(default_factory=list)
+    """Run (without a shell) on each new archive file before its month is dropped, e.g.
+["aws", "s3", "cp", "{path}", "s3://bucket/hookdb/"]; {path}, {name} and {month} are filled in. Until it
+succeeds the month stays in the database, detached, and the next run tries again. Empty: no upload."""
+
+    def __post_init__(self) -> None:
+        if self.purge_months and self.purge_months < self.live_months:
+            raise ValueError(
+                f"purge_months ({self.purge_months}) must be 0 or at least live_months ({self.live_months})"
+            )
+
+
 class Config(_Section):
     collector: CollectorSection = msgspec.field(default_factory=CollectorSection)
     listener: ListenerSection = msgspec.field(default_factory=ListenerSection)
@@ -143,6 +168,7 @@ class Config(_Section):
     outbox: OutboxSection = msgspec.field(default_factory=OutboxSection)
     metrics: MetricsSection = msgspec.field(default_factory=MetricsSection)
     tenants: TenantsSection = msgspec.field(default_factory=TenantsSection)
+    retention: RetentionSection = msgspec.field(default_factory=RetentionSection)
 
     @property
     def socket_path(self) -> str:
@@ -155,6 +181,10 @@ class Config(_Section):
     @property
     def outbox_dir(self) -> Path:
         return Path(self.outbox.dir or outbox_dir(self.socket_path))
+
+    @property
+    def archive_dir(self) -> Path:
+        return Path(self.retention.archive_dir) if self.retention.archive_dir else self.state_dir / "archive"
 
     @property
     def dsn(self) -> str | None:

@@ -133,6 +133,8 @@ async def _serve(config: Config, dsn: str, spool: Spool, tenants: TenantPolicy) 
             connect_timeout=config.database.connect_timeout_seconds,
             statement_timeout=config.database.statement_timeout_seconds,
             password_file=config.database.password_file,
+            role=config.database.role,
+            blob_min_bytes=config.database.blob_min_bytes,
         ),
         spool=spool,
         breaker=breaker,

@@ -137,8 +137,8 @@ class Delivery:
     async def open(self) -> PostgresSink:
         if self._sink is None:
             self._sink = await PostgresSink.connect(self._options)
-            if self._sink.schema_created:
-                log.info("schema.applied")
+            if self._sink.applied_migrations:
+                log.info("schema.migrated", migrations=self._sink.applied_migrations)
         return self._sink
 
     async def aclose(self) -> None:

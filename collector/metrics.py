@@ -77,6 +77,11 @@ breaker_transitions = Counter(
     ["from_state", "to_state"],
     registry=REGISTRY,
 )
+report_hash_mismatches = Counter(
+    "hookdb_report_hash_mismatches_total",
+    "Reports whose content did not read back from PostgreSQL with the hash that was written.",
+    registry=REGISTRY,
+)
 connections_open = Gauge("hookdb_client_connections", "Open client connections.", registry=REGISTRY)
 
 for _reason in get_args(RejectReason):

@@ -1,8 +1,11 @@
-"""The PostgreSQL sink: writes a batch of rows with binary COPY, each event id exactly once.
+"""The PostgreSQL sink: writes a batch with binary COPY, each event exactly once, and its projections.
 
-Rows are COPYed into a per-connection temporary staging table, then moved with
-``INSERT … SELECT … ON CONFLICT DO NOTHING`` in the same transaction: a redelivered event adds no row,
-and (with row-level security) the INSERT's policy checks apply, which a plain COPY would bypass.
+Per batch, in one transaction: rows (and large payload strings, see ``blobs``) are COPYed into
+per-connection temporary staging tables; then, for each tenant in the batch, ``hookdb.tenant`` is set
+for the transaction and ``INSERT … SELECT … ON CONFLICT DO NOTHING RETURNING`` moves that tenant's rows,
+so row-level security's WITH CHECK guards every write (COPY itself would bypass it). Only the rows that
+were new are projected into ``sessions``, ``reports`` and ``agent_states``.
+
 asyncpg is asyncio; the trio side crosses over once per batch through trio-asyncio.
 """
 
@@ -10,28 +13,91 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import asyncpg
+import msgspec
 import trio_asyncio
 
-from hookdb.collector.events import COLUMNS, Row
-from hookdb.collector.schema import ensure_schema
-
-STAGE = "hookdb_stage"
-_COLUMN_LIST = ", ".join(COLUMNS)
-_INSERT = (
-    f"INSERT INTO hook_audit_log ({_COLUMN_LIST}) SELECT {_COLUMN_LIST} FROM {STAGE} ON CONFLICT DO NOTHING"
+from hookdb.collector import blobs, logs, metrics, partitions
+from hookdb.collector.events import COLUMNS, PAYLOAD, Row, column
+from hookdb.collector.migrate import SchemaError, migrate
+from hookdb.collector.projections import (
+    Projection,
+    project,
+    read_files,
+    sha256_text,
+    word_count,
 )
 
+log = logs.get("hookdb.sink")
 
-def _jsonb_encode(payload: bytes) -> bytes:
-    return b"\x01" + payload  # jsonb's binary format: a version byte, then the JSON text
-
-
-def _jsonb_decode(data: bytes) -> bytes:
-    return data[1:]
+STAGE = "hookdb_stage"
+BLOB_STAGE = "hookdb_blob_stage"
+_COLUMN_LIST = ", ".join(COLUMNS)
+_SET_TENANT = "SELECT set_config('hookdb.tenant', $1, true)"
+_INSERT_BLOBS = (
+    "INSERT INTO payload_blobs (tenant_id, sha256, content) "
+    f"SELECT tenant_id, sha256, content FROM {BLOB_STAGE} WHERE tenant_id = $1 ON CONFLICT DO NOTHING"
+)
+_INSERT_EVENTS = (
+    f"INSERT INTO hook_audit_log ({_COLUMN_LIST}) SELECT {_COLUMN_LIST} FROM {STAGE} WHERE tenant_id = $1 "
+    "ON CONFLICT DO NOTHING RETURNING event_id"
+)
+_UPSERT_SESSION = """
+INSERT INTO sessions AS s (
+    tenant_id, session_id, status, status_at, model, agent_type, cwd, transcript_path, source,
+    started_at, updated_at, ended_at, event_count, subagent_count, cost_usd, meta)
+VALUES ($1, $2, coalesce($3, 'running'), $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
+ON CONFLICT (tenant_id, session_id) DO UPDATE SET
+    status = CASE WHEN EXCLUDED.status_at IS NOT NULL
+                       AND (s.status_at IS NULL OR EXCLUDED.status_at >= s.status_at)
+                  THEN EXCLUDED.status ELSE s.status END,
+    status_at = greatest(s.status_at, EXCLUDED.status_at),
+    model = coalesce(EXCLUDED.model, s.model),
+    agent_type = coalesce(EXCLUDED.agent_type, s.agent_type),
+    cwd = coalesce(s.cwd, EXCLUDED.cwd),
+    transcript_path = coalesce(s.transcript_path, EXCLUDED.transcript_path),
+    source = coalesce(EXCLUDED.source, s.source),
+    started_at = least(s.started_at, EXCLUDED.started_at),
+    updated_at = greatest(s.updated_at, EXCLUDED.updated_at),
+    ended_at = coalesce(EXCLUDED.ended_at, s.ended_at),
+    event_count = s.event_count + EXCLUDED.event_count,
+    subagent_count = s.subagent_count + EXCLUDED.subagent_count,
+    cost_usd = coalesce(EXCLUDED.cost_usd, s.cost_usd),
+    meta = s.meta || EXCLUDED.meta
+"""
+_UPSERT_REPORT = """
+INSERT INTO reports AS r (
+    tenant_id, session_id, path, report_type, content, sha256, word_count, written_at, event_id)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+ON CONFLICT (tenant_id, session_id, path) DO UPDATE SET
+    report_type = EXCLUDED.report_type, content = EXCLUDED.content, sha256 = EXCLUDED.sha256,
+    word_count = EXCLUDED.word_count, written_at = EXCLUDED.written_at, event_id = EXCLUDED.event_id
+    WHERE EXCLUDED.written_at >= r.written_at
+RETURNING encode(sha256(convert_to(content, 'UTF8')), 'hex') = sha256 AS verified
+"""
+_UPSERT_STATE = """
+INSERT INTO agent_states AS a (tenant_id, session_id, agent_id, path, agent_type, content, sha256, updated_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+ON CONFLICT (tenant_id, session_id, agent_id, path) DO UPDATE SET
+    agent_type = coalesce(EXCLUDED.agent_type, a.agent_type), content = EXCLUDED.content,
+    sha256 = EXCLUDED.sha256, updated_at = EXCLUDED.updated_at
+    WHERE EXCLUDED.updated_at >= a.updated_at
+"""
+# Keeps report_count true, and at session end enriches meta with what the session produced.
+_SUMMARIZE_SESSION = """
+UPDATE sessions s SET
+    report_count = r.reports,
+    meta = CASE WHEN $3 THEN s.meta || jsonb_build_object('report_count', r.reports, 'word_count', r.words,
+                                                         'subagent_count', s.subagent_count)
+           ELSE s.meta END
+FROM (SELECT count(*)::int AS reports, coalesce(sum(word_count), 0)::int AS words
+      FROM reports WHERE tenant_id = $1 AND session_id = $2) r
+WHERE s.tenant_id = $1 AND s.session_id = $2
+"""
 
 
 @dataclass(frozen=True)
@@ -42,6 +108,8 @@ class ConnectOptions:
     connect_timeout: float = 10.0
     statement_timeout: float = 30.0
     password_file: str = ""
+    role: str = "hookdb_writer"
+    blob_min_bytes: int = 8192
 
     def kwargs(self) -> dict[str, Any]:
         settings = {
@@ -58,50 +126,188 @@ class ConnectOptions:
         return kwargs
 
 
-async def _open(options: ConnectOptions) -> tuple[asyncpg.Connection, bool]:
+@dataclass
+class Prepared:
+    """A batch ready for its transaction: slimmed rows, blobs, and the projection's file contents."""
+
+    rows: list[Row]
+    blobs: list[tuple[str, str, str]]
+    tenants: list[str]
+    files: Projection
+    inserted: int = 0
+    unverified_reports: int = 0
+
+
+def _jsonb_encode(payload: bytes) -> bytes:
+    return b"\x01" + payload  # jsonb's binary format: a version byte, then the JSON text
+
+
+def _jsonb_decode(data: bytes) -> bytes:
+    return data[1:]
+
+
+async def _open(options: ConnectOptions) -> tuple[asyncpg.Connection, list[str]]:
     conn = await asyncpg.connect(options.dsn, **options.kwargs())
     try:
-        created = await ensure_schema(conn)
+        applied = await migrate(conn)
+        await partitions.ensure_months(conn, datetime.now(UTC))
+        if options.role:
+            try:
+                await conn.execute(f'SET ROLE "{options.role}"')
+            except asyncpg.InsufficientPrivilegeError:
+                raise SchemaError(
+                    f"the database user may not act as {options.role}: GRANT {options.role} TO <that user>, "
+                    "or set database.role"
+                ) from None
         await conn.set_type_codec(
             "jsonb", schema="pg_catalog", encoder=_jsonb_encode, decoder=_jsonb_decode, format="binary"
         )
         await conn.execute(
             f"CREATE TEMP TABLE IF NOT EXISTS {STAGE} (LIKE hook_audit_log INCLUDING DEFAULTS) "
+            "ON COMMIT DELETE ROWS;"
+            f"CREATE TEMP TABLE IF NOT EXISTS {BLOB_STAGE} (tenant_id text, sha256 text, content text) "
             "ON COMMIT DELETE ROWS"
         )
     except BaseException:
         conn.terminate()
         raise
-    return conn, created
+    return conn, applied
 
 
-async def _write(conn: asyncpg.Connection, rows: Sequence[Row]) -> int:
+async def _write(conn: asyncpg.Connection, batch: Prepared) -> Prepared:
     async with conn.transaction():
-        await conn.copy_records_to_table(STAGE, records=rows, columns=COLUMNS)
-        status = await conn.execute(_INSERT)
-    return int(status.rsplit(" ", 1)[1])
+        await conn.copy_records_to_table(STAGE, records=batch.rows, columns=COLUMNS)
+        if batch.blobs:
+            await conn.copy_records_to_table(
+                BLOB_STAGE, records=batch.blobs, columns=("tenant_id", "sha256", "content")
+            )
+        for tenant in batch.tenants:
+            await conn.execute(_SET_TENANT, tenant)
+            if batch.blobs:
+                await conn.execute(_INSERT_BLOBS, tenant)
+            new = {r[0] for r in await conn.fetch(_INSERT_EVENTS, tenant)}
+            batch.inserted += len(new)
+            rows = [
+                r for r in batch.rows if column(r, "tenant_id") == tenant and column(r, "event_id") in new
+            ]
+            if rows:
+                batch.unverified_reports += await _project(conn, project(rows), batch.files)
+    return batch
+
+
+async def _project(conn: asyncpg.Connection, changes: Projection, files: Projection) -> int:
+    """Apply one tenant's projection; return how many reports did not read back with their hash."""
+    if changes.sessions:
+        await conn.executemany(
+            _UPSERT_SESSION,
+            [
+                (
+                    c.tenant_id,
+                    c.session_id,
+                    c.status,
+                    c.status_at,
+                    c.model,
+                    c.agent_type,
+                    c.cwd,
+                    c.transcript_path,
+                    c.source,
+                    c.started_at,
+                    c.updated_at,
+                    c.ended_at,
+                    c.event_count,
+                    c.subagent_count,
+                    c.cost_usd,
+                    msgspec.json.encode(c.meta),
+                )
+                for c in changes.sessions.values()
+            ],
+        )
+    unverified = 0
+    for key, write in changes.reports.items():
+        content = files.reports[key].content if key in files.reports else None
+        if content is None:
+            continue  # neither readable nor carried by the event
+        digest = sha256_text(content)
+        verified = await conn.fetchval(
+            _UPSERT_REPORT,
+            write.tenant_id,
+            write.session_id,
+            write.path,
+            write.report_type,
+            content,
+            digest,
+            word_count(content),
+            write.written_at,
+            write.event_id,
+        )
+        unverified += verified is False
+    states = {(s.tenant_id, s.session_id, s.agent_id, s.at): s for s in files.states}
+    for item in changes.states:
+        read = states.get((item.tenant_id, item.session_id, item.agent_id, item.at))
+        for path, content in (read.files if read else {}).items():
+            await conn.execute(
+                _UPSERT_STATE,
+                item.tenant_id,
+                item.session_id,
+                item.agent_id,
+                path,
+                item.agent_type,
+                content,
+                sha256_text(content),
+                item.at,
+            )
+    touched = {(w.tenant_id, w.session_id) for w in changes.reports.values()} | changes.ended
+    for tenant, session in touched:
+        await conn.execute(_SUMMARIZE_SESSION, tenant, session, (tenant, session) in changes.ended)
+    return unverified
+
+
+async def prepare(rows: Sequence[Row], blob_min_bytes: int) -> Prepared:
+    """Move large payload strings into blobs and read the files the projections need (trio side)."""
+    slim: list[Row] = []
+    found: dict[tuple[str, str], str] = {}
+    by_tenant: dict[str, None] = {}
+    for row in rows:
+        tenant = str(column(row, "tenant_id"))
+        by_tenant[tenant] = None
+        payload, extracted = blobs.extract(row[PAYLOAD], blob_min_bytes)  # type: ignore[arg-type]
+        if extracted:
+            row = (*row[:PAYLOAD], payload, *row[PAYLOAD + 1 :])
+            for digest, text in extracted.items():
+                found[(tenant, digest)] = text
+        slim.append(row)
+    files = project(list(rows))
+    if files.reports or files.states:
+        await read_files(files)
+    return Prepared(slim, [(t, d, text) for (t, d), text in found.items()], list(by_tenant), files)
 
 
 class PostgresSink:
     """One connection that writes batches; call from trio inside ``trio_asyncio.open_loop()``."""
 
-    def __init__(self, conn: asyncpg.Connection, *, schema_created: bool) -> None:
+    def __init__(self, conn: asyncpg.Connection, options: ConnectOptions, *, applied: list[str]) -> None:
         self._conn = conn
-        self.schema_created = schema_created
+        self._options = options
+        self.applied_migrations = applied
 
     @classmethod
     async def connect(cls, options: ConnectOptions) -> PostgresSink:
-        """Connect, apply the schema if the database has none, and prepare the staging table."""
-        conn, created = await trio_asyncio.aio_as_trio(_open)(options)
-        return cls(conn, schema_created=created)
+        """Connect, migrate the schema, create this month's partitions, and prepare the staging tables."""
+        conn, applied = await trio_asyncio.aio_as_trio(_open)(options)
+        return cls(conn, options, applied=applied)
+
+    async def write(self, rows: Sequence[Row]) -> int:
+        """Write one batch and its projections in one transaction; return how many rows were new."""
+        batch = await prepare(rows, self._options.blob_min_bytes)
+        done = await trio_asyncio.aio_as_trio(_write)(self._conn, batch)
+        if done.unverified_reports:
+            metrics.report_hash_mismatches.inc(done.unverified_reports)
+            log.error("report.hash_mismatch", reports=done.unverified_reports)
+        return done.inserted
 
     async def ping(self) -> None:
         """Check that the server still answers."""
         await trio_asyncio.aio_as_trio(self._conn.fetchval)("SELECT 1")
-
-    async def write(self, rows: Sequence[Row]) -> int:
-        """Write one batch in one transaction; return how many rows were new (the rest were duplicates)."""
-        return await trio_asyncio.aio_as_trio(_write)(self._conn, rows)
 
     def terminate(self) -> None:
         """Drop the connection at once: after a failure its state is unknown."""

@@ -48,7 +48,10 @@ def test_large_payloads_arrive_whole(start_collector, socket_path: Path, dsn: st
         assert emit(json.dumps(payload).encode(), socket_path).returncode == 0
     assert wait_for_rows(dsn, 2) == 2
     stored = [
-        json.loads(r[0]) for r in run_sql(dsn, "SELECT payload::text FROM hook_audit_log ORDER BY tool_name")
+        json.loads(r[0])
+        for r in run_sql(
+            dsn, "SELECT hookdb_payload(tenant_id, payload)::text FROM hook_audit_log ORDER BY tool_name"
+        )
     ]
     assert stored == sorted(payloads, key=lambda p: p["tool_name"])
 

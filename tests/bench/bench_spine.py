@@ -335,6 +335,41 @@ def process_cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / _clk_tck()
 
 
+def _proc_stats() -> dict[int, list[str]]:
+    """The fields after ``(comm)`` of every process's /proc/PID/stat."""
+    stats = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                stats[int(entry.name)] = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+    return stats
+
+
+def tree_cpu(root: int) -> float:
+    """CPU seconds of a process and its live descendants, and of the children they have reaped."""
+    stats = _proc_stats()
+    children: dict[int, list[int]] = {}
+    for pid, fields in stats.items():
+        children.setdefault(int(fields[1]), []).append(pid)
+    total, todo = 0, [root]
+    while todo:
+        pid = todo.pop()
+        if pid in stats:
+            total += sum(int(v) for v in stats[pid][11:15])  # utime, stime, cutime, cstime
+            todo.extend(children.get(pid, []))
+    return total / _clk_tck()
+
+
+def local_postmaster(backend_pid: int) -> int | None:
+    """The postmaster's pid when the server runs on this machine (in our pid namespace), else ``None``."""
+    try:
+        if Path(f"/proc/{backend_pid}/comm").read_text().strip() != "postgres":
+            return None
+        return int(Path(f"/proc/{backend_pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except OSError:
+        return None
+
+
 def machine_cpu() -> tuple[float, float]:
     """(busy, total) CPU seconds of the whole machine since boot, from /proc/stat."""
     values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:9]]
@@ -382,6 +417,8 @@ async def _drive_end_to_end(
     conn = await asyncpg.connect(dsn)
     try:
         await conn.execute("SET max_parallel_workers_per_gather = 0")  # the poll stays one backend
+        postmaster = local_postmaster(await conn.fetchval("SELECT pg_backend_pid()"))
+        pg0 = tree_cpu(postmaster) if postmaster else math.nan
         cpu0 = (process_cpu(collector.proc.pid), machine_cpu(), self_cpu())
         barrier.wait(timeout=60)
         started = time.perf_counter()
@@ -409,7 +446,9 @@ async def _drive_end_to_end(
             await asyncio.sleep(max(POLL_SECONDS, POLL_DUTY * (now - poll_started)))
         elapsed = now - started
         busy1, total1 = machine_cpu()
+        pg1 = tree_cpu(postmaster) if postmaster else math.nan
         return {
+            "postgres_cpu_seconds": pg1 - pg0,
             "seconds": elapsed,
             "first_row_seconds": first_row,
             "polls": polls,
@@ -702,10 +741,6 @@ def measure_clients(
 # ------------------------------------------------------------------------------------------- report
 
 
-def _counters(r: dict[str, Any]) -> str:
-    return " ".join(f"{k}={v:,}" for k, v in r["counters"].items())
-
-
 def _complaints(r: dict[str, Any]) -> str:
     if not r["complaints"]:
         return ""
@@ -717,72 +752,84 @@ def _rate(r: dict[str, Any]) -> str:
 
 
 def render(res: dict[str, Any]) -> str:
-    """The human-readable table."""
+    """The human-readable report."""
     env, e2e, w, dec = res["environment"], res["end_to_end"], res["writes"], res["decode"]
     em, cli = res["clients"]["emitter"], res["clients"]["emit_cli"]
-    r = res["ratios"]
-    pg = env["postgres"]
-    width = 72
+    r, pg = res["ratios"], env["postgres"]
+    lw = 72  # label width
+    sent = f"{e2e['clients']} client processes → collector → PostgreSQL"
+    throughput = [
+        (f"a  end to end: {sent}", e2e),
+        ("b  raw binary COPY, asyncio, batches of 1000", w["copy_asyncio_batched"]),
+        ("b  raw binary COPY, asyncio, one COPY", w["copy_asyncio_single"]),
+        ("b  raw binary COPY, trio-asyncio, batches of 1000", w["copy_trio_asyncio_batched"]),
+        ("b  raw binary COPY, trio-asyncio, one COPY", w["copy_trio_asyncio_single"]),
+        ("c  naive INSERT per event, autocommit, asyncio", w["insert_per_event"]),
+        ("+  PostgresSink.write (stage COPY + INSERT…SELECT), trio-asyncio, 1000", w["sink_write_batched"]),
+        ("+  listener CPU path alone: FrameDecoder + event_row, no I/O", dec),
+    ]
     lines = [
         "hookdb write-spine benchmark",
-        f"  PostgreSQL {pg['server_version']} ({env['server']}); fsync={pg['fsync']}, "
+        f"  PostgreSQL {pg['server_version']}, {env['server']}: fsync={pg['fsync']}, "
         f"synchronous_commit={pg['synchronous_commit']}, shared_buffers={pg['shared_buffers']}",
-        f"  {env['cpus']} CPUs (1-min load average at start {env['load_average_at_start']:.2f}), "
-        f"Python {env['python']}; {env['events']:,} events, mean payload "
-        f"{env['mean_payload_bytes']:.0f} B, mean frame {env['mean_frame_bytes']:.0f} B",
+        f"  {env['cpus']} CPUs, 1-min load average at start {env['load_average_at_start']:.2f}; "
+        f"Python {env['python']}",
+        f"  {env['events']:,} events: mean payload {env['mean_payload_bytes']:.0f} B, "
+        f"mean frame {env['mean_frame_bytes']:.0f} B",
         "",
-        f"{'throughput':<{width}}{'events':>9}  {'seconds':>8}  {'events/s':>10}",
-        f"{'a  end to end: ' + str(e2e['clients']) + ' client processes → collector → PostgreSQL':<{width}}"
-        + _rate(e2e),
-        f"{'b  raw binary COPY, asyncio, batches of 1000':<{width}}" + _rate(w["copy_asyncio_batched"]),
-        f"{'b  raw binary COPY, asyncio, one COPY':<{width}}" + _rate(w["copy_asyncio_single"]),
-        f"{'b  raw binary COPY, trio-asyncio, batches of 1000':<{width}}"
-        + _rate(w["copy_trio_asyncio_batched"]),
-        f"{'b  raw binary COPY, trio-asyncio, one COPY':<{width}}" + _rate(w["copy_trio_asyncio_single"]),
-        f"{'c  naive INSERT per event, autocommit, asyncio':<{width}}" + _rate(w["insert_per_event"]),
-        f"{'+  PostgresSink.write (stage COPY + INSERT…SELECT), trio-asyncio, 1000':<{width}}"
-        + _rate(w["sink_write_batched"]),
-        f"{'+  listener CPU path only: FrameDecoder + event_row, no I/O':<{width}}" + _rate(dec),
-        f"  (a, c: one run; b and PostgresSink.write: median of {env['repeat']} runs; "
+        f"{'throughput':<{lw}}{'events':>9}  {'seconds':>8}  {'events/s':>10}",
+        *(f"{label:<{lw}}" + _rate(row) for label, row in throughput),
+        f"  (a, c: one run; b and PostgresSink.write: median of {env['repeat']} run(s); "
         "each run into a fresh database)",
         "",
-        "end to end, details",
-        f"  all clients done sending after {e2e['all_sent_seconds']:.3f} s; first row visible after "
-        f"{e2e['first_row_seconds']:.3f} s; last row after {e2e['seconds']:.3f} s",
-        f"  CPU seconds during the run: collector {e2e['collector_cpu_seconds']:.2f}, clients "
-        f"{e2e['clients_cpu_seconds']:.2f}, bench/poller {e2e['bench_process_cpu_seconds']:.2f}, "
-        f"PostgreSQL and rest {r['e2e_other_cpu_seconds']:.2f}",
-        f"  {e2e['polls']} count(*) polls took {e2e['poll_seconds']:.3f} s in all",
+        "a  details",
+        f"  all clients done sending after {e2e['all_sent_seconds']:.3f} s, first row visible after "
+        f"{e2e['first_row_seconds']:.3f} s, last row after {e2e['seconds']:.3f} s",
+        f"  CPU seconds: collector {e2e['collector_cpu_seconds']:.2f} "
+        f"({r['collector_cpu_us_per_event']:.1f} µs per event), "
+        f"PostgreSQL {e2e['postgres_cpu_seconds']:.2f}, clients {e2e['clients_cpu_seconds']:.2f}, "
+        f"bench and poller {e2e['bench_process_cpu_seconds']:.2f}",
         f"  machine: {e2e['machine_busy_cpu_seconds']:.2f} of {e2e['machine_total_cpu_seconds']:.2f} "
-        f"CPU seconds busy ({r['e2e_machine_busy_fraction']:.0%}); collector "
-        f"{r['collector_cpu_us_per_event']:.1f} µs CPU per event",
+        f"CPU seconds busy ({r['e2e_machine_busy_fraction']:.0%}), of which other processes "
+        f"{r['e2e_other_cpu_seconds']:.2f}; {e2e['polls']} count(*) polls took {e2e['poll_seconds']:.3f} s",
         "",
-        f"d  Emitter.emit(), {em['calls']:,} calls       {'p50 µs':>10}{'p99 µs':>10}{'max µs':>10}  emitter",
-        f"   collector up                    {em['up']['p50_us']:>10.1f}{em['up']['p99_us']:>10.1f}"
-        f"{em['up']['max_us']:>10.1f}  {_counters(em['up'])}",
-        f"   collector down (no socket)      {em['down']['p50_us']:>10.1f}{em['down']['p99_us']:>10.1f}"
-        f"{em['down']['max_us']:>10.1f}  {_counters(em['down'])}",
+        f"{'d  Emitter.emit(), ' + format(em['calls'], ',') + ' calls':<44}"
+        f"{'p50 µs':>10}{'p99 µs':>10}{'max µs':>10}  emitter counters",
+    ]
+    for label, row in (("collector up", em["up"]), ("collector down (no socket)", em["down"])):
+        lines.append(
+            f"{'   ' + label:<44}{row['p50_us']:>10.1f}{row['p99_us']:>10.1f}{row['max_us']:>10.1f}  "
+            + " ".join(f"{k}={v:,}" for k, v in row["counters"].items())
+        )
+    lines += [
         "",
-        f"e  process wall time, {cli['runs']} runs each, interleaved   {'median ms':>10}{'p90 ms':>10}"
-        "  (bytecode cached)",
-        f"   hookdb-emit, PostToolUse ({cli['payload_bytes']} B)        "
-        f"{cli['emit']['median_ms']:>10.2f}{cli['emit']['p90_ms']:>10.2f}" + _complaints(cli["emit"]),
-        f"   python -c pass                          {cli['python_c_pass']['median_ms']:>10.2f}"
-        f"{cli['python_c_pass']['p90_ms']:>10.2f}",
-        f"   hookdb-emit, {cli['large']['payload_bytes'] / 1000:.0f} KB payload ({cli['large']['runs']} runs)"
-        f"     {cli['large']['median_ms']:>10.2f}{cli['large']['p90_ms']:>10.2f}" + _complaints(cli["large"]),
-        f"   rows stored by this collector: {res['clients']['stored']:,} of "
-        f"{res['clients']['expected']:,} sent without complaint",
+        f"{'e  wall time per process, bytecode cached':<44}{'median ms':>10}{'p90 ms':>10}",
+    ]
+    for label, row in (
+        (f"hookdb-emit, PostToolUse {cli['payload_bytes']} B, {cli['runs']} runs", cli["emit"]),
+        (f"python -c pass, {cli['runs']} runs, interleaved", cli["python_c_pass"]),
+        (
+            f"hookdb-emit, {cli['large']['payload_bytes'] / 1000:.0f} KB, {cli['large']['runs']} runs",
+            cli["large"],
+        ),
+    ):
+        lines.append(f"{'   ' + label:<44}{row['median_ms']:>10.2f}{row['p90_ms']:>10.2f}" + _complaints(row))
+    lines += [
+        f"   rows stored by the collector of d and e: {res['clients']['stored']:,} "
+        f"(sent without complaint: {res['clients']['expected']:,})",
         "",
         "ratios",
-        f"  end to end / raw COPY, asyncio, batches of 1000       {r['e2e_over_copy_asyncio_batched']:>7.2f}",
-        f"  end to end / raw COPY, asyncio, one COPY              {r['e2e_over_copy_asyncio_single']:>7.2f}",
-        f"  end to end / raw COPY, trio-asyncio, batches of 1000  {r['e2e_over_copy_trio_batched']:>7.2f}",
-        f"  end to end / raw COPY, trio-asyncio, one COPY         {r['e2e_over_copy_trio_single']:>7.2f}",
-        f"  end to end / PostgresSink.write, batches of 1000      {r['e2e_over_sink_write']:>7.2f}",
-        f"  end to end / naive INSERT per event                   {r['e2e_over_insert']:>7.1f}",
-        f"  hookdb-emit median − python -c pass median            {r['emit_cli_minus_python_ms']:>7.2f} ms",
     ]
+    for label, value, unit in (
+        ("end to end / raw COPY, asyncio, batches of 1000", r["e2e_over_copy_asyncio_batched"], ""),
+        ("end to end / raw COPY, asyncio, one COPY", r["e2e_over_copy_asyncio_single"], ""),
+        ("end to end / raw COPY, trio-asyncio, batches of 1000", r["e2e_over_copy_trio_batched"], ""),
+        ("end to end / raw COPY, trio-asyncio, one COPY", r["e2e_over_copy_trio_single"], ""),
+        ("end to end / PostgresSink.write, batches of 1000", r["e2e_over_sink_write"], ""),
+        ("end to end / naive INSERT per event", r["e2e_over_insert"], ""),
+        ("hookdb-emit median − python -c pass median", r["emit_cli_minus_python_ms"], " ms"),
+    ):
+        lines.append(f"  {label:<54}{value:>8.2f}{unit}")
     return "\n".join(lines)
 
 
@@ -792,6 +839,7 @@ def ratios(res: dict[str, Any]) -> dict[str, float]:
     other = (
         e2e["machine_busy_cpu_seconds"]
         - e2e["collector_cpu_seconds"]
+        - (0 if math.isnan(e2e["postgres_cpu_seconds"]) else e2e["postgres_cpu_seconds"])
         - e2e["clients_cpu_seconds"]
         - e2e["bench_process_cpu_seconds"]
     )

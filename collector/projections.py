@@ -1,0 +1,350 @@
+"""Projections: what the new events of a batch change in ``sessions``, ``reports`` and ``agent_states``.
+
+Pure aggregation first (:func:`project`, driven by the tables in ``classification``), then the file
+reads it asks for (:func:`read_files`), done by the sink before its transaction. Only events that were
+new rows are projected, so a redelivered event never counts twice.
+
+Files are read only when the kernel-reported uid of the sender owns them, they are regular files (no
+symlink is followed) and not larger than ``MAX_FILE_BYTES``: a client cannot make the collector read
+someone else's file into its tenant.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import stat
+from collections.abc import Awaitable, Callable, Hashable
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Generic, TypeVar
+
+import msgspec
+import trio
+
+from hookdb.collector import classification as cls
+from hookdb.collector.events import Row, column
+
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
+
+
+def glob_regex(pattern: str) -> re.Pattern[str]:
+    """A path glob as a regex: ``**/`` any directories (or none), ``*`` and ``?`` within one name."""
+    out = []
+    i = 0
+    while i < len(pattern):
+        if pattern.startswith("**/", i):
+            out.append("(?:.*/)?")
+            i += 3
+        elif pattern[i] == "*":
+            out.append("[^/]*")
+            i += 1
+        elif pattern[i] == "?":
+            out.append("[^/]")
+            i += 1
+        else:
+            out.append(re.escape(pattern[i]))
+            i += 1
+    return re.compile("".join(out) + r"\Z")
+
+
+_REPORT_PATTERNS = [(glob_regex(p), kind) for p, kind in cls.REPORT_PATTERNS]
+
+
+def report_type(path: str) -> str | None:
+    """The report type of a written file's path, or ``None`` when it is not a report."""
+    return next((kind for regex, kind in _REPORT_PATTERNS if regex.match(path)), None)
+
+
+@dataclass
+class SessionChange:
+    """What one batch's new events change in one session row."""
+
+    tenant_id: str
+    session_id: str
+    started_at: datetime
+    updated_at: datetime
+    event_count: int = 0
+    status: str | None = None
+    status_at: datetime | None = None
+    model: str | None = None
+    agent_type: str | None = None
+    cwd: str | None = None
+    transcript_path: str | None = None
+    source: str | None = None
+    ended_at: datetime | None = None
+    subagent_count: int = 0
+    cost_usd: float | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ReportWrite:
+    tenant_id: str
+    session_id: str
+    path: str
+    report_type: str
+    written_at: datetime
+    event_id: Any
+    owner_uid: int | None  # the sender's uid: the file must be its
+    inline: str | None  # the content the event carries (Write), for when the file cannot be read
+    content: str | None = None
+
+
+@dataclass
+class StateRead:
+    tenant_id: str
+    session_id: str
+    agent_id: str
+    agent_type: str | None
+    cwd: str
+    at: datetime
+    owner_uid: int | None
+    files: dict[str, str] = field(default_factory=dict)  # path → content, filled by read_files
+
+
+@dataclass
+class Projection:
+    sessions: dict[tuple[str, str], SessionChange] = field(default_factory=dict)
+    reports: dict[tuple[str, str, str], ReportWrite] = field(default_factory=dict)
+    states: list[StateRead] = field(default_factory=list)
+    ended: set[tuple[str, str]] = field(default_factory=set)
+
+
+def _str(value: object) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def _session_start(
+    change: SessionChange, payload: dict[str, Any], at: datetime, _: Row, __: Projection
+) -> None:
+    change.model = _str(payload.get("model")) or change.model
+    change.agent_type = _str(payload.get("agent_type")) or change.agent_type
+    change.source = _str(payload.get("source")) or change.source
+    _status(change, payload, at, _, __)
+
+
+def _status(change: SessionChange, payload: dict[str, Any], at: datetime, row: Row, __: Projection) -> None:
+    status = cls.EVENT_STATUS[str(column(row, "event_type"))]
+    if change.status_at is None or at >= change.status_at:
+        change.status, change.status_at = status, at
+
+
+def _session_end(
+    change: SessionChange, payload: dict[str, Any], at: datetime, row: Row, out: Projection
+) -> None:
+    _status(change, payload, at, row, out)
+    change.ended_at = at
+    if reason := _str(payload.get("reason")):
+        change.meta["end_reason"] = reason
+    out.ended.add((change.tenant_id, change.session_id))
+
+
+def _subagent_start(
+    change: SessionChange, payload: dict[str, Any], at: datetime, _: Row, __: Projection
+) -> None:
+    change.subagent_count += 1
+
+
+def _subagent_stop(
+    change: SessionChange, payload: dict[str, Any], at: datetime, row: Row, out: Projection
+) -> None:
+    cwd = _str(payload.get("cwd")) or change.cwd
+    agent_id = _str(payload.get("agent_id")) or _str(payload.get("agent_type")) or "main"
+    if cwd:
+        out.states.append(
+            StateRead(
+                change.tenant_id,
+                change.session_id,
+                agent_id,
+                _str(payload.get("agent_type")),
+                cwd,
+                at,
+                column(row, "peer_uid"),
+            )  # type: ignore[arg-type]
+        )
+
+
+def _post_tool_use(
+    change: SessionChange, payload: dict[str, Any], at: datetime, row: Row, out: Projection
+) -> None:
+    if column(row, "tool_name") not in cls.WRITE_TOOLS:
+        return
+    tool_input = payload.get("tool_input")
+    if not isinstance(tool_input, dict):
+        return
+    path = _str(tool_input.get("file_path"))
+    kind = report_type(path) if path else None
+    if path is None or kind is None:
+        return
+    key = (change.tenant_id, change.session_id, path)
+    previous = out.reports.get(key)
+    if previous is None or at >= previous.written_at:
+        out.reports[key] = ReportWrite(
+            change.tenant_id,
+            change.session_id,
+            path,
+            kind,
+            at,
+            column(row, "event_id"),
+            column(row, "peer_uid"),
+            _str(tool_input.get("content")),  # type: ignore[arg-type]
+        )
+
+
+def _result(change: SessionChange, payload: dict[str, Any], at: datetime, _: Row, __: Projection) -> None:
+    cost = payload.get("total_cost_usd")
+    if isinstance(cost, int | float):
+        change.cost_usd = float(cost)
+    for key in ("usage", "num_turns", "duration_ms", "duration_api_ms", "is_error", "subtype"):
+        if key in payload:
+            change.meta[key] = payload[key]
+
+
+Handler = Callable[[SessionChange, dict[str, Any], datetime, Row, Projection], None]
+HANDLERS: dict[str, Handler] = {
+    "session_start": _session_start,
+    "status": _status,
+    "session_end": _session_end,
+    "subagent_start": _subagent_start,
+    "subagent_stop": _subagent_stop,
+    "post_tool_use": _post_tool_use,
+    "result": _result,
+}
+
+_decode_object = msgspec.json.Decoder(dict[str, Any]).decode
+
+
+def project(rows: list[Row]) -> Projection:
+    """Aggregate the new rows of a batch into the changes they make."""
+    out = Projection()
+    for row in rows:
+        session_id = column(row, "session_id")
+        if not isinstance(session_id, str):
+            continue
+        tenant = str(column(row, "tenant_id"))
+        at: datetime = column(row, "occurred_at")  # type: ignore[assignment]
+        change = out.sessions.get((tenant, session_id))
+        if change is None:
+            change = out.sessions[(tenant, session_id)] = SessionChange(tenant, session_id, at, at)
+        change.event_count += 1
+        change.started_at = min(change.started_at, at)
+        change.updated_at = max(change.updated_at, at)
+        handler = cls.HANDLED_EVENTS.get(str(column(row, "event_type")))
+        if handler is None or (
+            handler == "post_tool_use" and column(row, "tool_name") not in cls.WRITE_TOOLS
+        ):
+            continue
+        try:
+            payload = _decode_object(column(row, "payload"))  # type: ignore[arg-type]
+        except msgspec.MsgspecError:
+            continue  # a JSON array or scalar payload says nothing about the session
+        change.cwd = change.cwd or _str(payload.get("cwd"))
+        change.transcript_path = change.transcript_path or _str(payload.get("transcript_path"))
+        HANDLERS[handler](change, payload, at, row, out)
+    return out
+
+
+# -- Reading files ------------------------------------------------------------------------------------
+
+
+class SingleFlight(Generic[K, V]):
+    """Concurrent requests for the same key share one in-flight computation (the seed's SessionCache).
+
+    The pending entry is removed in ``finally``, so a failure is seen by every waiter of that flight
+    and the next request tries again.
+    """
+
+    def __init__(self) -> None:
+        self._pending: dict[K, trio.Event] = {}
+        self._results: dict[K, V | BaseException] = {}
+
+    async def get(self, key: K, compute: Callable[[], Awaitable[V]]) -> V:
+        if key in self._results:
+            return self._unwrap(self._results[key])
+        pending = self._pending.get(key)
+        if pending is not None:
+            await pending.wait()
+            return self._unwrap(self._results[key])
+        event = self._pending[key] = trio.Event()
+        try:
+            self._results[key] = await compute()
+        except Exception as exc:
+            self._results[key] = exc
+            raise
+        finally:
+            del self._pending[key]
+            event.set()
+        return self._unwrap(self._results[key])
+
+    @staticmethod
+    def _unwrap(value: V | BaseException) -> V:
+        if isinstance(value, BaseException):
+            raise value
+        return value
+
+
+def read_owned_text(path: str, owner_uid: int | None) -> str | None:
+    """The UTF-8 text of ``path`` if it is a regular file owned by ``owner_uid`` and small enough."""
+    if owner_uid is None or not os.path.isabs(path):
+        return None
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        st = os.fstat(fd)
+        if not (stat.S_ISREG(st.st_mode) and st.st_uid == owner_uid and st.st_size <= cls.MAX_FILE_BYTES):
+            return None
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            return f.read(cls.MAX_FILE_BYTES + 1).decode("utf-8", errors="replace")
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
+def state_files(cwd: str, agent_type: str | None) -> list[str]:
+    """The state files of an agent type under ``cwd``, by the configured globs."""
+    globs = [*cls.STATE_FILE_GLOBS["*"], *cls.STATE_FILE_GLOBS.get(agent_type or "", ())]
+    found: list[str] = []
+    base = Path(cwd)
+    for pattern in globs:
+        found.extend(str(p) for p in sorted(base.glob(pattern)) if p.is_file() and not p.is_symlink())
+    return list(dict.fromkeys(found))[: cls.MAX_STATE_FILES]
+
+
+async def read_files(projection: Projection) -> None:
+    """Fill in report contents and agent state files, reading concurrently, each file once."""
+    reads: SingleFlight[tuple[str, int | None], str | None] = SingleFlight()
+
+    async def read(path: str, owner: int | None) -> str | None:
+        return await reads.get((path, owner), lambda: trio.to_thread.run_sync(read_owned_text, path, owner))
+
+    async def report(write: ReportWrite) -> None:
+        write.content = await read(write.path, write.owner_uid) or write.inline
+
+    async def state(item: StateRead) -> None:
+        if item.owner_uid is None:
+            return
+        paths = await trio.to_thread.run_sync(state_files, item.cwd, item.agent_type)
+        for path in paths:
+            if (text := await read(path, item.owner_uid)) is not None:
+                item.files[path] = text
+
+    async with trio.open_nursery() as nursery:
+        for write in projection.reports.values():
+            nursery.start_soon(report, write)
+        for item in projection.states:
+            nursery.start_soon(state, item)
+
+
+def sha256_text(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def word_count(text: str) -> int:
+    return len(text.split())
