@@ -56,6 +56,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _config_options(verify)
 
+    migrate = commands.add_parser("migrate", help="apply pending schema migrations to the database")
+    migrate.add_argument("--dsn", help="PostgreSQL DSN (database.dsn, $HOOKDB_DSN)")
+    _config_options(migrate)
+
     check = commands.add_parser(
         "check-config", help="validate a configuration file; exit 1 naming what is wrong"
     )
@@ -118,6 +122,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1 if args.command == "check-config" else 2
     command = {
         ("check-config", None): _check_config,
+        ("migrate", None): _migrate,
         ("collector", "run"): _run_collector,
         ("spool", "inspect"): _spool_inspect,
         ("spool", "verify"): _spool_verify,
@@ -125,6 +130,33 @@ def main(argv: list[str] | None = None) -> int:
         ("deadletter", "replay"): _deadletter_replay,
     }[(args.command, getattr(args, "action", None))]
     return command(config, args)
+
+
+def _migrate(config: config_mod.Config, args: argparse.Namespace) -> int:
+    import asyncio
+
+    import asyncpg
+
+    from hookdb.collector.migrate import SchemaError, migrate
+
+    if not config.dsn:
+        print("hookdb: migrate needs a database: --dsn or $HOOKDB_DSN", file=sys.stderr)
+        return 2
+
+    async def run() -> list[str]:
+        conn = await asyncpg.connect(config.dsn, timeout=config.database.connect_timeout_seconds)
+        try:
+            return await migrate(conn)
+        finally:
+            await conn.close()
+
+    try:
+        applied = asyncio.run(run())
+    except (SchemaError, OSError, asyncpg.PostgresError) as exc:
+        print(f"hookdb: {exc}", file=sys.stderr)
+        return 1
+    print(f"applied {', '.join(applied)}" if applied else "the schema is up to date")
+    return 0
 
 
 def _check_config(config: config_mod.Config, args: argparse.Namespace) -> int:

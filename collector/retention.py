@@ -1,0 +1,487 @@
+"""``hookdb partitions maintain``: months created ahead, old months archived to files, archives purged.
+
+One run works for the month of ``now`` (UTC; only its month matters), with the ``[retention]`` settings
+``ahead_months`` A, ``live_months`` L and ``purge_months`` P:
+
+1. **Ahead.** The partitions of the current month and the A months after it are created. So is one for
+   every earlier month whose rows sit in the default partition (written before their month existed, or
+   late: a wrong clock, an outbox drained long after), taking those rows out of the default.
+2. **Archive.** The live window is the current month and the L full months before it: in November with
+   L = 6, May to November are live and April and older are archived. Each older monthly partition is
+   detached, exported to a file, checked, uploaded (if ``upload_command`` is set) and dropped.
+3. **Purge.** Archives are kept for the current month and the P full months before it; older archive
+   files are deleted, and a month that is already past that horizon when it leaves the live table is
+   dropped without being exported: the policy says its data is gone. P = 0 keeps archives forever.
+
+The archive of a month is ``<archive_dir>/hook_audit_log_yYYYYmMM.csv.gz`` (mode 0600: it holds every
+tenant's events): gzip of CSV exactly as PostgreSQL's ``COPY ... TO (FORMAT csv, HEADER)`` writes it, a
+header line of the column names in table order, NULL as an empty unquoted field and the empty string as
+``""``. ``COPY ... FROM (FORMAT csv, HEADER)`` reads it back losslessly::
+
+    CREATE TABLE restored (LIKE hook_audit_log);
+    gzip -dc hook_audit_log_y2025m04.csv.gz | psql -c '\\copy restored FROM STDIN (FORMAT csv, HEADER)'
+
+Restore into a table of your own: rows put back into ``hook_audit_log`` are archived again by the next
+run. Rows of an archived month that arrive later are archived to the next free
+``hook_audit_log_yYYYYmMM.N.csv.gz`` (N = 2, 3, ...), never over an earlier file; so do not delete
+archive files by hand before the purge horizon, their names are what keeps a later batch off them.
+
+A crash at any point is finished by the next run, because every step is atomic or checked again:
+
+- the DETACH commits together with a comment on the table naming its archive file; only tables that
+  carry such a comment are ever exported or dropped (a table restored under a month's name is left alone);
+- the export goes to ``<file>.partial``, is fsynced, read back whole (gzip CRC, CSV records) and its rows
+  counted against the table's and COPY's before it is renamed to its name and the directory fsynced: a
+  file under its final name is always complete. A detached table is exported again only if its file is
+  missing or unreadable or holds another number of rows;
+- the upload runs before the DROP; if it fails the month stays detached (out of queries, in the database)
+  and the next run uploads it again, so the command must be safe to repeat (``aws s3 cp`` is);
+- the DROP comes last.
+
+DETACH is the plain one, not CONCURRENTLY, which PostgreSQL refuses while a default partition exists: it
+takes an ACCESS EXCLUSIVE lock on ``hook_audit_log`` for a moment, and waits for it at most
+``LOCK_TIMEOUT`` so that a long query cannot hold the collector's inserts queued behind it; a month that
+times out is reported and retried by the next run. Runs are serialised by an advisory lock: a second
+run started meanwhile fails at once, naming the first. A step that fails is reported and the run goes on
+with the other months; the run then exits non-zero.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import os
+import re
+import zlib
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+import asyncpg
+
+from hookdb.collector import logs
+from hookdb.collector.config import Config
+from hookdb.collector.partitions import (
+    NAME_PATTERN,
+    PARENT,
+    attached,
+    create_month,
+    default_months,
+    ensure_months,
+    month_of_name,
+    month_start,
+    partition_name,
+)
+
+log = logs.get("hookdb.retention")
+
+LOCK_KEY = 0x686F6F6B7274  # "hookrt", for pg_try_advisory_lock; migrate uses another key
+LOCK_TIMEOUT = "10s"
+SUFFIX = ".csv.gz"
+PARTIAL = ".partial"
+MARKER = "hookdb retention: detached, to be archived as "
+_ARCHIVE_FILE = re.compile(rf"({NAME_PATTERN.pattern})(?:\.(\d+))?{re.escape(SUFFIX)}(?:{PARTIAL})?")
+_READ_CHUNK = 1 << 20
+
+
+class RetentionError(RuntimeError):
+    """A retention step that could not be done; the message says which and why."""
+
+
+@dataclass(frozen=True)
+class Policy:
+    """What to keep where: the ``[retention]`` settings, with the archive directory resolved."""
+
+    archive_dir: Path
+    live_months: int = 6
+    purge_months: int = 24
+    ahead_months: int = 3
+    upload_command: tuple[str, ...] = ()
+
+    @classmethod
+    def from_config(cls, config: Config) -> Policy:
+        section = config.retention
+        return cls(
+            archive_dir=config.archive_dir,
+            live_months=section.live_months,
+            purge_months=section.purge_months,
+            ahead_months=section.ahead_months,
+            upload_command=tuple(section.upload_command),
+        )
+
+    def live_from(self, now: datetime) -> datetime:
+        """The first month of the live window."""
+        return month_start(now, -self.live_months)
+
+    def kept_from(self, now: datetime) -> datetime | None:
+        """The first month whose archive is kept; None when archives are kept forever."""
+        return month_start(now, -self.purge_months) if self.purge_months else None
+
+
+@dataclass(frozen=True)
+class Archived:
+    table: str
+    path: Path
+    rows: int
+    exported: bool
+    """False when a complete file from an interrupted earlier run was found and kept."""
+    uploaded: bool
+
+
+@dataclass
+class Report:
+    """What one run did, and what it could not do."""
+
+    month: datetime
+    live_from: datetime
+    kept_from: datetime | None
+    created: list[str] = field(default_factory=list)
+    archived: list[Archived] = field(default_factory=list)
+    dropped: list[str] = field(default_factory=list)
+    """Months dropped unarchived because they were already past the purge horizon."""
+    purged: list[Path] = field(default_factory=list)
+    left_alone: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.created or self.archived or self.dropped or self.purged)
+
+    def fail(self, what: str, exc: BaseException) -> None:
+        message = f"{what}: {exc}"
+        log.error("retention.failed", step=what, error=str(exc), error_type=type(exc).__name__)
+        self.failed.append(message)
+
+    def render(self) -> str:
+        kept = f"{self.kept_from:%Y-%m}" if self.kept_from else "forever"
+        lines = [
+            f"partitions maintain for {self.month:%Y-%m}: live from {self.live_from:%Y-%m}, "
+            f"archives kept from {kept}"
+        ]
+        lines += [f"created   {name}" for name in self.created]
+        for a in self.archived:
+            how = "exported" if a.exported else "found complete from an earlier run"
+            lines.append(
+                f"archived  {a.table}: {a.rows} rows, {how}, {a.path}" + (", uploaded" if a.uploaded else "")
+            )
+        lines += [f"dropped   {name} (past the purge horizon: not archived)" for name in self.dropped]
+        lines += [f"purged    {path}" for path in self.purged]
+        lines += [f"left      {what}" for what in self.left_alone]
+        lines += [f"FAILED    {what}" for what in self.failed]
+        if not (self.changed or self.failed):
+            lines.append("nothing to do")
+        return "\n".join(lines)
+
+
+async def maintain(conn: asyncpg.Connection, policy: Policy, now: datetime) -> Report:
+    """Run the whole policy once (see the module docstring); the connection must own ``hook_audit_log``.
+
+    Raises RetentionError only when another run holds the lock; a failed step is in the report.
+    """
+    report = Report(month=month_start(now), live_from=policy.live_from(now), kept_from=policy.kept_from(now))
+    holder = await _lock(conn)
+    if holder is not None:
+        raise RetentionError(f"another `hookdb partitions maintain` is running on this database ({holder})")
+    try:
+        await _create(conn, policy, now, report)
+        await _detach_old(conn, policy, report)
+        await _finish_detached(conn, policy, report)
+        _purge_files(policy, report)
+    finally:
+        await conn.execute("SELECT pg_advisory_unlock($1)", LOCK_KEY)
+    return report
+
+
+async def _lock(conn: asyncpg.Connection) -> str | None:
+    """Take the run lock; if another session holds it, describe that session instead."""
+    if await conn.fetchval("SELECT pg_try_advisory_lock($1)", LOCK_KEY):
+        return None
+    holder = await conn.fetchrow(
+        "SELECT a.pid, a.application_name, a.backend_start FROM pg_locks l "
+        "JOIN pg_stat_activity a ON a.pid = l.pid "
+        "WHERE l.locktype = 'advisory' AND l.granted "
+        "AND (l.classid::bigint << 32 | l.objid::bigint) = $1",
+        LOCK_KEY,
+    )
+    if holder is None:
+        return "its session could not be identified"
+    return (
+        f"server pid {holder['pid']}, application {holder['application_name'] or '-'}, "
+        f"connected {holder['backend_start']:%Y-%m-%d %H:%M:%S %Z}"
+    )
+
+
+async def _create(conn: asyncpg.Connection, policy: Policy, now: datetime, report: Report) -> None:
+    try:
+        for name in await ensure_months(conn, now, policy.ahead_months):
+            log.info("retention.created", partition=name)
+            report.created.append(name)
+    except asyncpg.PostgresError as exc:
+        report.fail("creating the months ahead", exc)
+    try:
+        stranded = [m for m in await default_months(conn) if m < report.month]
+    except asyncpg.PostgresError as exc:
+        report.fail("reading the default partition", exc)
+        return
+    for month in stranded:
+        name = partition_name(month)
+        try:
+            if await create_month(conn, month):
+                log.info("retention.created_from_default", partition=name)
+                report.created.append(f"{name} (rows moved out of the default partition)")
+            else:
+                # Its detached predecessor is still waiting to be archived; once it is dropped, a later
+                # run gives these rows their own partition.
+                log.warning("retention.default_rows_wait", partition=name)
+                report.left_alone.append(f"rows of {month:%Y-%m} in the default partition: {name} exists")
+        except asyncpg.PostgresError as exc:
+            report.fail(f"creating {name} for rows in the default partition", exc)
+
+
+async def _detach_old(conn: asyncpg.Connection, policy: Policy, report: Report) -> None:
+    try:
+        partitions = await attached(conn)
+    except asyncpg.PostgresError as exc:
+        report.fail("listing the partitions", exc)
+        return
+    for partition in partitions:
+        month = partition.month
+        if month is None:
+            if partition.start is not None:
+                log.warning("retention.unmanaged_partition", partition=partition.name)
+                report.left_alone.append(f"{partition.name}: not a monthly partition made by hookdb")
+            continue
+        if month >= report.live_from:
+            continue
+        try:
+            file_name = _free_file_name(policy.archive_dir, partition.name)
+            async with conn.transaction():
+                await conn.execute(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'")
+                await conn.execute(f"ALTER TABLE {PARENT} DETACH PARTITION {partition.name}")
+                await conn.execute(f"COMMENT ON TABLE {partition.name} IS '{MARKER}{file_name}'")
+            log.info("retention.detached", partition=partition.name, archive=file_name)
+        except (asyncpg.PostgresError, OSError) as exc:
+            report.fail(f"detaching {partition.name}", exc)
+
+
+async def _finish_detached(conn: asyncpg.Connection, policy: Policy, report: Report) -> None:
+    """Archive and drop every table hookdb detached: those of this run and any an earlier run left."""
+    try:
+        tables = await conn.fetch(
+            "SELECT c.relname AS name, obj_description(c.oid, 'pg_class') AS comment FROM pg_class c "
+            "WHERE c.relkind = 'r' AND NOT c.relispartition AND c.relname ~ $2 "
+            "AND c.relnamespace = (SELECT relnamespace FROM pg_class WHERE oid = $1::regclass) "
+            "ORDER BY c.relname",
+            PARENT,
+            f"^{NAME_PATTERN.pattern}$",
+        )
+    except asyncpg.PostgresError as exc:
+        report.fail("listing the detached months", exc)
+        return
+    for table in tables:
+        name, comment = table["name"], table["comment"] or ""
+        month = month_of_name(name)
+        file_name = comment.removeprefix(MARKER)
+        named = _ARCHIVE_FILE.fullmatch(file_name)
+        if month is None or not comment.startswith(MARKER) or named is None or named[1] != name:
+            log.warning("retention.unmarked_table", table=name)
+            report.left_alone.append(f"{name}: not attached, and not detached by hookdb")
+            continue
+        try:
+            if report.kept_from is not None and month < report.kept_from:
+                await _drop(conn, name)
+                log.info("retention.dropped_unarchived", table=name)
+                report.dropped.append(name)
+            else:
+                report.archived.append(await _archive(conn, policy, name, month, file_name))
+        except (asyncpg.PostgresError, OSError, RetentionError) as exc:
+            report.fail(f"archiving {name}", exc)
+
+
+async def _archive(
+    conn: asyncpg.Connection, policy: Policy, table: str, month: datetime, file_name: str
+) -> Archived:
+    """Export (unless a complete file is there), upload, drop: the life of one detached month."""
+    path = policy.archive_dir / file_name
+    async with conn.transaction(readonly=True):
+        await conn.execute("SET LOCAL row_security = off")
+        rows = await conn.fetchval(f"SELECT count(*) FROM {table}")
+    found = await asyncio.to_thread(_rows_or_none, path)
+    exported = found != rows
+    if exported:
+        if found is not None or path.exists():
+            log.warning("retention.export_redone", table=table, path=str(path), file_rows=found, rows=rows)
+        rows = await _export(conn, table, path)
+        log.info("retention.exported", table=table, path=str(path), rows=rows)
+    else:
+        log.info("retention.export_found", table=table, path=str(path), rows=rows)
+    if policy.upload_command:
+        await _upload(policy.upload_command, path, month)
+    await _drop(conn, table)
+    log.info("retention.dropped", table=table)
+    return Archived(table, path, rows, exported, bool(policy.upload_command))
+
+
+async def _export(conn: asyncpg.Connection, table: str, path: Path) -> int:
+    """Write the table to ``path`` through a checked ``.partial`` file; return its row count."""
+    partial = path.with_name(path.name + PARTIAL)
+    await asyncio.to_thread(_make_dir, path.parent)
+    writer = await asyncio.to_thread(_GzipWriter, partial, path.name.removesuffix(".gz"))
+    try:
+        # One snapshot for the count and the copy; row_security off makes a policy that would hide
+        # rows an error instead of a silently short archive.
+        async with conn.transaction(isolation="repeatable_read", readonly=True):
+            await conn.execute("SET LOCAL row_security = off")
+            rows = await conn.fetchval(f"SELECT count(*) FROM {table}")
+            status = await conn.copy_from_table(table, output=writer, format="csv", header=True)
+        await asyncio.to_thread(writer.finish)
+        in_file = await asyncio.to_thread(archived_rows, partial)
+    except BaseException:
+        await asyncio.to_thread(writer.discard)
+        raise
+    copied = int(status.split()[-1])
+    if not rows == copied == in_file:
+        await asyncio.to_thread(writer.discard)
+        raise RetentionError(
+            f"export of {table} does not add up: {rows} rows in the table, {copied} copied, "
+            f"{in_file} in the file"
+        )
+    await asyncio.to_thread(_publish, partial, path)
+    return rows
+
+
+async def _upload(command: tuple[str, ...], path: Path, month: datetime) -> None:
+    fills = {"{path}": str(path), "{name}": path.name, "{month}": f"{month:%Y-%m}"}
+    argv = []
+    for arg in command:
+        for placeholder, value in fills.items():
+            arg = arg.replace(placeholder, value)
+        argv.append(arg)
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            *argv,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+    except OSError as exc:
+        raise RetentionError(f"upload command {argv[0]!r} could not start: {exc.strerror}") from None
+    output, _ = await proc.communicate()
+    if proc.returncode != 0:
+        tail = " | ".join(output.decode(errors="replace").strip().splitlines()[-3:])
+        raise RetentionError(
+            f"upload of {path.name} failed (exit {proc.returncode}){': ' + tail if tail else ''}; "
+            "the month stays detached until an upload succeeds"
+        )
+    log.info("retention.uploaded", path=str(path), command=argv[0])
+
+
+async def _drop(conn: asyncpg.Connection, table: str) -> None:
+    async with conn.transaction():
+        await conn.execute(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'")
+        await conn.execute(f"DROP TABLE {table}")
+
+
+def _purge_files(policy: Policy, report: Report) -> None:
+    if report.kept_from is None or not policy.archive_dir.is_dir():
+        return
+    for path in sorted(policy.archive_dir.iterdir()):
+        match = _ARCHIVE_FILE.fullmatch(path.name)
+        month = month_of_name(match[1]) if match else None
+        if month is None or month >= report.kept_from:
+            continue
+        try:
+            path.unlink()
+        except OSError as exc:
+            report.fail(f"purging {path}", exc)
+            continue
+        log.info("retention.purged", path=str(path))
+        report.purged.append(path)
+
+
+def archived_rows(path: Path) -> int:
+    """The number of rows in an archive file, read whole: raises if it is not a complete one.
+
+    Counts the line ends outside quotes (COPY quotes every field holding a line end or a quote, and
+    doubles the quotes inside), so no field is too large and nothing is parsed; gzip checks its CRC
+    and length at the end.
+    """
+    records = 0
+    quoted = False
+    last = b""
+    with gzip.open(path, "rb") as f:
+        while chunk := f.read(_READ_CHUNK):
+            pieces = chunk.split(b'"')
+            for index, piece in enumerate(pieces):
+                if index:
+                    quoted = not quoted
+                if not quoted:
+                    records += piece.count(b"\n")
+            last = chunk[-1:]
+    if quoted or last != b"\n":
+        raise ValueError(f"{path}: the last record is cut short")
+    return records - 1  # the header line
+
+
+def _rows_or_none(path: Path) -> int | None:
+    """The rows of an existing, complete archive file; None when there is none to trust."""
+    if not path.exists():
+        return None
+    try:
+        return archived_rows(path)
+    except (OSError, EOFError, zlib.error, ValueError) as exc:
+        log.warning("retention.archive_unreadable", path=str(path), error=str(exc))
+        return None
+
+
+def _free_file_name(folder: Path, table: str) -> str:
+    """The archive name for a month detached now: the first that no file (whole or partial) has."""
+    number = 1
+    while True:
+        name = f"{table}{SUFFIX}" if number == 1 else f"{table}.{number}{SUFFIX}"
+        if not (folder / name).exists() and not (folder / (name + PARTIAL)).exists():
+            return name
+        number += 1
+
+
+def _make_dir(folder: Path) -> None:
+    # Archives hold every tenant's events, and agent users may share the collector's group.
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+
+
+class _GzipWriter:
+    """A gzip file being written under its temporary name; ``finish`` makes it durable."""
+
+    def __init__(self, path: Path, inner_name: str) -> None:
+        self.path = path
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        self._raw = os.fdopen(fd, "wb")
+        self._gzip = gzip.GzipFile(filename=inner_name, mode="wb", fileobj=self._raw, compresslevel=6)
+
+    def write(self, data: bytes) -> int:
+        return self._gzip.write(data)
+
+    def finish(self) -> None:
+        self._gzip.close()
+        self._raw.flush()
+        os.fsync(self._raw.fileno())
+        self._raw.close()
+
+    def discard(self) -> None:
+        self._gzip.close()
+        self._raw.close()
+        self.path.unlink(missing_ok=True)
+
+
+def _publish(partial: Path, path: Path) -> None:
+    """Give a checked file its final name, durably: a crash leaves the old name or the new, never half."""
+    os.replace(partial, path)
+    fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
