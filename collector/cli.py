@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import TYPE_CHECKING
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
@@ -56,9 +57,27 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _config_options(verify)
 
+    commands.add_parser(
+        "hash-token", help="print the digest of a bearer token read from stdin, for the config"
+    )
+
     migrate = commands.add_parser("migrate", help="apply pending schema migrations to the database")
     migrate.add_argument("--dsn", help="PostgreSQL DSN (database.dsn, $HOOKDB_DSN)")
     _config_options(migrate)
+
+    partitions = commands.add_parser("partitions", help="monthly partitions of hook_audit_log")
+    partitions_actions = partitions.add_subparsers(dest="action", required=True, metavar="ACTION")
+    maintain = partitions_actions.add_parser(
+        "maintain",
+        help="create months ahead, archive months past the live window to files, purge old archives",
+    )
+    maintain.add_argument(
+        "--dsn", help="PostgreSQL DSN (database.dsn, $HOOKDB_DSN); default: the embedded server"
+    )
+    maintain.add_argument(
+        "--now", type=_date, metavar="YYYY-MM-DD", help="act as on this day (UTC) instead of today"
+    )
+    _config_options(maintain)
 
     check = commands.add_parser(
         "check-config", help="validate a configuration file; exit 1 naming what is wrong"
@@ -84,6 +103,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _date(text: str) -> datetime:
+    try:
+        return datetime.strptime(text, "%Y-%m-%d").replace(tzinfo=UTC)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a YYYY-MM-DD date: {text!r}") from None
+
+
 def config_path(args: argparse.Namespace) -> str | None:
     """``--config`` (or check-config's PATH), else ``$HOOKDB_CONFIG``, else the default file if it exists."""
     explicit = (
@@ -96,7 +122,7 @@ def config_path(args: argparse.Namespace) -> str | None:
 
 def load_config(args: argparse.Namespace) -> config_mod.Config:
     """The configuration the command line asks for; dedicated flags win over ``--set`` and the file."""
-    overrides = list(args.overrides)
+    overrides = list(getattr(args, "overrides", ()))
     for flag, name in (
         ("state_dir", "collector.state_dir"),
         ("socket", "listener.socket"),
@@ -123,6 +149,8 @@ def main(argv: list[str] | None = None) -> int:
     command = {
         ("check-config", None): _check_config,
         ("migrate", None): _migrate,
+        ("hash-token", None): _hash_token,
+        ("partitions", "maintain"): _partitions_maintain,
         ("collector", "run"): _run_collector,
         ("spool", "inspect"): _spool_inspect,
         ("spool", "verify"): _spool_verify,
@@ -130,6 +158,17 @@ def main(argv: list[str] | None = None) -> int:
         ("deadletter", "replay"): _deadletter_replay,
     }[(args.command, getattr(args, "action", None))]
     return command(config, args)
+
+
+def _hash_token(config: config_mod.Config, args: argparse.Namespace) -> int:
+    from hookdb.collector.hooks_http import token_digest
+
+    token = sys.stdin.readline().strip()
+    if not token:
+        print('hookdb: give the token on stdin, e.g. printf %s "$TOKEN" | hookdb hash-token', file=sys.stderr)
+        return 2
+    print(token_digest(token))
+    return 0
 
 
 def _migrate(config: config_mod.Config, args: argparse.Namespace) -> int:
@@ -156,6 +195,68 @@ def _migrate(config: config_mod.Config, args: argparse.Namespace) -> int:
         print(f"hookdb: {exc}", file=sys.stderr)
         return 1
     print(f"applied {', '.join(applied)}" if applied else "the schema is up to date")
+    return 0
+
+
+def _admin_connect_kwargs(config: config_mod.Config) -> dict[str, Any]:
+    settings = {
+        "application_name": "hookdb-admin",
+        # Exporting a month may take minutes; lock waits are bounded by lock_timeout instead.
+        "statement_timeout": "0",
+    }
+    kwargs: dict[str, Any] = {"timeout": config.database.connect_timeout_seconds, "server_settings": settings}
+    if config.database.password_file:
+        with open(config.database.password_file) as f:
+            kwargs["password"] = f.read().strip()
+    return kwargs
+
+
+def _partitions_maintain(config: config_mod.Config, args: argparse.Namespace) -> int:
+    import asyncio
+
+    import asyncpg
+
+    from hookdb.collector import embedded, retention
+    from hookdb.collector.migrate import SchemaError, migrate
+
+    policy = retention.Policy.from_config(config)
+    now = args.now or datetime.now(UTC)
+
+    async def run(dsn: str) -> retention.Report:
+        conn = await asyncpg.connect(dsn, **_admin_connect_kwargs(config))
+        try:
+            applied = await migrate(conn)
+            if applied:
+                logs.get("hookdb.retention").info("schema.migrated", migrations=applied)
+            return await retention.maintain(conn, policy, now)
+        finally:
+            await conn.close()
+
+    server = None
+    try:
+        dsn = config.dsn
+        if dsn is None:
+            server, dsn = embedded.start(config.state_dir)
+        report = asyncio.run(run(dsn))
+    except (
+        embedded.EmbeddedUnavailable,
+        SchemaError,
+        retention.RetentionError,
+        OSError,
+        TimeoutError,
+        asyncpg.PostgresError,
+        asyncpg.InterfaceError,
+    ) as exc:
+        logs.get("hookdb.retention").error("retention.aborted", error=str(exc), error_type=type(exc).__name__)
+        print(f"hookdb: partitions maintain: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        if server is not None:
+            server.cleanup()
+    print(report.render())
+    if not report.ok:
+        print(f"hookdb: partitions maintain: {len(report.failed)} steps failed", file=sys.stderr)
+        return 1
     return 0
 
 

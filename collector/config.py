@@ -128,6 +128,15 @@ class MetricsSection(_Section):
     """``HOST:PORT`` of that HTTP endpoint."""
 
 
+class HttpHooksSection(_Section):
+    enabled: bool = False
+    """Accept Claude Code's HTTP hooks (``POST /v1/hooks/<source>``) besides the Unix socket."""
+    listen: str = "127.0.0.1:9465"
+    """``HOST:PORT`` to accept them on; keep it on loopback."""
+    tokens: dict[str, list[str]] = msgspec.field(default_factory=dict)
+    """Tenant → digests of its bearer tokens (``hookdb hash-token`` prints the digest of a token)."""
+
+
 class TenantsSection(_Section):
     default: str = "default"
     """Tenant of a local peer that no mapping below names; empty refuses such peers."""
@@ -143,11 +152,11 @@ class RetentionSection(_Section):
     purge_months: Annotated[int, msgspec.Meta(ge=0)] = 24
     """Full months kept at all (live or archived) besides the current one; 0 keeps archive files forever."""
     ahead_months: Annotated[int, msgspec.Meta(ge=0)] = 3
-    """Months created ahead of the current one, so no event waits for a partition in the default one."""
+    """Months created ahead of the current one, so events land in their month's partition, not the default."""
     archive_dir: str = ""
     """Where archived months are written as gzipped CSV; empty means ``archive/`` in the state directory."""
     upload_command: list[str] = msgspec.field(default_factory=list)
-    """Run (without a shell) on each new archive file before its month is dropped, e.g.
+    """Run (without a shell) on each archive file before its month is dropped from the database, e.g.
 ["aws", "s3", "cp", "{path}", "s3://bucket/hookdb/"]; {path}, {name} and {month} are filled in. Until it
 succeeds the month stays in the database, detached, and the next run tries again. Empty: no upload."""
 
@@ -167,6 +176,7 @@ class Config(_Section):
     breaker: BreakerSection = msgspec.field(default_factory=BreakerSection)
     outbox: OutboxSection = msgspec.field(default_factory=OutboxSection)
     metrics: MetricsSection = msgspec.field(default_factory=MetricsSection)
+    http_hooks: HttpHooksSection = msgspec.field(default_factory=HttpHooksSection)
     tenants: TenantsSection = msgspec.field(default_factory=TenantsSection)
     retention: RetentionSection = msgspec.field(default_factory=RetentionSection)
 

@@ -16,7 +16,7 @@ from functools import partial
 import trio
 import trio_asyncio
 
-from hookdb.collector import embedded, http, logs, observe, systemd
+from hookdb.collector import embedded, hooks_http, http, logs, observe, systemd
 from hookdb.collector.batcher import Batcher
 from hookdb.collector.breaker import Breaker
 from hookdb.collector.config import Config, ConfigError
@@ -173,6 +173,22 @@ async def _serve(config: Config, dsn: str, spool: Spool, tenants: TenantPolicy) 
                     partial(http.serve, config.metrics.listen, observe.handler(health), max_body=0)
                 )
                 log.info("metrics.listening", listen=config.metrics.listen, port=port)
+            if config.http_hooks.enabled:
+                tokens = {
+                    digest: tenant
+                    for tenant, digests in config.http_hooks.tokens.items()
+                    for digest in digests
+                }
+                hook_handler = hooks_http.handler(spool, tokens)
+                port = await background.start(
+                    partial(
+                        http.serve,
+                        config.http_hooks.listen,
+                        hook_handler,
+                        max_body=config.listener.max_frame_bytes,
+                    )
+                )
+                log.info("http_hooks.listening", listen=config.http_hooks.listen, port=port)
             if systemd.enabled():
                 background.start_soon(_report_to_systemd, health, spool, breaker)
             async with trio.open_nursery() as pipeline:

@@ -16,7 +16,8 @@ One run works for the month of ``now`` (UTC; only its month matters), with the `
 The archive of a month is ``<archive_dir>/hook_audit_log_yYYYYmMM.csv.gz`` (mode 0600: it holds every
 tenant's events): gzip of CSV exactly as PostgreSQL's ``COPY ... TO (FORMAT csv, HEADER)`` writes it, a
 header line of the column names in table order, NULL as an empty unquoted field and the empty string as
-``""``. ``COPY ... FROM (FORMAT csv, HEADER)`` reads it back losslessly::
+``""``, timestamps in ISO format and UTC whatever the server's settings. ``COPY ... FROM (FORMAT csv,
+HEADER)`` reads it back losslessly::
 
     CREATE TABLE restored (LIKE hook_audit_log);
     gzip -dc hook_audit_log_y2025m04.csv.gz | psql -c '\\copy restored FROM STDIN (FORMAT csv, HEADER)'
@@ -152,6 +153,9 @@ class Report:
         return bool(self.created or self.archived or self.dropped or self.purged)
 
     def fail(self, what: str, exc: BaseException) -> None:
+        """Note a failed step and go on with the next; a lost connection ends the run instead."""
+        if isinstance(exc, asyncpg.PostgresConnectionError):
+            raise exc
         message = f"{what}: {exc}"
         log.error("retention.failed", step=what, error=str(exc), error_type=type(exc).__name__)
         self.failed.append(message)
@@ -170,7 +174,7 @@ class Report:
             )
         lines += [f"dropped   {name} (past the purge horizon: not archived)" for name in self.dropped]
         lines += [f"purged    {path}" for path in self.purged]
-        lines += [f"left      {what}" for what in self.left_alone]
+        lines += [f"left alone {what}" for what in self.left_alone]
         lines += [f"FAILED    {what}" for what in self.failed]
         if not (self.changed or self.failed):
             lines.append("nothing to do")
@@ -192,7 +196,8 @@ async def maintain(conn: asyncpg.Connection, policy: Policy, now: datetime) -> R
         await _finish_detached(conn, policy, report)
         _purge_files(policy, report)
     finally:
-        await conn.execute("SELECT pg_advisory_unlock($1)", LOCK_KEY)
+        if not conn.is_closed():  # else the server has let go of the lock already
+            await conn.execute("SELECT pg_advisory_unlock($1)", LOCK_KEY)
     return report
 
 
@@ -223,10 +228,17 @@ async def _create(conn: asyncpg.Connection, policy: Policy, now: datetime, repor
     except asyncpg.PostgresError as exc:
         report.fail("creating the months ahead", exc)
     try:
-        stranded = [m for m in await default_months(conn) if m < report.month]
+        in_default = await default_months(conn)
     except asyncpg.PostgresError as exc:
         report.fail("reading the default partition", exc)
         return
+    stranded = [m for m in in_default if m < report.month]
+    beyond = [m for m in in_default if m > month_start(now, policy.ahead_months)]
+    if beyond:
+        # A clock years ahead, most likely; such rows are not given months that may never come.
+        log.warning("retention.future_rows_in_default", months=[f"{m:%Y-%m}" for m in beyond])
+        listed = ", ".join(f"{m:%Y-%m}" for m in beyond)
+        report.left_alone.append(f"rows of {listed} in the default partition: beyond the months ahead")
     for month in stranded:
         name = partition_name(month)
         try:
@@ -333,9 +345,11 @@ async def _export(conn: asyncpg.Connection, table: str, path: Path) -> int:
     writer = await asyncio.to_thread(_GzipWriter, partial, path.name.removesuffix(".gz"))
     try:
         # One snapshot for the count and the copy; row_security off makes a policy that would hide
-        # rows an error instead of a silently short archive.
+        # rows an error instead of a silently short archive; the file reads the same on any server.
         async with conn.transaction(isolation="repeatable_read", readonly=True):
-            await conn.execute("SET LOCAL row_security = off")
+            await conn.execute(
+                "SET LOCAL row_security = off; SET LOCAL TimeZone = 'UTC'; SET LOCAL DateStyle = 'ISO, YMD'"
+            )
             rows = await conn.fetchval(f"SELECT count(*) FROM {table}")
             status = await conn.copy_from_table(table, output=writer, format="csv", header=True)
         await asyncio.to_thread(writer.finish)

@@ -299,6 +299,10 @@ class Spool:
         self._grew = trio.Event()
         return position
 
+    def has_room(self, size: int) -> bool:
+        """Whether ``size`` more bytes can be appended now without waiting for deliveries."""
+        return not self.full and (self.disk_bytes + size <= self.max_bytes or not self.pending_records)
+
     @property
     def full(self) -> bool:
         """True while appends are waiting for delivered segments to be deleted."""

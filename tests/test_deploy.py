@@ -17,7 +17,12 @@ from hookdb.collector import metrics
 from conftest import BIN
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
-UNITS = ["hookdb-collector.service", "hookdb-collector.socket"]
+UNITS = [
+    "hookdb-collector.service",
+    "hookdb-collector.socket",
+    "hookdb-partitions.service",
+    "hookdb-partitions.timer",
+]
 
 
 def tool(name: str) -> str:

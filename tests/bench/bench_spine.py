@@ -34,6 +34,7 @@ import warnings
 from collections.abc import Callable, Coroutine, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from multiprocessing.process import BaseProcess
 from multiprocessing.sharedctypes import Synchronized
 from multiprocessing.synchronize import Barrier
 from pathlib import Path
@@ -185,7 +186,7 @@ def run_asyncio(coro: Coroutine[Any, Any, T]) -> T:
 
 
 def run_sql(dsn: str, sql: str, *args: object) -> list[asyncpg.Record]:
-    """Run one statement on a short-lived connection."""
+    """Run one statement (or, without arguments, a script) on a short-lived connection."""
 
     async def go() -> list[asyncpg.Record]:
         conn = await asyncpg.connect(dsn)
@@ -193,7 +194,8 @@ def run_sql(dsn: str, sql: str, *args: object) -> list[asyncpg.Record]:
             if not args and ";" in sql:
                 await conn.execute(sql)  # a script: the simple query protocol
                 return []
-            return await conn.fetch(sql, *args)
+            rows: list[asyncpg.Record] = await conn.fetch(sql, *args)
+            return rows
         finally:
             await conn.close()
 
@@ -415,7 +417,7 @@ def _split(items: Sequence[bytes], parts: int) -> list[Sequence[bytes]]:
 
 
 async def _drive_end_to_end(
-    dsn: str, n: int, barrier: Barrier, collector: Collector, clients: list[multiprocessing.Process]
+    dsn: str, n: int, barrier: Barrier, collector: Collector, clients: Sequence[BaseProcess]
 ) -> dict[str, float]:
     conn = await asyncpg.connect(dsn)
     try:
@@ -572,15 +574,13 @@ def measure_writes(
     path, ``repeat`` interleaved runs each (median reported); c. one INSERT per event, one run."""
     rows = events.rows
     n = len(rows)
+    # name: (write, whether to apply schema.sql first; PostgresSink migrates the database itself)
     variants: dict[str, tuple[Callable[[str], float], bool]] = {
         "copy_asyncio_batched": (lambda dsn: run_asyncio(_copy_asyncio(dsn, rows, BATCH)), True),
         "copy_asyncio_single": (lambda dsn: run_asyncio(_copy_asyncio(dsn, rows, n)), True),
         "copy_trio_asyncio_batched": (lambda dsn: trio.run(_copy_trio, dsn, rows, BATCH), True),
         "copy_trio_asyncio_single": (lambda dsn: trio.run(_copy_trio, dsn, rows, n), True),
-        "sink_write_batched": (
-            lambda dsn: trio.run(_sink_trio, dsn, rows, BATCH),
-            False,
-        ),  # it applies the schema
+        "sink_write_batched": (lambda dsn: trio.run(_sink_trio, dsn, rows, BATCH), False),
     }
     runs: dict[str, list[float]] = {name: [] for name in variants}
     for _ in range(repeat):
@@ -768,10 +768,7 @@ def render(res: dict[str, Any]) -> str:
         ("b  raw binary COPY, trio-asyncio, batches of 1000", w["copy_trio_asyncio_batched"]),
         ("b  raw binary COPY, trio-asyncio, one COPY", w["copy_trio_asyncio_single"]),
         ("c  naive INSERT per event, autocommit, asyncio", w["insert_per_event"]),
-        (
-            "+  PostgresSink.write (the collector's own write path), trio-asyncio, 1000",
-            w["sink_write_batched"],
-        ),
+        ("+  PostgresSink.write (collector's write path), trio-asyncio, 1000", w["sink_write_batched"]),
         ("+  listener CPU path alone: FrameDecoder + event_row, no I/O", dec),
     ]
     lines = [
@@ -797,7 +794,8 @@ def render(res: dict[str, Any]) -> str:
         f"bench and poller {e2e['bench_process_cpu_seconds']:.2f}",
         f"  machine: {e2e['machine_busy_cpu_seconds']:.2f} of {e2e['machine_total_cpu_seconds']:.2f} "
         f"CPU seconds busy ({r['e2e_machine_busy_fraction']:.0%}), of which other processes "
-        f"{r['e2e_other_cpu_seconds']:.2f}; {e2e['polls']} count(*) polls took {e2e['poll_seconds']:.3f} s",
+        f"{r['e2e_other_cpu_seconds']:.2f}",
+        f"  {e2e['polls']} count(*) polls took {e2e['poll_seconds']:.3f} s",
         "",
         f"{'d  Emitter.emit(), ' + format(em['calls'], ',') + ' calls':<44}"
         f"{'p50 µs':>10}{'p99 µs':>10}{'max µs':>10}  emitter counters",
@@ -866,6 +864,17 @@ def ratios(res: dict[str, Any]) -> dict[str, float]:
 # --------------------------------------------------------------------------------------------- main
 
 
+def _json_safe(value: Any) -> Any:
+    """``value`` with NaN (a figure not measured) as null, so the file is strict JSON."""
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return value
+
+
 def _terminate(signum: int, _frame: FrameType | None) -> None:
     raise SystemExit(128 + signum)  # unwinds through every cleanup below
 
@@ -931,7 +940,7 @@ def main(argv: list[str] | None = None) -> int:
         res["ratios"] = ratios(res)
     print(render(res))
     if args.json:
-        Path(args.json).write_text(json.dumps(res, indent=2, default=str) + "\n")
+        Path(args.json).write_text(json.dumps(_json_safe(res), indent=2) + "\n")
     return 0
 
 

@@ -1,0 +1,115 @@
+"""Claude Code's native HTTP hooks: POSTed events land like socket events, with a bearer token per tenant."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from conftest import BIN, count_rows, run_sql, wait_for_rows
+from fixtures import corpus
+
+TOKEN = "s3cret-token-for-acme"
+
+
+def token_digest(token: str) -> str:
+    result = subprocess.run(
+        [str(BIN / "hookdb"), "hash-token"],
+        input=token,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    return result.stdout.strip()
+
+
+def post(
+    port: int, body: bytes, token: str | None = TOKEN, path: str = "/v1/hooks/claude-code"
+) -> tuple[int, bytes, dict[str, str]]:
+    headers = {"Content-Type": "application/json"}
+    if token is not None:
+        headers["Authorization"] = f"Bearer {token}"
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}{path}", data=body, headers=headers, method="POST"
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, response.read(), {k.lower(): v for k, v in response.headers.items()}
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read(), {k.lower(): v for k, v in exc.headers.items()}
+
+
+def start_with_http(start_collector, *extra: str):
+    collector = start_collector(
+        "--set",
+        "http_hooks.enabled=true",
+        "--set",
+        "http_hooks.listen=127.0.0.1:0",
+        "--set",
+        f'http_hooks.tokens={{acme = ["{token_digest(TOKEN)}"]}}',
+        *extra,
+    )
+    return collector, collector.events("http_hooks.listening")[0]["port"]
+
+
+def test_every_corpus_payload_posted_lands_as_a_row(start_collector, dsn: str) -> None:
+    _, port = start_with_http(start_collector)
+    payloads = corpus.hook_payloads()
+    for event in corpus.HOOK_EVENTS:
+        assert post(port, corpus.raw_hook_payload(event))[:2] == (200, b"{}")  # {}: no effect on the agent
+    assert wait_for_rows(dsn, len(payloads)) == len(payloads)
+    rows = run_sql(
+        dsn, "SELECT event_type, session_id, tool_name, tenant_id, source, peer_uid FROM hook_audit_log"
+    )
+    assert {r["event_type"] for r in rows} == set(corpus.HOOK_EVENTS)
+    assert {(r["tenant_id"], r["source"], r["peer_uid"]) for r in rows} == {("acme", "claude-code", None)}
+    by_type = {r["event_type"]: r for r in rows}
+    for event, payload in payloads.items():
+        assert by_type[event]["tool_name"] == payload.get("tool_name")
+
+
+def test_wrong_or_missing_token_is_401_and_stores_nothing(start_collector, dsn: str) -> None:
+    _, port = start_with_http(start_collector)
+    body = corpus.raw_hook_payload("Stop")
+    assert post(port, body, token=None)[0] == 401
+    assert post(port, body, token="not-the-token")[0] == 401
+    assert post(port, body, token="")[0] == 401
+    assert post(port, body, path="/v1/nope")[0] == 404
+    assert post(port, b"[1, 2]")[0] == 400
+    assert post(port, body)[0] == 200  # the one good request
+    assert wait_for_rows(dsn, 1) == 1
+
+
+def test_an_oversize_body_is_413(start_collector, dsn: str) -> None:
+    _, port = start_with_http(start_collector, "--set", "listener.max_frame_bytes=100000")
+    big = json.dumps({"hook_event_name": "PostToolUse", "session_id": "s", "blob": "x" * 200_000}).encode()
+    assert post(port, big)[0] == 413
+    assert post(port, corpus.raw_hook_payload("Stop"))[0] == 200
+    assert wait_for_rows(dsn, 1) == 1
+    assert count_rows(dsn) == 1
+
+
+def test_a_full_spool_answers_503_with_retry_after(start_collector, pg_server: str, tmp_path: Path) -> None:
+    unreachable = pg_server.replace("/postgres?", "/no_such_database?")  # nothing drains the spool
+    collector, port = start_with_http(
+        start_collector,
+        "--dsn",
+        unreachable,
+        "--set",
+        "spool.max_bytes=60000",
+        "--set",
+        "spool.segment_bytes=20000",
+    )
+    body = json.dumps({"hook_event_name": "PostToolUse", "session_id": "s", "pad": "y" * 5000}).encode()
+    answers = []
+    for _ in range(40):
+        answers.append(post(port, body))
+        if answers[-1][0] == 503:
+            break
+    assert answers[0][0] == 200
+    assert answers[-1][0] == 503
+    assert answers[-1][2]["retry-after"] == "5"
+    assert collector.proc.poll() is None
