@@ -100,27 +100,21 @@ CREATE TABLE agent_states (
 
 -- Row-level security: a transaction sees and writes only the tenant named by
 -- set_config('hookdb.tenant', <tenant>, true); with none set, nothing at all.
-ALTER TABLE hook_audit_log ENABLE ROW LEVEL SECURITY;
-ALTER TABLE payload_blobs ENABLE ROW LEVEL SECURITY;
-ALTER TABLE sessions ENABLE ROW LEVEL SECURITY;
-ALTER TABLE reports ENABLE ROW LEVEL SECURITY;
-ALTER TABLE agent_states ENABLE ROW LEVEL SECURITY;
-
-CREATE POLICY tenant_isolation ON hook_audit_log
-    USING (tenant_id = current_setting('hookdb.tenant', true))
-    WITH CHECK (tenant_id = current_setting('hookdb.tenant', true));
-CREATE POLICY tenant_isolation ON payload_blobs
-    USING (tenant_id = current_setting('hookdb.tenant', true))
-    WITH CHECK (tenant_id = current_setting('hookdb.tenant', true));
-CREATE POLICY tenant_isolation ON sessions
-    USING (tenant_id = current_setting('hookdb.tenant', true))
-    WITH CHECK (tenant_id = current_setting('hookdb.tenant', true));
-CREATE POLICY tenant_isolation ON reports
-    USING (tenant_id = current_setting('hookdb.tenant', true))
-    WITH CHECK (tenant_id = current_setting('hookdb.tenant', true));
-CREATE POLICY tenant_isolation ON agent_states
-    USING (tenant_id = current_setting('hookdb.tenant', true))
-    WITH CHECK (tenant_id = current_setting('hookdb.tenant', true));
+DO $$
+DECLARE
+    tenant_table text;
+BEGIN
+    FOREACH tenant_table IN ARRAY ARRAY['hook_audit_log', 'payload_blobs', 'sessions', 'reports', 'agent_states']
+    LOOP
+        EXECUTE format('ALTER TABLE %I ENABLE ROW LEVEL SECURITY', tenant_table);
+        EXECUTE format(
+            'CREATE POLICY tenant_isolation ON %I '
+            'USING (tenant_id = current_setting(''hookdb.tenant'', true)) '
+            'WITH CHECK (tenant_id = current_setting(''hookdb.tenant'', true))',
+            tenant_table);
+    END LOOP;
+END
+$$;
 
 -- The payload of an event with its blobs put back: hookdb_payload(tenant_id, payload).
 CREATE FUNCTION hookdb_payload(tenant text, doc jsonb) RETURNS jsonb

@@ -117,6 +117,19 @@ async def _report_to_systemd(health: Health, spool: Spool, breaker: Breaker) -> 
         await trio.sleep(interval)
 
 
+def _token_tenants(config: Config) -> dict[str, str]:
+    """Token digest → tenant, from the config's tenant → digests."""
+    return {digest: tenant for tenant, digests in config.http_hooks.tokens.items() for digest in digests}
+
+
+async def _serve_http(
+    nursery: trio.Nursery, name: str, listen: str, handler: http.Handler, max_body: int
+) -> None:
+    """Start an HTTP endpoint in ``nursery`` and log where it listens (the real port when asked for 0)."""
+    port = await nursery.start(partial(http.serve, listen, handler, max_body=max_body))
+    log.info(f"{name}.listening", listen=listen, port=port)
+
+
 async def _serve(config: Config, dsn: str, spool: Spool, tenants: TenantPolicy) -> None:
     breaker = Breaker(
         failures=config.breaker.failures,
@@ -169,26 +182,12 @@ async def _serve(config: Config, dsn: str, spool: Spool, tenants: TenantPolicy) 
         async with trio.open_nursery() as background:
             background.start_soon(spool.run_syncer)
             if config.metrics.enabled:
-                port = await background.start(
-                    partial(http.serve, config.metrics.listen, observe.handler(health), max_body=0)
-                )
-                log.info("metrics.listening", listen=config.metrics.listen, port=port)
+                await _serve_http(background, "metrics", config.metrics.listen, observe.handler(health), 0)
             if config.http_hooks.enabled:
-                tokens = {
-                    digest: tenant
-                    for tenant, digests in config.http_hooks.tokens.items()
-                    for digest in digests
-                }
-                hook_handler = hooks_http.handler(spool, tokens)
-                port = await background.start(
-                    partial(
-                        http.serve,
-                        config.http_hooks.listen,
-                        hook_handler,
-                        max_body=config.listener.max_frame_bytes,
-                    )
+                hooks = hooks_http.handler(spool, _token_tenants(config))
+                await _serve_http(
+                    background, "http_hooks", config.http_hooks.listen, hooks, config.listener.max_frame_bytes
                 )
-                log.info("http_hooks.listening", listen=config.http_hooks.listen, port=port)
             if systemd.enabled():
                 background.start_soon(_report_to_systemd, health, spool, breaker)
             async with trio.open_nursery() as pipeline:
