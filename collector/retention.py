@@ -40,11 +40,11 @@ A crash at any point is finished by the next run, because every step is atomic o
 - the DROP comes last.
 
 DETACH is the plain one, not CONCURRENTLY, which PostgreSQL refuses while a default partition exists: it
-takes an ACCESS EXCLUSIVE lock on ``hook_audit_log`` for a moment, and waits for it at most
-``LOCK_TIMEOUT`` so that a long query cannot hold the collector's inserts queued behind it; a month that
-times out is reported and retried by the next run. Runs are serialised by an advisory lock: a second
-run started meanwhile fails at once, naming the first. A step that fails is reported and the run goes on
-with the other months; the run then exits non-zero.
+takes an ACCESS EXCLUSIVE lock on ``hook_audit_log`` for a moment. Every lock the run waits for, it waits
+for at most ``LOCK_TIMEOUT``, so that a long query cannot hold the collector's inserts queued behind its
+DDL; a month that times out is reported and retried by the next run. Runs are serialised by an advisory
+lock: a second run started meanwhile fails at once, naming the first. A step that fails is reported and
+the run goes on with the other months; the run then exits non-zero.
 """
 
 from __future__ import annotations
@@ -98,6 +98,12 @@ class Policy:
     purge_months: int = 24
     ahead_months: int = 3
     upload_command: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.live_months < 1 or self.ahead_months < 0 or self.purge_months < 0:
+            raise ValueError(f"months must be counted from 1 (live) or 0 (ahead, purge): {self}")
+        if self.purge_months and self.purge_months < self.live_months:
+            raise ValueError(f"purge_months must be 0 or at least live_months: {self}")
 
     @classmethod
     def from_config(cls, config: Config) -> Policy:
@@ -191,12 +197,16 @@ async def maintain(conn: asyncpg.Connection, policy: Policy, now: datetime) -> R
     if holder is not None:
         raise RetentionError(f"another `hookdb partitions maintain` is running on this database ({holder})")
     try:
+        # Bounds every lock wait: a DDL statement queued behind a long query would hold the collector's
+        # inserts queued behind itself.
+        await conn.execute(f"SET lock_timeout = '{LOCK_TIMEOUT}'")
         await _create(conn, policy, now, report)
         await _detach_old(conn, policy, report)
         await _finish_detached(conn, policy, report)
         _purge_files(policy, report)
     finally:
         if not conn.is_closed():  # else the server has let go of the lock already
+            await conn.execute("RESET lock_timeout")
             await conn.execute("SELECT pg_advisory_unlock($1)", LOCK_KEY)
     return report
 
@@ -272,7 +282,6 @@ async def _detach_old(conn: asyncpg.Connection, policy: Policy, report: Report) 
         try:
             file_name = _free_file_name(policy.archive_dir, partition.name)
             async with conn.transaction():
-                await conn.execute(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'")
                 await conn.execute(f"ALTER TABLE {PARENT} DETACH PARTITION {partition.name}")
                 await conn.execute(f"COMMENT ON TABLE {partition.name} IS '{MARKER}{file_name}'")
             log.info("retention.detached", partition=partition.name, archive=file_name)
@@ -395,9 +404,7 @@ async def _upload(command: tuple[str, ...], path: Path, month: datetime) -> None
 
 
 async def _drop(conn: asyncpg.Connection, table: str) -> None:
-    async with conn.transaction():
-        await conn.execute(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'")
-        await conn.execute(f"DROP TABLE {table}")
+    await conn.execute(f"DROP TABLE {table}")
 
 
 def _purge_files(policy: Policy, report: Report) -> None:
