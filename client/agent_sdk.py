@@ -69,8 +69,9 @@ class HookRecorder:
     """The recording hook callback for one event: sends the hook input to hookdb, returns ``{}``.
 
     ``Emitter.emit`` is synchronous and bounded by its timeout (the event goes to the outbox when the
-    collector is unreachable), so the callback awaits nothing and cannot slow the agent's event loop
-    by more than that timeout. A class rather than a closure so that wrapping twice is detected.
+    collector is unreachable), so the callback awaits nothing and holds the agent's event loop for
+    at most about that timeout (default 0.1 s) when the collector is stuck. A class rather than a
+    closure so that wrapping twice is detected.
     """
 
     def __init__(self, event: str, emitter: Emitter | None = None) -> None:

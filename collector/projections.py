@@ -18,6 +18,7 @@ import stat
 from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass, field
 from datetime import datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
@@ -77,7 +78,7 @@ class SessionChange:
     source: str | None = None
     ended_at: datetime | None = None
     subagent_count: int = 0
-    cost_usd: float | None = None
+    cost_usd: Decimal | None = None
     meta: dict[str, Any] = field(default_factory=dict)
 
 
@@ -197,8 +198,8 @@ def _post_tool_use(
 
 def _result(change: SessionChange, payload: dict[str, Any], at: datetime, _: Row, __: Projection) -> None:
     cost = payload.get("total_cost_usd")
-    if isinstance(cost, int | float):
-        change.cost_usd = float(cost)
+    if isinstance(cost, int | float) and not isinstance(cost, bool):
+        change.cost_usd = Decimal(str(cost))  # the dollars as written, not the float's binary expansion
     for key in ("usage", "num_turns", "duration_ms", "duration_api_ms", "is_error", "subtype"):
         if key in payload:
             change.meta[key] = payload[key]

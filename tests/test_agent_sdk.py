@@ -7,6 +7,8 @@ below does the same, with the CLI's matcher rule.
 
 from __future__ import annotations
 
+import asyncio
+import copy
 import json
 import os
 import re
@@ -43,7 +45,7 @@ from claude_agent_sdk import (
 )
 from claude_agent_sdk import types as sdk_types
 
-from hookdb.client import Emitter
+from hookdb.client import Emitter, agent_sdk
 from hookdb.client.agent_sdk import SDK_HOOK_EVENTS, HookRecorder, record_result, wrap_hooks_for_db
 
 from conftest import run_sql, wait_for, wait_for_rows
@@ -75,14 +77,15 @@ def pre_bash(command: str = "rm -rf /tmp/x", tool_use_id: str = "toolu_01") -> P
 
 
 def cli_matches(pattern: str | None, tool_name: str | None) -> bool:
-    """Claude Code's matcher rule: empty or ``*`` matches all; names and ``a|b`` lists match exactly;
-    anything else is a regular expression."""
+    """Claude Code's matcher rule (the CLI applies it, not the Python SDK): empty or ``*`` matches all;
+    a value of only letters, digits, ``_``, ``-``, spaces, ``,`` and ``|`` is a list of exact names;
+    anything else is an unanchored regular expression."""
     if not pattern or pattern == "*":
         return True
     if tool_name is None:
         return False
-    if re.fullmatch(r"[\w|]+", pattern):
-        return tool_name in pattern.split("|")
+    if re.fullmatch(r"[\w\-, |]+", pattern):
+        return tool_name in {name.strip() for name in re.split(r"[|,]", pattern)}
     return re.search(pattern, tool_name) is not None
 
 
@@ -126,13 +129,15 @@ async def test_a_bash_pre_tool_use_matcher_keeps_firing_with_its_output_unchange
         e: [(m.matcher, list(m.hooks), m.timeout, m.on_failure) for m in ms] for e, ms in caller_hooks.items()
     }
 
+    expected = copy.deepcopy(DENY)
+
     emitter = down_emitter(tmp_path)
     wrapped = wrap_hooks_for_db(caller_hooks, emitter=emitter)
     outputs = await fire(wrapped, pre_bash())
 
     assert outputs[0][:2] == (bash, deny_rm)  # the caller's matcher runs first
     assert outputs[0][2] is DENY
-    assert DENY["hookSpecificOutput"]["permissionDecision"] == "deny"
+    assert outputs[0][2] == expected  # and not modified by anyone
     assert calls == [("bash", dict(pre_bash()), "toolu_01", {"signal": None})]  # Write|Edit did not fire
     recorded = [out for _, cb, out in outputs if isinstance(cb, HookRecorder)]
     assert recorded == [{}]
@@ -190,7 +195,6 @@ def test_every_sdk_event_gets_one_recorder_after_the_callers_matchers(tmp_path: 
 
     twice = wrap_hooks_for_db(wrapped, emitter=emitter)
     assert all(len(twice[e]) == len(wrapped[e]) for e in SDK_HOOK_EVENTS)
-    assert wrap_hooks_for_db()["PreToolUse"][0].hooks[0].emitter is None  # the lazily created default
 
 
 async def test_the_recorder_with_the_collector_down_returns_empty_quickly(tmp_path: Path) -> None:
@@ -206,6 +210,25 @@ async def test_the_recorder_with_the_collector_down_returns_empty_quickly(tmp_pa
     assert (emitter.sent, emitter.outboxed, emitter.lost) == (0, 1, 0)
     emitter.close()
     assert list((tmp_path / "outbox").glob("*.out"))
+
+
+async def test_without_an_emitter_a_shared_default_is_created_on_first_use(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HOOKDB_SOCKET", str(tmp_path / "default.sock"))
+    monkeypatch.setenv("HOOKDB_OUTBOX", str(tmp_path / "outbox"))
+    monkeypatch.setattr(agent_sdk, "_default", None)
+    recorder = wrap_hooks_for_db()["PreToolUse"][-1].hooks[0]
+    assert agent_sdk._default is None  # wrapping creates nothing
+
+    assert await recorder(pre_bash(), "toolu_01", HookContext(signal=None)) == {}
+    default = agent_sdk._default
+    assert default is not None
+    assert default.socket_path == str(tmp_path / "default.sock")
+    assert record_result(ResultMessage("success", 1, 1, False, 1, SESSION)) is not None
+    assert agent_sdk._default is default
+    assert default.outboxed == 2
+    default.close()
 
 
 async def test_the_recorder_and_record_result_never_raise() -> None:
@@ -304,7 +327,7 @@ else:
     assert "pip install 'hookdb[agent-sdk]'" in done.stdout
 
 
-async def test_an_sdk_session_lands_in_the_audit_log_and_its_result_in_sessions(
+def test_an_sdk_session_lands_in_the_audit_log_and_its_result_in_sessions(
     start_collector, socket_path: Path, dsn: str
 ) -> None:
     start_collector()
@@ -330,8 +353,12 @@ async def test_an_sdk_session_lands_in_the_audit_log_and_its_result_in_sessions(
             **COMMON, hook_event_name="Stop", stop_hook_active=False, last_assistant_message="Done."
         ),
     ]
-    for input_data in inputs:
-        assert [out for _, _, out in await fire(hooks, input_data)] in ([{}], [{}, {}])
+
+    async def session() -> None:  # on asyncio, the SDK's default event loop; the other tests use trio
+        for input_data in inputs:
+            assert [out for _, _, out in await fire(hooks, input_data)] in ([{}], [{}, {}])
+
+    asyncio.run(session())
     usage = {"input_tokens": 1200, "output_tokens": 340, "cache_read_input_tokens": 5000}
     result = ResultMessage(
         subtype="success",

@@ -1,0 +1,676 @@
+"""``hookdb install-hooks``: merge hookdb's hooks into Claude Code's ``settings.json``, or take them out.
+
+The decisions, in one place:
+
+* **Which handlers are hookdb's.** A command handler whose command ends with the shell comment
+  ``# hookdb install-hooks`` (:data:`MARKER`), or an http handler with the header ``X-Hookdb-Installed-By``.
+  The marker, not the path of ``hookdb-emit``, is what install updates and uninstall removes: a moved
+  virtual environment, ``--async`` or a switch to ``--http`` replaces hookdb's handler instead of adding a
+  second one, and a ``hookdb-emit`` hook the user wrote by hand is never touched (install warns about
+  it: that event would be recorded twice). Claude Code runs a command through the shell, so the comment
+  costs nothing; an unknown key in the handler object could make Claude Code reject the file.
+* **Where.** Each event gets one matcher group of hookdb's own, appended after the user's groups; the
+  user's groups and handlers are never modified or reordered. Tool events (:data:`TOOL_EVENTS`) get
+  ``"matcher": "*"``, the others none (which matches everything; ``PostToolBatch`` spans several tools).
+* **Which events.** All 31 but ``WorktreeCreate``: a WorktreeCreate hook *replaces* Claude Code's own
+  ``git worktree add`` and must print the new worktree's path; hookdb-emit prints nothing, so
+  ``claude --worktree`` and worktree-isolated subagents would fail.
+* **Timeout** 5 s: hookdb-emit gives up on the collector after 0.5 s and then writes the outbox; the rest
+  is headroom for interpreter start-up on a loaded machine. (Claude Code's default is 600 s.)
+* **``--async``** sets ``"async": true`` on the command handlers, except for the events that fire as the
+  session ends (:data:`SYNC_EVENTS`): Claude Code kills background hooks at teardown, which would lose
+  exactly those events, and hookdb-emit is bounded anyway. http handlers have no background mode, so
+  ``--async --http`` is refused.
+* **``--http``** writes ``Authorization: Bearer $HOOKDB_HOOK_TOKEN`` with ``allowedEnvVars``, so Claude
+  Code fills the token in from its environment and the file never holds it.
+* **Formatting.** When nothing changes the file is not written (its mtime stays). Otherwise the whole
+  file is written again as JSON in the file's own indentation (2 spaces for a new file), non-ASCII as
+  is, keeping its final newline, CRLF line ends and BOM; Claude Code itself rewrites the file this way.
+* **Backup.** Before the file is replaced its previous bytes go to ``settings.json.hookdb-backup``, with the
+  file's mode. One exception: when the existing backup already is the file as it was before hookdb
+  (``--async`` after an install, say), it is kept, so that uninstall can still give back the original.
+* **Uninstall** removes hookdb's handlers and the groups, event lists and ``hooks`` object that are empty
+  only because of that. If the result is the backup's content (empty hook containers aside), the
+  backup's bytes are written back, so install + uninstall restores the file byte for byte, and the
+  backup, no longer needed, is deleted. If nothing but hookdb's hooks was in the file (hookdb created
+  it), the file is deleted; the ``.claude`` directory is left alone. Otherwise the result is written as
+  above, with a backup.
+* **Refusals** (exit 1, file untouched, no backup): not UTF-8, not JSON (``path:line:column: message``),
+  not a JSON object, a ``hooks`` that is not an object or an event that is not a list. An empty or blank
+  file counts as ``{}``. The write is atomic (temporary file in the same directory, fsync, ``os.replace``,
+  fsync of the directory) and is abandoned if the file changed while it was being edited. A symlinked
+  settings file (dotfiles) is edited where it points, so the link stays.
+
+The pure part is :func:`plan_install` and :func:`plan_uninstall` (old text → new text); :func:`run` does
+the I/O. ``python -m hookdb.client.claude_settings install-hooks ...`` runs it without the ``hookdb`` CLI.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import difflib
+import json
+import os
+import re
+import shlex
+import shutil
+import stat
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+EVENTS: tuple[str, ...] = (
+    "PreToolUse",
+    "PostToolUse",
+    "PostToolUseFailure",
+    "UserPromptSubmit",
+    "Stop",
+    "SubagentStart",
+    "SubagentStop",
+    "PreCompact",
+    "Notification",
+    "PermissionRequest",
+    "SessionStart",
+    "SessionEnd",
+    "Setup",
+    "UserPromptExpansion",
+    "MessageDisplay",
+    "PostToolBatch",
+    "PermissionDenied",
+    "StopFailure",
+    "TaskCreated",
+    "TaskCompleted",
+    "TeammateIdle",
+    "InstructionsLoaded",
+    "ConfigChange",
+    "CwdChanged",
+    "DirectoryAdded",
+    "FileChanged",
+    "WorktreeCreate",
+    "WorktreeRemove",
+    "PostCompact",
+    "Elicitation",
+    "ElicitationResult",
+)
+"""Claude Code's hook events, in the order of its hooks reference."""
+
+SKIPPED_EVENTS = frozenset({"WorktreeCreate"})
+"""Events whose hooks change what Claude Code does even when they print nothing."""
+
+INSTALLED_EVENTS: tuple[str, ...] = tuple(e for e in EVENTS if e not in SKIPPED_EVENTS)
+TOOL_EVENTS = frozenset(
+    {"PreToolUse", "PostToolUse", "PostToolUseFailure", "PermissionRequest", "PermissionDenied"}
+)
+"""Events about one tool call; their matcher is the tool name, so hookdb matches ``*``."""
+
+SYNC_EVENTS = frozenset({"Stop", "StopFailure", "SessionEnd", "WorktreeRemove"})
+"""Events that fire as the session ends; ``--async`` leaves them synchronous so teardown cannot kill them."""
+
+MARKER = "# hookdb install-hooks"
+MARKER_HEADER = "X-Hookdb-Installed-By"
+TOKEN_ENV = "HOOKDB_HOOK_TOKEN"
+DEFAULT_URL = "http://127.0.0.1:9465/v1/hooks/claude-code"
+TIMEOUT_SECONDS = 5
+BACKUP_SUFFIX = ".hookdb-backup"
+CONFIG_DIR_ENV = "CLAUDE_CONFIG_DIR"
+BOM = "\ufeff"
+
+
+class SettingsError(Exception):
+    """The settings file cannot be edited safely; the message starts with the place (``path:line:col:``)."""
+
+
+class UsageError(Exception):
+    """The options contradict each other."""
+
+
+@dataclass(frozen=True, slots=True)
+class HookForm:
+    """What hookdb installs for each event: ``command`` (a shell command running hookdb-emit) or ``url``."""
+
+    command: str | None = None
+    url: str | None = None
+    background: bool = False
+    timeout: int = TIMEOUT_SECONDS
+
+    def handler(self, event: str) -> dict[str, Any]:
+        if self.url is not None:
+            return {
+                "type": "http",
+                "url": self.url,
+                "headers": {"Authorization": f"Bearer ${TOKEN_ENV}", MARKER_HEADER: "hookdb install-hooks"},
+                "allowedEnvVars": [TOKEN_ENV],
+                "timeout": self.timeout,
+            }
+        handler: dict[str, Any] = {
+            "type": "command",
+            "command": f"{self.command} {MARKER}",
+            "timeout": self.timeout,
+        }
+        if self.background and event not in SYNC_EVENTS:
+            handler["async"] = True
+        return handler
+
+    def group(self, event: str) -> dict[str, Any]:
+        """hookdb's matcher group for ``event``."""
+        group: dict[str, Any] = {"matcher": "*"} if event in TOOL_EVENTS else {}
+        group["hooks"] = [self.handler(event)]
+        return group
+
+
+def is_hookdb_handler(handler: object) -> bool:
+    """Whether ``handler`` was written by install-hooks (it carries the marker)."""
+    if not isinstance(handler, dict):
+        return False
+    if handler.get("type") == "command":
+        command = handler.get("command")
+        return isinstance(command, str) and command.rstrip().endswith(MARKER)
+    if handler.get("type") == "http":
+        headers = handler.get("headers")
+        return isinstance(headers, dict) and any(
+            isinstance(k, str) and k.lower() == MARKER_HEADER.lower() for k in headers
+        )
+    return False
+
+
+def _runs_hookdb_emit(handler: object) -> bool:
+    """Whether a handler without the marker sends events to hookdb anyway (written by hand)."""
+    if not isinstance(handler, dict) or is_hookdb_handler(handler):
+        return False
+    if handler.get("type") == "command" and isinstance(handler.get("command"), str):
+        try:
+            words = shlex.split(handler["command"], comments=True)
+        except ValueError:
+            return False
+        return any(os.path.basename(word) == "hookdb-emit" for word in words)
+    url = handler.get("url")
+    return handler.get("type") == "http" and isinstance(url, str) and "/v1/hooks/claude-code" in url
+
+
+# --- parsing and rendering --------------------------------------------------------------------------
+
+
+def _position(text: str, offset: int) -> tuple[int, int]:
+    line = text.count("\n", 0, offset) + 1
+    return line, offset - (text.rfind("\n", 0, offset) + 1) + 1
+
+
+class _NotJson(ValueError):
+    pass
+
+
+def _reject_constant(name: str) -> Any:
+    raise _NotJson(name)
+
+
+_CONSTANT = re.compile(r'"(?:[^"\\]|\\.)*"|(-?Infinity|NaN)')
+
+
+def _json_type(value: object) -> str:
+    names = {dict: "an object", list: "an array", str: "a string", bool: "a boolean", type(None): "null"}
+    return names.get(type(value), "a number")
+
+
+def parse(text: str, name: str) -> dict[str, Any]:
+    """The settings in ``text`` (blank: ``{}``); else :class:`SettingsError` naming line and column."""
+    body = text.removeprefix(BOM)
+    if not body.strip(" \t\r\n"):
+        return {}
+    try:
+        value = json.loads(body, parse_constant=_reject_constant)
+    except json.JSONDecodeError as exc:
+        raise SettingsError(f"{name}:{exc.lineno}:{exc.colno}: not valid JSON: {exc.msg}") from None
+    except _NotJson as exc:  # Python's json takes NaN and Infinity; Claude Code's JSON.parse does not
+        match = next((m for m in _CONSTANT.finditer(body) if m.group(1)), None)
+        line, col = _position(body, match.start(1)) if match else (1, 1)
+        raise SettingsError(f"{name}:{line}:{col}: not valid JSON: {exc} is not a JSON value") from None
+    if not isinstance(value, dict):
+        line, col = _position(body, len(body) - len(body.lstrip(" \t\r\n")))
+        raise SettingsError(f"{name}:{line}:{col}: settings must be a JSON object, not {_json_type(value)}")
+    return value
+
+
+def render(settings: dict[str, Any], like: str | None) -> str:
+    """``settings`` as JSON in the layout of ``like`` (the file's current text): indent, newline, BOM."""
+    body = (like or "").removeprefix(BOM)
+    indent_match = re.search(r"^([ \t]+)\S", body, re.MULTILINE)
+    indent: str | int = indent_match.group(1) if indent_match else 2
+    ends_with_newline = not body.strip() or body.endswith("\n")
+    text = json.dumps(settings, indent=indent, ensure_ascii=False)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate, legal as a JSON escape only: keep it escaped
+        text = json.dumps(settings, indent=indent)
+    text += "\n" if ends_with_newline else ""
+    if "\r\n" in body:
+        text = text.replace("\n", "\r\n")
+    return (BOM if (like or "").startswith(BOM) else "") + text
+
+
+def _dump(value: object) -> str:
+    """A type-strict, order-strict comparison key (``True == 1`` in Python, not in Claude Code)."""
+    return json.dumps(value, ensure_ascii=False)
+
+
+def _canonical(settings: dict[str, Any]) -> str:
+    """``settings`` without empty event lists and an empty ``hooks``: they mean nothing to Claude Code."""
+    result = dict(settings)
+    hooks = result.get("hooks")
+    if isinstance(hooks, dict):
+        hooks = {event: groups for event, groups in hooks.items() if groups != []}
+        if hooks:
+            result["hooks"] = hooks
+        else:
+            del result["hooks"]
+    return _dump(result)
+
+
+# --- the edits (pure) -------------------------------------------------------------------------------
+
+
+def _strip(groups: list[Any]) -> bool:
+    """Remove hookdb's handlers from ``groups`` and the groups left empty by it; return whether any went."""
+    removed = False
+    kept = []
+    for group in groups:
+        handlers = group.get("hooks") if isinstance(group, dict) else None
+        if isinstance(handlers, list) and any(is_hookdb_handler(h) for h in handlers):
+            removed = True
+            rest = [h for h in handlers if not is_hookdb_handler(h)]
+            if not rest:
+                continue
+            group["hooks"] = rest
+        kept.append(group)
+    groups[:] = kept
+    return removed
+
+
+def _place(groups: list[Any], desired: dict[str, Any]) -> None:
+    """Leave exactly one hookdb group in ``groups``, equal to ``desired``: updated in place when it is
+    already there on its own, else appended after the user's groups."""
+    ours = [
+        index
+        for index, group in enumerate(groups)
+        if isinstance(group, dict)
+        and isinstance(group.get("hooks"), list)
+        and any(is_hookdb_handler(h) for h in group["hooks"])
+    ]
+    if len(ours) == 1:
+        group = groups[ours[0]]
+        if len(group["hooks"]) == 1 and set(group) <= {"matcher", "hooks"}:
+            groups[ours[0]] = desired
+            return
+    _strip(groups)
+    groups.append(desired)
+
+
+def _hooks_of(settings: dict[str, Any], name: str) -> dict[str, Any]:
+    hooks = settings.setdefault("hooks", {})
+    if not isinstance(hooks, dict):
+        raise SettingsError(f'{name}: "hooks" is {_json_type(hooks)}, not an object; fix it first')
+    return hooks
+
+
+def install(settings: dict[str, Any], form: HookForm, name: str = "settings.json") -> dict[str, Any]:
+    """A copy of ``settings`` with hookdb's group for every installed event, the user's untouched."""
+    result = copy.deepcopy(settings)
+    hooks = _hooks_of(result, name)
+    for event, groups in list(hooks.items()):  # events hookdb does not (or no longer) install
+        if event not in INSTALLED_EVENTS and isinstance(groups, list) and _strip(groups) and not groups:
+            del hooks[event]
+    for event in INSTALLED_EVENTS:
+        groups = hooks.setdefault(event, [])
+        if not isinstance(groups, list):
+            raise SettingsError(
+                f'{name}: "hooks.{event}" is {_json_type(groups)}, not an array; fix it first'
+            )
+        _place(groups, form.group(event))
+    return result
+
+
+def uninstall(settings: dict[str, Any]) -> dict[str, Any]:
+    """A copy of ``settings`` without hookdb's handlers and the containers emptied by their removal."""
+    result = copy.deepcopy(settings)
+    hooks = result.get("hooks")
+    if not isinstance(hooks, dict):
+        return result
+    emptied = False
+    for event, groups in list(hooks.items()):
+        if isinstance(groups, list) and _strip(groups) and not groups:
+            del hooks[event]
+            emptied = True
+    if emptied and not hooks:
+        del result["hooks"]
+    return result
+
+
+def warnings(settings: dict[str, Any]) -> list[str]:
+    """What keeps the installed hooks from recording each event exactly once."""
+    found = []
+    if settings.get("disableAllHooks") is True:
+        found.append('"disableAllHooks" is true: Claude Code runs no hooks from this file')
+    hooks = settings.get("hooks")
+    twice = [
+        event
+        for event, groups in (hooks.items() if isinstance(hooks, dict) else ())
+        if isinstance(groups, list)
+        and any(
+            _runs_hookdb_emit(h)
+            for g in groups
+            if isinstance(g, dict) and isinstance(g.get("hooks"), list)
+            for h in g["hooks"]
+        )
+    ]
+    if twice:
+        found.append(
+            f"a hook written by hand already sends {', '.join(twice)} to hookdb; those events will be "
+            "recorded twice (install-hooks leaves that hook alone; remove it yourself)"
+        )
+    return found
+
+
+def _holds_before_hookdb(backup: str, settings: dict[str, Any]) -> bool:
+    """Whether ``backup`` is ``settings`` as they were before hookdb: none of its handlers, same content."""
+    try:
+        original = parse(backup, BACKUP_SUFFIX)
+    except SettingsError:
+        return False
+    return _dump(uninstall(original)) == _dump(original) and _canonical(original) == _canonical(settings)
+
+
+def plan_install(old: str | None, form: HookForm, name: str = "settings.json") -> str:
+    """The file's text after install (``old``: its text, ``None`` when it does not exist); ``old`` itself
+    when hookdb's hooks are already there as ``form`` says."""
+    settings = parse(old or "", name)
+    new = install(settings, form, name)
+    if old is not None and _dump(new) == _dump(settings):
+        return old
+    return render(new, old)
+
+
+def plan_uninstall(old: str | None, backup: str | None, name: str = "settings.json") -> str | None:
+    """The file's text after uninstall, ``None`` for no file: ``old`` itself when it holds nothing of
+    hookdb's; ``backup`` when that is the file as it was before hookdb; ``None`` when nothing else is left."""
+    if old is None:
+        return None
+    settings = parse(old, name)
+    new = uninstall(settings)
+    if _dump(new) == _dump(settings):
+        return old
+    if backup is not None and _holds_before_hookdb(backup, new):
+        return backup
+    if _canonical(new) == "{}":
+        return None
+    return render(new, old)
+
+
+def diff(old: str | None, new: str | None, path: str) -> str:
+    """A unified diff from ``old`` to ``new`` (``None``: no file), as ``diff -u`` prints it."""
+    lines = difflib.unified_diff(
+        (old or "").splitlines(keepends=True),
+        (new or "").splitlines(keepends=True),
+        fromfile=path if old is not None else "/dev/null",
+        tofile=path if new is not None else "/dev/null",
+    )
+    return "".join(
+        line if line.endswith("\n") else line + "\n\\ No newline at end of file\n" for line in lines
+    )
+
+
+# --- files ------------------------------------------------------------------------------------------
+
+
+def user_settings_path() -> Path:
+    """``$CLAUDE_CONFIG_DIR/settings.json``, else ``~/.claude/settings.json`` (as Claude Code looks)."""
+    config_dir = os.environ.get(CONFIG_DIR_ENV)
+    return (Path(config_dir) if config_dir else Path.home() / ".claude") / "settings.json"
+
+
+def settings_path(args: argparse.Namespace) -> Path:
+    if args.settings:
+        return Path(args.settings).absolute()
+    if args.user:
+        return user_settings_path().absolute()
+    project = Path(args.project or ".")
+    if not project.is_dir():  # a typo must not create a stray directory tree
+        raise UsageError(f"--project {args.project}: no such directory")
+    return (project / ".claude" / "settings.json").absolute()
+
+
+def default_emit_command() -> str:
+    """The ``hookdb-emit`` of this installation (beside the interpreter), else the one on ``PATH``."""
+    beside = Path(sys.executable).parent / "hookdb-emit"
+    found = str(beside.absolute()) if os.access(beside, os.X_OK) else shutil.which("hookdb-emit")
+    if not found:
+        raise UsageError("hookdb-emit is neither beside this Python nor on PATH; pass --command")
+    return shlex.quote(os.path.abspath(found))
+
+
+@dataclass(slots=True)
+class _Current:
+    """A file as read: its bytes (to detect a concurrent change), text and status (``None``: no file)."""
+
+    data: bytes | None
+    text: str | None
+    status: os.stat_result | None
+
+
+def _read(path: Path) -> _Current:
+    try:
+        data = path.read_bytes()
+        status = path.stat()
+    except FileNotFoundError:
+        return _Current(None, None, None)
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        col = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
+        raise SettingsError(f"{path}:{line}:{col}: not UTF-8 text: {exc.reason}") from None
+    return _Current(data, text, status)
+
+
+def _read_backup(path: Path) -> str | None:
+    try:
+        return path.read_bytes().decode("utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
+def _check_unchanged(path: Path, current: _Current) -> None:
+    try:
+        data: bytes | None = path.read_bytes()
+    except FileNotFoundError:
+        data = None
+    if data != current.data:
+        raise SettingsError(
+            f"{path}: changed while install-hooks was editing it; nothing written, run it again"
+        )
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_atomic(path: Path, text: str, mode_of: os.stat_result | None, before: _Current | None) -> None:
+    """Replace ``path`` with ``text`` all at once, with the mode and owner of ``mode_of``; ``before``: abandon
+    the write if the file no longer is what was read."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(text.encode("utf-8"))
+            if mode_of is None:
+                umask = os.umask(0)
+                os.umask(umask)
+                os.fchmod(f.fileno(), 0o666 & ~umask)  # what a plain open() would have created
+            else:
+                os.fchmod(f.fileno(), stat.S_IMODE(mode_of.st_mode))
+                with contextlib.suppress(PermissionError):  # only root may give a file to someone else
+                    os.fchown(f.fileno(), mode_of.st_uid, mode_of.st_gid)
+            f.flush()
+            os.fsync(f.fileno())
+        if before is not None:
+            _check_unchanged(path, before)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(path.parent)
+
+
+def _target(path: Path) -> Path:
+    """Where to write: through a symlink (a dotfiles checkout), so the link survives ``os.replace``."""
+    return Path(os.path.realpath(path)) if path.is_symlink() else path
+
+
+def _install(path: Path, form: HookForm, dry_run: bool) -> int:
+    target = _target(path)
+    current = _read(target)
+    new = plan_install(current.text, form, str(path))
+    for warning in warnings(parse(new, str(path))):
+        print(f"hookdb install-hooks: warning: {path}: {warning}", file=sys.stderr)
+    if new == current.text:
+        print(f"{path}: hookdb's hooks are already installed; nothing changed")
+        return 0
+    if dry_run:
+        sys.stdout.write(diff(current.text, new, str(path)))
+        return 0
+    backup = target.with_name(target.name + BACKUP_SUFFIX)
+    saved = ""
+    if current.text is not None and plan_uninstall(current.text, None) is not None:
+        existing = _read_backup(backup)
+        if existing is None or plan_uninstall(current.text, existing) != existing:
+            _write_atomic(backup, current.text, current.status, None)
+        saved = f" (previous version in {backup})"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    _write_atomic(target, new, current.status, current)
+    print(f"{path}: hookdb's hooks installed for {len(INSTALLED_EVENTS)} events{saved}")
+    return 0
+
+
+def _uninstall(path: Path, dry_run: bool) -> int:
+    target = _target(path)
+    current = _read(target)
+    backup = target.with_name(target.name + BACKUP_SUFFIX)
+    backup_text = _read_backup(backup)
+    new = plan_uninstall(current.text, backup_text, str(path))
+    if new == current.text:
+        print(f"{path}: {'no hookdb hooks in it' if new is not None else 'no such file'}; nothing changed")
+        return 0
+    if dry_run:
+        sys.stdout.write(diff(current.text, new, str(path)))
+        return 0
+    if new is None:
+        _check_unchanged(target, current)
+        target.unlink()
+        _fsync_dir(target.parent)
+        backup.unlink(missing_ok=True)
+        print(f"{path}: hookdb's hooks removed; nothing else was in it, so the file was deleted")
+    elif new == backup_text:
+        _write_atomic(target, new, current.status, current)
+        backup.unlink()
+        print(f"{path}: hookdb's hooks removed; the file is back as it was, byte for byte")
+    else:
+        _write_atomic(backup, current.text or "", current.status, None)
+        _write_atomic(target, new, current.status, current)
+        print(f"{path}: hookdb's hooks removed (previous version in {backup})")
+    return 0
+
+
+# --- command line -----------------------------------------------------------------------------------
+
+
+def _form(args: argparse.Namespace) -> HookForm:
+    if args.uninstall:
+        if args.background or args.http or args.url or args.emit_command:
+            raise UsageError(
+                "--uninstall removes hookdb's hooks whatever their form; drop --async/--http/--url/--command"
+            )
+        return HookForm()
+    if args.url and not args.http:
+        raise UsageError("--url goes with --http")
+    if args.http:
+        if args.background:
+            raise UsageError(
+                "--async applies to command hooks only; Claude Code has no background http hooks"
+            )
+        if args.emit_command:
+            raise UsageError("--command applies to command hooks, not to --http")
+        url = args.url or DEFAULT_URL
+        if not url.startswith(("http://", "https://")) or any(c.isspace() for c in url):
+            raise UsageError(f"--url must be an http:// or https:// URL, not {url!r}")
+        return HookForm(url=url)
+    command = args.emit_command if args.emit_command is not None else default_emit_command()
+    if not command.strip() or "\n" in command or "\r" in command:
+        raise UsageError("--command must be one non-empty line")
+    return HookForm(command=command.strip(), background=args.background)
+
+
+def add_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Register ``install-hooks`` on a ``hookdb`` sub-command parser."""
+    parser = commands.add_parser(
+        "install-hooks",
+        help="add hookdb's hooks to Claude Code's settings.json (or remove them)",
+        description="Merge hookdb's hooks for every hook event into Claude Code's settings.json, keeping "
+        "everything else; running it again changes nothing, --uninstall removes exactly what it added.",
+    )
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--project", metavar="DIR", help="edit DIR/.claude/settings.json (default: DIR is .)")
+    where.add_argument(
+        "--user", action="store_true", help=f"edit ~/.claude/settings.json (${CONFIG_DIR_ENV}/ when set)"
+    )
+    where.add_argument("--settings", metavar="FILE", help="edit this file, e.g. .claude/settings.local.json")
+    parser.add_argument(
+        "--async",
+        dest="background",
+        action="store_true",
+        help=f"run the command hooks in the background, except {', '.join(sorted(SYNC_EVENTS))}",
+    )
+    parser.add_argument("--http", action="store_true", help=f"http hooks with the token from ${TOKEN_ENV}")
+    parser.add_argument("--url", help=f"the collector's hook endpoint for --http (default {DEFAULT_URL})")
+    parser.add_argument(
+        "--command",
+        dest="emit_command",
+        metavar="COMMAND",
+        help="the shell command to run (default: the absolute path of this installation's hookdb-emit)",
+    )
+    parser.add_argument("--uninstall", action="store_true", help="remove what install-hooks added")
+    parser.add_argument("--dry-run", action="store_true", help="print the change as a diff; write nothing")
+    parser.set_defaults(overrides=[])  # hookdb's main() reads --set overrides before dispatching
+
+
+def run(args: argparse.Namespace) -> int:
+    """Carry out ``install-hooks``: 0 done (or nothing to do), 1 refused (file untouched), 2 bad options."""
+    try:
+        form = _form(args)
+        path = settings_path(args)
+        return _uninstall(path, args.dry_run) if args.uninstall else _install(path, form, args.dry_run)
+    except UsageError as exc:
+        print(f"hookdb install-hooks: {exc}", file=sys.stderr)
+        return 2
+    except SettingsError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"hookdb install-hooks: {exc}", file=sys.stderr)
+        return 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m hookdb.client.claude_settings install-hooks ...``: the command without the hookdb CLI."""
+    parser = argparse.ArgumentParser(prog="hookdb")
+    add_command(parser.add_subparsers(dest="command", required=True, metavar="COMMAND"))
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,487 @@
+"""``hookdb install-hooks``, run as a process on real settings files in temporary directories."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from hookdb.client import claude_settings as cs
+
+from fixtures import corpus
+
+# A hand-written file: 4-space indent, one-line arrays, \u escapes, no final newline. Re-serializing it
+# would change its bytes, so getting it back byte for byte proves uninstall restores the original.
+USER_SETTINGS = """{
+    "model": "claude-opus-4-1",
+    "permissions": {"allow": ["Bash(npm run test:*)", "Read(~/.zshrc)"], "deny": ["Read(./.env)"]},
+    "env": {"GREETING": "gr\\u00fc\\u00df dich", "CLAUDE_CODE_ENABLE_TELEMETRY": "1"},
+    "hooks": {
+        "PreToolUse": [
+            {"matcher": "Bash", "hooks": [{"type": "command", "command": "~/bin/check.sh", "timeout": 10}]},
+            {"matcher": "Edit|Write", "hooks": [{"type": "command", "command": "npx prettier --write"}]}
+        ],
+        "Stop": [{"hooks": [{"type": "command", "command": "say done"}]}],
+        "SessionStart": [{"matcher": "startup", "hooks": [{"type": "command", "command": "cat NOTES.md"}]}],
+        "WorktreeCreate": [{"hooks": [{"type": "command", "command": "~/bin/new-worktree"}]}]
+    },
+    "statusLine": {"type": "command", "command": "~/.claude/statusline.sh"}
+}"""
+
+EMIT = Path(sys.executable).parent / "hookdb-emit"
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    """The environment of a run: HOME in the temporary directory, no collector anywhere."""
+    home = tmp_path / "home"
+    home.mkdir()
+    environ = {k: v for k, v in os.environ.items() if k not in (cs.CONFIG_DIR_ENV, "HOOKDB_OUTBOX")}
+    return {**environ, "HOME": str(home), "HOOKDB_SOCKET": str(tmp_path / "run" / "hookdb.sock")}
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    path = tmp_path / "project"
+    path.mkdir()
+    return path
+
+
+def install_hooks(
+    *args: str, cwd: Path, env: dict[str, str], expect: int | None = 0
+) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(
+        [sys.executable, "-m", "hookdb.client.claude_settings", "install-hooks", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    if expect is not None:
+        assert result.returncode == expect, result.stderr
+    return result
+
+
+def settings_of(project: Path) -> Path:
+    return project / ".claude" / "settings.json"
+
+
+def backup_of(path: Path) -> Path:
+    return path.with_name(path.name + cs.BACKUP_SUFFIX)
+
+
+def write_settings(project: Path, content: str | bytes) -> Path:
+    path = settings_of(project)
+    path.parent.mkdir(exist_ok=True)
+    if isinstance(content, str):
+        content = content.encode()
+    path.write_bytes(content)
+    return path
+
+
+def snapshot(path: Path) -> tuple[bytes, int]:
+    return path.read_bytes(), path.stat().st_mtime_ns
+
+
+def hookdb_groups(settings: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+    """Event -> the groups holding a hookdb handler."""
+    return {
+        event: found
+        for event, groups in settings.get("hooks", {}).items()
+        if (found := [g for g in groups if any(cs.is_hookdb_handler(h) for h in g["hooks"])])
+    }
+
+
+def assert_hookdb_everywhere(settings: dict[str, Any], handler_type: str = "command") -> None:
+    """Exactly one hookdb group per installed event, last in the event's list, with the right matcher."""
+    ours = hookdb_groups(settings)
+    assert set(ours) == set(cs.INSTALLED_EVENTS)
+    for event in cs.INSTALLED_EVENTS:
+        groups = settings["hooks"][event]
+        assert ours[event] == [groups[-1]]
+        assert groups[-1].get("matcher") == ("*" if event in cs.TOOL_EVENTS else None)
+        (handler,) = groups[-1]["hooks"]
+        assert handler["type"] == handler_type
+        assert handler["timeout"] == cs.TIMEOUT_SECONDS
+
+
+def test_the_event_list_is_the_reference_and_only_worktree_create_is_left_out() -> None:
+    assert cs.EVENTS == corpus.HOOK_EVENTS
+    assert set(cs.EVENTS) - set(cs.INSTALLED_EVENTS) == {"WorktreeCreate"}
+    assert set(cs.INSTALLED_EVENTS) >= cs.TOOL_EVENTS
+    assert set(cs.INSTALLED_EVENTS) >= cs.SYNC_EVENTS
+
+
+def test_no_file_install_creates_it_and_uninstall_deletes_it(project: Path, env: dict[str, str]) -> None:
+    path = settings_of(project)
+    install_hooks(cwd=project, env=env)
+    settings = json.loads(path.read_text())
+    assert list(settings) == ["hooks"]
+    assert list(settings["hooks"]) == list(cs.INSTALLED_EVENTS)
+    assert_hookdb_everywhere(settings)
+    for groups in settings["hooks"].values():
+        assert groups[0]["hooks"][0]["command"] == f"{EMIT} {cs.MARKER}"
+        assert "async" not in groups[0]["hooks"][0]
+    assert path.read_text().startswith('{\n  "hooks": {\n    "PreToolUse": [\n')  # 2-space indent
+    assert not backup_of(path).exists()  # there was nothing to back up
+
+    result = install_hooks("--uninstall", cwd=project, env=env)
+    assert "deleted" in result.stdout
+    assert not path.exists()
+    assert not backup_of(path).exists()
+    assert path.parent.is_dir()  # the directory may hold other things; it is left
+
+
+def test_empty_file_counts_as_empty_settings_and_comes_back_empty(project: Path, env: dict[str, str]) -> None:
+    path = write_settings(project, b"")
+    install_hooks(cwd=project, env=env)
+    assert_hookdb_everywhere(json.loads(path.read_text()))
+    assert backup_of(path).read_bytes() == b""
+
+    install_hooks("--uninstall", cwd=project, env=env)
+    assert path.read_bytes() == b""
+    assert not backup_of(path).exists()
+
+
+def test_user_hooks_and_settings_survive_and_uninstall_restores_the_bytes(
+    project: Path, env: dict[str, str]
+) -> None:
+    path = write_settings(project, USER_SETTINGS)
+    original = json.loads(USER_SETTINGS)
+    install_hooks(cwd=project, env=env)
+    settings = json.loads(path.read_text())
+
+    assert {k: v for k, v in settings.items() if k != "hooks"} == {
+        k: v for k, v in original.items() if k != "hooks"
+    }
+    assert list(settings) == list(original)  # key order kept
+    assert_hookdb_everywhere(settings)
+    for event, groups in original["hooks"].items():
+        if event in cs.INSTALLED_EVENTS:  # the user's groups first, in their order, hookdb's appended
+            assert settings["hooks"][event][:-1] == groups
+        else:
+            assert settings["hooks"][event] == groups
+    assert settings["hooks"]["WorktreeCreate"] == original["hooks"]["WorktreeCreate"]
+    assert "grüß dich" in path.read_text(encoding="utf-8")  # non-ASCII written as is
+    assert path.read_text().startswith('{\n    "model"')  # the file's own 4-space indent
+    assert backup_of(path).read_text() == USER_SETTINGS
+
+    installed, backup = snapshot(path), snapshot(backup_of(path))
+    time.sleep(0.01)
+    result = install_hooks(cwd=project, env=env)
+    assert "nothing changed" in result.stdout
+    assert snapshot(path) == installed  # not even the mtime
+    assert snapshot(backup_of(path)) == backup
+
+    result = install_hooks("--uninstall", cwd=project, env=env)
+    assert "byte for byte" in result.stdout
+    assert path.read_text() == USER_SETTINGS
+    assert not backup_of(path).exists()
+    result = install_hooks("--uninstall", cwd=project, env=env)
+    assert "nothing changed" in result.stdout
+    assert path.read_text() == USER_SETTINGS
+
+
+def test_changing_the_form_replaces_hookdb_handlers_and_uninstall_still_restores_the_bytes(
+    project: Path, env: dict[str, str]
+) -> None:
+    path = write_settings(project, USER_SETTINGS)
+    install_hooks("--async", cwd=project, env=env)
+    install_hooks(cwd=project, env=env)
+    install_hooks("--command", "/opt/hookdb/bin/hookdb-emit --tenant research", cwd=project, env=env)
+    settings = json.loads(path.read_text())
+    assert_hookdb_everywhere(settings)
+    assert settings["hooks"]["Stop"][-1]["hooks"][0]["command"] == (
+        f"/opt/hookdb/bin/hookdb-emit --tenant research {cs.MARKER}"
+    )
+    install_hooks("--http", cwd=project, env=env)
+    assert_hookdb_everywhere(json.loads(path.read_text()), "http")
+    assert backup_of(path).read_text() == USER_SETTINGS  # still the file as it was before hookdb
+
+    install_hooks("--uninstall", cwd=project, env=env)
+    assert path.read_text() == USER_SETTINGS
+
+
+def test_async_leaves_the_session_end_events_synchronous(project: Path, env: dict[str, str]) -> None:
+    install_hooks("--async", cwd=project, env=env)
+    settings = json.loads(settings_of(project).read_text())
+    assert_hookdb_everywhere(settings)
+    for event in cs.INSTALLED_EVENTS:
+        handler = settings["hooks"][event][-1]["hooks"][0]
+        assert handler.get("async", False) is (event not in cs.SYNC_EVENTS), event
+    assert {"SessionEnd", "Stop"} <= cs.SYNC_EVENTS
+
+
+def test_http_form_takes_the_token_from_the_environment(project: Path, env: dict[str, str]) -> None:
+    path = settings_of(project)
+    secret = "s3cr3t-token-value"
+    env = {**env, cs.TOKEN_ENV: secret}
+    install_hooks("--http", cwd=project, env=env)
+    settings = json.loads(path.read_text())
+    assert_hookdb_everywhere(settings, "http")
+    for groups in settings["hooks"].values():
+        (handler,) = groups[-1]["hooks"]
+        assert handler["url"] == "http://127.0.0.1:9465/v1/hooks/claude-code"
+        assert handler["headers"]["Authorization"] == "Bearer $HOOKDB_HOOK_TOKEN"
+        assert handler["allowedEnvVars"] == ["HOOKDB_HOOK_TOKEN"]
+        assert "async" not in handler
+    assert secret not in path.read_text()
+
+    install_hooks(
+        "--http", "--url", "https://hooks.example.net:8443/v1/hooks/claude-code", cwd=project, env=env
+    )
+    settings = json.loads(path.read_text())
+    assert_hookdb_everywhere(settings, "http")
+    assert {g[-1]["hooks"][0]["url"] for g in settings["hooks"].values()} == {
+        "https://hooks.example.net:8443/v1/hooks/claude-code"
+    }
+    install_hooks("--uninstall", cwd=project, env=env)
+    assert not path.exists()
+
+
+INVALID = [
+    pytest.param(b'{\n  "model": "x",\n}\n', 3, 1, "Expecting property name", id="trailing-comma"),
+    pytest.param(b'{"model": "x" "env": {}}', 1, 15, "Expecting ',' delimiter", id="missing-comma"),
+    pytest.param(b'{\n  "hooks": {"Stop": [}}\n}', 2, 22, "Expecting value", id="bad-array"),
+    pytest.param(b'{"a": "NaN", "b": -Infinity}', 1, 19, "-Infinity is not a JSON value", id="infinity"),
+    pytest.param(b"[]", 1, 1, "must be a JSON object", id="array"),
+    pytest.param(b'\n  "just a string"', 2, 3, "must be a JSON object", id="string"),
+    pytest.param(b'{\n  "model": "\xff"\n}', 2, 13, "not UTF-8", id="not-utf8"),
+]
+
+
+@pytest.mark.parametrize(("content", "line", "column", "message"), INVALID)
+@pytest.mark.parametrize("mode", [(), ("--uninstall",), ("--dry-run",), ("--http",)])
+def test_invalid_file_is_refused_with_line_and_column_and_left_untouched(
+    project: Path,
+    env: dict[str, str],
+    content: bytes,
+    line: int,
+    column: int,
+    message: str,
+    mode: tuple[str, ...],
+) -> None:
+    path = write_settings(project, content)
+    before = snapshot(path)
+    result = install_hooks(*mode, cwd=project, env=env, expect=1)
+    assert result.stderr.startswith(f"{path}:{line}:{column}: "), result.stderr
+    assert message in result.stderr
+    assert len(result.stderr.splitlines()) == 1
+    assert result.stdout == ""
+    assert snapshot(path) == before
+    assert sorted(p.name for p in path.parent.iterdir()) == ["settings.json"]  # no backup, no temp file
+
+
+@pytest.mark.parametrize(
+    ("content", "where"),
+    [
+        ('{"hooks": []}', '"hooks" is an array'),
+        ('{"hooks": {"Stop": {"hooks": []}}}', '"hooks.Stop" is an object'),
+    ],
+)
+def test_hooks_that_cannot_be_merged_are_refused(
+    project: Path, env: dict[str, str], content: str, where: str
+) -> None:
+    path = write_settings(project, content)
+    before = snapshot(path)
+    result = install_hooks(cwd=project, env=env, expect=1)
+    assert result.stderr.startswith(f"{path}: {where}")
+    assert snapshot(path) == before
+    assert not backup_of(path).exists()
+
+
+def test_dry_run_prints_a_diff_and_writes_nothing(project: Path, env: dict[str, str]) -> None:
+    result = install_hooks("--dry-run", cwd=project, env=env)
+    path = settings_of(project)
+    assert result.stdout.startswith(f"--- /dev/null\n+++ {path}\n@@ ")
+    assert not path.parent.exists()
+
+    write_settings(project, USER_SETTINGS)
+    before = snapshot(path)
+    result = install_hooks("--dry-run", cwd=project, env=env)
+    lines = result.stdout.splitlines()
+    assert lines[:2] == [f"--- {path}", f"+++ {path}"]
+    added = [line for line in lines if line.startswith("+") and not line.startswith("+++")]
+    assert sum(cs.MARKER in line for line in added) == len(cs.INSTALLED_EVENTS)
+    assert "\\ No newline at end of file" in lines  # the original ends without one
+    assert snapshot(path) == before
+    assert not backup_of(path).exists()
+
+    install_hooks(cwd=project, env=env)
+    installed = snapshot(path)
+    result = install_hooks("--uninstall", "--dry-run", cwd=project, env=env)
+    removed = [
+        line for line in result.stdout.splitlines() if line.startswith("-") and not line.startswith("---")
+    ]
+    assert sum(cs.MARKER in line for line in removed) == len(cs.INSTALLED_EVENTS)
+    assert snapshot(path) == installed
+    assert backup_of(path).read_text() == USER_SETTINGS
+
+    result = install_hooks("--dry-run", cwd=project, env=env)
+    assert result.stdout.endswith("nothing changed\n")
+    assert "---" not in result.stdout
+
+
+@pytest.mark.parametrize("config_dir", [False, True])
+def test_user_scope_edits_the_settings_in_home(
+    tmp_path: Path, project: Path, env: dict[str, str], config_dir: bool
+) -> None:
+    if config_dir:
+        env = {**env, cs.CONFIG_DIR_ENV: str(tmp_path / "claude-config")}
+        path = tmp_path / "claude-config" / "settings.json"
+    else:
+        path = Path(env["HOME"]) / ".claude" / "settings.json"
+    install_hooks("--user", cwd=project, env=env)
+    assert_hookdb_everywhere(json.loads(path.read_text()))
+    assert not settings_of(project).parent.exists()
+    install_hooks("--user", "--uninstall", cwd=project, env=env)
+    assert not path.exists()
+
+
+def test_project_option_names_the_directory(tmp_path: Path, project: Path, env: dict[str, str]) -> None:
+    install_hooks("--project", str(project), cwd=tmp_path, env=env)
+    assert_hookdb_everywhere(json.loads(settings_of(project).read_text()))
+    result = install_hooks("--project", str(tmp_path / "typo"), cwd=tmp_path, env=env, expect=2)
+    assert "no such directory" in result.stderr
+    assert not (tmp_path / "typo").exists()
+
+
+def test_installed_command_runs_and_exits_0_quickly_without_a_collector(
+    tmp_path: Path, project: Path, env: dict[str, str]
+) -> None:
+    install_hooks(cwd=project, env=env)
+    settings = json.loads(settings_of(project).read_text())
+    command = settings["hooks"]["PreToolUse"][-1]["hooks"][0]["command"]
+    started = time.monotonic()
+    result = subprocess.run(  # as Claude Code runs it: through the shell, the hook JSON on stdin
+        command,
+        shell=True,
+        input=corpus.raw_hook_payload("PreToolUse"),
+        capture_output=True,
+        env=env,
+        cwd=project,
+        timeout=10,
+        check=False,
+    )
+    elapsed = time.monotonic() - started
+    assert (result.returncode, result.stdout) == (0, b"")
+    assert elapsed < 1.5
+    assert b"not reachable" in result.stderr
+    assert len(list((tmp_path / "run" / "outbox").glob("*.out"))) == 1  # the event was kept
+
+
+def test_hand_written_hookdb_emit_hook_is_kept_and_warned_about(project: Path, env: dict[str, str]) -> None:
+    own = {"type": "command", "command": "/opt/hookdb/.venv/bin/hookdb-emit"}
+    original = json.dumps({"hooks": {"Stop": [{"hooks": [own]}]}}, indent=2) + "\n"
+    path = write_settings(project, original)
+    result = install_hooks(cwd=project, env=env)
+    assert "Stop" in result.stderr
+    assert "recorded twice" in result.stderr
+    settings = json.loads(path.read_text())
+    assert settings["hooks"]["Stop"][0] == {"hooks": [own]}
+    assert_hookdb_everywhere(settings)
+    install_hooks("--uninstall", cwd=project, env=env)
+    assert path.read_text() == original
+
+
+def test_file_mode_is_kept_and_a_symlink_stays_a_symlink(
+    tmp_path: Path, project: Path, env: dict[str, str]
+) -> None:
+    dotfiles = tmp_path / "dotfiles"
+    dotfiles.mkdir()
+    real = dotfiles / "settings.json"
+    real.write_text(USER_SETTINGS)
+    real.chmod(0o640)
+    link = settings_of(project)
+    link.parent.mkdir()
+    link.symlink_to(real)
+
+    install_hooks(cwd=project, env=env)
+    assert link.is_symlink()
+    assert_hookdb_everywhere(json.loads(real.read_text()))
+    assert stat.S_IMODE(real.stat().st_mode) == 0o640
+    assert stat.S_IMODE(backup_of(real).stat().st_mode) == 0o640  # it holds the same secrets
+    assert sorted(p.name for p in dotfiles.iterdir()) == ["settings.json", "settings.json.hookdb-backup"]
+
+    install_hooks("--uninstall", cwd=project, env=env)
+    assert link.is_symlink()
+    assert real.read_text() == USER_SETTINGS
+    assert stat.S_IMODE(real.stat().st_mode) == 0o640
+
+
+def test_uninstall_keeps_what_the_user_changed_meanwhile(project: Path, env: dict[str, str]) -> None:
+    path = write_settings(project, USER_SETTINGS)
+    install_hooks(cwd=project, env=env)
+    settings = json.loads(path.read_text())
+    settings["model"] = "claude-sonnet-4-5"
+    settings["hooks"]["Stop"].insert(0, {"hooks": [{"type": "command", "command": "notify-send stop"}]})
+    edited = json.dumps(settings, indent=2)
+    path.write_text(edited)
+
+    result = install_hooks("--uninstall", cwd=project, env=env)
+    assert "previous version" in result.stdout
+    after = json.loads(path.read_text())
+    expected = json.loads(USER_SETTINGS)
+    expected["model"] = "claude-sonnet-4-5"
+    expected["hooks"]["Stop"].insert(0, {"hooks": [{"type": "command", "command": "notify-send stop"}]})
+    assert after == expected
+    assert backup_of(path).read_text() == edited
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("--async", "--http"),
+        ("--uninstall", "--http"),
+        ("--uninstall", "--async"),
+        ("--url", "http://127.0.0.1:9465/v1/hooks/claude-code"),
+        ("--http", "--url", "ftp://example.net/"),
+        ("--http", "--command", "hookdb-emit"),
+        ("--command", "a\nb"),
+    ],
+)
+def test_contradicting_options_exit_2_and_write_nothing(
+    project: Path, env: dict[str, str], args: tuple[str, ...]
+) -> None:
+    result = install_hooks(*args, cwd=project, env=env, expect=2)
+    assert result.stderr.startswith("hookdb install-hooks: ")
+    assert not settings_of(project).parent.exists()
+
+
+EMPTY = [None, "", " \n", "{}", '{"hooks": {}}\n', '{"hooks": {"Stop": []}}']
+FORMS = [
+    cs.HookForm(command="/x/hookdb-emit"),
+    cs.HookForm(command="hookdb-emit", background=True),
+    cs.HookForm(url="http://h/"),
+]
+
+
+@pytest.mark.parametrize("text", [*EMPTY, USER_SETTINGS, '\ufeff{\r\n\t"model": "x"\r\n}\r\n'])
+@pytest.mark.parametrize("form", FORMS)
+def test_plans_are_idempotent_and_reversible(text: str | None, form: cs.HookForm) -> None:
+    installed = cs.plan_install(text, form)
+    assert cs.plan_install(installed, form) == installed
+    assert cs.plan_install(installed, cs.HookForm(command="other")) != installed
+    assert cs.plan_uninstall(installed, text) == text  # with the backup: the very text
+    restored = cs.plan_uninstall(installed, None)  # without: the same settings, perhaps laid out anew
+    if text in EMPTY:
+        assert restored is None
+    else:
+        assert restored is not None
+        assert cs.parse(restored, "r") == cs.parse(text, "t")
+
+
+def test_layout_of_the_file_is_kept_when_it_is_written() -> None:
+    installed = cs.plan_install('\ufeff{\r\n\t"model": "x"\r\n}\r\n', FORMS[0])
+    assert installed.startswith('\ufeff{\r\n\t"model": "x",\r\n\t"hooks": {\r\n\t\t"PreToolUse"')
+    assert installed.endswith("}\r\n")
+    assert installed.count("\n") == installed.count("\r\n")
