@@ -25,7 +25,7 @@ The decisions, in one place:
   Code fills the token in from its environment and the file never holds it.
 * **Formatting.** When nothing changes the file is not written (its mtime stays). Otherwise the whole
   file is written again as JSON in the file's own indentation (2 spaces for a new file), non-ASCII as
-  is, keeping its final newline, CRLF line ends and BOM; Claude Code itself rewrites the file this way.
+  is, keeping its final newline, CRLF line ends and BOM.
 * **Backup.** Before the file is replaced its previous bytes go to ``settings.json.hookdb-backup``, with the
   file's mode. One exception: when the existing backup already is the file as it was before hookdb
   (``--async`` after an install, say), it is kept, so that uninstall can still give back the original.
@@ -550,7 +550,7 @@ def _install(path: Path, form: HookForm, dry_run: bool) -> int:
         existing = _read_backup(backup)
         if existing is None or plan_uninstall(current.text, existing) != existing:
             _write_atomic(backup, current.text, current.status, None)
-        saved = f" (previous version in {backup})"
+        saved = f" (backup: {backup})"
     target.parent.mkdir(parents=True, exist_ok=True)
     _write_atomic(target, new, current.status, current)
     print(f"{path}: hookdb's hooks installed for {len(INSTALLED_EVENTS)} events{saved}")
@@ -582,7 +582,7 @@ def _uninstall(path: Path, dry_run: bool) -> int:
     else:
         _write_atomic(backup, current.text or "", current.status, None)
         _write_atomic(target, new, current.status, current)
-        print(f"{path}: hookdb's hooks removed (previous version in {backup})")
+        print(f"{path}: hookdb's hooks removed (backup: {backup})")
     return 0
 
 
@@ -620,8 +620,9 @@ def add_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
     parser = commands.add_parser(
         "install-hooks",
         help="add hookdb's hooks to Claude Code's settings.json (or remove them)",
-        description="Merge hookdb's hooks for every hook event into Claude Code's settings.json, keeping "
-        "everything else; running it again changes nothing, --uninstall removes exactly what it added.",
+        description="Merge hookdb's hooks for every hook event (but WorktreeCreate, whose hook would replace "
+        "git worktree creation) into Claude Code's settings.json, keeping everything else; running it again "
+        "changes nothing, --uninstall removes exactly what it added.",
     )
     where = parser.add_mutually_exclusive_group()
     where.add_argument("--project", metavar="DIR", help="edit DIR/.claude/settings.json (default: DIR is .)")

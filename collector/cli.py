@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
+from hookdb.client import claude_settings
 from hookdb.collector import config as config_mod
 from hookdb.collector import logs
 
@@ -100,6 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     replay = dead_actions.add_parser("replay", help="send the dead letters to the running collector again")
     _socket_option(replay)
     _config_options(replay)
+    claude_settings.add_command(commands)
     return parser
 
 
@@ -150,6 +152,7 @@ def main(argv: list[str] | None = None) -> int:
         ("check-config", None): _check_config,
         ("migrate", None): _migrate,
         ("hash-token", None): _hash_token,
+        ("install-hooks", None): lambda config, args: claude_settings.run(args),
         ("partitions", "maintain"): _partitions_maintain,
         ("collector", "run"): _run_collector,
         ("spool", "inspect"): _spool_inspect,

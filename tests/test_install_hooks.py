@@ -428,7 +428,7 @@ def test_uninstall_keeps_what_the_user_changed_meanwhile(project: Path, env: dic
     path.write_text(edited)
 
     result = install_hooks("--uninstall", cwd=project, env=env)
-    assert "previous version" in result.stdout
+    assert "backup: " in result.stdout
     after = json.loads(path.read_text())
     expected = json.loads(USER_SETTINGS)
     expected["model"] = "claude-sonnet-4-5"
@@ -485,3 +485,28 @@ def test_layout_of_the_file_is_kept_when_it_is_written() -> None:
     assert installed.startswith('\ufeff{\r\n\t"model": "x",\r\n\t"hooks": {\r\n\t\t"PreToolUse"')
     assert installed.endswith("}\r\n")
     assert installed.count("\n") == installed.count("\r\n")
+
+
+def test_the_hookdb_command_runs_it_too(tmp_path: Path) -> None:
+    from conftest import BIN
+
+    hookdb = str(BIN / "hookdb")
+    installed = subprocess.run(
+        [hookdb, "install-hooks", "--project", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert installed.returncode == 0, installed.stderr
+    settings = json.loads((tmp_path / ".claude" / "settings.json").read_text())
+    assert "PreToolUse" in settings["hooks"]
+    removed = subprocess.run(
+        [hookdb, "install-hooks", "--project", str(tmp_path), "--uninstall"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert removed.returncode == 0, removed.stderr
+    assert not (tmp_path / ".claude" / "settings.json").exists()
