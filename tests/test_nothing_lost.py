@@ -449,3 +449,74 @@ def test_a_damaged_spool_segment_is_quarantined_and_its_intact_records_delivered
     send(socket_path, new_frames)
     assert wait_for_rows(dsn, len(intact) + 10) == len(intact) + 10
     assert set(new_ids) <= set(stored_ids(dsn))
+
+
+def test_dead_letters_are_listed_and_replayed_after_the_cause_is_fixed(
+    start_collector, socket_path: Path, dsn: str, tmp_path: Path
+) -> None:
+    start_collector("--set", "batch.linger_seconds=0.5")
+    run_sql(
+        dsn,
+        """
+        CREATE FUNCTION refuse_poison() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            IF NEW.event_type = 'Poison' THEN
+                RAISE EXCEPTION 'no poison here' USING ERRCODE = 'check_violation';
+            END IF;
+            RETURN NEW;
+        END $$""",
+    )
+    run_sql(
+        dsn,
+        "CREATE TRIGGER refuse_poison BEFORE INSERT ON hook_audit_log "
+        "FOR EACH ROW EXECUTE FUNCTION refuse_poison()",
+    )
+    ids = [new_event_id() for _ in range(10)]
+    poisoned = {ids[3], ids[7]}
+    frames = [
+        frame(
+            encode_envelope(
+                event_id=i,
+                occurred_at_ns=time.time_ns(),
+                source="app",
+                event_type="Poison" if i in poisoned else "Stop",
+                session_id="s",
+                tenant=None,
+                payload=b"{}",
+            )
+        )
+        for i in ids
+    ]
+    send(socket_path, frames)
+    assert wait_for_rows(dsn, 8) == 8
+    state = ["--state-dir", str(tmp_path / "state")]
+    listing = subprocess.run(
+        [str(BIN / "hookdb"), "deadletter", "list", *state],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert {line.split()[2] for line in listing.stdout.splitlines()} == poisoned
+    assert "23514" in listing.stdout
+
+    run_sql(dsn, "DROP TRIGGER refuse_poison ON hook_audit_log")  # the operator's fix
+    replay = subprocess.run(
+        [str(BIN / "hookdb"), "deadletter", "replay", *state, "--socket", str(socket_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert replay.returncode == 0, replay.stderr
+    assert "replayed 2 dead letters" in replay.stdout
+    assert wait_for_rows(dsn, 10) == 10
+    assert set(stored_ids(dsn)) == set(ids)
+    again = subprocess.run(
+        [str(BIN / "hookdb"), "deadletter", "list", *state],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert again.stdout == ""
