@@ -1,14 +1,8 @@
 """hookdb's client side: the in-process :class:`Emitter` and the ``hookdb-emit`` hook command.
 
-Kept free of imports so that ``hookdb-emit`` starts as fast as a bare interpreter.
+Imports nothing at all (not even ``typing``), so that ``hookdb-emit`` starts as fast as a bare
+interpreter; ``Emitter`` is loaded on first use. ``__init__.pyi`` gives type checkers the real type.
 """
-
-from __future__ import annotations
-
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from hookdb.client.emitter import Emitter
 
 __all__ = ["Emitter"]
 

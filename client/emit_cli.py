@@ -12,7 +12,6 @@ import os
 import sys
 import time
 
-from hookdb.client.outbox import OutboxFile, outbox_dir
 from hookdb.client.paths import default_socket_path
 from hookdb.client.transport import Refused, deliver
 from hookdb.client.wire import encode_envelope, frame, new_event_id
@@ -103,6 +102,8 @@ def run(argv: list[str], stdin: bytes) -> str | None:
     except Refused as exc:
         return f"the collector refused the event: {_reason(exc.reply)}"
     except OSError as exc:
+        from hookdb.client.outbox import OutboxFile, outbox_dir  # the fallback path may take its time
+
         try:
             outbox = OutboxFile(outbox_dir(path))
             outbox.append(body)

@@ -1,6 +1,6 @@
 """Wire protocol v1: framing and the sender's envelope encoder (see PROTOCOL.md).
 
-Standard library only, and nothing that imports ``re``, ``enum`` or ``socket``: ``hookdb-emit``
+Standard library only, and nothing that imports ``typing``, ``re``, ``enum`` or ``socket``: ``hookdb-emit``
 runs once per hook event and its start-up time is the agent's waiting time. The typed envelope the
 collector decodes with is :class:`hookdb.client.protocol.Envelope`; tests hold the two to the same bytes.
 """
@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Literal
 
 PROTOCOL_VERSION = 1
 HEADER_SIZE = 4
 DEFAULT_MAX_FRAME_BYTES = 8 * 1024 * 1024
 
-RejectReason = Literal[
+# Why a frame is refused: stable labels for metrics, logs and replies.
+REJECT_REASONS = (
     "oversize",  # the length prefix announces more than the configured maximum
     "truncated",  # the connection closed in the middle of a frame
     "not_msgpack",  # the frame body is not MessagePack
@@ -24,15 +24,15 @@ RejectReason = Literal[
     "bad_payload",  # the payload is not UTF-8 JSON that PostgreSQL can store
     "tenant_not_allowed",  # the envelope claims a tenant the sender's uid/gid may not write
     "peer_not_allowed",  # the sender's uid/gid may write no tenant at all
-]
+)
 
 
 class ProtocolError(ValueError):
     """A frame that cannot be accepted; ``reason`` is a stable label for metrics and logs."""
 
-    def __init__(self, reason: RejectReason, detail: str) -> None:
+    def __init__(self, reason: str, detail: str) -> None:
         super().__init__(f"{reason}: {detail}")
-        self.reason: RejectReason = reason
+        self.reason = reason  # one of REJECT_REASONS
         self.detail = detail
 
 

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, get_args
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from hookdb.client.wire import RejectReason
+from hookdb.client.wire import REJECT_REASONS
 
 if TYPE_CHECKING:
     from hookdb.collector.spool import Spool
@@ -84,7 +84,7 @@ report_hash_mismatches = Counter(
 )
 connections_open = Gauge("hookdb_client_connections", "Open client connections.", registry=REGISTRY)
 
-for _reason in get_args(RejectReason):
+for _reason in REJECT_REASONS:
     events_rejected.labels(_reason)
 
 

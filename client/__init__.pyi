@@ -1,0 +1,3 @@
+from hookdb.client.emitter import Emitter as Emitter
+
+__all__ = ["Emitter"]
