@@ -653,9 +653,13 @@ class SeedSession:
 
 
 def find_seed_sessions(root: Path, tally: Tally) -> list[SeedSession]:
-    """Each subdirectory of ``root`` is a session named by the directory."""
+    """Each subdirectory of ``root`` is a session named by the directory (hidden ones are not)."""
     root = root.absolute()
-    found = [SeedSession(p.name, p) for p in sorted(root.iterdir()) if p.is_dir() and not p.is_symlink()]
+    found = [
+        SeedSession(p.name, p)
+        for p in sorted(root.iterdir())
+        if p.is_dir() and not p.is_symlink() and not p.name.startswith(".")
+    ]
     tally.files_total += len(found)
     return found
 

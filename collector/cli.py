@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from hookdb.client import claude_settings
+from hookdb.collector import backfill_cli, logs
 from hookdb.collector import config as config_mod
-from hookdb.collector import logs
 
 if TYPE_CHECKING:
     from hookdb.collector.spool_report import SpoolReport
@@ -102,6 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     _socket_option(replay)
     _config_options(replay)
     claude_settings.add_command(commands)
+    backfill_cli.add_commands(commands)
     return parser
 
 
@@ -153,6 +154,8 @@ def main(argv: list[str] | None = None) -> int:
         ("migrate", None): _migrate,
         ("hash-token", None): _hash_token,
         ("install-hooks", None): lambda config, args: claude_settings.run(args),
+        ("backfill", "claude-code"): lambda config, args: backfill_cli.run(args, config),
+        ("backfill", "sessions"): lambda config, args: backfill_cli.run(args, config),
         ("partitions", "maintain"): _partitions_maintain,
         ("collector", "run"): _run_collector,
         ("spool", "inspect"): _spool_inspect,

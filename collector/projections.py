@@ -192,8 +192,24 @@ def _post_tool_use(
             at,
             column(row, "event_id"),
             column(row, "peer_uid"),
-            _str(tool_input.get("content")),  # type: ignore[arg-type]
+            _str(tool_input.get("content")) or _edited(tool_input, payload.get("tool_response")),  # type: ignore[arg-type]
         )
+
+
+def _edited(tool_input: dict[str, Any], response: Any) -> str | None:
+    """The file after an Edit or MultiEdit, from the original the tool response carries."""
+    text = response.get("originalFile") if isinstance(response, dict) else None
+    edits = tool_input.get("edits", [tool_input])
+    if not isinstance(text, str) or not isinstance(edits, list):
+        return None
+    for edit in edits:
+        if not isinstance(edit, dict):
+            return None
+        old, new = edit.get("old_string"), edit.get("new_string")
+        if not (isinstance(old, str) and isinstance(new, str) and old in text):
+            return None
+        text = text.replace(old, new) if edit.get("replace_all") else text.replace(old, new, 1)
+    return text
 
 
 def _result(change: SessionChange, payload: dict[str, Any], at: datetime, _: Row, __: Projection) -> None:
