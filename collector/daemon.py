@@ -20,7 +20,15 @@ from hookdb.collector import embedded, hooks_http, http, logs, observe, systemd
 from hookdb.collector.batcher import Batcher
 from hookdb.collector.breaker import Breaker
 from hookdb.collector.config import Config, ConfigError
-from hookdb.collector.delivery import AVAILABILITY_ERRORS, Batch, Delivery, Item, batch_records, read_spool
+from hookdb.collector.delivery import (
+    AVAILABILITY_ERRORS,
+    Batch,
+    Delivery,
+    Item,
+    batch_records,
+    prepare_batches,
+    read_spool,
+)
 from hookdb.collector.listener import Listener, bind_socket
 from hookdb.collector.observe import Health
 from hookdb.collector.outbox import OutboxDrainer
@@ -193,9 +201,11 @@ async def _serve(config: Config, dsn: str, spool: Spool, tenants: TenantPolicy) 
             async with trio.open_nursery() as pipeline:
                 records_in, records_out = trio.open_memory_channel[list[tuple[Position, bytes]]](1)
                 batches_in, batches_out = trio.open_memory_channel[Batch](1)
+                ready_in, ready_out = trio.open_memory_channel[Batch](1)
                 pipeline.start_soon(read_spool, spool, records_in)
                 pipeline.start_soon(batch_records, records_out, batches_in, batcher)
-                pipeline.start_soon(delivery.run, batches_out)
+                pipeline.start_soon(prepare_batches, batches_out, ready_in, config.database.blob_min_bytes)
+                pipeline.start_soon(delivery.run, ready_out)
                 draining = trio.CancelScope()
 
                 async def drain_outbox() -> None:

@@ -1,7 +1,8 @@
 """From the spool to PostgreSQL: read records back, batch them, and write each batch exactly once.
 
-Three tasks joined by channels that hold at most one item each (so memory stays bounded by a couple
-of batches, whatever the spool holds): ``read_spool`` → ``batch_records`` → ``Delivery.run``.
+Four tasks joined by channels that hold at most one item each (so memory stays bounded by a few
+batches, whatever the spool holds, and each step works while the next one waits on PostgreSQL):
+``read_spool`` → ``batch_records`` → ``prepare_batches`` → ``Delivery.run``.
 Each write asks the breaker first; a data error splits the batch until the rows at fault are
 isolated and dead-lettered; only a batch that is fully committed (or dead-lettered) moves the spool's
 checkpoint.
@@ -26,7 +27,7 @@ from hookdb.collector.breaker import Breaker, Permit
 from hookdb.collector.classification import is_data_error, sqlstate_class
 from hookdb.collector.events import Row, column, event_row, from_ns, row_bytes
 from hookdb.collector.observe import Health
-from hookdb.collector.sink import ConnectOptions, PostgresSink
+from hookdb.collector.sink import ConnectOptions, PostgresSink, Prepared, prepare
 from hookdb.collector.spool import Position, Spool, decode_entry
 
 log = logs.get("hookdb.delivery")
@@ -57,6 +58,7 @@ class Item:
 @dataclass(slots=True)
 class Batch:
     items: list[Item]
+    prepared: Prepared | None = None  # filled by prepare_batches while the previous batch is written
 
     @property
     def end(self) -> Position:
@@ -103,6 +105,18 @@ async def batch_records(
                     await send.send(Batch(items))
         if len(batcher):
             await send.send(Batch(batcher.take()))
+
+
+async def prepare_batches(
+    receive: trio.MemoryReceiveChannel[Batch], send: trio.MemorySendChannel[Batch], blob_min_bytes: int
+) -> None:
+    """Get each batch ready for its transaction (blobs, projections' file reads) ahead of the writer."""
+    async with receive, send:
+        async for batch in receive:
+            rows = [item.row for item in batch.items]
+            if all(row is not None for row in rows):
+                batch.prepared = await prepare(rows, blob_min_bytes)  # type: ignore[arg-type]
+            await send.send(batch)
 
 
 class Delivery:
@@ -208,7 +222,7 @@ class Delivery:
             dead: list[tuple[Item, str, str | None]] = []
             with trio.move_on_after(timeout) as attempt:
                 try:
-                    dead = await self._write_isolating(batch.items)
+                    dead = await self._write_isolating(batch.items, batch.prepared)
                 except AVAILABILITY_ERRORS as exc:
                     error = exc
             if attempt.cancelled_caught:
@@ -234,7 +248,9 @@ class Delivery:
         for item in batch.items:
             observe((now_ns - item.received_at_ns) / 1e9)
 
-    async def _write_isolating(self, items: list[Item]) -> list[tuple[Item, str, str | None]]:
+    async def _write_isolating(
+        self, items: list[Item], prepared: Prepared | None = None
+    ) -> list[tuple[Item, str, str | None]]:
         """Write ``items``; on a data error split them until each row at fault stands alone.
 
         Returns the rows PostgreSQL refused as data, with the error and SQLSTATE. Parts written before an
@@ -246,7 +262,10 @@ class Delivery:
             return refused
         sink = await self.open()
         try:
-            inserted = await sink.write([item.row for item in rows])  # type: ignore[misc]
+            if prepared is not None:
+                inserted = await sink.write_prepared(prepared)
+            else:
+                inserted = await sink.write([item.row for item in rows])  # type: ignore[misc]
         except asyncpg.PostgresError as exc:
             if not is_data_error(exc):
                 raise

@@ -175,6 +175,7 @@ async def _open(options: ConnectOptions) -> tuple[asyncpg.Connection, list[str]]
 
 
 async def _write(conn: asyncpg.Connection, batch: Prepared) -> Prepared:
+    batch.inserted = batch.unverified_reports = 0  # a retried batch counts afresh
     async with conn.transaction():
         await conn.copy_records_to_table(STAGE, records=batch.rows, columns=COLUMNS)
         if batch.blobs:
@@ -298,7 +299,10 @@ class PostgresSink:
 
     async def write(self, rows: Sequence[Row]) -> int:
         """Write one batch and its projections in one transaction; return how many rows were new."""
-        batch = await prepare(rows, self._options.blob_min_bytes)
+        return await self.write_prepared(await prepare(rows, self._options.blob_min_bytes))
+
+    async def write_prepared(self, batch: Prepared) -> int:
+        """Write a batch :func:`prepare` made ready (so its preparation can overlap the previous write)."""
         done = await trio_asyncio.aio_as_trio(_write)(self._conn, batch)
         if done.unverified_reports:
             metrics.report_hash_mismatches.inc(done.unverified_reports)
