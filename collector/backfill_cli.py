@@ -116,15 +116,7 @@ def _options(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help="events per transaction with --dsn (default: %(default)s)",
     )
-    parser.add_argument("--config", metavar="PATH", help="TOML configuration file (database settings)")
-    parser.add_argument(
-        "--set",
-        metavar="SECTION.KEY=VALUE",
-        action="append",
-        default=[],
-        dest="overrides",
-        help="override one setting (repeatable), e.g. --set database.role=",
-    )
+    config_mod.add_options(parser, state_dir=False)
 
 
 def run(args: argparse.Namespace, config: config_mod.Config) -> int:

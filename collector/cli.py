@@ -18,21 +18,6 @@ if TYPE_CHECKING:
     from hookdb.collector.spool_report import SpoolReport
 
 
-def _config_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", metavar="PATH", help="TOML configuration file")
-    parser.add_argument(
-        "--set",
-        metavar="SECTION.KEY=VALUE",
-        action="append",
-        default=[],
-        dest="overrides",
-        help="override one setting (repeatable), e.g. --set batch.max_events=500",
-    )
-    parser.add_argument(
-        "--state-dir", metavar="DIR", help="the collector's state directory (collector.state_dir)"
-    )
-
-
 def _socket_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--socket", metavar="PATH", help="the collector's Unix socket (listener.socket)")
 
@@ -46,17 +31,17 @@ def build_parser() -> argparse.ArgumentParser:
     run = collector_actions.add_parser("run", help="run the collector in the foreground")
     _socket_option(run)
     run.add_argument("--dsn", help="PostgreSQL DSN (database.dsn, $HOOKDB_DSN); default: embedded server")
-    _config_options(run)
+    config_mod.add_options(run)
 
     spool = commands.add_parser("spool", help="look into the collector's spool (read-only)")
     spool_actions = spool.add_subparsers(dest="action", required=True, metavar="ACTION")
     inspect = spool_actions.add_parser("inspect", help="records, bytes, oldest age and damage, per segment")
     inspect.add_argument("--json", action="store_true", help="print the report as JSON")
-    _config_options(inspect)
+    config_mod.add_options(inspect)
     verify = spool_actions.add_parser(
         "verify", help="check every record's CRC; exit 1 if any segment is damaged"
     )
-    _config_options(verify)
+    config_mod.add_options(verify)
 
     commands.add_parser(
         "hash-token", help="print the digest of a bearer token read from stdin, for the config"
@@ -64,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     migrate = commands.add_parser("migrate", help="apply pending schema migrations to the database")
     migrate.add_argument("--dsn", help="PostgreSQL DSN (database.dsn, $HOOKDB_DSN)")
-    _config_options(migrate)
+    config_mod.add_options(migrate)
 
     partitions = commands.add_parser("partitions", help="monthly partitions of hook_audit_log")
     partitions_actions = partitions.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -78,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     maintain.add_argument(
         "--now", type=_date, metavar="YYYY-MM-DD", help="act as on this day (UTC) instead of today"
     )
-    _config_options(maintain)
+    config_mod.add_options(maintain)
 
     check = commands.add_parser(
         "check-config", help="validate a configuration file; exit 1 naming what is wrong"
@@ -97,10 +82,10 @@ def build_parser() -> argparse.ArgumentParser:
     listing.add_argument(
         "--json", action="store_true", help="one JSON object per line, with the original bytes"
     )
-    _config_options(listing)
+    config_mod.add_options(listing)
     replay = dead_actions.add_parser("replay", help="send the dead letters to the running collector again")
     _socket_option(replay)
-    _config_options(replay)
+    config_mod.add_options(replay)
     claude_settings.add_command(commands)
     backfill_cli.add_commands(commands)
     return parser

@@ -6,6 +6,7 @@ flags and environment variables; msgspec checks names and types, so a typo is an
 
 from __future__ import annotations
 
+import argparse
 import os
 import tomllib
 from collections.abc import Sequence
@@ -210,6 +211,23 @@ def _default_state_dir() -> str:
         return "/var/lib/hookdb"
     base = os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state")
     return os.path.join(base, "hookdb")
+
+
+def add_options(parser: argparse.ArgumentParser, *, state_dir: bool = True) -> None:
+    """The command-line options every ``hookdb`` command that reads the config takes."""
+    parser.add_argument("--config", metavar="PATH", help="TOML configuration file")
+    parser.add_argument(
+        "--set",
+        metavar="SECTION.KEY=VALUE",
+        action="append",
+        default=[],
+        dest="overrides",
+        help="override one setting (repeatable), e.g. --set batch.max_events=500",
+    )
+    if state_dir:
+        parser.add_argument(
+            "--state-dir", metavar="DIR", help="the collector's state directory (collector.state_dir)"
+        )
 
 
 def load(path: str | None = None, overrides: Sequence[str] = ()) -> Config:
