@@ -119,6 +119,22 @@ def _options(parser: argparse.ArgumentParser) -> None:
     config_mod.add_options(parser, state_dir=False)
 
 
+def _envelope(event: Event, tenant: str | None, *, ack: bool) -> bytes:
+    from hookdb.client.wire import encode_envelope
+    from hookdb.collector.backfill import SOURCE
+
+    return encode_envelope(
+        event_id=event.event_id,
+        occurred_at_ns=event.occurred_at_ns,
+        source=SOURCE,
+        event_type=event.event_type,
+        session_id=event.session_id,
+        tenant=tenant,
+        payload=event.payload,
+        ack=ack,
+    )
+
+
 def run(args: argparse.Namespace, config: config_mod.Config) -> int:
     """Run ``hookdb backfill claude-code|sessions``; return the exit status."""
     from hookdb.collector import backfill as bf
@@ -245,22 +261,13 @@ def _rows(
     events: Iterable[Event], tally: Tally, tenant: str, peer: Peer | None, size: int
 ) -> Iterator[list[Row]]:
     """Batches of rows, built exactly as the collector builds them from frames."""
-    from hookdb.client.wire import ProtocolError, encode_envelope
-    from hookdb.collector.backfill import SOURCE
+    from hookdb.client.wire import ProtocolError
     from hookdb.collector.events import event_row
 
     rows: list[Row] = []
     received_at = datetime.now(UTC)
     for event in events:
-        body = encode_envelope(
-            event_id=event.event_id,
-            occurred_at_ns=event.occurred_at_ns,
-            source=SOURCE,
-            event_type=event.event_type,
-            session_id=event.session_id,
-            tenant=tenant,
-            payload=event.payload,
-        )
+        body = _envelope(event, tenant, ack=False)
         try:
             rows.append(event_row(body, peer, received_at, tenant))
         except ProtocolError as exc:
@@ -342,8 +349,7 @@ def _send(
 ) -> None:
     """Send every event as an acknowledged frame over one connection, a window of them in flight."""
     from hookdb.client import transport
-    from hookdb.client.wire import encode_envelope, frame
-    from hookdb.collector.backfill import SOURCE
+    from hookdb.client.wire import frame
 
     max_frame = config.listener.max_frame_bytes
     try:
@@ -354,16 +360,7 @@ def _send(
     pending: list[bytes] = []
     try:
         for event in events:
-            body = encode_envelope(
-                event_id=event.event_id,
-                occurred_at_ns=event.occurred_at_ns,
-                source=SOURCE,
-                event_type=event.event_type,
-                session_id=event.session_id,
-                tenant=tenant,
-                payload=event.payload,
-                ack=True,
-            )
+            body = _envelope(event, tenant, ack=True)
             if len(body) > max_frame:
                 tally.skip(
                     event.where,

@@ -19,7 +19,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from hookdb.collector import migrate, partitions
+from hookdb.collector import events, migrate, partitions
 from hookdb.collector.retention import MARKER, archived_rows
 
 from conftest import BIN, run_sql
@@ -31,20 +31,7 @@ KEPT_FROM = partitions.month_start(NOW, -24)  # 2023-11
 ODD_MONTH = partitions.month_start(NOW, -10)  # archived; holds a row of awkward values
 ODD_TOOL = 'Bash, "quoted"\nand a second line'
 ODD_PAYLOAD = {"command": 'echo "a,b"\r\nexit', "text": "", "nested": {"é": [1, None, "\\"]}}
-COLUMNS = [
-    "tenant_id",
-    "event_id",
-    "occurred_at",
-    "received_at",
-    "session_id",
-    "event_type",
-    "tool_name",
-    "source",
-    "peer_pid",
-    "peer_uid",
-    "peer_gid",
-    "payload",
-]
+COLUMNS = list(events.COLUMNS)
 
 
 def month(offset: int) -> datetime:
