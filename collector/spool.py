@@ -191,23 +191,24 @@ class Spool:
         return spool, spool._recover()
 
     def _recover(self) -> Recovery:
+        """Check every segment in bounded memory: cut torn tails, quarantine damaged segments and copy
+        their intact undelivered records into a fresh segment, one at a time."""
         report = Recovery()
         self.directory.mkdir(parents=True, exist_ok=True)
         checkpoint = read_checkpoint(self.directory)
         found = list_segments(self.directory)
-        salvage: list[bytes] = []
+        quarantined: list[tuple[int, Path]] = []
         for seq, path in found:
             if seq < checkpoint.segment:
                 path.unlink()  # wholly delivered before the last stop
                 continue
             size = path.stat().st_size
             damaged = False
-            keep: list[bytes] = []
+            pending = 0
             cut_at: int | None = None
             for item in scan_segment(path, self.max_record):
                 if isinstance(item, Record):
-                    if Position(seq, item.offset) >= checkpoint:
-                        keep.append(item.body)
+                    pending += Position(seq, item.offset) >= checkpoint
                 elif item.end == size and not damaged and item.start >= FILE_HEADER_SIZE:
                     cut_at = item.start  # a torn tail: the process died mid-write
                 else:
@@ -218,7 +219,7 @@ class Spool:
                 quarantine.mkdir(exist_ok=True)
                 path.rename(quarantine / path.name)
                 report.quarantined.append(path.name)
-                salvage.extend(keep)
+                quarantined.append((seq, quarantine / path.name))
                 continue
             if cut_at is not None:
                 with open(path, "r+b") as f:
@@ -226,20 +227,20 @@ class Spool:
                     os.fsync(f.fileno())
                 report.torn_tail_bytes += size - cut_at
                 size = cut_at
-            if not keep:
+            if not pending:
                 path.unlink()
                 continue
             self.segments.append(Segment(seq, path, size, sealed=True))
-            report.records += len(keep)
+            report.records += pending
         self._open_segment((found[-1][0] + 1) if found else 1)
+        for seq, path in quarantined:
+            for item in scan_segment(path, self.max_record):
+                if isinstance(item, Record) and Position(seq, item.offset) >= checkpoint:
+                    self._write(encode_record(item.body))
+                    report.salvaged_records += 1
         os.fsync(self._fd)
         fsync_dir(self.directory)
-        for body in salvage:
-            self._write(encode_record(body))
-        if salvage:
-            os.fsync(self._fd)
-        report.salvaged_records = len(salvage)
-        self.pending_records = report.records + len(salvage)
+        self.pending_records = report.records + report.salvaged_records
         self.checkpoint = max(checkpoint, Position(self.segments[0].seq, FILE_HEADER_SIZE))
         self._synced = self._written
         report.segments = len(self.segments)
