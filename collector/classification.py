@@ -64,6 +64,16 @@ REPORT_PATTERNS: tuple[tuple[str, str], ...] = (
     ("**/reports/**/*.md", "report"),
 )
 
+# -- QA scores -----------------------------------------------------------------------------------------
+
+# A session's QA score is the first number its newest report or agent state file gives as "QA score: 87",
+# "qa_score": 92.5 or the like. A PostgreSQL regular expression: the first group is the number.
+QA_SCORE_PATTERN = r"""(?i)qa[ _-]?score["']?\s*[:=]\s*["']?([0-9]{1,6}(?:\.[0-9]{1,6})?)"""
+
+# Edges of the QA score distribution the read API reports: [0, 10), [10, 20), ... [90, 100]; a score
+# outside the range counts in the nearest end bucket.
+QA_SCORE_BUCKETS: tuple[int, ...] = tuple(range(0, 101, 10))
+
 # -- Agent state files ---------------------------------------------------------------------------------
 
 # Globs, relative to the session's cwd, of the state files to keep when a subagent of that type stops
@@ -74,6 +84,12 @@ STATE_FILE_GLOBS = MappingProxyType(
         "section-writer": ("state/section-writer-*.json", "state/sections/*.json"),
     }
 )
+
+# -- Tool calls in the timeline ------------------------------------------------------------------------
+
+# Events that open and close a tool call; the read API pairs them by tool_use_id into a duration.
+TOOL_CALL_START = "PreToolUse"
+TOOL_CALL_END = frozenset({"PostToolUse", "PostToolUseFailure"})
 
 # -- Which events the projections handle ---------------------------------------------------------------
 

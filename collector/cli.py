@@ -86,6 +86,12 @@ def build_parser() -> argparse.ArgumentParser:
     replay = dead_actions.add_parser("replay", help="send the dead letters to the running collector again")
     _socket_option(replay)
     config_mod.add_options(replay)
+    api = commands.add_parser("api", help="serve the read API and the session history web page")
+    api.add_argument("--dsn", help="PostgreSQL DSN (database.dsn, $HOOKDB_DSN); default: the embedded server")
+    api.add_argument(
+        "--listen", metavar="HOST:PORT", help="where to listen (api.listen, default 127.0.0.1:9466)"
+    )
+    config_mod.add_options(api)
     claude_settings.add_command(commands)
     backfill_cli.add_commands(commands)
     return parser
@@ -115,6 +121,7 @@ def load_config(args: argparse.Namespace) -> config_mod.Config:
         ("state_dir", "collector.state_dir"),
         ("socket", "listener.socket"),
         ("dsn", "database.dsn"),
+        ("listen", "api.listen"),
     ):
         value = getattr(args, flag, None)
         if value:
@@ -143,6 +150,7 @@ def main(argv: list[str] | None = None) -> int:
         ("backfill", "sessions"): lambda config, args: backfill_cli.run(args, config),
         ("partitions", "maintain"): _partitions_maintain,
         ("collector", "run"): _run_collector,
+        ("api", None): _run_api,
         ("spool", "inspect"): _spool_inspect,
         ("spool", "verify"): _spool_verify,
         ("deadletter", "list"): _deadletter_list,
@@ -253,6 +261,20 @@ def _partitions_maintain(config: config_mod.Config, args: argparse.Namespace) ->
 
 def _check_config(config: config_mod.Config, args: argparse.Namespace) -> int:
     print(f"{config_path(args) or 'defaults'}: ok")
+    return 0
+
+
+def _run_api(config: config_mod.Config, args: argparse.Namespace) -> int:
+    import trio
+
+    from hookdb.collector.api import server
+    from hookdb.collector.embedded import EmbeddedUnavailable
+
+    try:
+        trio.run(server.run, config)
+    except (EmbeddedUnavailable, OSError) as exc:
+        print(f"hookdb: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 

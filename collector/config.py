@@ -138,6 +138,23 @@ class HttpHooksSection(_Section):
     """Tenant → digests of its bearer tokens (``hookdb hash-token`` prints the digest of a token)."""
 
 
+class ApiSection(_Section):
+    listen: str = "127.0.0.1:9466"
+    """``HOST:PORT`` the read API and web page (``hookdb api``) listen on."""
+    tokens: dict[str, list[str]] = msgspec.field(default_factory=dict)
+    """Tenant → digests of the bearer tokens that read its sessions (``hookdb hash-token``)."""
+    role: str = "hookdb_reader"
+    """Role the API reads as (``SET ROLE``), so row-level security applies; empty keeps the login's."""
+    pool_size: Annotated[int, msgspec.Meta(ge=4)] = 8
+    """Database connections the API keeps at most (at least 4: a session detail reads four at once)."""
+    statement_timeout_seconds: Seconds = 10.0
+    """PostgreSQL's ``statement_timeout`` for the API's queries."""
+    retry_after_seconds: Positive = 5
+    """``Retry-After`` of the 503 answered while the database is unreachable."""
+    heartbeat_seconds: Seconds = 15.0
+    """A live stream with nothing to say sends a comment this often, so proxies keep it open."""
+
+
 class TenantsSection(_Section):
     default: str = "default"
     """Tenant of a local peer that no mapping below names; empty refuses such peers."""
@@ -179,6 +196,7 @@ class Config(_Section):
     metrics: MetricsSection = msgspec.field(default_factory=MetricsSection)
     http_hooks: HttpHooksSection = msgspec.field(default_factory=HttpHooksSection)
     tenants: TenantsSection = msgspec.field(default_factory=TenantsSection)
+    api: ApiSection = msgspec.field(default_factory=ApiSection)
     retention: RetentionSection = msgspec.field(default_factory=RetentionSection)
 
     @property

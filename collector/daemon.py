@@ -82,7 +82,7 @@ async def run(config: Config) -> None:
     _log_recovery(report)
     try:
         async with trio_asyncio.open_loop():
-            dsn, server = await _resolve_dsn(config)
+            dsn, server = await embedded.resolve(config.dsn, config.state_dir)
             try:
                 await _serve(config, dsn, spool, tenants)
             finally:
@@ -90,14 +90,6 @@ async def run(config: Config) -> None:
                     await trio.to_thread.run_sync(server.cleanup)
     finally:
         await trio.to_thread.run_sync(spool.close)
-
-
-async def _resolve_dsn(config: Config) -> tuple[str, object | None]:
-    if config.dsn:
-        return config.dsn, None
-    server, dsn = await trio.to_thread.run_sync(embedded.start, config.state_dir)
-    log.info("embedded_postgres.started", dsn=dsn, data_dir=str(config.state_dir / "postgres"))
-    return dsn, server
 
 
 async def _listening_socket(config: Config) -> tuple[trio.socket.SocketType, bool]:

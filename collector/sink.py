@@ -22,6 +22,7 @@ import msgspec
 import trio_asyncio
 
 from hookdb.collector import blobs, logs, metrics, partitions
+from hookdb.collector import classification as cls
 from hookdb.collector.events import COLUMNS, PAYLOAD, Row, column
 from hookdb.collector.migrate import SchemaError, migrate
 from hookdb.collector.projections import (
@@ -87,15 +88,25 @@ ON CONFLICT (tenant_id, session_id, agent_id, path) DO UPDATE SET
     sha256 = EXCLUDED.sha256, updated_at = EXCLUDED.updated_at
     WHERE EXCLUDED.updated_at >= a.updated_at
 """
-# Keeps report_count true, and at session end enriches meta with what the session produced.
+# Keeps report_count and the QA score true, and at session end enriches meta with what the session produced.
 _SUMMARIZE_SESSION = """
 UPDATE sessions s SET
     report_count = r.reports,
-    meta = CASE WHEN $3 THEN s.meta || jsonb_build_object('report_count', r.reports, 'word_count', r.words,
-                                                         'subagent_count', s.subagent_count)
-           ELSE s.meta END
+    meta = s.meta
+           || CASE WHEN q.score IS NULL THEN '{}'::jsonb ELSE jsonb_build_object('qa_score', q.score) END
+           || CASE WHEN $3 THEN jsonb_build_object('report_count', r.reports, 'word_count', r.words,
+                                                   'subagent_count', s.subagent_count)
+              ELSE '{}'::jsonb END
 FROM (SELECT count(*)::int AS reports, coalesce(sum(word_count), 0)::int AS words
       FROM reports WHERE tenant_id = $1 AND session_id = $2) r
+LEFT JOIN LATERAL (
+    SELECT substring(c.content FROM $4)::numeric AS score
+    FROM (SELECT content, written_at AS at FROM reports WHERE tenant_id = $1 AND session_id = $2
+          UNION ALL
+          SELECT content, updated_at FROM agent_states WHERE tenant_id = $1 AND session_id = $2) c
+    WHERE c.content ~ $4
+    ORDER BY c.at DESC
+    LIMIT 1) q ON true
 WHERE s.tenant_id = $1 AND s.session_id = $2
 """
 
@@ -110,12 +121,13 @@ class ConnectOptions:
     password_file: str = ""
     role: str = "hookdb_writer"
     blob_min_bytes: int = 8192
+    application_name: str = "hookdb-collector"
 
     def kwargs(self) -> dict[str, Any]:
         settings = {
-            "application_name": "hookdb-collector",
+            "application_name": self.application_name,
             "statement_timeout": str(int(self.statement_timeout * 1000)),
-            # The server notices a vanished collector; the collector's own time-outs notice a vanished server.
+            # The server notices a vanished client; the client's own time-outs notice a vanished server.
             "tcp_keepalives_idle": "30",
             "tcp_keepalives_interval": "10",
             "tcp_keepalives_count": "3",
@@ -146,19 +158,28 @@ def _jsonb_decode(data: bytes) -> bytes:
     return data[1:]
 
 
+async def assume_role(conn: asyncpg.Connection, role: str, setting: str) -> None:
+    """``SET ROLE`` so row-level security applies to this connection; ``setting`` names where it is set."""
+    if not role:
+        return
+    try:
+        await conn.execute(f"SET ROLE {quote_ident(role)}")
+    except asyncpg.InsufficientPrivilegeError:
+        raise SchemaError(
+            f"the database user may not act as {role}: GRANT {role} TO <that user>, or set {setting}"
+        ) from None
+
+
+def quote_ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
 async def _open(options: ConnectOptions) -> tuple[asyncpg.Connection, list[str]]:
     conn = await asyncpg.connect(options.dsn, **options.kwargs())
     try:
         applied = await migrate(conn)
         await partitions.ensure_months(conn, datetime.now(UTC))
-        if options.role:
-            try:
-                await conn.execute(f'SET ROLE "{options.role}"')
-            except asyncpg.InsufficientPrivilegeError:
-                raise SchemaError(
-                    f"the database user may not act as {options.role}: GRANT {options.role} TO <that user>, "
-                    "or set database.role"
-                ) from None
+        await assume_role(conn, options.role, "database.role")
         await conn.set_type_codec(
             "jsonb", schema="pg_catalog", encoder=_jsonb_encode, decoder=_jsonb_decode, format="binary"
         )
@@ -257,9 +278,15 @@ async def _project(conn: asyncpg.Connection, changes: Projection, files: Project
                 sha256_text(content),
                 item.at,
             )
-    touched = {(w.tenant_id, w.session_id) for w in changes.reports.values()} | changes.ended
+    touched = (
+        {(w.tenant_id, w.session_id) for w in changes.reports.values()}
+        | {(s.tenant_id, s.session_id) for s in changes.states}
+        | changes.ended
+    )
     for tenant, session in touched:
-        await conn.execute(_SUMMARIZE_SESSION, tenant, session, (tenant, session) in changes.ended)
+        await conn.execute(
+            _SUMMARIZE_SESSION, tenant, session, (tenant, session) in changes.ended, cls.QA_SCORE_PATTERN
+        )
     return unverified
 
 

@@ -102,7 +102,10 @@ def dsn(pg_server: str) -> Iterator[str]:
 
 
 class Collector:
-    """A ``hookdb collector run`` process, with its output captured to a file."""
+    """A ``hookdb collector run`` process (or another ``hookdb`` daemon), its output captured to a file."""
+
+    subcommand: tuple[str, ...] = ("collector", "run")
+    ready_event = "collector.ready"
 
     def __init__(
         self, args: list[str], env: dict[str, str], log_path: Path, command: list[str] | None = None
@@ -110,7 +113,7 @@ class Collector:
         self.log_path = log_path
         self._log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
-            [*(command or [str(BIN / "hookdb")]), "collector", "run", *args],
+            [*(command or [str(BIN / "hookdb")]), *self.subcommand, *args],
             stdout=self._log,
             stderr=subprocess.STDOUT,
             env=env,
@@ -139,8 +142,8 @@ class Collector:
     def wait_ready(self, timeout: float = 30.0) -> None:
         def ready() -> bool:
             if self.proc.poll() is not None:
-                pytest.fail(f"collector exited with {self.proc.returncode}:\n{self.output}")
-            return '"collector.ready"' in self.output
+                pytest.fail(f"{self.subcommand[0]} exited with {self.proc.returncode}:\n{self.output}")
+            return f'"{self.ready_event}"' in self.output
 
         wait_for(ready, timeout)
 
@@ -181,6 +184,45 @@ def start_collector(tmp_path: Path, dsn: str) -> Iterator[Any]:
         if collector.proc.poll() is None:
             collector.proc.kill()
             collector.proc.wait()
+
+
+class ApiServer(Collector):
+    """A ``hookdb api`` process; ``url`` is where it listens."""
+
+    subcommand = ("api",)
+    ready_event = "api.listening"
+
+    @property
+    def url(self) -> str:
+        return self.events("api.listening")[0]["url"]
+
+
+@pytest.fixture
+def start_api(tmp_path: Path) -> Iterator[Any]:
+    """Start ``hookdb api`` processes: ``start_api(dsn, tokens={tenant: token}, *extra_args)``."""
+    started: list[ApiServer] = []
+
+    def start(dsn: str, tokens: dict[str, str], *extra: str, wait: bool = True) -> ApiServer:
+        from hookdb.collector.hooks_http import token_digest
+
+        config = tmp_path / f"api-{len(started)}.toml"
+        lines = [
+            f"{json.dumps(tenant)} = [{json.dumps(token_digest(token))}]" for tenant, token in tokens.items()
+        ]
+        config.write_text("[api.tokens]\n" + "\n".join(lines) + "\n")
+        args = ["--dsn", dsn, "--listen", "127.0.0.1:0", "--config", str(config), *extra]
+        env = {k: v for k, v in os.environ.items() if k not in ("HOOKDB_DSN", "HOOKDB_CONFIG")}
+        api = ApiServer(args, env, tmp_path / f"api-{len(started)}.log")
+        started.append(api)
+        if wait:
+            api.wait_ready()
+        return api
+
+    yield start
+    for api in started:
+        if api.proc.poll() is None:
+            api.proc.kill()
+            api.proc.wait()
 
 
 @pytest.fixture

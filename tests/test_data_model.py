@@ -198,6 +198,8 @@ def catalog(dsn: str) -> dict[str, list[tuple[Any, ...]]]:
         "AND relkind IN ('r', 'p') ORDER BY 1",
         "functions": "SELECT proname, pg_get_functiondef(oid) FROM pg_proc "
         "WHERE pronamespace = 'public'::regnamespace ORDER BY 1",
+        "triggers": "SELECT tgrelid::regclass::text, tgname, pg_get_triggerdef(oid) FROM pg_trigger "
+        "WHERE NOT tgisinternal ORDER BY 1, 2",
         "grants": "SELECT table_name, grantee, privilege_type FROM information_schema.role_table_grants "
         "WHERE table_schema = 'public' AND grantee LIKE 'hookdb%' ORDER BY 1, 2, 3",
     }
@@ -259,7 +261,7 @@ def test_migrate_twice_and_concurrently_is_safe_and_edits_are_refused(dsn: str) 
     ]
     assert [p.wait(120) for p in runs] == [0, 0, 0]
     assert run_hookdb("migrate", "--dsn", dsn).returncode == 0
-    applied = run_sql(dsn, "SELECT version, count(*) FROM schema_migrations GROUP BY 1")
+    applied = run_sql(dsn, "SELECT version, count(*) FROM schema_migrations GROUP BY 1 ORDER BY 1")
     assert [tuple(r) for r in applied] == [(m.version, 1) for m in migrations()]
 
     run_sql(dsn, "UPDATE schema_migrations SET checksum = 'edited' WHERE version = 1")

@@ -1,0 +1,236 @@
+"""The read API's routes: authentication, parameters, answers and errors; the web page's files.
+
+Every ``/api`` request needs ``Authorization: Bearer <token>``; the token's digest names the tenant.
+Errors are JSON (``{"error", "detail"}``): 400 for a parameter the API cannot use (named), 401 without
+a valid token, 404 for a session the tenant does not have, 503 with ``Retry-After`` while the database
+cannot answer, 500 (logged, without a trace in the answer) for anything else.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import trio
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import FileResponse, Response, StreamingResponse
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from hookdb.collector import logs
+from hookdb.collector.api import models, openapi, queries
+from hookdb.collector.api.feed import Feed
+from hookdb.collector.api.models import BadParameter, Error, Query
+from hookdb.collector.api.reader import Reader, Unavailable, unavailable
+from hookdb.collector.config import ApiSection
+from hookdb.collector.hooks_http import token_digest
+
+log = logs.get("hookdb.api")
+
+WEB_DIR = Path(__file__).resolve().parent.parent / "web"
+MAX_SESSION_ID = 512
+SECURITY_HEADERS = [
+    (
+        b"content-security-policy",
+        b"default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        b"connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'",
+    ),
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"no-referrer"),
+]
+
+_encode = msgspec.json.Encoder(decimal_format="number").encode
+
+
+class _Unauthorized(Exception):
+    pass
+
+
+class SecurityHeaders:
+    """Adds the content security policy (agent-written text must never run as script) to every answer."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), *SECURITY_HEADERS]
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+def json_response(body: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> Response:
+    return Response(
+        _encode(body),
+        status,
+        headers={"cache-control": "no-store", **(headers or {})},
+        media_type="application/json",
+    )
+
+
+def error_response(
+    status: int, error: str, detail: str, headers: Mapping[str, str] | None = None
+) -> Response:
+    return json_response(Error(error=error, detail=detail), status, headers)
+
+
+Endpoint = Callable[[Request, str, Any], Awaitable[Response]]
+
+
+class Api:
+    def __init__(self, reader: Reader, feed: Feed, settings: ApiSection) -> None:
+        self._reader = reader
+        self._feed = feed
+        self._settings = settings
+        self._tenants = {digest: tenant for tenant, digests in settings.tokens.items() for digest in digests}
+        self._retry_after = {"retry-after": str(settings.retry_after_seconds)}
+        self._openapi = _encode(openapi.document())
+
+    def app(self) -> Starlette:
+        routes = [
+            Route("/", self.index),
+            Route("/openapi.json", self.openapi),
+            Route("/api/sessions", self._endpoint(models.SessionQuery, self.list_sessions)),
+            Route("/api/sessions/stats", self._endpoint(models.StatsQuery, self.stats)),
+            Route("/api/sessions/stream", self._endpoint(models.NoQuery, self.stream)),
+            Route("/api/sessions/{session_id}", self._endpoint(models.DetailQuery, self.detail)),
+            Route("/api/sessions/{session_id}/events", self._endpoint(models.EventQuery, self.events)),
+            Mount("/static", StaticFiles(directory=WEB_DIR)),
+        ]
+        return Starlette(
+            routes=routes,
+            middleware=[Middleware(SecurityHeaders)],
+            exception_handlers={HTTPException: self._http_error},  # type: ignore[dict-item]
+        )
+
+    # -- Plumbing ----------------------------------------------------------------------------------------
+
+    def _endpoint(
+        self, query_type: type[Query], handle: Endpoint
+    ) -> Callable[[Request], Awaitable[Response]]:
+        async def endpoint(request: Request) -> Response:
+            try:
+                tenant = self._tenant(request)
+                query = models.parse(query_type, request.query_params.multi_items())
+                return await handle(request, tenant, query)
+            except _Unauthorized:
+                return error_response(
+                    401, "unauthorized", "a valid bearer token is required", {"www-authenticate": "Bearer"}
+                )
+            except BadParameter as exc:
+                return error_response(400, "bad_request", str(exc))
+            except Exception as exc:
+                problem = unavailable(exc)
+                if problem is None:
+                    log.exception("api.failed", path=request.url.path)
+                    return error_response(500, "internal", "the API failed; the server log says why")
+                return self._unavailable(problem)
+
+        return endpoint
+
+    def _unavailable(self, problem: Unavailable) -> Response:
+        return error_response(503, problem.error, problem.detail, self._retry_after)
+
+    def _tenant(self, request: Request) -> str:
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        tenant = self._tenants.get(token_digest(token.strip())) if scheme.lower() == "bearer" else None
+        if tenant is None:
+            raise _Unauthorized
+        return tenant
+
+    @staticmethod
+    def _session_id(request: Request) -> str:
+        session_id = models.checked_text("session_id", request.path_params["session_id"])
+        if len(session_id) > MAX_SESSION_ID:
+            raise BadParameter(f"session_id: longer than {MAX_SESSION_ID} characters")
+        return session_id
+
+    async def _http_error(self, request: Request, exc: HTTPException) -> Response:
+        return error_response(
+            exc.status_code, "not_found" if exc.status_code == 404 else "bad_request", exc.detail
+        )
+
+    # -- Pages -------------------------------------------------------------------------------------------
+
+    async def index(self, request: Request) -> Response:
+        return FileResponse(WEB_DIR / "index.html", headers={"cache-control": "no-cache"})
+
+    async def openapi(self, request: Request) -> Response:
+        return Response(self._openapi, media_type="application/json")
+
+    # -- The API -----------------------------------------------------------------------------------------
+
+    async def list_sessions(self, request: Request, tenant: str, query: models.SessionQuery) -> Response:
+        page = await self._reader.read(tenant, lambda conn: queries.list_sessions(conn, query))
+        return json_response(page)
+
+    async def detail(self, request: Request, tenant: str, query: models.DetailQuery) -> Response:
+        session_id = self._session_id(request)
+        events = models.EventQuery(limit=query.events_limit)
+        card, reports, states, timeline = await self._reader.read_together(
+            tenant,
+            [
+                lambda conn: queries.session_card(conn, session_id),
+                lambda conn: queries.reports(conn, session_id),
+                lambda conn: queries.agent_states(conn, session_id),
+                lambda conn: queries.events(conn, session_id, events),
+            ],
+        )
+        if card is None:
+            return error_response(404, "not_found", "no such session")
+        return json_response(
+            models.SessionDetail(session=card, reports=reports, agent_states=states, events=timeline)
+        )
+
+    async def events(self, request: Request, tenant: str, query: models.EventQuery) -> Response:
+        session_id = self._session_id(request)
+        card, page = await self._reader.read_together(
+            tenant,
+            [
+                lambda conn: queries.session_card(conn, session_id),
+                lambda conn: queries.events(conn, session_id, query),
+            ],
+        )
+        if card is None:
+            return error_response(404, "not_found", "no such session")
+        return json_response(page)
+
+    async def stats(self, request: Request, tenant: str, query: models.StatsQuery) -> Response:
+        end = query.to or datetime.now(UTC)
+        start = query.from_ or end - timedelta(days=queries.STATS_DAYS)
+        if start >= end:
+            raise BadParameter("from: must be before to")
+        return json_response(await self._reader.read(tenant, lambda conn: queries.stats(conn, start, end)))
+
+    async def stream(self, request: Request, tenant: str, query: models.NoQuery) -> Response:
+        if not self._feed.available:
+            problem = self._feed.problem
+            return error_response(503, problem.error, problem.detail, self._retry_after)
+        heartbeat = self._settings.heartbeat_seconds
+
+        async def body() -> AsyncIterator[bytes]:
+            with self._feed.subscribe(tenant) as inbox:
+                yield b"retry: 2000\n: live\n\n"
+                while True:
+                    message = b": ping\n\n"  # unless something happens before the heartbeat is due
+                    with trio.move_on_after(heartbeat):
+                        try:
+                            message = await inbox.receive()
+                        except trio.EndOfChannel:
+                            return
+                    yield message  # never inside the cancel scope: it must not span a yield
+
+        return StreamingResponse(
+            body(),
+            media_type="text/event-stream",
+            headers={"cache-control": "no-store", "x-accel-buffering": "no"},
+        )

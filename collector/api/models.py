@@ -1,0 +1,231 @@
+"""What the read API accepts and answers: one msgspec type per shape, also the source of ``/openapi.json``."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Annotated, Any, Literal
+
+import msgspec
+
+from hookdb.collector import classification as cls
+
+Status = Literal[tuple(sorted(cls.VALID_SESSION_STATUSES))]  # type: ignore[valid-type]
+Limit = Annotated[int, msgspec.Meta(ge=1, le=200, description="Items per page (at most 200).")]
+EventLimit = Annotated[int, msgspec.Meta(ge=1, le=500, description="Events per page (at most 500).")]
+Text = Annotated[str, msgspec.Meta(min_length=1, max_length=512)]
+Cursor = Annotated[
+    str, msgspec.Meta(max_length=4096, description="The next_cursor of the previous page, as given.")
+]
+Instant = Annotated[datetime, msgspec.Meta(tz=True, description="RFC 3339 date-time with a UTC offset.")]
+
+
+class BadParameter(ValueError):
+    """A request parameter the API cannot use; the message names it."""
+
+
+def checked_text(name: str, value: str) -> str:
+    """``value`` if PostgreSQL can hold it as text (no NUL, valid Unicode), else :class:`BadParameter`."""
+    if "\x00" in value:
+        raise BadParameter(f"{name}: must not contain NUL")
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        raise BadParameter(f"{name}: not valid Unicode") from None
+    return value
+
+
+def _utc(name: str, value: datetime | None) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise BadParameter(f"{name}: out of range") from None
+
+
+# -- Query parameters ------------------------------------------------------------------------------------
+
+
+class Query(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    def __post_init__(self) -> None:
+        for name in self.__struct_fields__:
+            value = getattr(self, name)
+            if isinstance(value, str):
+                checked_text(name, value)
+            elif isinstance(value, datetime):
+                setattr(self, name, _utc(name, value))
+
+
+class SessionQuery(Query):
+    """``GET /api/sessions``: filters and the page position."""
+
+    limit: Limit = 50
+    cursor: Cursor | None = None
+    status: list[Status] = msgspec.field(default_factory=list)
+    model: Text | None = None
+    agent_type: Text | None = None
+    started_after: Instant | None = None
+    started_before: Instant | None = None
+
+
+class DetailQuery(Query):
+    """``GET /api/sessions/{id}``: how many timeline events come with the session."""
+
+    events_limit: EventLimit = 100
+
+
+class EventQuery(Query):
+    """``GET /api/sessions/{id}/events``: a page of the timeline, oldest first."""
+
+    limit: EventLimit = 100
+    cursor: Cursor | None = None
+
+
+class StatsQuery(Query):
+    """``GET /api/sessions/stats``: the time range (by session start), the last 30 days by default."""
+
+    from_: Instant | None = msgspec.field(default=None, name="from")
+    to: Instant | None = None
+
+
+class NoQuery(Query):
+    """An endpoint that takes no parameters."""
+
+
+# -- Answers ---------------------------------------------------------------------------------------------
+
+
+class SessionCard(msgspec.Struct, kw_only=True):
+    session_id: str
+    status: str
+    model: str | None
+    agent_type: str | None
+    cwd: str | None
+    source: str | None
+    started_at: datetime
+    updated_at: datetime
+    ended_at: datetime | None
+    status_at: datetime | None
+    event_count: int
+    subagent_count: int
+    report_count: int
+    cost_usd: Decimal | None
+    qa_score: Decimal | None
+    word_count: int | None
+    end_reason: str | None
+
+
+class SessionPage(msgspec.Struct, kw_only=True):
+    sessions: list[SessionCard]
+    next_cursor: str | None
+
+
+class Report(msgspec.Struct, kw_only=True):
+    path: str
+    report_type: str
+    content: str  # written by an agent: untrusted markdown
+    word_count: int
+    written_at: datetime
+    sha256: str
+
+
+class AgentState(msgspec.Struct, kw_only=True):
+    agent_id: str
+    agent_type: str | None
+    path: str
+    content: str
+    updated_at: datetime
+
+
+class TimelineEvent(msgspec.Struct, kw_only=True):
+    event_id: str
+    occurred_at: datetime
+    event_type: str
+    tool_name: str | None
+    tool_use_id: str | None
+    duration_ms: float | None  # from PreToolUse to its PostToolUse(Failure), on both
+    paired_event_id: str | None
+    payload: Any  # the hook input as stored (large strings stand as {"$hookdb.blob": sha256})
+
+
+class EventPage(msgspec.Struct, kw_only=True):
+    events: list[TimelineEvent]
+    next_cursor: str | None
+
+
+class SessionDetail(msgspec.Struct, kw_only=True):
+    session: SessionCard
+    reports: list[Report]
+    agent_states: list[AgentState]
+    events: EventPage
+
+
+class QaBucket(msgspec.Struct, kw_only=True):
+    min: int
+    max: int
+    count: int
+
+
+class QaScores(msgspec.Struct, kw_only=True):
+    count: int
+    mean: Decimal | None
+    buckets: list[QaBucket]
+
+
+class ModelStats(msgspec.Struct, kw_only=True):
+    model: str | None
+    sessions: int
+    cost_usd: Decimal
+
+
+class DayStats(msgspec.Struct, kw_only=True):
+    day: str  # YYYY-MM-DD, UTC
+    sessions: int
+    events: int
+
+
+class Stats(msgspec.Struct, kw_only=True, rename={"from_": "from"}):
+    from_: datetime
+    to: datetime
+    sessions: int
+    events: int
+    by_status: dict[str, int]
+    cost_usd: Decimal
+    qa_scores: QaScores
+    models: list[ModelStats]
+    per_day: list[DayStats]
+
+
+class Change(msgspec.Struct, kw_only=True):
+    """A live stream ``session`` event: a session that is new, or whose card changed."""
+
+    kind: Literal["new", "update"]
+    session: SessionCard
+
+
+class Error(msgspec.Struct, kw_only=True):
+    error: str
+    detail: str
+
+
+def parse(query: type[Query], items: list[tuple[str, str]]) -> Any:
+    """Query-string pairs into ``query``; repeated names only where the field is a list."""
+    fields = {f.encode_name: f for f in msgspec.structs.fields(query)}
+    raw: dict[str, Any] = {}
+    for name, value in items:
+        field = fields.get(name)
+        if field is None:
+            raise BadParameter(f"{checked_text('parameter', name)[:64]}: unknown parameter")
+        if getattr(field.type, "__origin__", None) is list:
+            raw.setdefault(name, []).append(value)
+        elif name in raw:
+            raise BadParameter(f"{name}: given more than once")
+        else:
+            raw[name] = value
+    try:
+        return msgspec.convert(raw, query, strict=False)
+    except msgspec.ValidationError as exc:
+        problem, _, where = str(exc).partition(" - at `$")
+        name = where.rstrip("`").lstrip(".").split("[")[0]
+        raise BadParameter(f"{name}: {problem}" if name else problem) from None

@@ -1,0 +1,119 @@
+"""``/openapi.json``: the read API described from the same msgspec types that parse and answer it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from hookdb.collector.api import models
+
+REF = "#/components/schemas/{name}"
+
+# path → (summary, query type, answer type, extra answers, path parameter)
+_OPERATIONS: dict[str, tuple[str, type[models.Query], type | None, tuple[int, ...]]] = {
+    "/api/sessions": (
+        "Sessions, newest first: keyset pages, filtered by status, model, agent type and start time.",
+        models.SessionQuery,
+        models.SessionPage,
+        (),
+    ),
+    "/api/sessions/stats": (
+        "Counts by status, cost, QA score distribution, models, sessions and events per day.",
+        models.StatsQuery,
+        models.Stats,
+        (),
+    ),
+    "/api/sessions/stream": (
+        "Server-Sent Events: `session` (data: Change) for new sessions and changed cards; `unavailable` "
+        "and `available` when the feed loses or regains the database.",
+        models.NoQuery,
+        None,
+        (),
+    ),
+    "/api/sessions/{session_id}": (
+        "One session with its reports, agent states and the first page of its timeline.",
+        models.DetailQuery,
+        models.SessionDetail,
+        (404,),
+    ),
+    "/api/sessions/{session_id}/events": (
+        "A page of a session's timeline, oldest first; tool calls paired by tool_use_id with durations.",
+        models.EventQuery,
+        models.EventPage,
+        (404,),
+    ),
+}
+_ERRORS = {
+    400: "A parameter the API cannot use; `detail` names it.",
+    401: "No valid bearer token.",
+    404: "No such session in the token's tenant.",
+    503: "The database cannot answer now; try again after `Retry-After` seconds.",
+}
+
+
+def document() -> dict[str, Any]:
+    answers = [answer for _, _, answer, _ in _OPERATIONS.values() if answer is not None]
+    queries = [query for _, query, _, _ in _OPERATIONS.values()]
+    _, components = msgspec.json.schema_components(
+        [*answers, models.Change, models.Error, *queries], ref_template=REF
+    )
+    query_components = {query.__name__: components.pop(query.__name__) for query in queries}
+    paths = {}
+    for path, (summary, query, answer, extra) in _OPERATIONS.items():
+        parameters = [
+            _query_parameter(name, schema)
+            for name, schema in query_components[query.__name__].get("properties", {}).items()
+        ]
+        if "{session_id}" in path:
+            parameters.insert(
+                0,
+                {
+                    "name": "session_id",
+                    "in": "path",
+                    "required": True,
+                    "schema": {"type": "string", "minLength": 1, "maxLength": 512},
+                },
+            )
+        ok = (
+            {"text/event-stream": {"schema": {"type": "string"}}}
+            if answer is None
+            else {"application/json": {"schema": {"$ref": REF.format(name=answer.__name__)}}}
+        )
+        responses: dict[str, Any] = {"200": {"description": "OK", "content": ok}}
+        for status in (400, 401, *extra, 503):
+            responses[str(status)] = _error(status)
+        paths[path] = {"get": {"summary": summary, "parameters": parameters, "responses": responses}}
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "hookdb read API", "version": "1"},
+        "paths": paths,
+        "components": {
+            "schemas": components,
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
+        "security": [{"bearer": []}],
+    }
+
+
+def _query_parameter(name: str, schema: dict[str, Any]) -> dict[str, Any]:
+    """A query parameter; an optional one is simply left out, so its ``null`` alternative goes."""
+    options = [option for option in schema.get("anyOf", ()) if option != {"type": "null"}]
+    if len(options) == 1:
+        schema = options[0]
+    parameter: dict[str, Any] = {"name": name, "in": "query", "required": False, "schema": schema}
+    if schema.get("type") == "array":
+        parameter |= {"style": "form", "explode": True}
+    return parameter
+
+
+def _error(status: int) -> dict[str, Any]:
+    answer: dict[str, Any] = {
+        "description": _ERRORS[status],
+        "content": {"application/json": {"schema": {"$ref": REF.format(name="Error")}}},
+    }
+    if status == 503:
+        answer["headers"] = {"Retry-After": {"required": True, "schema": {"type": "integer", "minimum": 1}}}
+    if status == 401:
+        answer["headers"] = {"WWW-Authenticate": {"required": True, "schema": {"type": "string"}}}
+    return answer

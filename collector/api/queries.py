@@ -1,0 +1,255 @@
+"""The read API's SQL, one function per question. asyncio coroutines on a connection the reader gives,
+inside a read-only transaction whose tenant is set: row-level security limits every query to it.
+
+Filters are added only when given (values always as parameters), so each combination gets its own plan
+and the keyset condition can bound the index scan.
+"""
+
+from __future__ import annotations
+
+import itertools
+import uuid
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import asyncpg
+
+from hookdb.collector import classification as cls
+from hookdb.collector.api import cursor
+from hookdb.collector.api.models import (
+    AgentState,
+    BadParameter,
+    DayStats,
+    EventPage,
+    EventQuery,
+    ModelStats,
+    QaBucket,
+    QaScores,
+    Report,
+    SessionCard,
+    SessionPage,
+    SessionQuery,
+    Stats,
+    TimelineEvent,
+)
+
+CARD_COLUMNS = """
+    session_id, status, model, agent_type, cwd, source, started_at, updated_at, ended_at, status_at,
+    event_count, subagent_count, report_count, cost_usd,
+    CASE WHEN jsonb_typeof(meta->'qa_score') = 'number' THEN (meta->>'qa_score')::numeric END AS qa_score,
+    CASE WHEN jsonb_typeof(meta->'word_count') = 'number' THEN (meta->>'word_count')::numeric::bigint END
+        AS word_count,
+    meta->>'end_reason' AS end_reason"""
+
+STATS_DAYS = 30
+
+
+class _Params:
+    """Positional parameters for a statement being built: ``add(value)`` gives its ``$n``."""
+
+    def __init__(self) -> None:
+        self.values: list[Any] = []
+
+    def add(self, value: Any) -> str:
+        self.values.append(value)
+        return f"${len(self.values)}"
+
+
+async def list_sessions(conn: asyncpg.Connection, query: SessionQuery) -> SessionPage:
+    """A page of sessions, newest first, after the query's cursor."""
+    p = _Params()
+    where = []
+    if query.cursor is not None:
+        at, session_id = cursor.decode(cursor.SESSIONS, query.cursor)
+        t = p.add(at)
+        where.append(f"started_at <= {t} AND (started_at < {t} OR session_id < {p.add(session_id)})")
+    if query.status:
+        where.append(f"status = ANY({p.add(query.status)}::text[])")
+    if query.model is not None:
+        where.append(f"model = {p.add(query.model)}")
+    if query.agent_type is not None:
+        where.append(f"agent_type = {p.add(query.agent_type)}")
+    if query.started_after is not None:
+        where.append(f"started_at >= {p.add(query.started_after)}")
+    if query.started_before is not None:
+        where.append(f"started_at < {p.add(query.started_before)}")
+    sql = (
+        f"SELECT {CARD_COLUMNS} FROM sessions {'WHERE ' + ' AND '.join(where) if where else ''} "
+        f"ORDER BY started_at DESC, session_id DESC LIMIT {p.add(query.limit + 1)}"
+    )
+    rows = await conn.fetch(sql, *p.values)
+    cards = [SessionCard(**row) for row in rows[: query.limit]]
+    more = len(rows) > query.limit
+    last = cards[-1] if cards else None
+    return SessionPage(
+        sessions=cards,
+        next_cursor=cursor.encode(cursor.SESSIONS, last.started_at, last.session_id)
+        if more and last
+        else None,
+    )
+
+
+async def session_cards(conn: asyncpg.Connection, session_ids: Sequence[str]) -> list[SessionCard]:
+    rows = await conn.fetch(
+        f"SELECT {CARD_COLUMNS} FROM sessions WHERE session_id = ANY($1::text[])", session_ids
+    )
+    return [SessionCard(**row) for row in rows]
+
+
+async def session_card(conn: asyncpg.Connection, session_id: str) -> SessionCard | None:
+    cards = await session_cards(conn, [session_id])
+    return cards[0] if cards else None
+
+
+async def reports(conn: asyncpg.Connection, session_id: str) -> list[Report]:
+    rows = await conn.fetch(
+        "SELECT path, report_type, content, word_count, written_at, sha256 FROM reports "
+        "WHERE session_id = $1 ORDER BY written_at, path",
+        session_id,
+    )
+    return [Report(**row) for row in rows]
+
+
+async def agent_states(conn: asyncpg.Connection, session_id: str) -> list[AgentState]:
+    rows = await conn.fetch(
+        "SELECT agent_id, agent_type, path, content, updated_at FROM agent_states "
+        "WHERE session_id = $1 ORDER BY updated_at, agent_id, path",
+        session_id,
+    )
+    return [AgentState(**row) for row in rows]
+
+
+# The page's events, each tool call start or end with its counterpart (same tool_use_id) looked up
+# among the session's tool call events only.
+_EVENTS = """
+WITH page AS (
+    SELECT event_id, occurred_at, event_type, tool_name, payload,
+           CASE WHEN event_type = ANY($3::text[]) THEN payload->>'tool_use_id' END AS tool_use_id
+    FROM hook_audit_log
+    WHERE session_id = $1 {after}
+    ORDER BY occurred_at, event_id
+    LIMIT $2
+), calls AS (
+    SELECT event_id, occurred_at, event_type = $4 AS is_start, payload->>'tool_use_id' AS tool_use_id
+    FROM hook_audit_log
+    WHERE session_id = $1 AND event_type = ANY($3::text[])
+      AND payload->>'tool_use_id' IN (SELECT tool_use_id FROM page)
+)
+SELECT p.event_id, p.occurred_at, p.event_type, p.tool_name, p.tool_use_id, p.payload,
+       o.event_id AS paired_event_id, o.occurred_at AS paired_at
+FROM page p
+LEFT JOIN LATERAL (
+    SELECT c.event_id, c.occurred_at FROM calls c
+    WHERE c.tool_use_id = p.tool_use_id AND c.is_start <> (p.event_type = $4)
+    ORDER BY c.occurred_at LIMIT 1
+) o ON true
+ORDER BY p.occurred_at, p.event_id
+"""
+_TOOL_CALL_EVENTS = sorted({cls.TOOL_CALL_START, *cls.TOOL_CALL_END})
+
+
+async def events(conn: asyncpg.Connection, session_id: str, query: EventQuery) -> EventPage:
+    """A page of a session's timeline, oldest first, tool calls paired with their durations."""
+    args: list[Any] = [session_id, query.limit + 1, _TOOL_CALL_EVENTS, cls.TOOL_CALL_START]
+    after = ""
+    if query.cursor is not None:
+        at, event_id = cursor.decode(cursor.EVENTS, query.cursor)
+        args += [at, _uuid(event_id)]
+        after = "AND occurred_at >= $5 AND (occurred_at > $5 OR event_id > $6)"
+    rows = await conn.fetch(_EVENTS.format(after=after), *args)
+    timeline = [
+        TimelineEvent(
+            event_id=str(row["event_id"]),
+            occurred_at=row["occurred_at"],
+            event_type=row["event_type"],
+            tool_name=row["tool_name"],
+            tool_use_id=row["tool_use_id"],
+            duration_ms=_millis(row["occurred_at"], row["paired_at"]),
+            paired_event_id=str(row["paired_event_id"]) if row["paired_event_id"] else None,
+            payload=row["payload"],
+        )
+        for row in rows[: query.limit]
+    ]
+    last = timeline[-1] if len(rows) > query.limit else None
+    return EventPage(
+        events=timeline,
+        next_cursor=cursor.encode(cursor.EVENTS, last.occurred_at, last.event_id) if last else None,
+    )
+
+
+def _uuid(text: str) -> str:
+    try:
+        return str(uuid.UUID(text))
+    except ValueError:
+        raise BadParameter("cursor: not a cursor this API gave") from None
+
+
+def _millis(at: datetime, other: datetime | None) -> float | None:
+    return None if other is None else abs((other - at) / timedelta(milliseconds=1))
+
+
+_STATS_SESSIONS = """
+SELECT status, model, count(*)::bigint AS sessions, coalesce(sum(cost_usd), 0) AS cost_usd
+FROM sessions WHERE started_at >= $1 AND started_at < $2
+GROUP BY status, model
+"""
+_STATS_QA = """
+SELECT least(greatest(width_bucket(score, $3::numeric[]), 1), cardinality($3::numeric[]) - 1) AS bucket,
+       count(*)::bigint AS sessions, sum(score) AS total
+FROM (SELECT (meta->>'qa_score')::numeric AS score FROM sessions
+      WHERE started_at >= $1 AND started_at < $2 AND jsonb_typeof(meta->'qa_score') = 'number') s
+GROUP BY bucket
+"""
+_STATS_SESSIONS_PER_DAY = """
+SELECT (started_at AT TIME ZONE 'UTC')::date AS day, count(*)::bigint AS n
+FROM sessions WHERE started_at >= $1 AND started_at < $2 GROUP BY day
+"""
+_STATS_EVENTS_PER_DAY = """
+SELECT (occurred_at AT TIME ZONE 'UTC')::date AS day, count(*)::bigint AS n
+FROM hook_audit_log WHERE occurred_at >= $1 AND occurred_at < $2 GROUP BY day
+"""
+
+
+async def stats(conn: asyncpg.Connection, start: datetime, end: datetime) -> Stats:
+    """Sessions started in [start, end) by status and model, their cost and QA scores; sessions and
+    events per UTC day (events by when they occurred)."""
+    by_status: dict[str, int] = {}
+    by_model: dict[str | None, ModelStats] = {}
+    for row in await conn.fetch(_STATS_SESSIONS, start, end):
+        by_status[row["status"]] = by_status.get(row["status"], 0) + row["sessions"]
+        model = by_model.setdefault(
+            row["model"], ModelStats(model=row["model"], sessions=0, cost_usd=Decimal(0))
+        )
+        model.sessions += row["sessions"]
+        model.cost_usd += row["cost_usd"]
+    edges = cls.QA_SCORE_BUCKETS
+    qa = {row["bucket"]: row for row in await conn.fetch(_STATS_QA, start, end, list(edges))}
+    scored = sum(row["sessions"] for row in qa.values())
+    days: dict[str, DayStats] = {}
+    for sql, field in ((_STATS_SESSIONS_PER_DAY, "sessions"), (_STATS_EVENTS_PER_DAY, "events")):
+        for row in await conn.fetch(sql, start, end):
+            day = days.setdefault(
+                row["day"].isoformat(), DayStats(day=row["day"].isoformat(), sessions=0, events=0)
+            )
+            setattr(day, field, row["n"])
+    models = sorted(by_model.values(), key=lambda m: (-m.sessions, m.model or ""))
+    return Stats(
+        from_=start,
+        to=end,
+        sessions=sum(by_status.values()),
+        events=sum(d.events for d in days.values()),
+        by_status=dict(sorted(by_status.items())),
+        cost_usd=sum((m.cost_usd for m in models), start=Decimal(0)),
+        qa_scores=QaScores(
+            count=scored,
+            mean=sum(row["total"] for row in qa.values()) / scored if scored else None,
+            buckets=[
+                QaBucket(min=low, max=high, count=qa[i]["sessions"] if i in qa else 0)
+                for i, (low, high) in enumerate(itertools.pairwise(edges), 1)
+            ],
+        ),
+        models=models,
+        per_day=[days[d] for d in sorted(days)],
+    )

@@ -1,0 +1,155 @@
+"""Tenant-scoped reads: every query runs in a read-only transaction as ``hookdb_reader`` with the
+tenant set for that transaction alone, so row-level security is the last line of defence.
+
+asyncpg is asyncio; the trio side crosses over once per request through trio-asyncio. A database that
+cannot answer becomes :class:`Unavailable` (the app's 503), never a stack trace.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Awaitable, Callable, Sequence
+from contextlib import AsyncExitStack
+from typing import Any, TypeVar
+
+import asyncpg
+import msgspec
+import trio_asyncio
+
+from hookdb.collector import classification as cls
+from hookdb.collector.sink import ConnectOptions, assume_role
+
+T = TypeVar("T")
+Work = Callable[[asyncpg.Connection], Awaitable[Any]]
+
+_SET_TENANT = "SELECT set_config('hookdb.tenant', $1, true)"  # SET LOCAL, with the tenant as a parameter
+_SNAPSHOT = re.compile(r"[0-9A-Fa-f-]+\Z")
+
+
+class Unavailable(Exception):
+    """The database cannot answer now; ``error`` is the API's code, ``detail`` says why."""
+
+    def __init__(self, error: str, detail: str) -> None:
+        super().__init__(detail)
+        self.error = error
+        self.detail = detail
+
+
+def unavailable(exc: BaseException) -> Unavailable | None:
+    """What a database error means for a reader: unavailable (503), or ``None`` for a bug (500)."""
+    if isinstance(exc, Unavailable):
+        return exc
+    code = getattr(exc, "sqlstate", None)
+    if code == "57014":
+        return Unavailable("query_timeout", "the database did not answer in time")
+    if code in ("42P01", "42883", "3F000"):
+        return Unavailable("schema_missing", "the database has no hookdb schema yet: run hookdb migrate")
+    if isinstance(exc, OSError | TimeoutError | asyncpg.InterfaceError) or cls.sqlstate_class(exc) in (
+        "08",
+        "28",
+        "53",
+        "57",
+        "58",
+    ):
+        return Unavailable("database_unavailable", f"the database is unreachable ({type(exc).__name__})")
+    return None
+
+
+def _raw_json(data: bytes) -> msgspec.Raw:
+    return msgspec.Raw(data[1:])  # jsonb's binary format: a version byte, then the JSON text, passed on as is
+
+
+async def _setup(conn: asyncpg.Connection, role: str) -> None:
+    await assume_role(conn, role, "api.role")
+    await conn.set_type_codec("jsonb", schema="pg_catalog", encoder=bytes, decoder=_raw_json, format="binary")
+
+
+class Reader:
+    """A pool of read-only connections; use as ``async with Reader(...) as reader`` from trio."""
+
+    def __init__(self, options: ConnectOptions, pool_size: int) -> None:
+        self._options = options
+        self._pool_size = pool_size
+        self._pool: asyncpg.Pool | None = None
+        self._acquiring = asyncio.Lock()  # bound to the loop only when first used
+
+    async def __aenter__(self) -> Reader:
+        await trio_asyncio.aio_as_trio(self._open)()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._pool is not None:
+            await trio_asyncio.aio_as_trio(self._pool.close)()
+
+    async def _open(self) -> None:
+        # No connection is made yet: the API starts, and answers 503, while the database is down.
+        options = self._options
+
+        async def connect(*_: object, **__: object) -> asyncpg.Connection:
+            return await asyncpg.connect(options.dsn, **options.kwargs())  # the password file read afresh
+
+        self._pool = await asyncpg.create_pool(
+            min_size=0,
+            max_size=self._pool_size,
+            max_inactive_connection_lifetime=60,
+            connect=connect,
+            init=lambda conn: _setup(conn, options.role),
+        )
+
+    async def read(self, tenant: str, work: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
+        """``work(conn)`` in one read-only transaction of ``tenant``."""
+        return await trio_asyncio.aio_as_trio(self._retrying)(lambda: self._read(tenant, work))
+
+    async def read_together(self, tenant: str, works: Sequence[Work]) -> list[Any]:
+        """Each of ``works`` on its own connection, concurrently, all reading one snapshot of ``tenant``."""
+        return await trio_asyncio.aio_as_trio(self._retrying)(lambda: self._read_together(tenant, works))
+
+    async def _retrying(self, attempt: Callable[[], Awaitable[T]]) -> T:
+        """Run ``attempt``; once more if it met a connection that died since it was pooled (a server
+        restart), so a restart costs no request a 503 once the server is back."""
+        assert self._pool is not None
+        for retry in (False, True):
+            try:
+                return await attempt()
+            except Exception as exc:
+                problem = unavailable(exc)
+                if problem is None:
+                    raise
+                stale = isinstance(exc, asyncpg.ConnectionDoesNotExistError | asyncpg.InterfaceError)
+                if retry or not stale:
+                    raise problem from exc
+                self._pool.expire_connections()
+        raise AssertionError("unreachable")
+
+    async def _read(self, tenant: str, work: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
+        assert self._pool is not None
+        async with self._pool.acquire() as conn, conn.transaction(readonly=True):
+            await conn.execute(_SET_TENANT, tenant)
+            return await work(conn)
+
+    async def _read_together(self, tenant: str, works: Sequence[Work]) -> list[Any]:
+        assert self._pool is not None
+        async with AsyncExitStack() as stack:
+            # One request takes its connections at a time: two requests each holding some and waiting
+            # for more could otherwise wait for each other forever.
+            async with self._acquiring:
+                conns = [await stack.enter_async_context(self._pool.acquire()) for _ in works]
+            first = conns[0]
+            await stack.enter_async_context(first.transaction(isolation="repeatable_read", readonly=True))
+            snapshot = await first.fetchval("SELECT pg_export_snapshot()")
+            if not _SNAPSHOT.match(snapshot):
+                raise AssertionError(f"unexpected snapshot id {snapshot!r}")
+
+            async def run(conn: asyncpg.Connection, work: Work) -> Any:
+                if conn is not first:
+                    await stack.enter_async_context(
+                        conn.transaction(isolation="repeatable_read", readonly=True)
+                    )
+                    await conn.execute(f"SET TRANSACTION SNAPSHOT '{snapshot}'")
+                await conn.execute(_SET_TENANT, tenant)
+                return await work(conn)
+
+            async with asyncio.TaskGroup() as group:
+                tasks = [group.create_task(run(conn, work)) for conn, work in zip(conns, works, strict=True)]
+            return [task.result() for task in tasks]
