@@ -15,6 +15,7 @@ from typing import Any
 
 import msgspec
 import trio
+from msgspec import UNSET
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -205,8 +206,8 @@ class Api:
         return json_response(page)
 
     async def stats(self, request: Request, tenant: str, query: models.StatsQuery) -> Response:
-        end = query.to or datetime.now(UTC)
-        start = query.from_ or end - timedelta(days=queries.STATS_DAYS)
+        end = datetime.now(UTC) if query.to is UNSET else query.to
+        start = end - timedelta(days=queries.STATS_DAYS) if query.from_ is UNSET else query.from_
         if start >= end:
             raise BadParameter("from: must be before to")
         return json_response(await self._reader.read(tenant, lambda conn: queries.stats(conn, start, end)))

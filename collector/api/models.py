@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
 import msgspec
+import msgspec.inspect
+from msgspec import UNSET, UnsetType
 
 from hookdb.collector import classification as cls
 
@@ -35,9 +38,7 @@ def checked_text(name: str, value: str) -> str:
     return value
 
 
-def _utc(name: str, value: datetime | None) -> datetime | None:
-    if value is None:
-        return None
+def _utc(name: str, value: datetime) -> datetime:
     try:
         return value.astimezone(UTC)
     except OverflowError:
@@ -48,6 +49,8 @@ def _utc(name: str, value: datetime | None) -> datetime | None:
 
 
 class Query(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """Query parameters. One left out is ``UNSET``: nothing in a query string can mean ``None``."""
+
     def __post_init__(self) -> None:
         for name in self.__struct_fields__:
             value = getattr(self, name)
@@ -61,12 +64,12 @@ class SessionQuery(Query):
     """``GET /api/sessions``: filters and the page position."""
 
     limit: Limit = 50
-    cursor: Cursor | None = None
+    cursor: Cursor | UnsetType = UNSET
     status: list[Status] = msgspec.field(default_factory=list)
-    model: Text | None = None
-    agent_type: Text | None = None
-    started_after: Instant | None = None
-    started_before: Instant | None = None
+    model: Text | UnsetType = UNSET
+    agent_type: Text | UnsetType = UNSET
+    started_after: Instant | UnsetType = UNSET
+    started_before: Instant | UnsetType = UNSET
 
 
 class DetailQuery(Query):
@@ -79,14 +82,14 @@ class EventQuery(Query):
     """``GET /api/sessions/{id}/events``: a page of the timeline, oldest first."""
 
     limit: EventLimit = 100
-    cursor: Cursor | None = None
+    cursor: Cursor | UnsetType = UNSET
 
 
 class StatsQuery(Query):
     """``GET /api/sessions/stats``: the time range (by session start), the last 30 days by default."""
 
-    from_: Instant | None = msgspec.field(default=None, name="from")
-    to: Instant | None = None
+    from_: Instant | UnsetType = msgspec.field(default=UNSET, name="from")
+    to: Instant | UnsetType = UNSET
 
 
 class NoQuery(Query):
@@ -209,22 +212,35 @@ class Error(msgspec.Struct, kw_only=True):
     detail: str
 
 
+_INTEGER = re.compile(r"-?[0-9]{1,18}\Z")
+
+
 def parse(query: type[Query], items: list[tuple[str, str]]) -> Any:
-    """Query-string pairs into ``query``; repeated names only where the field is a list."""
+    """Query-string pairs into ``query``; repeated names only where the field is a list.
+
+    Strict: only integer fields take digits as numbers (a lax conversion would read ``0.5`` as a date).
+    """
     fields = {f.encode_name: f for f in msgspec.structs.fields(query)}
     raw: dict[str, Any] = {}
     for name, value in items:
         field = fields.get(name)
         if field is None:
             raise BadParameter(f"{checked_text('parameter', name)[:64]}: unknown parameter")
-        if getattr(field.type, "__origin__", None) is list:
-            raw.setdefault(name, []).append(value)
+        kind = msgspec.inspect.type_info(field.type)
+        while isinstance(kind, msgspec.inspect.Metadata):  # Annotated[...] constraints around the type
+            kind = kind.type
+        if isinstance(kind, msgspec.inspect.IntType) and _INTEGER.match(value):
+            raw_value: Any = int(value)
+        else:
+            raw_value = value
+        if isinstance(kind, msgspec.inspect.ListType):
+            raw.setdefault(name, []).append(raw_value)
         elif name in raw:
             raise BadParameter(f"{name}: given more than once")
         else:
-            raw[name] = value
+            raw[name] = raw_value
     try:
-        return msgspec.convert(raw, query, strict=False)
+        return msgspec.convert(raw, query)
     except msgspec.ValidationError as exc:
         problem, _, where = str(exc).partition(" - at `$")
         name = where.rstrip("`").lstrip(".").split("[")[0]

@@ -58,6 +58,7 @@ def document() -> dict[str, Any]:
     _, components = msgspec.json.schema_components(
         [*answers, models.Change, models.Error, *queries], ref_template=REF
     )
+    components = _decimals_as_numbers(components)
     query_components = {query.__name__: components.pop(query.__name__) for query in queries}
     paths = {}
     for path, (summary, query, answer, extra) in _OPERATIONS.items():
@@ -94,6 +95,17 @@ def document() -> dict[str, Any]:
         },
         "security": [{"bearer": []}],
     }
+
+
+def _decimals_as_numbers(schema: Any) -> Any:
+    """The API writes decimals (costs, scores) as JSON numbers with their exact digits, not strings."""
+    if schema == {"type": "string", "format": "decimal"}:
+        return {"type": "number"}
+    if isinstance(schema, dict):
+        return {key: _decimals_as_numbers(value) for key, value in schema.items()}
+    if isinstance(schema, list):
+        return [_decimals_as_numbers(value) for value in schema]
+    return schema
 
 
 def _query_parameter(name: str, schema: dict[str, Any]) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from decimal import Decimal
 from typing import Any
 
 import asyncpg
+from msgspec import UNSET
 
 from hookdb.collector import classification as cls
 from hookdb.collector.api import cursor
@@ -61,19 +62,19 @@ async def list_sessions(conn: asyncpg.Connection, query: SessionQuery) -> Sessio
     """A page of sessions, newest first, after the query's cursor."""
     p = _Params()
     where = []
-    if query.cursor is not None:
+    if query.cursor is not UNSET:
         at, session_id = cursor.decode(cursor.SESSIONS, query.cursor)
         t = p.add(at)
         where.append(f"started_at <= {t} AND (started_at < {t} OR session_id < {p.add(session_id)})")
     if query.status:
         where.append(f"status = ANY({p.add(query.status)}::text[])")
-    if query.model is not None:
+    if query.model is not UNSET:
         where.append(f"model = {p.add(query.model)}")
-    if query.agent_type is not None:
+    if query.agent_type is not UNSET:
         where.append(f"agent_type = {p.add(query.agent_type)}")
-    if query.started_after is not None:
+    if query.started_after is not UNSET:
         where.append(f"started_at >= {p.add(query.started_after)}")
-    if query.started_before is not None:
+    if query.started_before is not UNSET:
         where.append(f"started_at < {p.add(query.started_before)}")
     sql = (
         f"SELECT {CARD_COLUMNS} FROM sessions {'WHERE ' + ' AND '.join(where) if where else ''} "
@@ -154,7 +155,7 @@ async def events(conn: asyncpg.Connection, session_id: str, query: EventQuery) -
     """A page of a session's timeline, oldest first, tool calls paired with their durations."""
     args: list[Any] = [session_id, query.limit + 1, _TOOL_CALL_EVENTS, cls.TOOL_CALL_START]
     after = ""
-    if query.cursor is not None:
+    if query.cursor is not UNSET:
         at, event_id = cursor.decode(cursor.EVENTS, query.cursor)
         args += [at, _uuid(event_id)]
         after = "AND occurred_at >= $5 AND (occurred_at > $5 OR event_id > $6)"

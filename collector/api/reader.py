@@ -150,6 +150,11 @@ class Reader:
                 await conn.execute(_SET_TENANT, tenant)
                 return await work(conn)
 
-            async with asyncio.TaskGroup() as group:
-                tasks = [group.create_task(run(conn, work)) for conn, work in zip(conns, works, strict=True)]
+            try:
+                async with asyncio.TaskGroup() as group:
+                    tasks = [
+                        group.create_task(run(conn, work)) for conn, work in zip(conns, works, strict=True)
+                    ]
+            except ExceptionGroup as failed:
+                raise failed.exceptions[0] from None  # the first failure; the others followed from it
             return [task.result() for task in tasks]

@@ -1,0 +1,459 @@
+"""The read API (``hookdb api``) against a real PostgreSQL, over real HTTP: pages, filters, detail,
+stats, tenant isolation, hostile parameters, outages, the live stream fed by the collector, and a
+schemathesis run against its own /openapi.json."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import queue
+import subprocess
+import threading
+import time
+from datetime import timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+import seed
+from test_collector import send_concurrently
+from test_data_model import event
+
+from conftest import BIN, run_sql, wait_for
+
+TOKEN_A, TOKEN_B = "token-of-acme", "token-of-beta"
+TOKENS = {"acme": TOKEN_A, "beta": TOKEN_B}
+
+
+def migrate(dsn: str) -> None:
+    subprocess.run([str(BIN / "hookdb"), "migrate", "--dsn", dsn], check=True, capture_output=True)
+
+
+def write_seed(dsn: str, *seeds: seed.Seed, first: int = 0) -> None:
+    async def go() -> None:
+        conn = await asyncpg.connect(dsn)
+        try:
+            for s in seeds:
+                await seed.write(conn, s, first)
+        finally:
+            await conn.close()
+
+    asyncio.run(go())
+
+
+def client(api: Any, token: str | None = TOKEN_A) -> httpx.Client:
+    headers = {"authorization": f"Bearer {token}"} if token else {}
+    return httpx.Client(base_url=api.url, headers=headers, timeout=10)
+
+
+def all_pages(http: httpx.Client, path: str = "/api/sessions", **params: Any) -> list[dict[str, Any]]:
+    """Every item of a listing, following next_cursor."""
+    items: list[dict[str, Any]] = []
+    cursor = None
+    while True:
+        answer = http.get(path, params={**params, **({"cursor": cursor} if cursor else {})})
+        assert answer.status_code == 200, answer.text
+        body = answer.json()
+        items += body["sessions"] if "sessions" in body else body["events"]
+        cursor = body["next_cursor"]
+        if cursor is None:
+            return items
+
+
+@pytest.fixture
+def seeded(dsn: str, start_api: Any) -> Any:
+    """The API over 130 sessions of acme and 20 of beta (whose ids overlap acme's on purpose)."""
+    migrate(dsn)
+    write_seed(dsn, seed.Seed("acme", 130), seed.Seed("beta", 20))
+    return start_api(dsn, TOKENS)
+
+
+def test_pages_are_newest_first_and_complete(seeded: Any) -> None:
+    with client(seeded) as http:
+        first = http.get("/api/sessions", params={"limit": 50}).json()
+        assert [s["session_id"] for s in first["sessions"][:2]] == ["s-000129", "s-000128"]
+        assert first["next_cursor"]
+        sessions = all_pages(http, limit=50)
+    assert [s["session_id"] for s in sessions] == [f"s-{i:06d}" for i in reversed(range(130))]
+    card = next(s for s in sessions if s["session_id"] == "s-000003")
+    assert card["status"] == "failed"  # session i has STATUSES[i % 4]
+    assert card["model"] == seed.MODELS[0]
+    assert Decimal(str(card["cost_usd"])) == Decimal("0.04")
+    assert card["qa_score"] == 21
+    assert card["report_count"] == 1
+
+
+def test_pagination_neither_repeats_nor_skips_while_sessions_arrive(dsn: str, seeded: Any) -> None:
+    arriving = seed.Seed(
+        "acme", 400, events=0, reports=False, prefix="new", start=seed.BASE + timedelta(days=1)
+    )
+    older = seed.Seed("acme", 40, events=0, reports=False, prefix="late", start=seed.BASE)
+    stop = threading.Event()
+
+    def insert() -> None:
+        n = 0
+        while not stop.is_set() and n < 400:
+            write_seed(dsn, seed.Seed(**{**arriving.__dict__, "sessions": n + 20}), first=n)
+            if n < 40:  # some arrive with an older start (a backfill): they land between pages
+                write_seed(dsn, seed.Seed(**{**older.__dict__, "sessions": n + 20}), first=n)
+            n += 20
+
+    writer = threading.Thread(target=insert)
+    seen: list[str] = []
+    with client(seeded) as http:
+        cursor = None
+        writer.start()
+        try:
+            while True:
+                body = http.get(
+                    "/api/sessions", params={"limit": 7, **({"cursor": cursor} if cursor else {})}
+                ).json()
+                seen += [s["session_id"] for s in body["sessions"]]
+                cursor = body["next_cursor"]
+                if cursor is None:
+                    break
+        finally:
+            stop.set()
+            writer.join()
+    assert len(seen) == len(set(seen)), "a session was listed twice"
+    assert {f"s-{i:06d}" for i in range(130)} <= set(seen), "a session present all along was skipped"
+    started = {
+        r[0]: r[1]
+        for r in run_sql(dsn, "SELECT session_id, started_at FROM sessions WHERE tenant_id = 'acme'")
+    }
+    order = [started[s] for s in seen]
+    assert order == sorted(order, reverse=True)
+
+
+def expected_ids(dsn: str, where: str, *args: Any) -> list[str]:
+    rows = run_sql(
+        dsn,
+        f"SELECT session_id FROM sessions WHERE tenant_id = 'acme' AND {where} "
+        "ORDER BY started_at DESC, session_id DESC",
+        *args,
+    )
+    return [r[0] for r in rows]
+
+
+def test_each_filter_selects_what_sql_selects(dsn: str, seeded: Any) -> None:
+    after = seed.BASE + timedelta(minutes=40)
+    before = seed.BASE + timedelta(minutes=90)
+    cases: list[tuple[dict[str, Any], str, tuple[Any, ...]]] = [
+        ({"status": "completed"}, "status = 'completed'", ()),
+        ({"status": ["failed", "running"]}, "status IN ('failed', 'running')", ()),
+        ({"model": seed.MODELS[1]}, "model = $1", (seed.MODELS[1],)),
+        ({"agent_type": "reviewer"}, "agent_type = 'reviewer'", ()),
+        ({"started_after": after.isoformat()}, "started_at >= $1", (after,)),
+        ({"started_before": before.isoformat()}, "started_at < $1", (before,)),
+        (
+            {"status": "ended", "model": seed.MODELS[0], "started_after": after.isoformat(),
+             "started_before": before.isoformat()},
+            "status = 'ended' AND model = $1 AND started_at >= $2 AND started_at < $3",
+            (seed.MODELS[0], after, before),
+        ),
+    ]  # fmt: skip
+    with client(seeded) as http:
+        for params, where, args in cases:
+            got = [s["session_id"] for s in all_pages(http, limit=9, **params)]
+            want = expected_ids(dsn, where, *args)
+            assert want, f"the seed leaves {params} empty: the case proves nothing"
+            assert got == want, params
+
+
+def test_detail_has_reports_states_and_a_paired_timeline(dsn: str, seeded: Any) -> None:
+    run_sql(
+        dsn,
+        "INSERT INTO agent_states (tenant_id, session_id, agent_id, path, agent_type, content, sha256, "
+        "updated_at) VALUES ('acme', 's-000005', 'a1', '/w/state/a1.json', 'reviewer', $1, 'x', now())",
+        '{"step": 3}',
+    )
+    with client(seeded) as http:
+        detail = http.get("/api/sessions/s-000005", params={"events_limit": 3}).json()
+        assert detail["session"]["session_id"] == "s-000005"
+        assert [r["content"] for r in detail["reports"]] == ["# Report 5\n\nQA score: 35\n\n- done\n"]
+        assert [(a["agent_id"], a["content"]) for a in detail["agent_states"]] == [("a1", '{"step": 3}')]
+        first = detail["events"]
+        assert [e["event_type"] for e in first["events"]] == ["SessionStart", "PreToolUse", "PostToolUse"]
+        events = first["events"] + all_pages(
+            http, "/api/sessions/s-000005/events", cursor=first["next_cursor"]
+        )
+    assert len(events) == 8
+    assert [e["event_type"] for e in events][-1] == "Stop"
+    pre, post = events[1], events[2]
+    assert pre["tool_use_id"] == post["tool_use_id"] == "toolu_5_0"
+    assert pre["paired_event_id"] == post["event_id"]
+    assert post["paired_event_id"] == pre["event_id"]
+    assert pre["duration_ms"] == post["duration_ms"] == 1250.0  # PostToolUse 1.25 s after its PreToolUse
+    assert events[0]["duration_ms"] is None
+    assert events[0]["payload"]["model"] == seed.MODELS[2]
+
+
+def test_stats_equal_what_sql_computes(dsn: str, seeded: Any) -> None:
+    start, end = seed.BASE + timedelta(minutes=10), seed.BASE + timedelta(minutes=100)
+    with client(seeded) as http:
+        stats = http.get(
+            "/api/sessions/stats", params={"from": start.isoformat(), "to": end.isoformat()}
+        ).json()
+    in_range = "tenant_id = 'acme' AND started_at >= $1 AND started_at < $2"
+    rows = run_sql(dsn, f"SELECT status, count(*) FROM sessions WHERE {in_range} GROUP BY 1", start, end)
+    assert stats["by_status"] == {r[0]: r[1] for r in rows}
+    assert stats["sessions"] == 90
+    cost = run_sql(dsn, f"SELECT sum(cost_usd) FROM sessions WHERE {in_range}", start, end)[0][0]
+    assert Decimal(str(stats["cost_usd"])) == cost
+    models = run_sql(
+        dsn, f"SELECT model, count(*), sum(cost_usd) FROM sessions WHERE {in_range} GROUP BY 1", start, end
+    )
+    assert {(m["model"], m["sessions"], Decimal(str(m["cost_usd"]))) for m in stats["models"]} == {
+        tuple(r) for r in models
+    }
+    scores = run_sql(
+        dsn,
+        f"SELECT (meta->>'qa_score')::numeric FROM sessions WHERE {in_range} AND meta ? 'qa_score'",
+        start,
+        end,
+    )
+    values = [r[0] for r in scores]
+    assert stats["qa_scores"]["count"] == len(values) == 30
+    assert Decimal(str(stats["qa_scores"]["mean"])) == pytest.approx(sum(values) / len(values))
+    for bucket in stats["qa_scores"]["buckets"]:
+        low, high = bucket["min"], bucket["max"]
+        inside = [v for v in values if low <= v < high or (high == 100 and v == 100)]
+        assert bucket["count"] == len(inside), bucket
+    events = run_sql(
+        dsn,
+        "SELECT count(*) FROM hook_audit_log "
+        "WHERE tenant_id = 'acme' AND occurred_at >= $1 AND occurred_at < $2",
+        start,
+        end,
+    )[0][0]
+    assert stats["events"] == events == sum(day["events"] for day in stats["per_day"])
+    assert stats["per_day"] == [{"day": "2026-11-01", "sessions": 90, "events": events}]
+
+
+def test_two_tenants_never_see_each_others_sessions(seeded: Any) -> None:
+    with client(seeded, TOKEN_A) as a, client(seeded, TOKEN_B) as b:
+        acme = {s["session_id"]: s for s in all_pages(a)}
+        beta = {s["session_id"]: s for s in all_pages(b)}
+        assert len(acme) == 130
+        assert len(beta) == 20
+        # The same session ids exist in both tenants: each token gets its own tenant's row.
+        assert acme["s-000001"]["cwd"] == beta["s-000001"]["cwd"]  # same seed shape...
+        assert b.get("/api/sessions/s-000100").status_code == 404  # ...but beta has no s-000100
+        assert b.get("/api/sessions/s-000100/events").status_code == 404
+        assert a.get("/api/sessions/stats", params={"from": "2026-10-01T00:00:00Z"}).json()["sessions"] == 130
+        assert b.get("/api/sessions/stats", params={"from": "2026-10-01T00:00:00Z"}).json()["sessions"] == 20
+
+
+def test_requests_without_a_valid_token_are_refused(seeded: Any) -> None:
+    for token in (None, "wrong", ""):
+        with client(seeded, token) as http:
+            for path in (
+                "/api/sessions",
+                "/api/sessions/s-000001",
+                "/api/sessions/stats",
+                "/api/sessions/stream",
+            ):
+                answer = http.get(path)
+                assert answer.status_code == 401, (token, path)
+                assert answer.headers["www-authenticate"] == "Bearer"
+                assert answer.json()["error"] == "unauthorized"
+    with httpx.Client(base_url=seeded.url, headers={"authorization": f"Basic {TOKEN_A}"}) as http:
+        assert http.get("/api/sessions").status_code == 401
+
+
+def test_hostile_parameters_get_400_never_500(dsn: str, seeded: Any) -> None:
+    other_kind = seeded_cursor(seeded, "/api/sessions/s-000001/events", "limit")
+    bad = [
+        {"limit": "100000"},
+        {"limit": "-1"},
+        {"limit": "1; DROP TABLE sessions"},
+        {"limit": "0x10"},
+        {"status": "running' OR '1'='1"},
+        {"cursor": "' OR 1=1 --"},
+        {"cursor": "AAAA"},
+        {"cursor": "kwHPf_________-ms"},  # well-formed base64, nonsense inside
+        {"cursor": other_kind},  # a timeline cursor used for sessions
+        {"started_after": "yesterday"},
+        {"started_after": "2026-13-45T99:00:00Z"},
+        {"started_after": "2026-11-01T00:00:00"},  # no UTC offset: ambiguous
+        {"started_before": "0001-01-01T00:00:00+14:00"},
+        {"model": "a\x00b"},
+        {"unknown": "1"},
+        {"limit": ["1", "2"]},
+    ]
+    with client(seeded) as http:
+        for params in bad:
+            answer = http.get("/api/sessions", params=params)
+            assert answer.status_code == 400, (params, answer.text)
+            assert answer.json()["error"] == "bad_request"
+            assert answer.json()["detail"].split(":")[0] in {*params, "parameter"}, answer.text
+        # Text filters are only ever values: a fragment of SQL matches nothing and harms nothing.
+        for params in ({"model": "x' OR '1'='1"}, {"agent_type": "'; DELETE FROM sessions; --"}):
+            answer = http.get("/api/sessions", params=params)
+            assert answer.status_code == 200
+            assert answer.json()["sessions"] == []
+        assert (
+            http.get(
+                "/api/sessions/stats", params={"from": "2026-12-01T00:00:00Z", "to": "2026-11-01T00:00:00Z"}
+            ).status_code
+            == 400
+        )
+        assert http.get("/api/sessions/s-000001", params={"events_limit": "501"}).status_code == 400
+        assert http.get("/api/sessions/" + "x" * 600).status_code == 400
+        assert http.get("/api/sessions/%00").status_code == 400
+        assert http.get("/api/sessions/s-000001/events", params={"cursor": "garbage"}).status_code == 400
+        assert http.get("/nowhere").status_code == 404
+    assert run_sql(dsn, "SELECT count(*) FROM sessions")[0][0] == 150
+
+
+def seeded_cursor(api: Any, path: str, limit_name: str) -> str:
+    with client(api) as http:
+        return http.get(path, params={limit_name: 1}).json()["next_cursor"]
+
+
+def test_database_down_is_503_with_retry_after_and_recovers(private_pg: Any, start_api: Any) -> None:
+    migrate(private_pg.dsn)
+    write_seed(private_pg.dsn, seed.Seed("acme", 3))
+    api = start_api(private_pg.dsn, TOKENS)
+    with client(api) as http:
+        assert http.get("/api/sessions").status_code == 200
+        private_pg.stop()
+        for path in ("/api/sessions", "/api/sessions/s-000001", "/api/sessions/stats"):
+            answer = http.get(path)
+            assert answer.status_code == 503, answer.text
+            assert answer.headers["retry-after"] == "5"
+            assert answer.json()["error"] == "database_unavailable"
+            assert "Traceback" not in answer.text
+        wait_for(lambda: stream_status(http) == 503, 15)
+        private_pg.start()
+        # Pooled connections died with the old server: the first request after the restart succeeds.
+        assert http.get("/api/sessions").status_code == 200
+        assert len(http.get("/api/sessions").json()["sessions"]) == 3
+        wait_for(lambda: stream_status(http) == 200, 15)  # the live feed reconnects on its own
+
+
+def stream_status(http: httpx.Client) -> int:
+    with http.stream("GET", "/api/sessions/stream") as answer:
+        return answer.status_code
+
+
+class Stream:
+    """Reads an SSE stream in a thread; ``next(kind)`` waits for the next event of that kind."""
+
+    def __init__(self, api: Any, token: str) -> None:
+        self.events: queue.Queue[tuple[str, Any]] = queue.Queue()
+        self._http = client(api, token)
+        self._response = self._http.send(self._http.build_request("GET", "/api/sessions/stream"), stream=True)
+        assert self._response.status_code == 200
+        assert self._response.headers["content-type"].startswith("text/event-stream")
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        kind = None
+        try:
+            for line in self._response.iter_lines():
+                if line.startswith("event: "):
+                    kind = line[7:]
+                elif line.startswith("data: "):
+                    self.events.put((kind, json.loads(line[6:])))
+        except httpx.HTTPError:
+            pass
+
+    def next(self, kind: str, timeout: float = 20) -> Any:
+        deadline = time.monotonic() + timeout
+        while True:
+            got, data = self.events.get(timeout=max(0.01, deadline - time.monotonic()))
+            if got == kind:
+                return data
+
+    def close(self) -> None:
+        self._response.close()
+        self._http.close()
+
+
+def test_the_stream_shows_new_sessions_and_status_changes_from_the_collector(
+    start_collector: Any, start_api: Any, socket_path: Path, dsn: str, tmp_path: Path
+) -> None:
+    collector = start_collector("--set", "batch.linger_seconds=0.05")
+    api = start_api(dsn, {"default": TOKEN_A, "beta": TOKEN_B})  # local peers write tenant "default"
+    acme, beta = Stream(api, TOKEN_A), Stream(api, TOKEN_B)
+    try:
+        send_concurrently(
+            socket_path,
+            [[event("SessionStart", {"model": "claude-opus-4-5"}, session="live-1")]],
+        )
+        change = acme.next("session")
+        assert change["kind"] == "new"
+        assert change["session"]["session_id"] == "live-1"
+        assert change["session"]["status"] == "running"
+        report = tmp_path / "reports" / "review.md"
+        report.parent.mkdir()
+        report.write_text("# Review\n\nQA score: 87\n")
+        write = {
+            "tool_name": "Write",
+            "tool_input": {"file_path": str(report), "content": report.read_text()},
+        }
+        send_concurrently(
+            socket_path,
+            [
+                [
+                    event("PostToolUse", write, session="live-1"),
+                    event("Stop", {}, session="live-1"),
+                ]
+            ],
+        )
+        card = wait_for_card(acme, lambda s: s["status"] == "completed" and s["qa_score"] == 87)
+        assert card["report_count"] == 1
+        with pytest.raises(queue.Empty):
+            beta.next("session", timeout=1)  # beta's subscribers hear nothing of acme's sessions
+    finally:
+        acme.close()
+        beta.close()
+        collector.stop()
+
+
+def wait_for_card(stream: Stream, done: Any) -> dict[str, Any]:
+    while True:
+        change = stream.next("session")
+        if done(change["session"]):
+            return change["session"]
+
+
+def test_schemathesis_finds_no_server_error_or_schema_violation(seeded: Any, tmp_path: Path) -> None:
+    st = BIN / "st"
+    result = subprocess.run(
+        [
+            str(st), "run", f"{seeded.url}/openapi.json",
+            "--header", f"Authorization: Bearer {TOKEN_A}",
+            "--checks", "not_a_server_error,status_code_conformance,content_type_conformance,"
+            "response_schema_conformance,response_headers_conformance,negative_data_rejection",
+            "--max-examples", "60", "--seed", "1", "--no-color",
+            "--phases", "examples,coverage,fuzzing",
+        ],
+        capture_output=True, text=True, timeout=600, env={**os.environ, "SCHEMATHESIS_HOOKS": ""},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
+
+
+def test_the_openapi_document_describes_every_endpoint(seeded: Any) -> None:
+    with httpx.Client(base_url=seeded.url) as http:
+        doc = http.get("/openapi.json").json()
+    assert set(doc["paths"]) == {
+        "/api/sessions", "/api/sessions/stats", "/api/sessions/stream", "/api/sessions/{session_id}",
+        "/api/sessions/{session_id}/events",
+    }  # fmt: skip
+    parameters = {p["name"] for p in doc["paths"]["/api/sessions"]["get"]["parameters"]}
+    assert parameters == {
+        "limit",
+        "cursor",
+        "status",
+        "model",
+        "agent_type",
+        "started_after",
+        "started_before",
+    }
+    assert doc["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
