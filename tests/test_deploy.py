@@ -18,6 +18,7 @@ from conftest import BIN
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
 UNITS = [
+    "hookdb-api.service",
     "hookdb-collector.service",
     "hookdb-collector.socket",
     "hookdb-partitions.service",
@@ -56,9 +57,10 @@ def test_units_verify(units: Path) -> None:
     assert result.stderr == ""
 
 
-def test_service_exposure_is_at_most_2_5(units: Path) -> None:
+@pytest.mark.parametrize("service", ["hookdb-collector.service", "hookdb-api.service"])
+def test_service_exposure_is_at_most_2_5(units: Path, service: str) -> None:
     result = subprocess.run(
-        [tool("systemd-analyze"), "security", "--offline=true", str(units / "hookdb-collector.service")],
+        [tool("systemd-analyze"), "security", "--offline=true", str(units / service)],
         capture_output=True,
         text=True,
         timeout=60,
