@@ -346,6 +346,7 @@ class Stream:
 
     def __init__(self, api: Any, token: str) -> None:
         self.events: queue.Queue[tuple[str, Any]] = queue.Queue()
+        self.ended = threading.Event()
         self._http = client(api, token)
         self._response = self._http.send(self._http.build_request("GET", "/api/sessions/stream"), stream=True)
         assert self._response.status_code == 200
@@ -362,6 +363,8 @@ class Stream:
                     self.events.put((kind, json.loads(line[6:])))
         except httpx.HTTPError:
             pass
+        finally:
+            self.ended.set()
 
     def next(self, kind: str, timeout: float = 20) -> Any:
         deadline = time.monotonic() + timeout
@@ -457,3 +460,14 @@ def test_the_openapi_document_describes_every_endpoint(seeded: Any) -> None:
         "started_before",
     }
     assert doc["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
+
+
+def test_sigterm_ends_open_streams_and_exits_cleanly(seeded: Any) -> None:
+    stream = Stream(seeded, TOKEN_A)
+    try:
+        seeded.proc.terminate()
+        assert stream.ended.wait(2)  # the server ends open streams at once
+        assert seeded.stop() == 0
+        assert '"api.stopped"' in seeded.output
+    finally:
+        stream.close()
