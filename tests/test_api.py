@@ -14,6 +14,7 @@ from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import asyncpg
 import httpx
@@ -470,3 +471,17 @@ def test_sigterm_ends_open_streams_and_exits_cleanly(seeded: Any) -> None:
         assert '"api.stopped"' in seeded.output
     finally:
         stream.close()
+
+
+def test_session_ids_may_hold_any_text(dsn: str, seeded: Any) -> None:
+    odd = "runs/2026 11/ü?#%&"
+    run_sql(
+        dsn,
+        "INSERT INTO sessions (tenant_id, session_id, status, started_at, updated_at) "
+        "VALUES ('acme', $1, 'running', now(), now())",
+        odd,
+    )
+    with client(seeded) as http:
+        path = "/api/sessions/" + quote(odd, safe="")
+        assert http.get(path).json()["session"]["session_id"] == odd
+        assert http.get(path + "/events").json()["events"] == []

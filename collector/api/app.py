@@ -103,8 +103,9 @@ class Api:
             Route("/api/sessions", self._endpoint(models.SessionQuery, self.list_sessions)),
             Route("/api/sessions/stats", self._endpoint(models.StatsQuery, self.stats)),
             Route("/api/sessions/stream", self._endpoint(models.NoQuery, self.stream)),
-            Route("/api/sessions/{session_id}", self._endpoint(models.DetailQuery, self.detail)),
-            Route("/api/sessions/{session_id}/events", self._endpoint(models.EventQuery, self.events)),
+            # Session ids are any text, "/" included (sent as %2F, which arrives decoded).
+            Route("/api/sessions/{session_id:path}/events", self._endpoint(models.EventQuery, self.events)),
+            Route("/api/sessions/{session_id:path}", self._endpoint(models.DetailQuery, self.detail)),
             Mount("/static", StaticFiles(directory=WEB_DIR)),
         ]
         return Starlette(

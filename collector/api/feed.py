@@ -9,7 +9,7 @@ them as Server-Sent Events. No subscriber polls. A subscriber that cannot keep u
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import asyncpg
@@ -77,23 +77,35 @@ class Feed:
                 self._drop(tenant, channel)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Keep a LISTEN connection up and deliver what it hears; never returns."""
+        """Keep a LISTEN connection up and deliver what it hears; never returns.
+
+        Started once the first attempt has either listened or failed: a stream opened as soon as the
+        API is ready then finds the feed up, unless the database is down.
+        """
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._deliver)
-            task_status.started()
+            announced = False
+
+            def announce() -> None:
+                nonlocal announced
+                if not announced:
+                    announced = True
+                    task_status.started()
+
             failures = 0
             while True:
                 try:
-                    await self._listen()
+                    await self._listen(announce)
                 except Exception as exc:
                     problem = unavailable(exc)
                     if problem is None:
                         raise
                     self._set_unavailable(problem.detail)
+                announce()
                 failures += 1
                 await trio.sleep(RETRY_SECONDS[min(failures, len(RETRY_SECONDS)) - 1])
 
-    async def _listen(self) -> None:
+    async def _listen(self, listening: Callable[[], None]) -> None:
         options = self._options
         conn = await trio_asyncio.aio_as_trio(asyncpg.connect)(options.dsn, **options.kwargs())
         lost = trio.Event()
@@ -110,6 +122,7 @@ class Feed:
             conn.add_termination_listener(lambda _conn: lost.set())
             await trio_asyncio.aio_as_trio(conn.add_listener)(CHANNEL, heard)
             self._set_available()
+            listening()
             while not lost.is_set():
                 with trio.move_on_after(self._ping_seconds):
                     await lost.wait()

@@ -1,0 +1,780 @@
+// hookdb web page: the sessions list (filters, infinite scroll, live updates over the SSE stream) and a
+// session's detail (reports, agent states, timeline). Talks only to the read API of the same origin.
+// Everything the API returns is shown through textContent or DOM nodes: never parsed as HTML.
+"use strict";
+
+(function () {
+  const TOKEN_KEY = "hookdb.token";
+  const PAGE_SIZE = 50;
+  const EVENTS_PAGE = 100;
+  const RETRY_CAP_MS = 5000; // however long the API says to wait, the page tries again within 5 s
+  const STALL_MS = 45000; // the stream pings every ~15 s: no byte for this long means it is dead
+
+  const $ = (id) => document.getElementById(id);
+  const ui = {
+    signin: $("signin"),
+    tokenForm: $("token-form"),
+    tokenInput: $("token-input"),
+    tokenError: $("token-error"),
+    app: $("app"),
+    live: $("live-state"),
+    signOut: $("sign-out"),
+    tabs: [$("tab-sessions"), $("tab-filters")],
+    filterForm: $("filter-form"),
+    notice: $("unavailable"),
+    list: $("session-list"),
+    listEnd: $("list-end"),
+    detail: $("detail"),
+  };
+
+  const state = {
+    token: localStorage.getItem(TOKEN_KEY) || "",
+    filters: { status: [], model: "", agent_type: "", started_after: "", started_before: "" },
+    cards: new Map(), // session_id → {li, session}
+    cursor: null, // next_cursor of the list
+    listGen: 0, // bumped by every reload: answers to older requests are dropped
+    loading: false,
+    loaded: false,
+    replay: null, // stream events received while a reload is in flight, applied again after it
+    retryTimer: 0,
+    selected: null, // the session shown in #detail
+    detailGen: 0,
+    detailHeader: null,
+    detailFailed: false,
+    streamGen: 0,
+    streamAbort: null,
+    streamWake: null,
+  };
+
+  // -- Small helpers --------------------------------------------------------------------------------
+
+  function el(tag, className, text) {
+    const node = document.createElement(tag);
+    if (className) node.className = className;
+    if (text !== undefined && text !== null) node.textContent = String(text);
+    return node;
+  }
+
+  function plural(n, word) {
+    return `${n} ${word}${n === 1 ? "" : "s"}`;
+  }
+
+  function relative(iso) {
+    const seconds = (Date.now() - Date.parse(iso)) / 1000;
+    if (!Number.isFinite(seconds)) return "";
+    if (seconds < 45) return "just now";
+    const minutes = Math.round(seconds / 60);
+    if (minutes < 60) return `${minutes} min ago`;
+    const hours = Math.round(minutes / 60);
+    if (hours < 24) return `${hours} h ago`;
+    const days = Math.round(hours / 24);
+    if (days < 30) return plural(days, "day") + " ago";
+    return new Date(iso).toLocaleDateString();
+  }
+
+  function timeEl(iso, className) {
+    const t = el("time", className);
+    t.dateTime = iso;
+    t.title = new Date(iso).toLocaleString();
+    t.textContent = className === "rel" ? relative(iso) : new Date(iso).toLocaleString();
+    return t;
+  }
+
+  function known(value) {
+    return value !== null && value !== undefined;
+  }
+
+  function money(value) {
+    const n = Number(value);
+    return n > 0 && n < 0.01 ? "< $0.01" : `$${n.toFixed(2)}`;
+  }
+
+  function score(value) {
+    const n = Number(value);
+    return Number.isInteger(n) ? String(n) : n.toFixed(1);
+  }
+
+  function duration(ms) {
+    if (ms < 1000) return `${Math.round(ms)} ms`;
+    if (ms < 60000) return `${(ms / 1000).toFixed(1)} s`;
+    return `${Math.floor(ms / 60000)} min ${Math.round((ms % 60000) / 1000)} s`;
+  }
+
+  function clock(iso) {
+    const d = new Date(iso);
+    const options = { hour: "2-digit", minute: "2-digit", second: "2-digit", hour12: false };
+    const hms = d.toLocaleTimeString([], options);
+    return `${hms}.${String(d.getMilliseconds()).padStart(3, "0")}`;
+  }
+
+  function prettyJson(text) {
+    try {
+      return JSON.stringify(typeof text === "string" ? JSON.parse(text) : text, null, 2);
+    } catch (_) {
+      return String(text);
+    }
+  }
+
+  function badge(status) {
+    const safe = /^[a-z_]+$/.test(status) ? status : "other";
+    return el("span", `status-badge status-${safe}`, status);
+  }
+
+  // Ordering of the list, as the API's: started_at DESC, session_id DESC.
+  function before(a, b) {
+    const ta = Date.parse(a.started_at);
+    const tb = Date.parse(b.started_at);
+    return ta !== tb ? ta > tb : a.session_id > b.session_id;
+  }
+
+  function version(s) {
+    return Math.max(Date.parse(s.updated_at) || 0, Date.parse(s.status_at) || 0);
+  }
+
+  // -- API ------------------------------------------------------------------------------------------
+
+  class ApiError extends Error {
+    constructor(status, detail, retryAfter) {
+      super(detail || `HTTP ${status}`);
+      this.status = status; // 0: the network failed
+      this.retryAfter = retryAfter;
+    }
+  }
+
+  function retryDelay(err) {
+    const seconds = Number(err && err.retryAfter);
+    return Math.min(RETRY_CAP_MS, Math.max(250, seconds > 0 ? seconds * 1000 : 1000));
+  }
+
+  function headers(accept) {
+    return { Authorization: `Bearer ${state.token}`, Accept: accept };
+  }
+
+  async function failure(res) {
+    let body = {};
+    try {
+      body = await res.json();
+    } catch (_) {
+      // not JSON: the status says enough
+    }
+    return new ApiError(res.status, body.detail, res.headers.get("Retry-After"));
+  }
+
+  async function api(path, params) {
+    const url = new URL(path, location.origin);
+    for (const [key, value] of params || []) url.searchParams.append(key, value);
+    let res;
+    try {
+      res = await fetch(url, { headers: headers("application/json"), cache: "no-store" });
+    } catch (_) {
+      throw new ApiError(0, "The network failed.");
+    }
+    if (!res.ok) throw await failure(res);
+    return res.json();
+  }
+
+  // 401 → the token form; 503 or no network → the notice, and a retry; anything else → `show` it.
+  function handleError(err, show) {
+    if (err.status === 401) askToken("The token was not accepted.");
+    else if (err.status === 503 || err.status === 0) setUnavailable(err);
+    else show(err.status === 404 ? "Not found." : `Error: ${err.message}`);
+  }
+
+  function setUnavailable(err) {
+    ui.notice.hidden = false;
+    if (!state.retryTimer) {
+      state.retryTimer = setTimeout(() => {
+        state.retryTimer = 0;
+        reloadList();
+      }, retryDelay(err));
+    }
+  }
+
+  function setAvailable() {
+    ui.notice.hidden = true;
+    clearTimeout(state.retryTimer);
+    state.retryTimer = 0;
+    if (state.streamWake) state.streamWake(); // a stream waiting to reconnect: now
+    if (state.detailFailed && state.selected) openSession(state.selected);
+  }
+
+  // -- The list -------------------------------------------------------------------------------------
+
+  function listParams(cursor) {
+    const f = state.filters;
+    const params = [["limit", PAGE_SIZE]];
+    for (const s of f.status) params.push(["status", s]);
+    for (const key of ["model", "agent_type", "started_after", "started_before"]) {
+      if (f[key]) params.push([key, f[key]]);
+    }
+    if (cursor) params.push(["cursor", cursor]);
+    return params;
+  }
+
+  function matchesFilters(s) {
+    const f = state.filters;
+    const started = Date.parse(s.started_at);
+    return (
+      (!f.status.length || f.status.includes(s.status)) &&
+      (!f.model || s.model === f.model) &&
+      (!f.agent_type || s.agent_type === f.agent_type) &&
+      (!f.started_after || started >= Date.parse(f.started_after)) &&
+      (!f.started_before || started < Date.parse(f.started_before))
+    );
+  }
+
+  function fillCard(li, s) {
+    const open = el("button", "card-open");
+    open.type = "button";
+    const top = el("span", "card-top");
+    top.append(el("span", "card-id", s.session_id), badge(s.status));
+    const what = [s.model || "unknown model", s.agent_type].filter(Boolean).join(" · ");
+    const facts = el("span", "card-facts");
+    if (known(s.cost_usd)) facts.append(el("span", "cost", money(s.cost_usd)));
+    if (known(s.qa_score)) facts.append(el("span", "qa", `QA ${score(s.qa_score)}`));
+    facts.append(
+      el("span", "reports", plural(s.report_count, "report")),
+      el("span", "subagents", plural(s.subagent_count, "subagent")),
+      timeEl(s.started_at, "rel"),
+    );
+    open.append(top, el("span", "card-model", what), facts);
+    const focused = li.contains(document.activeElement);
+    li.replaceChildren(open);
+    if (focused) open.focus();
+    if (s.session_id === state.selected) open.setAttribute("aria-current", "true");
+  }
+
+  function addCard(s, where) {
+    const li = el("li", "card");
+    li.dataset.sessionId = s.session_id;
+    fillCard(li, s);
+    state.cards.set(s.session_id, { li, session: s });
+    if (where) ui.list.insertBefore(li, where);
+    else ui.list.append(li);
+  }
+
+  function removeCard(id) {
+    const shown = state.cards.get(id);
+    if (shown) shown.li.remove();
+    state.cards.delete(id);
+  }
+
+  // A session from the stream: update its card, add it where it belongs, or drop it if the filters
+  // no longer match. A session older than the loaded pages is left to the next page.
+  function applySession(s) {
+    const shown = state.cards.get(s.session_id);
+    if (shown && version(s) < version(shown.session)) return; // an older state than the one shown
+    if (!matchesFilters(s)) {
+      removeCard(s.session_id);
+    } else if (shown) {
+      shown.session = s;
+      fillCard(shown.li, s);
+    } else if (state.loaded) {
+      let next = null;
+      for (const { li, session } of state.cards.values()) {
+        if (before(s, session) && (!next || before(session, next.session))) next = { li, session };
+      }
+      if (next || !state.cursor) addCard(s, next && next.li);
+    }
+    if (s.session_id === state.selected && state.detailHeader) fillDetailHeader(s);
+    updateListEnd();
+  }
+
+  function updateListEnd() {
+    let text = "";
+    if (state.loading) text = "Loading…";
+    else if (state.loaded && !state.cursor) {
+      text = state.cards.size ? "No more sessions." : "No sessions match.";
+    }
+    ui.listEnd.textContent = text;
+  }
+
+  function showListMessage(message) {
+    ui.listEnd.textContent = message;
+  }
+
+  async function reloadList() {
+    if (!state.token) return;
+    const gen = ++state.listGen;
+    state.loading = true;
+    state.replay = [];
+    updateListEnd();
+    try {
+      const page = await api("/api/sessions", listParams(null));
+      if (gen !== state.listGen) return;
+      ui.list.replaceChildren();
+      state.cards.clear();
+      for (const s of page.sessions) addCard(s, null);
+      state.cursor = page.next_cursor;
+      state.loaded = true;
+      state.loading = false;
+      for (const s of state.replay) applySession(s);
+      state.replay = null;
+      updateListEnd();
+      setAvailable();
+    } catch (err) {
+      if (gen !== state.listGen) return;
+      state.loading = false;
+      state.replay = null;
+      updateListEnd();
+      handleError(err, showListMessage);
+    } finally {
+      if (gen === state.listGen) watchEnd();
+    }
+  }
+
+  async function loadMore() {
+    if (state.loading || !state.cursor || !state.token) return;
+    const gen = state.listGen;
+    state.loading = true;
+    updateListEnd();
+    try {
+      const page = await api("/api/sessions", listParams(state.cursor));
+      if (gen !== state.listGen) return;
+      for (const s of page.sessions) if (!state.cards.has(s.session_id)) addCard(s, null);
+      state.cursor = page.next_cursor;
+      state.loading = false;
+      updateListEnd();
+    } catch (err) {
+      if (gen !== state.listGen) return;
+      state.loading = false;
+      updateListEnd();
+      handleError(err, showListMessage);
+    } finally {
+      if (gen === state.listGen) watchEnd();
+    }
+  }
+
+  // Infinite scroll: the next page loads when the end of the list scrolls into view. Observing again
+  // after each page makes the observer report at once if the end is still in view.
+  const endObserver = new IntersectionObserver((entries) => {
+    if (entries.some((e) => e.isIntersecting)) loadMore();
+  });
+
+  function watchEnd() {
+    endObserver.unobserve(ui.listEnd);
+    endObserver.observe(ui.listEnd);
+  }
+
+  ui.list.addEventListener("click", (event) => {
+    const card = event.target.closest(".card");
+    if (!card) return;
+    const hash = "#session=" + encodeURIComponent(card.dataset.sessionId);
+    if (location.hash === hash) openSession(card.dataset.sessionId);
+    else location.hash = hash;
+  });
+
+  setInterval(() => {
+    for (const t of document.querySelectorAll("time.rel")) t.textContent = relative(t.dateTime);
+  }, 30000);
+
+  // -- The live stream ------------------------------------------------------------------------------
+
+  // Server-sent events from a fetch() body (EventSource cannot send the Authorization header).
+  async function readEvents(body, onEvent, onBytes) {
+    const reader = body.pipeThrough(new TextDecoderStream()).getReader();
+    let buffer = "";
+    let type = "";
+    let data = [];
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) return;
+      onBytes();
+      buffer += value;
+      for (;;) {
+        const at = buffer.search(/[\r\n]/);
+        if (at < 0 || (buffer[at] === "\r" && at === buffer.length - 1)) break; // wait for the \n
+        const line = buffer.slice(0, at);
+        buffer = buffer.slice(buffer.startsWith("\r\n", at) ? at + 2 : at + 1);
+        if (line === "") {
+          if (data.length) onEvent(type || "message", data.join("\n"));
+          type = "";
+          data = [];
+        } else if (!line.startsWith(":")) {
+          const colon = line.indexOf(":");
+          const field = colon < 0 ? line : line.slice(0, colon);
+          const val = colon < 0 ? "" : line.slice(colon + (line[colon + 1] === " " ? 2 : 1));
+          if (field === "event") type = val;
+          else if (field === "data") data.push(val);
+        }
+      }
+    }
+  }
+
+  function onStreamEvent(type, data) {
+    if (type === "session") {
+      let message;
+      try {
+        message = JSON.parse(data);
+      } catch (_) {
+        return;
+      }
+      if (!message.session || !message.session.session_id) return;
+      if (state.replay) state.replay.push(message.session);
+      applySession(message.session);
+    } else if (type === "unavailable") {
+      setUnavailable(null);
+    } else if (type === "available") {
+      reloadList();
+    }
+  }
+
+  function setLive(live) {
+    ui.live.textContent = live ? "Live" : "Offline";
+    ui.live.classList.toggle("on", live);
+  }
+
+  function stopStream() {
+    state.streamGen++;
+    if (state.streamAbort) state.streamAbort.abort();
+    if (state.streamWake) state.streamWake();
+    setLive(false);
+  }
+
+  // Keep one stream open while there is a token; each (re)connection reloads the list, so nothing that
+  // happened while it was closed is missed.
+  async function runStream() {
+    stopStream();
+    ui.live.textContent = "Connecting…";
+    const gen = state.streamGen;
+    let failures = 0;
+    while (gen === state.streamGen && state.token) {
+      const abort = new AbortController();
+      state.streamAbort = abort;
+      let stall = 0;
+      const fed = () => {
+        clearTimeout(stall);
+        stall = setTimeout(() => abort.abort(), STALL_MS);
+      };
+      let retryAfter = 0;
+      try {
+        let res;
+        try {
+          res = await fetch("/api/sessions/stream", {
+            headers: headers("text/event-stream"),
+            cache: "no-store",
+            signal: abort.signal,
+          });
+        } catch (err) {
+          throw abort.signal.aborted ? err : new ApiError(0, "The network failed.");
+        }
+        if (res.status === 401) {
+          if (gen === state.streamGen) askToken("The token was not accepted.");
+          return;
+        }
+        if (!res.ok) throw await failure(res);
+        fed();
+        let first = true;
+        await readEvents(res.body, onStreamEvent, () => {
+          fed();
+          if (first) {
+            // The server subscribes before it sends its first bytes: from here on nothing is missed.
+            first = false;
+            failures = 0;
+            setLive(true);
+            reloadList();
+          }
+        });
+      } catch (err) {
+        if (gen !== state.streamGen) return;
+        if (err.status === 503 || err.status === 0) {
+          setUnavailable(err);
+          retryAfter = retryDelay(err);
+        }
+      } finally {
+        clearTimeout(stall);
+      }
+      if (gen !== state.streamGen) return;
+      setLive(false);
+      const delay = Math.min(RETRY_CAP_MS, Math.max(retryAfter, 250 * 2 ** failures++));
+      await new Promise((resolve) => {
+        const timer = setTimeout(resolve, delay);
+        state.streamWake = () => {
+          clearTimeout(timer);
+          resolve();
+        };
+      });
+      state.streamWake = null;
+    }
+  }
+
+  // -- The detail -----------------------------------------------------------------------------------
+
+  function section(title, className) {
+    const s = el("section", `detail-section ${className}`);
+    s.append(el("h3", null, title));
+    return s;
+  }
+
+  function fillDetailHeader(s) {
+    const head = state.detailHeader;
+    const title = el("h2", "detail-title");
+    title.append(el("span", "detail-id", s.session_id), badge(s.status));
+    const facts = el("dl", "facts");
+    const add = (label, value) => {
+      if (!known(value) || value === "") return;
+      const row = el("div");
+      row.append(el("dt", null, label), el("dd", null, value));
+      facts.append(row);
+    };
+    add("Model", s.model);
+    add("Agent type", s.agent_type);
+    add("Cost", known(s.cost_usd) ? money(s.cost_usd) : null);
+    add("QA score", known(s.qa_score) ? score(s.qa_score) : null);
+    add("Events", s.event_count);
+    add("Subagents", s.subagent_count);
+    add("Reports", s.report_count);
+    add("Words", s.word_count);
+    add("Started", new Date(s.started_at).toLocaleString());
+    add("Ended", s.ended_at && new Date(s.ended_at).toLocaleString());
+    add("End reason", s.end_reason);
+    add("Directory", s.cwd);
+    add("Source", s.source);
+    head.replaceChildren(title, facts);
+  }
+
+  function renderReport(report) {
+    const article = el("article", "report-card");
+    const head = el("header", "report-head");
+    head.append(
+      el("span", "report-path", report.path),
+      el("span", "report-type", report.report_type),
+      el("span", "report-words", plural(report.word_count, "word")),
+      timeEl(report.written_at, "abs"),
+    );
+    const body = el("div", "report");
+    body.append(window.hookdbMarkdown.render(report.content, { headingOffset: 3 })); // "# " under the h3
+    article.append(head, body);
+    return article;
+  }
+
+  function renderState(agent) {
+    const article = el("article", "agent-state");
+    const head = el("header", "report-head");
+    head.append(
+      el("span", "report-path", agent.path),
+      el("span", "report-type", [agent.agent_id, agent.agent_type].filter(Boolean).join(" · ")),
+      timeEl(agent.updated_at, "abs"),
+    );
+    article.append(head, el("pre", "json", prettyJson(agent.content)));
+    return article;
+  }
+
+  function renderEvent(e) {
+    const li = el("li", "timeline-event");
+    const row = el("div", "event-row");
+    const at = el("time", "event-time", clock(e.occurred_at));
+    at.dateTime = e.occurred_at;
+    row.append(at, el("span", "event-type", e.event_type));
+    if (e.tool_name) row.append(el("span", "tool-name", e.tool_name));
+    if (known(e.duration_ms)) row.append(el("span", "duration", duration(e.duration_ms)));
+    const payload = el("details", "payload");
+    payload.append(el("summary", null, "payload"), el("pre", "json", prettyJson(e.payload)));
+    li.append(row, payload);
+    return li;
+  }
+
+  function appendEvents(timeline, page, id) {
+    const [list, more] = timeline;
+    for (const e of page.events) list.append(renderEvent(e));
+    more.hidden = !page.next_cursor;
+    more.onclick = async () => {
+      more.disabled = true;
+      try {
+        const next = await api(`/api/sessions/${encodeURIComponent(id)}/events`, [
+          ["limit", EVENTS_PAGE],
+          ["cursor", page.next_cursor],
+        ]);
+        more.textContent = "Load more events";
+        if (state.selected === id) appendEvents(timeline, next, id);
+      } catch (err) {
+        handleError(err, (message) => (more.textContent = `Load more events (${message})`));
+      } finally {
+        more.disabled = false;
+      }
+    };
+  }
+
+  function renderDetail(d) {
+    const s = d.session;
+    state.detailHeader = el("header", "detail-header");
+    fillDetailHeader(s);
+
+    const reports = section("Reports", "reports");
+    if (!d.reports.length) reports.append(el("p", "empty", "No reports."));
+    for (const r of d.reports) reports.append(renderReport(r));
+
+    const states = section("Agent states", "agent-states");
+    if (!d.agent_states.length) states.append(el("p", "empty", "No agent state files."));
+    for (const a of d.agent_states) states.append(renderState(a));
+
+    const timeline = section("Timeline", "timeline");
+    const list = el("ol", "events");
+    const more = el("button", "load-more", "Load more events");
+    more.type = "button";
+    if (!d.events.events.length) timeline.append(el("p", "empty", "No events."));
+    timeline.append(list, more);
+    appendEvents([list, more], d.events, s.session_id);
+
+    ui.detail.replaceChildren(state.detailHeader, reports, states, timeline);
+    ui.detail.scrollTop = 0;
+    if (window.matchMedia("(max-width: 45rem)").matches) ui.detail.scrollIntoView(); // below the list
+  }
+
+  async function openSession(id) {
+    state.selected = id;
+    state.detailFailed = false;
+    for (const [sid, { li }] of state.cards) {
+      const button = li.querySelector("button");
+      if (sid === id) button.setAttribute("aria-current", "true");
+      else button.removeAttribute("aria-current");
+    }
+    const gen = ++state.detailGen;
+    state.detailHeader = null;
+    ui.detail.replaceChildren(el("p", "placeholder", "Loading the session…"));
+    try {
+      const d = await api(`/api/sessions/${encodeURIComponent(id)}`, [["events_limit", EVENTS_PAGE]]);
+      if (gen === state.detailGen) renderDetail(d);
+    } catch (err) {
+      if (gen !== state.detailGen) return;
+      state.detailFailed = err.status === 503 || err.status === 0;
+      if (state.detailFailed) {
+        ui.detail.replaceChildren(el("p", "placeholder", "Could not load the session; retrying…"));
+      }
+      handleError(err, (message) => ui.detail.replaceChildren(el("p", "error", message)));
+    }
+  }
+
+  function showHashSession() {
+    const m = /^#session=(.+)$/.exec(location.hash);
+    if (!m || !state.token) {
+      state.selected = null;
+      ui.detail.replaceChildren(el("p", "placeholder", "Select a session to see its reports and timeline."));
+      return;
+    }
+    let id;
+    try {
+      id = decodeURIComponent(m[1]);
+    } catch (_) {
+      return;
+    }
+    openSession(id);
+  }
+
+  window.addEventListener("hashchange", showHashSession);
+
+  // -- Tabs and filters -----------------------------------------------------------------------------
+
+  function selectTab(tab) {
+    for (const t of ui.tabs) {
+      const on = t === tab;
+      t.setAttribute("aria-selected", String(on));
+      t.tabIndex = on ? 0 : -1;
+      $(t.getAttribute("aria-controls")).hidden = !on;
+    }
+  }
+
+  for (const tab of ui.tabs) {
+    tab.addEventListener("click", () => selectTab(tab));
+    tab.addEventListener("keydown", (event) => {
+      if (event.key !== "ArrowLeft" && event.key !== "ArrowRight") return;
+      const other = ui.tabs[(ui.tabs.indexOf(tab) + 1) % ui.tabs.length];
+      selectTab(other);
+      other.focus();
+    });
+  }
+
+  function isoOf(local) {
+    const t = Date.parse(local); // a datetime-local value is in local time
+    return Number.isFinite(t) ? new Date(t).toISOString() : "";
+  }
+
+  function readFilters() {
+    const form = new FormData(ui.filterForm);
+    state.filters = {
+      status: form.getAll("status"),
+      model: String(form.get("model") || "").trim(),
+      agent_type: String(form.get("agent_type") || "").trim(),
+      started_after: isoOf(form.get("started_after")),
+      started_before: isoOf(form.get("started_before")),
+    };
+    const f = state.filters;
+    const fields = ["model", "agent_type", "started_after", "started_before"];
+    const count = (f.status.length ? 1 : 0) + fields.filter((key) => f[key]).length;
+    ui.tabs[1].textContent = count ? `Filters (${count})` : "Filters";
+  }
+
+  ui.filterForm.addEventListener("submit", (event) => {
+    event.preventDefault();
+    readFilters();
+    selectTab(ui.tabs[0]);
+    $("panel-sessions").scrollTop = 0;
+    reloadList();
+  });
+
+  ui.filterForm.addEventListener("reset", () => {
+    setTimeout(() => {
+      readFilters();
+      reloadList();
+    });
+  });
+
+  // -- The token ------------------------------------------------------------------------------------
+
+  function clearData() {
+    state.listGen++;
+    state.detailGen++;
+    state.cards.clear();
+    state.cursor = null;
+    state.loaded = false;
+    state.loading = false;
+    state.selected = null;
+    state.detailHeader = null;
+    ui.list.replaceChildren();
+    ui.listEnd.textContent = "";
+    ui.detail.replaceChildren();
+    ui.notice.hidden = true;
+    clearTimeout(state.retryTimer);
+    state.retryTimer = 0;
+  }
+
+  function askToken(message) {
+    stopStream();
+    clearData();
+    state.token = "";
+    localStorage.removeItem(TOKEN_KEY);
+    ui.tokenError.textContent = message || "";
+    ui.app.hidden = true;
+    ui.signOut.hidden = true;
+    ui.live.hidden = true;
+    ui.signin.hidden = false;
+    ui.tokenInput.value = "";
+    ui.tokenInput.focus();
+  }
+
+  function start() {
+    ui.signin.hidden = true;
+    ui.app.hidden = false;
+    ui.signOut.hidden = false;
+    ui.live.hidden = false;
+    reloadList();
+    runStream();
+    showHashSession();
+  }
+
+  ui.tokenForm.addEventListener("submit", (event) => {
+    event.preventDefault();
+    const token = ui.tokenInput.value.trim();
+    if (!token) return;
+    state.token = token;
+    localStorage.setItem(TOKEN_KEY, token);
+    ui.tokenError.textContent = "";
+    start();
+  });
+
+  ui.signOut.addEventListener("click", () => askToken(""));
+
+  readFilters();
+  if (state.token) start();
+  else askToken("");
+})();

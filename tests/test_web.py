@@ -1,0 +1,492 @@
+"""The web page, in a real browser (Chromium through Playwright) against a real ``hookdb api`` process.
+
+Sessions are seeded with SQL as the superuser; each test checks what a user sees: cards and their
+badges, the detail view, live changes, the outage notice, and that an agent's report cannot run script.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+from pg import StoppablePostgres
+
+from conftest import BIN, run_sql, wait_for
+
+CHROMIUM = Path("/usr/bin/chromium")
+if not CHROMIUM.exists():
+    if os.environ.get("CI"):
+        pytest.fail(f"no Chromium at {CHROMIUM}: .ci/run must install it", pytrace=False)
+    pytest.skip(
+        f"SKIPPED LOUDLY: no Chromium at {CHROMIUM} (apt-get install chromium)", allow_module_level=True
+    )
+
+from playwright.sync_api import Page, expect, sync_playwright  # noqa: E402
+
+expect.set_options(timeout=15_000)
+
+CARDS = "#session-list [data-session-id]"
+
+
+# -- Fixtures and helpers ------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def page(dsn: str) -> Iterator[Page]:
+    """A fresh browser; the test fails on a script error or a Content-Security-Policy violation.
+
+    Playwright's sync API keeps its asyncio loop marked as running in this thread, where ``run_sql``
+    (asyncio.run) then refuses to run: the browser starts after the ``dsn`` fixture's database and stops
+    before it is dropped, and the tests run their SQL through :func:`sql` (another thread).
+    """
+    with sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=str(CHROMIUM),
+            args=[
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+            ],
+        )
+        page = browser.new_page()
+        problems: list[str] = []
+        page.on("pageerror", lambda exc: problems.append(f"page error: {exc}"))
+        page.on(
+            "console",
+            lambda msg: "Content Security Policy" in msg.text and problems.append(f"CSP: {msg.text}"),
+        )
+        yield page
+        browser.close()
+    assert not problems
+
+
+def sql(dsn: str, statement: str, *args: Any) -> list[Any]:
+    """``run_sql`` on a thread of its own (see :func:`page`)."""
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(run_sql, dsn, statement, *args).result()
+
+
+def migrate(dsn: str) -> None:
+    subprocess.run(
+        [str(BIN / "hookdb"), "migrate", "--dsn", dsn], check=True, capture_output=True, timeout=60
+    )
+
+
+def add_session(
+    dsn: str,
+    tenant: str,
+    session_id: str,
+    *,
+    status: str = "running",
+    model: str | None = "claude-sonnet-4-5",
+    agent_type: str | None = "main",
+    started_at: datetime | None = None,
+    cost: str | None = None,
+    qa_score: float | None = None,
+    reports: int = 0,
+    subagents: int = 0,
+) -> None:
+    started = started_at or datetime.now(UTC)
+    meta = {} if qa_score is None else {"qa_score": qa_score}
+    sql(
+        dsn,
+        """INSERT INTO sessions (tenant_id, session_id, status, status_at, model, agent_type, cwd, source,
+                                 started_at, updated_at, subagent_count, report_count, cost_usd, meta)
+           VALUES ($1, $2, $3, $4, $5, $6, '/work/project', 'startup', $4, $4, $7, $8, $9::numeric,
+                   $10::jsonb)""",
+        tenant,
+        session_id,
+        status,
+        started,
+        model,
+        agent_type,
+        subagents,
+        reports,
+        cost,
+        json.dumps(meta),
+    )
+
+
+def add_report(dsn: str, tenant: str, session_id: str, path: str, content: str) -> None:
+    sql(
+        dsn,
+        """INSERT INTO reports (tenant_id, session_id, path, report_type, content, sha256, word_count,
+                                written_at, event_id)
+           VALUES ($1, $2, $3, 'report', $4, 'x', $5, now(), gen_random_uuid())""",
+        tenant,
+        session_id,
+        path,
+        content,
+        len(content.split()),
+    )
+
+
+def add_event(
+    dsn: str,
+    tenant: str,
+    session_id: str,
+    event_type: str,
+    at: datetime,
+    tool_name: str | None = None,
+    **payload: Any,
+) -> None:
+    body = {"session_id": session_id, "hook_event_name": event_type, **payload}
+    if tool_name:
+        body["tool_name"] = tool_name
+    sql(
+        dsn,
+        """INSERT INTO hook_audit_log (tenant_id, event_id, occurred_at, received_at, session_id, event_type,
+                                       tool_name, source, payload)
+           VALUES ($1, gen_random_uuid(), $2, $2, $3, $4, $5, 'hook', $6::jsonb)""",
+        tenant,
+        at,
+        session_id,
+        event_type,
+        tool_name,
+        json.dumps(body),
+    )
+
+
+def serve(start_api: Any, dsn: str, *extra: str, **tokens: str) -> Any:
+    """``hookdb api`` on ``dsn`` (tokens by tenant), once its live feed listens: until then the stream
+    answers 503 and the page would wait out Retry-After (5 s) before it is live."""
+    api = start_api(dsn, tokens, *extra)
+    wait_for(lambda: api.events("feed.listening"))
+    return api
+
+
+def sign_in(page: Page, url: str, token: str) -> None:
+    page.goto(url)
+    page.get_by_label("API token").fill(token)
+    page.get_by_role("button", name="Show sessions").click()
+
+
+def card(page: Page, session_id: str) -> Any:
+    return page.locator(f'#session-list [data-session-id="{session_id}"]')
+
+
+def ago(**delta: float) -> datetime:
+    return datetime.now(UTC) - timedelta(**delta)
+
+
+def with_database(dsn: str, name: str) -> str:
+    return urlsplit(dsn)._replace(path=f"/{name}").geturl()
+
+
+# -- Tests ---------------------------------------------------------------------------------------------
+
+
+def test_cards_show_only_the_tokens_tenant(page: Page, dsn: str, start_api) -> None:
+    migrate(dsn)
+    add_session(
+        dsn,
+        "acme",
+        "acme-1",
+        status="completed",
+        model="claude-opus-4-1",
+        cost="1.25",
+        qa_score=87,
+        reports=2,
+        subagents=1,
+        started_at=ago(minutes=3),
+    )
+    add_session(dsn, "acme", "acme-2", status="failed", model="claude-haiku-4-5", started_at=ago(hours=2))
+    add_session(dsn, "globex", "globex-1", model="gpt-5", cost="0.5")
+    api = serve(start_api, dsn, acme="token-a", globex="token-b")
+
+    page.goto(api.url)
+    expect(page.get_by_label("API token")).to_be_visible()  # no token yet: the form asks for one
+    sign_in(page, api.url, "token-a")
+
+    expect(page.locator(CARDS)).to_have_count(2)
+    first = card(page, "acme-1")
+    expect(first.locator(".status-badge")).to_have_text("completed")
+    expect(first).to_contain_text("claude-opus-4-1")
+    expect(first).to_contain_text("$1.25")
+    expect(first).to_contain_text("QA 87")
+    expect(first).to_contain_text("2 reports")
+    expect(first).to_contain_text("1 subagent")
+    expect(first).to_contain_text("3 min ago")
+    expect(card(page, "acme-2").locator(".status-badge")).to_have_text("failed")
+    expect(card(page, "acme-2")).to_contain_text("2 h ago")
+    expect(page.locator(CARDS).first).to_have_attribute("data-session-id", "acme-1")  # newest first
+    expect(page.locator("#session-list")).not_to_contain_text("globex")
+    assert page.evaluate("localStorage.getItem('hookdb.token')") == "token-a"
+
+    page.reload()  # the token is remembered
+    expect(card(page, "acme-1")).to_be_visible()
+
+    page.get_by_role("button", name="Change token").click()
+    page.get_by_label("API token").fill("no-such-token")
+    page.get_by_role("button", name="Show sessions").click()
+    expect(page.get_by_text("The token was not accepted.")).to_be_visible()
+    expect(page.locator(CARDS)).to_have_count(0)
+
+    page.get_by_label("API token").fill("token-b")
+    page.get_by_role("button", name="Show sessions").click()
+    expect(page.locator(CARDS)).to_have_count(1)
+    expect(card(page, "globex-1")).to_contain_text("gpt-5")
+    expect(page.locator("#session-list")).not_to_contain_text("acme")
+
+
+def test_infinite_scroll_loads_the_next_pages(page: Page, dsn: str, start_api) -> None:
+    migrate(dsn)
+    sql(
+        dsn,
+        """INSERT INTO sessions (tenant_id, session_id, status, started_at, updated_at, model)
+           SELECT 'acme', format('s-%s', lpad(i::text, 3, '0')), 'completed',
+                  now() - i * interval '1 minute', now() - i * interval '1 minute', 'claude-sonnet-4-5'
+           FROM generate_series(1, 120) AS i""",
+    )
+    api = serve(start_api, dsn, acme="token-a")
+    sign_in(page, api.url, "token-a")
+
+    cards = page.locator(CARDS)
+    expect(cards).to_have_count(50)
+    expect(cards.first).to_have_attribute("data-session-id", "s-001")
+    expect(card(page, "s-051")).to_have_count(0)
+
+    cards.last.scroll_into_view_if_needed()
+    expect(cards).to_have_count(100)
+    expect(cards.nth(50)).to_have_attribute("data-session-id", "s-051")
+
+    cards.last.scroll_into_view_if_needed()
+    expect(cards).to_have_count(120)
+    expect(cards.last).to_have_attribute("data-session-id", "s-120")
+    expect(page.get_by_text("No more sessions.")).to_be_visible()
+
+
+def test_detail_shows_reports_agent_states_and_timeline(page: Page, dsn: str, start_api) -> None:
+    migrate(dsn)
+    add_session(dsn, "acme", "s-1", status="completed", cost="0.42", reports=1)
+    add_session(dsn, "acme", "s-2")
+    add_report(
+        dsn,
+        "acme",
+        "s-1",
+        "/work/project/reports/summary.md",
+        "# Findings\n\nThe build is **green** and *fast*; run `make test`.\n\n"
+        "- first item\n- second item\n  - nested item\n\n"
+        "> quoted line\n\n```python\nprint('hi')\n```\n\nSee [the docs](https://example.com/docs).\n",
+    )
+    sql(
+        dsn,
+        """INSERT INTO agent_states (tenant_id, session_id, agent_id, path, agent_type, content, sha256,
+                                     updated_at)
+           VALUES ('acme', 's-1', 'agent-7', '.claude/state.json', 'reviewer', '{"step":3,"done":false}',
+                   'x', now())""",
+    )
+    start = ago(minutes=5)
+    add_event(dsn, "acme", "s-1", "SessionStart", start)
+    add_event(dsn, "acme", "s-1", "PreToolUse", start + timedelta(seconds=1), "Bash", tool_use_id="tu-1")
+    add_event(dsn, "acme", "s-1", "PostToolUse", start + timedelta(seconds=2.5), "Bash", tool_use_id="tu-1")
+    sql(
+        dsn,
+        """INSERT INTO hook_audit_log (tenant_id, event_id, occurred_at, received_at, session_id, event_type,
+                                       source, payload)
+           SELECT 'acme', gen_random_uuid(), $1::timestamptz + i * interval '1 second', now(), 's-1',
+                  'Notification', 'hook', jsonb_build_object('n', i)
+           FROM generate_series(1, 120) AS i""",
+        start + timedelta(seconds=2),
+    )
+    api = serve(start_api, dsn, acme="token-a")
+    sign_in(page, api.url, "token-a")
+
+    card(page, "s-1").click()
+    detail = page.locator("#detail")
+    expect(detail.locator(".status-badge")).to_have_text("completed")
+    report = detail.locator(".report")
+    expect(report.get_by_role("heading", name="Findings")).to_be_visible()
+    expect(report.locator("strong")).to_have_text("green")
+    expect(report.locator("em")).to_have_text("fast")
+    expect(report.locator("p code")).to_have_text("make test")
+    expect(report.locator(":scope > ul > li")).to_have_count(2)
+    expect(report.locator("ul ul > li")).to_have_text("nested item")
+    expect(report.locator("blockquote")).to_have_text("quoted line")
+    expect(report.locator("pre code")).to_have_text("print('hi')")
+    docs = report.get_by_role("link", name="the docs")
+    expect(docs).to_have_attribute("href", "https://example.com/docs")
+    expect(docs).to_have_attribute("rel", "noopener noreferrer")
+    expect(detail.locator(".agent-state pre")).to_have_text('{\n  "step": 3,\n  "done": false\n}')
+    expect(detail.locator(".agent-state")).to_contain_text("agent-7")
+
+    events = detail.locator(".timeline-event")
+    expect(events).to_have_count(100)
+    expect(events.nth(0)).to_contain_text("SessionStart")
+    expect(events.nth(1)).to_contain_text("PreToolUse")
+    expect(events.nth(1)).to_contain_text("Bash")
+    expect(events.nth(1)).to_contain_text("1.5 s")
+    page.get_by_role("button", name="Load more events").click()
+    expect(events).to_have_count(123)
+    expect(page.get_by_role("button", name="Load more events")).to_be_hidden()
+
+    card(page, "s-2").click()  # another session replaces the detail
+    expect(detail.get_by_text("No reports.")).to_be_visible()
+    expect(detail.locator(".timeline-event")).to_have_count(0)
+
+
+def test_a_report_cannot_run_script(page: Page, dsn: str, start_api) -> None:
+    migrate(dsn)
+    evil = "evil<b>bold<img src=x onerror=window.__pwned=4>"  # ids and paths are agent-chosen text too
+    add_session(dsn, "acme", evil, model="<i>model</i>")
+    add_report(
+        dsn,
+        "acme",
+        evil,
+        "/work/project/reports/<i>evil</i>.md",
+        '# Hi\n<script>window.__pwned=1</script>\n<img src=x onerror="window.__pwned=2">\n\n'
+        "[x](javascript:window.__pwned=3) and [y](data:text/html,<script>alert(1)</script>)\n",
+    )
+    api = serve(start_api, dsn, acme="token-a")
+    sign_in(page, api.url, "token-a")
+
+    expect(card(page, evil)).to_contain_text(evil)  # shown as text
+    expect(card(page, evil)).to_contain_text("<i>model</i>")
+    card(page, evil).click()
+    report = page.locator("#detail .report")
+    expect(report.get_by_role("heading", name="Hi")).to_be_visible()
+    expect(report).to_contain_text("<script>window.__pwned=1</script>")
+    expect(report).to_contain_text('<img src=x onerror="window.__pwned=2">')
+    expect(report).to_contain_text("[x](javascript:window.__pwned=3)")  # not a link: the text as written
+    expect(page.locator("#detail")).to_contain_text("/work/project/reports/<i>evil</i>.md")
+    expect(page.locator("body").locator("script, img, iframe, b, i, [onerror]")).to_have_count(0)
+    expect(report.locator("a")).to_have_count(0)  # no link to a javascript: or data: URL
+    report.get_by_text("[x](javascript:window.__pwned=3)", exact=False).click()
+    assert page.evaluate("window.__pwned") is None
+
+
+def test_new_sessions_and_status_changes_arrive_live(page: Page, dsn: str, start_api) -> None:
+    migrate(dsn)
+    add_session(dsn, "acme", "old", started_at=ago(minutes=10))
+    api = serve(start_api, dsn, acme="token-a", globex="token-b")
+    sign_in(page, api.url, "token-a")
+    expect(page.locator(CARDS)).to_have_count(1)
+    expect(page.locator("#live-state")).to_have_text("Live")
+
+    add_session(dsn, "globex", "someone-elses")
+    add_session(dsn, "acme", "fresh", model="claude-opus-4-1", cost="0.01")
+    expect(page.locator(CARDS)).to_have_count(2)
+    expect(page.locator(CARDS).first).to_have_attribute("data-session-id", "fresh")
+    expect(card(page, "fresh").locator(".status-badge")).to_have_text("running")
+    expect(card(page, "fresh")).to_contain_text("claude-opus-4-1")
+    expect(page.locator("#session-list")).not_to_contain_text("someone-elses")  # it came first: not for us
+
+    card(page, "old").click()
+    expect(page.locator("#detail .status-badge")).to_have_text("running")
+    sql(dsn, "UPDATE sessions SET status = 'completed', status_at = now() WHERE session_id = 'old'")
+    expect(card(page, "old").locator(".status-badge")).to_have_text("completed")
+    expect(page.locator("#detail .status-badge")).to_have_text("completed")
+    expect(card(page, "fresh").locator(".status-badge")).to_have_text("running")
+
+
+def test_filters_reload_the_list_and_apply_to_live_sessions(page: Page, dsn: str, start_api) -> None:
+    migrate(dsn)
+    add_session(dsn, "acme", "opus-failed", status="failed", model="claude-opus-4-1", started_at=ago(days=3))
+    add_session(dsn, "acme", "opus-running", model="claude-opus-4-1", started_at=ago(hours=1))
+    add_session(dsn, "acme", "haiku-failed", status="failed", model="claude-haiku-4-5")
+    api = serve(start_api, dsn, acme="token-a")
+    sign_in(page, api.url, "token-a")
+    expect(page.locator(CARDS)).to_have_count(3)
+    expect(page.locator("#live-state")).to_have_text("Live")
+
+    page.get_by_role("tab", name="Filters").click()
+    page.get_by_label("failed").check()
+    page.get_by_label("Model").fill("claude-opus-4-1")
+    page.get_by_role("button", name="Apply").click()
+    expect(page.get_by_role("tab", name="Filters (2)")).to_be_visible()
+    expect(page.locator(CARDS)).to_have_count(1)
+    expect(card(page, "opus-failed")).to_be_visible()
+
+    add_session(dsn, "acme", "opus-running-2", model="claude-opus-4-1")  # does not match: stays out
+    add_session(dsn, "acme", "opus-failed-2", status="failed", model="claude-opus-4-1")
+    expect(page.locator(CARDS)).to_have_count(2)
+    expect(page.locator(CARDS).first).to_have_attribute("data-session-id", "opus-failed-2")
+    expect(card(page, "opus-running-2")).to_have_count(0)
+
+    page.get_by_role("tab", name="Filters").click()
+    started_after = ago(days=1).astimezone().strftime("%Y-%m-%dT%H:%M:%S")
+    page.get_by_label("Started after").fill(started_after)
+    page.get_by_role("button", name="Apply").click()
+    expect(page.locator(CARDS)).to_have_count(1)
+    expect(card(page, "opus-failed-2")).to_be_visible()
+
+    page.get_by_role("tab", name="Filters (3)").click()
+    page.get_by_role("button", name="Clear").click()
+    expect(page.locator(CARDS)).to_have_count(5)
+
+
+def test_database_outage_shows_the_notice_and_recovers(
+    page: Page, private_pg: StoppablePostgres, start_api
+) -> None:
+    sql(private_pg.dsn, "CREATE DATABASE hookdb_web")
+    dsn = with_database(private_pg.dsn, "hookdb_web")
+    migrate(dsn)
+    add_session(dsn, "acme", "before", status="completed", model="claude-opus-4-1")
+    api = serve(start_api, dsn, acme="token-a")
+    sign_in(page, api.url, "token-a")
+    notice = page.locator("#unavailable")
+    expect(card(page, "before")).to_be_visible()
+    expect(page.locator("#live-state")).to_have_text("Live")
+    expect(notice).to_be_hidden()
+
+    private_pg.stop()
+    expect(notice).to_be_visible()
+    expect(notice).to_have_text("Session history is unavailable. Retrying…")
+
+    private_pg.start()
+    expect(notice).to_be_hidden(timeout=30_000)
+    expect(card(page, "before").locator(".status-badge")).to_have_text("completed")
+    expect(page.locator("#live-state")).to_have_text("Live", timeout=30_000)
+    add_session(dsn, "acme", "after")  # the stream is back: a new session shows up without a reload
+    expect(page.locator(CARDS).first).to_have_attribute("data-session-id", "after")
+
+
+def test_the_page_loads_with_the_database_down(page: Page, private_pg: StoppablePostgres, start_api) -> None:
+    sql(private_pg.dsn, "CREATE DATABASE hookdb_web")
+    dsn = with_database(private_pg.dsn, "hookdb_web")
+    migrate(dsn)
+    add_session(dsn, "acme", "waiting", model="claude-opus-4-1")
+    api = serve(start_api, dsn, acme="token-a")
+    private_pg.stop()
+
+    sign_in(page, api.url, "token-a")
+    expect(page.locator("#unavailable")).to_be_visible()
+    expect(page.locator(CARDS)).to_have_count(0)
+    private_pg.start()
+    expect(card(page, "waiting")).to_be_visible(timeout=30_000)
+    expect(page.locator("#unavailable")).to_be_hidden()
+
+
+def test_the_page_rides_out_an_api_restart(page: Page, dsn: str, start_api) -> None:
+    migrate(dsn)
+    add_session(dsn, "acme", "before")
+    api = serve(start_api, dsn, acme="token-a")
+    sign_in(page, api.url, "token-a")
+    expect(card(page, "before")).to_be_visible()
+    expect(page.locator("#live-state")).to_have_text("Live")
+
+    api.stop()  # the network fails: no answer at all
+    expect(page.locator("#unavailable")).to_be_visible()
+    expect(page.locator("#live-state")).to_have_text("Offline")
+    add_session(dsn, "acme", "while-away")
+
+    port = urlsplit(api.url).port
+    serve(start_api, dsn, "--listen", f"127.0.0.1:{port}", acme="token-a")
+    expect(page.locator("#unavailable")).to_be_hidden()
+    expect(page.locator(CARDS).first).to_have_attribute("data-session-id", "while-away")
+    expect(page.locator("#live-state")).to_have_text("Live")
+    add_session(dsn, "acme", "after")
+    expect(page.locator(CARDS).first).to_have_attribute("data-session-id", "after")
