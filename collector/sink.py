@@ -122,9 +122,11 @@ class ConnectOptions:
     role: str = "hookdb_writer"
     blob_min_bytes: int = 8192
     application_name: str = "hookdb-collector"
+    settings: tuple[tuple[str, str], ...] = ()  # more server settings for every session
 
     def kwargs(self) -> dict[str, Any]:
         settings = {
+            **dict(self.settings),
             "application_name": self.application_name,
             "statement_timeout": str(int(self.statement_timeout * 1000)),
             # The server notices a vanished client; the client's own time-outs notice a vanished server.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -212,6 +213,11 @@ class Error(msgspec.Struct, kw_only=True):
     detail: str
 
 
+@functools.cache
+def _fields(query: type[Query]) -> dict[str, msgspec.structs.FieldInfo]:
+    return {f.encode_name: f for f in msgspec.structs.fields(query)}
+
+
 _INTEGER = re.compile(r"-?[0-9]{1,18}\Z")
 
 
@@ -220,7 +226,7 @@ def parse(query: type[Query], items: list[tuple[str, str]]) -> Any:
 
     Strict: only integer fields take digits as numbers (a lax conversion would read ``0.5`` as a date).
     """
-    fields = {f.encode_name: f for f in msgspec.structs.fields(query)}
+    fields = _fields(query)
     raw: dict[str, Any] = {}
     for name, value in items:
         field = fields.get(name)

@@ -122,8 +122,9 @@ async def agent_states(conn: asyncpg.Connection, session_id: str) -> list[AgentS
     return [AgentState(**row) for row in rows]
 
 
-# The page's events, each tool call start or end with its counterpart (same tool_use_id) looked up
-# among the session's tool call events only.
+# The page's events, each tool call start or end with its counterpart (same tool_use_id): the first start
+# and the first end of every tool_use_id on the page, found among the session's tool call events once
+# and hash-joined (a per-row lookup would rescan the session for each event of the page).
 _EVENTS = """
 WITH page AS (
     SELECT event_id, occurred_at, event_type, tool_name, payload,
@@ -133,19 +134,17 @@ WITH page AS (
     ORDER BY occurred_at, event_id
     LIMIT $2
 ), calls AS (
-    SELECT event_id, occurred_at, event_type = $4 AS is_start, payload->>'tool_use_id' AS tool_use_id
+    SELECT DISTINCT ON (payload->>'tool_use_id', event_type = $4)
+           event_id, occurred_at, event_type = $4 AS is_start, payload->>'tool_use_id' AS tool_use_id
     FROM hook_audit_log
     WHERE session_id = $1 AND event_type = ANY($3::text[])
       AND payload->>'tool_use_id' IN (SELECT tool_use_id FROM page)
+    ORDER BY payload->>'tool_use_id', event_type = $4, occurred_at
 )
 SELECT p.event_id, p.occurred_at, p.event_type, p.tool_name, p.tool_use_id, p.payload,
        o.event_id AS paired_event_id, o.occurred_at AS paired_at
 FROM page p
-LEFT JOIN LATERAL (
-    SELECT c.event_id, c.occurred_at FROM calls c
-    WHERE c.tool_use_id = p.tool_use_id AND c.is_start <> (p.event_type = $4)
-    ORDER BY c.occurred_at LIMIT 1
-) o ON true
+LEFT JOIN calls o ON o.tool_use_id = p.tool_use_id AND o.is_start <> (p.event_type = $4)
 ORDER BY p.occurred_at, p.event_id
 """
 _TOOL_CALL_EVENTS = sorted({cls.TOOL_CALL_START, *cls.TOOL_CALL_END})

@@ -24,6 +24,8 @@ T = TypeVar("T")
 Work = Callable[[asyncpg.Connection], Awaitable[Any]]
 
 _SET_TENANT = "SELECT set_config('hookdb.tenant', $1, true)"  # SET LOCAL, with the tenant as a parameter
+# The tenant set in the same round trip as the snapshot is exported.
+_EXPORT_SNAPSHOT = "SELECT pg_export_snapshot() FROM (SELECT set_config('hookdb.tenant', $1, true)) t"
 _SNAPSHOT = re.compile(r"[0-9A-Fa-f-]+\Z")
 
 
@@ -137,7 +139,7 @@ class Reader:
                 conns = [await stack.enter_async_context(self._pool.acquire()) for _ in works]
             first = conns[0]
             await stack.enter_async_context(first.transaction(isolation="repeatable_read", readonly=True))
-            snapshot = await first.fetchval("SELECT pg_export_snapshot()")
+            snapshot = await first.fetchval(_EXPORT_SNAPSHOT, tenant)
             if not _SNAPSHOT.match(snapshot):
                 raise AssertionError(f"unexpected snapshot id {snapshot!r}")
 
@@ -147,7 +149,7 @@ class Reader:
                         conn.transaction(isolation="repeatable_read", readonly=True)
                     )
                     await conn.execute(f"SET TRANSACTION SNAPSHOT '{snapshot}'")
-                await conn.execute(_SET_TENANT, tenant)
+                    await conn.execute(_SET_TENANT, tenant)
                 return await work(conn)
 
             try:

@@ -36,6 +36,9 @@ async def run(config: Config) -> None:
             password_file=config.database.password_file,
             role=settings.role,
             application_name="hookdb-api",
+            # A generic plan cannot know how long a session is: the timeline's would read all of a
+            # long session for every page. Planning afresh costs well under a millisecond.
+            settings=(("plan_cache_mode", "force_custom_plan"),),
         )
         try:
             async with Reader(options, settings.pool_size) as reader, trio.open_nursery() as nursery:
