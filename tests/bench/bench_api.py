@@ -81,6 +81,8 @@ HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE.parent)]  # bench_spine beside this file, seed in tests/
 import seed  # noqa: E402
 from bench_spine import (  # noqa: E402
+    BIN,
+    HookdbProcess,
     fresh_database,
     local_postmaster,
     machine_cpu,
@@ -92,7 +94,6 @@ from bench_spine import (  # noqa: E402
     tree_cpu,
 )
 
-BIN = Path(sys.executable).parent
 TENANT = "acme"
 OTHER = "globex"
 TOKENS = {TENANT: "bench-acme-token", OTHER: "bench-globex-token"}
@@ -611,60 +612,26 @@ def measure(job: Job, machine: Machine) -> Run:
 # ---------------------------------------------------------------------------------------------- API
 
 
-class ApiProcess:
-    """A ``hookdb api`` process on a free port; its JSON log goes to a file."""
+class ApiProcess(HookdbProcess):
+    """A ``hookdb api`` process on a free port."""
+
+    ready_event = "api.listening"
 
     def __init__(self, dsn: str, workdir: Path, pool_size: int | None) -> None:
         config = workdir / "api.toml"
         lines = [f"{json.dumps(t)} = [{json.dumps(token_digest(token))}]" for t, token in TOKENS.items()]
         config.write_text("[api.tokens]\n" + "\n".join(lines) + "\n")
-        self.log_path = workdir / "api.log"
         args = ["--dsn", dsn, "--listen", "127.0.0.1:0", "--config", str(config)]
         if pool_size:
             args += ["--set", f"api.pool_size={pool_size}"]
-        env = {k: v for k, v in os.environ.items() if k not in ("HOOKDB_DSN", "HOOKDB_CONFIG")}
-        with open(self.log_path, "wb") as log:
-            self.proc = subprocess.Popen(
-                [str(BIN / "hookdb"), "api", *args], stdout=log, stderr=subprocess.STDOUT, env=env
-            )
-
-    @property
-    def output(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def wait_ready(self, timeout: float = 60.0) -> str:
-        """The URL the API listens on."""
-        deadline = time.monotonic() + timeout
-        while True:
-            for line in self.output.splitlines():
-                if '"api.listening"' in line:
-                    with contextlib.suppress(ValueError):
-                        return str(json.loads(line)["url"])
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"hookdb api exited with {self.proc.returncode}:\n{self.output}")
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"hookdb api not ready after {timeout} s:\n{self.output}")
-            time.sleep(0.05)
-
-    def check_alive(self) -> None:
-        if self.proc.poll() is not None:
-            raise RuntimeError(f"hookdb api exited with {self.proc.returncode}:\n{self.output[-4000:]}")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        super().__init__(["api", *args], workdir / "api.log")
 
 
 @contextlib.contextmanager
 def running_api(dsn: str, workdir: Path, pool_size: int | None) -> Iterator[tuple[ApiProcess, str]]:
     api = ApiProcess(dsn, workdir, pool_size)
     try:
-        yield api, api.wait_ready()
+        yield api, str(json.loads(api.wait_ready())["url"])
     finally:
         api.stop()
 

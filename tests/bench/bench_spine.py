@@ -261,51 +261,46 @@ def count_rows(dsn: str) -> int:
 # ------------------------------------------------------------------------------------------- collector
 
 
-class Collector:
-    """A ``hookdb collector run`` process; its output goes to a log file."""
+class HookdbProcess:
+    """A ``hookdb`` daemon process (``args`` after ``hookdb``); its output goes to ``log_path``."""
 
-    def __init__(self, dsn: str, workdir: Path) -> None:
-        workdir.mkdir(parents=True, exist_ok=True)
-        self.socket = str(workdir / "hookdb.sock")
-        self.log_path = workdir / "collector.log"
-        env = {k: v for k, v in os.environ.items() if k not in ("HOOKDB_DSN", "HOOKDB_SOCKET")}
+    ready_event = ""
+
+    def __init__(self, args: list[str], log_path: Path) -> None:
+        self.log_path = log_path
+        self.name = args[0]
+        env = {
+            k: v for k, v in os.environ.items() if k not in ("HOOKDB_DSN", "HOOKDB_SOCKET", "HOOKDB_CONFIG")
+        }
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(
-                [
-                    str(BIN / "hookdb"),
-                    "collector",
-                    "run",
-                    "--socket",
-                    self.socket,
-                    "--dsn",
-                    dsn,
-                    "--state-dir",
-                    str(workdir / "state"),
-                ],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=env,
+                [str(BIN / "hookdb"), *args], stdout=log, stderr=subprocess.STDOUT, env=env
             )
 
     @property
     def output(self) -> str:
         return self.log_path.read_text(errors="replace")
 
-    def wait_ready(self, timeout: float = 60.0) -> None:
+    def ready_line(self) -> str | None:
+        return next((line for line in self.output.splitlines() if f'"{self.ready_event}"' in line), None)
+
+    def wait_ready(self, timeout: float = 60.0) -> str:
+        """Wait for the process's ready event; return its log line."""
         deadline = time.monotonic() + timeout
-        while '"collector.ready"' not in self.output:
+        while (line := self.ready_line()) is None:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"collector exited with {self.proc.returncode}:\n{self.output}")
+                raise RuntimeError(f"{self.name} exited with {self.proc.returncode}:\n{self.output}")
             if time.monotonic() > deadline:
-                raise RuntimeError(f"collector not ready after {timeout} s:\n{self.output}")
+                raise RuntimeError(f"{self.name} not ready after {timeout} s:\n{self.output}")
             time.sleep(0.02)
+        return line
 
     def check_alive(self) -> None:
         if self.proc.poll() is not None:
-            raise RuntimeError(f"collector exited with {self.proc.returncode}:\n{self.output[-4000:]}")
+            raise RuntimeError(f"{self.name} exited with {self.proc.returncode}:\n{self.output[-4000:]}")
 
     def stop(self, timeout: float = 30.0) -> int:
-        """SIGTERM (the collector flushes what it holds), then SIGKILL if it does not exit in time."""
+        """SIGTERM (a collector flushes what it holds), then SIGKILL if it does not exit in time."""
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
         try:
@@ -314,6 +309,18 @@ class Collector:
             self.proc.kill()
             self.proc.wait()
             raise
+
+
+class Collector(HookdbProcess):
+    """A ``hookdb collector run`` process."""
+
+    ready_event = "collector.ready"
+
+    def __init__(self, dsn: str, workdir: Path) -> None:
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.socket = str(workdir / "hookdb.sock")
+        args = ["--socket", self.socket, "--dsn", dsn, "--state-dir", str(workdir / "state")]
+        super().__init__(["collector", "run", *args], workdir / "collector.log")
 
 
 @contextlib.contextmanager
