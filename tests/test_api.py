@@ -307,6 +307,7 @@ def test_hostile_parameters_get_400_never_500(dsn: str, seeded: Any) -> None:
         assert http.get("/api/sessions/%00").status_code == 400
         assert http.get("/api/sessions/s-000001/events", params={"cursor": "garbage"}).status_code == 400
         assert http.get("/nowhere").status_code == 404
+        assert http.post("/api/sessions").json()["error"] == "method_not_allowed"
     assert run_sql(dsn, "SELECT count(*) FROM sessions")[0][0] == 150
 
 

@@ -157,9 +157,8 @@ class Api:
         return session_id
 
     async def _http_error(self, request: Request, exc: HTTPException) -> Response:
-        return error_response(
-            exc.status_code, "not_found" if exc.status_code == 404 else "bad_request", exc.detail
-        )
+        error = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "bad_request")
+        return error_response(exc.status_code, error, exc.detail)
 
     # -- Pages -------------------------------------------------------------------------------------------
 

@@ -10,7 +10,7 @@ from hookdb.collector.api import models
 
 REF = "#/components/schemas/{name}"
 
-# path → (summary, query type, answer type, extra answers, path parameter)
+# path → (summary, query parameters, answer (None: an event stream), error statuses besides 400/401/503)
 _OPERATIONS: dict[str, tuple[str, type[models.Query], type | None, tuple[int, ...]]] = {
     "/api/sessions": (
         "Sessions, newest first: keyset pages, filtered by status, model, agent type and start time.",
@@ -109,10 +109,6 @@ def _decimals_as_numbers(schema: Any) -> Any:
 
 
 def _query_parameter(name: str, schema: dict[str, Any]) -> dict[str, Any]:
-    """A query parameter; an optional one is simply left out, so its ``null`` alternative goes."""
-    options = [option for option in schema.get("anyOf", ()) if option != {"type": "null"}]
-    if len(options) == 1:
-        schema = options[0]
     parameter: dict[str, Any] = {"name": name, "in": "query", "required": False, "schema": schema}
     if schema.get("type") == "array":
         parameter |= {"style": "form", "explode": True}
