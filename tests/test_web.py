@@ -6,6 +6,7 @@ badges, the detail view, live changes, the outage notice, and that an agent's re
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -47,6 +48,17 @@ def page(dsn: str) -> Iterator[Page]:
     (asyncio.run) then refuses to run: the browser starts after the ``dsn`` fixture's database and stops
     before it is dropped, and the tests run their SQL through :func:`sql` (another thread).
     """
+    # Playwright runs its own asyncio loop: one of the standard kind, whatever policy trio-asyncio (imported
+    # by other tests in this process) has installed.
+    policy = asyncio.get_event_loop_policy()
+    asyncio.set_event_loop_policy(asyncio.DefaultEventLoopPolicy())
+    try:
+        yield from _browser_page()
+    finally:
+        asyncio.set_event_loop_policy(policy)
+
+
+def _browser_page() -> Iterator[Page]:
     with sync_playwright() as p:
         browser = p.chromium.launch(
             executable_path=str(CHROMIUM),
