@@ -156,6 +156,21 @@ class Collector:
             self._log.close()
 
 
+def kill_all(processes: list[Collector]) -> None:
+    """SIGKILL what a test left running (a test that wants a clean stop calls ``stop()`` itself)."""
+    for process in processes:
+        if process.proc.poll() is None:
+            process.proc.kill()
+            process.proc.wait()
+
+
+def migrate(dsn: str) -> None:
+    """``hookdb migrate``: the schema, as an operator creates it."""
+    subprocess.run(
+        [str(BIN / "hookdb"), "migrate", "--dsn", dsn], check=True, capture_output=True, timeout=60
+    )
+
+
 @pytest.fixture
 def start_collector(tmp_path: Path, dsn: str) -> Iterator[Any]:
     """Start collector processes on ``tmp_path/hookdb.sock`` writing to the test's database."""
@@ -180,10 +195,7 @@ def start_collector(tmp_path: Path, dsn: str) -> Iterator[Any]:
         return collector
 
     yield start
-    for collector in started:
-        if collector.proc.poll() is None:
-            collector.proc.kill()
-            collector.proc.wait()
+    kill_all(started)
 
 
 class ApiServer(Collector):
@@ -219,10 +231,7 @@ def start_api(tmp_path: Path) -> Iterator[Any]:
         return api
 
     yield start
-    for api in started:
-        if api.proc.poll() is None:
-            api.proc.kill()
-            api.proc.wait()
+    kill_all(started)
 
 
 @pytest.fixture

@@ -23,14 +23,10 @@ import seed
 from test_collector import send_concurrently
 from test_data_model import event
 
-from conftest import BIN, run_sql, wait_for
+from conftest import BIN, migrate, run_sql, wait_for
 
 TOKEN_A, TOKEN_B = "token-of-acme", "token-of-beta"
 TOKENS = {"acme": TOKEN_A, "beta": TOKEN_B}
-
-
-def migrate(dsn: str) -> None:
-    subprocess.run([str(BIN / "hookdb"), "migrate", "--dsn", dsn], check=True, capture_output=True)
 
 
 def write_seed(dsn: str, *seeds: seed.Seed, first: int = 0) -> None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import subprocess
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
@@ -20,7 +19,7 @@ from urllib.parse import urlsplit
 import pytest
 from pg import StoppablePostgres
 
-from conftest import BIN, run_sql, wait_for
+from conftest import migrate, run_sql, wait_for
 
 CHROMIUM = Path("/usr/bin/chromium")
 if not CHROMIUM.exists():
@@ -89,12 +88,6 @@ def sql(dsn: str, statement: str, *args: Any) -> list[Any]:
     """``run_sql`` on a thread of its own (see :func:`page`)."""
     with ThreadPoolExecutor(1) as pool:
         return pool.submit(run_sql, dsn, statement, *args).result()
-
-
-def migrate(dsn: str) -> None:
-    subprocess.run(
-        [str(BIN / "hookdb"), "migrate", "--dsn", dsn], check=True, capture_output=True, timeout=60
-    )
 
 
 def add_session(

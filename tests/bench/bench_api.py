@@ -63,7 +63,6 @@ from datetime import datetime, timedelta
 from multiprocessing.queues import Queue
 from multiprocessing.synchronize import Barrier
 from pathlib import Path
-from types import FrameType
 from typing import Any, Protocol, cast
 from urllib.parse import quote, urlencode, urlsplit
 
@@ -83,6 +82,9 @@ import seed  # noqa: E402
 from bench_spine import (  # noqa: E402
     BIN,
     HookdbProcess,
+    _json_safe,
+    _progress,
+    _terminate,
     fresh_database,
     local_postmaster,
     machine_cpu,
@@ -1022,24 +1024,6 @@ def render_summary(summary: list[dict[str, Any]]) -> list[str]:
 
 
 # ---------------------------------------------------------------------------------------------- main
-
-
-def _terminate(signum: int, _frame: FrameType | None) -> None:
-    raise SystemExit(128 + signum)  # unwinds through every cleanup below
-
-
-def _progress(message: str) -> None:
-    print(f"[bench] {message}", file=sys.stderr, flush=True)
-
-
-def _json_safe(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    return value
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
