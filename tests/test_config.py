@@ -40,6 +40,13 @@ def toml_value(value: object) -> str:
     return repr(value)
 
 
+DICT_EXAMPLES = {
+    "tokens": 'acme = ["sha256:…"]',  # what `hookdb hash-token` prints
+    "uids": '1000 = ["acme"], alice = ["acme", "beta"]',
+    "gids": 'agents = ["acme"]',
+}
+
+
 def render_example() -> str:
     docs = field_docs()
     lines = [HEADER]
@@ -51,7 +58,8 @@ def render_example() -> str:
             lines += [f"# {line}" for line in docs[(type(section).__name__, key)].splitlines()]
             value = getattr(section, key)
             if isinstance(value, dict):
-                lines += [f"#[{name}.{key}]", '#1000 = ["acme"]']
+                # An inline table, so that uncommenting it leaves the settings below in their section.
+                lines += [f"# e.g. {key} = {{ {DICT_EXAMPLES[key]} }}", f"{key} = {{}}"]
             elif key == "socket_mode":
                 lines.append(f"{key} = 0o{value:o}")
             else:
