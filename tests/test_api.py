@@ -14,7 +14,7 @@ from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import asyncpg
 import httpx
@@ -330,6 +330,9 @@ def test_database_down_is_503_with_retry_after_and_recovers(private_pg: Any, sta
         # Pooled connections died with the old server: the first request after the restart succeeds.
         assert http.get("/api/sessions").status_code == 200
         assert len(http.get("/api/sessions").json()["sessions"]) == 3
+        # One line for the outage and one for the recovery, however many requests failed between.
+        assert [e["error"] for e in api.events("api.database_unavailable")] == ["database_unavailable"]
+        assert len(api.events("api.database_available")) == 1
         wait_for(lambda: stream_status(http) == 200, 15)  # the live feed reconnects on its own
 
 
@@ -482,3 +485,24 @@ def test_session_ids_may_hold_any_text(dsn: str, seeded: Any) -> None:
         path = "/api/sessions/" + quote(odd, safe="")
         assert http.get(path).json()["session"]["session_id"] == odd
         assert http.get(path + "/events").json()["events"] == []
+
+
+def test_a_login_that_may_not_read_as_hookdb_reader_gets_a_clear_503(dsn: str, start_api: Any) -> None:
+    migrate(dsn)
+    run_sql(
+        dsn, "DO $$ BEGIN CREATE ROLE hookdb_test_lonely LOGIN; EXCEPTION WHEN duplicate_object THEN END $$"
+    )
+    parts = urlsplit(dsn)
+    lonely = parts._replace(netloc=f"hookdb_test_lonely@{parts.hostname or ''}").geturl()
+    try:
+        run_sql(lonely, "SELECT 1")
+    except (OSError, asyncpg.PostgresError) as exc:
+        pytest.skip(f"this server does not let a new role log in without a password: {exc}")
+    api = start_api(lonely, TOKENS)
+    with client(api) as http:
+        for _ in range(3):
+            answer = http.get("/api/sessions")
+            assert answer.status_code == 503
+            assert answer.json()["error"] == "database_misconfigured"
+            assert "GRANT hookdb_reader TO" in answer.json()["detail"]
+    assert len(api.events("api.database_unavailable")) == 1  # logged once, not per request

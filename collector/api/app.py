@@ -95,6 +95,7 @@ class Api:
         self._tenants = {digest: tenant for tenant, digests in settings.tokens.items() for digest in digests}
         self._retry_after = {"retry-after": str(settings.retry_after_seconds)}
         self._openapi = _encode(openapi.document())
+        self._problem: str | None = None  # the reason of the last 503, until a request succeeds again
 
     def app(self) -> Starlette:
         routes = [
@@ -123,7 +124,7 @@ class Api:
             try:
                 tenant = self._tenant(request)
                 query = models.parse(query_type, request.query_params.multi_items())
-                return await handle(request, tenant, query)
+                response = await handle(request, tenant, query)
             except _Unauthorized:
                 return error_response(
                     401, "unauthorized", "a valid bearer token is required", {"www-authenticate": "Bearer"}
@@ -136,10 +137,17 @@ class Api:
                     log.exception("api.failed", path=request.url.path)
                     return error_response(500, "internal", "the API failed; the server log says why")
                 return self._unavailable(problem)
+            if self._problem is not None and response.status_code < 500:
+                log.info("api.database_available", after=self._problem)
+                self._problem = None
+            return response
 
         return endpoint
 
     def _unavailable(self, problem: Unavailable) -> Response:
+        if problem.error != self._problem:  # logged once per outage (and per change of reason)
+            log.warning("api.database_unavailable", error=problem.error, detail=problem.detail)
+            self._problem = problem.error
         return error_response(503, problem.error, problem.detail, self._retry_after)
 
     def _tenant(self, request: Request) -> str:
@@ -214,8 +222,7 @@ class Api:
 
     async def stream(self, request: Request, tenant: str, query: models.NoQuery) -> Response:
         if not self._feed.available:
-            problem = self._feed.problem
-            return error_response(503, problem.error, problem.detail, self._retry_after)
+            return self._unavailable(Unavailable(self._feed.problem.error, self._feed.problem.detail))
         heartbeat = self._settings.heartbeat_seconds
 
         async def body() -> AsyncIterator[bytes]:

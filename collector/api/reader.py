@@ -18,6 +18,7 @@ import msgspec
 import trio_asyncio
 
 from hookdb.collector import classification as cls
+from hookdb.collector.migrate import SchemaError
 from hookdb.collector.sink import ConnectOptions, assume_role
 
 T = TypeVar("T")
@@ -42,6 +43,8 @@ def unavailable(exc: BaseException) -> Unavailable | None:
     """What a database error means for a reader: unavailable (503), or ``None`` for a bug (500)."""
     if isinstance(exc, Unavailable):
         return exc
+    if isinstance(exc, SchemaError):  # e.g. the login may not act as hookdb_reader
+        return Unavailable("database_misconfigured", str(exc))
     code = getattr(exc, "sqlstate", None)
     if code == "57014":
         return Unavailable("query_timeout", "the database did not answer in time")
