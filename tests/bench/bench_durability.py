@@ -66,6 +66,8 @@ from hookdb.collector.spool import encode_entry, segment_name
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests"))
+from bench_spine import HookdbProcess  # noqa: E402 - the script's own folder is on sys.path
+
 from fixtures import corpus  # noqa: E402 - needs tests/ on sys.path
 
 BIN = Path(sys.executable).parent
@@ -218,8 +220,10 @@ def log_time(event: dict[str, Any]) -> float:
     return datetime.fromisoformat(event["timestamp"]).timestamp()
 
 
-class Collector:
-    """A ``hookdb collector run`` process; its output goes to a log file; optionally profiled by py-spy."""
+class Collector(HookdbProcess):
+    """A ``hookdb collector run`` process; optionally profiled by py-spy."""
+
+    ready_event = "collector.ready"
 
     def __init__(
         self,
@@ -233,29 +237,12 @@ class Collector:
         workdir.mkdir(parents=True, exist_ok=True)
         self.socket = str(workdir / "hookdb.sock")
         self.state_dir = state_dir or workdir / "state"
-        self.log_path = workdir / "collector.log"
-        env = {
-            k: v for k, v in os.environ.items() if k not in ("HOOKDB_DSN", "HOOKDB_SOCKET", "HOOKDB_CONFIG")
-        }
-        args = [
-            str(BIN / "hookdb"),
-            "collector",
-            "run",
-            "--socket",
-            self.socket,
-            "--dsn",
-            dsn,
-            "--state-dir",
-            str(self.state_dir),
-            "--set",
-            "metrics.listen=127.0.0.1:0",
-        ]
-        for item in sets:
+        args = ["--socket", self.socket, "--dsn", dsn, "--state-dir", str(self.state_dir)]
+        for item in ("metrics.listen=127.0.0.1:0", *sets):
             args += ["--set", item]
         self.started = time.perf_counter()
         self.started_wall = time.time()
-        with open(self.log_path, "wb") as log:
-            self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env)
+        super().__init__(["collector", "run", *args], workdir / "collector.log")
         self.log = LogTail(self.log_path)
         self._port: int | None = None
         self.profiler: subprocess.Popen[bytes] | None = None
@@ -281,14 +268,6 @@ class Collector:
                 env=env_spy,
             )
 
-    @property
-    def output(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def check_alive(self) -> None:
-        if self.proc.poll() is not None:
-            raise RuntimeError(f"collector exited with {self.proc.returncode}:\n{self.output[-4000:]}")
-
     def wait_event(
         self,
         name: str,
@@ -309,9 +288,9 @@ class Collector:
                 raise RuntimeError(f"no {name} log line within {timeout} s:\n{self.output[-3000:]}")
             time.sleep(0.02)
 
-    def wait_ready(self, timeout: float = 600) -> float:
+    def wait_ready(self, timeout: float = 600) -> float:  # type: ignore[override]
         """Wait for ``collector.ready``; return seconds since the process started."""
-        self.wait_event("collector.ready", timeout=timeout)
+        self.wait_event(self.ready_event, timeout=timeout)
         return time.perf_counter() - self.started
 
     @property
@@ -342,14 +321,8 @@ class Collector:
         return process_cpu(self.proc.pid)
 
     def stop(self, timeout: float = 120) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
         try:
-            return self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-            raise
+            return super().stop(timeout)
         finally:
             if self.profiler is not None:
                 try:
