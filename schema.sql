@@ -1,6 +1,6 @@
 -- hookdb schema: the single source of truth for a fresh database.
 --
--- A database is brought to it by the numbered migrations in collector/migrations/ (`hookdb migrate`,
+-- A database is brought to it by the numbered migrations in collector/store/migrations/ (`hookdb migrate`,
 -- also run by the collector at start-up); the tests check that applying them all yields exactly this
 -- catalog. Every tenant table carries tenant_id in its primary key (ready to be distributed by tenant)
 -- and is guarded by row-level security on the transaction-local setting hookdb.tenant.

@@ -10,12 +10,12 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from hookdb.client import claude_settings
-from hookdb.collector import backfill_cli, logs
 from hookdb.collector import config as config_mod
+from hookdb.collector.admin import backfill_cli, install_hooks
+from hookdb.collector.ops import logs
 
 if TYPE_CHECKING:
-    from hookdb.collector.spool_report import SpoolReport
+    from hookdb.collector.admin.spool_report import SpoolReport
 
 
 def _socket_option(parser: argparse.ArgumentParser) -> None:
@@ -92,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--listen", metavar="HOST:PORT", help="where to listen (api.listen, default 127.0.0.1:9466)"
     )
     config_mod.add_options(api)
-    claude_settings.add_command(commands)
+    install_hooks.add_command(commands)
     backfill_cli.add_commands(commands)
     return parser
 
@@ -145,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
         ("check-config", None): _check_config,
         ("migrate", None): _migrate,
         ("hash-token", None): _hash_token,
-        ("install-hooks", None): lambda config, args: claude_settings.run(args),
+        ("install-hooks", None): lambda config, args: install_hooks.run(args),
         ("backfill", "claude-code"): lambda config, args: backfill_cli.run(args, config),
         ("backfill", "sessions"): lambda config, args: backfill_cli.run(args, config),
         ("partitions", "maintain"): _partitions_maintain,
@@ -160,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _hash_token(config: config_mod.Config, args: argparse.Namespace) -> int:
-    from hookdb.collector.hooks_http import token_digest
+    from hookdb.collector.intake.hooks_http import token_digest
 
     token = sys.stdin.readline().strip()
     if not token:
@@ -175,7 +175,7 @@ def _migrate(config: config_mod.Config, args: argparse.Namespace) -> int:
 
     import asyncpg
 
-    from hookdb.collector.migrate import SchemaError, migrate
+    from hookdb.collector.store.migrate import SchemaError, migrate
 
     if not config.dsn:
         print("hookdb: migrate needs a database: --dsn or $HOOKDB_DSN", file=sys.stderr)
@@ -215,8 +215,8 @@ def _partitions_maintain(config: config_mod.Config, args: argparse.Namespace) ->
 
     import asyncpg
 
-    from hookdb.collector import embedded, retention
-    from hookdb.collector.migrate import SchemaError, migrate
+    from hookdb.collector.store import embedded, retention
+    from hookdb.collector.store.migrate import SchemaError, migrate
 
     policy = retention.Policy.from_config(config)
     now = args.now or datetime.now(UTC)
@@ -268,7 +268,7 @@ def _run_api(config: config_mod.Config, args: argparse.Namespace) -> int:
     import trio
 
     from hookdb.collector.api import server
-    from hookdb.collector.embedded import EmbeddedUnavailable
+    from hookdb.collector.store.embedded import EmbeddedUnavailable
 
     try:
         trio.run(server.run, config)
@@ -282,9 +282,9 @@ def _run_collector(config: config_mod.Config, args: argparse.Namespace) -> int:
     import trio
 
     from hookdb.collector import daemon
-    from hookdb.collector.embedded import EmbeddedUnavailable
-    from hookdb.collector.listener import SocketInUse
-    from hookdb.collector.migrate import SchemaError
+    from hookdb.collector.intake.listener import SocketInUse
+    from hookdb.collector.store.embedded import EmbeddedUnavailable
+    from hookdb.collector.store.migrate import SchemaError
 
     try:
         trio.run(daemon.run, config)
@@ -299,14 +299,14 @@ def _run_collector(config: config_mod.Config, args: argparse.Namespace) -> int:
 
 
 def _spool_report(config: config_mod.Config) -> SpoolReport:
+    from hookdb.collector.admin.spool_report import inspect
     from hookdb.collector.daemon import SPOOL_RECORD_OVERHEAD
-    from hookdb.collector.spool_report import inspect
 
     return inspect(config.state_dir / "spool", config.listener.max_frame_bytes + SPOOL_RECORD_OVERHEAD)
 
 
 def _spool_inspect(config: config_mod.Config, args: argparse.Namespace) -> int:
-    from hookdb.collector.spool_report import render
+    from hookdb.collector.admin.spool_report import render
 
     report = _spool_report(config)
     print(msgspec.json.encode(report).decode() if args.json else render(report))
@@ -314,7 +314,7 @@ def _spool_inspect(config: config_mod.Config, args: argparse.Namespace) -> int:
 
 
 def _spool_verify(config: config_mod.Config, args: argparse.Namespace) -> int:
-    from hookdb.collector.spool_report import render
+    from hookdb.collector.admin.spool_report import render
 
     report = _spool_report(config)
     print(render(report))
@@ -325,10 +325,10 @@ def _spool_verify(config: config_mod.Config, args: argparse.Namespace) -> int:
 
 
 def _deadletter_list(config: config_mod.Config, args: argparse.Namespace) -> int:
-    from hookdb.collector import deadletter
+    from hookdb.collector.spool import deadletters
 
-    for path in deadletter.pending_files(config.state_dir):
-        for letter in deadletter.read(path):
+    for path in deadletters.pending_files(config.state_dir):
+        for letter in deadletters.read(path):
             if isinstance(letter, str):
                 print(letter, file=sys.stderr)
             elif args.json:
@@ -342,9 +342,9 @@ def _deadletter_list(config: config_mod.Config, args: argparse.Namespace) -> int
 
 
 def _deadletter_replay(config: config_mod.Config, args: argparse.Namespace) -> int:
-    from hookdb.collector import deadletter
+    from hookdb.collector.spool import deadletters
 
-    sent, problems = deadletter.replay(config.state_dir, config.socket_path)
+    sent, problems = deadletters.replay(config.state_dir, config.socket_path)
     for problem in problems:
         print(f"hookdb: {problem}", file=sys.stderr)
     print(f"replayed {sent} dead letters; {len(problems)} not taken")

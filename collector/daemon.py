@@ -16,11 +16,10 @@ from functools import partial
 import trio
 import trio_asyncio
 
-from hookdb.collector import embedded, hooks_http, http, logs, observe, systemd
-from hookdb.collector.batcher import Batcher
-from hookdb.collector.breaker import Breaker
 from hookdb.collector.config import Config, ConfigError
-from hookdb.collector.delivery import (
+from hookdb.collector.delivery.batcher import Batcher
+from hookdb.collector.delivery.breaker import Breaker
+from hookdb.collector.delivery.pipeline import (
     AVAILABILITY_ERRORS,
     Batch,
     Delivery,
@@ -29,12 +28,15 @@ from hookdb.collector.delivery import (
     prepare_batches,
     read_spool,
 )
-from hookdb.collector.listener import Listener, bind_socket
-from hookdb.collector.observe import Health
-from hookdb.collector.outbox import OutboxDrainer
-from hookdb.collector.sink import ConnectOptions
-from hookdb.collector.spool import Position, Recovery, Spool
-from hookdb.collector.tenancy import TenantPolicy
+from hookdb.collector.intake import hooks_http
+from hookdb.collector.intake.listener import Listener, bind_socket
+from hookdb.collector.intake.outbox import OutboxDrainer
+from hookdb.collector.intake.tenancy import TenantPolicy
+from hookdb.collector.ops import http, logs, systemd
+from hookdb.collector.ops.health import Health
+from hookdb.collector.spool.segments import Position, Recovery, Spool
+from hookdb.collector.store import embedded
+from hookdb.collector.store.sink import ConnectOptions
 
 log = logs.get("hookdb.collector")
 
@@ -182,7 +184,7 @@ async def _serve(config: Config, dsn: str, spool: Spool, tenants: TenantPolicy) 
         async with trio.open_nursery() as background:
             background.start_soon(spool.run_syncer)
             if config.metrics.enabled:
-                await _serve_http(background, "metrics", config.metrics.listen, observe.handler(health), 0)
+                await _serve_http(background, "metrics", config.metrics.listen, health.handler(health), 0)
             if config.http_hooks.enabled:
                 hooks = hooks_http.handler(spool, _token_tenants(config))
                 await _serve_http(

@@ -363,7 +363,7 @@ def _assistant(n: int, message_id: str, content: list[Any], output_tokens: int, 
 
 
 def test_the_mapper_handles_what_real_transcripts_hold() -> None:
-    from hookdb.collector.backfill import SessionMapper, Tally
+    from hookdb.collector.admin.backfill import SessionMapper, Tally
 
     bash = {"type": "tool_use", "id": "toolu_1", "name": "Bash", "input": {"command": "sleep 99"}}
     sidechain_use = {"type": "tool_use", "id": "toolu_2", "name": "Grep", "input": {"pattern": "x"}}
@@ -457,7 +457,7 @@ def test_the_mapper_handles_what_real_transcripts_hold() -> None:
 
 
 def test_subagent_transcripts_are_found_in_both_layouts(tmp_path: Path) -> None:
-    from hookdb.collector.backfill import Tally, find_transcripts
+    from hookdb.collector.admin.backfill import Tally, find_transcripts
 
     project = tmp_path / "-w"
     (project / "s-1" / "subagents").mkdir(parents=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from hookdb.collector.batcher import Batcher
+from hookdb.collector.delivery.batcher import Batcher
 
 
 @given(

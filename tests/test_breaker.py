@@ -18,7 +18,7 @@ from hypothesis.stateful import (
     rule,
 )
 
-from hookdb.collector.breaker import Breaker, Permit, Reason, State, Transition
+from hookdb.collector.delivery.breaker import Breaker, Permit, Reason, State, Transition
 
 T0 = 1000.0
 TIMED_OUT = "<any message about the probe>"

@@ -18,8 +18,9 @@ import pytest
 from test_collector import send_concurrently
 
 from hookdb.client.wire import encode_envelope, frame, new_event_id
-from hookdb.collector import classification, projections
-from hookdb.collector.migrate import migrations
+from hookdb.collector import classification
+from hookdb.collector.store import projections
+from hookdb.collector.store.migrate import migrations
 
 from conftest import run_sql, wait_for, wait_for_rows
 

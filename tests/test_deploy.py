@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from hookdb.collector import metrics
+from hookdb.collector.ops import metrics
 
 from conftest import BIN
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from hookdb.client import claude_settings as cs
+from hookdb.collector.admin import install_hooks as cs
 
 from fixtures import corpus
 
@@ -58,7 +58,7 @@ def install_hooks(
     *args: str, cwd: Path, env: dict[str, str], expect: int | None = 0
 ) -> subprocess.CompletedProcess[str]:
     result = subprocess.run(
-        [sys.executable, "-m", "hookdb.client.claude_settings", "install-hooks", *args],
+        [sys.executable, "-m", "hookdb.collector.admin.install_hooks", "install-hooks", *args],
         cwd=cwd,
         env=env,
         capture_output=True,

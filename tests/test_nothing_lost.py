@@ -35,7 +35,8 @@ from hookdb.client.wire import (
     new_event_id,
 )
 from hookdb.collector.daemon import SPOOL_RECORD_OVERHEAD
-from hookdb.collector.spool import decode_entry, scan_segment
+from hookdb.collector.spool.entry import decode_entry
+from hookdb.collector.spool.segments import scan_segment
 
 from conftest import BIN, Collector, count_rows, run_sql, wait_for, wait_for_rows
 

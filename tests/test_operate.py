@@ -24,8 +24,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from test_collector import frames_for, send_concurrently
 
 from hookdb.client.wire import ProtocolError
-from hookdb.collector.events import Peer
-from hookdb.collector.tenancy import Grant, TenantPolicy
+from hookdb.collector.intake.tenancy import Grant, TenantPolicy
+from hookdb.collector.spool.entry import Peer
 
 from conftest import BIN, Collector, count_rows, run_sql, wait_for, wait_for_rows
 

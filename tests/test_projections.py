@@ -9,8 +9,8 @@ import msgspec
 import pytest
 import trio
 
-from hookdb.collector.events import COLUMNS
-from hookdb.collector.projections import SingleFlight, glob_regex, project
+from hookdb.collector.store.projections import SingleFlight, glob_regex, project
+from hookdb.collector.store.rows import COLUMNS
 
 
 async def test_fifty_concurrent_requests_share_one_computation() -> None:

@@ -19,8 +19,8 @@ from typing import Any
 import asyncpg
 import pytest
 
-from hookdb.collector import events, migrate, partitions
-from hookdb.collector.retention import MARKER, archived_rows
+from hookdb.collector.store import migrate, partitions, rows
+from hookdb.collector.store.retention import MARKER, archived_rows
 
 from conftest import BIN, run_sql
 
@@ -31,7 +31,7 @@ KEPT_FROM = partitions.month_start(NOW, -24)  # 2023-11
 ODD_MONTH = partitions.month_start(NOW, -10)  # archived; holds a row of awkward values
 ODD_TOOL = 'Bash, "quoted"\nand a second line'
 ODD_PAYLOAD = {"command": 'echo "a,b"\r\nexit', "text": "", "nested": {"é": [1, None, "\\"]}}
-COLUMNS = list(events.COLUMNS)
+COLUMNS = list(rows.COLUMNS)
 
 
 def month(offset: int) -> datetime:
@@ -366,7 +366,7 @@ def test_tables_hookdb_did_not_detach_are_left_alone(db: str, paths: dict[str, P
 
 
 def test_a_run_while_another_holds_the_lock_fails_naming_it(db: str, paths: dict[str, Path]) -> None:
-    from hookdb.collector.retention import LOCK_KEY
+    from hookdb.collector.store.retention import LOCK_KEY
 
     async def work(conn: asyncpg.Connection) -> subprocess.CompletedProcess:
         await conn.execute("SELECT pg_advisory_lock($1)", LOCK_KEY)

@@ -10,7 +10,7 @@ import pytest
 import trio
 
 from hookdb.client.records import FILE_HEADER_SIZE, encode_record
-from hookdb.collector.spool import QUARANTINE, Position, Spool
+from hookdb.collector.spool.segments import QUARANTINE, Position, Spool
 
 from conftest import BIN
 

@@ -25,13 +25,13 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from hookdb.collector import logs
 from hookdb.collector.api import models, openapi, queries
 from hookdb.collector.api.feed import Feed
 from hookdb.collector.api.models import BadParameter, Error, Query
 from hookdb.collector.api.reader import Reader, Unavailable, unavailable
 from hookdb.collector.config import ApiSection
-from hookdb.collector.hooks_http import token_digest
+from hookdb.collector.intake.hooks_http import token_digest
+from hookdb.collector.ops import logs
 
 log = logs.get("hookdb.api")
 

@@ -17,11 +17,11 @@ import msgspec
 import trio
 import trio_asyncio
 
-from hookdb.collector import logs
 from hookdb.collector.api import queries
 from hookdb.collector.api.models import Change, Error, SessionCard
 from hookdb.collector.api.reader import Reader, unavailable
-from hookdb.collector.sink import ConnectOptions
+from hookdb.collector.ops import logs
+from hookdb.collector.store.sink import ConnectOptions
 
 log = logs.get("hookdb.api.feed")
 

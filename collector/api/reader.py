@@ -18,8 +18,8 @@ import msgspec
 import trio_asyncio
 
 from hookdb.collector import classification as cls
-from hookdb.collector.migrate import SchemaError
-from hookdb.collector.sink import ConnectOptions, assume_role
+from hookdb.collector.store.migrate import SchemaError
+from hookdb.collector.store.sink import ConnectOptions, assume_role
 
 T = TypeVar("T")
 Work = Callable[[asyncpg.Connection], Awaitable[Any]]

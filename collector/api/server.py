@@ -11,12 +11,13 @@ import hypercorn.trio
 import trio
 import trio_asyncio
 
-from hookdb.collector import embedded, logs, systemd
 from hookdb.collector.api.app import Api
 from hookdb.collector.api.feed import Feed
 from hookdb.collector.api.reader import Reader
 from hookdb.collector.config import Config
-from hookdb.collector.sink import ConnectOptions
+from hookdb.collector.ops import logs, systemd
+from hookdb.collector.store import embedded
+from hookdb.collector.store.sink import ConnectOptions
 
 log = logs.get("hookdb.api")
 

@@ -41,10 +41,10 @@ import trio
 import trio_asyncio
 from bench_spine import start_server  # the script's own folder is on sys.path
 
-from hookdb.collector import backfill as bf
-from hookdb.collector.backfill_cli import _rows, _stream
-from hookdb.collector.events import Row
-from hookdb.collector.sink import ConnectOptions, PostgresSink
+from hookdb.collector.admin import backfill as bf
+from hookdb.collector.admin.backfill_cli import _rows, _stream
+from hookdb.collector.store.rows import Row
+from hookdb.collector.store.sink import ConnectOptions, PostgresSink
 
 BATCH = 1000
 TENANT = "default"

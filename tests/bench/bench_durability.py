@@ -59,10 +59,11 @@ import asyncpg
 from hookdb.client.records import SPOOL_FILE, encode_record
 from hookdb.client.wire import ACCEPTED, encode_envelope, encode_reply, frame, new_event_id
 from hookdb.collector.config import SpoolSection
-from hookdb.collector.events import COLUMNS, Peer, Row, event_row
-from hookdb.collector.migrate import migrate
-from hookdb.collector.partitions import ensure_months
-from hookdb.collector.spool import encode_entry, segment_name
+from hookdb.collector.spool.entry import Peer, encode_entry
+from hookdb.collector.spool.segments import segment_name
+from hookdb.collector.store.migrate import migrate
+from hookdb.collector.store.partitions import ensure_months
+from hookdb.collector.store.rows import COLUMNS, Row, event_row
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests"))

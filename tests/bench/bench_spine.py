@@ -48,8 +48,9 @@ import trio_asyncio
 
 from hookdb.client import Emitter
 from hookdb.client.wire import FrameDecoder, encode_envelope, frame, new_event_id
-from hookdb.collector.events import COLUMNS, Peer, Row, event_row
-from hookdb.collector.sink import ConnectOptions, PostgresSink
+from hookdb.collector.spool.entry import Peer
+from hookdb.collector.store.rows import COLUMNS, Row, event_row
+from hookdb.collector.store.sink import ConnectOptions, PostgresSink
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests"))
@@ -238,7 +239,9 @@ def fresh_database(admin_dsn: str, label: str, *, schema: bool) -> Iterator[str]
 
 
 def _jsonb_encode(payload: bytes) -> bytes:
-    return b"\x01" + payload  # jsonb's binary format, as collector/sink.py sends it: version 1, JSON text
+    return (
+        b"\x01" + payload
+    )  # jsonb's binary format, as collector/store/sink.py sends it: version 1, JSON text
 
 
 def _jsonb_decode(data: bytes) -> bytes:

@@ -14,7 +14,7 @@ from functools import partial
 import h11
 import trio
 
-from hookdb.collector import logs
+from hookdb.collector.ops import logs
 
 log = logs.get("hookdb.http")
 

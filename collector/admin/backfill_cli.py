@@ -41,14 +41,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from hookdb.collector import config as config_mod
-from hookdb.collector import logs
+from hookdb.collector.ops import logs
 
 if TYPE_CHECKING:
     import _socket
 
-    from hookdb.collector.backfill import Event, SeedSession, Tally, TranscriptSession
-    from hookdb.collector.events import Peer, Row
-    from hookdb.collector.sink import ConnectOptions
+    from hookdb.collector.admin.backfill import Event, SeedSession, Tally, TranscriptSession
+    from hookdb.collector.spool.entry import Peer
+    from hookdb.collector.store.rows import Row
+    from hookdb.collector.store.sink import ConnectOptions
 
     Unit = TranscriptSession | SeedSession
     EventsOf = Callable[[Any, Tally], Iterator[Event]]
@@ -121,7 +122,7 @@ def _options(parser: argparse.ArgumentParser) -> None:
 
 def _envelope(event: Event, tenant: str | None, *, ack: bool) -> bytes:
     from hookdb.client.wire import encode_envelope
-    from hookdb.collector.backfill import SOURCE
+    from hookdb.collector.admin.backfill import SOURCE
 
     return encode_envelope(
         event_id=event.event_id,
@@ -137,8 +138,8 @@ def _envelope(event: Event, tenant: str | None, *, ack: bool) -> bytes:
 
 def run(args: argparse.Namespace, config: config_mod.Config) -> int:
     """Run ``hookdb backfill claude-code|sessions``; return the exit status."""
-    from hookdb.collector import backfill as bf
-    from hookdb.collector.events import Peer
+    from hookdb.collector.admin import backfill as bf
+    from hookdb.collector.spool.entry import Peer
 
     problem = _usage_problem(args, config)
     if problem:
@@ -185,7 +186,7 @@ def run(args: argparse.Namespace, config: config_mod.Config) -> int:
 
 
 def _usage_problem(args: argparse.Namespace, config: config_mod.Config) -> str | None:
-    from hookdb.collector.backfill import valid_label
+    from hookdb.collector.admin.backfill import valid_label
 
     if args.socket and args.dsn:
         return "give either --dsn (write to PostgreSQL) or --socket (send to a running collector)"
@@ -208,7 +209,7 @@ def _failure(exc: BaseException) -> tuple[int, str]:
     import asyncpg
 
     from hookdb.client.transport import Refused
-    from hookdb.collector.migrate import SchemaError
+    from hookdb.collector.store.migrate import SchemaError
 
     cause = exc
     while isinstance(cause, BaseExceptionGroup) and len(cause.exceptions) == 1:
@@ -224,7 +225,7 @@ def _failure(exc: BaseException) -> tuple[int, str]:
 
 
 def _connect_options(config: config_mod.Config) -> ConnectOptions:
-    from hookdb.collector.sink import ConnectOptions
+    from hookdb.collector.store.sink import ConnectOptions
 
     assert config.dsn
     return ConnectOptions(
@@ -239,7 +240,7 @@ def _connect_options(config: config_mod.Config) -> ConnectOptions:
 
 def _stream(units: Iterable[Unit], events_of: EventsOf, tally: Tally) -> Iterator[Event]:
     """The events of every session in turn, counting the sessions that have any."""
-    from hookdb.collector.backfill import valid_label
+    from hookdb.collector.admin.backfill import valid_label
 
     for unit in units:
         if not valid_label(unit.session_id):
@@ -262,7 +263,7 @@ def _rows(
 ) -> Iterator[list[Row]]:
     """Batches of rows, built exactly as the collector builds them from frames."""
     from hookdb.client.wire import ProtocolError
-    from hookdb.collector.events import event_row
+    from hookdb.collector.store.rows import event_row
 
     rows: list[Row] = []
     received_at = datetime.now(UTC)
@@ -312,8 +313,8 @@ async def _direct(
 ) -> None:
     import trio_asyncio
 
-    from hookdb.collector.backfill import session_ids
-    from hookdb.collector.sink import PostgresSink
+    from hookdb.collector.admin.backfill import session_ids
+    from hookdb.collector.store.sink import PostgresSink
 
     async with trio_asyncio.open_loop():
         sink = await PostgresSink.connect(options)
@@ -468,23 +469,3 @@ def _report(tally: Tally, label: str, elapsed: float, *, socket_mode: bool) -> N
         print(problem, file=sys.stderr)
     if t.problem_count > len(t.problems):
         print(f"... and {t.problem_count - len(t.problems)} more", file=sys.stderr)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m hookdb.collector.backfill_cli backfill ...``, until ``hookdb`` has the command."""
-    from hookdb.collector.cli import load_config
-
-    parser = argparse.ArgumentParser(prog="hookdb")
-    add_commands(parser.add_subparsers(dest="command", required=True, metavar="COMMAND"))
-    args = parser.parse_args(argv)
-    logs.configure()
-    try:
-        config = load_config(args)
-    except config_mod.ConfigError as exc:
-        print(f"hookdb: {exc}", file=sys.stderr)
-        return 2
-    return run(args, config)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -21,17 +21,18 @@ import asyncpg
 import msgspec
 import trio_asyncio
 
-from hookdb.collector import blobs, logs, metrics, partitions
 from hookdb.collector import classification as cls
-from hookdb.collector.events import COLUMNS, PAYLOAD, Row, column
-from hookdb.collector.migrate import SchemaError, migrate
-from hookdb.collector.projections import (
+from hookdb.collector.ops import logs, metrics
+from hookdb.collector.store import blobs, partitions
+from hookdb.collector.store.migrate import SchemaError, migrate
+from hookdb.collector.store.projections import (
     Projection,
     project,
     read_files,
     sha256_text,
     word_count,
 )
+from hookdb.collector.store.rows import COLUMNS, PAYLOAD, Row, column
 
 log = logs.get("hookdb.sink")
 

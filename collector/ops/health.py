@@ -7,10 +7,10 @@ from dataclasses import dataclass
 import msgspec
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from hookdb.collector import metrics
-from hookdb.collector.breaker import Breaker
-from hookdb.collector.http import Handler, Request, Response
-from hookdb.collector.spool import Spool
+from hookdb.collector.delivery.breaker import Breaker
+from hookdb.collector.ops import metrics
+from hookdb.collector.ops.http import Handler, Request, Response
+from hookdb.collector.spool.segments import Spool
 
 
 @dataclass

@@ -8,7 +8,7 @@ from typing import Any
 
 import trio
 
-from hookdb.collector import logs
+from hookdb.collector.ops import logs
 
 log = logs.get("hookdb.embedded")
 

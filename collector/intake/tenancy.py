@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from hookdb.client.wire import ProtocolError
-from hookdb.collector.events import Peer
+from hookdb.collector.spool.entry import Peer
 
 
 @dataclass(frozen=True, slots=True)

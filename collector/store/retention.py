@@ -60,9 +60,9 @@ from pathlib import Path
 
 import asyncpg
 
-from hookdb.collector import logs
 from hookdb.collector.config import Config
-from hookdb.collector.partitions import (
+from hookdb.collector.ops import logs
+from hookdb.collector.store.partitions import (
     NAME_PATTERN,
     PARENT,
     attached,

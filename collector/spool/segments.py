@@ -14,7 +14,6 @@ undelivered records have been copied into a fresh segment.
 from __future__ import annotations
 
 import os
-import struct
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,8 +29,7 @@ from hookdb.client.records import (
     RecordReader,
     encode_record,
 )
-from hookdb.collector import logs
-from hookdb.collector.events import Peer
+from hookdb.collector.ops import logs
 
 log = logs.get("hookdb.spool")
 
@@ -41,32 +39,6 @@ SUFFIX = ".seg"
 CHECKPOINT = "delivered"
 QUARANTINE = "quarantine"
 READ_BYTES = 1 << 20
-
-_META = struct.Struct(">qIIIH")  # received_at (ns since the epoch), peer pid, uid, gid, tenant length
-_NONE = 0xFFFFFFFF
-
-
-class Entry(NamedTuple):
-    """A spool record's body: when, from whom and for which tenant a frame came, and the frame itself."""
-
-    received_at_ns: int
-    peer: Peer | None
-    tenant: str
-    envelope: bytes
-
-
-def encode_entry(envelope: bytes, peer: Peer | None, received_at_ns: int, tenant: str) -> bytes:
-    """The spool record body for a frame accepted at ``received_at_ns`` for ``tenant``."""
-    pid, uid, gid = peer if peer is not None else (None, _NONE, _NONE)
-    name = tenant.encode()
-    return _META.pack(received_at_ns, _NONE if pid is None else pid, uid, gid, len(name)) + name + envelope
-
-
-def decode_entry(body: bytes) -> Entry:
-    received_at_ns, pid, uid, gid, length = _META.unpack_from(body)
-    peer = None if uid == _NONE else Peer(None if pid == _NONE else pid, uid, gid)
-    start = _META.size + length
-    return Entry(received_at_ns, peer, body[_META.size : start].decode(), body[start:])
 
 
 class _EndOfInput(Exception):

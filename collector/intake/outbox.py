@@ -17,12 +17,13 @@ import trio
 from hookdb.client.outbox import SUFFIX
 from hookdb.client.records import FILE_HEADER_SIZE, OUTBOX_FILE, Damage, RecordReader
 from hookdb.client.wire import ProtocolError
-from hookdb.collector import deadletter, logs, metrics
-from hookdb.collector.deadletter import DeadLetter
-from hookdb.collector.events import Peer
-from hookdb.collector.intake import KeptRefusal, admit
-from hookdb.collector.spool import QUARANTINE, READ_BYTES, Spool
-from hookdb.collector.tenancy import TenantPolicy
+from hookdb.collector.intake.admission import KeptRefusal, admit
+from hookdb.collector.intake.tenancy import TenantPolicy
+from hookdb.collector.ops import logs, metrics
+from hookdb.collector.spool import deadletters
+from hookdb.collector.spool.deadletters import DeadLetter
+from hookdb.collector.spool.entry import Peer
+from hookdb.collector.spool.segments import QUARANTINE, READ_BYTES, Spool
 
 log = logs.get("hookdb.outbox")
 
@@ -132,7 +133,7 @@ class OutboxDrainer:
             await self._spool.append(entries)
             events += len(entries)
         if kept:
-            await trio.to_thread.run_sync(deadletter.append, self._state_dir, kept)
+            await trio.to_thread.run_sync(deadletters.append, self._state_dir, kept)
             metrics.dead_letters.inc(len(kept))
         metrics.events_received.inc(events)
         return events, rejected, damage

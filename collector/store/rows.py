@@ -2,19 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
-from typing import NamedTuple
+from datetime import datetime
 
 from hookdb.client.protocol import decode_envelope
-
-
-class Peer(NamedTuple):
-    """The sending process as the kernel reports it (SO_PEERCRED); clients cannot forge it."""
-
-    pid: int | None  # None when the kernel could not tell (events drained from the outbox)
-    uid: int
-    gid: int
-
+from hookdb.collector.spool.entry import Peer
 
 # Column order of the rows below, as the sink copies them.
 COLUMNS = (
@@ -65,10 +56,3 @@ def column(row: Row, name: str) -> object:
 def row_bytes(row: Row) -> int:
     """What a row weighs for batching: its payload."""
     return len(row[PAYLOAD])  # type: ignore[arg-type]
-
-
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-
-def from_ns(ns: int) -> datetime:
-    return EPOCH + timedelta(microseconds=ns // 1000)

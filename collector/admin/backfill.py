@@ -97,7 +97,7 @@ from typing import Any, NamedTuple
 import msgspec
 
 from hookdb.collector import classification as cls
-from hookdb.collector.projections import state_files
+from hookdb.collector.store.projections import state_files
 
 NAMESPACE = uuid.UUID("b16dda39-4780-521e-a0e2-5d3a64f30447")  # uuid5(NAMESPACE_URL, "hookdb:backfill")
 SOURCE = "backfill"

@@ -23,11 +23,12 @@ import trio
 
 from hookdb.client.protocol import Reply
 from hookdb.client.wire import ACCEPTED, FrameDecoder, ProtocolError, encode_reply, frame
-from hookdb.collector import deadletter, logs, metrics
-from hookdb.collector.events import Peer
-from hookdb.collector.intake import KeptRefusal, admit
-from hookdb.collector.spool import Spool
-from hookdb.collector.tenancy import Grant, TenantPolicy
+from hookdb.collector.intake.admission import KeptRefusal, admit
+from hookdb.collector.intake.tenancy import Grant, TenantPolicy
+from hookdb.collector.ops import logs, metrics
+from hookdb.collector.spool import deadletters
+from hookdb.collector.spool.entry import Peer
+from hookdb.collector.spool.segments import Spool
 
 log = logs.get("hookdb.listener")
 
@@ -181,7 +182,7 @@ class Listener:
             metrics.events_rejected.labels(exc.reason).inc()
             log.warning("frame.rejected", reason=exc.reason, detail=exc.detail, peer=peer)
             if isinstance(exc, KeptRefusal):
-                await trio.to_thread.run_sync(deadletter.append, self._state_dir, [exc.letter])
+                await trio.to_thread.run_sync(deadletters.append, self._state_dir, [exc.letter])
                 metrics.dead_letters.inc()
             with (
                 trio.move_on_after(REPLY_SECONDS),

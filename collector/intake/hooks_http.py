@@ -18,11 +18,11 @@ import msgspec
 
 from hookdb.client.records import RECORD_HEADER_SIZE
 from hookdb.client.wire import ProtocolError, encode_envelope, new_event_id
-from hookdb.collector import logs, metrics
-from hookdb.collector.http import Handler, Request, Response
-from hookdb.collector.intake import admit
-from hookdb.collector.spool import Spool
-from hookdb.collector.tenancy import Grant
+from hookdb.collector.intake.admission import admit
+from hookdb.collector.intake.tenancy import Grant
+from hookdb.collector.ops import logs, metrics
+from hookdb.collector.ops.http import Handler, Request, Response
+from hookdb.collector.spool.segments import Spool
 
 log = logs.get("hookdb.hooks_http")
 

@@ -10,7 +10,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from hookdb.client.wire import REJECT_REASONS
 
 if TYPE_CHECKING:
-    from hookdb.collector.spool import Spool
+    from hookdb.collector.spool.segments import Spool
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import msgspec
 
-from hookdb.collector.events import Peer
+from hookdb.collector.spool.entry import Peer
 
 FILE = "deadletter.jsonl"
 

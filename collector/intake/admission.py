@@ -9,10 +9,9 @@ from datetime import UTC, datetime
 
 from hookdb.client.protocol import Envelope, decode_envelope
 from hookdb.client.wire import ProtocolError
-from hookdb.collector.deadletter import DeadLetter
-from hookdb.collector.events import Peer, from_ns
-from hookdb.collector.spool import encode_entry
-from hookdb.collector.tenancy import Grant
+from hookdb.collector.intake.tenancy import Grant
+from hookdb.collector.spool.deadletters import DeadLetter
+from hookdb.collector.spool.entry import Peer, encode_entry, from_ns
 
 
 class _NoGrant(Grant):

@@ -1,6 +1,6 @@
 """``hookdb migrate``: bring a database to the schema this hookdb knows, safely and exactly once.
 
-Numbered SQL files ship in the package (``collector/migrations/NNNN_name.sql``). Pending ones are
+Numbered SQL files ship in the package (``collector/store/migrations/NNNN_name.sql``). Pending ones are
 applied in order, each in its own transaction, under a session advisory lock (two collectors starting
 together apply each migration once). ``schema_migrations`` records each version with the checksum of
 its file: an applied migration whose file was edited is refused, and so is a database at a version this
@@ -36,7 +36,7 @@ class Migration:
 def migrations() -> list[Migration]:
     """The migrations shipped with this hookdb, in order."""
     found = []
-    for entry in files("hookdb.collector").joinpath("migrations").iterdir():
+    for entry in files("hookdb.collector.store").joinpath("migrations").iterdir():
         name = entry.name
         if name.endswith(".sql") and name[:4].isdigit():
             found.append(Migration(int(name[:4]), name, entry.read_text()))

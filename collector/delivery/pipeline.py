@@ -21,14 +21,16 @@ import asyncpg
 import trio
 
 from hookdb.client.wire import ProtocolError
-from hookdb.collector import deadletter, logs, metrics
-from hookdb.collector.batcher import Batcher
-from hookdb.collector.breaker import Breaker, Permit
 from hookdb.collector.classification import is_data_error, sqlstate_class
-from hookdb.collector.events import Row, column, event_row, from_ns, row_bytes
-from hookdb.collector.observe import Health
-from hookdb.collector.sink import ConnectOptions, PostgresSink, Prepared, prepare
-from hookdb.collector.spool import Position, Spool, decode_entry
+from hookdb.collector.delivery.batcher import Batcher
+from hookdb.collector.delivery.breaker import Breaker, Permit
+from hookdb.collector.ops import logs, metrics
+from hookdb.collector.ops.health import Health
+from hookdb.collector.spool import deadletters
+from hookdb.collector.spool.entry import decode_entry, from_ns
+from hookdb.collector.spool.segments import Position, Spool
+from hookdb.collector.store.rows import Row, column, event_row, row_bytes
+from hookdb.collector.store.sink import ConnectOptions, PostgresSink, Prepared, prepare
 
 log = logs.get("hookdb.delivery")
 
@@ -229,7 +231,7 @@ class Delivery:
                 error = TimeoutError(f"batch write took longer than {timeout:g} s")
             if error is None:
                 if dead:
-                    await trio.to_thread.run_sync(deadletter.append, self._state_dir, _letters(dead))
+                    await trio.to_thread.run_sync(deadletters.append, self._state_dir, _letters(dead))
                     metrics.dead_letters.inc(len(dead))
                 self.breaker.success(permit, trio.current_time())
                 self._log_transitions()
@@ -297,13 +299,13 @@ class Delivery:
         return bool(changed)
 
 
-def _letters(dead: list[tuple[Item, str, str | None]]) -> list[deadletter.DeadLetter]:
+def _letters(dead: list[tuple[Item, str, str | None]]) -> list[deadletters.DeadLetter]:
     letters = []
     for item, error, sqlstate in dead:
         received_at_ns, peer, _, envelope = decode_entry(item.entry)
         row = item.row
         letters.append(
-            deadletter.DeadLetter(
+            deadletters.DeadLetter(
                 dead_at=datetime.now(UTC),
                 error=error,
                 sqlstate=sqlstate,

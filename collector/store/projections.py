@@ -26,7 +26,7 @@ import msgspec
 import trio
 
 from hookdb.collector import classification as cls
-from hookdb.collector.events import Row, column
+from hookdb.collector.store.rows import Row, column
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")

@@ -13,10 +13,10 @@ from pathlib import Path
 import msgspec
 
 from hookdb.client.records import Damage, Record
-from hookdb.collector.spool import (
+from hookdb.collector.spool.entry import decode_entry
+from hookdb.collector.spool.segments import (
     QUARANTINE,
     Position,
-    decode_entry,
     list_segments,
     read_checkpoint,
     scan_segment,

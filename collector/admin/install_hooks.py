@@ -42,7 +42,7 @@ The decisions, in one place:
   settings file (dotfiles) is edited where it points, so the link stays.
 
 The pure part is :func:`plan_install` and :func:`plan_uninstall` (old text → new text); :func:`run` does
-the I/O. ``python -m hookdb.client.claude_settings install-hooks ...`` runs it without the ``hookdb`` CLI.
+the I/O.
 """
 
 from __future__ import annotations
@@ -664,14 +664,3 @@ def run(args: argparse.Namespace) -> int:
     except OSError as exc:
         print(f"hookdb install-hooks: {exc}", file=sys.stderr)
         return 1
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m hookdb.client.claude_settings install-hooks ...``: the command without the hookdb CLI."""
-    parser = argparse.ArgumentParser(prog="hookdb")
-    add_command(parser.add_subparsers(dest="command", required=True, metavar="COMMAND"))
-    return run(parser.parse_args(argv))
-
-
-if __name__ == "__main__":
-    sys.exit(main())

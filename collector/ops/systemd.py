@@ -9,8 +9,6 @@ from __future__ import annotations
 import os
 import socket
 
-import trio
-
 LISTEN_FDS_START = 3
 
 
@@ -49,13 +47,6 @@ def watchdog_interval() -> float | None:
         return int(usec) / 2_000_000
     except ValueError:
         return None
-
-
-async def run_watchdog(interval: float) -> None:
-    """Ping from the trio loop itself: a loop stuck long enough gets the process restarted."""
-    while True:
-        notify("WATCHDOG=1")
-        await trio.sleep(interval)
 
 
 def inherited_socket() -> socket.socket | None:

@@ -1,0 +1,1 @@
+"""Operating the daemon: every metric (``metrics``), the health endpoints, structured logs, systemd."""

@@ -1,0 +1,3 @@
+"""The store: PostgreSQL — how to connect, the ``rows`` of ``hook_audit_log``, the ``sink`` that writes
+them with their ``blobs`` and ``projections``, the schema's ``migrate``, ``partitions`` and ``retention``,
+and the ``embedded`` server."""
