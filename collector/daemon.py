@@ -34,6 +34,7 @@ from hookdb.collector.intake.outbox import OutboxDrainer
 from hookdb.collector.intake.tenancy import TenantPolicy
 from hookdb.collector.ops import http, logs, systemd
 from hookdb.collector.ops.health import Health
+from hookdb.collector.ops.health import handler as health_handler
 from hookdb.collector.spool.segments import Position, Recovery, Spool
 from hookdb.collector.store import embedded
 from hookdb.collector.store.sink import ConnectOptions
@@ -184,7 +185,7 @@ async def _serve(config: Config, dsn: str, spool: Spool, tenants: TenantPolicy) 
         async with trio.open_nursery() as background:
             background.start_soon(spool.run_syncer)
             if config.metrics.enabled:
-                await _serve_http(background, "metrics", config.metrics.listen, health.handler(health), 0)
+                await _serve_http(background, "metrics", config.metrics.listen, health_handler(health), 0)
             if config.http_hooks.enabled:
                 hooks = hooks_http.handler(spool, _token_tenants(config))
                 await _serve_http(
