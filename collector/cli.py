@@ -6,7 +6,7 @@ import argparse
 import os
 import sys
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import msgspec
 
@@ -16,6 +16,7 @@ from hookdb.collector.ops import logs
 
 if TYPE_CHECKING:
     from hookdb.collector.admin.spool_report import SpoolReport
+    from hookdb.collector.store.connect import ConnectOptions
 
 
 def _socket_option(parser: argparse.ArgumentParser) -> None:
@@ -48,7 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     migrate = commands.add_parser("migrate", help="apply pending schema migrations to the database")
-    migrate.add_argument("--dsn", help="PostgreSQL DSN (database.dsn, $HOOKDB_DSN)")
+    migrate.add_argument(
+        "--dsn", help="PostgreSQL DSN (database.dsn, $HOOKDB_DSN); default: the embedded server"
+    )
     config_mod.add_options(migrate)
 
     partitions = commands.add_parser("partitions", help="monthly partitions of hook_audit_log")
@@ -160,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _hash_token(config: config_mod.Config, args: argparse.Namespace) -> int:
-    from hookdb.collector.intake.hooks_http import token_digest
+    from hookdb.collector.intake.tenancy import token_digest
 
     token = sys.stdin.readline().strip()
     if not token:
@@ -175,39 +178,40 @@ def _migrate(config: config_mod.Config, args: argparse.Namespace) -> int:
 
     import asyncpg
 
+    from hookdb.collector.store import embedded
     from hookdb.collector.store.migrate import SchemaError, migrate
 
-    if not config.dsn:
-        print("hookdb: migrate needs a database: --dsn or $HOOKDB_DSN", file=sys.stderr)
-        return 2
-
-    async def run() -> list[str]:
-        conn = await asyncpg.connect(config.dsn, timeout=config.database.connect_timeout_seconds)
+    async def run(dsn: str) -> list[str]:
+        conn = await _admin_options(config, dsn).connect()
         try:
             return await migrate(conn)
         finally:
             await conn.close()
 
+    server = None
     try:
-        applied = asyncio.run(run())
-    except (SchemaError, OSError, asyncpg.PostgresError) as exc:
+        dsn = config.dsn
+        if dsn is None:
+            server, dsn = embedded.start(config.state_dir)
+        applied = asyncio.run(run(dsn))
+    except (embedded.EmbeddedUnavailable, SchemaError, OSError, asyncpg.PostgresError) as exc:
         print(f"hookdb: {exc}", file=sys.stderr)
         return 1
+    finally:
+        if server is not None:
+            server.cleanup()
     print(f"applied {', '.join(applied)}" if applied else "the schema is up to date")
     return 0
 
 
-def _admin_connect_kwargs(config: config_mod.Config) -> dict[str, Any]:
-    settings = {
-        "application_name": "hookdb-admin",
-        # Exporting a month may take minutes; lock waits are bounded by lock_timeout instead.
-        "statement_timeout": "0",
-    }
-    kwargs: dict[str, Any] = {"timeout": config.database.connect_timeout_seconds, "server_settings": settings}
-    if config.database.password_file:
-        with open(config.database.password_file) as f:
-            kwargs["password"] = f.read().strip()
-    return kwargs
+def _admin_options(config: config_mod.Config, dsn: str) -> ConnectOptions:
+    """Admin commands act as the login itself, and exporting a month may take minutes (lock waits are
+    bounded by ``lock_timeout`` instead)."""
+    from hookdb.collector.store.connect import ConnectOptions
+
+    return ConnectOptions.from_config(
+        config, dsn, application_name="hookdb-admin", role="", statement_timeout=0
+    )
 
 
 def _partitions_maintain(config: config_mod.Config, args: argparse.Namespace) -> int:
@@ -222,7 +226,7 @@ def _partitions_maintain(config: config_mod.Config, args: argparse.Namespace) ->
     now = args.now or datetime.now(UTC)
 
     async def run(dsn: str) -> retention.Report:
-        conn = await asyncpg.connect(dsn, **_admin_connect_kwargs(config))
+        conn = await _admin_options(config, dsn).connect()
         try:
             applied = await migrate(conn)
             if applied:

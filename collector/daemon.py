@@ -31,13 +31,13 @@ from hookdb.collector.delivery.pipeline import (
 from hookdb.collector.intake import hooks_http
 from hookdb.collector.intake.listener import Listener, bind_socket
 from hookdb.collector.intake.outbox import OutboxDrainer
-from hookdb.collector.intake.tenancy import TenantPolicy
+from hookdb.collector.intake.tenancy import TenantPolicy, TokenTenants
 from hookdb.collector.ops import http, logs, systemd
 from hookdb.collector.ops.health import Health
 from hookdb.collector.ops.health import handler as health_handler
 from hookdb.collector.spool.segments import Position, Recovery, Spool
 from hookdb.collector.store import embedded
-from hookdb.collector.store.sink import ConnectOptions
+from hookdb.collector.store.connect import ConnectOptions
 
 log = logs.get("hookdb.collector")
 
@@ -120,11 +120,6 @@ async def _report_to_systemd(health: Health, spool: Spool, breaker: Breaker) -> 
         await trio.sleep(interval)
 
 
-def _token_tenants(config: Config) -> dict[str, str]:
-    """Token digest → tenant, from the config's tenant → digests."""
-    return {digest: tenant for tenant, digests in config.http_hooks.tokens.items() for digest in digests}
-
-
 async def _serve_http(
     nursery: trio.Nursery, name: str, listen: str, handler: http.Handler, max_body: int
 ) -> None:
@@ -144,14 +139,7 @@ async def _serve(config: Config, dsn: str, spool: Spool, tenants: TenantPolicy) 
     )
     health = Health(breaker=breaker, spool=spool)
     delivery = Delivery(
-        options=ConnectOptions(
-            dsn=dsn,
-            connect_timeout=config.database.connect_timeout_seconds,
-            statement_timeout=config.database.statement_timeout_seconds,
-            password_file=config.database.password_file,
-            role=config.database.role,
-            blob_min_bytes=config.database.blob_min_bytes,
-        ),
+        options=ConnectOptions.from_config(config, dsn, application_name="hookdb-collector"),
         spool=spool,
         breaker=breaker,
         health=health,
@@ -187,7 +175,7 @@ async def _serve(config: Config, dsn: str, spool: Spool, tenants: TenantPolicy) 
             if config.metrics.enabled:
                 await _serve_http(background, "metrics", config.metrics.listen, health_handler(health), 0)
             if config.http_hooks.enabled:
-                hooks = hooks_http.handler(spool, _token_tenants(config))
+                hooks = hooks_http.handler(spool, TokenTenants(config.http_hooks.tokens))
                 await _serve_http(
                     background, "http_hooks", config.http_hooks.listen, hooks, config.listener.max_frame_bytes
                 )

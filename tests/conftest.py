@@ -215,7 +215,7 @@ def start_api(tmp_path: Path) -> Iterator[Any]:
     started: list[ApiServer] = []
 
     def start(dsn: str, tokens: dict[str, str], *extra: str, wait: bool = True) -> ApiServer:
-        from hookdb.collector.intake.hooks_http import token_digest
+        from hookdb.collector.intake.tenancy import token_digest
 
         config = tmp_path / f"api-{len(started)}.toml"
         lines = [

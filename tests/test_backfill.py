@@ -42,7 +42,7 @@ def backfill(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]
     """Run ``hookdb backfill ARGS`` in a process of its own; stdout and stderr captured."""
     env = {k: v for k, v in os.environ.items() if k not in ("HOOKDB_DSN", "HOOKDB_SOCKET", "HOOKDB_CONFIG")}
     done = subprocess.run(
-        [sys.executable, "-m", "hookdb.collector.backfill_cli", "backfill", *args],
+        [str(Path(sys.executable).parent / "hookdb"), "backfill", *args],
         capture_output=True,
         text=True,
         env=env,

@@ -58,7 +58,7 @@ def install_hooks(
     *args: str, cwd: Path, env: dict[str, str], expect: int | None = 0
 ) -> subprocess.CompletedProcess[str]:
     result = subprocess.run(
-        [sys.executable, "-m", "hookdb.collector.admin.install_hooks", "install-hooks", *args],
+        [str(Path(sys.executable).parent / "hookdb"), "install-hooks", *args],
         cwd=cwd,
         env=env,
         capture_output=True,

@@ -48,8 +48,8 @@ if TYPE_CHECKING:
 
     from hookdb.collector.admin.backfill import Event, SeedSession, Tally, TranscriptSession
     from hookdb.collector.spool.entry import Peer
+    from hookdb.collector.store.connect import ConnectOptions
     from hookdb.collector.store.rows import Row
-    from hookdb.collector.store.sink import ConnectOptions
 
     Unit = TranscriptSession | SeedSession
     EventsOf = Callable[[Any, Tally], Iterator[Event]]
@@ -225,17 +225,10 @@ def _failure(exc: BaseException) -> tuple[int, str]:
 
 
 def _connect_options(config: config_mod.Config) -> ConnectOptions:
-    from hookdb.collector.store.sink import ConnectOptions
+    from hookdb.collector.store.connect import ConnectOptions
 
     assert config.dsn
-    return ConnectOptions(
-        dsn=config.dsn,
-        connect_timeout=config.database.connect_timeout_seconds,
-        statement_timeout=config.database.statement_timeout_seconds,
-        password_file=config.database.password_file,
-        role=config.database.role,
-        blob_min_bytes=config.database.blob_min_bytes,
-    )
+    return ConnectOptions.from_config(config, config.dsn, application_name="hookdb-backfill")
 
 
 def _stream(units: Iterable[Unit], events_of: EventsOf, tally: Tally) -> Iterator[Event]:

@@ -63,6 +63,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from hookdb.collector.ops.files import fsync_dir
+
 EVENTS: tuple[str, ...] = (
     "PreToolUse",
     "PostToolUse",
@@ -492,14 +494,6 @@ def _check_unchanged(path: Path, current: _Current) -> None:
         )
 
 
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _write_atomic(path: Path, text: str, mode_of: os.stat_result | None, before: _Current | None) -> None:
     """Replace ``path`` with ``text`` all at once, with the mode and owner of ``mode_of``; ``before``: abandon
     the write if the file no longer is what was read."""
@@ -524,7 +518,7 @@ def _write_atomic(path: Path, text: str, mode_of: os.stat_result | None, before:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
 def _target(path: Path) -> Path:
@@ -572,7 +566,7 @@ def _uninstall(path: Path, dry_run: bool) -> int:
     if new is None:
         _check_unchanged(target, current)
         target.unlink()
-        _fsync_dir(target.parent)
+        fsync_dir(target.parent)
         backup.unlink(missing_ok=True)
         print(f"{path}: hookdb's hooks removed; nothing else was in it, so the file was deleted")
     elif new == backup_text:

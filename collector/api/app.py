@@ -30,7 +30,7 @@ from hookdb.collector.api.feed import Feed
 from hookdb.collector.api.models import BadParameter, Error, Query
 from hookdb.collector.api.reader import Reader, Unavailable, unavailable
 from hookdb.collector.config import ApiSection
-from hookdb.collector.intake.hooks_http import token_digest
+from hookdb.collector.intake.tenancy import TokenTenants
 from hookdb.collector.ops import logs
 
 log = logs.get("hookdb.api")
@@ -92,7 +92,7 @@ class Api:
         self._reader = reader
         self._feed = feed
         self._settings = settings
-        self._tenants = {digest: tenant for tenant, digests in settings.tokens.items() for digest in digests}
+        self._tokens = TokenTenants(settings.tokens)
         self._retry_after = {"retry-after": str(settings.retry_after_seconds)}
         self._openapi = _encode(openapi.document())
         self._problem: str | None = None  # the reason of the last 503, until a request succeeds again
@@ -151,8 +151,7 @@ class Api:
         return error_response(503, problem.error, problem.detail, self._retry_after)
 
     def _tenant(self, request: Request) -> str:
-        scheme, _, token = request.headers.get("authorization", "").partition(" ")
-        tenant = self._tenants.get(token_digest(token.strip())) if scheme.lower() == "bearer" else None
+        tenant = self._tokens.tenant(request.headers.get("authorization", ""))
         if tenant is None:
             raise _Unauthorized
         return tenant

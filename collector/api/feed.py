@@ -12,7 +12,6 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-import asyncpg
 import msgspec
 import trio
 import trio_asyncio
@@ -21,7 +20,7 @@ from hookdb.collector.api import queries
 from hookdb.collector.api.models import Change, Error, SessionCard
 from hookdb.collector.api.reader import Reader, unavailable
 from hookdb.collector.ops import logs
-from hookdb.collector.store.sink import ConnectOptions
+from hookdb.collector.store.connect import ConnectOptions
 
 log = logs.get("hookdb.api.feed")
 
@@ -107,7 +106,7 @@ class Feed:
 
     async def _listen(self, listening: Callable[[], None]) -> None:
         options = self._options
-        conn = await trio_asyncio.aio_as_trio(asyncpg.connect)(options.dsn, **options.kwargs())
+        conn = await trio_asyncio.aio_as_trio(options.connect)()
         lost = trio.Event()
 
         def heard(_conn: object, _pid: int, _channel: str, payload: str) -> None:

@@ -18,8 +18,8 @@ import msgspec
 import trio_asyncio
 
 from hookdb.collector import classification as cls
+from hookdb.collector.store.connect import ConnectOptions, assume_role
 from hookdb.collector.store.migrate import SchemaError
-from hookdb.collector.store.sink import ConnectOptions, assume_role
 
 T = TypeVar("T")
 Work = Callable[[asyncpg.Connection], Awaitable[Any]]
@@ -92,7 +92,7 @@ class Reader:
         options = self._options
 
         async def connect(*_: object, **__: object) -> asyncpg.Connection:
-            return await asyncpg.connect(options.dsn, **options.kwargs())  # the password file read afresh
+            return await options.connect()  # the password file read afresh
 
         self._pool = await asyncpg.create_pool(
             min_size=0,

@@ -17,7 +17,7 @@ from hookdb.collector.api.reader import Reader
 from hookdb.collector.config import Config
 from hookdb.collector.ops import logs, systemd
 from hookdb.collector.store import embedded
-from hookdb.collector.store.sink import ConnectOptions
+from hookdb.collector.store.connect import ConnectOptions
 
 log = logs.get("hookdb.api")
 
@@ -30,13 +30,12 @@ async def run(config: Config) -> None:
         log.warning("api.no_tokens", detail="api.tokens is empty: every request will be refused with 401")
     async with trio_asyncio.open_loop():
         dsn, server = await embedded.resolve(config.dsn, config.state_dir)
-        options = ConnectOptions(
-            dsn=dsn,
-            connect_timeout=config.database.connect_timeout_seconds,
-            statement_timeout=settings.statement_timeout_seconds,
-            password_file=config.database.password_file,
-            role=settings.role,
+        options = ConnectOptions.from_config(
+            config,
+            dsn,
             application_name="hookdb-api",
+            role=settings.role,
+            statement_timeout=settings.statement_timeout_seconds,
             # A generic plan cannot know how long a session is: the timeline's would read all of a
             # long session for every page. Planning afresh costs well under a millisecond.
             settings=(("plan_cache_mode", "force_custom_plan"),),

@@ -29,8 +29,9 @@ from hookdb.collector.ops.health import Health
 from hookdb.collector.spool import deadletters
 from hookdb.collector.spool.entry import decode_entry, from_ns
 from hookdb.collector.spool.segments import Position, Spool
+from hookdb.collector.store.connect import ConnectOptions
 from hookdb.collector.store.rows import Row, column, event_row, row_bytes
-from hookdb.collector.store.sink import ConnectOptions, PostgresSink, Prepared, prepare
+from hookdb.collector.store.sink import PostgresSink, Prepared, prepare
 
 log = logs.get("hookdb.delivery")
 

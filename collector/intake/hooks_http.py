@@ -9,17 +9,15 @@ while the spool is full, ``400`` for a body that is not a JSON object.
 
 from __future__ import annotations
 
-import hashlib
 import re
 import time
-from collections.abc import Mapping
 
 import msgspec
 
 from hookdb.client.records import RECORD_HEADER_SIZE
 from hookdb.client.wire import ProtocolError, encode_envelope, new_event_id
 from hookdb.collector.intake.admission import admit
-from hookdb.collector.intake.tenancy import Grant
+from hookdb.collector.intake.tenancy import Grant, TokenTenants
 from hookdb.collector.ops import logs, metrics
 from hookdb.collector.ops.http import Handler, Request, Response
 from hookdb.collector.spool.segments import Spool
@@ -31,17 +29,12 @@ RETRY_AFTER_SECONDS = "5"
 _decode_hook = msgspec.json.Decoder(dict[str, object]).decode
 
 
-def token_digest(token: str) -> str:
-    """How a token is stored in the config: ``sha256:<hex>``."""
-    return "sha256:" + hashlib.sha256(token.encode()).hexdigest()
-
-
 def _json(status: int, body: dict[str, object], headers: list[tuple[str, str]] | None = None) -> Response:
     return Response(status, msgspec.json.encode(body), headers=headers or [])
 
 
-def handler(spool: Spool, tokens: Mapping[str, str]) -> Handler:
-    """Serve hook POSTs; ``tokens`` maps token digests (see :func:`token_digest`) to tenants."""
+def handler(spool: Spool, tokens: TokenTenants) -> Handler:
+    """Serve hook POSTs for the tenants of ``tokens``."""
 
     async def handle(request: Request) -> Response:
         match = PATH.match(request.path)
@@ -49,8 +42,7 @@ def handler(spool: Spool, tokens: Mapping[str, str]) -> Handler:
             return _json(404, {"error": "not found"})
         if request.method != "POST":
             return _json(405, {"error": "POST hook JSON here"})
-        scheme, _, token = request.headers.get("authorization", "").partition(" ")
-        tenant = tokens.get(token_digest(token.strip())) if scheme.lower() == "bearer" else None
+        tenant = tokens.tenant(request.headers.get("authorization", ""))
         if tenant is None:
             metrics.events_rejected.labels("peer_not_allowed").inc()
             return _json(401, {"error": "a valid bearer token is required"}, [("www-authenticate", "Bearer")])

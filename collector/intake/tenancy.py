@@ -7,6 +7,7 @@ Like journald's trusted fields, this does not rely on anything the client says: 
 from __future__ import annotations
 
 import grp
+import hashlib
 import pwd
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -73,3 +74,23 @@ def _id(key: str, lookup: object, kind: str) -> int:
     except KeyError:
         raise ValueError(f"tenants: no {kind} named {key!r} on this host") from None
     return entry[2]
+
+
+def token_digest(token: str) -> str:
+    """How a bearer token is stored in the config: ``sha256:<hex>`` (``hookdb hash-token``)."""
+    return "sha256:" + hashlib.sha256(token.encode()).hexdigest()
+
+
+class TokenTenants:
+    """Which tenant a bearer token speaks for (HTTP has no peer credentials, so nothing else may say)."""
+
+    def __init__(self, tokens: Mapping[str, Sequence[str]]) -> None:
+        """``tokens`` maps each tenant to the digests of its tokens, as the config holds them."""
+        self._tenants = {digest: tenant for tenant, digests in tokens.items() for digest in digests}
+
+    def tenant(self, authorization: str) -> str | None:
+        """The tenant of an ``Authorization`` header value; ``None`` unless it is a known bearer token."""
+        scheme, _, token = authorization.partition(" ")
+        if scheme.lower() != "bearer":
+            return None
+        return self._tenants.get(token_digest(token.strip()))

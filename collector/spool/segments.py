@@ -30,6 +30,7 @@ from hookdb.client.records import (
     encode_record,
 )
 from hookdb.collector.ops import logs
+from hookdb.collector.ops.files import fsync_dir
 
 log = logs.get("hookdb.spool")
 
@@ -93,15 +94,6 @@ def read_checkpoint(directory: Path) -> Position:
         return Position(int(seq), int(offset))
     except (OSError, ValueError):
         return Position(0, 0)
-
-
-def fsync_dir(directory: Path) -> None:
-    """Make the names of files created in ``directory`` durable."""
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def scan_segment(path: Path, max_record: int) -> Iterator[Record | Damage]:

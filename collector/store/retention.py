@@ -62,6 +62,7 @@ import asyncpg
 
 from hookdb.collector.config import Config
 from hookdb.collector.ops import logs
+from hookdb.collector.ops.files import fsync_dir
 from hookdb.collector.store.partitions import (
     NAME_PATTERN,
     PARENT,
@@ -501,8 +502,4 @@ class _GzipWriter:
 def _publish(partial: Path, path: Path) -> None:
     """Give a checked file its final name, durably: a crash leaves the old name or the new, never half."""
     os.replace(partial, path)
-    fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    fsync_dir(path.parent)

@@ -14,8 +14,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
-from typing import Any
 
 import asyncpg
 import msgspec
@@ -24,7 +22,8 @@ import trio_asyncio
 from hookdb.collector import classification as cls
 from hookdb.collector.ops import logs, metrics
 from hookdb.collector.store import blobs, partitions
-from hookdb.collector.store.migrate import SchemaError, migrate
+from hookdb.collector.store.connect import ConnectOptions, assume_role
+from hookdb.collector.store.migrate import migrate
 from hookdb.collector.store.projections import (
     Projection,
     project,
@@ -112,35 +111,6 @@ WHERE s.tenant_id = $1 AND s.session_id = $2
 """
 
 
-@dataclass(frozen=True)
-class ConnectOptions:
-    """How to reach PostgreSQL; the password file is read at every connect, so rotation needs no restart."""
-
-    dsn: str
-    connect_timeout: float = 10.0
-    statement_timeout: float = 30.0
-    password_file: str = ""
-    role: str = "hookdb_writer"
-    blob_min_bytes: int = 8192
-    application_name: str = "hookdb-collector"
-    settings: tuple[tuple[str, str], ...] = ()  # more server settings for every session
-
-    def kwargs(self) -> dict[str, Any]:
-        settings = {
-            **dict(self.settings),
-            "application_name": self.application_name,
-            "statement_timeout": str(int(self.statement_timeout * 1000)),
-            # The server notices a vanished client; the client's own time-outs notice a vanished server.
-            "tcp_keepalives_idle": "30",
-            "tcp_keepalives_interval": "10",
-            "tcp_keepalives_count": "3",
-        }
-        kwargs: dict[str, Any] = {"timeout": self.connect_timeout, "server_settings": settings}
-        if self.password_file:
-            kwargs["password"] = Path(self.password_file).read_text().strip()
-        return kwargs
-
-
 @dataclass
 class Prepared:
     """A batch ready for its transaction: slimmed rows, blobs, and the projection's file contents."""
@@ -161,24 +131,8 @@ def _jsonb_decode(data: bytes) -> bytes:
     return data[1:]
 
 
-async def assume_role(conn: asyncpg.Connection, role: str, setting: str) -> None:
-    """``SET ROLE`` so row-level security applies to this connection; ``setting`` names where it is set."""
-    if not role:
-        return
-    try:
-        await conn.execute(f"SET ROLE {quote_ident(role)}")
-    except asyncpg.InsufficientPrivilegeError:
-        raise SchemaError(
-            f"the database user may not act as {role}: GRANT {role} TO <that user>, or set {setting}"
-        ) from None
-
-
-def quote_ident(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
 async def _open(options: ConnectOptions) -> tuple[asyncpg.Connection, list[str]]:
-    conn = await asyncpg.connect(options.dsn, **options.kwargs())
+    conn = await options.connect()
     try:
         applied = await migrate(conn)
         await partitions.ensure_months(conn, datetime.now(UTC))

@@ -72,9 +72,9 @@ import msgspec
 from hookdb.collector.api import queries
 from hookdb.collector.api.models import DetailQuery, EventQuery, SessionQuery
 from hookdb.collector.api.reader import Reader, _setup
-from hookdb.collector.intake.hooks_http import token_digest
+from hookdb.collector.intake.tenancy import token_digest
 from hookdb.collector.store import partitions
-from hookdb.collector.store.sink import ConnectOptions, quote_ident
+from hookdb.collector.store.connect import ConnectOptions, quote_ident
 
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE.parent)]  # bench_spine beside this file, seed in tests/

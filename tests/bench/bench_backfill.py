@@ -43,8 +43,9 @@ from bench_spine import start_server  # the script's own folder is on sys.path
 
 from hookdb.collector.admin import backfill as bf
 from hookdb.collector.admin.backfill_cli import _rows, _stream
+from hookdb.collector.store.connect import ConnectOptions
 from hookdb.collector.store.rows import Row
-from hookdb.collector.store.sink import ConnectOptions, PostgresSink
+from hookdb.collector.store.sink import PostgresSink
 
 BATCH = 1000
 TENANT = "default"

@@ -27,7 +27,7 @@ sys.path[:0] = [str(HERE.parent)]
 
 from hookdb.client.transport import await_reply, connect  # noqa: E402
 from hookdb.client.wire import encode_envelope, frame, new_event_id  # noqa: E402
-from hookdb.collector.intake.hooks_http import token_digest  # noqa: E402
+from hookdb.collector.intake.tenancy import token_digest  # noqa: E402
 
 from fixtures import corpus  # noqa: E402
 

@@ -49,8 +49,9 @@ import trio_asyncio
 from hookdb.client import Emitter
 from hookdb.client.wire import FrameDecoder, encode_envelope, frame, new_event_id
 from hookdb.collector.spool.entry import Peer
+from hookdb.collector.store.connect import ConnectOptions
 from hookdb.collector.store.rows import COLUMNS, Row, event_row
-from hookdb.collector.store.sink import ConnectOptions, PostgresSink
+from hookdb.collector.store.sink import PostgresSink
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests"))
