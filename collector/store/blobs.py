@@ -17,10 +17,12 @@ BLOB_KEY = "$hookdb.blob"
 _MARKER = b'"' + BLOB_KEY.encode() + b'"'
 
 
-def extract(payload: bytes, min_bytes: int) -> tuple[bytes, dict[str, str]]:
+def extract(payload: bytes, min_bytes: int, decoded: Any = None) -> tuple[bytes, dict[str, str]]:
     """The payload with its large strings replaced by blob references, and the blobs by sha256.
 
-    A payload that already contains the marker key is left whole, so restoring stays unambiguous.
+    ``decoded`` is the payload already decoded by the caller (``None``: decoded here when needed), so a
+    payload is parsed once on its way. A payload that already contains the marker key is left whole, so
+    restoring stays unambiguous.
     """
     if len(payload) < min_bytes or _MARKER in payload:
         return payload, {}
@@ -39,7 +41,7 @@ def extract(payload: bytes, min_bytes: int) -> tuple[bytes, dict[str, str]]:
             return [walk(v) for v in value]
         return value
 
-    slim = walk(msgspec.json.decode(payload))
+    slim = walk(msgspec.json.decode(payload) if decoded is None else decoded)
     if not blobs:
         return payload, {}
     return msgspec.json.encode(slim), blobs
