@@ -6,12 +6,14 @@ import argparse
 import os
 import sys
 from datetime import UTC, datetime
+from importlib.metadata import version
 from typing import TYPE_CHECKING
 
 import msgspec
 
 from hookdb.collector import config as config_mod
 from hookdb.collector.admin import backfill_cli, install_hooks
+from hookdb.collector.admin.usage import command
 from hookdb.collector.ops import logs
 
 if TYPE_CHECKING:
@@ -24,41 +26,77 @@ def _socket_option(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="hookdb", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="hookdb",
+        description=__doc__,
+        epilog="Run 'hookdb COMMAND --help' for a command's options.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {version('hookdb')}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    collector = commands.add_parser("collector", help="the collector daemon")
+    collector = command(commands, "collector", "the collector daemon", "hookdb collector run")
     collector_actions = collector.add_subparsers(dest="action", required=True, metavar="ACTION")
-    run = collector_actions.add_parser("run", help="run the collector in the foreground")
+    run = command(
+        collector_actions,
+        "run",
+        "run the collector in the foreground until SIGTERM or SIGINT",
+        "hookdb collector run",
+        "hookdb collector run --dsn postgresql://hookdb@db/hookdb --config /etc/hookdb/collector.toml",
+    )
     _socket_option(run)
     run.add_argument("--dsn", help="PostgreSQL DSN (database.dsn, $HOOKDB_DSN); default: embedded server")
     config_mod.add_options(run)
 
-    spool = commands.add_parser("spool", help="look into the collector's spool (read-only)")
+    spool = command(commands, "spool", "look into the collector's spool (read-only)", "hookdb spool inspect")
     spool_actions = spool.add_subparsers(dest="action", required=True, metavar="ACTION")
-    inspect = spool_actions.add_parser("inspect", help="records, bytes, oldest age and damage, per segment")
+    inspect = command(
+        spool_actions,
+        "inspect",
+        "records, bytes, oldest age and damage, per segment",
+        "hookdb spool inspect --state-dir /var/lib/hookdb",
+        "hookdb spool inspect --json",
+    )
     inspect.add_argument("--json", action="store_true", help="print the report as JSON")
     config_mod.add_options(inspect)
-    verify = spool_actions.add_parser(
-        "verify", help="check every record's CRC; exit 1 if any segment is damaged"
+    verify = command(
+        spool_actions,
+        "verify",
+        "check every record's CRC; exit 1 if any segment is damaged",
+        "hookdb spool verify --state-dir /var/lib/hookdb",
     )
     config_mod.add_options(verify)
 
-    commands.add_parser(
-        "hash-token", help="print the digest of a bearer token read from stdin, for the config"
+    command(
+        commands,
+        "hash-token",
+        "print the digest of a bearer token read from stdin, for the config",
+        'printf %s "$TOKEN" | hookdb hash-token',
     )
 
-    migrate = commands.add_parser("migrate", help="apply pending schema migrations to the database")
+    migrate = command(
+        commands,
+        "migrate",
+        "apply pending schema migrations to the database",
+        "hookdb migrate --dsn postgresql://hookdb@db/hookdb",
+    )
     migrate.add_argument(
         "--dsn", help="PostgreSQL DSN (database.dsn, $HOOKDB_DSN); default: the embedded server"
     )
     config_mod.add_options(migrate)
 
-    partitions = commands.add_parser("partitions", help="monthly partitions of hook_audit_log")
+    partitions = command(
+        commands,
+        "partitions",
+        "monthly partitions of hook_audit_log",
+        "hookdb partitions maintain --dry-run",
+    )
     partitions_actions = partitions.add_subparsers(dest="action", required=True, metavar="ACTION")
-    maintain = partitions_actions.add_parser(
+    maintain = command(
+        partitions_actions,
         "maintain",
-        help="create months ahead, archive months past the live window to files, purge old archives",
+        "create months ahead, archive months past the live window to files, purge old archives",
+        "hookdb partitions maintain --dsn postgresql://hookdb@db/hookdb",
+        "hookdb partitions maintain --now 2027-06-01 --dry-run",
     )
     maintain.add_argument(
         "--dsn", help="PostgreSQL DSN (database.dsn, $HOOKDB_DSN); default: the embedded server"
@@ -68,8 +106,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     config_mod.add_options(maintain)
 
-    check = commands.add_parser(
-        "check-config", help="validate a configuration file; exit 1 naming what is wrong"
+    check = command(
+        commands,
+        "check-config",
+        "validate a configuration file; exit 1 listing every problem",
+        "hookdb check-config /etc/hookdb/collector.toml",
+        "hookdb check-config --set spool.fsync=always",
     )
     check.add_argument(
         "path",
@@ -79,17 +121,33 @@ def build_parser() -> argparse.ArgumentParser:
     )
     check.add_argument("--set", metavar="SECTION.KEY=VALUE", action="append", default=[], dest="overrides")
 
-    dead = commands.add_parser("deadletter", help="events PostgreSQL refused as data")
+    dead = command(commands, "deadletter", "events PostgreSQL refused as data", "hookdb deadletter list")
     dead_actions = dead.add_subparsers(dest="action", required=True, metavar="ACTION")
-    listing = dead_actions.add_parser("list", help="show the dead letters")
+    listing = command(
+        dead_actions,
+        "list",
+        "show the dead letters",
+        "hookdb deadletter list",
+        "hookdb deadletter list --json",
+    )
     listing.add_argument(
         "--json", action="store_true", help="one JSON object per line, with the original bytes"
     )
     config_mod.add_options(listing)
-    replay = dead_actions.add_parser("replay", help="send the dead letters to the running collector again")
+    replay = command(
+        dead_actions,
+        "replay",
+        "send the dead letters to the running collector again",
+        "hookdb deadletter replay --state-dir /var/lib/hookdb",
+    )
     _socket_option(replay)
     config_mod.add_options(replay)
-    api = commands.add_parser("api", help="serve the read API and the session history web page")
+    api = command(
+        commands,
+        "api",
+        "serve the read API and the session history web page",
+        "hookdb api --config /etc/hookdb/collector.toml --listen 127.0.0.1:9466",
+    )
     api.add_argument("--dsn", help="PostgreSQL DSN (database.dsn, $HOOKDB_DSN); default: the embedded server")
     api.add_argument(
         "--listen", metavar="HOST:PORT", help="where to listen (api.listen, default 127.0.0.1:9466)"
@@ -142,7 +200,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = load_config(args)
     except config_mod.ConfigError as exc:
-        print(f"hookdb: {exc}", file=sys.stderr)
+        for problem in str(exc).splitlines():
+            print(f"hookdb: {problem}", file=sys.stderr)
         return 1 if args.command == "check-config" else 2
     command = {
         ("check-config", None): _check_config,
@@ -331,8 +390,10 @@ def _spool_verify(config: config_mod.Config, args: argparse.Namespace) -> int:
 def _deadletter_list(config: config_mod.Config, args: argparse.Namespace) -> int:
     from hookdb.collector.spool import deadletters
 
+    shown = 0
     for path in deadletters.pending_files(config.state_dir):
         for letter in deadletters.read(path):
+            shown += 1
             if isinstance(letter, str):
                 print(letter, file=sys.stderr)
             elif args.json:
@@ -342,6 +403,8 @@ def _deadletter_list(config: config_mod.Config, args: argparse.Namespace) -> int
                     f"{letter.dead_at:%Y-%m-%d %H:%M:%S} {letter.event_id} {letter.event_type} "
                     f"[{letter.sqlstate or '-'}] {letter.error}"
                 )
+    if not shown and not args.json:
+        print(f"no dead letters in {deadletters.directory(config.state_dir)}")
     return 0
 
 

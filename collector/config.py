@@ -7,11 +7,12 @@ flags and environment variables; msgspec checks names and types, so a typo is an
 from __future__ import annotations
 
 import argparse
+import difflib
 import os
 import tomllib
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args, get_origin
 
 import msgspec
 
@@ -251,7 +252,8 @@ def add_options(parser: argparse.ArgumentParser, *, state_dir: bool = True) -> N
 def load(path: str | None = None, overrides: Sequence[str] = ()) -> Config:
     """Build the configuration from an optional TOML file and ``section.key=value`` overrides.
 
-    Errors name the setting and where it came from: ``FILE:LINE`` or the ``--set`` that gave it.
+    Every problem is reported at once, one line each, naming the setting and where it came from
+    (``FILE:LINE`` or the ``--set`` that gave it), with the valid values or the likely intended name.
     """
     raw: dict[str, Any] = {}
     text = ""
@@ -274,24 +276,65 @@ def load(path: str | None = None, overrides: Sequence[str] = ()) -> Config:
             raise ConfigError(f"--set {item}: {section} is not a section")
         raw[section][key] = _scalar(value.strip())
         given[f"{section}.{key}"] = item
-    try:
-        return msgspec.convert(raw, Config, strict=False)
-    except msgspec.ValidationError as exc:
-        raise ConfigError(_explain(str(exc), path, text, given)) from None
+    problems = [_where(name, problem, path, text, given) for name, problem in _problems(raw)]
+    if problems:
+        raise ConfigError("\n".join(problems))
+    return msgspec.convert(raw, Config, strict=False)
 
 
 _AT = " - at `$"
 
 
-def _explain(message: str, path: str | None, text: str, given: dict[str, str]) -> str:
-    """Turn msgspec's ``… - at `$.section.key``` into ``FILE:LINE: section.key: …``."""
+def _problems(raw: dict[str, Any]) -> list[tuple[str, str]]:
+    """Every unknown name and bad value of ``raw``, as (``section.key``, problem); checked key by key, so
+    one mistake does not hide the next."""
+    sections = {field.name: field.type for field in msgspec.structs.fields(Config)}
+    found: list[tuple[str, str]] = []
+    for section, values in raw.items():
+        kind = sections.get(section)
+        if kind is None:
+            found.append((section, "unknown section" + _suggestion(section, sections)))
+            continue
+        if not isinstance(values, dict):
+            found.append((section, "expected a table of settings"))
+            continue
+        fields = {field.name: field.type for field in msgspec.structs.fields(kind)}
+        before = len(found)
+        for key, value in values.items():
+            if key not in fields:
+                found.append((f"{section}.{key}", "unknown setting" + _suggestion(key, fields)))
+                continue
+            try:
+                msgspec.convert({key: value}, kind, strict=False)
+            except msgspec.ValidationError as exc:
+                found.append(_located(f"{section}", str(exc), fields[key]))
+        if len(found) == before:  # each value is fine alone; now how they go together
+            try:
+                msgspec.convert(values, kind, strict=False)
+            except msgspec.ValidationError as exc:
+                found.append(_located(section, str(exc), None))
+    return found
+
+
+def _located(section: str, message: str, kind: Any) -> tuple[str, str]:
+    """msgspec's ``problem - at `$.key…``` as (``section.key…``, problem), listing an enum's values."""
     problem, _, where = message.partition(_AT)
-    name = where.rstrip("`").lstrip(".")
-    if problem.startswith("Object contains unknown field `"):
-        unknown = problem.split("`")[1]
-        name = f"{name}.{unknown}" if name else unknown
-        problem = "unknown setting"
+    name = f"{section}{where.rstrip('`')}" if where else section
+    if get_origin(kind) is Literal:
+        problem += f" (valid: {', '.join(map(str, get_args(kind)))})"
+    return name, problem
+
+
+def _suggestion(name: str, known: Iterable[str]) -> str:
+    close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]}?)" if close else ""
+
+
+def _where(name: str, problem: str, path: str | None, text: str, given: dict[str, str]) -> str:
+    """``FILE:LINE: section.key: problem``, or ``--set …: section.key: problem``."""
     source = next((item for key, item in given.items() if key == name or key.startswith(name + ".")), None)
+    if source is None:
+        source = next((item for key, item in given.items() if name.startswith(key)), None)
     if source is not None:
         return f"--set {source}: {name}: {problem}"
     line = _line_of(text, name)
@@ -300,14 +343,15 @@ def _explain(message: str, path: str | None, text: str, given: dict[str, str]) -
 
 
 def _line_of(text: str, name: str) -> int | None:
-    """The line of ``section.key`` (or ``[section]``) in a TOML text: a plain scan, enough for our files."""
-    section, _, key = name.partition(".")
+    """The line of ``section.key…`` (or ``[section]``) in a TOML text: a plain scan, enough for our files."""
+    section, _, rest = name.partition(".")
+    key = rest.split(".")[0].split("[")[0]
     current = ""
     for number, line in enumerate(text.splitlines(), 1):
         stripped = line.strip()
         if stripped.startswith("[") and stripped.endswith("]"):
             current = stripped.strip("[] ")
-            if current == section and not key:
+            if (current == section and not key) or (key and current == f"{section}.{key}"):
                 return number
         elif current == section and key and stripped.split("=", 1)[0].strip().strip('"') == key:
             return number

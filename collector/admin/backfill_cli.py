@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from hookdb.collector import config as config_mod
+from hookdb.collector.admin.usage import command
 from hookdb.collector.ops import logs
 
 if TYPE_CHECKING:
@@ -76,12 +77,20 @@ class BackfillError(Exception):
 
 def add_commands(commands: Any) -> None:
     """Add ``backfill claude-code`` and ``backfill sessions`` to ``hookdb``'s subcommands."""
-    parser = commands.add_parser(
-        "backfill", help="import past sessions: Claude Code transcripts, session directories"
+    parser = command(
+        commands,
+        "backfill",
+        "import past sessions: Claude Code transcripts, session directories",
+        "hookdb backfill claude-code ~/.claude/projects",
+        "hookdb backfill sessions ./sessions --dsn postgresql://hookdb@db/hookdb",
     )
     sources = parser.add_subparsers(dest="action", required=True, metavar="SOURCE")
-    claude = sources.add_parser(
-        "claude-code", help="Claude Code transcripts (JSONL) with their subagents' transcripts"
+    claude = command(
+        sources,
+        "claude-code",
+        "Claude Code transcripts (JSONL) with their subagents' transcripts",
+        "hookdb backfill claude-code",
+        "hookdb backfill claude-code ~/.claude/projects/-home-me-repo --socket /run/hookdb/hookdb.sock",
     )
     claude.add_argument(
         "transcripts",
@@ -91,8 +100,11 @@ def add_commands(commands: Any) -> None:
         help="a transcript, or a directory searched for them (default: %(default)s)",
     )
     _options(claude)
-    sessions = sources.add_parser(
-        "sessions", help="session directories: markdown reports under reports/, JSON state files"
+    sessions = command(
+        sources,
+        "sessions",
+        "session directories: markdown reports under reports/, JSON state files",
+        "hookdb backfill sessions ./sessions",
     )
     sessions.add_argument("directory", metavar="DIR", help="each subdirectory is a session, named by it")
     _options(sessions)

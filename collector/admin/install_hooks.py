@@ -63,6 +63,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from hookdb.collector.admin.usage import command
 from hookdb.collector.ops.files import fsync_dir
 
 EVENTS: tuple[str, ...] = (
@@ -611,9 +612,13 @@ def _form(args: argparse.Namespace) -> HookForm:
 
 def add_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Register ``install-hooks`` on a ``hookdb`` sub-command parser."""
-    parser = commands.add_parser(
+    parser = command(
+        commands,
         "install-hooks",
-        help="add hookdb's hooks to Claude Code's settings.json (or remove them)",
+        "add hookdb's hooks to Claude Code's settings.json (or remove them)",
+        "hookdb install-hooks --project /path/to/repo",
+        "hookdb install-hooks --user --dry-run",
+        "hookdb install-hooks --project . --uninstall",
         description="Merge hookdb's hooks for every hook event (but WorktreeCreate, whose hook would replace "
         "git worktree creation) into Claude Code's settings.json, keeping everything else; running it again "
         "changes nothing, --uninstall removes exactly what it added.",
