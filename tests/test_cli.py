@@ -4,6 +4,7 @@ once, friendly empty answers, and an install that prints no warnings."""
 from __future__ import annotations
 
 import argparse
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -98,3 +99,13 @@ def test_building_the_package_prints_no_warnings(tmp_path: Path) -> None:
     # pip's own notes about this machine's package indexes are not ours; the build's warnings are.
     ours = [line for line in (result.stdout + result.stderr).splitlines() if "Location 'file:" not in line]
     assert not [line for line in ours if "warn" in line.lower()], "\n".join(ours)
+
+
+def test_the_readme_config_blocks_are_valid_settings(tmp_path: Path) -> None:
+    blocks = re.findall(r"```toml\n(.*?)```", (ROOT / "README.md").read_text(), flags=re.S)
+    assert len(blocks) >= 3
+    for number, block in enumerate(blocks):
+        path = tmp_path / f"block{number}.toml"
+        path.write_text(block.replace("sha256:…", "sha256:" + "0" * 64))
+        result = hookdb("check-config", str(path))
+        assert result.returncode == 0, block + result.stderr

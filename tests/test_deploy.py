@@ -121,3 +121,20 @@ def test_dashboard_and_rules_name_only_exported_metrics() -> None:
     assert referenced_names(exprs) - exported == set()
     assert referenced_names(rules) - exported == set()
     assert len(referenced_names(exprs)) >= 10
+
+
+def test_the_per_user_unit_verifies(tmp_path: Path) -> None:
+    """``deploy/systemd/user/``: what the README's ``systemctl --user`` steps install."""
+    text = (DEPLOY / "systemd" / "user" / "hookdb-collector.service").read_text()
+    assert "ExecStart=/opt/hookdb/bin/hookdb collector run" in text  # the README's sed replaces this path
+    unit = tmp_path / "hookdb-collector.service"
+    unit.write_text(text.replace("/opt/hookdb/bin/hookdb", str(BIN / "hookdb")))
+    result = subprocess.run(
+        [tool("systemd-analyze"), "verify", str(unit)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
