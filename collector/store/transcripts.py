@@ -67,8 +67,8 @@ class _Message(msgspec.Struct):
 
 class _Line(msgspec.Struct):
     type: str | None = None
-    requestId: str | None = None  # noqa: N815 - Claude Code's spelling
-    agentId: str | None = None  # noqa: N815
+    requestId: str | None = None
+    agentId: str | None = None
     timestamp: datetime | None = None
     message: _Message | None = None
 
@@ -208,7 +208,7 @@ class TranscriptTail:
         return Batch(records, cost_state, skipped)
 
     def _line(self, line: bytes) -> usage.UsageRecord | CostState | bool | None:
-        """A line's request (new), its ``cost-state``, ``False`` for nothing to take, ``None`` if unreadable."""
+        """A line's new request, its ``cost-state``, ``False`` for nothing to take, ``None`` if unreadable."""
         if not line.strip() or not any(marker in line for marker in _MARKERS):
             return False
         try:
