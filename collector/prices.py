@@ -207,7 +207,8 @@ def table(
     A model's override replaces all its prices, whatever day a request is priced for: an operator's price
     is what they want every computed cost to use. Fields it leaves out keep the
     built-in rate; a model the table does not know must give all five rates. An optional ``long_context``
-    mapping (``above`` plus rates) sets the long-context tier.
+    mapping (``above`` plus rates) sets the long-context tier; rates it leaves out are the model's
+    long-context rates, or its base rates when it had no such tier.
     """
     result = dict(base)
     for model, fields in (overrides or {}).items():
@@ -220,7 +221,7 @@ def table(
         rates = _rates(model, fields, current.base if current else None)
         above, long_rates = (current.long_context_above, current.long_context) if current else (None, None)
         if "long_context" in fields:
-            above, long_rates = _long_context(model, fields["long_context"], long_rates)
+            above, long_rates = _long_context(model, fields["long_context"], long_rates or rates)
         result[name] = (Price(rates, long_context_above=above, long_context=long_rates),)
     return result
 
