@@ -130,17 +130,16 @@ def decode_logs(
     records: list[usage.UsageRecord] = []
     rejected, error = 0, None
     for resource_logs in request.resource_logs:
-        resource_bytes = resource_logs.resource.SerializeToString(deterministic=True)
-        resource = _attributes(resource_logs.resource.attributes)
         for scope_logs in resource_logs.scope_logs:
-            scope = scope_logs.scope.name or None
-            scope_bytes = scope_logs.scope.SerializeToString(deterministic=True)
+            try:
+                context = _context(resource_logs.resource, scope_logs.scope)
+            except _Refused as exc:
+                rejected += len(scope_logs.log_records)
+                error = error or str(exc)
+                continue
             for record in scope_logs.log_records:
-                event_id = _identity(
-                    resource_bytes, scope_bytes, record.SerializeToString(deterministic=True)
-                )
                 try:
-                    event = _event(record, event_id, resource, scope, received_at)
+                    event = _event(record, context, received_at)
                 except _Refused as exc:
                     rejected += 1
                     error = error or str(exc)
@@ -159,54 +158,76 @@ def decode_metrics(body: bytes, content_type: str, *, received_at: datetime) -> 
     points: list[MetricPoint] = []
     rejected, error = 0, None
     for resource_metrics in request.resource_metrics:
-        resource_bytes = resource_metrics.resource.SerializeToString(deterministic=True)
-        resource = _attributes(resource_metrics.resource.attributes)
         for scope_metrics in resource_metrics.scope_metrics:
-            scope = scope_metrics.scope.name or None
-            scope_bytes = scope_metrics.scope.SerializeToString(deterministic=True)
+            try:
+                context = _context(resource_metrics.resource, scope_metrics.scope)
+            except _Refused as exc:
+                rejected += sum(len(_data(m).data_points) for m in scope_metrics.metrics if _data(m))
+                error = error or str(exc)
+                continue
             for metric in scope_metrics.metrics:
-                kind = metric.WhichOneof("data")
-                if kind is None:
+                data = _data(metric)
+                if data is None:
                     continue
-                data = getattr(metric, kind)
-                # A point's identity includes its metric's name and unit, not the metric's other points.
-                head = metrics_pb2.Metric(name=metric.name, unit=metric.unit).SerializeToString(
-                    deterministic=True
-                )
                 for point in data.data_points:
-                    point_id = _identity(
-                        resource_bytes,
-                        scope_bytes,
-                        head,
-                        kind.encode(),
-                        point.SerializeToString(deterministic=True),
-                    )
                     try:
-                        _check_storable(metric.name, "metric name")
-                        attributes = _attributes(point.attributes)
+                        points.append(_point(metric, data, point, context, received_at))
                     except _Refused as exc:
                         rejected += 1
                         error = error or str(exc)
-                        continue
-                    points.append(
-                        MetricPoint(
-                            point_id=point_id,
-                            name=metric.name,
-                            kind=kind,
-                            unit=metric.unit or None,
-                            temporality=_temporality(data),
-                            monotonic=data.is_monotonic if kind == "sum" else None,
-                            start=_nanos(point.start_time_unix_nano) if point.start_time_unix_nano else None,
-                            at=_nanos(point.time_unix_nano) if point.time_unix_nano else received_at,
-                            value=_point_value(kind, point),
-                            count=None if kind in ("gauge", "sum") else point.count,
-                            session_id=_label(attributes.get("session.id")),
-                            attributes=attributes,
-                            resource=resource,
-                            scope=scope,
-                        )
-                    )
     return MetricsBatch(points, rejected, error)
+
+
+class _Context(NamedTuple):
+    """What a record shares with the others of its resource and scope."""
+
+    resource: dict[str, Any]
+    scope: str | None
+    identity: bytes
+    """The resource and scope as they were sent: part of each record's identity."""
+
+
+def _context(resource: Any, scope: Any) -> _Context:
+    _check_storable(scope.name, "scope name")
+    return _Context(
+        resource=_attributes(resource.attributes),
+        scope=scope.name or None,
+        identity=_framed(
+            resource.SerializeToString(deterministic=True), scope.SerializeToString(deterministic=True)
+        ),
+    )
+
+
+def _data(metric: Any) -> Any:
+    kind = metric.WhichOneof("data")
+    return None if kind is None else getattr(metric, kind)
+
+
+def _point(metric: Any, data: Any, point: Any, context: _Context, received_at: datetime) -> MetricPoint:
+    kind = metric.WhichOneof("data")
+    _check_storable(metric.name, "metric name")
+    _check_storable(metric.unit, "metric unit")
+    attributes = _attributes(point.attributes)
+    # A point's identity includes its metric's name, unit and kind, not the metric's other points.
+    head = metrics_pb2.Metric(name=metric.name, unit=metric.unit).SerializeToString(deterministic=True)
+    return MetricPoint(
+        point_id=_identity(
+            context.identity, head, kind.encode(), point.SerializeToString(deterministic=True)
+        ),
+        name=metric.name,
+        kind=kind,
+        unit=metric.unit or None,
+        temporality=_temporality(data),
+        monotonic=data.is_monotonic if kind == "sum" else None,
+        start=_nanos(point.start_time_unix_nano) if point.start_time_unix_nano else None,
+        at=_nanos(point.time_unix_nano) if point.time_unix_nano else received_at,
+        value=_point_value(kind, point),
+        count=None if kind in ("gauge", "sum") else point.count,
+        session_id=_label(attributes.get("session.id")),
+        attributes=attributes,
+        resource=context.resource,
+        scope=context.scope,
+    )
 
 
 M = TypeVar("M", bound=message.Message)
@@ -254,18 +275,16 @@ def _base64_of_hex(field: str, text: str) -> str:
         raise OtlpError(f"{field} {text[:40]!r} is not hex, as OTLP JSON writes it") from None
 
 
+def _framed(*parts: bytes) -> bytes:
+    # Length-prefixed, so no two different sequences of parts are the same bytes.
+    return b"".join(len(part).to_bytes(8, "big") + part for part in parts)
+
+
 def _identity(*parts: bytes) -> uuid.UUID:
-    digest = hashlib.sha256()
-    for part in parts:
-        # Length-prefixed, so no two different sequences of parts hash alike.
-        digest.update(len(part).to_bytes(8, "big"))
-        digest.update(part)
-    return uuid.uuid5(_NAMESPACE, digest.hexdigest())
+    return uuid.uuid5(_NAMESPACE, hashlib.sha256(_framed(*parts)).hexdigest())
 
 
-def _event(
-    record: Any, event_id: uuid.UUID, resource: dict[str, Any], scope: str | None, received_at: datetime
-) -> OtelEvent:
+def _event(record: Any, context: _Context, received_at: datetime) -> OtelEvent:
     payload = _attributes(record.attributes)
     body = _value(record.body) if record.HasField("body") else None
     name = payload.get("event.name") or record.event_name or (body if isinstance(body, str) else None)
@@ -281,14 +300,14 @@ def _event(
         stamp = record.time_unix_nano or record.observed_time_unix_nano
         occurred = _nanos(stamp) if stamp else received_at
     return OtelEvent(
-        event_id=event_id,
+        event_id=_identity(context.identity, record.SerializeToString(deterministic=True)),
         occurred_at=occurred,
         event_type=event_type,
         session_id=session,
         payload=payload,
         body=body,
-        resource=resource,
-        scope=scope,
+        resource=context.resource,
+        scope=context.scope,
     )
 
 
