@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
 from typing import NamedTuple
 
@@ -147,14 +147,15 @@ def split_cache_creation(
 
 
 def price_of(model: str, *, prices: PriceTable = PRICES, at: datetime | None = None) -> Price | None:
-    """The price of ``model`` on the day of ``at`` (now when ``None``), or ``None`` when it is unknown."""
+    """The price of ``model`` on the day of ``at`` (its latest when ``None``), or ``None`` if unknown."""
     entries = prices.get(normalise(model))
     if not entries:
         return None
-    day = (at or datetime.now(UTC)).date()
+    if at is None:
+        return entries[-1]
     current = None
     for entry in entries:
-        if entry.since is None or entry.since <= day:
+        if entry.since is None or entry.since <= at.date():
             current = entry
     return current
 

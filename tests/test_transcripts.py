@@ -9,12 +9,13 @@ import tracemalloc
 from decimal import Decimal
 from pathlib import Path
 
+import msgspec
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hookdb.collector.store import usage
-from hookdb.collector.store.transcripts import FileIdentity, TailError, TranscriptTail, subagent_of
+from hookdb.collector.store.transcripts import FileIdentity, TailError, TailState, TranscriptTail, subagent_of
 
 FIXTURE = Path(__file__).parent / "fixtures" / "claude-code-2.1.332" / "session-bash-write.jsonl"
 DATA = FIXTURE.read_bytes()
@@ -97,10 +98,10 @@ def test_any_chunking_gives_the_same_records(cuts):
         records += batch.records
         assert batch.skipped == 0
     assert [r.request_id for r in records] == REQUESTS
-    assert tail.cost_state is not None
-    assert tail.cost_state.total_cost_usd == Decimal("0.0643872")
-    assert tail.offset == len(DATA)
-    assert not tail.partial
+    assert tail.state.cost_state is not None
+    assert tail.state.cost_state.total_cost_usd == Decimal("0.0643872")
+    assert tail.state.offset == len(DATA)
+    assert not tail.state.partial
 
 
 def test_fed_one_byte_at_a_time():
@@ -114,13 +115,35 @@ def test_a_line_torn_mid_write_waits_for_its_end():
     tail = _tail()
     tail.resume(FILE, 20)
     assert tail.feed(line[:20], 0).records == []
-    assert bytes(tail.partial) == line[:20]
+    assert bytes(tail.state.partial) == line[:20]
     # The writer finishes the line: the next read starts where the last one stopped.
     assert tail.resume(FILE, len(line)) == 20
     (record,) = tail.feed(line[20:], 20).records
     assert record.request_id == "req_1"
     # A last line without its newline yet is not read either.
     assert tail.feed(_assistant("msg_2", "req_2").rstrip(b"\n"), len(line)).records == []
+
+
+def test_the_reading_state_survives_a_restart_of_the_collector():
+    """The state is a value: kept (encoded) after a read, the next read goes on where this one stopped."""
+    half = DATA.index(b'"req_4c26c1ad940f4268993a"') + 100  # mid-line: a torn line is part of the state
+    tail = _tail()
+    first, _, _ = _read(tail, DATA[:half])
+    kept = msgspec.msgpack.encode(tail.state)
+    restored = _tail(state=msgspec.msgpack.decode(kept, type=TailState))
+    assert restored.state == tail.state
+    rest, states, _ = _read(restored, DATA)
+    assert [r.request_id for r in first + rest] == REQUESTS
+    assert len(states) == 1
+
+
+def test_usage_that_grew_for_a_message_already_read_is_returned_again_and_merged():
+    early = _assistant("msg_1", "req_1")
+    late = early.replace(b'"output_tokens":5', b'"output_tokens":50')
+    records, _, _ = _read(_tail(), early + early + late + late)
+    assert [r.output_tokens for r in records] == [5, 50]
+    (merged,) = usage.ledger(records).values()
+    assert merged.output_tokens == 50
 
 
 def test_a_transcript_growing_between_reads_gives_only_what_is_new():
@@ -132,7 +155,7 @@ def test_a_transcript_growing_between_reads_gives_only_what_is_new():
     rest, states, _ = _read(tail, DATA)
     assert [r.request_id for r in rest] == REQUESTS[1:]
     assert len(states) == 1
-    assert tail.restarts == 0
+    assert tail.state.restarts == 0
 
 
 def test_a_truncated_and_rewritten_transcript_is_read_again_without_double_counting():
@@ -140,7 +163,7 @@ def test_a_truncated_and_rewritten_transcript_is_read_again_without_double_count
     _read(tail, DATA)
     rewritten = DATA[: DATA.index(b'"req_b922416d167e48c9bf1c"')].rsplit(b"\n", 1)[0] + b"\n"
     assert tail.resume(FILE, len(rewritten)) == 0  # shorter than what was read: truncated
-    assert tail.restarts == 1
+    assert tail.state.restarts == 1
     records, _, _ = _read(tail, rewritten)
     assert records == []
     grown = rewritten + _assistant("msg_new", "req_new")
@@ -153,7 +176,7 @@ def test_a_replaced_transcript_is_read_from_the_start():
     _read(tail, DATA)
     replaced = DATA + _assistant("msg_new", "req_new")
     records, states, _ = _read(tail, replaced, identity=FileIdentity(1, 101))
-    assert tail.restarts == 1
+    assert tail.state.restarts == 1
     assert [r.request_id for r in records] == ["req_new"]
     assert len(states) == 1  # the new file's own cost-state
 
@@ -194,7 +217,7 @@ def test_a_line_longer_than_the_limit_is_skipped_in_bounded_memory():
         batch = tail.feed(data[offset : offset + 300], offset)
         records += batch.records
         skipped += batch.skipped
-        assert len(tail.partial) <= 1000
+        assert len(tail.state.partial) <= 1000
     assert [r.request_id for r in records] == ["req_1", "req_2"]
     assert skipped == 1
 
@@ -258,6 +281,6 @@ def test_a_50_mb_transcript_is_read_incrementally_in_bounded_memory(tmp_path):
     finally:
         tracemalloc.stop()
     assert found == 3 * copies
-    assert tail.offset == size
+    assert tail.state.offset == size
     # A chunk, its longest line, and the ids seen: a few MiB, never the 50 MB file.
     assert peak < 8 * 1024 * 1024, peak

@@ -101,7 +101,7 @@ class Batch(NamedTuple):
     """What one :meth:`TranscriptTail.feed` found."""
 
     records: list[usage.UsageRecord]
-    """Requests not seen before, in file order."""
+    """Requests not seen before (or seen with other usage), in file order."""
     cost_state: CostState | None
     """The last ``cost-state`` line in this batch, if any."""
     skipped: int
@@ -120,8 +120,26 @@ def subagent_of(path: str | PurePath) -> str | None:
     return match["id"] if match and p.parent.name == "subagents" else None
 
 
+class TailState(msgspec.Struct, kw_only=True):
+    """How far one transcript was read: what the collector keeps between reads (and across restarts)."""
+
+    identity: FileIdentity | None = None
+    offset: int = 0
+    """How far the file has been fed; the next read starts here."""
+    partial: bytearray = msgspec.field(default_factory=bytearray)
+    """The bytes after the last newline fed: a line still being written."""
+    discarding: bool = False
+    """Inside a line longer than ``max_line``: drop bytes until its newline."""
+    seen: dict[str, tuple[int, ...]] = {}
+    """``"<message id> <request id>"`` → the usage returned for it, across truncations and rewrites."""
+    cost_state: CostState | None = None
+    """The latest ``cost-state`` read."""
+    restarts: int = 0
+    """How often the file was found truncated or replaced and read again from the start."""
+
+
 class TranscriptTail:
-    """The reading state of one transcript: which file, how far, the torn last line, the requests seen."""
+    """Reads one transcript incrementally: its :class:`TailState`, and whose requests its lines are."""
 
     def __init__(
         self,
@@ -132,6 +150,7 @@ class TranscriptTail:
         agent_type: str | None = None,
         price_table: prices.PriceTable = prices.PRICES,
         max_line: int = DEFAULT_MAX_LINE,
+        state: TailState | None = None,
     ) -> None:
         self.tenant = tenant
         self.session = session
@@ -139,18 +158,7 @@ class TranscriptTail:
         self.agent_type = agent_type
         self.price_table = price_table
         self.max_line = max_line
-        self.identity: FileIdentity | None = None
-        self.offset = 0
-        """How far the file has been fed; the next read starts here."""
-        self.partial = bytearray()
-        """The bytes after the last newline fed: a line still being written."""
-        self.discarding = False
-        """Inside a line longer than ``max_line``: drop bytes until its newline."""
-        self.seen: set[tuple[str, str]] = set()
-        """(message id, request id) of every request already returned, across truncations."""
-        self.cost_state: CostState | None = None
-        """The latest ``cost-state`` read."""
-        self.restarts = 0
+        self.state = state or TailState()
 
     def resume(self, identity: FileIdentity, size: int) -> int:
         """Where to read from, given what the path is now: the saved offset, or 0 for a new file.
@@ -158,19 +166,21 @@ class TranscriptTail:
         A file that is another one (replaced) or shorter than what was read (truncated, rewritten) is read
         again from the start; the requests it still holds were seen and are not returned twice.
         """
-        if self.identity is not None and (identity != self.identity or size < self.offset):
-            self.offset = 0
-            self.partial.clear()
-            self.discarding = False
-            self.restarts += 1
-        self.identity = identity
-        return self.offset
+        state = self.state
+        if state.identity is not None and (identity != state.identity or size < state.offset):
+            state.offset = 0
+            state.partial.clear()
+            state.discarding = False
+            state.restarts += 1
+        state.identity = identity
+        return state.offset
 
     def feed(self, data: bytes, at_offset: int) -> Batch:
         """Take the bytes read at ``at_offset``; return the new requests their complete lines hold."""
-        if at_offset != self.offset:
-            raise TailError(f"fed bytes at offset {at_offset}, expected {self.offset}")
-        self.offset += len(data)
+        state = self.state
+        if at_offset != state.offset:
+            raise TailError(f"fed bytes at offset {at_offset}, expected {state.offset}")
+        state.offset += len(data)
         records: list[usage.UsageRecord] = []
         cost_state = None
         skipped = 0
@@ -179,13 +189,13 @@ class TranscriptTail:
             end = data.find(b"\n", start)
             if end < 0:
                 break
-            if self.discarding:
-                self.discarding = False
+            if state.discarding:
+                state.discarding = False
             else:
-                if self.partial:
-                    self.partial += data[start:end]
-                    line = bytes(self.partial)
-                    self.partial.clear()
+                if state.partial:
+                    state.partial += data[start:end]
+                    line = bytes(state.partial)
+                    state.partial.clear()
                 else:
                     line = data[start:end]
                 if len(line) > self.max_line:
@@ -195,15 +205,15 @@ class TranscriptTail:
                     if found is None:
                         skipped += 1
                     elif isinstance(found, CostState):
-                        cost_state = self.cost_state = found
+                        cost_state = state.cost_state = found
                     elif found is not False:
                         records.append(found)
             start = end + 1
-        if not self.discarding:
-            self.partial += data[start:]
-            if len(self.partial) > self.max_line:
-                self.partial.clear()
-                self.discarding = True
+        if not state.discarding:
+            state.partial += data[start:]
+            if len(state.partial) > self.max_line:
+                state.partial.clear()
+                state.discarding = True
                 skipped += 1
         return Batch(records, cost_state, skipped)
 
@@ -233,10 +243,6 @@ class TranscriptTail:
             return False
         if line.timestamp is None:
             return None
-        key = (message.id, line.requestId)
-        if key in self.seen:
-            return False
-        self.seen.add(key)
         u = message.usage
         breakdown = u.cache_creation or _CacheCreation()
         five_m, one_h = prices.split_cache_creation(
@@ -251,6 +257,13 @@ class TranscriptTail:
             cache_write_5m=five_m,
             cache_write_1h=one_h,
         )
+        # A message's content blocks repeat its usage: the same usage again is the same request, once.
+        # Other usage for it (a count that grew while streaming) is returned again; the ledger's merge
+        # keeps the fuller one.
+        key = f"{message.id} {line.requestId}"
+        if self.state.seen.get(key) == tuple(tokens):
+            return False
+        self.state.seen[key] = tuple(tokens)
         at = line.timestamp
         if at.tzinfo is None:
             at = at.replace(tzinfo=UTC)
