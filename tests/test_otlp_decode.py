@@ -28,6 +28,30 @@ LOGS_PB = (FIXTURES / "otlp" / "v1-logs.pb").read_bytes()
 METRICS_JSON = (FIXTURES / "otlp" / "v1-metrics.json").read_bytes()
 METRICS_PB = (FIXTURES / "otlp" / "v1-metrics.pb").read_bytes()
 RECEIVED = datetime(2026, 12, 1, 8, 0, tzinfo=UTC)
+# Keys of OTLP JSON, for bodies that are nearly requests.
+_JSON_KEYS = [
+    "resourceLogs",
+    "resourceMetrics",
+    "scopeLogs",
+    "scopeMetrics",
+    "logRecords",
+    "metrics",
+    "attributes",
+    "key",
+    "value",
+    "stringValue",
+    "intValue",
+    "arrayValue",
+    "kvlistValue",
+    "values",
+    "timeUnixNano",
+    "traceId",
+    "body",
+    "sum",
+    "dataPoints",
+    "asDouble",
+    "name",
+]
 EVENT_TYPES = [
     "managed_settings_resolved",
     *["plugin_loaded"] * 3,
@@ -183,7 +207,7 @@ def test_the_three_sources_agree_on_the_fixture_runs_to_the_micro_dollar():
     assert (
         Decimal(str(metrics[("claude_code.cost.usage", None)]))
         == total.cost_usd
-        == tail.cost_state.total_cost_usd
+        == tail.state.cost_state.total_cost_usd
     )
     assert metrics[("claude_code.token.usage", "input")] == total.input_tokens
     assert metrics[("claude_code.token.usage", "output")] == total.output_tokens
@@ -402,3 +426,44 @@ def test_a_metric_point_postgresql_cannot_store_is_refused_alone():
 def test_a_malformed_metrics_body_is_one_clear_error(body, content_type):
     with pytest.raises(OtlpError, match=r"ExportMetricsServiceRequest|content type"):
         _metrics(body, content_type)
+
+
+def test_an_api_request_whose_counts_are_not_token_counts_gives_no_usage():
+    def api_request(count: AnyValue) -> LogRecord:
+        return LogRecord(
+            attributes=[
+                _attr("event.name", AnyValue(string_value="api_request")),
+                _attr("session.id", AnyValue(string_value="s")),
+                _attr("request_id", AnyValue(string_value="r")),
+                _attr("model", AnyValue(string_value="claude-haiku-4-5")),
+                _attr("output_tokens", count),
+            ]
+        )
+
+    for count in (AnyValue(int_value=-1), AnyValue(string_value="many"), AnyValue(bool_value=True)):
+        batch = _logs(_request(api_request(count)).SerializeToString())
+        assert (len(batch.events), batch.usage) == (1, [])
+    assert len(_logs(_request(api_request(AnyValue(double_value=7.0))).SerializeToString()).usage) == 1
+
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.sampled_from(_JSON_KEYS), inner, max_size=4)
+    ),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.binary(max_size=200) | _json.map(lambda d: json.dumps(d).encode()), st.sampled_from([JSON, PROTOBUF])
+)
+def test_any_body_is_decoded_or_refused_with_the_one_error(body, content_type):
+    for decode in (_logs, _metrics):
+        status = 200
+        try:
+            decode(body, content_type)
+        except OtlpError as exc:
+            status = exc.status
+        assert status in (200, 400)

@@ -197,6 +197,7 @@ def test_lines_without_usage_are_passed_over_and_unreadable_ones_counted():
         b"not json at all\n",
         b'{"type":"assistant","message":{"id":"m","usage":"lots"},"requestId":"r"}\n',
         b'{"type":"assistant", broken\n',
+        _assistant("msg_neg", "req_neg").replace(b'"output_tokens":5', b'"output_tokens":-5'),
         b'{"type":"cost-state","totalCostUSD":"a lot"}\n',
         b"\n",
         _assistant("msg_2", "req_2"),
@@ -204,7 +205,7 @@ def test_lines_without_usage_are_passed_over_and_unreadable_ones_counted():
     records, states, skipped = _read(_tail(), b"".join(lines))
     assert [r.request_id for r in records] == ["req_1", "req_2"]
     assert states == []
-    assert skipped == 3
+    assert skipped == 4
 
 
 def test_a_line_longer_than_the_limit_is_skipped_in_bounded_memory():

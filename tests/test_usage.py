@@ -52,6 +52,13 @@ def test_a_reported_float_cost_is_the_decimal_it_meant():
     assert usage.reported_cost(0) == 0
 
 
+@pytest.mark.parametrize("nonsense", [float("inf"), float("nan"), -0.01, 1e300, 1_000_000, "lots"])
+def test_what_cannot_be_a_cost_is_not_reported_but_computed(nonsense):
+    assert usage.reported_cost(nonsense) is None
+    record = _seen("otlp", reported=nonsense)
+    assert (record.cost_usd, record.cost_source) == (Decimal("0.05238"), "computed")
+
+
 def test_the_same_request_from_two_sources_is_one_record_with_the_reported_cost():
     merged = merge(_seen("transcript"), _seen("otlp", reported=0.05238, at=T0 + timedelta(milliseconds=4)))
     assert merged.sources == {"transcript", "otlp"}

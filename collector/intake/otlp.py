@@ -47,6 +47,15 @@ _NAMESPACE = uuid.UUID("5d0c7f8e-4c1b-5a63-9a8e-7b0f1e2d3c4b")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # The OTLP JSON mapping writes these bytes fields as hex; protobuf's own JSON mapping expects base64.
 _HEX_FIELDS = frozenset({"traceId", "spanId", "parentSpanId"})
+# The token counts of a claude_code.api_request event.
+_COUNTS = (
+    "input_tokens",
+    "output_tokens",
+    "cache_read_tokens",
+    "cache_creation_tokens",
+    "cache_creation_5m_tokens",
+    "cache_creation_1h_tokens",
+)
 
 
 class OtlpError(Exception):
@@ -317,13 +326,20 @@ def _usage(event: OtelEvent, tenant: str, price_table: prices.PriceTable) -> usa
     if not isinstance(request_id, str) or not request_id or event.session_id is None:
         return None
     model = a.get("model") if isinstance(a.get("model"), str) else None
+    counts = {}
+    for name in _COUNTS:
+        count = _int(a.get(name))
+        if name in a and (count is None or count < 0):
+            # Figures that are not token counts would be wrong figures in the ledger: the event alone.
+            return None
+        counts[name] = count
     five_m, one_h = prices.split_cache_creation(
-        _int(a.get("cache_creation_tokens")),
-        _int(a.get("cache_creation_5m_tokens")),
-        _int(a.get("cache_creation_1h_tokens")),
+        counts["cache_creation_tokens"],
+        counts["cache_creation_5m_tokens"],
+        counts["cache_creation_1h_tokens"],
     )
     cost = a.get("cost_usd")
-    finite = isinstance(cost, int | float) and not isinstance(cost, bool) and math.isfinite(cost)
+    number = isinstance(cost, int | float) and not isinstance(cost, bool)
     return usage.observe(
         tenant=tenant,
         session=event.session_id,
@@ -332,13 +348,13 @@ def _usage(event: OtelEvent, tenant: str, price_table: prices.PriceTable) -> usa
         at=event.occurred_at,
         model=model,
         tokens=prices.Tokens(
-            input=_int(a.get("input_tokens")) or 0,
-            output=_int(a.get("output_tokens")) or 0,
-            cache_read=_int(a.get("cache_read_tokens")) or 0,
+            input=counts["input_tokens"] or 0,
+            output=counts["output_tokens"] or 0,
+            cache_read=counts["cache_read_tokens"] or 0,
             cache_write_5m=five_m,
             cache_write_1h=one_h,
         ),
-        reported_cost_usd=cost if finite else None,
+        reported_cost_usd=cost if number else None,
         price_table=price_table,
         speed="fast" if a.get("speed") == "fast" else None,
     )

@@ -17,7 +17,7 @@ import re
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import PurePath
-from typing import NamedTuple
+from typing import Annotated, NamedTuple
 
 import msgspec
 
@@ -25,7 +25,9 @@ from hookdb.collector import prices
 from hookdb.collector.store import usage
 
 DEFAULT_MAX_LINE = 16 * 1024 * 1024
-"""A transcript line longer than this (a huge tool result) is skipped: it never carries usage we need."""
+"""A transcript line longer than this is skipped and counted. An assistant line is bounded by the model's
+output limit (128K tokens, a few MB at most), so only tool results and attachments, which carry no usage,
+come this long."""
 
 _SUBAGENT = re.compile(r"^agent-(?P<id>.+)\.jsonl$")
 # Only lines that mention one of these are decoded; every other line is skipped unparsed.
@@ -45,16 +47,19 @@ class FileIdentity(NamedTuple):
     inode: int
 
 
+Count = Annotated[int, msgspec.Meta(ge=0)]
+
+
 class _CacheCreation(msgspec.Struct):
-    ephemeral_5m_input_tokens: int | None = None
-    ephemeral_1h_input_tokens: int | None = None
+    ephemeral_5m_input_tokens: Count | None = None
+    ephemeral_1h_input_tokens: Count | None = None
 
 
 class _Usage(msgspec.Struct):
-    input_tokens: int = 0
-    output_tokens: int = 0
-    cache_read_input_tokens: int | None = 0
-    cache_creation_input_tokens: int | None = None
+    input_tokens: Count = 0
+    output_tokens: Count = 0
+    cache_read_input_tokens: Count | None = 0
+    cache_creation_input_tokens: Count | None = None
     cache_creation: _CacheCreation | None = None
     speed: str | None = None
 

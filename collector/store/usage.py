@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import datetime
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 from typing import Literal
 
 import msgspec
@@ -29,6 +29,7 @@ _COST_RANK = {"unknown": 0, "computed": 1, "reported": 2}
 # Reported costs come as binary floats (0.0070236000000000005); a tenth of a nano-dollar is far below
 # any price step and removes that noise, so two sources reporting the same cost agree exactly.
 _COST_QUANTUM = Decimal("1e-10")
+_MAX_COST = Decimal(1_000_000)
 
 
 class Figures(msgspec.Struct, frozen=True, kw_only=True):
@@ -126,9 +127,19 @@ class UsageRecord(msgspec.Struct, frozen=True, kw_only=True):
         return {s: said.get(s, self.figures) for s in self.sources}
 
 
-def reported_cost(value: float | Decimal | str) -> Decimal:
-    """A cost a source reported, as the exact decimal it meant (float noise rounded off)."""
-    return Decimal(str(value)).quantize(_COST_QUANTUM).normalize()
+def reported_cost(value: float | Decimal | str) -> Decimal | None:
+    """A cost a source reported, as the exact decimal it meant (float noise rounded off).
+
+    ``None`` for what cannot be a request's cost: not a finite number, negative, or a million dollars
+    or more.
+    """
+    try:
+        cost = Decimal(str(value))
+    except InvalidOperation:
+        return None
+    if not cost.is_finite() or not 0 <= cost < _MAX_COST:
+        return None
+    return cost.quantize(_COST_QUANTUM).normalize()
 
 
 def observe(
@@ -147,8 +158,9 @@ def observe(
     speed: str | None = None,
 ) -> UsageRecord:
     """One source's record of one request: its reported cost, else one computed from the price table."""
-    if reported_cost_usd is not None:
-        cost, cost_source = reported_cost(reported_cost_usd), "reported"
+    cost = None if reported_cost_usd is None else reported_cost(reported_cost_usd)
+    if cost is not None:
+        cost_source = "reported"
     else:
         cost = prices.cost_usd(model, tokens, prices=price_table, at=at, speed=speed)
         cost_source = "unknown" if cost is None else "computed"
