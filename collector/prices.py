@@ -58,6 +58,8 @@ class Tokens(NamedTuple):
     cache_write_1h: int = 0
 
 
+_GEO_FACTOR = {"": Decimal(1), "global": Decimal(1), "us": Decimal("1.1")}
+
 PriceTable = Mapping[str, tuple[Price, ...]]
 """Normalised model name → its prices, oldest first."""
 
@@ -167,13 +169,16 @@ def cost_usd(
     prices: PriceTable = PRICES,
     at: datetime | None = None,
     speed: str | None = None,
+    geo: str | None = None,
 ) -> Decimal | None:
     """What one request cost in USD, exactly, or ``None`` when the table cannot tell.
 
-    ``speed`` is the usage block's ``speed``: fast mode has its own prices, which this table does not
-    hold, so a fast request is unknown rather than mispriced.
+    ``speed`` and ``geo`` are the usage block's ``speed`` and ``inference_geo``. Fast mode has its own
+    prices, which this table does not hold, so a fast request is unknown rather than mispriced; US-only
+    inference costs 1.1× every rate, and a region this table does not know is unknown.
     """
-    if model is None or speed == "fast":
+    factor = _GEO_FACTOR.get(geo or "")
+    if model is None or speed == "fast" or factor is None:
         return None
     price = price_of(model, prices=prices, at=at)
     if price is None:
@@ -193,7 +198,7 @@ def cost_usd(
         + tokens.cache_write_5m * rates.cache_write_5m
         + tokens.cache_write_1h * rates.cache_write_1h
     )
-    return total / MTOK
+    return total * factor / MTOK
 
 
 _RATE_FIELDS = Rates._fields

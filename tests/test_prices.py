@@ -110,6 +110,13 @@ def test_fast_mode_is_unknown_rather_than_mispriced():
     assert cost_usd("claude-opus-4-6", Tokens(input=10), speed="standard") == Decimal("0.00005")
 
 
+def test_us_only_inference_costs_a_tenth_more_and_an_unknown_region_is_unknown():
+    tokens = Tokens(input=100_000, output=10_000)
+    assert cost_usd("claude-opus-4-7", tokens, geo="") == cost_usd("claude-opus-4-7", tokens, geo="global")
+    assert cost_usd("claude-opus-4-7", tokens, geo="us") == Decimal("0.825")
+    assert cost_usd("claude-opus-4-7", tokens, geo="mars") is None
+
+
 def test_published_rates_per_million_tokens():
     tenth = 100_000  # a tenth of a million: below every long-context threshold
     assert cost_usd("claude-sonnet-4-5", Tokens(input=tenth)) == Decimal("0.3")

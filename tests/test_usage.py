@@ -85,6 +85,12 @@ def test_disagreeing_figures_keep_the_reported_ones_and_record_the_other():
     assert merge(otlp, transcript) == merged
 
 
+def test_model_names_that_mean_the_same_model_agree():
+    merged = merge(_seen("transcript", model="claude-sonnet-4-5-20250929"), _seen("otlp", reported=0.05238))
+    assert merged.alt == ()
+    assert merged.model == "claude-sonnet-4-5"
+
+
 def test_a_computed_cost_outranks_an_unknown_one():
     known = _seen("transcript")
     unknown = _seen("sdk", model=None)

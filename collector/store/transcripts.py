@@ -62,6 +62,7 @@ class _Usage(msgspec.Struct):
     cache_creation_input_tokens: Count | None = None
     cache_creation: _CacheCreation | None = None
     speed: str | None = None
+    inference_geo: str | None = None
 
 
 class _Message(msgspec.Struct):
@@ -284,4 +285,5 @@ class TranscriptTail:
             agent_type=self.agent_type,
             price_table=self.price_table,
             speed=u.speed,
+            geo=u.inference_geo,
         )

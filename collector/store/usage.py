@@ -47,7 +47,7 @@ class Figures(msgspec.Struct, frozen=True, kw_only=True):
     def claim(self) -> tuple:
         """The figures without where the cost came from: two sources agree when their claims are equal."""
         return (
-            self.model,
+            None if self.model is None else prices.normalise(self.model),
             self.input_tokens,
             self.output_tokens,
             self.cache_read_tokens,
@@ -156,13 +156,14 @@ def observe(
     agent_type: str | None = None,
     price_table: prices.PriceTable = prices.PRICES,
     speed: str | None = None,
+    geo: str | None = None,
 ) -> UsageRecord:
     """One source's record of one request: its reported cost, else one computed from the price table."""
     cost = None if reported_cost_usd is None else reported_cost(reported_cost_usd)
     if cost is not None:
         cost_source = "reported"
     else:
-        cost = prices.cost_usd(model, tokens, prices=price_table, at=at, speed=speed)
+        cost = prices.cost_usd(model, tokens, prices=price_table, at=at, speed=speed, geo=geo)
         cost_source = "unknown" if cost is None else "computed"
     return UsageRecord(
         tenant=tenant,
