@@ -4,7 +4,7 @@ Used where no source reported a cost (older transcripts, backfill, other sources
 published list prices in USD per million tokens (platform.claude.com/docs/en/about-claude/pricing, read
 2026-12-01), as :class:`~decimal.Decimal` so a sum of requests is exact: Claude Code's own totals are
 reproduced to the micro-dollar. A model the table does not know costs ``None`` (unknown), never 0; so does
-a request priced in a way the table cannot tell (fast mode).
+a request priced in a way the table cannot tell (fast mode, an unknown inference region).
 
 Pure: no I/O. The config's override mapping is passed in (:func:`table`), not read here.
 """

@@ -185,12 +185,13 @@ def observe(
 
 
 def merge(a: UsageRecord, b: UsageRecord) -> UsageRecord:
-    """One record of a request from two records of it; commutative, associative and idempotent.
+    """One record of a request from two records of it: commutative, idempotent, and order-free.
 
-    Each source says one thing about a request (should it say two, the higher-ranked one is kept); the
-    record's figures are the highest-ranked of all sources', and every source that said something else
-    is kept in ``alt``. The request happened at the earliest time any source saw it; its agent is a
-    subagent when any source names one.
+    The record's figures are the highest-ranked any source gave, whatever order records merge in, and
+    every source that said something else is kept in ``alt``. Each source says one thing about a request
+    (should it say two, its higher-ranked one is kept, and its ``alt`` may then depend on the order).
+    The request happened at the earliest time any source saw it; its agent is a subagent when any
+    source names one.
     """
     if a.key != b.key:
         raise ValueError(f"cannot merge usage of different requests: {a.key} and {b.key}")
