@@ -1,0 +1,301 @@
+"""The usage ledger's values and rules: one record per model API request, however many sources saw it.
+
+A request is keyed by tenant, session and request id (``requestId`` in transcripts, ``request_id`` in
+Claude Code's OTLP events). Sources (transcripts, OTLP, the Agent SDK) each tell what the request used and
+cost; :func:`merge` folds what they say into one record, so a request seen twice is counted once. When
+their figures disagree the record keeps the best-founded ones — a cost Claude Code *reported* over one
+*computed* from the price table over an *unknown* one — and keeps what each other source said in ``alt``.
+
+Pure: no I/O, no database. The store writes what these functions return.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+from decimal import Decimal, InvalidOperation
+from typing import Literal
+
+import msgspec
+
+from hookdb.collector import prices
+
+Source = Literal["transcript", "otlp", "sdk"]
+CostSource = Literal["reported", "computed", "unknown"]
+MAIN = "main"
+"""The agent of a request made by the session's own conversation, not by a subagent."""
+
+_COST_RANK = {"unknown": 0, "computed": 1, "reported": 2}
+# Reported costs come as binary floats (0.0070236000000000005); a tenth of a nano-dollar is far below
+# any price step and removes that noise, so two sources reporting the same cost agree exactly.
+_COST_QUANTUM = Decimal("1e-10")
+_MAX_COST = Decimal(1_000_000)
+
+
+class Figures(msgspec.Struct, frozen=True, kw_only=True):
+    """What one source says one request used and cost."""
+
+    model: str | None
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_creation_5m_tokens: int = 0
+    cache_creation_1h_tokens: int = 0
+    cost_usd: Decimal | None = None
+    cost_source: CostSource = "unknown"
+
+    def claim(self) -> tuple:
+        """The figures without where the cost came from: two sources agree when their claims are equal."""
+        return (
+            None if self.model is None else prices.normalise(self.model),
+            self.input_tokens,
+            self.output_tokens,
+            self.cache_read_tokens,
+            self.cache_creation_5m_tokens,
+            self.cache_creation_1h_tokens,
+            self.cost_usd,
+        )
+
+    def rank(self) -> tuple:
+        """A total order: reported over computed over unknown cost, then the fuller count, then content."""
+        tokens = (
+            self.input_tokens,
+            self.output_tokens,
+            self.cache_read_tokens,
+            self.cache_creation_5m_tokens,
+            self.cache_creation_1h_tokens,
+        )
+        return (
+            _COST_RANK[self.cost_source],
+            self.model is not None,
+            sum(tokens),
+            tokens,
+            Decimal(-1) if self.cost_usd is None else self.cost_usd,
+            self.model or "",
+        )
+
+
+class Alt(msgspec.Struct, frozen=True, kw_only=True):
+    """What one source said about a request when it disagreed with the record's figures."""
+
+    source: Source
+    figures: Figures
+
+
+class UsageRecord(msgspec.Struct, frozen=True, kw_only=True):
+    """One model API request in the ledger."""
+
+    tenant: str
+    session: str
+    request_id: str
+    agent: str = MAIN
+    """``main``, or the subagent's id."""
+    agent_type: str | None = None
+    model: str | None
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_creation_5m_tokens: int = 0
+    cache_creation_1h_tokens: int = 0
+    cost_usd: Decimal | None = None
+    cost_source: CostSource = "unknown"
+    at: datetime
+    sources: frozenset[Source]
+    alt: tuple[Alt, ...] = ()
+    """Each source whose figures disagreed with the ones kept, with what it said; sorted by source."""
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        return (self.tenant, self.session, self.request_id)
+
+    @property
+    def figures(self) -> Figures:
+        return Figures(
+            model=self.model,
+            input_tokens=self.input_tokens,
+            output_tokens=self.output_tokens,
+            cache_read_tokens=self.cache_read_tokens,
+            cache_creation_5m_tokens=self.cache_creation_5m_tokens,
+            cache_creation_1h_tokens=self.cache_creation_1h_tokens,
+            cost_usd=self.cost_usd,
+            cost_source=self.cost_source,
+        )
+
+    def by_source(self) -> dict[Source, Figures]:
+        """What each source said: its ``alt`` entry, or the record's own figures when it agreed."""
+        said = {a.source: a.figures for a in self.alt}
+        return {s: said.get(s, self.figures) for s in self.sources}
+
+
+def reported_cost(value: float | Decimal | str) -> Decimal | None:
+    """A cost a source reported, as the exact decimal it meant (float noise rounded off).
+
+    ``None`` for what cannot be a request's cost: not a finite number, negative, or a million dollars
+    or more.
+    """
+    try:
+        cost = Decimal(str(value))
+    except InvalidOperation:
+        return None
+    if not cost.is_finite() or not 0 <= cost < _MAX_COST:
+        return None
+    return cost.quantize(_COST_QUANTUM).normalize()
+
+
+def observe(
+    *,
+    tenant: str,
+    session: str,
+    request_id: str,
+    source: Source,
+    at: datetime,
+    model: str | None,
+    tokens: prices.Tokens,
+    reported_cost_usd: float | Decimal | None = None,
+    agent: str = MAIN,
+    agent_type: str | None = None,
+    price_table: prices.PriceTable = prices.PRICES,
+    speed: str | None = None,
+    geo: str | None = None,
+) -> UsageRecord:
+    """One source's record of one request: its reported cost, else one computed from the price table."""
+    cost = None if reported_cost_usd is None else reported_cost(reported_cost_usd)
+    if cost is not None:
+        cost_source = "reported"
+    else:
+        cost = prices.cost_usd(model, tokens, prices=price_table, at=at, speed=speed, geo=geo)
+        cost_source = "unknown" if cost is None else "computed"
+    return UsageRecord(
+        tenant=tenant,
+        session=session,
+        request_id=request_id,
+        agent=agent,
+        agent_type=agent_type,
+        model=model,
+        input_tokens=tokens.input,
+        output_tokens=tokens.output,
+        cache_read_tokens=tokens.cache_read,
+        cache_creation_5m_tokens=tokens.cache_write_5m,
+        cache_creation_1h_tokens=tokens.cache_write_1h,
+        cost_usd=cost,
+        cost_source=cost_source,
+        at=at,
+        sources=frozenset((source,)),
+    )
+
+
+def merge(a: UsageRecord, b: UsageRecord) -> UsageRecord:
+    """One record of a request from two records of it: commutative, idempotent, and order-free.
+
+    The record's figures are the highest-ranked any source gave, whatever order records merge in, and
+    every source that said something else is kept in ``alt``. Each source says one thing about a request
+    (should it say two, its higher-ranked one is kept, and its ``alt`` may then depend on the order).
+    The request happened at the earliest time any source saw it; its agent is a subagent when any
+    source names one.
+    """
+    if a.key != b.key:
+        raise ValueError(f"cannot merge usage of different requests: {a.key} and {b.key}")
+    said: dict[Source, Figures] = a.by_source()
+    for source, figures in b.by_source().items():
+        mine = said.get(source)
+        if mine is None or figures.rank() > mine.rank():
+            said[source] = figures
+    best = max(said.values(), key=Figures.rank)
+    alt = tuple(Alt(source=s, figures=f) for s, f in sorted(said.items()) if f.claim() != best.claim())
+    agents = sorted({a.agent, b.agent} - {MAIN})
+    agent_types = sorted({a.agent_type, b.agent_type} - {None})
+    return UsageRecord(
+        tenant=a.tenant,
+        session=a.session,
+        request_id=a.request_id,
+        agent=agents[0] if agents else MAIN,
+        agent_type=agent_types[0] if agent_types else None,
+        model=best.model,
+        input_tokens=best.input_tokens,
+        output_tokens=best.output_tokens,
+        cache_read_tokens=best.cache_read_tokens,
+        cache_creation_5m_tokens=best.cache_creation_5m_tokens,
+        cache_creation_1h_tokens=best.cache_creation_1h_tokens,
+        cost_usd=best.cost_usd,
+        cost_source=best.cost_source,
+        at=min(a.at, b.at),
+        sources=a.sources | b.sources,
+        alt=alt,
+    )
+
+
+def ledger(records: Iterable[UsageRecord]) -> dict[tuple[str, str, str], UsageRecord]:
+    """Every request once: records of the same request merged, keyed by (tenant, session, request id)."""
+    merged: dict[tuple[str, str, str], UsageRecord] = {}
+    for record in records:
+        seen = merged.get(record.key)
+        merged[record.key] = record if seen is None else merge(seen, record)
+    return merged
+
+
+class Totals(msgspec.Struct, frozen=True, kw_only=True):
+    """What a set of requests (a session, one of its agents) used and cost."""
+
+    requests: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_creation_5m_tokens: int = 0
+    cache_creation_1h_tokens: int = 0
+    cost_usd: Decimal | None = None
+    """The sum of the known costs; ``None`` when no request's cost is known."""
+    cost_source: CostSource = "unknown"
+    """The weakest among the requests: ``unknown`` when any cost is (``cost_usd`` is then a lower bound)."""
+    unpriced_requests: int = 0
+    main_model: str | None = None
+    """The model that did most of the main agent's work (by tokens), else of all agents'."""
+    models: tuple[str, ...] = ()
+
+
+def totals(records: Iterable[UsageRecord]) -> Totals:
+    """The totals of a set of records; records of the same request count once."""
+    merged = list(ledger(records).values())
+    if not merged:
+        return Totals()
+    known = [r.cost_usd for r in merged if r.cost_usd is not None]
+    weakest = min((r.cost_source for r in merged), key=_COST_RANK.__getitem__)
+    return Totals(
+        requests=len(merged),
+        input_tokens=sum(r.input_tokens for r in merged),
+        output_tokens=sum(r.output_tokens for r in merged),
+        cache_read_tokens=sum(r.cache_read_tokens for r in merged),
+        cache_creation_5m_tokens=sum(r.cache_creation_5m_tokens for r in merged),
+        cache_creation_1h_tokens=sum(r.cache_creation_1h_tokens for r in merged),
+        cost_usd=sum(known, Decimal(0)) if known else None,
+        cost_source=weakest,
+        unpriced_requests=len(merged) - len(known),
+        main_model=_main_model([r for r in merged if r.agent == MAIN] or merged),
+        models=tuple(sorted({r.model for r in merged if r.model is not None})),
+    )
+
+
+def by_agent(records: Iterable[UsageRecord]) -> dict[str, Totals]:
+    """Totals per agent: ``main`` and each subagent."""
+    groups: dict[str, list[UsageRecord]] = {}
+    for record in ledger(records).values():
+        groups.setdefault(record.agent, []).append(record)
+    return {agent: totals(group) for agent, group in sorted(groups.items())}
+
+
+def _main_model(records: list[UsageRecord]) -> str | None:
+    work: dict[str, int] = {}
+    for r in records:
+        if r.model is not None:
+            work[r.model] = work.get(r.model, 0) + _tokens(r)
+    # Most tokens first; the name breaks a tie so the answer does not depend on the order of records.
+    return min(work, key=lambda m: (-work[m], m)) if work else None
+
+
+def _tokens(r: UsageRecord) -> int:
+    return (
+        r.input_tokens
+        + r.output_tokens
+        + r.cache_read_tokens
+        + r.cache_creation_5m_tokens
+        + r.cache_creation_1h_tokens
+    )
