@@ -298,6 +298,25 @@ def test_hostile_parameters_get_400_never_500(dsn: str, seeded: Any) -> None:
             ).status_code
             == 400
         )
+        for params in (
+            {"to": "0001-01-02T00:00:00Z"},  # the default from, 30 days before, is before year 1
+            {"to": "0001-01-01T00:00:00+00:01"},
+            {"from": "9999-12-31T23:59:59-14:00"},
+            {"from": "0001-01-01T00:00:00Z", "to": "0001-01-01T00:00:00Z"},
+            {"from": "0001-01-01T00:00:00Z", "to": "9999-12-31T23:59:59.999999Z", "x": "1"},
+            {"to": "99999-01-01T00:00:00Z"},
+        ):
+            answer = http.get("/api/sessions/stats", params=params)
+            assert answer.status_code == 400, (params, answer.text)
+            assert answer.json()["detail"].split(":")[0] in {*params, "parameter"}, answer.text
+        whole = http.get(
+            "/api/sessions/stats",
+            params={"from": "0001-01-01T00:00:00Z", "to": "9999-12-31T23:59:59.999999Z"},
+        )
+        assert whole.status_code == 200, whole.text
+        assert whole.json()["sessions"] == 130
+        for params in ({"started_after": "0001-01-01T00:00:00Z"}, {"started_before": "9999-12-31T23:59:59Z"}):
+            assert len(all_pages(http, **params)) == 130
         assert http.get("/api/sessions/s-000001", params={"events_limit": "501"}).status_code == 400
         assert http.get("/api/sessions/" + "x" * 600).status_code == 400
         assert http.get("/api/sessions/%00").status_code == 400
