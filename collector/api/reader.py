@@ -175,32 +175,28 @@ class Reader:
     async def _read_together(self, tenant: str, works: Sequence[Work]) -> list[Any]:
         assert self._pool is not None
         async with AsyncExitStack() as stack:
-            # One request takes its connections at a time: two requests each holding some and waiting
-            # for more could otherwise wait for each other forever.
+            # One request takes its connections, and begins their transactions, at a time: two requests
+            # each holding some and waiting for more could otherwise wait for each other forever. Under
+            # a transaction pooler a server connection is taken at BEGIN, so the BEGINs are inside too.
             async with self._acquiring:
                 conns = [await stack.enter_async_context(self._pool.acquire()) for _ in works]
-            first = conns[0]
-            role = self._options.role
-            await stack.enter_async_context(first.transaction(isolation="repeatable_read", readonly=True))
-            await _enter(first, role, tenant)
-            snapshot = await first.fetchval("SELECT pg_export_snapshot()")
-            if not _SNAPSHOT.match(snapshot):
-                raise AssertionError(f"unexpected snapshot id {snapshot!r}")
-
-            async def run(conn: asyncpg.Connection, work: Work) -> Any:
-                if conn is not first:
+                role = self._options.role
+                first = conns[0]
+                await stack.enter_async_context(first.transaction(isolation="repeatable_read", readonly=True))
+                await _enter(first, role, tenant)
+                snapshot = await first.fetchval("SELECT pg_export_snapshot()")
+                if not _SNAPSHOT.match(snapshot):
+                    raise AssertionError(f"unexpected snapshot id {snapshot!r}")
+                for conn in conns[1:]:
                     await stack.enter_async_context(
                         conn.transaction(isolation="repeatable_read", readonly=True)
                     )
                     await conn.execute(f"SET TRANSACTION SNAPSHOT '{snapshot}'")
                     await _enter(conn, role, tenant)
-                return await work(conn)
 
             try:
                 async with asyncio.TaskGroup() as group:
-                    tasks = [
-                        group.create_task(run(conn, work)) for conn, work in zip(conns, works, strict=True)
-                    ]
+                    tasks = [group.create_task(work(conn)) for conn, work in zip(conns, works, strict=True)]
             except ExceptionGroup as failed:
                 raise failed.exceptions[0] from None  # the first failure; the others followed from it
             return [task.result() for task in tasks]
