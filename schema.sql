@@ -71,6 +71,11 @@ CREATE TABLE sessions (
 -- Keyset pagination of a tenant's sessions, newest first.
 CREATE INDEX sessions_recent_idx ON sessions (tenant_id, started_at DESC, session_id DESC);
 
+-- The key of a text of any length (a btree key row holds at most about 2.7 kB): its sha256, 32 bytes.
+-- IMMUTABLE holds: the server encoding of a database never changes.
+CREATE FUNCTION hookdb_text_key(t text) RETURNS bytea
+LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $$ SELECT sha256(convert_to(t, 'UTF8')) $$;
+
 -- The markdown reports agents wrote, as they were on disk after the write.
 CREATE TABLE reports (
     tenant_id   text        NOT NULL,
@@ -82,7 +87,8 @@ CREATE TABLE reports (
     word_count  integer     NOT NULL,
     written_at  timestamptz NOT NULL,
     event_id    uuid        NOT NULL,
-    PRIMARY KEY (tenant_id, session_id, path)
+    path_key    bytea       NOT NULL GENERATED ALWAYS AS (hookdb_text_key(path)) STORED,
+    PRIMARY KEY (tenant_id, session_id, path_key)  -- a path of any length: a key row has a size limit
 );
 
 -- Agent state files (read from disk when a subagent stops), to recover a session.
@@ -95,11 +101,13 @@ CREATE TABLE agent_states (
     content    text        NOT NULL,
     sha256     text        NOT NULL,
     updated_at timestamptz NOT NULL,
-    PRIMARY KEY (tenant_id, session_id, agent_id, path)
+    state_key  bytea       NOT NULL GENERATED ALWAYS AS (hookdb_text_key(agent_id) || hookdb_text_key(path)) STORED,
+    PRIMARY KEY (tenant_id, session_id, state_key)  -- agent ids and paths of any length
 );
 
 -- Row-level security: a transaction sees and writes only the tenant named by
--- set_config('hookdb.tenant', <tenant>, true); with none set, nothing at all.
+-- set_config('hookdb.tenant', <tenant>, true); with none set, nothing at all. FORCE: also for a login that
+-- owns the tables (only superusers and BYPASSRLS roles pass, and the read API refuses to serve as those).
 DO $$
 DECLARE
     tenant_table text;
@@ -107,6 +115,7 @@ BEGIN
     FOREACH tenant_table IN ARRAY ARRAY['hook_audit_log', 'payload_blobs', 'sessions', 'reports', 'agent_states']
     LOOP
         EXECUTE format('ALTER TABLE %I ENABLE ROW LEVEL SECURITY', tenant_table);
+        EXECUTE format('ALTER TABLE %I FORCE ROW LEVEL SECURITY', tenant_table);
         EXECUTE format(
             'CREATE POLICY tenant_isolation ON %I '
             'USING (tenant_id = current_setting(''hookdb.tenant'', true)) '

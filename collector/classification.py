@@ -27,6 +27,12 @@ def is_data_error(exc: BaseException) -> bool:
     return sqlstate_class(exc) in DATA_ERROR_CLASSES
 
 
+# -- Claude Code hooks ---------------------------------------------------------------------------------
+
+# Events for which Claude Code runs command hooks only, never http ones (verified with 2.1.332): with
+# ``install-hooks --http`` they get a hookdb-emit command hook, or they would be lost without a word.
+COMMAND_ONLY_EVENTS = frozenset({"SessionStart", "Setup"})
+
 # -- Sessions ------------------------------------------------------------------------------------------
 
 VALID_SESSION_STATUSES = frozenset({"running", "completed", "failed", "ended"})

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import queue
+import secrets
 import subprocess
 import threading
 import time
@@ -298,6 +299,25 @@ def test_hostile_parameters_get_400_never_500(dsn: str, seeded: Any) -> None:
             ).status_code
             == 400
         )
+        for params in (
+            {"to": "0001-01-02T00:00:00Z"},  # the default from, 30 days before, is before year 1
+            {"to": "0001-01-01T00:00:00+00:01"},
+            {"from": "9999-12-31T23:59:59-14:00"},
+            {"from": "0001-01-01T00:00:00Z", "to": "0001-01-01T00:00:00Z"},
+            {"from": "0001-01-01T00:00:00Z", "to": "9999-12-31T23:59:59.999999Z", "x": "1"},
+            {"to": "99999-01-01T00:00:00Z"},
+        ):
+            answer = http.get("/api/sessions/stats", params=params)
+            assert answer.status_code == 400, (params, answer.text)
+            assert answer.json()["detail"].split(":")[0] in {*params, "parameter"}, answer.text
+        whole = http.get(
+            "/api/sessions/stats",
+            params={"from": "0001-01-01T00:00:00Z", "to": "9999-12-31T23:59:59.999999Z"},
+        )
+        assert whole.status_code == 200, whole.text
+        assert whole.json()["sessions"] == 130
+        for params in ({"started_after": "0001-01-01T00:00:00Z"}, {"started_before": "9999-12-31T23:59:59Z"}):
+            assert len(all_pages(http, **params)) == 130
         assert http.get("/api/sessions/s-000001", params={"events_limit": "501"}).status_code == 400
         assert http.get("/api/sessions/" + "x" * 600).status_code == 400
         assert http.get("/api/sessions/%00").status_code == 400
@@ -506,3 +526,40 @@ def test_a_login_that_may_not_read_as_hookdb_reader_gets_a_clear_503(dsn: str, s
             assert answer.json()["error"] == "database_misconfigured"
             assert "GRANT hookdb_reader TO" in answer.json()["detail"]
     assert len(api.events("api.database_unavailable")) == 1  # logged once, not per request
+
+
+def test_reports_and_agent_states_of_any_path_length_are_stored_and_served(
+    dsn: str, start_collector: Any, start_api: Any, socket_path: Path, tmp_path: Path
+) -> None:
+    # Paths past what a btree key row holds (about 2.7 kB, after compression: hence random names): keyed
+    # by their sha256, stored in full.
+    cwd = tmp_path.joinpath(*[secrets.token_hex(100) for _ in range(15)])
+    (cwd / "reports").mkdir(parents=True)
+    (cwd / "state").mkdir()
+    report = cwd / "reports" / "summary-long.md"
+    assert len(str(report)) > 3000
+    report.write_text("# Long\n\nQA score: 91\n")
+    agent_id = "agent-" + secrets.token_hex(1500)
+    (cwd / "state" / "worker.json").write_text('{"step": 1}')
+    start_collector()
+    write_input = {"file_path": str(report), "content": "# Long\n\nQA score: 91\n"}
+    common = {"cwd": str(cwd), "tool_name": "Write", "tool_input": write_input}
+    send_concurrently(
+        socket_path,
+        [
+            [
+                event("SessionStart", {"cwd": str(cwd), "source": "startup"}, session="long"),
+                event("PostToolUse", {**common, "tool_response": {"success": True}}, session="long"),
+                event("SubagentStop", {"cwd": str(cwd), "agent_id": agent_id}, session="long"),
+            ]
+        ],
+    )
+    wait_for(lambda: run_sql(dsn, "SELECT count(*) FROM agent_states")[0][0] == 1, 30)
+    assert run_sql(dsn, "SELECT path FROM reports")[0][0] == str(report)
+    api = start_api(dsn, {"default": TOKEN_A})
+    with client(api) as http:
+        body = http.get("/api/sessions/long").json()
+    assert [r["path"] for r in body["reports"]] == [str(report)]
+    assert [(s["agent_id"], s["path"]) for s in body["agent_states"]] == [
+        (agent_id, str(cwd / "state" / "worker.json"))
+    ]

@@ -188,15 +188,16 @@ def test_files_not_owned_by_the_sender_are_not_read(
 def catalog(dsn: str) -> dict[str, list[tuple[Any, ...]]]:
     """The parts of the catalog a schema is made of, in a comparable form."""
     queries = {
-        "columns": "SELECT table_name, column_name, data_type, is_nullable, column_default "
+        "columns": "SELECT table_name, column_name, data_type, is_nullable, column_default, "
+        "is_generated, generation_expression "
         "FROM information_schema.columns WHERE table_schema = 'public' ORDER BY 1, 2",
         "constraints": "SELECT conrelid::regclass::text, conname, pg_get_constraintdef(oid) "
         "FROM pg_constraint WHERE connamespace = 'public'::regnamespace ORDER BY 1, 2",
         "indexes": "SELECT tablename, indexname, indexdef FROM pg_indexes WHERE schemaname = 'public' "
         "ORDER BY 1, 2",
         "policies": "SELECT tablename, policyname, cmd, qual, with_check FROM pg_policies ORDER BY 1, 2",
-        "rls": "SELECT relname, relrowsecurity FROM pg_class WHERE relnamespace = 'public'::regnamespace "
-        "AND relkind IN ('r', 'p') ORDER BY 1",
+        "rls": "SELECT relname, relrowsecurity, relforcerowsecurity FROM pg_class "
+        "WHERE relnamespace = 'public'::regnamespace AND relkind IN ('r', 'p') ORDER BY 1",
         "functions": "SELECT proname, pg_get_functiondef(oid) FROM pg_proc "
         "WHERE pronamespace = 'public'::regnamespace ORDER BY 1",
         "triggers": "SELECT tgrelid::regclass::text, tgname, pg_get_triggerdef(oid) FROM pg_trigger "

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from hookdb.collector import classification as cls
 from hookdb.collector.admin import install_hooks as cs
 
 from fixtures import corpus
@@ -110,7 +111,9 @@ def assert_hookdb_everywhere(settings: dict[str, Any], handler_type: str = "comm
         assert ours[event] == [groups[-1]]
         assert groups[-1].get("matcher") == ("*" if event in cs.TOOL_EVENTS else None)
         (handler,) = groups[-1]["hooks"]
-        assert handler["type"] == handler_type
+        # Claude Code runs no http hooks for some events: --http gives them command hooks.
+        command_only = handler_type == "http" and event in cls.COMMAND_ONLY_EVENTS
+        assert handler["type"] == ("command" if command_only else handler_type), event
         assert handler["timeout"] == cs.TIMEOUT_SECONDS
 
 
@@ -228,8 +231,11 @@ def test_http_form_takes_the_token_from_the_environment(project: Path, env: dict
     install_hooks("--http", cwd=project, env=env)
     settings = json.loads(path.read_text())
     assert_hookdb_everywhere(settings, "http")
-    for groups in settings["hooks"].values():
+    for event, groups in settings["hooks"].items():
         (handler,) = groups[-1]["hooks"]
+        if event in cls.COMMAND_ONLY_EVENTS:
+            assert handler["command"] == f"{EMIT} {cs.MARKER}"
+            continue
         assert handler["url"] == "http://127.0.0.1:9465/v1/hooks/claude-code"
         assert handler["headers"]["Authorization"] == "Bearer $HOOKDB_HOOK_TOKEN"
         assert handler["allowedEnvVars"] == ["HOOKDB_HOOK_TOKEN"]
@@ -241,8 +247,9 @@ def test_http_form_takes_the_token_from_the_environment(project: Path, env: dict
     )
     settings = json.loads(path.read_text())
     assert_hookdb_everywhere(settings, "http")
-    assert {g[-1]["hooks"][0]["url"] for g in settings["hooks"].values()} == {
-        "https://hooks.example.net:8443/v1/hooks/claude-code"
+    assert {g[-1]["hooks"][0].get("url") for g in settings["hooks"].values()} == {
+        "https://hooks.example.net:8443/v1/hooks/claude-code",
+        None,
     }
     install_hooks("--uninstall", cwd=project, env=env)
     assert not path.exists()
@@ -445,7 +452,6 @@ def test_uninstall_keeps_what_the_user_changed_meanwhile(project: Path, env: dic
         ("--uninstall", "--async"),
         ("--url", "http://127.0.0.1:9465/v1/hooks/claude-code"),
         ("--http", "--url", "ftp://example.net/"),
-        ("--http", "--command", "hookdb-emit"),
         ("--command", "a\nb"),
     ],
 )
@@ -461,7 +467,7 @@ EMPTY = [None, "", " \n", "{}", '{"hooks": {}}\n', '{"hooks": {"Stop": []}}']
 FORMS = [
     cs.HookForm(command="/x/hookdb-emit"),
     cs.HookForm(command="hookdb-emit", background=True),
-    cs.HookForm(url="http://h/"),
+    cs.HookForm(command="hookdb-emit", url="http://h/"),
 ]
 
 
@@ -510,3 +516,29 @@ def test_the_hookdb_command_runs_it_too(tmp_path: Path) -> None:
     )
     assert removed.returncode == 0, removed.stderr
     assert not (tmp_path / ".claude" / "settings.json").exists()
+
+
+def test_http_hooks_go_with_command_hooks_for_the_events_claude_code_runs_no_http_hooks_for(
+    project: Path, env: dict[str, str]
+) -> None:
+    assert {"SessionStart", "Setup"} <= cls.COMMAND_ONLY_EVENTS <= set(cs.INSTALLED_EVENTS)
+    path = write_settings(project, USER_SETTINGS)
+    install_hooks("--http", "--command", "/opt/hookdb/bin/hookdb-emit --tenant acme", cwd=project, env=env)
+    settings = json.loads(path.read_text())
+    assert_hookdb_everywhere(settings, "http")
+    for event in cls.COMMAND_ONLY_EVENTS:
+        (handler,) = settings["hooks"][event][-1]["hooks"]
+        assert handler == {
+            "type": "command",
+            "command": f"/opt/hookdb/bin/hookdb-emit --tenant acme {cs.MARKER}",
+            "timeout": cs.TIMEOUT_SECONDS,
+        }
+    assert settings["hooks"]["SessionStart"][0]["hooks"][0]["command"] == "cat NOTES.md"  # the user's, kept
+    installed = path.read_bytes()
+    install_hooks("--http", "--command", "/opt/hookdb/bin/hookdb-emit --tenant acme", cwd=project, env=env)
+    assert path.read_bytes() == installed  # idempotent
+    install_hooks(cwd=project, env=env)  # back to command hooks everywhere: nothing left of the http ones
+    assert_hookdb_everywhere(json.loads(path.read_text()))
+    install_hooks("--http", cwd=project, env=env)
+    install_hooks("--uninstall", cwd=project, env=env)
+    assert path.read_text() == USER_SETTINGS

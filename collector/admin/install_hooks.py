@@ -22,7 +22,10 @@ The decisions, in one place:
   exactly those events, and hookdb-emit is bounded anyway. http handlers have no background mode, so
   ``--async --http`` is refused.
 * **``--http``** writes ``Authorization: Bearer $HOOKDB_HOOK_TOKEN`` with ``allowedEnvVars``, so Claude
-  Code fills the token in from its environment and the file never holds it.
+  Code fills the token in from its environment and the file never holds it. Claude Code runs no http
+  hooks for some events (:data:`~hookdb.collector.classification.COMMAND_ONLY_EVENTS`: SessionStart,
+  Setup): those get the hookdb-emit command hook instead (``--command`` sets it, e.g. with ``--tenant``
+  when the token's tenant is not the one the user's uid writes through the socket).
 * **Formatting.** When nothing changes the file is not written (its mtime stays). Otherwise the whole
   file is written again as JSON in the file's own indentation (2 spaces for a new file), non-ASCII as
   is, keeping its final newline, CRLF line ends and BOM.
@@ -63,6 +66,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from hookdb.collector import classification as cls
 from hookdb.collector.admin.usage import command
 from hookdb.collector.ops.files import fsync_dir
 
@@ -133,7 +137,8 @@ class UsageError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class HookForm:
-    """What hookdb installs for each event: ``command`` (a shell command running hookdb-emit) or ``url``."""
+    """What hookdb installs for each event: ``command`` (a shell command running hookdb-emit), or ``url``
+    with ``command`` for the events Claude Code runs no http hooks for."""
 
     command: str | None = None
     url: str | None = None
@@ -141,7 +146,7 @@ class HookForm:
     timeout: int = TIMEOUT_SECONDS
 
     def handler(self, event: str) -> dict[str, Any]:
-        if self.url is not None:
+        if self.url is not None and (self.command is None or event not in cls.COMMAND_ONLY_EVENTS):
             return {
                 "type": "http",
                 "url": self.url,
@@ -598,16 +603,18 @@ def _form(args: argparse.Namespace) -> HookForm:
             raise UsageError(
                 "--async applies to command hooks only; Claude Code has no background http hooks"
             )
-        if args.emit_command:
-            raise UsageError("--command applies to command hooks, not to --http")
         url = args.url or DEFAULT_URL
         if not url.startswith(("http://", "https://")) or any(c.isspace() for c in url):
             raise UsageError(f"--url must be an http:// or https:// URL, not {url!r}")
-        return HookForm(url=url)
+        return HookForm(command=_emit_command(args), url=url)  # the command for COMMAND_ONLY_EVENTS
+    return HookForm(command=_emit_command(args), background=args.background)
+
+
+def _emit_command(args: argparse.Namespace) -> str:
     command = args.emit_command if args.emit_command is not None else default_emit_command()
     if not command.strip() or "\n" in command or "\r" in command:
         raise UsageError("--command must be one non-empty line")
-    return HookForm(command=command.strip(), background=args.background)
+    return command.strip()
 
 
 def add_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -635,7 +642,12 @@ def add_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
         action="store_true",
         help=f"run the command hooks in the background, except {', '.join(sorted(SYNC_EVENTS))}",
     )
-    parser.add_argument("--http", action="store_true", help=f"http hooks with the token from ${TOKEN_ENV}")
+    parser.add_argument(
+        "--http",
+        action="store_true",
+        help=f"http hooks with the token from ${TOKEN_ENV} (command hooks for "
+        f"{', '.join(sorted(cls.COMMAND_ONLY_EVENTS))}, which Claude Code runs no http hooks for)",
+    )
     parser.add_argument("--url", help=f"the collector's hook endpoint for --http (default {DEFAULT_URL})")
     parser.add_argument(
         "--command",

@@ -214,7 +214,12 @@ class Api:
 
     async def stats(self, request: Request, tenant: str, query: models.StatsQuery) -> Response:
         end = datetime.now(UTC) if query.to is UNSET else query.to
-        start = end - timedelta(days=queries.STATS_DAYS) if query.from_ is UNSET else query.from_
+        try:
+            start = end - timedelta(days=queries.STATS_DAYS) if query.from_ is UNSET else query.from_
+        except OverflowError:
+            raise BadParameter(
+                f"to: too early for the default from ({queries.STATS_DAYS} days before)"
+            ) from None
         if start >= end:
             raise BadParameter("from: must be before to")
         return json_response(await self._reader.read(tenant, lambda conn: queries.stats(conn, start, end)))

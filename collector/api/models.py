@@ -53,12 +53,13 @@ class Query(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """Query parameters. One left out is ``UNSET``: nothing in a query string can mean ``None``."""
 
     def __post_init__(self) -> None:
-        for name in self.__struct_fields__:
+        # Errors name the parameter as the query string spells it ("from", not from_).
+        for name, spelled in zip(self.__struct_fields__, self.__struct_encode_fields__, strict=True):
             value = getattr(self, name)
             if isinstance(value, str):
-                checked_text(name, value)
+                checked_text(spelled, value)
             elif isinstance(value, datetime):
-                setattr(self, name, _utc(name, value))
+                setattr(self, name, _utc(spelled, value))
 
 
 class SessionQuery(Query):

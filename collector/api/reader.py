@@ -1,6 +1,11 @@
 """Tenant-scoped reads: every query runs in a read-only transaction as ``hookdb_reader`` with the
 tenant set for that transaction alone, so row-level security is the last line of defence.
 
+Nothing is kept between transactions (``SET LOCAL ROLE``, the tenant by ``set_config(..., true)``, no
+prepared statement reused), so a transaction-mode pooler may give each one another server connection.
+Each transaction also checks that row-level security applies to it: a login that could bypass it (a
+superuser, BYPASSRLS, an owner of tables not forced) is refused with what to fix, never served.
+
 asyncpg is asyncio; the trio side crosses over once per request through trio-asyncio. A database that
 cannot answer becomes :class:`Unavailable` (the app's 503), never a stack trace.
 """
@@ -18,15 +23,24 @@ import msgspec
 import trio_asyncio
 
 from hookdb.collector import classification as cls
-from hookdb.collector.store.connect import ConnectOptions, assume_role
+from hookdb.collector.store.connect import ConnectOptions, assume_role, quote_ident
 from hookdb.collector.store.migrate import SchemaError
 
 T = TypeVar("T")
 Work = Callable[[asyncpg.Connection], Awaitable[Any]]
 
-_SET_TENANT = "SELECT set_config('hookdb.tenant', $1, true)"  # SET LOCAL, with the tenant as a parameter
-# The tenant set in the same round trip as the snapshot is exported.
-_EXPORT_SNAPSHOT = "SELECT pg_export_snapshot() FROM (SELECT set_config('hookdb.tenant', $1, true)) t"
+TENANT_TABLES = ("hook_audit_log", "payload_blobs", "sessions", "reports", "agent_states")
+# SET LOCAL of the tenant (as a parameter), and whether row-level security applies to this transaction.
+_SET_TENANT = "SELECT set_config('hookdb.tenant', $1, true) IS NOT NULL AND " + " AND ".join(
+    f"row_security_active('{table}')" for table in TENANT_TABLES
+)
+_WHO = """
+SELECT current_user AS who, session_user AS login, r.rolsuper AS super, r.rolbypassrls AS bypass,
+       array(SELECT c.relname::text FROM pg_class c
+             WHERE c.oid = ANY($1::regclass[]) AND NOT (c.relrowsecurity AND c.relforcerowsecurity)
+             ORDER BY 1) AS unforced
+FROM pg_roles r WHERE r.rolname = current_user
+"""
 _SNAPSHOT = re.compile(r"[0-9A-Fa-f-]+\Z")
 
 
@@ -65,9 +79,32 @@ def _raw_json(data: bytes) -> msgspec.Raw:
     return msgspec.Raw(data[1:])  # jsonb's binary format: a version byte, then the JSON text, passed on as is
 
 
-async def _setup(conn: asyncpg.Connection, role: str) -> None:
-    await assume_role(conn, role, "api.role")
+async def _setup(conn: asyncpg.Connection) -> None:
     await conn.set_type_codec("jsonb", schema="pg_catalog", encoder=bytes, decoder=_raw_json, format="binary")
+
+
+async def _enter(conn: asyncpg.Connection, role: str, tenant: str) -> None:
+    """Make the transaction just begun on ``conn`` read as ``role`` for ``tenant``, or refuse it."""
+    await assume_role(conn, role, "api.role", local=True)
+    if not await conn.fetchval(_SET_TENANT, tenant):
+        raise await _bypassing(conn)
+
+
+async def _bypassing(conn: asyncpg.Connection) -> Unavailable:
+    """Why row-level security does not apply to this transaction, and what to change."""
+    row = await conn.fetchrow(_WHO, list(TENANT_TABLES))
+    who, login = quote_ident(row["who"]), quote_ident(row["login"])
+    if row["super"] or row["bypass"]:
+        fix = (
+            f'set api.role = "hookdb_reader" and GRANT hookdb_reader TO {login}'
+            if row["who"] == row["login"]
+            else f"ALTER ROLE {who} NOSUPERUSER NOBYPASSRLS, or set api.role to a role without them"
+        )
+        why = f"{who} bypasses row-level security (superuser or BYPASSRLS)"
+    else:
+        fix = "run hookdb migrate (it forces row-level security on every table)"
+        why = f"row-level security is not enabled and forced on {', '.join(row['unforced'])}"
+    return Unavailable("database_misconfigured", f"the API refuses to read: {why}; {fix}")
 
 
 class Reader:
@@ -92,14 +129,16 @@ class Reader:
         options = self._options
 
         async def connect(*_: object, **__: object) -> asyncpg.Connection:
-            return await options.connect()  # the password file read afresh
+            # The password file read afresh. No statement cache: under a transaction-mode pooler a
+            # statement prepared in one transaction is gone (or another client's) in the next.
+            return await asyncpg.connect(options.dsn, **{**options.kwargs(), "statement_cache_size": 0})
 
         self._pool = await asyncpg.create_pool(
             min_size=0,
             max_size=self._pool_size,
             max_inactive_connection_lifetime=60,
             connect=connect,
-            init=lambda conn: _setup(conn, options.role),
+            init=_setup,
         )
 
     async def read(self, tenant: str, work: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
@@ -130,36 +169,34 @@ class Reader:
     async def _read(self, tenant: str, work: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
         assert self._pool is not None
         async with self._pool.acquire() as conn, conn.transaction(readonly=True):
-            await conn.execute(_SET_TENANT, tenant)
+            await _enter(conn, self._options.role, tenant)
             return await work(conn)
 
     async def _read_together(self, tenant: str, works: Sequence[Work]) -> list[Any]:
         assert self._pool is not None
         async with AsyncExitStack() as stack:
-            # One request takes its connections at a time: two requests each holding some and waiting
-            # for more could otherwise wait for each other forever.
+            # One request takes its connections, and begins their transactions, at a time: two requests
+            # each holding some and waiting for more could otherwise wait for each other forever. Under
+            # a transaction pooler a server connection is taken at BEGIN, so the BEGINs are inside too.
             async with self._acquiring:
                 conns = [await stack.enter_async_context(self._pool.acquire()) for _ in works]
-            first = conns[0]
-            await stack.enter_async_context(first.transaction(isolation="repeatable_read", readonly=True))
-            snapshot = await first.fetchval(_EXPORT_SNAPSHOT, tenant)
-            if not _SNAPSHOT.match(snapshot):
-                raise AssertionError(f"unexpected snapshot id {snapshot!r}")
-
-            async def run(conn: asyncpg.Connection, work: Work) -> Any:
-                if conn is not first:
+                role = self._options.role
+                first = conns[0]
+                await stack.enter_async_context(first.transaction(isolation="repeatable_read", readonly=True))
+                await _enter(first, role, tenant)
+                snapshot = await first.fetchval("SELECT pg_export_snapshot()")
+                if not _SNAPSHOT.match(snapshot):
+                    raise AssertionError(f"unexpected snapshot id {snapshot!r}")
+                for conn in conns[1:]:
                     await stack.enter_async_context(
                         conn.transaction(isolation="repeatable_read", readonly=True)
                     )
                     await conn.execute(f"SET TRANSACTION SNAPSHOT '{snapshot}'")
-                    await conn.execute(_SET_TENANT, tenant)
-                return await work(conn)
+                    await _enter(conn, role, tenant)
 
             try:
                 async with asyncio.TaskGroup() as group:
-                    tasks = [
-                        group.create_task(run(conn, work)) for conn, work in zip(conns, works, strict=True)
-                    ]
+                    tasks = [group.create_task(work(conn)) for conn, work in zip(conns, works, strict=True)]
             except ExceptionGroup as failed:
                 raise failed.exceptions[0] from None  # the first failure; the others followed from it
             return [task.result() for task in tasks]

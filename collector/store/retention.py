@@ -4,14 +4,22 @@ One run works for the month of ``now`` (UTC; only its month matters), with the `
 ``ahead_months`` A, ``live_months`` L and ``purge_months`` P:
 
 1. **Ahead.** The partitions of the current month and the A months after it are created. So is one for
-   every earlier month whose rows sit in the default partition (written before their month existed, or
-   late: a wrong clock, an outbox drained long after), taking those rows out of the default.
+   every earlier live month whose rows sit in the default partition (written before their month
+   existed, or late: a wrong clock, an outbox drained long after), taking those rows out of the default.
 2. **Archive.** The live window is the current month and the L full months before it: in November with
    L = 6, May to November are live and April and older are archived. Each older monthly partition is
    detached, exported to a file, checked, uploaded (if ``upload_command`` is set) and dropped.
-3. **Purge.** Archives are kept for the current month and the P full months before it; older archive
+3. **Late rows.** The sender's clock files a row under a month, but never alone decides when it leaves:
+   when a month is detached, its rows that arrived after the month (``received_at``, the collector's
+   clock) move to the default partition, which also takes rows of months that have no partition (1970).
+   There, rows that claim a time before the live window stay live while they arrived within it (an
+   event claiming 1970 that arrived today), and are then taken out into a detached table named after
+   the month they *arrived* in, archived (``.N`` file) and dropped like one. So a month's archive holds
+   no row that arrived after the month, and purging by the name is safe.
+4. **Purge.** Archives are kept for the current month and the P full months before it; older archive
    files are deleted, and a month that is already past that horizon when it leaves the live table is
-   dropped without being exported: the policy says its data is gone. P = 0 keeps archives forever.
+   dropped without being exported: the policy says its data is gone (by both clocks, see 3). P = 0
+   keeps archives forever.
 
 The archive of a month is ``<archive_dir>/hook_audit_log_yYYYYmMM.csv.gz`` (mode 0600: it holds every
 tenant's events): gzip of CSV exactly as PostgreSQL's ``COPY ... TO (FORMAT csv, HEADER)`` writes it, a
@@ -204,6 +212,7 @@ async def maintain(conn: asyncpg.Connection, policy: Policy, now: datetime) -> R
         await _create(conn, policy, now, report)
         await _detach_old(conn, policy, report)
         await _finish_detached(conn, policy, report)
+        await _archive_old_default_rows(conn, policy, report)
         _purge_files(policy, report)
     finally:
         if not conn.is_closed():  # else the server has let go of the lock already
@@ -243,7 +252,9 @@ async def _create(conn: asyncpg.Connection, policy: Policy, now: datetime, repor
     except asyncpg.PostgresError as exc:
         report.fail("reading the default partition", exc)
         return
-    stranded = [m for m in in_default if m < report.month]
+    # Rows of months before the live window stay in the default partition until they are old by their
+    # arrival too (see _archive_old_default_rows); a live month's rows get their partition.
+    stranded = [m for m in in_default if report.live_from <= m < report.month]
     beyond = [m for m in in_default if m > month_start(now, policy.ahead_months)]
     if beyond:
         # A clock years ahead, most likely; such rows are not given months that may never come.
@@ -284,8 +295,18 @@ async def _detach_old(conn: asyncpg.Connection, policy: Policy, report: Report) 
             file_name = _free_file_name(policy.archive_dir, partition.name)
             async with conn.transaction():
                 await conn.execute(f"ALTER TABLE {PARENT} DETACH PARTITION {partition.name}")
+                # Rows that arrived after their month are not judged by the time they claim: they go to
+                # the default partition (which takes the month now that its partition is detached), to
+                # stay live while they are recent and be archived by the month they arrived in. So the
+                # archive of a month holds no row that arrived after it, and is purged by its name safely.
+                later = await conn.fetchval(
+                    f"WITH moved AS (DELETE FROM {partition.name} WHERE received_at >= $1 RETURNING *), "
+                    f"kept AS (INSERT INTO {PARENT}_default SELECT * FROM moved RETURNING 1) "
+                    "SELECT count(*) FROM kept",
+                    month_start(month, 1),
+                )
                 await conn.execute(f"COMMENT ON TABLE {partition.name} IS '{MARKER}{file_name}'")
-            log.info("retention.detached", partition=partition.name, archive=file_name)
+            log.info("retention.detached", partition=partition.name, archive=file_name, arrived_later=later)
         except (asyncpg.PostgresError, OSError) as exc:
             report.fail(f"detaching {partition.name}", exc)
 
@@ -305,23 +326,93 @@ async def _finish_detached(conn: asyncpg.Connection, policy: Policy, report: Rep
         report.fail("listing the detached months", exc)
         return
     for table in tables:
-        name, comment = table["name"], table["comment"] or ""
-        month = month_of_name(name)
-        file_name = comment.removeprefix(MARKER)
-        named = _ARCHIVE_FILE.fullmatch(file_name)
-        if month is None or not comment.startswith(MARKER) or named is None or named[1] != name:
-            log.warning("retention.unmarked_table", table=name)
-            report.left_alone.append(f"{name}: not attached, and not detached by hookdb")
+        await _finish(conn, policy, report, table["name"], table["comment"] or "")
+
+
+async def _finish(conn: asyncpg.Connection, policy: Policy, report: Report, name: str, comment: str) -> None:
+    """Archive and drop one detached table (unarchived past the purge horizon: none of its rows arrived
+    after its month)."""
+    month = month_of_name(name)
+    file_name = comment.removeprefix(MARKER)
+    named = _ARCHIVE_FILE.fullmatch(file_name)
+    if month is None or not comment.startswith(MARKER) or named is None or named[1] != name:
+        log.warning("retention.unmarked_table", table=name)
+        report.left_alone.append(f"{name}: not attached, and not detached by hookdb")
+        return
+    try:
+        if report.kept_from is not None and month < report.kept_from:
+            await _drop(conn, name)
+            log.info("retention.dropped_unarchived", table=name)
+            report.dropped.append(name)
+        else:
+            report.archived.append(await _archive(conn, policy, name, month, file_name))
+    except (asyncpg.PostgresError, OSError, RetentionError) as exc:
+        report.fail(f"archiving {name}", exc)
+
+
+# The default partition's rows that claim a month before the live window but arrived within it stay live;
+# those that arrived before it are archived by the month they arrived in.
+_OLD_DEFAULT_ROWS = f"""
+SELECT date_trunc('month', received_at, 'UTC') AS month, count(*) AS n, received_at < $1 AS old
+FROM {PARENT}_default WHERE occurred_at < $1 GROUP BY 1, 3 ORDER BY 1
+"""
+
+
+async def _archive_old_default_rows(conn: asyncpg.Connection, policy: Policy, report: Report) -> None:
+    """Archive the default partition's rows whose claimed time and arrival are both before the live
+    window (a sender's clock years behind, an outbox drained very late), under the month of arrival."""
+    try:
+        groups = await conn.fetch(_OLD_DEFAULT_ROWS, report.live_from)
+    except asyncpg.PostgresError as exc:
+        report.fail("reading the default partition", exc)
+        return
+    fresh = sum(g["n"] for g in groups if not g["old"])
+    if fresh:
+        log.info("retention.kept_live", rows=fresh, live_from=f"{report.live_from:%Y-%m}")
+        report.left_alone.append(
+            f"{fresh} rows in the default partition that claim a time before {report.live_from:%Y-%m} "
+            "but arrived since: kept live until they are as old by their arrival"
+        )
+    for group in groups:
+        if not group["old"]:
             continue
+        arrived = group["month"]
+        name = partition_name(arrived)
         try:
-            if report.kept_from is not None and month < report.kept_from:
-                await _drop(conn, name)
-                log.info("retention.dropped_unarchived", table=name)
-                report.dropped.append(name)
-            else:
-                report.archived.append(await _archive(conn, policy, name, month, file_name))
-        except (asyncpg.PostgresError, OSError, RetentionError) as exc:
-            report.fail(f"archiving {name}", exc)
+            comment = await _take_old_default_rows(conn, policy, name, arrived, report.live_from)
+        except (asyncpg.PostgresError, OSError) as exc:
+            report.fail(f"taking the default partition's rows that arrived in {arrived:%Y-%m}", exc)
+            continue
+        if comment is None:  # its month's table is still there: a later run takes these rows
+            log.warning("retention.default_rows_wait", partition=name)
+            report.left_alone.append(
+                f"rows that arrived in {arrived:%Y-%m} in the default partition: {name} exists"
+            )
+            continue
+        log.info("retention.taken_from_default", table=name, rows=group["n"])
+        await _finish(conn, policy, report, name, comment)
+
+
+async def _take_old_default_rows(
+    conn: asyncpg.Connection, policy: Policy, name: str, arrived: datetime, live_from: datetime
+) -> str | None:
+    """Move the old rows that arrived in the month ``arrived`` into a new detached table ``name``, marked
+    for its archive, in one transaction; its comment, or None while a table of that name exists."""
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", name)
+        if await conn.fetchval("SELECT to_regclass($1)", name) is not None:
+            return None
+        comment = MARKER + _free_file_name(policy.archive_dir, name)
+        await conn.execute(f"CREATE TABLE {name} (LIKE {PARENT} INCLUDING DEFAULTS INCLUDING CONSTRAINTS)")
+        await conn.execute(
+            f"WITH moved AS (DELETE FROM {PARENT}_default WHERE occurred_at < $1 AND received_at < $1 "
+            f"AND received_at >= $2 AND received_at < $3 RETURNING *) INSERT INTO {name} SELECT * FROM moved",
+            live_from,
+            arrived,
+            month_start(arrived, 1),
+        )
+        await conn.execute(f"COMMENT ON TABLE {name} IS '{comment}'")
+    return comment
 
 
 async def _archive(

@@ -74,7 +74,7 @@ _UPSERT_REPORT = """
 INSERT INTO reports AS r (
     tenant_id, session_id, path, report_type, content, sha256, word_count, written_at, event_id)
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
-ON CONFLICT (tenant_id, session_id, path) DO UPDATE SET
+ON CONFLICT (tenant_id, session_id, path_key) DO UPDATE SET
     report_type = EXCLUDED.report_type, content = EXCLUDED.content, sha256 = EXCLUDED.sha256,
     word_count = EXCLUDED.word_count, written_at = EXCLUDED.written_at, event_id = EXCLUDED.event_id
     WHERE EXCLUDED.written_at >= r.written_at
@@ -83,7 +83,7 @@ RETURNING encode(sha256(convert_to(content, 'UTF8')), 'hex') = sha256 AS verifie
 _UPSERT_STATE = """
 INSERT INTO agent_states AS a (tenant_id, session_id, agent_id, path, agent_type, content, sha256, updated_at)
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-ON CONFLICT (tenant_id, session_id, agent_id, path) DO UPDATE SET
+ON CONFLICT (tenant_id, session_id, state_key) DO UPDATE SET
     agent_type = coalesce(EXCLUDED.agent_type, a.agent_type), content = EXCLUDED.content,
     sha256 = EXCLUDED.sha256, updated_at = EXCLUDED.updated_at
     WHERE EXCLUDED.updated_at >= a.updated_at
