@@ -613,6 +613,8 @@ def test_the_timeline_shows_a_failed_bash_and_an_edits_diff(page: Page, dsn: str
     expect(diff.locator(".diff-add")).to_have_text(["+    if not values:", "+        return 0.0"])
     expect(diff.locator(".diff-ctx")).to_have_count(len(hunk["lines"]) - 2)
     expect(edit.locator(".event-error")).to_have_count(0)
+    edit.scroll_into_view_if_needed()
+    screenshot(page, "detail-diff")
 
     expect(rows.nth(4).locator(".event-subject")).to_contain_text("I've written the analysis")
     # Bars on one time axis: the failed Bash starts 2 s into the 9 s shown and lasts 1.873 s.
@@ -620,11 +622,12 @@ def test_the_timeline_shows_a_failed_bash_and_an_edits_diff(page: Page, dsn: str
     assert abs(float(left.rstrip("%")) - 2 / 9 * 100) < 0.1
     assert abs(float(width.rstrip("%")) - 1.873 / 9 * 100) < 0.1
 
+    failed.scroll_into_view_if_needed()
+    screenshot(page, "detail")
     payload = failed.locator("details.payload")
     expect(payload.locator("pre").nth(1)).to_be_hidden()
     payload.locator("summary").click()  # the payloads, one click away
     expect(payload.locator("pre").nth(1)).to_contain_text('"error": "Exit code 1')
-    screenshot(page, "detail")
 
 
 def test_equal_timestamps_keep_the_order_they_were_received_in(page: Page, dsn: str, start_api) -> None:

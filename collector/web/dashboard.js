@@ -8,6 +8,7 @@
   const DAY_S = 86400;
   const RANGES = [7, 30, 90]; // days
   const HEIGHT = 170;
+  const count = (v) => (Number.isInteger(v) ? String(v) : ""); // no ticks between whole numbers
 
   function color(name) {
     return getComputedStyle(document.documentElement).getPropertyValue(name).trim();
@@ -26,12 +27,16 @@
     return { xs, sessions: pick("sessions"), events: pick("events") };
   }
 
-  function axes(values) {
+  function axes(values, format) {
     const grid = { stroke: color("--line"), width: 1 };
     const x = { stroke: color("--muted"), grid, ticks: grid };
     if (values) Object.assign(x, values);
-    return [x, { stroke: color("--muted"), grid, ticks: grid, size: 50 }];
+    const y = { stroke: color("--muted"), grid, ticks: grid, size: 56, values: (u, ys) => ys.map(format) };
+    return [x, y];
   }
+
+  // Bars grow from zero; counts get whole-number ticks.
+  const Y_SCALE = { range: (u, min, max) => [0, max > 0 ? max * 1.1 : 1] };
 
   function barSeries(label, fill, format) {
     return {
@@ -52,9 +57,9 @@
         width,
         height: HEIGHT,
         tzDate: (ts) => window.uPlot.tzDate(new Date(ts * 1000), "Etc/UTC"),
-        scales: { x: { time: true, range: (u, min, max) => [min - DAY_S / 2, max + DAY_S / 2] } },
+        scales: { x: { time: true, range: (u, min, max) => [min - DAY_S / 2, max + DAY_S / 2] }, y: Y_SCALE },
         series: [{ label: "Day (UTC)", value: "{YYYY}-{MM}-{DD}" }, barSeries(label, fill, format)],
-        axes: axes(null),
+        axes: axes(null, format),
       },
       [xs, ys],
       target,
@@ -62,15 +67,15 @@
   }
 
   // A bar chart of one value per category (status, model, score range).
-  function perCategory(target, width, label, names, ys, fill, format) {
+  function perCategory(target, width, [what, label], names, ys, fill, format) {
     const xs = names.map((_, i) => i);
     return new window.uPlot(
       {
         width,
         height: HEIGHT,
-        scales: { x: { time: false, range: () => [-0.5, names.length - 0.5] } },
-        series: [{ label: "", value: (u, i) => (i === null ? "–" : names[i]) }, barSeries(label, fill, format)],
-        axes: axes({ splits: () => xs, values: (u, splits) => splits.map((i) => names[i] ?? "") }),
+        scales: { x: { time: false, range: () => [-0.5, names.length - 0.5] }, y: Y_SCALE },
+        series: [{ label: what, value: (u, i) => (i === null ? "–" : names[i]) }, barSeries(label, fill, format)],
+        axes: axes({ splits: () => xs, values: (u, splits) => splits.map((i) => names[i] ?? "") }, format),
       },
       [xs, ys],
       target,
@@ -150,21 +155,21 @@
       const models = stats.models;
       const specs = [
         ["Sessions per day", plural(sum(d.sessions), "session"), "sessions-per-day",
-          (p, w) => perDay(p, w, "Sessions", d.xs, d.sessions, color("--accent"), String)],
+          (p, w) => perDay(p, w, "Sessions", d.xs, d.sessions, color("--accent"), count)],
         ["Events per day", plural(sum(d.events), "event"), "events-per-day",
-          (p, w) => perDay(p, w, "Events", d.xs, d.events, color("--completed"), String)],
+          (p, w) => perDay(p, w, "Events", d.xs, d.events, color("--completed"), count)],
         ["Sessions by status", statuses.map((s) => `${s} ${stats.by_status[s]}`).join(", ") || "no sessions",
           "by-status",
-          (p, w) => perCategory(p, w, "Sessions", statuses, statuses.map((s) => stats.by_status[s]),
-            color("--running"), String)],
+          (p, w) => perCategory(p, w, ["Status", "Sessions"], statuses, statuses.map((s) => stats.by_status[s]),
+            color("--running"), count)],
         ["Cost by model", `${money(stats.cost_usd)} in all`, "cost-by-model",
-          (p, w) => perCategory(p, w, "Cost", models.map((m) => m.model || "unknown"),
+          (p, w) => perCategory(p, w, ["Model", "Cost"], models.map((m) => m.model || "unknown"),
             models.map((m) => Number(m.cost_usd)), color("--accent"), money)],
       ];
       if (qa.count) {
         specs.push(["QA scores", `${plural(qa.count, "scored session")}, mean ${Number(qa.mean).toFixed(1)}`,
-          "qa-scores", (p, w) => perCategory(p, w, "Sessions", qa.buckets.map((b) => `${b.min}–${b.max}`),
-            qa.buckets.map((b) => b.count), color("--completed"), String)]);
+          "qa-scores", (p, w) => perCategory(p, w, ["Score", "Sessions"], qa.buckets.map((b) => `${b.min}–${b.max}`),
+            qa.buckets.map((b) => b.count), color("--completed"), count)]);
       }
       const grid = el("div", "charts");
       const pending = [];
