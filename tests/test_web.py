@@ -160,8 +160,8 @@ def add_event(
         dsn,
         """INSERT INTO hook_audit_log (tenant_id, event_id, occurred_at, received_at, session_id, event_type,
                                        tool_name, source, payload)
-           VALUES ($1, coalesce($7::uuid, gen_random_uuid()), $2, coalesce($8::timestamptz, $2), $3, $4, $5, 'hook',
-                   $6::jsonb)""",
+           VALUES ($1, coalesce($7::uuid, gen_random_uuid()), $2, coalesce($8::timestamptz, $2), $3, $4,
+                   $5, 'hook', $6::jsonb)""",
         tenant,
         at,
         session_id,
