@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
@@ -20,6 +21,7 @@ import pytest
 from pg import StoppablePostgres
 
 from conftest import migrate, run_sql, wait_for
+from fixtures import corpus
 
 CHROMIUM = Path("/usr/bin/chromium")
 if not CHROMIUM.exists():
@@ -146,6 +148,9 @@ def add_event(
     event_type: str,
     at: datetime,
     tool_name: str | None = None,
+    *,
+    received_at: datetime | None = None,
+    event_id: str | None = None,
     **payload: Any,
 ) -> None:
     body = {"session_id": session_id, "hook_event_name": event_type, **payload}
@@ -155,14 +160,30 @@ def add_event(
         dsn,
         """INSERT INTO hook_audit_log (tenant_id, event_id, occurred_at, received_at, session_id, event_type,
                                        tool_name, source, payload)
-           VALUES ($1, gen_random_uuid(), $2, $2, $3, $4, $5, 'hook', $6::jsonb)""",
+           VALUES ($1, coalesce($7::uuid, gen_random_uuid()), $2, coalesce($8::timestamptz, $2), $3, $4,
+                   $5, 'hook', $6::jsonb)""",
         tenant,
         at,
         session_id,
         event_type,
         tool_name,
         json.dumps(body),
+        event_id,
+        received_at,
     )
+
+
+def add_hook_event(dsn: str, tenant: str, session_id: str, at: datetime, payload: dict[str, Any]) -> None:
+    """A real hook payload (tests/fixtures/hooks) as an event of ``session_id``."""
+    body = {k: v for k, v in payload.items() if k != "session_id"}
+    add_event(dsn, tenant, session_id, body.pop("hook_event_name"), at, body.pop("tool_name", None), **body)
+
+
+def screenshot(page: Page, name: str) -> None:
+    """Saved to $HOOKDB_SCREENSHOTS/<name>.png when that is set, for people to look at."""
+    if folder := os.environ.get("HOOKDB_SCREENSHOTS"):
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(Path(folder) / f"{name}.png"), full_page=False)
 
 
 def serve(start_api: Any, dsn: str, *extra: str, **tokens: str) -> Any:
@@ -329,13 +350,14 @@ def test_detail_shows_reports_agent_states_and_timeline(page: Page, dsn: str, st
     expect(detail.locator(".agent-state")).to_contain_text("agent-7")
 
     events = detail.locator(".timeline-event")
-    expect(events).to_have_count(100)
+    expect(events).to_have_count(99)  # 100 events: the tool call's start and end share a row
     expect(events.nth(0)).to_contain_text("SessionStart")
-    expect(events.nth(1)).to_contain_text("PreToolUse")
-    expect(events.nth(1)).to_contain_text("Bash")
-    expect(events.nth(1)).to_contain_text("1.5 s")
+    expect(events.nth(1)).to_contain_text("PreToolUse → PostToolUse")
+    expect(events.nth(1).locator(".tool-name")).to_have_text("Bash")
+    expect(events.nth(1).locator(".duration")).to_have_text("1.5 s")
+    expect(events.nth(2)).to_contain_text("Notification")
     page.get_by_role("button", name="Load more events").click()
-    expect(events).to_have_count(123)
+    expect(events).to_have_count(122)
     expect(page.get_by_role("button", name="Load more events")).to_be_hidden()
 
     card(page, "s-2").click()  # another session replaces the detail
@@ -495,3 +517,235 @@ def test_the_page_rides_out_an_api_restart(page: Page, dsn: str, start_api) -> N
     expect(page.locator("#live-state")).to_have_text("Live")
     add_session(dsn, "acme", "after")
     expect(page.locator(CARDS).first).to_have_attribute("data-session-id", "after")
+
+
+def test_a_report_renders_github_flavoured_markdown(page: Page, dsn: str, start_api) -> None:
+    migrate(dsn)
+    add_session(dsn, "acme", "s-1", reports=1)
+    add_report(
+        dsn,
+        "acme",
+        "s-1",
+        "/work/project/reports/analysis.md",
+        "# Q3\n\n| Region | Revenue (€) | Share |\n|:---|---:|:---:|\n| North | 402,118.20 | 31.3% |\n"
+        "| South | 351,004.75 | 27.3% |\n\n- [x] load the data\n- [ ] check the gaps\n- plain item\n\n"
+        "```sql\nSELECT 1;\n```\n\n~~old~~ and a bare https://example.com/x link.\n",
+    )
+    api = serve(start_api, dsn, acme="token-a")
+    sign_in(page, api.url, "token-a")
+    card(page, "s-1").click()
+
+    report = page.locator("#detail .report")
+    table = report.locator("table")
+    expect(table).to_have_count(1)
+    expect(table.locator("thead th")).to_have_text(["Region", "Revenue (€)", "Share"])
+    expect(table.locator("tbody tr")).to_have_count(2)
+    expect(table.locator("tbody tr").first.locator("td")).to_have_text(["North", "402,118.20", "31.3%"])
+    expect(table.locator("td.align-right")).to_have_count(2)  # alignment by class: no style attribute
+    expect(report.locator("[style]")).to_have_count(0)
+
+    boxes = report.get_by_role("checkbox")
+    expect(boxes).to_have_count(2)
+    expect(boxes.nth(0)).to_be_checked()
+    expect(boxes.nth(1)).not_to_be_checked()
+    expect(boxes.nth(0)).to_be_disabled()
+    expect(report.locator("li.task-list-item").nth(1)).to_have_text("check the gaps")
+    expect(report.locator("li:not(.task-list-item)")).to_have_text("plain item")
+
+    expect(report.locator(".code-block .code-lang")).to_have_text("sql")
+    expect(report.locator(".code-block pre code.language-sql")).to_have_text("SELECT 1;")
+    expect(report.locator("s")).to_have_text("old")
+    expect(report.get_by_role("link", name="https://example.com/x")).to_have_attribute(
+        "href", "https://example.com/x"
+    )
+    expect(report.get_by_role("heading", name="Q3")).to_have_js_property("tagName", "H4")
+
+
+def test_the_timeline_shows_a_failed_bash_and_an_edits_diff(page: Page, dsn: str, start_api) -> None:
+    migrate(dsn)
+    add_session(dsn, "acme", "s-1", status="failed")
+    hooks = corpus.hook_payloads()
+    failure = hooks["PostToolUseFailure"]
+    bash = {**failure, "hook_event_name": "PreToolUse"}
+    del bash["error"], bash["is_interrupt"], bash["duration_ms"]
+    edit_end = corpus.large_edit_payload(size=2_000)
+    edit_start = {k: v for k, v in edit_end.items() if k not in ("tool_response", "duration_ms")}
+    edit_start["hook_event_name"] = "PreToolUse"
+    start = ago(minutes=5)
+    add_hook_event(dsn, "acme", "s-1", start, hooks["SessionStart"])
+    add_hook_event(dsn, "acme", "s-1", start + timedelta(seconds=1), hooks["UserPromptSubmit"])
+    add_hook_event(dsn, "acme", "s-1", start + timedelta(seconds=2), bash)
+    add_hook_event(dsn, "acme", "s-1", start + timedelta(seconds=3.873), failure)
+    add_hook_event(dsn, "acme", "s-1", start + timedelta(seconds=5), edit_start)
+    add_hook_event(dsn, "acme", "s-1", start + timedelta(seconds=5.037), edit_end)
+    add_hook_event(dsn, "acme", "s-1", start + timedelta(seconds=9), hooks["Stop"])
+    api = serve(start_api, dsn, acme="token-a")
+    sign_in(page, api.url, "token-a")
+    card(page, "s-1").click()
+
+    rows = page.locator("#detail .timeline-event")
+    expect(rows).to_have_count(5)
+    expect(rows.nth(1)).to_contain_text("UserPromptSubmit")
+    expect(rows.nth(1).locator(".event-subject")).to_contain_text("Analyse the Q3 sales in data/sales_q3.csv")
+
+    failed = rows.nth(2)
+    expect(failed).to_have_class("timeline-event kind-tool failed")
+    expect(failed.locator(".tool-name")).to_have_text("Bash")
+    expect(failed).to_contain_text("PreToolUse → PostToolUseFailure")
+    expect(failed.locator(".event-subject")).to_have_text("python -m pytest tests/test_loader.py -q")
+    expect(failed.locator(".duration")).to_have_text("1.9 s")
+    error = failed.locator(".event-error")
+    expect(error).to_contain_text("1 failed, 5 passed in 0.41s")
+    assert error.evaluate(  # in the page's red
+        """e => { const probe = document.createElement("span"); probe.style.color = "var(--failed)";
+                  document.body.append(probe); const red = getComputedStyle(probe).color; probe.remove();
+                  return getComputedStyle(e).color === red; }"""
+    )
+
+    edit = rows.nth(3)
+    expect(edit.locator(".tool-name")).to_have_text("Edit")
+    expect(edit.locator(".event-subject")).to_have_text("/home/dev/proj/src/sales/metrics.py")
+    hunk = edit_end["tool_response"]["structuredPatch"][0]
+    diff = edit.locator(".diff")
+    expect(diff.locator(".diff-hunk")).to_have_text(
+        f"@@ -{hunk['oldStart']},{hunk['oldLines']} +{hunk['newStart']},{hunk['newLines']} @@"
+    )
+    expect(diff.locator(".diff-add")).to_have_text(["+    if not values:", "+        return 0.0"])
+    expect(diff.locator(".diff-ctx")).to_have_count(len(hunk["lines"]) - 2)
+    expect(edit.locator(".event-error")).to_have_count(0)
+    edit.scroll_into_view_if_needed()
+    screenshot(page, "detail-diff")
+
+    expect(rows.nth(4).locator(".event-subject")).to_contain_text("I've written the analysis")
+    # Bars on one time axis: the failed Bash starts 2 s into the 9 s shown and lasts 1.873 s.
+    left, width = failed.locator(".span-bar").evaluate("b => [b.style.left, b.style.width]")
+    assert abs(float(left.rstrip("%")) - 2 / 9 * 100) < 0.1
+    assert abs(float(width.rstrip("%")) - 1.873 / 9 * 100) < 0.1
+
+    failed.scroll_into_view_if_needed()
+    screenshot(page, "detail")
+    payload = failed.locator("details.payload")
+    expect(payload.locator("pre").nth(1)).to_be_hidden()
+    payload.locator("summary").click()  # the payloads, one click away
+    expect(payload.locator("pre").nth(1)).to_contain_text('"error": "Exit code 1')
+
+
+def test_equal_timestamps_keep_the_order_they_were_received_in(page: Page, dsn: str, start_api) -> None:
+    migrate(dsn)
+    add_session(dsn, "acme", "s-1")
+    at = ago(minutes=5).replace(microsecond=0)
+    end = at + timedelta(seconds=30)
+    # Received in this order, at the same occurred_at; event ids in the opposite order.
+    for n, (event_type, when) in enumerate(
+        [("SessionStart", at), ("UserPromptSubmit", at), ("Stop", end), ("SessionEnd", end)]
+    ):
+        add_event(
+            dsn,
+            "acme",
+            "s-1",
+            event_type,
+            when,
+            received_at=when + timedelta(milliseconds=n),
+            event_id=f"{9 - n:08d}-0000-0000-0000-000000000000",
+        )
+    api = serve(start_api, dsn, acme="token-a")
+    sign_in(page, api.url, "token-a")
+    card(page, "s-1").click()
+    types = page.locator("#detail .timeline-event .event-type")
+    expect(types).to_have_text(["SessionStart", "UserPromptSubmit", "Stop", "SessionEnd"])
+
+    # Pages of one event each break between the ties without skipping or repeating one.
+    seen, cursor = [], None
+    while True:
+        query = "limit=1" + (f"&cursor={cursor}" if cursor else "")
+        request = urllib.request.Request(
+            f"{api.url}/api/sessions/s-1/events?{query}", headers={"Authorization": "Bearer token-a"}
+        )
+        with urllib.request.urlopen(request) as answer:
+            body = json.load(answer)
+        seen += [e["event_type"] for e in body["events"]]
+        cursor = body["next_cursor"]
+        if cursor is None:
+            break
+    assert seen == ["SessionStart", "UserPromptSubmit", "Stop", "SessionEnd"]
+
+
+def test_the_overview_charts_the_tenants_stats(page: Page, dsn: str, start_api) -> None:
+    migrate(dsn)
+    now = datetime.now(UTC)
+    plan = [  # (id, status, model, cost, days ago)
+        ("a", "completed", "claude-opus-4-1", "1.25", 1),
+        ("b", "completed", "claude-opus-4-1", "0.75", 1),
+        ("c", "failed", "claude-sonnet-4-5", "0.40", 3),
+        ("d", "running", "claude-sonnet-4-5", None, 0),
+        ("e", "completed", "claude-haiku-4-5", "0.10", 12),
+        ("f", "ended", "claude-opus-4-1", "2.00", 45),  # outside the last 30 days
+    ]
+    for session_id, status, model, cost, days_ago in plan:
+        started = now - timedelta(days=days_ago, minutes=5)
+        add_session(dsn, "acme", session_id, status=status, model=model, cost=cost, started_at=started)
+        for i in range(3 + days_ago % 4):
+            add_event(dsn, "acme", session_id, "Notification", started + timedelta(seconds=i))
+    add_session(dsn, "globex", "g", status="completed", model="gpt-5", cost="9.00")
+    add_event(dsn, "globex", "g", "Notification", now - timedelta(minutes=1))
+    sql(dsn, "UPDATE sessions SET meta = '{\"qa_score\": 80}' WHERE session_id IN ('a', 'c')")
+    api = serve(start_api, dsn, acme="token-a", globex="token-b")
+    sign_in(page, api.url, "token-a")
+
+    def expected(days: int) -> dict[str, Any]:
+        window = "now() - $1 * interval '1 day'"
+        [sessions, cost] = sql(
+            dsn,
+            f"SELECT count(*), coalesce(sum(cost_usd), 0) FROM sessions WHERE tenant_id = 'acme' "
+            f"AND started_at >= {window}",
+            days,
+        )[0]
+        [events] = sql(
+            dsn,
+            f"SELECT count(*) FROM hook_audit_log WHERE tenant_id = 'acme' AND occurred_at >= {window}",
+            days,
+        )[0]
+        models = sql(
+            dsn,
+            f"SELECT model, count(*), sum(cost_usd) FROM sessions WHERE tenant_id = 'acme' "
+            f"AND started_at >= {window} GROUP BY model ORDER BY count(*) DESC, model",
+            days,
+        )
+        return {"sessions": sessions, "cost": cost, "events": events, "models": models}
+
+    overview = page.locator("#detail .dashboard")
+    want = expected(30)
+    assert want["sessions"] == 5
+    expect(overview.locator(".total-sessions .tile-value")).to_have_text(str(want["sessions"]))
+    expect(overview.locator(".total-events .tile-value")).to_have_text(str(want["events"]))
+    expect(overview.locator(".total-cost .tile-value")).to_have_text(f"${want['cost']:.2f}")
+    expect(overview.locator(".total-qa .tile-value")).to_have_text("80.0 (2)")
+    expect(overview.locator(".sessions-per-day .chart-caption")).to_have_text(f"{want['sessions']} sessions")
+    expect(overview.locator(".events-per-day .chart-caption")).to_have_text(f"{want['events']} events")
+    expect(overview.locator(".by-status .chart-caption")).to_have_text("completed 3, failed 1, running 1")
+    expect(overview.locator(".cost-by-model .chart-caption")).to_have_text(f"${want['cost']:.2f} in all")
+    rows = overview.locator("table.models tbody tr")
+    expect(rows).to_have_count(len(want["models"]))
+    for row, (model, count, cost) in zip(rows.all(), want["models"], strict=True):
+        expect(row.locator("td")).to_have_text([model, str(count), f"${cost or 0:.2f}"])
+    charts = overview.locator(".chart .uplot canvas")
+    expect(charts).to_have_count(5)  # sessions and events per day, by status, cost by model, QA scores
+    for canvas in charts.all():  # each chart drew something
+        assert canvas.evaluate(
+            "c => c.width > 100 && c.getContext('2d').getImageData(0, 0, c.width, c.height).data.some(v => v)"
+        )
+    screenshot(page, "dashboard")
+
+    page.get_by_label("Range").select_option("7")
+    want = expected(7)
+    assert want["sessions"] == 4
+    expect(overview.locator(".total-sessions .tile-value")).to_have_text(str(want["sessions"]))
+    expect(overview.locator(".total-events .tile-value")).to_have_text(str(want["events"]))
+    expect(overview.locator(".total-cost .tile-value")).to_have_text(f"${want['cost']:.2f}")
+    expect(page.locator("#detail")).not_to_contain_text("gpt-5")
+    screenshot(page, "list")
+
+    card(page, "a").click()  # a session replaces the overview; back to none brings it again
+    expect(overview).to_have_count(0)
+    page.evaluate("location.hash = ''")
+    expect(overview.locator(".total-sessions .tile-value")).to_have_text("5")

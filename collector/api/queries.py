@@ -124,14 +124,16 @@ async def agent_states(conn: asyncpg.Connection, session_id: str) -> list[AgentS
 
 # The page's events, each tool call start or end with its counterpart (same tool_use_id): the first start
 # and the first end of every tool_use_id on the page, found among the session's tool call events once
-# and hash-joined (a per-row lookup would rescan the session for each event of the page).
+# and hash-joined (a per-row lookup would rescan the session for each event of the page). Events that
+# occurred at the same instant keep the order they were received in (received_at; event_id only makes
+# the order total): the session index bounds the scan by occurred_at and an incremental sort does the rest.
 _EVENTS = """
 WITH page AS (
-    SELECT event_id, occurred_at, event_type, tool_name, payload,
+    SELECT event_id, occurred_at, received_at, event_type, tool_name, payload,
            CASE WHEN event_type = ANY($3::text[]) THEN payload->>'tool_use_id' END AS tool_use_id
     FROM hook_audit_log
     WHERE session_id = $1 {after}
-    ORDER BY occurred_at, event_id
+    ORDER BY occurred_at, received_at, event_id
     LIMIT $2
 ), calls AS (
     SELECT DISTINCT ON (payload->>'tool_use_id', event_type = $4)
@@ -142,10 +144,10 @@ WITH page AS (
     ORDER BY payload->>'tool_use_id', event_type = $4, occurred_at
 )
 SELECT p.event_id, p.occurred_at, p.event_type, p.tool_name, p.tool_use_id, p.payload,
-       o.event_id AS paired_event_id, o.occurred_at AS paired_at
+       p.received_at, o.event_id AS paired_event_id, o.occurred_at AS paired_at
 FROM page p
 LEFT JOIN calls o ON o.tool_use_id = p.tool_use_id AND o.is_start <> (p.event_type = $4)
-ORDER BY p.occurred_at, p.event_id
+ORDER BY p.occurred_at, p.received_at, p.event_id
 """
 _TOOL_CALL_EVENTS = sorted({cls.TOOL_CALL_START, *cls.TOOL_CALL_END})
 
@@ -155,9 +157,9 @@ async def events(conn: asyncpg.Connection, session_id: str, query: EventQuery) -
     args: list[Any] = [session_id, query.limit + 1, _TOOL_CALL_EVENTS, cls.TOOL_CALL_START]
     after = ""
     if query.cursor is not UNSET:
-        at, event_id = cursor.decode(cursor.EVENTS, query.cursor)
-        args += [at, _uuid(event_id)]
-        after = "AND occurred_at >= $5 AND (occurred_at > $5 OR event_id > $6)"
+        at, key = cursor.decode(cursor.EVENTS, query.cursor)
+        args += [at, *_event_key(key)]
+        after = "AND occurred_at >= $5 AND (occurred_at, received_at, event_id) > ($5, $6, $7)"
     rows = await conn.fetch(_EVENTS.format(after=after), *args)
     timeline = [
         TimelineEvent(
@@ -172,17 +174,25 @@ async def events(conn: asyncpg.Connection, session_id: str, query: EventQuery) -
         )
         for row in rows[: query.limit]
     ]
-    last = timeline[-1] if len(rows) > query.limit else None
+    last = rows[query.limit - 1] if len(rows) > query.limit else None
     return EventPage(
         events=timeline,
-        next_cursor=cursor.encode(cursor.EVENTS, last.occurred_at, last.event_id) if last else None,
+        next_cursor=cursor.encode(
+            cursor.EVENTS,
+            last["occurred_at"],
+            f"{(last['received_at'] - cursor.EPOCH) // timedelta(microseconds=1)}:{last['event_id']}",
+        )
+        if last
+        else None,
     )
 
 
-def _uuid(text: str) -> str:
+def _event_key(key: str) -> tuple[datetime, str]:
+    """The received_at and event_id a timeline cursor's key (``"<µs since the epoch>:<uuid>"``) holds."""
+    micros, _, event_id = key.partition(":")
     try:
-        return str(uuid.UUID(text))
-    except ValueError:
+        return cursor.EPOCH + timedelta(microseconds=int(micros)), str(uuid.UUID(event_id))
+    except (ValueError, OverflowError):
         raise BadParameter("cursor: not a cursor this API gave") from None
 
 

@@ -41,6 +41,7 @@
     detailGen: 0,
     detailHeader: null,
     detailFailed: false,
+    dashboard: null, // the overview, while no session is open
     streamGen: 0,
     streamAbort: null,
     streamWake: null,
@@ -48,16 +49,7 @@
 
   // -- Small helpers --------------------------------------------------------------------------------
 
-  function el(tag, className, text) {
-    const node = document.createElement(tag);
-    if (className) node.className = className;
-    if (text !== undefined && text !== null) node.textContent = String(text);
-    return node;
-  }
-
-  function plural(n, word) {
-    return `${n} ${word}${n === 1 ? "" : "s"}`;
-  }
+  const { el, plural, known, money, prettyJson } = window.hookdbUtil;
 
   function relative(iso) {
     const seconds = (Date.now() - Date.parse(iso)) / 1000;
@@ -80,39 +72,9 @@
     return t;
   }
 
-  function known(value) {
-    return value !== null && value !== undefined;
-  }
-
-  function money(value) {
-    const n = Number(value);
-    return n > 0 && n < 0.01 ? "< $0.01" : `$${n.toFixed(2)}`;
-  }
-
   function score(value) {
     const n = Number(value);
     return Number.isInteger(n) ? String(n) : n.toFixed(1);
-  }
-
-  function duration(ms) {
-    if (ms < 1000) return `${Math.round(ms)} ms`;
-    if (ms < 60000) return `${(ms / 1000).toFixed(1)} s`;
-    return `${Math.floor(ms / 60000)} min ${Math.round((ms % 60000) / 1000)} s`;
-  }
-
-  function clock(iso) {
-    const d = new Date(iso);
-    const options = { hour: "2-digit", minute: "2-digit", second: "2-digit", hour12: false };
-    const hms = d.toLocaleTimeString([], options);
-    return `${hms}.${String(d.getMilliseconds()).padStart(3, "0")}`;
-  }
-
-  function prettyJson(text) {
-    try {
-      return JSON.stringify(typeof text === "string" ? JSON.parse(text) : text, null, 2);
-    } catch (_) {
-      return String(text);
-    }
   }
 
   function badge(status) {
@@ -196,6 +158,7 @@
     state.retryTimer = 0;
     if (state.streamWake) state.streamWake(); // a stream waiting to reconnect: now
     if (state.detailFailed && state.selected) openSession(state.selected);
+    if (state.dashboard && state.dashboard.failed && !state.selected) state.dashboard.reload();
   }
 
   // -- The list -------------------------------------------------------------------------------------
@@ -560,23 +523,8 @@
     return article;
   }
 
-  function renderEvent(e) {
-    const li = el("li", "timeline-event");
-    const row = el("div", "event-row");
-    const at = el("time", "event-time", clock(e.occurred_at));
-    at.dateTime = e.occurred_at;
-    row.append(at, el("span", "event-type", e.event_type));
-    if (e.tool_name) row.append(el("span", "tool-name", e.tool_name));
-    if (known(e.duration_ms)) row.append(el("span", "duration", duration(e.duration_ms)));
-    const payload = el("details", "payload");
-    payload.append(el("summary", null, "payload"), el("pre", "json", prettyJson(e.payload)));
-    li.append(row, payload);
-    return li;
-  }
-
-  function appendEvents(timeline, page, id) {
-    const [list, more] = timeline;
-    for (const e of page.events) list.append(renderEvent(e));
+  function appendEvents(timeline, more, page, id) {
+    timeline.add(page.events);
     more.hidden = !page.next_cursor;
     more.onclick = async () => {
       more.disabled = true;
@@ -586,7 +534,7 @@
           ["cursor", page.next_cursor],
         ]);
         more.textContent = "Load more events";
-        if (state.selected === id) appendEvents(timeline, next, id);
+        if (state.selected === id) appendEvents(timeline, more, next, id);
       } catch (err) {
         handleError(err, (message) => (more.textContent = `Load more events (${message})`));
       } finally {
@@ -609,12 +557,13 @@
     for (const a of d.agent_states) states.append(renderState(a));
 
     const timeline = section("Timeline", "timeline");
-    const list = el("ol", "events");
+    const events = window.hookdbTimeline.create();
     const more = el("button", "load-more", "Load more events");
     more.type = "button";
     if (!d.events.events.length) timeline.append(el("p", "empty", "No events."));
-    timeline.append(list, more);
-    appendEvents([list, more], d.events, s.session_id);
+    else timeline.append(events.node);
+    timeline.append(more);
+    appendEvents(events, more, d.events, s.session_id);
 
     ui.detail.replaceChildren(state.detailHeader, reports, states, timeline);
     ui.detail.scrollTop = 0;
@@ -623,6 +572,7 @@
 
   async function openSession(id) {
     state.selected = id;
+    state.dashboard = null;
     state.detailFailed = false;
     for (const [sid, { li }] of state.cards) {
       const button = li.querySelector("button");
@@ -645,11 +595,29 @@
     }
   }
 
+  // No session open: the overview of the tenant's sessions in its place.
+  function showDashboard() {
+    state.selected = null;
+    state.detailGen++;
+    state.detailHeader = null;
+    for (const { li } of state.cards.values()) li.querySelector("button").removeAttribute("aria-current");
+    if (!state.token) {
+      ui.detail.replaceChildren();
+      return;
+    }
+    state.dashboard = window.hookdbDashboard.create(
+      (params) => api("/api/sessions/stats", params),
+      handleError,
+    );
+    const hint = el("p", "placeholder", "Select a session to see its reports and timeline.");
+    ui.detail.replaceChildren(hint, state.dashboard.node);
+    state.dashboard.reload();
+  }
+
   function showHashSession() {
     const m = /^#session=(.+)$/.exec(location.hash);
     if (!m || !state.token) {
-      state.selected = null;
-      ui.detail.replaceChildren(el("p", "placeholder", "Select a session to see its reports and timeline."));
+      showDashboard();
       return;
     }
     let id;
@@ -730,6 +698,7 @@
     state.loading = false;
     state.selected = null;
     state.detailHeader = null;
+    state.dashboard = null;
     ui.list.replaceChildren();
     ui.listEnd.textContent = "";
     ui.detail.replaceChildren();
