@@ -12,7 +12,9 @@ import time
 
 PROTOCOL_VERSION = 1
 HEADER_SIZE = 4
-DEFAULT_MAX_FRAME_BYTES = 8 * 1024 * 1024
+# Far above any hook input once large strings go to blobs; a larger event is sent with its largest strings
+# replaced by size-and-sha256 markers (``hookdb.client.oversize``), never refused or lost.
+DEFAULT_MAX_FRAME_BYTES = 64 * 1024 * 1024
 
 # Why a frame is refused: stable labels for metrics, logs and replies.
 REJECT_REASONS = (
