@@ -23,7 +23,7 @@ REJECT_REASONS = (
     "not_msgpack",  # the frame body is not MessagePack
     "bad_envelope",  # MessagePack, but a field is missing or has the wrong type
     "unsupported_version",  # an envelope of a protocol version this collector does not speak
-    "bad_payload",  # the payload is not UTF-8 JSON that PostgreSQL can store
+    "bad_payload",  # the payload is not UTF-8 JSON, or nests too deeply
     "tenant_not_allowed",  # the envelope claims a tenant the sender's uid/gid may not write
     "peer_not_allowed",  # the sender's uid/gid may write no tenant at all
 )

@@ -186,7 +186,10 @@ def test_hookdb_payload_gives_back_the_exact_value(migrated: str) -> None:
         {},
         [],
     ]
-    for value in values:
+    deepest: Any = {"k\x00": "v\x00"}
+    for _ in range(MAX_PAYLOAD_DEPTH - 1):
+        deepest = [deepest]
+    for value in [*values, deepest]:
         assert _through_postgres(migrated, value) == value
 
 
@@ -248,11 +251,17 @@ def test_u0000_in_values_and_keys_lands_and_reads_back_exactly(
         "tool_name": "Bash",
         "tool_response": {"stdout": "a\x00b"},
     }
-    for payload in (binary_read, bash):
+    start = {
+        **corpus.hook_payloads()["SessionStart"],
+        "session_id": "s-nul",
+        "cwd": "/w\x00",
+        "model": "m\x00",
+    }
+    for payload in (binary_read, bash, start):
         result = emit(json.dumps(payload).encode(), socket_path)
         assert (result.returncode, result.stderr) == (0, b"")
-    assert wait_for_rows(dsn, 2) == 2
-    assert originals(dsn) == [binary_read, bash]
+    assert wait_for_rows(dsn, 3) == 3
+    assert originals(dsn) == [binary_read, bash, start]
     rows = run_sql(
         dsn,
         "SELECT tool_name, payload->>'session_id', payload->'tool_input'->>'file_path' FROM hook_audit_log "
