@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from decimal import Decimal
 from typing import Annotated, Any
 
 import msgspec
@@ -50,8 +51,10 @@ class _PayloadHead(msgspec.Struct):
 _envelope = msgspec.msgpack.Decoder(Envelope)
 _reply = msgspec.msgpack.Decoder(Reply)
 _version = msgspec.msgpack.Decoder(_Version)
-_payload_head = msgspec.json.Decoder(_PayloadHead | list | str | int | float | bool | None)
-_decode = msgspec.json.Decoder().decode
+_payload_head = msgspec.json.Decoder(
+    _PayloadHead | list | str | int | float | bool | None, float_hook=Decimal
+)
+_decode = msgspec.json.Decoder(float_hook=Decimal).decode  # 1e400 is JSON (and jsonb) too
 
 
 MAX_PAYLOAD_DEPTH = 256

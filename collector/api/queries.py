@@ -187,7 +187,7 @@ def _payload(stored: msgspec.Raw) -> Any:
     text = bytes(memoryview(stored))
     if b'"' + blobs.NUL_KEY.encode() + b'"' not in text and b'"' + blobs.KEYS_KEY.encode() + b'"' not in text:
         return stored
-    return blobs.restore(msgspec.json.decode(text), lambda _digest: None)
+    return msgspec.Raw(blobs.encode(blobs.restore(blobs.decode(text), lambda _digest: None)))
 
 
 def _uuid(text: str) -> str:

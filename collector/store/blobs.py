@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
+from decimal import Decimal
 from typing import Any
 
 import msgspec
@@ -26,17 +27,21 @@ MARKER_KEYS = frozenset((BLOB_KEY, NUL_KEY, KEYS_KEY))
 # escapes has a backslash-u), so a small one is stored as it came, without being parsed.
 _ESCAPES = (b"\\u", b'"$hookdb.')
 
+# Numbers as Decimal, so a payload rebuilt here keeps every digit (and 1e400) as jsonb does.
+decode = msgspec.json.Decoder(float_hook=Decimal).decode
+encode = msgspec.json.Encoder(decimal_format="number").encode
+
 
 def extract(payload: bytes, min_bytes: int, decoded: Any = None) -> tuple[bytes, dict[str, str]]:
     """The payload as stored: large strings replaced by blob references, U+0000 and marker keys escaped.
 
     Returns the stored JSON and the blobs by sha256. ``decoded`` is the payload already decoded by the
-    caller (``None``: decoded here when needed), so a payload is parsed once on its way. A payload that
-    needs nothing comes back as the same bytes.
+    caller with :func:`decode` (``None``: decoded here when needed), so a payload is parsed once on its
+    way. A payload that needs nothing comes back as the same bytes.
     """
     if len(payload) < min_bytes and not any(escape in payload for escape in _ESCAPES):
         return payload, {}
-    value = msgspec.json.decode(payload) if decoded is None else decoded
+    value = decode(payload) if decoded is None else decoded
     blobs: dict[str, str] = {}
     changed = False
 
@@ -84,7 +89,7 @@ def extract(payload: bytes, min_bytes: int, decoded: Any = None) -> tuple[bytes,
             into[slot] = item
     if not blobs and not changed:
         return payload, {}
-    return msgspec.json.encode(root[0]), blobs
+    return encode(root[0]), blobs
 
 
 def restore(value: Any, lookup: Callable[[str], str | None]) -> Any:
