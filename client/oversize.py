@@ -36,7 +36,7 @@ def shrink(payload: bytes, budget: int) -> bytes:
         size = len(_encode(value))
         # Largest first; a string saves at least its UTF-8 length and quotes, less its marker.
         for _, into, slot, data in sorted(holders, key=lambda h: h[0], reverse=True):
-            if size <= budget:
+            if size <= budget or len(data) + 2 <= _MARKER_BYTES:  # fits, or no string left that helps
                 break
             into[slot] = marker(data)
             size -= len(data) + 2 - _MARKER_BYTES

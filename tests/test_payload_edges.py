@@ -382,7 +382,7 @@ def test_deep_json_is_refused_and_costs_no_one_else(
         box.append(body)
         box.close()
     collector = start_collector("--set", f"outbox.dir={outbox}")
-    for depth in (MAX_PAYLOAD_DEPTH + 1, 990, 100_000):
+    for depth in (990, 100_000, MAX_PAYLOAD_DEPTH + 1):
         body, event_id = _frame(_deep(depth))
         with pytest.raises(Refused) as refused:
             deliver(str(socket_path), frame(body), event_id, 10)
