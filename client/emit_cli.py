@@ -83,7 +83,7 @@ def run(argv: list[str], stdin: bytes) -> str | None:
         return f"bad arguments, nothing sent: {exc}"
     try:
         hook = _parse_hook(stdin)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:  # RecursionError: nested too deeply for any collector
         return f"stdin is not a hook event, nothing sent: {exc}"
     event_id = new_event_id()
 

@@ -387,6 +387,8 @@ def test_deep_json_is_refused_and_costs_no_one_else(
         with pytest.raises(Refused) as refused:
             deliver(str(socket_path), frame(body), event_id, 10)
         assert decode_reply(refused.value.reply).startswith("bad_payload: payload nests deeper than")
+    result = emit(_deep(100_000), socket_path)
+    assert result.stderr.startswith(b"hookdb-emit: stdin is not a hook event, nothing sent: maximum recur")
     deepest_taken, event_id = _frame(_deep(MAX_PAYLOAD_DEPTH - 1))
     deliver(str(socket_path), frame(deepest_taken), event_id, 10)
     result = emit(json.dumps(corpus.hook_payloads()["Stop"]).encode(), socket_path)
