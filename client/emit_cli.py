@@ -14,7 +14,7 @@ import time
 
 from hookdb.client.paths import default_socket_path
 from hookdb.client.transport import Refused, deliver
-from hookdb.client.wire import encode_envelope, frame, new_event_id
+from hookdb.client.wire import DEFAULT_MAX_FRAME_BYTES, encode_envelope, frame, new_event_id
 
 USAGE = "usage: hookdb-emit [--source NAME] [--socket PATH] [--tenant NAME] [--timeout SECONDS] < hook.json"
 SEND_TIMEOUT_ENV = "HOOKDB_EMIT_TIMEOUT"
@@ -83,19 +83,27 @@ def run(argv: list[str], stdin: bytes) -> str | None:
         return f"bad arguments, nothing sent: {exc}"
     try:
         hook = _parse_hook(stdin)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:  # RecursionError: nested too deeply for any collector
         return f"stdin is not a hook event, nothing sent: {exc}"
     event_id = new_event_id()
-    body = encode_envelope(
-        event_id=event_id,
-        occurred_at_ns=occurred_at_ns,
-        source=opts.get("source") or "claude-code",
-        event_type=_label(hook.get("hook_event_name")) or "Unknown",
-        session_id=_label(hook.get("session_id")),
-        tenant=opts.get("tenant") or None,
-        payload=stdin,
-        ack=True,
-    )
+
+    def envelope(payload: bytes) -> bytes:
+        return encode_envelope(
+            event_id=event_id,
+            occurred_at_ns=occurred_at_ns,
+            source=opts.get("source") or "claude-code",
+            event_type=_label(hook.get("hook_event_name")) or "Unknown",
+            session_id=_label(hook.get("session_id")),
+            tenant=opts.get("tenant") or None,
+            payload=payload,
+            ack=True,
+        )
+
+    body = envelope(stdin)
+    if len(body) > DEFAULT_MAX_FRAME_BYTES:  # too big for any collector: shrink it (rare, so imported here)
+        from hookdb.client.oversize import shrink
+
+        body = envelope(shrink(stdin, DEFAULT_MAX_FRAME_BYTES - (len(body) - len(stdin))))
     path = opts.get("socket") or default_socket_path()
     try:
         deliver(path, frame(body), event_id, timeout)

@@ -11,9 +11,10 @@ from typing import Any
 import msgspec
 
 from hookdb.client.outbox import OutboxFile, outbox_dir
+from hookdb.client.oversize import shrink
 from hookdb.client.paths import default_socket_path
 from hookdb.client.transport import Refused, await_reply, connect
-from hookdb.client.wire import encode_envelope, frame, new_event_id
+from hookdb.client.wire import DEFAULT_MAX_FRAME_BYTES, encode_envelope, frame, new_event_id
 
 log = logging.getLogger("hookdb.client")
 
@@ -55,17 +56,25 @@ class Emitter:
     ) -> uuid.UUID:
         """Record one event; return its id."""
         event_id = new_event_id()
-        try:
-            body = encode_envelope(
+        occurred_at_ns = time.time_ns()
+
+        def envelope(data: bytes) -> bytes:
+            return encode_envelope(
                 event_id=event_id,
-                occurred_at_ns=time.time_ns(),
+                occurred_at_ns=occurred_at_ns,
                 source=source,
                 event_type=event_type,
                 session_id=session_id,
                 tenant=self.tenant,
-                payload=self._encode_payload(payload),
+                payload=data,
                 ack=self.ack,
             )
+
+        try:
+            data = self._encode_payload(payload)
+            body = envelope(data)
+            if len(body) > DEFAULT_MAX_FRAME_BYTES:  # too big for any collector: its largest strings give way
+                body = envelope(shrink(data, DEFAULT_MAX_FRAME_BYTES - (len(body) - len(data))))
         except Exception as exc:
             self._lose(exc)
             return uuid.UUID(event_id)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from decimal import Decimal
 from typing import Annotated, Any
 
 import msgspec
@@ -50,20 +51,30 @@ class _PayloadHead(msgspec.Struct):
 _envelope = msgspec.msgpack.Decoder(Envelope)
 _reply = msgspec.msgpack.Decoder(Reply)
 _version = msgspec.msgpack.Decoder(_Version)
-_payload_head = msgspec.json.Decoder(_PayloadHead | list | str | int | float | bool | None)
+_payload_head = msgspec.json.Decoder(
+    _PayloadHead | list | str | int | float | bool | None, float_hook=Decimal
+)
+_decode = msgspec.json.Decoder(float_hook=Decimal).decode  # 1e400 is JSON (and jsonb) too
+
+
+MAX_PAYLOAD_DEPTH = 256
+"""Deepest nesting of arrays and objects a payload may have. PostgreSQL's jsonb takes 10,000 levels and
+more, but the collector walks payloads in Python, whose recursion limit (1,000 frames, shared with the
+caller's stack) a payload must not reach; real hook inputs nest a few dozen levels at most."""
 
 
 def decode_envelope(body: bytes) -> tuple[Envelope, str | None]:
     """Decode and validate one frame body; return the envelope and the payload's ``tool_name``.
 
-    Raises :class:`ProtocolError` with the reason a collector counts the frame under.
+    Raises :class:`ProtocolError` with the reason a collector counts the frame under; no other exception
+    escapes, whatever the bytes (a frame nested too deeply for the decoder is refused too).
     """
     try:
         env = _envelope.decode(body)
     except msgspec.ValidationError as exc:
         try:
             v = _version.decode(body).v
-        except msgspec.MsgspecError:
+        except (msgspec.MsgspecError, RecursionError):
             v = PROTOCOL_VERSION
         if v != PROTOCOL_VERSION:
             raise ProtocolError(
@@ -72,33 +83,56 @@ def decode_envelope(body: bytes) -> tuple[Envelope, str | None]:
         raise ProtocolError("bad_envelope", str(exc)) from None
     except msgspec.DecodeError as exc:
         raise ProtocolError("not_msgpack", str(exc)) from None
+    except RecursionError:
+        raise ProtocolError("bad_envelope", "the envelope nests too deeply to decode") from None
+    except Exception as exc:  # whatever the decoder raises costs only this frame
+        raise ProtocolError("bad_envelope", f"undecodable envelope: {exc!r}") from None
     if env.v != PROTOCOL_VERSION:
         raise ProtocolError("unsupported_version", f"protocol version {env.v}, expected {PROTOCOL_VERSION}")
     return env, payload_tool_name(env.payload)
 
 
 def payload_tool_name(payload: bytes) -> str | None:
-    """Validate that ``payload`` is JSON that jsonb can store, and return its ``tool_name``, if any."""
+    """Validate that ``payload`` is JSON the collector can store, and return its ``tool_name``, if any.
+
+    Strings (and keys) may hold U+0000: the store keeps them losslessly (see ``collector/store/blobs``).
+    A payload nested deeper than :data:`MAX_PAYLOAD_DEPTH` is refused.
+    """
     try:
         payload.decode()
         head = _payload_head.decode(payload)
+        # Counting brackets costs no parse and bounds the depth: only a payload with many is walked.
+        too_deep = _brackets(payload) > MAX_PAYLOAD_DEPTH and _depth(_decode(payload)) > MAX_PAYLOAD_DEPTH
+    except RecursionError:
+        too_deep = True
     except (UnicodeDecodeError, msgspec.MsgspecError) as exc:
         raise ProtocolError("bad_payload", f"payload is not UTF-8 JSON: {exc}") from None
-    if b"\\u0000" in payload and _holds_nul(msgspec.json.decode(payload)):
-        raise ProtocolError("bad_payload", "payload holds the character U+0000, which jsonb cannot store")
-    if isinstance(head, _PayloadHead) and isinstance(head.tool_name, str):
-        return head.tool_name
+    except Exception as exc:  # whatever the decoder raises costs only this frame
+        raise ProtocolError("bad_payload", f"undecodable payload: {exc!r}") from None
+    if too_deep:
+        raise ProtocolError("bad_payload", f"payload nests deeper than {MAX_PAYLOAD_DEPTH} arrays or objects")
+    if isinstance(head, _PayloadHead) and isinstance(head.tool_name, str) and "\x00" not in head.tool_name:
+        return head.tool_name  # a column: text cannot hold U+0000 (the payload keeps such a name)
     return None
 
 
-def _holds_nul(value: object) -> bool:
-    if isinstance(value, str):
-        return "\x00" in value
-    if isinstance(value, dict):
-        return any(_holds_nul(k) or _holds_nul(v) for k, v in value.items())
-    if isinstance(value, list):
-        return any(_holds_nul(v) for v in value)
-    return False
+def _brackets(payload: bytes) -> int:
+    """An upper bound of the payload's depth that costs no parse: its opening brackets, strings included."""
+    return payload.count(b"[") + payload.count(b"{")
+
+
+def _depth(value: object) -> int:
+    """How deeply arrays and objects nest in a decoded JSON value; iterative, so any depth is measured."""
+    deepest = 0
+    stack = [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, dict):
+            item = list(item.values())
+        if isinstance(item, list):
+            deepest = max(deepest, level)
+            stack.extend((child, level + 1) for child in item)
+    return deepest
 
 
 def decode_reply(body: bytes) -> str:

@@ -12,7 +12,9 @@ import time
 
 PROTOCOL_VERSION = 1
 HEADER_SIZE = 4
-DEFAULT_MAX_FRAME_BYTES = 8 * 1024 * 1024
+# Far above any hook input once large strings go to blobs; a larger event is sent with its largest strings
+# replaced by size-and-sha256 markers (``hookdb.client.oversize``), never refused or lost.
+DEFAULT_MAX_FRAME_BYTES = 64 * 1024 * 1024
 
 # Why a frame is refused: stable labels for metrics, logs and replies.
 REJECT_REASONS = (
@@ -21,7 +23,7 @@ REJECT_REASONS = (
     "not_msgpack",  # the frame body is not MessagePack
     "bad_envelope",  # MessagePack, but a field is missing or has the wrong type
     "unsupported_version",  # an envelope of a protocol version this collector does not speak
-    "bad_payload",  # the payload is not UTF-8 JSON that PostgreSQL can store
+    "bad_payload",  # the payload is not UTF-8 JSON, or nests too deeply
     "tenant_not_allowed",  # the envelope claims a tenant the sender's uid/gid may not write
     "peer_not_allowed",  # the sender's uid/gid may write no tenant at all
 )

@@ -51,7 +51,7 @@ class ListenerSection(_Section):
     socket_group: str = ""
     """Group (name or id) of the socket file; empty keeps the collector's."""
     max_frame_bytes: Positive = DEFAULT_MAX_FRAME_BYTES
-    """Largest frame accepted; a larger length prefix closes the connection before any body is read."""
+    """Largest frame, outbox record or HTTP hook body taken; hookdb's clients shrink bigger events to fit."""
     read_bytes: Positive = 256 * 1024
     """Bytes read from a connection at a time; with ``max_frame_bytes``, bounds what a connection buffers."""
     max_connections: Positive = 1024

@@ -433,7 +433,7 @@ def test_the_mapper_handles_what_real_transcripts_hold() -> None:
     assert payloads[3]["permission_mode"] == "plan"
     assert payloads[4]["trigger"] == "auto"
     assert payloads[5]["last_assistant_message"] == "Let me run it."
-    assert payloads[6]["prompt"] == "second prompt with a NUL \ufffd inside"  # jsonb cannot hold U+0000
+    assert payloads[6]["prompt"] == "second prompt with a NUL \u0000 inside"  # stored losslessly
     assert (payloads[8]["agent_id"], payloads[8]["tool_name"]) == ("sidechain", "Grep")
     assert "tool_name" not in payloads[9]
     assert (payloads[11]["error"], payloads[11]["last_assistant_message"]) == ("overloaded", "API Error: 529")

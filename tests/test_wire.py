@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from hookdb.client.protocol import Envelope, Reply, decode_envelope
+from hookdb.client.protocol import MAX_PAYLOAD_DEPTH, Envelope, Reply, decode_envelope
 from hookdb.client.wire import (
     DEFAULT_MAX_FRAME_BYTES,
     HEADER_SIZE,
@@ -172,7 +172,9 @@ def test_decoder_lifts_tool_name_from_the_payload() -> None:
         (encode_envelope(**_fields(session_id="a\x00b")), "bad_envelope"),
         (encode_envelope(**_fields(payload=b"{not json")), "bad_payload"),
         (encode_envelope(**_fields(payload=b'{"a": "\xff"}')), "bad_payload"),
-        (encode_envelope(**_fields(payload=b'{"a": "x\\u0000y"}')), "bad_payload"),
+        (encode_envelope(**_fields(payload=b"[" * 257 + b"]" * 257)), "bad_payload"),
+        (encode_envelope(**_fields(payload=b"[" * 990 + b"]" * 990)), "bad_payload"),
+        (encode_envelope(**_fields(payload=b"[" * 100_000 + b"]" * 100_000)), "bad_payload"),
         (encode_envelope(**_fields(payload=b'{"a": NaN}')), "bad_payload"),
     ],
 )
@@ -180,6 +182,30 @@ def test_bad_frames_are_refused_with_their_reason(body: bytes, reason: str) -> N
     with pytest.raises(ProtocolError) as caught:
         decode_envelope(body)
     assert caught.value.reason == reason
+
+
+def test_deep_msgpack_is_refused_not_raised() -> None:
+    body = encode_envelope(**_fields())
+    deep = b"\x89" + body[1:] + b"\xa1x" + b"\x91" * 100_000 + b"\xc0"  # a 9th key, nested 100,000 deep
+    with pytest.raises(ProtocolError) as caught:
+        decode_envelope(deep)
+    assert caught.value.reason == "bad_envelope"
+
+
+def test_payloads_nested_up_to_the_limit_are_accepted() -> None:
+    deepest = b"[" * MAX_PAYLOAD_DEPTH + b"]" * MAX_PAYLOAD_DEPTH
+    assert decode_envelope(encode_envelope(**_fields(payload=deepest)))[1] is None
+    brackets = b'{"tool_name": "Read", "content": "' + b"[{" * 5000 + b'"}'  # deep only in text
+    assert decode_envelope(encode_envelope(**_fields(payload=brackets)))[1] == "Read"
+
+
+def test_u0000_in_a_payload_is_accepted_but_kept_out_of_the_tool_name_column() -> None:
+    _, tool_name = decode_envelope(
+        encode_envelope(**_fields(payload=b'{"tool_name": "R", "a": "x\\u0000y"}'))
+    )
+    assert tool_name == "R"
+    _, tool_name = decode_envelope(encode_envelope(**_fields(payload=b'{"tool_name": "R\\u0000"}')))
+    assert tool_name is None
 
 
 def test_an_escaped_backslash_before_u0000_is_not_a_nul() -> None:

@@ -54,8 +54,7 @@ Decisions:
 - **Malformed lines** (not UTF-8 JSON, not an object, a uuid without a valid timestamp, a user or
   assistant line without a message object) are counted and reported as ``path:line: reason``; the
   rest of the file is imported. A final line still being written is reported the same way.
-- Strings holding U+0000 get U+FFFD instead: ``jsonb`` cannot store U+0000, and losing the event
-  would be worse than losing the character.
+- Strings holding U+0000 are kept as they are: the store keeps them losslessly (``store/blobs``).
 - A session still being written is imported as far as it goes, and ends there (``SessionEnd``); a
   later run adds what followed, with another ``Stop``/``Result``/``SessionEnd`` at its new end.
 
@@ -178,23 +177,6 @@ def _parse(raw: bytes) -> Any:
         return json.loads(raw)
 
 
-def _payload(value: dict[str, Any]) -> bytes:
-    data = _encode(value)
-    if b"\\u0000" in data:
-        data = _encode(_without_nul(value))
-    return data
-
-
-def _without_nul(value: Any) -> Any:
-    if isinstance(value, str):
-        return value.replace("\x00", "\ufffd")
-    if isinstance(value, dict):
-        return {_without_nul(k): _without_nul(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_without_nul(v) for v in value]
-    return value
-
-
 def _ns(stamp: Any) -> int | None:
     """Nanoseconds since the epoch of an ISO 8601 timestamp; a stamp without a zone is UTC."""
     if not isinstance(stamp, str):
@@ -292,7 +274,7 @@ class SessionMapper:
             name,
             self.session_id,
             at.ns,
-            _payload(payload),
+            _encode(payload),
             at.path,
             at.number,
         )
@@ -670,9 +652,7 @@ def _seed_event(
     body: dict[str, Any] = {"session_id": session.session_id, "cwd": str(session.directory)}
     body["hook_event_name"] = name
     body.update(payload)
-    return Event(
-        event_id(session.session_id, key), name, session.session_id, ns, _payload(body), str(path), 0
-    )
+    return Event(event_id(session.session_id, key), name, session.session_id, ns, _encode(body), str(path), 0)
 
 
 def _read_report(path: Path, tally: Tally) -> str | None:

@@ -15,6 +15,7 @@ from decimal import Decimal
 from typing import Any
 
 import asyncpg
+import msgspec
 from msgspec import UNSET
 
 from hookdb.collector import classification as cls
@@ -35,6 +36,7 @@ from hookdb.collector.api.models import (
     Stats,
     TimelineEvent,
 )
+from hookdb.collector.store import blobs
 
 CARD_COLUMNS = """
     session_id, status, model, agent_type, cwd, source, started_at, updated_at, ended_at, status_at,
@@ -170,7 +172,7 @@ async def events(conn: asyncpg.Connection, session_id: str, query: EventQuery) -
             tool_use_id=row["tool_use_id"],
             duration_ms=_millis(row["occurred_at"], row["paired_at"]),
             paired_event_id=str(row["paired_event_id"]) if row["paired_event_id"] else None,
-            payload=row["payload"],
+            payload=_payload(row["payload"]),
         )
         for row in rows[: query.limit]
     ]
@@ -185,6 +187,15 @@ async def events(conn: asyncpg.Connection, session_id: str, query: EventQuery) -
         if last
         else None,
     )
+
+
+def _payload(stored: msgspec.Raw) -> Any:
+    """A payload as the hook sent it, except that large strings stay blob references: U+0000 and marker
+    keys, escaped to fit jsonb (``store/blobs``), are put back; a payload without them passes as it is."""
+    text = bytes(memoryview(stored))
+    if b'"' + blobs.NUL_KEY.encode() + b'"' not in text and b'"' + blobs.KEYS_KEY.encode() + b'"' not in text:
+        return stored
+    return msgspec.Raw(blobs.encode(blobs.restore(blobs.decode(text), lambda _digest: None)))
 
 
 def _event_key(key: str) -> tuple[datetime, str]:

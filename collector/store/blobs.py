@@ -1,59 +1,142 @@
-"""Content-addressed storage of large payload strings: a file that 100 events carry is stored once.
+"""How a payload is kept in ``jsonb``: large strings stored once by content, U+0000 kept losslessly.
 
 Strings of ``min_bytes`` or more leave the payload for ``payload_blobs`` (keyed by tenant and sha256)
-and a ``{"$hookdb.blob": "<sha256>"}`` object takes their place; ``hookdb_payload(tenant, payload)`` in
-SQL (and :func:`restore` here) puts them back, so every event can be reconstructed exactly.
+and a ``{"$hookdb.blob": "<sha256>"}`` object takes their place: a file that 100 events carry is
+stored once. ``jsonb`` cannot hold U+0000, so a string holding it becomes ``{"$hookdb.nul": [parts]}``
+(the parts, each a string or a blob reference, joined by U+0000), and the entries of an object whose
+key holds U+0000 or is one of these marker keys move into ``"$hookdb.keys": [[key, value], ...]``
+(the key a string or a ``$hookdb.nul`` object): a marker key in a stored payload is always a marker.
+``hookdb_payload(tenant, payload)`` in SQL (and :func:`restore` here) undoes all three, so every
+event is reconstructed exactly; every other field stays queryable with the jsonb operators.
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
+from decimal import Decimal
 from typing import Any
 
 import msgspec
 
 BLOB_KEY = "$hookdb.blob"
-_MARKER = b'"' + BLOB_KEY.encode() + b'"'
+NUL_KEY = "$hookdb.nul"
+KEYS_KEY = "$hookdb.keys"
+MARKER_KEYS = frozenset((BLOB_KEY, NUL_KEY, KEYS_KEY))
+# A payload whose bytes hold none of these has no U+0000 and no marker key (a key spelled with \u
+# escapes has a backslash-u), so a small one is stored as it came, without being parsed.
+_ESCAPES = (b"\\u", b'"$hookdb.')
+
+# Numbers as Decimal, so a payload rebuilt here keeps every digit (and 1e400) as jsonb does.
+decode = msgspec.json.Decoder(float_hook=Decimal).decode
+encode = msgspec.json.Encoder(decimal_format="number").encode
 
 
 def extract(payload: bytes, min_bytes: int, decoded: Any = None) -> tuple[bytes, dict[str, str]]:
-    """The payload with its large strings replaced by blob references, and the blobs by sha256.
+    """The payload as stored: large strings replaced by blob references, U+0000 and marker keys escaped.
 
-    ``decoded`` is the payload already decoded by the caller (``None``: decoded here when needed), so a
-    payload is parsed once on its way. A payload that already contains the marker key is left whole, so
-    restoring stays unambiguous.
+    Returns the stored JSON and the blobs by sha256. ``decoded`` is the payload already decoded by the
+    caller with :func:`decode` (``None``: decoded here when needed), so a payload is parsed once on its
+    way. A payload that needs nothing comes back as the same bytes.
     """
-    if len(payload) < min_bytes or _MARKER in payload:
+    if len(payload) < min_bytes and not any(escape in payload for escape in _ESCAPES):
         return payload, {}
+    value = decode(payload) if decoded is None else decoded
     blobs: dict[str, str] = {}
+    changed = False
 
-    def walk(value: Any) -> Any:
-        if isinstance(value, str):
-            if len(value) < min_bytes:
-                return value
-            digest = hashlib.sha256(value.encode()).hexdigest()
-            blobs[digest] = value
-            return {BLOB_KEY: digest}
-        if isinstance(value, dict):
-            return {k: walk(v) for k, v in value.items()}
-        if isinstance(value, list):
-            return [walk(v) for v in value]
-        return value
+    def blob(text: str) -> Any:
+        if len(text) < min_bytes:
+            return text
+        digest = hashlib.sha256(text.encode()).hexdigest()
+        blobs[digest] = text
+        return {BLOB_KEY: digest}
 
-    slim = walk(msgspec.json.decode(payload) if decoded is None else decoded)
-    if not blobs:
+    def string(text: str) -> Any:
+        nonlocal changed
+        if "\x00" not in text:
+            return blob(text)
+        changed = True
+        return {NUL_KEY: [blob(part) for part in text.split("\x00")]}
+
+    # Rebuilt with an explicit stack, not recursion: no payload depth can exhaust the Python stack.
+    root: list[Any] = [None]
+    todo: list[tuple[Any, Any, Any]] = [(value, root, 0)]  # (value, container, slot it goes in)
+    while todo:
+        item, into, slot = todo.pop()
+        if isinstance(item, str):
+            into[slot] = string(item)
+        elif isinstance(item, dict):
+            obj: dict[str, Any] = {}
+            pairs: list[list[Any]] = []
+            for key, child in item.items():
+                if key in MARKER_KEYS or "\x00" in key:
+                    changed = True
+                    pair = [{NUL_KEY: key.split("\x00")} if "\x00" in key else key, None]
+                    pairs.append(pair)
+                    todo.append((child, pair, 1))
+                else:
+                    obj[key] = None
+                    todo.append((child, obj, key))
+            if pairs:
+                obj[KEYS_KEY] = pairs
+            into[slot] = obj
+        elif isinstance(item, list):
+            arr: list[Any] = [None] * len(item)
+            todo.extend((child, arr, i) for i, child in enumerate(item))
+            into[slot] = arr
+        else:
+            into[slot] = item
+    if not blobs and not changed:
         return payload, {}
-    return msgspec.json.encode(slim), blobs
+    return encode(root[0]), blobs
 
 
 def restore(value: Any, lookup: Callable[[str], str | None]) -> Any:
-    """Put blobs back into a decoded payload; a reference whose blob is unknown stays as it is."""
-    if isinstance(value, dict):
-        if len(value) == 1 and isinstance(value.get(BLOB_KEY), str):
-            found = lookup(value[BLOB_KEY])
-            return value if found is None else found
-        return {k: restore(v, lookup) for k, v in value.items()}
-    if isinstance(value, list):
-        return [restore(v, lookup) for v in value]
-    return value
+    """The original payload of a decoded stored one: blobs put back, U+0000 and marker keys unescaped.
+
+    ``lookup`` finds a blob by sha256; a reference whose blob is unknown stays as it is (a ``lookup``
+    that always answers ``None`` undoes only the escapes, as the read API does).
+    """
+
+    def text(item: Any) -> Any:
+        """A string, a blob reference or a ``$hookdb.nul`` object as the string it stands for."""
+        if isinstance(item, dict) and len(item) == 1:
+            if isinstance(item.get(BLOB_KEY), str):
+                found = lookup(item[BLOB_KEY])
+                return item if found is None else found
+            parts = item.get(NUL_KEY)
+            if isinstance(parts, list):
+                joined = [text(part) for part in parts]
+                if all(isinstance(part, str) for part in joined):
+                    return "\x00".join(joined)
+        return item
+
+    root: list[Any] = [None]
+    todo: list[tuple[Any, Any, Any]] = [(value, root, 0)]
+    while todo:
+        item, into, slot = todo.pop()
+        if isinstance(item, dict):
+            found = text(item)
+            if found is not item:
+                into[slot] = found
+                continue
+            obj: dict[Any, Any] = {}
+            for key, child in item.items():
+                if key == KEYS_KEY and isinstance(child, list):
+                    for pair in child:
+                        name = text(pair[0]) if isinstance(pair, list) and len(pair) == 2 else None
+                        if isinstance(name, str):
+                            obj[name] = None
+                            todo.append((pair[1], obj, name))
+                    continue
+                obj[key] = None
+                todo.append((child, obj, key))
+            into[slot] = obj
+        elif isinstance(item, list):
+            arr: list[Any] = [None] * len(item)
+            todo.extend((child, arr, i) for i, child in enumerate(item))
+            into[slot] = arr
+        else:
+            into[slot] = item
+    return root[0]

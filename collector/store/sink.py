@@ -256,7 +256,7 @@ async def prepare(rows: Sequence[Row], blob_min_bytes: int) -> Prepared:
         tenant = str(column(row, "tenant_id"))
         by_tenant[tenant] = None
         payload, extracted = blobs.extract(row[PAYLOAD], blob_min_bytes)  # type: ignore[arg-type]
-        if extracted:
+        if payload is not row[PAYLOAD]:  # blobs taken out, or U+0000 escaped
             row = (*row[:PAYLOAD], payload, *row[PAYLOAD + 1 :])
             for digest, text in extracted.items():
                 found[(tenant, digest)] = text
