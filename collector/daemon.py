@@ -8,10 +8,13 @@ synced, and the process exits 0; what was not delivered is replayed at the next 
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import os
 import signal
 from contextlib import suppress
 from functools import partial
+from pathlib import Path
 
 import trio
 import trio_asyncio
@@ -43,6 +46,39 @@ log = logs.get("hookdb.collector")
 
 SPOOL_RECORD_OVERHEAD = 2048  # spool metadata (with the tenant's name) and record header
 STATUS_SECONDS = 5.0
+LOCK_FILE = "collector.lock"
+PID_WIDTH = 20  # the pid is written padded in place: rewriting it needs no new disk block on a full disk
+
+
+class StateDirLocked(RuntimeError):
+    """Another collector holds the state directory's lock."""
+
+
+def lock_state_dir(state_dir: Path) -> int:
+    """Take the state directory's exclusive lock and write our pid into it; return the descriptor to keep.
+
+    The lock lives as long as the process holds the descriptor (``flock``: released by the kernel even on
+    SIGKILL). The lock file is never removed or truncated, so a second instance can never lock another
+    inode of the same name and steal it.
+    """
+    state_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(state_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, PID_WIDTH + 1, 0).decode(errors="replace").strip() or "unknown"
+        os.close(fd)
+        raise StateDirLocked(
+            f"the state directory {state_dir} is in use by another collector (pid {holder})"
+        ) from None
+    try:
+        os.pwrite(fd, f"{os.getpid():<{PID_WIDTH}}\n".encode(), 0)
+    except OSError as exc:  # the lock holds all the same; only the pid of the message is missing
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            os.close(fd)
+            raise
+        log.warning("state_dir.pid_not_written", error=str(exc))
+    return fd
 
 
 def open_spool(config: Config) -> tuple[Spool, Recovery]:
@@ -81,6 +117,14 @@ def tenant_policy(config: Config) -> TenantPolicy:
 async def run(config: Config) -> None:
     """Run the collector until SIGTERM or SIGINT."""
     tenants = tenant_policy(config)  # a bad config must fail before the spool is touched
+    lock = lock_state_dir(config.state_dir)  # before anything touches the spool, outbox or embedded database
+    try:
+        await _run_locked(config, tenants)
+    finally:
+        os.close(lock)
+
+
+async def _run_locked(config: Config, tenants: TenantPolicy) -> None:
     spool, report = await trio.to_thread.run_sync(open_spool, config)
     _log_recovery(report)
     try:
