@@ -100,6 +100,8 @@ def _log_recovery(report: Recovery) -> None:
         log.error("spool.damaged", segment=name, start=damage.start, end=damage.end)
     if report.quarantined:
         log.error("spool.quarantined", segments=report.quarantined, salvaged_records=report.salvaged_records)
+    if report.salvage_deferred:
+        log.error("spool.salvage_deferred", segments=report.salvage_deferred, reason="disk full")
     if report.records or report.salvaged_records:
         log.info("spool.replaying", records=report.records + report.salvaged_records, bytes=report.bytes)
 

@@ -1,0 +1,318 @@
+"""Faults an operator meets, survived without one: a second collector on a live state directory, a full
+spool disk, an outbox on another file system with a damaged file in it, an embedded PostgreSQL whose
+collector was SIGKILLed.
+
+Real collector processes, real PostgreSQL, real tmpfs mounts (the tests run as root). Each test counts
+what was sent, acknowledged, stored, duplicated, dead-lettered and lost.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import psutil
+import pytest
+from pg import StoppablePostgres
+from test_nothing_lost import ack_roundtrip, envelope, make_frames, stored_ids, with_database
+
+from hookdb.client import Emitter
+from hookdb.client.outbox import OutboxFile
+from hookdb.client.records import FILE_HEADER_SIZE, encode_record
+from hookdb.client.wire import new_event_id
+from hookdb.collector.spool.deadletters import pending_files
+from hookdb.collector.spool.deadletters import read as read_deadletters
+
+from conftest import BIN, Collector, run_sql, wait_for, wait_for_rows
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="mounts a tmpfs: needs root")
+
+
+@contextmanager
+def tmpfs(directory: Path, size: str) -> Iterator[Path]:
+    """A fresh tmpfs of ``size`` mounted on ``directory`` for the block; always unmounted."""
+    directory.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(directory)], check=True)
+    try:
+        yield directory
+    finally:
+        subprocess.run(["umount", "-l", str(directory)], check=False)
+
+
+def fill(directory: Path, name: str) -> Path:
+    """Write a file into ``directory`` until its file system is full."""
+    path = directory / name
+    with open(path, "wb") as f:
+        try:
+            while True:
+                f.write(b"\0" * 4096)
+                f.flush()
+        except OSError:
+            pass
+    return path
+
+
+def alive(collector: Collector) -> None:
+    if collector.proc.poll() is not None:
+        pytest.fail(f"collector exited with {collector.proc.returncode}:\n{collector.output[-5000:]}")
+
+
+def duplicated(dsn: str) -> int:
+    return run_sql(dsn, "SELECT count(*) - count(DISTINCT event_id) FROM hook_audit_log")[0][0]
+
+
+def scrape(collector: Collector, name: str) -> float:
+    with urllib.request.urlopen(f"http://127.0.0.1:{collector.metrics_port()}/metrics", timeout=5) as r:
+        for line in r.read().decode().splitlines():
+            if line.startswith(name + " "):
+                return float(line.split()[1])
+    return 0.0
+
+
+def report(case: str, **counts: int) -> None:
+    print(f"\n{case}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+
+
+# -- 11.3: a second collector on a live state directory -----------------------------------------------------
+
+
+def test_a_second_collector_on_a_live_state_dir_exits_1_and_takes_nothing(
+    start_collector, socket_path: Path, tmp_path: Path, private_pg: StoppablePostgres
+) -> None:
+    run_sql(private_pg.dsn, "CREATE DATABASE hookdb_lock")
+    dsn = with_database(private_pg.dsn, "hookdb_lock")
+    first = start_collector(
+        "--dsn",
+        dsn,
+        "--set",
+        "breaker.open_seconds=1",
+        "--set",
+        "breaker.retry_seconds=0.2",
+        "--set",
+        "database.connect_timeout_seconds=2",
+        use_dsn=False,
+    )
+    private_pg.stop()  # delivery is held off: the five events stay in the first collector's spool
+    ids, frames = make_frames(0, 5, ack=True)
+    acked = ack_roundtrip(socket_path, ids, frames)
+
+    second = subprocess.run(
+        [
+            str(BIN / "hookdb"),
+            "collector",
+            "run",
+            "--socket",
+            str(tmp_path / "other.sock"),  # not the same socket: only the state directory is shared
+            "--state-dir",
+            str(tmp_path / "state"),
+            "--dsn",
+            dsn,
+            "--set",
+            "metrics.enabled=false",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert second.returncode == 1, second.stderr
+    lines = second.stderr.splitlines()
+    assert len(lines) == 1, second.stderr
+    assert f"pid {first.proc.pid}" in lines[0]
+    assert "Traceback" not in second.stdout + second.stderr
+    alive(first)
+
+    private_pg.start()
+    stored = wait_for_rows(dsn, 5)
+    alive(first)
+    assert set(stored_ids(dsn)) == acked
+    report(
+        "second collector",
+        sent=5,
+        acknowledged=len(acked),
+        stored=stored,
+        duplicated=duplicated(dsn),
+        dead_lettered=0,
+        lost=5 - stored,
+    )
+    assert first.stop() == 0
+
+
+# -- 11.4: the spool's disk is full ------------------------------------------------------------------------
+
+
+def test_a_full_spool_disk_is_backpressure_and_the_collector_comes_back_by_itself(
+    start_collector, socket_path: Path, tmp_path: Path, dsn: str
+) -> None:
+    spool_dir = tmp_path / "state" / "spool"
+    with tmpfs(spool_dir, "2m"):
+        settings = ("--set", "outbox.scan_seconds=0.3", "--set", "collector.shutdown_seconds=2")
+        collector = start_collector(*settings)
+        ids, frames = make_frames(0, 20, ack=True)
+        ack_roundtrip(socket_path, ids, frames)  # before the disk fills
+        sent = set(ids)
+        wait_for_rows(dsn, 20)
+
+        filler = fill(spool_dir, "filler")
+        emitter = Emitter(str(socket_path), timeout=0.3, ack=True)
+        while_full = [
+            str(emitter.emit("PostToolUse", {"i": i, "pad": "x" * 2000}, session_id="f")) for i in range(30)
+        ]
+        sent.update(while_full)
+        assert emitter.lost == 0
+        assert emitter.outboxed > 0  # acked clients went to their outbox
+        alive(collector)
+        assert collector.events("spool.disk_full")
+        assert scrape(collector, "hookdb_spool_disk_full_total") >= 1
+
+        # Restart while the disk is still full: recovery must open no segment it cannot write.
+        assert collector.stop() == 0
+        fill(spool_dir, "filler-2")
+        collector = start_collector(*settings)
+        segments = list(spool_dir.glob("*.seg"))
+        assert all(p.stat().st_size >= FILE_HEADER_SIZE for p in segments), segments
+        during = [str(emitter.emit("PostToolUse", {"j": j}, session_id="f")) for j in range(10)]
+        sent.update(during)
+        alive(collector)
+
+        freed_at = time.monotonic()
+        filler.unlink()
+        (spool_dir / "filler-2").unlink()
+        after = [str(emitter.emit("PostToolUse", {"k": k}, session_id="f")) for k in range(10)]
+        sent.update(after)
+        emitter.close()
+        wait_for(lambda: set(stored_ids(dsn)) >= sent, 60)
+        recovered = time.monotonic() - freed_at
+        stored = wait_for_rows(dsn, len(sent))
+        alive(collector)
+        assert not collector.events("spool.damaged")
+        assert not collector.events("spool.quarantined")
+        assert set(stored_ids(dsn)) == sent
+        assert duplicated(dsn) == 0
+        report(
+            "spool disk full",
+            sent=len(sent),
+            acknowledged=len(sent) - emitter.lost,
+            outboxed=emitter.outboxed,
+            stored=stored,
+            duplicated=duplicated(dsn),
+            dead_lettered=0,
+            lost=len(sent) - stored,
+        )
+        print(f"all stored {recovered:.2f} s after space returned")
+        assert collector.stop() == 0
+
+
+# -- 11.5 and 11.6: an outbox on another file system, with a damaged file and an undecodable record --------
+
+
+def write_outbox_file(directory: Path, bodies: list[bytes]) -> Path:
+    outbox = OutboxFile(str(directory))
+    for body in bodies:
+        outbox.append(body)
+    outbox.close()
+    return Path(outbox.path)
+
+
+def test_a_damaged_outbox_file_on_another_file_system_is_quarantined_beside_it(
+    start_collector, socket_path: Path, dsn: str
+) -> None:
+    outbox_dir = socket_path.parent / "outbox"
+    with tmpfs(outbox_dir, "4m"):
+        good = [new_event_id() for _ in range(20)]
+        intact = write_outbox_file(outbox_dir, [envelope(i, b'{"n": 1}') for i in good])
+
+        damaged_ids = [new_event_id() for _ in range(10)]
+        damaged = write_outbox_file(outbox_dir, [envelope(i, b'{"n": 2}') for i in damaged_ids])
+        data = bytearray(damaged.read_bytes())
+        record = len(encode_record(envelope(damaged_ids[0], b'{"n": 2}')))
+        data[FILE_HEADER_SIZE + 4 * record + 30] ^= 0xFF  # inside the 5th record
+        damaged.write_bytes(bytes(data))
+
+        deep_ids = [new_event_id() for _ in range(3)]
+        nested = envelope(deep_ids[1], b"[" * 5000 + b"]" * 5000)  # msgspec raises RecursionError on it
+        poisoned = write_outbox_file(
+            outbox_dir, [envelope(deep_ids[0], b'{"n": 3}'), nested, envelope(deep_ids[2], b"{}")]
+        )
+
+        collector = start_collector("--set", "outbox.scan_seconds=0.3")
+        expected = set(good) | set(damaged_ids[:4] + damaged_ids[5:]) | {deep_ids[0], deep_ids[2]}
+        stored = wait_for_rows(dsn, len(expected))
+        wait_for(lambda: not list(outbox_dir.glob("*.out")), 30)
+        for _ in range(3):  # several drain rounds: nothing is appended again
+            time.sleep(0.4)
+            alive(collector)
+        assert set(stored_ids(dsn)) == expected
+        assert duplicated(dsn) == 0
+        assert not intact.exists()
+        assert not poisoned.exists()
+        assert (outbox_dir / "quarantine" / damaged.name).read_bytes() == bytes(data)
+        assert not collector.events("outbox.retire_failed")
+        state_dir = socket_path.parent / "state"
+        letters = [letter for path in pending_files(state_dir) for letter in read_deadletters(path)]
+        assert len(letters) == 1
+        letter = letters[0]
+        assert not isinstance(letter, str)
+        assert letter.error.startswith("bad_payload")
+        assert letter.envelope == nested
+        report(
+            "damaged outbox on tmpfs",
+            sent=33,
+            acknowledged=0,
+            stored=stored,
+            duplicated=duplicated(dsn),
+            dead_lettered=len(letters),
+            damaged_in_quarantine=1,
+            lost=33 - stored - len(letters) - 1,
+        )
+
+        # The collector restarts over the same outbox: nothing is drained twice.
+        assert collector.stop() == 0
+        again = start_collector("--set", "outbox.scan_seconds=0.3")
+        time.sleep(1.0)
+        alive(again)
+        assert not again.events("outbox.drained")  # the quarantined file is not drained again
+        assert not again.events("spool.replaying")
+        assert again.stop() == 0
+
+
+# -- 11.15: the embedded PostgreSQL after a SIGKILLed collector ---------------------------------------------
+
+
+def postgres_of(pgdata: Path) -> list[psutil.Process]:
+    """Running postgres processes of the data directory ``pgdata``."""
+    found = []
+    for proc in psutil.process_iter(["name", "cmdline"]):
+        cmdline = proc.info["cmdline"] or []
+        if proc.info["name"] == "postgres" and str(pgdata) in " ".join(cmdline):
+            found.append(proc)
+    return found
+
+
+def test_a_sigkilled_collector_does_not_keep_the_embedded_postgres_running_forever(
+    start_collector, tmp_path: Path
+) -> None:
+    pgdata = (tmp_path / "state" / "postgres").resolve()
+    try:
+        first = start_collector(use_dsn=False, wait=False)
+        first.wait_ready(120)  # initdb on the first start
+        first.proc.kill()
+        first.proc.wait()
+        assert postgres_of(pgdata)  # the server outlives the collector that started it
+
+        second = start_collector(use_dsn=False, wait=False)
+        second.wait_ready(60)
+        assert second.events("embedded_postgres.stale_handles_removed")[0]["pids"] == [first.proc.pid]
+        assert second.stop() == 0
+        wait_for(lambda: not postgres_of(pgdata), 30)
+        handles = json.loads((pgdata / ".handle_pids.json").read_text())
+        assert handles == []
+    finally:
+        for proc in postgres_of(pgdata):
+            proc.kill()
