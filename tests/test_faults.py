@@ -19,6 +19,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+import trio
 from pg import StoppablePostgres
 from test_nothing_lost import ack_roundtrip, envelope, make_frames, stored_ids, with_database
 
@@ -28,6 +29,7 @@ from hookdb.client.records import FILE_HEADER_SIZE, encode_record
 from hookdb.client.wire import new_event_id
 from hookdb.collector.spool.deadletters import pending_files
 from hookdb.collector.spool.deadletters import read as read_deadletters
+from hookdb.collector.spool.segments import QUARANTINE, Position, Spool
 
 from conftest import BIN, Collector, run_sql, wait_for, wait_for_rows
 
@@ -48,13 +50,14 @@ def tmpfs(directory: Path, size: str) -> Iterator[Path]:
 def fill(directory: Path, name: str) -> Path:
     """Write a file into ``directory`` until its file system is full."""
     path = directory / name
-    with open(path, "wb") as f:
-        try:
-            while True:
-                f.write(b"\0" * 4096)
-                f.flush()
-        except OSError:
-            pass
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        while True:
+            os.write(fd, b"\0" * 4096)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
     return path
 
 
@@ -207,6 +210,55 @@ def test_a_full_spool_disk_is_backpressure_and_the_collector_comes_back_by_itsel
         )
         print(f"all stored {recovered:.2f} s after space returned")
         assert collector.stop() == 0
+
+
+async def test_a_spool_opened_on_a_full_disk_opens_no_segment_and_salvages_once_it_can(
+    tmp_path: Path,
+) -> None:
+    """Recovery on a full disk: no empty segment is left, a damaged segment is read in place and quarantined
+    once delivered; appends wait (``full``) and go through by themselves when space returns."""
+    settings = {"fsync": "always", "fsync_interval": 0.05, "segment_bytes": 1 << 20, "max_bytes": 1 << 20}
+    with tmpfs(tmp_path / "spool", "1m") as directory:
+        spool, _ = Spool.open(directory, max_record=1 << 16, **settings)
+        await spool.append([f"event-{i}".encode().ljust(200, b".") for i in range(30)])
+        spool.close()
+        segment = next(directory.glob("*.seg"))
+        data = bytearray(segment.read_bytes())
+        data[FILE_HEADER_SIZE + 10 * 220 + 30] ^= 0xFF  # inside the 11th record
+        segment.write_bytes(bytes(data))
+        filler = fill(directory, "filler")
+
+        spool, recovery = Spool.open(directory, max_record=1 << 16, **settings)
+        assert recovery.salvage_deferred == [segment.name]
+        assert recovery.quarantined == []
+        assert sorted(p.name for p in directory.glob("*.seg")) == [segment.name]  # no new, empty segment
+        got: list[tuple[Position, bytes]] = []
+        with trio.fail_after(10):
+            async for records in spool.read(spool.checkpoint):
+                got.extend(records)
+                if len(got) >= 29:
+                    break
+        assert len(got) == 29
+
+        async with trio.open_nursery() as nursery:
+            appended: list[Position] = []
+
+            async def append() -> None:
+                appended.append(await spool.append([b"after"]))
+
+            nursery.start_soon(append)
+            await trio.sleep(0.3)
+            assert spool.full
+            assert not appended
+            spool.delivered(got[-1][0], 29)  # the damaged segment leaves: into quarantine, not deleted
+            assert (directory / QUARANTINE / segment.name).read_bytes() == bytes(data)
+            filler.unlink()
+        assert appended
+        assert not spool.full
+        spool.close()
+        reopened, recovery = Spool.open(directory, max_record=1 << 16, **settings)
+        assert (recovery.records, recovery.damaged, recovery.salvage_deferred) == (1, [], [])
+        reopened.close()
 
 
 # -- 11.5 and 11.6: an outbox on another file system, with a damaged file and an undecodable record --------

@@ -50,6 +50,7 @@ QUARANTINE = "quarantine"
 READ_BYTES = 1 << 20
 DISK_FULL = frozenset({errno.ENOSPC, errno.EDQUOT})
 DISK_FULL_RETRY_SECONDS = 1.0  # how often a write waiting on a full disk is tried again
+DISK_FULL_QUIET_SECONDS = 10.0  # a full disk again within this long is the same episode (logged once)
 
 
 def disk_full(exc: OSError) -> bool:
@@ -165,6 +166,8 @@ class Spool:
         self._appends_waiting = 0
         self._next_seq = 1
         self._disk_full_since: float | None = None  # monotonic time the current full-disk episode began
+        self._disk_full_last = -math.inf  # when a write last met a full disk
+        self._disk_full_waiting = False  # a write met a full disk and none has gone through since
         self._unsynced: list[int] = []  # sealed segments' descriptors awaiting their last fsync
 
     # -- opening and recovery (blocking) ------------------------------------------------------------
@@ -307,18 +310,25 @@ class Spool:
         path.rename(quarantine / path.name)
 
     def _disk_full(self, exc: OSError) -> None:
-        """A write met a full disk: count and log the episode once."""
-        if self._disk_full_since is None:
-            self._disk_full_since = time.monotonic()
+        """A write met a full disk: count and log the episode once (a nearly full disk lets some writes
+        through between refusals: those are one episode until it stays writable for a while)."""
+        now = time.monotonic()
+        if now - self._disk_full_last > DISK_FULL_QUIET_SECONDS:
+            self._disk_full_since = now
             metrics.spool_disk_full.inc()
             log.error("spool.disk_full", error=str(exc), retry_seconds=DISK_FULL_RETRY_SECONDS)
+        self._disk_full_last = now
+        self._disk_full_waiting = True
 
     def _disk_writable(self) -> None:
-        """A write went through: the full-disk episode, if any, is over."""
-        if self._disk_full_since is not None:
-            waited = time.monotonic() - self._disk_full_since
-            log.info("spool.disk_writable", waited_seconds=round(waited, 3))
-            self._disk_full_since = None
+        """A write went through after the disk was full: logged once an episode, with how long it took."""
+        if self._disk_full_waiting:
+            self._disk_full_waiting = False
+            if self._disk_full_since is not None:
+                log.info(
+                    "spool.disk_writable", waited_seconds=round(time.monotonic() - self._disk_full_since, 3)
+                )
+                self._disk_full_since = None
 
     # -- state ----------------------------------------------------------------------------------------
 
