@@ -360,9 +360,9 @@ def test_a_sigkilled_collector_does_not_keep_the_embedded_postgres_running_forev
 
         second = start_collector(use_dsn=False, wait=False)
         second.wait_ready(60)
-        assert second.events("embedded_postgres.stale_handles_removed")[0]["pids"] == [first.proc.pid]
         assert second.stop() == 0
         wait_for(lambda: not postgres_of(pgdata), 30)
+        assert second.events("embedded_postgres.stale_handles_removed")[0]["pids"] == [first.proc.pid]
         handles = json.loads((pgdata / ".handle_pids.json").read_text())
         assert handles == []
     finally:
