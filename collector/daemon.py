@@ -69,7 +69,7 @@ def lock_state_dir(state_dir: Path) -> int:
         holder = os.pread(fd, PID_WIDTH + 1, 0).decode(errors="replace").strip() or "unknown"
         os.close(fd)
         raise StateDirLocked(
-            f"the state directory {state_dir} is in use by another collector (pid {holder})"
+            f"another collector is serving the state directory {state_dir} (pid {holder})"
         ) from None
     try:
         os.pwrite(fd, f"{os.getpid():<{PID_WIDTH}}\n".encode(), 0)
