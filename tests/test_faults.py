@@ -25,7 +25,7 @@ from test_nothing_lost import ack_roundtrip, envelope, make_frames, stored_ids, 
 
 from hookdb.client import Emitter
 from hookdb.client.outbox import OutboxFile
-from hookdb.client.records import FILE_HEADER_SIZE, encode_record
+from hookdb.client.records import FILE_HEADER_SIZE, OUTBOX_FILE, Damage, Record, RecordReader, encode_record
 from hookdb.client.wire import new_event_id
 from hookdb.collector.spool.deadletters import pending_files
 from hookdb.collector.spool.deadletters import read as read_deadletters
@@ -334,6 +334,66 @@ def test_a_damaged_outbox_file_on_another_file_system_is_quarantined_beside_it(
         assert again.stop() == 0
 
 
+def test_an_outbox_file_that_cannot_be_retired_is_not_drained_twice(
+    start_collector, socket_path: Path, dsn: str
+) -> None:
+    """The outbox's file system turns read-only: the drained file cannot be deleted, and its records are
+    not appended to the spool again at every scan."""
+    outbox_dir = socket_path.parent / "outbox"
+    with tmpfs(outbox_dir, "4m"):
+        ids = [new_event_id() for _ in range(10)]
+        stuck = write_outbox_file(outbox_dir, [envelope(i, b'{"n": 1}') for i in ids])
+        subprocess.run(["mount", "-o", "remount,ro", str(outbox_dir)], check=True)
+        collector = start_collector("--set", "outbox.scan_seconds=0.2")
+        stored = wait_for_rows(dsn, 10)
+        wait_for(lambda: collector.events("outbox.retire_failed"), 10)
+        time.sleep(1.5)  # several scans
+        alive(collector)
+        assert stuck.exists()
+        assert len(collector.events("outbox.drained")) == 1
+        assert len(collector.events("outbox.retire_failed")) == 1
+        assert set(stored_ids(dsn)) == set(ids)
+        report(
+            "outbox read-only",
+            sent=10,
+            acknowledged=0,
+            stored=stored,
+            duplicated=duplicated(dsn),
+            dead_lettered=0,
+            lost=10 - stored,
+        )
+        assert collector.stop() == 0
+
+
+def test_a_record_the_outbox_disk_cannot_hold_is_reported_and_leaves_the_file_whole(tmp_path: Path) -> None:
+    with tmpfs(tmp_path / "outbox", "1m") as directory:
+        outbox = OutboxFile(str(directory))
+        kept = [envelope(new_event_id(), b'{"n": 1}') for _ in range(3)]
+        for body in kept:
+            outbox.append(body)
+        size = os.path.getsize(outbox.path)
+        filler = fill(directory, "filler")
+        with pytest.raises(OSError, match="No space left"):
+            outbox.append(envelope(new_event_id(), b'"' + b"x" * 200_000 + b'"'))  # short write, then ENOSPC
+        assert os.path.getsize(outbox.path) == size  # the torn record is cut off
+        filler.unlink()
+        outbox.append(kept[0])
+        outbox.close()
+        items = list(scan_outbox(Path(outbox.path)))
+        assert [item.body for item in items if isinstance(item, Record)] == [*kept, kept[0]]
+        assert not [item for item in items if isinstance(item, Damage)]
+
+
+def scan_outbox(path: Path) -> Iterator[Record | Damage]:
+    data = path.read_bytes()
+    assert data[:FILE_HEADER_SIZE] == OUTBOX_FILE
+    reader = RecordReader(1 << 20, FILE_HEADER_SIZE)
+    reader.receive_data(data[FILE_HEADER_SIZE:])
+    reader.end_of_data()
+    while (item := reader.next_record()) is not None:
+        yield item
+
+
 # -- 11.15: the embedded PostgreSQL after a SIGKILLed collector ---------------------------------------------
 
 
@@ -354,12 +414,26 @@ def test_a_sigkilled_collector_does_not_keep_the_embedded_postgres_running_forev
     try:
         first = start_collector(use_dsn=False, wait=False)
         first.wait_ready(120)  # initdb on the first start
+        ids, frames = make_frames(0, 5, ack=True)
+        acked = ack_roundtrip(tmp_path / "hookdb.sock", ids, frames)
         first.proc.kill()
         first.proc.wait()
         assert postgres_of(pgdata)  # the server outlives the collector that started it
 
         second = start_collector(use_dsn=False, wait=False)
         second.wait_ready(60)
+        embedded_dsn = second.events("embedded_postgres.started")[0]["dsn"]
+        stored = wait_for_rows(embedded_dsn, 5)
+        assert set(stored_ids(embedded_dsn)) == acked
+        report(
+            "embedded after SIGKILL",
+            sent=5,
+            acknowledged=len(acked),
+            stored=stored,
+            duplicated=duplicated(embedded_dsn),
+            dead_lettered=0,
+            lost=5 - stored,
+        )
         assert second.stop() == 0
         wait_for(lambda: not postgres_of(pgdata), 30)
         assert second.events("embedded_postgres.stale_handles_removed")[0]["pids"] == [first.proc.pid]

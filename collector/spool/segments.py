@@ -251,10 +251,10 @@ class Spool:
                     self._write(encode_record(item.body))
                     records += 1
             os.fsync(self._fd)  # the copy is on disk before the original leaves
+            self._quarantine(segment.path)
         except OSError:
             self._cut(start)
             raise
-        self._quarantine(segment.path)
         self.segments.remove(segment)
         report.quarantined.append(segment.path.name)
         report.records -= records  # they are pending in the active segment now, as salvaged records
@@ -542,14 +542,23 @@ class Spool:
         ):
             segment = self.segments.pop(0)
             if segment.damaged:
-                self._quarantine(segment.path)
-                log.error("spool.quarantined", segments=[segment.path.name], salvaged_records=0)
+                self._retire_damaged(segment.path)
             else:
                 segment.path.unlink()
             freed = True
         self._write_checkpoint()  # after the deletions: they free what a full disk needs for it
         if freed:
             self._freed.set()
+
+    def _retire_damaged(self, path: Path) -> None:
+        """Quarantine a damaged segment read in place, now delivered; if even that fails, it stays where it
+        is, behind the checkpoint: the next start deletes it as delivered."""
+        try:
+            self._quarantine(path)
+        except OSError as exc:
+            log.exception("spool.quarantine_failed", segment=path.name, error=str(exc))
+            return
+        log.error("spool.quarantined", segments=[path.name], salvaged_records=0)
 
     def _write_checkpoint(self) -> None:
         """Record the checkpoint; a lost checkpoint only means a replay, so no fsync, and a full disk only
