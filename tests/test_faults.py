@@ -261,6 +261,28 @@ async def test_a_spool_opened_on_a_full_disk_opens_no_segment_and_salvages_once_
         reopened.close()
 
 
+async def test_a_disk_filled_by_a_delivered_active_segment_frees_it_for_the_next_append(
+    tmp_path: Path,
+) -> None:
+    """Deliveries delete only sealed segments: a fully delivered active segment is dropped on a full disk."""
+    settings = {"fsync": "never", "fsync_interval": 0.05, "segment_bytes": 8 << 20, "max_bytes": 8 << 20}
+    with tmpfs(tmp_path / "spool", "1m") as directory:
+        spool, _ = Spool.open(directory, max_record=1 << 16, **settings)
+        end = await spool.append([b"x" * 60_000 for _ in range(8)])
+        spool.delivered(end, 8)
+        fill(directory, "filler")
+        with trio.fail_after(5):
+            position = await spool.append([b"y" * 60_000])
+        assert position.segment == end.segment + 1
+        got: list[tuple[Position, bytes]] = []
+        with trio.fail_after(5):
+            async for records in spool.read(spool.checkpoint):
+                got.extend(records)
+                break
+        assert [body for _, body in got] == [b"y" * 60_000]
+        spool.close()
+
+
 # -- 11.5 and 11.6: an outbox on another file system, with a damaged file and an undecodable record --------
 
 

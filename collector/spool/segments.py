@@ -359,8 +359,8 @@ class Spool:
                 if not disk_full(exc):
                     raise
                 self._disk_full(exc)
-                self._drop_delivered_active()
-                await self._wait_for_room(DISK_FULL_RETRY_SECONDS)  # deliveries free space, or time does
+                if not self._drop_delivered_active():
+                    await self._wait_for_room(DISK_FULL_RETRY_SECONDS)  # deliveries free space, or time does
                 continue
             self._disk_writable()
             break
@@ -380,16 +380,17 @@ class Spool:
         finally:
             self._appends_waiting -= 1
 
-    def _drop_delivered_active(self) -> None:
-        """Delete the active segment if all of it is delivered: on a full disk it may hold the only space
-        there is, and only sealed segments are deleted by deliveries. The next append opens a new one."""
+    def _drop_delivered_active(self) -> bool:
+        """Delete the active segment if all of it is delivered, and say whether it was: on a full disk it may
+        hold the only space there is, and deliveries delete only sealed segments. The next append opens a
+        new one."""
         if (
             self._fd < 0
             or self.pending_records
             or self.checkpoint < self._written
             or self._sync_lock.locked()
         ):
-            return  # (a sync in progress may be using the descriptor: next retry)
+            return False  # (a sync in progress may be using the descriptor: next retry)
         os.close(self._fd)
         self._fd = -1
         active = self.segments.pop()
@@ -397,6 +398,7 @@ class Spool:
         active.path.unlink()
         self._grew.set()
         self._grew = trio.Event()
+        return True
 
     def _append_now(self, data: bytes) -> Position:
         """Write ``data`` to the active segment, opening or rotating to a new one first when due."""
