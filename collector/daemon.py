@@ -1,6 +1,7 @@
 """``hookdb collector run``: listener → spool → batcher → breaker → PostgreSQL, supervised by trio.
 
-Start-up recovers the spool (never refusing to start over a damaged file), connects, then listens.
+Start-up takes the state directory's lock (one collector per state directory), recovers the spool (never
+refusing to start over a damaged file or a full disk), connects, then listens.
 Shutdown is cancellation in order: SIGTERM/SIGINT stops accepting and reading, everything received
 goes into the spool, the spool is delivered for up to ``collector.shutdown_seconds``, the spool is
 synced, and the process exits 0; what was not delivered is replayed at the next start.
@@ -8,7 +9,6 @@ synced, and the process exits 0; what was not delivered is replayed at the next 
 
 from __future__ import annotations
 
-import errno
 import fcntl
 import os
 import signal
@@ -38,7 +38,7 @@ from hookdb.collector.intake.tenancy import TenantPolicy, TokenTenants
 from hookdb.collector.ops import http, logs, systemd
 from hookdb.collector.ops.health import Health
 from hookdb.collector.ops.health import handler as health_handler
-from hookdb.collector.spool.segments import Position, Recovery, Spool
+from hookdb.collector.spool.segments import Position, Recovery, Spool, disk_full
 from hookdb.collector.store import embedded
 from hookdb.collector.store.connect import ConnectOptions
 
@@ -74,7 +74,7 @@ def lock_state_dir(state_dir: Path) -> int:
     try:
         os.pwrite(fd, f"{os.getpid():<{PID_WIDTH}}\n".encode(), 0)
     except OSError as exc:  # the lock holds all the same; only the pid of the message is missing
-        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+        if not disk_full(exc):
             os.close(fd)
             raise
         log.warning("state_dir.pid_not_written", error=str(exc))
