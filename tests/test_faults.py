@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
+import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -432,9 +434,12 @@ def postgres_of(pgdata: Path) -> list[psutil.Process]:
 def test_a_sigkilled_collector_does_not_keep_the_embedded_postgres_running_forever(
     start_collector, tmp_path: Path
 ) -> None:
-    pgdata = (tmp_path / "state" / "postgres").resolve()
+    # Not under pytest's 0700 base directory, which pgserver's own user must traverse (and which other
+    # pytest runs may chmod back at any time).
+    state_dir = Path(tempfile.mkdtemp(prefix="hookdb-test-embedded-"))
+    pgdata = (state_dir / "postgres").resolve()
     try:
-        first = start_collector(use_dsn=False, wait=False)
+        first = start_collector("--state-dir", str(state_dir), use_dsn=False, wait=False)
         first.wait_ready(120)  # initdb on the first start
         ids, frames = make_frames(0, 5, ack=True)
         acked = ack_roundtrip(tmp_path / "hookdb.sock", ids, frames)
@@ -442,7 +447,7 @@ def test_a_sigkilled_collector_does_not_keep_the_embedded_postgres_running_forev
         first.proc.wait()
         assert postgres_of(pgdata)  # the server outlives the collector that started it
 
-        second = start_collector(use_dsn=False, wait=False)
+        second = start_collector("--state-dir", str(state_dir), use_dsn=False, wait=False)
         second.wait_ready(60)
         embedded_dsn = second.events("embedded_postgres.started")[0]["dsn"]
         stored = wait_for_rows(embedded_dsn, 5)
@@ -464,3 +469,4 @@ def test_a_sigkilled_collector_does_not_keep_the_embedded_postgres_running_forev
     finally:
         for proc in postgres_of(pgdata):
             proc.kill()
+        shutil.rmtree(state_dir, ignore_errors=True)
