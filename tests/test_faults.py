@@ -203,8 +203,8 @@ def test_a_full_spool_disk_is_backpressure_and_the_collector_comes_back_by_itsel
         report(
             "spool disk full",
             sent=len(sent),
-            acknowledged=len(sent) - emitter.lost,
-            outboxed=emitter.outboxed,
+            acknowledged=len(ids) + emitter.sent,
+            kept_in_outbox=emitter.outboxed,
             stored=stored,
             duplicated=duplicated(dsn),
             dead_lettered=0,
