@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+from contextlib import suppress
 
 from hookdb.client.records import OUTBOX_FILE, encode_record
 
@@ -34,7 +35,8 @@ class OutboxFile:
         self._fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o660)
         try:
             fcntl.flock(self._fd, fcntl.LOCK_EX)
-            os.write(self._fd, OUTBOX_FILE)
+            self._size = 0
+            self._write_all(OUTBOX_FILE)
             os.rename(tmp, self.path)
         except BaseException:
             os.close(self._fd)
@@ -42,8 +44,22 @@ class OutboxFile:
             raise
 
     def append(self, envelope: bytes) -> None:
-        """Append one envelope as a single write, so a crash leaves whole records or a torn tail."""
-        os.write(self._fd, encode_record(envelope))
+        """Append one envelope (a crash leaves whole records or a torn tail); raises ``OSError`` if it
+        could not be written whole (e.g. a full disk), after cutting off what was written of it."""
+        self._write_all(encode_record(envelope))
+
+    def _write_all(self, data: bytes) -> None:
+        """Write ``data`` through short writes; on failure cut it off: the file ends with a whole record."""
+        view = memoryview(data)
+        try:
+            while view:
+                view = view[os.write(self._fd, view) :]
+        except OSError:
+            if len(view) < len(data):
+                with suppress(OSError):  # else the torn tail stays: the collector's reader skips it as damage
+                    os.ftruncate(self._fd, self._size)
+            raise
+        self._size += len(data)
 
     def close(self, *, sync: bool = True) -> None:
         """Make the records durable and release the file to the collector."""

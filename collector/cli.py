@@ -351,13 +351,20 @@ def _run_collector(config: config_mod.Config, args: argparse.Namespace) -> int:
 
     try:
         trio.run(daemon.run, config)
-    except config_mod.ConfigError as exc:
-        print(f"hookdb: {exc}", file=sys.stderr)
-        return 2
-    except (SocketInUse, EmbeddedUnavailable, SchemaError, OSError) as exc:
-        logs.get("hookdb.collector").error("collector.failed", error=str(exc))
-        print(f"hookdb: {exc}", file=sys.stderr)
-        return 1
+    except BaseException as exc:
+        cause = exc
+        while isinstance(cause, BaseExceptionGroup) and len(cause.exceptions) == 1:
+            cause = cause.exceptions[0]  # trio and trio-asyncio may wrap what they raise in a group
+        if isinstance(cause, config_mod.ConfigError):
+            print(f"hookdb: {cause}", file=sys.stderr)
+            return 2
+        if isinstance(
+            cause, daemon.StateDirLocked | SocketInUse | EmbeddedUnavailable | SchemaError | OSError
+        ):
+            logs.get("hookdb.collector").error("collector.failed", error=str(cause))
+            print(f"hookdb: {cause}", file=sys.stderr)
+            return 1
+        raise
     return 0
 
 

@@ -1,6 +1,7 @@
 """``hookdb collector run``: listener → spool → batcher → breaker → PostgreSQL, supervised by trio.
 
-Start-up recovers the spool (never refusing to start over a damaged file), connects, then listens.
+Start-up takes the state directory's lock (one collector per state directory), recovers the spool (never
+refusing to start over a damaged file or a full disk), connects, then listens.
 Shutdown is cancellation in order: SIGTERM/SIGINT stops accepting and reading, everything received
 goes into the spool, the spool is delivered for up to ``collector.shutdown_seconds``, the spool is
 synced, and the process exits 0; what was not delivered is replayed at the next start.
@@ -8,10 +9,12 @@ synced, and the process exits 0; what was not delivered is replayed at the next 
 
 from __future__ import annotations
 
+import fcntl
 import os
 import signal
 from contextlib import suppress
 from functools import partial
+from pathlib import Path
 
 import trio
 import trio_asyncio
@@ -35,7 +38,7 @@ from hookdb.collector.intake.tenancy import TenantPolicy, TokenTenants
 from hookdb.collector.ops import http, logs, systemd
 from hookdb.collector.ops.health import Health
 from hookdb.collector.ops.health import handler as health_handler
-from hookdb.collector.spool.segments import Position, Recovery, Spool
+from hookdb.collector.spool.segments import Position, Recovery, Spool, disk_full
 from hookdb.collector.store import embedded
 from hookdb.collector.store.connect import ConnectOptions
 
@@ -43,6 +46,39 @@ log = logs.get("hookdb.collector")
 
 SPOOL_RECORD_OVERHEAD = 2048  # spool metadata (with the tenant's name) and record header
 STATUS_SECONDS = 5.0
+LOCK_FILE = "collector.lock"
+PID_WIDTH = 20  # the pid is written padded in place: rewriting it needs no new disk block on a full disk
+
+
+class StateDirLocked(RuntimeError):
+    """Another collector holds the state directory's lock."""
+
+
+def lock_state_dir(state_dir: Path) -> int:
+    """Take the state directory's exclusive lock and write our pid into it; return the descriptor to keep.
+
+    The lock lives as long as the process holds the descriptor (``flock``: released by the kernel even on
+    SIGKILL). The lock file is never removed or truncated, so a second instance can never lock another
+    inode of the same name and steal it.
+    """
+    state_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(state_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, PID_WIDTH + 1, 0).decode(errors="replace").strip() or "unknown"
+        os.close(fd)
+        raise StateDirLocked(
+            f"another collector is serving the state directory {state_dir} (pid {holder})"
+        ) from None
+    try:
+        os.pwrite(fd, f"{os.getpid():<{PID_WIDTH}}\n".encode(), 0)
+    except OSError as exc:  # the lock holds all the same; only the pid of the message is missing
+        if not disk_full(exc):
+            os.close(fd)
+            raise
+        log.warning("state_dir.pid_not_written", error=str(exc))
+    return fd
 
 
 def open_spool(config: Config) -> tuple[Spool, Recovery]:
@@ -64,6 +100,8 @@ def _log_recovery(report: Recovery) -> None:
         log.error("spool.damaged", segment=name, start=damage.start, end=damage.end)
     if report.quarantined:
         log.error("spool.quarantined", segments=report.quarantined, salvaged_records=report.salvaged_records)
+    if report.salvage_deferred:
+        log.error("spool.salvage_deferred", segments=report.salvage_deferred, reason="disk full")
     if report.records or report.salvaged_records:
         log.info("spool.replaying", records=report.records + report.salvaged_records, bytes=report.bytes)
 
@@ -81,6 +119,14 @@ def tenant_policy(config: Config) -> TenantPolicy:
 async def run(config: Config) -> None:
     """Run the collector until SIGTERM or SIGINT."""
     tenants = tenant_policy(config)  # a bad config must fail before the spool is touched
+    lock = lock_state_dir(config.state_dir)  # before anything touches the spool, outbox or embedded database
+    try:
+        await _run_locked(config, tenants)
+    finally:
+        os.close(lock)
+
+
+async def _run_locked(config: Config, tenants: TenantPolicy) -> None:
     spool, report = await trio.to_thread.run_sync(open_spool, config)
     _log_recovery(report)
     try:

