@@ -520,4 +520,4 @@ def test_dead_letters_are_listed_and_replayed_after_the_cause_is_fixed(
         timeout=60,
         check=True,
     )
-    assert again.stdout == ""
+    assert again.stdout.startswith("no dead letters")

@@ -152,8 +152,12 @@ class OutboxDrainer:
                     log.warning(
                         "frame.rejected", reason=exc.reason, detail=exc.detail, peer=peer, source="outbox"
                     )
-                    if isinstance(exc, KeptRefusal):
-                        kept.append(exc.letter)
+                    # No client waits for an answer: every refused record is kept, with its reason.
+                    kept.append(
+                        exc.letter
+                        if isinstance(exc, KeptRefusal)
+                        else _refused(item.body, peer, f"{exc.reason}: {exc.detail}")
+                    )
                 except Exception as exc:  # e.g. RecursionError: the record is refused and kept
                     rejected += 1
                     metrics.events_rejected.labels("bad_payload").inc()
@@ -161,7 +165,7 @@ class OutboxDrainer:
                     log.warning(
                         "frame.rejected", reason="bad_payload", detail=detail, peer=peer, source="outbox"
                     )
-                    kept.append(_undecodable(item.body, peer, detail))
+                    kept.append(_refused(item.body, peer, f"bad_payload: {detail}"))
                 if len(entries) >= APPEND_EVENTS:
                     await self._spool.append(entries)
                     events += len(entries)
@@ -178,12 +182,12 @@ class OutboxDrainer:
         return events, rejected, damage
 
 
-def _undecodable(body: bytes, peer: Peer, detail: str) -> DeadLetter:
-    """The dead letter of a record that admission could not even read."""
+def _refused(body: bytes, peer: Peer, error: str) -> DeadLetter:
+    """The dead letter of an outbox record that admission refused without a letter of its own."""
     now = time.time_ns()
     return DeadLetter(
         dead_at=datetime.now(UTC),
-        error=f"bad_payload: {detail}",
+        error=error,
         sqlstate=None,
         received_at=from_ns(now),
         peer=peer,
