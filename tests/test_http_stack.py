@@ -242,3 +242,15 @@ def test_the_connection_cap_keeps_idle_connections_from_exhausting_descriptors(
     assert collector.proc.poll() is None
     assert collector.events("http.connections_capped")
     wait_for(lambda: open_fds(pid) <= before, 30)
+
+
+def test_a_connection_the_client_closed_frees_its_place_at_once(start_collector) -> None:
+    collector = start_collector(
+        "--set", "metrics.max_connections=5", "--set", "metrics.header_timeout_seconds=60"
+    )
+    port = collector.metrics_port()
+    for _ in range(30):  # six times the cap, one connection each, closed by the client after its answer
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        conn.request("GET", "/healthz")
+        assert conn.getresponse().status == 200
+        conn.close()

@@ -75,11 +75,15 @@ async def _serve(
 
 async def _stop_on_signal(stop: trio.Event, feed: Feed) -> None:
     # Kept open until the end: a second signal during the graceful stop must not kill the process.
-    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-        async for signum in signals:
-            if stop.is_set():
-                continue
-            log.info("api.stopping", signal=signal.Signals(signum).name)
-            systemd.notify("STOPPING=1")
-            feed.close()  # live streams end, so the server need not wait out their grace period
-            stop.set()
+    try:
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            async for signum in signals:
+                if stop.is_set():
+                    continue
+                log.info("api.stopping", signal=signal.Signals(signum).name)
+                systemd.notify("STOPPING=1")
+                feed.close()  # live streams end, so the server need not wait out their grace period
+                stop.set()
+    finally:
+        if stop.is_set():  # nor one during the teardown after it (closing the pool, the embedded server)
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)

@@ -6,6 +6,9 @@ has ``max_connections`` open, so the rest queue in the kernel and cost the proce
 also reports the real port when asked for port 0 and gives status lines their reason phrase (hypercorn's
 h11 leaves it empty).
 
+``_Server`` trims hypercorn's trips through the scheduler per request, which made it twice as slow as
+the h11 server it replaces.
+
 Time and size bounds: hypercorn closes a connection whose request headers are not complete
 ``header_seconds`` after it opened or after its previous answer, however slowly they trickle;
 ``read_body`` bounds a body's size and time; ``Refusal`` answers before the body is read and then
@@ -15,16 +18,20 @@ discards what the client still sends for a moment, so that client reads the answ
 from __future__ import annotations
 
 import logging
+import math
+from collections.abc import Awaitable, Callable
 from functools import partial
 from http import HTTPStatus
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import hypercorn
 import trio
 from hypercorn.app_wrappers import ASGIWrapper
+from hypercorn.events import Closed, Event, RawData
+from hypercorn.trio.task_group import TaskGroup
 from hypercorn.trio.tcp_server import TCPServer
 from hypercorn.trio.worker_context import WorkerContext
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -85,7 +92,7 @@ async def serve(
 
     async def connection(stream: trio.SocketStream) -> None:
         try:
-            await TCPServer(wrapped, config, context, {}, _Connection(stream))  # type: ignore[arg-type]
+            await _Server(wrapped, config, context, {}, _Connection(stream))  # type: ignore[arg-type]
         finally:
             await trio.aclose_forcefully(stream)
             cap.release()
@@ -118,8 +125,8 @@ async def read_body(request: Request, limit: int, seconds: float) -> bytes | Res
     with trio.move_on_after(seconds):
         while True:
             message = await request.receive()
-            if message["type"] == "http.disconnect":
-                raise ClientDisconnect
+            if message["type"] == "http.disconnect":  # nobody to answer; not a failure of ours
+                return Response(b'{"error": "the client went away"}', 400, media_type=JSON)
             chunk: bytes = message.get("body", b"")
             more: bool = message.get("more_body", False)
             size += len(chunk)
@@ -154,6 +161,72 @@ class Refusal(Response):
             while (await receive()).get("more_body", False):
                 pass
         await send({"type": "http.response.body", "body": b""})
+
+
+class _Server(TCPServer):
+    """hypercorn's connection server with fewer trips through trio's scheduler per request.
+
+    Each trip costs ~10-15 µs; hypercorn makes 18 task steps per request (measured with a trio
+    instrument) where the h11 server this replaced made 2, and this makes 9. Dropped: yielding to take
+    the send lock when it is free, and a new keep-alive timer task after every answer. The timer is one
+    task per connection whose deadline moves (``_KeepAlive``), with hypercorn's behaviour (an idle
+    connection closes after ``keep_alive_timeout`` or at once on shutdown, a busy one after its answer)
+    and one fix: a connection the client closed while idle is closed at once, not when the timer ends,
+    so it frees its place under the cap.
+    """
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.idle_task = self._keep_alive = _KeepAlive(self.config.keep_alive_timeout)
+
+    async def protocol_send(self, event: Event) -> None:
+        if not isinstance(event, RawData) or self.send_lock.locked():
+            await super().protocol_send(event)
+            return
+        self.send_lock.acquire_nowait()  # hypercorn's path otherwise
+        try:
+            with trio.CancelScope(shield=True):
+                await self.stream.send_all(event.data)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            await self.protocol.handle(Closed())
+        finally:
+            self.send_lock.release()
+
+    async def _idle_timeout(self) -> None:
+        with self._keep_alive.scope:  # expires when the connection has been idle too long
+            await self.context.terminated.wait()
+            if self._keep_alive.scope.deadline == math.inf:  # busy: hypercorn closes it after the answer
+                await trio.sleep_forever()
+        with trio.CancelScope(shield=True):
+            await self._initiate_server_close()
+
+    async def _read_data(self) -> None:
+        await super()._read_data()
+        if self._keep_alive.scope.deadline != math.inf:  # the client left while idle: close now
+            self._keep_alive.scope.cancel()
+
+    async def _close(self) -> None:
+        self._keep_alive.scope.cancel()
+        await super()._close()
+
+
+class _KeepAlive:
+    """hypercorn's idle timer (a ``SingleTask``) as a deadline: ``restart`` when a connection goes idle,
+    ``stop`` when a request arrives; the first ``restart`` starts the one task that waits for it."""
+
+    def __init__(self, seconds: float) -> None:
+        self.scope = trio.CancelScope()
+        self._seconds = seconds
+        self._started = False
+
+    async def restart(self, task_group: TaskGroup, action: Callable[[], Awaitable[None]]) -> None:
+        self.scope.deadline = trio.current_time() + self._seconds
+        if not self._started:
+            self._started = True
+            task_group.spawn(action)
+
+    async def stop(self) -> None:
+        self.scope.deadline = math.inf
 
 
 class _Cap:
@@ -195,22 +268,37 @@ class _CappedListener(trio.abc.Listener[trio.SocketStream]):
 
 
 class _Connection(trio.abc.HalfCloseableStream):
-    """A TCP stream as hypercorn uses it (``socket``, no TLS handshake), adding reason phrases."""
+    """A TCP stream as hypercorn uses it (``socket``, no TLS handshake), adding reason phrases.
+
+    hypercorn writes a response's head and its body separately; a head with a ``Content-Length`` (whose
+    body always follows at once) is held and sent with the body in one segment, which halves the sends
+    on the hot path (each one on loopback wakes the client).
+    """
 
     def __init__(self, stream: trio.SocketStream) -> None:
         self._stream = stream
         self.socket = stream.socket
+        self._head = b""
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
         line = _STATUS_LINES.get(bytes(data[:_STATUS_LINE_BYTES]))
         if line is not None and data[-4:] == b"\r\n\r\n":  # a whole response head, not a body
-            data = line + data[_STATUS_LINE_BYTES:]
-        await self._stream.send_all(data)
+            head = line + data[_STATUS_LINE_BYTES:]
+            if line[9] != ord("1") and b"\r\ncontent-length:" in head.lower():
+                self._head = head
+                return
+            data = head
+        if self._head:
+            data, self._head = self._head + data, b""
+        if data:  # hypercorn ends each answer with an empty write: not worth a trip through the scheduler
+            await self._stream.send_all(data)
 
     async def wait_send_all_might_not_block(self) -> None:
         await self._stream.wait_send_all_might_not_block()
 
     async def send_eof(self) -> None:
+        if self._head:
+            await self.send_all(b"")
         await self._stream.send_eof()
 
     async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
