@@ -92,7 +92,7 @@ async def serve(
 
     async def connection(stream: trio.SocketStream) -> None:
         try:
-            await _Server(wrapped, config, context, {}, _Connection(stream))  # type: ignore[arg-type]
+            await _Server(wrapped, config, context, {}, _Connection(stream))
         finally:
             await trio.aclose_forcefully(stream)
             cap.release()
