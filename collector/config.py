@@ -128,6 +128,10 @@ class MetricsSection(_Section):
     """Serve ``/metrics``, ``/healthz``, ``/readyz`` and ``/health/db`` over HTTP."""
     listen: str = "127.0.0.1:9464"
     """``HOST:PORT`` of that HTTP endpoint."""
+    max_connections: Positive = 64
+    """Connections served at once; more wait in the kernel's backlog (costing no file descriptor)."""
+    header_timeout_seconds: Seconds = 10.0
+    """A connection is closed if a request's headers are not in this long after it opened or answered."""
 
 
 class HttpHooksSection(_Section):
@@ -137,6 +141,12 @@ class HttpHooksSection(_Section):
     """``HOST:PORT`` to accept them on; keep it on loopback."""
     tokens: dict[str, list[str]] = msgspec.field(default_factory=dict)
     """Tenant → digests of its bearer tokens (``hookdb hash-token`` prints the digest of a token)."""
+    max_connections: Positive = 256
+    """Connections served at once; more wait in the kernel's backlog (costing no file descriptor)."""
+    header_timeout_seconds: Seconds = 10.0
+    """A connection is closed if a request's headers are not in this long after it opened or answered."""
+    body_timeout_seconds: Seconds = 10.0
+    """A request body not received in full within this time is answered 408 and its connection closed."""
 
 
 class ApiSection(_Section):

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import trio
 import trio_asyncio
+from starlette.types import ASGIApp
 
 from hookdb.collector.config import Config, ConfigError
 from hookdb.collector.delivery.batcher import Batcher
@@ -37,7 +38,7 @@ from hookdb.collector.intake.outbox import OutboxDrainer
 from hookdb.collector.intake.tenancy import TenantPolicy, TokenTenants
 from hookdb.collector.ops import http, logs, systemd
 from hookdb.collector.ops.health import Health
-from hookdb.collector.ops.health import handler as health_handler
+from hookdb.collector.ops.health import app as health_app
 from hookdb.collector.spool.segments import Position, Recovery, Spool, disk_full
 from hookdb.collector.store import embedded
 from hookdb.collector.store.connect import ConnectOptions
@@ -167,10 +168,10 @@ async def _report_to_systemd(health: Health, spool: Spool, breaker: Breaker) -> 
 
 
 async def _serve_http(
-    nursery: trio.Nursery, name: str, listen: str, handler: http.Handler, max_body: int
+    nursery: trio.Nursery, name: str, app: ASGIApp, listen: str, limits: http.Limits
 ) -> None:
     """Start an HTTP endpoint in ``nursery`` and log where it listens (the real port when asked for 0)."""
-    port = await nursery.start(partial(http.serve, listen, handler, max_body=max_body))
+    port = await nursery.start(partial(http.serve, name, app, listen, limits))
     log.info(f"{name}.listening", listen=listen, port=port)
 
 
@@ -219,12 +220,18 @@ async def _serve(config: Config, dsn: str, spool: Spool, tenants: TenantPolicy) 
         async with trio.open_nursery() as background:
             background.start_soon(spool.run_syncer)
             if config.metrics.enabled:
-                await _serve_http(background, "metrics", config.metrics.listen, health_handler(health), 0)
+                limits = http.Limits(config.metrics.max_connections, config.metrics.header_timeout_seconds)
+                await _serve_http(background, "metrics", health_app(health), config.metrics.listen, limits)
             if config.http_hooks.enabled:
-                hooks = hooks_http.handler(spool, TokenTenants(config.http_hooks.tokens))
-                await _serve_http(
-                    background, "http_hooks", config.http_hooks.listen, hooks, config.listener.max_frame_bytes
+                settings = config.http_hooks
+                hooks = hooks_http.app(
+                    spool,
+                    TokenTenants(settings.tokens),
+                    max_body=config.listener.max_frame_bytes,
+                    body_seconds=settings.body_timeout_seconds,
                 )
+                limits = http.Limits(settings.max_connections, settings.header_timeout_seconds)
+                await _serve_http(background, "http_hooks", hooks, settings.listen, limits)
             if systemd.enabled():
                 background.start_soon(_report_to_systemd, health, spool, breaker)
             async with trio.open_nursery() as pipeline:

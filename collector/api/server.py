@@ -2,26 +2,26 @@
 
 from __future__ import annotations
 
-import logging
 import os
 import signal
 
-import hypercorn
-import hypercorn.trio
 import trio
 import trio_asyncio
+from starlette.types import ASGIApp
 
 from hookdb.collector.api.app import Api
 from hookdb.collector.api.feed import Feed
 from hookdb.collector.api.reader import Reader
 from hookdb.collector.config import Config
-from hookdb.collector.ops import logs, systemd
+from hookdb.collector.ops import http, logs, systemd
 from hookdb.collector.store import embedded
 from hookdb.collector.store.connect import ConnectOptions
 
 log = logs.get("hookdb.api")
 
 GRACE_SECONDS = 5.0
+HEADER_SECONDS = 5.0  # hypercorn's default keep-alive timeout, which bounded the headers before
+MAX_CONNECTIONS = 512  # live streams included; well below the default soft limit of 1024 descriptors
 
 
 async def run(config: Config) -> None:
@@ -46,16 +46,12 @@ async def run(config: Config) -> None:
                 await nursery.start(feed.run)
                 stop = trio.Event()
                 nursery.start_soon(_stop_on_signal, stop, feed)
-                hyper = hypercorn.Config()
-                hyper.bind = [settings.listen]
-                hyper.graceful_timeout = GRACE_SECONDS
-                hyper.accesslog = None
-                hyper.errorlog = logging.getLogger("hypercorn.error")  # through our logging set-up
-                binds = await nursery.start(
-                    _serve, Api(reader, feed, settings).app(), hyper, stop, nursery.cancel_scope
+                port = await nursery.start(
+                    _serve, Api(reader, feed, settings).app(), settings.listen, stop, nursery.cancel_scope
                 )
-                log.info("api.listening", listen=settings.listen, url=binds[0], pid=os.getpid())
-                systemd.notify("READY=1", f"STATUS=serving on {binds[0]}")
+                url = f"http://{settings.listen.rpartition(':')[0]}:{port}"
+                log.info("api.listening", listen=settings.listen, url=url, pid=os.getpid())
+                systemd.notify("READY=1", f"STATUS=serving on {url}")
         finally:
             if server is not None:
                 await trio.to_thread.run_sync(server.cleanup)
@@ -63,24 +59,31 @@ async def run(config: Config) -> None:
 
 
 async def _serve(
-    app: object,
-    hyper: hypercorn.Config,
+    app: ASGIApp,
+    listen: str,
     stop: trio.Event,
     done: trio.CancelScope,
     *,
-    task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
+    task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    await hypercorn.trio.serve(app, hyper, shutdown_trigger=stop.wait, task_status=task_status)  # type: ignore[arg-type]
+    limits = http.Limits(MAX_CONNECTIONS, HEADER_SECONDS)
+    await http.serve(
+        "api", app, listen, limits, stop=stop, grace_seconds=GRACE_SECONDS, task_status=task_status
+    )
     done.cancel()  # the server has finished its requests: stop the feed too
 
 
 async def _stop_on_signal(stop: trio.Event, feed: Feed) -> None:
     # Kept open until the end: a second signal during the graceful stop must not kill the process.
-    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-        async for signum in signals:
-            if stop.is_set():
-                continue
-            log.info("api.stopping", signal=signal.Signals(signum).name)
-            systemd.notify("STOPPING=1")
-            feed.close()  # live streams end, so the server need not wait out their grace period
-            stop.set()
+    try:
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            async for signum in signals:
+                if stop.is_set():
+                    continue
+                log.info("api.stopping", signal=signal.Signals(signum).name)
+                systemd.notify("STOPPING=1")
+                feed.close()  # live streams end, so the server need not wait out their grace period
+                stop.set()
+    finally:
+        if stop.is_set():  # nor one during the teardown after it (closing the pool, the embedded server)
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)

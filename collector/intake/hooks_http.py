@@ -3,8 +3,9 @@
 ``POST /v1/hooks/<source>`` with ``Authorization: Bearer <token>``; the token decides the tenant (TCP has
 no peer credentials, so nothing else may). Events go through the same admission and spool as the
 socket's, and the answer comes only once the event is spooled: ``200 {}`` (no effect on the agent),
-``401`` for a missing or unknown token, ``413`` for a body over the limit, ``503`` with ``Retry-After``
-while the spool is full, ``400`` for a body that is not a JSON object.
+``401`` for a missing or unknown token (decided on the headers, before any of the body is read), ``413``
+for a body over the limit, ``408`` for a body that takes too long, ``503`` with ``Retry-After`` while the
+spool is full, ``400`` for a body that is not a JSON object.
 """
 
 from __future__ import annotations
@@ -13,41 +14,49 @@ import re
 import time
 
 import msgspec
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
 
 from hookdb.client.records import RECORD_HEADER_SIZE
 from hookdb.client.wire import ProtocolError, encode_envelope, new_event_id
 from hookdb.collector.intake.admission import admit
 from hookdb.collector.intake.tenancy import Grant, TokenTenants
-from hookdb.collector.ops import logs, metrics
-from hookdb.collector.ops.http import Handler, Request, Response
+from hookdb.collector.ops import http, logs, metrics
 from hookdb.collector.spool.segments import Spool
 
 log = logs.get("hookdb.hooks_http")
 
-PATH = re.compile(r"/v1/hooks/([A-Za-z0-9][A-Za-z0-9_.-]{0,63})\Z")
+SOURCE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z")
 RETRY_AFTER_SECONDS = "5"
 _decode_hook = msgspec.json.Decoder(dict[str, object]).decode
 
 
-def _json(status: int, body: dict[str, object], headers: list[tuple[str, str]] | None = None) -> Response:
-    return Response(status, msgspec.json.encode(body), headers=headers or [])
+def _json(status: int, body: dict[str, object], headers: dict[str, str] | None = None) -> Response:
+    return Response(msgspec.json.encode(body), status, headers, media_type=http.JSON)
 
 
-def handler(spool: Spool, tokens: TokenTenants) -> Handler:
-    """Serve hook POSTs for the tenants of ``tokens``."""
+def app(spool: Spool, tokens: TokenTenants, *, max_body: int, body_seconds: float) -> Starlette:
+    """Serve hook POSTs for the tenants of ``tokens``: bodies up to ``max_body`` bytes, each read within
+    ``body_seconds``."""
 
-    async def handle(request: Request) -> Response:
-        match = PATH.match(request.path)
-        if match is None:
+    async def hook(request: Request) -> Response:
+        source: str = request.path_params["source"]
+        if SOURCE.match(source) is None:
             return _json(404, {"error": "not found"})
-        if request.method != "POST":
-            return _json(405, {"error": "POST hook JSON here"})
+        # The headers decide before any of the body is read: a stranger's body costs nothing.
         tenant = tokens.tenant(request.headers.get("authorization", ""))
         if tenant is None:
             metrics.events_rejected.labels("peer_not_allowed").inc()
-            return _json(401, {"error": "a valid bearer token is required"}, [("www-authenticate", "Bearer")])
+            return http.Refusal(
+                b'{"error": "a valid bearer token is required"}', 401, {"www-authenticate": "Bearer"}
+            )
+        payload = await http.read_body(request, max_body, body_seconds)
+        if isinstance(payload, Response):
+            return payload
         try:
-            hook = _decode_hook(request.body)
+            hook = _decode_hook(payload)
         except msgspec.MsgspecError as exc:
             metrics.events_rejected.labels("bad_payload").inc()
             return _json(400, {"error": f"the body is not a JSON object: {exc}"})
@@ -56,11 +65,11 @@ def handler(spool: Spool, tokens: TokenTenants) -> Handler:
         body = encode_envelope(
             event_id=new_event_id(),
             occurred_at_ns=received_at_ns,
-            source=match.group(1),
+            source=source,
             event_type=event_type if isinstance(event_type, str) and event_type else "Unknown",
             session_id=session_id if isinstance(session_id, str) and session_id else None,
             tenant=None,
-            payload=request.body,
+            payload=payload,
         )
         try:
             entry, _ = admit(body, None, Grant(tenant, frozenset({tenant})), received_at_ns)
@@ -70,10 +79,19 @@ def handler(spool: Spool, tokens: TokenTenants) -> Handler:
             return _json(400, {"error": exc.reason, "detail": exc.detail})
         if not spool.has_room(len(entry) + RECORD_HEADER_SIZE):  # answer now rather than hold the agent
             return _json(
-                503, {"error": "the collector's spool is full"}, [("retry-after", RETRY_AFTER_SECONDS)]
+                503, {"error": "the collector's spool is full"}, {"retry-after": RETRY_AFTER_SECONDS}
             )
         await spool.wait_durable(await spool.append([entry]))
         metrics.events_received.inc()
-        return Response(200, b"{}")
+        return Response(b"{}", media_type=http.JSON)
 
-    return handle
+    async def not_found(request: Request, exc: Exception) -> Response:
+        return _json(404, {"error": "not found"})
+
+    async def not_allowed(request: Request, exc: Exception) -> Response:
+        return _json(405, {"error": "POST hook JSON here"})
+
+    return Starlette(
+        routes=[Route("/v1/hooks/{source}", hook, methods=["POST"])],
+        exception_handlers={404: not_found, 405: not_allowed, 500: http.internal_error},
+    )

