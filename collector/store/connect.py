@@ -78,12 +78,13 @@ class ConnectOptions:
         return await asyncpg.connect(self.dsn, **self.kwargs())
 
 
-async def assume_role(conn: asyncpg.Connection, role: str, setting: str) -> None:
-    """``SET ROLE`` so row-level security applies to this connection; ``setting`` names where it is set."""
+async def assume_role(conn: asyncpg.Connection, role: str, setting: str, *, local: bool = False) -> None:
+    """``SET ROLE`` so row-level security applies to this connection (``local``: to this transaction only,
+    ``SET LOCAL ROLE``); ``setting`` names where the role is configured."""
     if not role:
         return
     try:
-        await conn.execute(f"SET ROLE {quote_ident(role)}")
+        await conn.execute(f"SET {'LOCAL ' if local else ''}ROLE {quote_ident(role)}")
     except asyncpg.InsufficientPrivilegeError:
         raise SchemaError(
             f"the database user may not act as {role}: GRANT {role} TO <that user>, or set {setting}"
