@@ -56,9 +56,7 @@ async def test_a_failure_reaches_every_waiter_and_is_not_left_pending() -> None:
     assert flight._pending == {}  # cleaned up in finally
 
 
-def row(
-    event_type: str, payload: dict, at: datetime, *, session: str = "s", tool: str | None = None
-) -> Row:
+def row(event_type: str, payload: dict, at: datetime, *, session: str = "s", tool: str | None = None) -> Row:
     return Row(
         tenant_id="t",
         event_id=uuid.uuid4(),
@@ -126,8 +124,9 @@ async def test_prepare_decodes_each_payload_once_for_blobs_and_projections(monke
     monkeypatch.setattr(msgspec.json, "decode", counting)
     t0 = datetime(2026, 1, 1, tzinfo=UTC)
     big = "x" * 10_000
+    report = "/no/reports/r.md"
     rows = [
-        row("PostToolUse", {"tool_input": {"file_path": "/nope/reports/r.md", "content": big}}, t0, tool="Write"),
+        row("PostToolUse", {"tool_input": {"file_path": report, "content": big}}, t0, tool="Write"),
         row("PostToolUse", {"tool_input": {"file_path": "/nope/a.txt"}, "out": big}, t0, tool="Read"),
         row("Stop", {}, t0),
         row("Notification", {"message": "hi"}, t0),  # neither projected nor large: never decoded
@@ -135,9 +134,10 @@ async def test_prepare_decodes_each_payload_once_for_blobs_and_projections(monke
     prepared = await prepare(rows, blob_min_bytes=8192)
     assert sorted(decoded) == sorted(r.payload for r in rows[:3])
     assert len(prepared.blobs) == 1  # one text, stored once
-    assert prepared.rows[0].payload != rows[0].payload and prepared.rows[3] == rows[3]
+    assert prepared.rows[0].payload != rows[0].payload
+    assert prepared.rows[3] == rows[3]
     part = prepared.tenants["t"]
-    assert part.projection.reports[("t", "s", "/nope/reports/r.md")].content == big  # the inline content
+    assert part.projection.reports[("t", "s", report)].content == big  # the inline content
     assert part.projection.sessions[("t", "s")].event_count == 4
 
 

@@ -79,7 +79,7 @@ def to_item(body: bytes, end: Position) -> Item:
         entry = decode_entry(body)
     except StaleEntry as stale:  # spooled by a collector that accepted it, refused by this one
         return Item(end, stale.received_at_ns or time.time_ns(), stale, None)
-    return Item(end, entry.received_at_ns, entry, entry_row(entry))
+    return Item(end, entry.head.received_at_ns, entry, entry_row(entry))
 
 
 async def batch_records(
@@ -320,20 +320,27 @@ def _letters(dead: list[tuple[Item, str, str | None]]) -> list[deadletters.DeadL
         entry = item.entry
         if isinstance(entry, StaleEntry):
             event_id = event_type = session_id = None
+            peer = entry.peer
         else:
-            event_id, event_type, session_id = str(entry.event_id), entry.event_type, entry.session_id
+            head = entry.head
+            event_id, event_type, session_id, peer = (
+                str(head.event_id),
+                head.event_type,
+                head.session_id,
+                head.peer,
+            )
         letters.append(
             deadletters.DeadLetter(
                 dead_at=datetime.now(UTC),
                 error=error,
                 sqlstate=sqlstate,
                 received_at=from_ns(item.received_at_ns),
-                peer=entry.peer,
+                peer=peer,
                 event_id=event_id,
                 event_type=event_type,
                 session_id=session_id,
                 envelope=entry.envelope,
             )
         )
-        log.error("event.dead_lettered", error=error, sqlstate=sqlstate, peer=entry.peer, event_id=event_id)
+        log.error("event.dead_lettered", error=error, sqlstate=sqlstate, peer=peer, event_id=event_id)
     return letters

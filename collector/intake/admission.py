@@ -11,7 +11,7 @@ from hookdb.client.protocol import Envelope, decode_envelope
 from hookdb.client.wire import ProtocolError
 from hookdb.collector.intake.tenancy import Grant
 from hookdb.collector.spool.deadletters import DeadLetter
-from hookdb.collector.spool.entry import Peer, encode_entry, entry_of, from_ns
+from hookdb.collector.spool.entry import Peer, encode_entry, from_ns
 
 
 class _NoGrant(Grant):
@@ -53,4 +53,4 @@ def admit(body: bytes, peer: Peer | None, grant: Grant | None, received_at_ns: i
             envelope=body,
         )
         raise KeptRefusal(exc, letter) from None
-    return encode_entry(entry_of(envelope, tool_name, peer, received_at_ns, tenant)), envelope
+    return encode_entry(body, envelope, tool_name, peer, received_at_ns, tenant), envelope

@@ -29,8 +29,7 @@ class DeadLetter(msgspec.Struct, kw_only=True):
     event_type: str | None
     session_id: str | None
     envelope: bytes
-    """The event as a frame body (base64 in the file): the one the client sent for a refusal at intake, an
-    equivalent one naming the tenant intake resolved for an event PostgreSQL refused."""
+    """The frame body exactly as the client sent it (base64 in the file)."""
 
 
 _encode = msgspec.json.Encoder().encode

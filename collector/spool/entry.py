@@ -1,15 +1,17 @@
-"""A spool entry: one admitted event with everything intake learned about it, so delivery never asks again.
+"""A spool entry: one admitted frame with everything intake learned about it, so delivery never asks again.
 
 Pure encoding, no I/O; the spool stores entries as record bodies, delivery turns them into rows.
 
 Two formats, told apart by the first byte:
 
-- **v2** (written now): the byte ``0x82``, then an msgpack array of :class:`Entry`'s fields — when, from
-  whom, for which tenant, the envelope's validated fields, the payload's ``tool_name`` and the payload.
-  Decoding it validates nothing again: intake did.
+- **v2** (written now): the byte ``0x82``, the length of the head (2 bytes, big-endian), the head — an
+  msgpack array of :class:`Head`'s fields: when, from whom, for which tenant, the envelope's validated
+  fields, the payload's ``tool_name`` and where the payload lies in the frame — then the frame body as the
+  client sent it. Decoding it validates nothing again (intake did) and slices the payload out of the
+  frame; the frame stays whole for a dead letter.
 - **v1** (spools of earlier collectors): a fixed header (received_at in ns since the epoch as a positive
   int64, so its first byte is always below ``0x80``; peer pid, uid, gid; tenant length), the tenant, and
-  the frame body as the client sent it. Decoding it decodes and validates that frame, as delivery did.
+  the frame body. Decoding it decodes and validates that frame, as delivery did before.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from typing import NamedTuple
 import msgspec
 
 from hookdb.client.protocol import Envelope, decode_envelope
-from hookdb.client.wire import ProtocolError, encode_envelope
+from hookdb.client.wire import ProtocolError
 
 
 class Peer(NamedTuple):
@@ -33,8 +35,8 @@ class Peer(NamedTuple):
     gid: int
 
 
-class Entry(msgspec.Struct, array_like=True, gc=False, frozen=True):
-    """A spooled event: intake's decisions (received when, from whom, for which tenant) and the event."""
+class Head(msgspec.Struct, array_like=True, gc=False, frozen=True):
+    """What intake learned about a frame: when, from whom and for which tenant it came, and its fields."""
 
     received_at_ns: int
     peer: Peer | None
@@ -45,20 +47,22 @@ class Entry(msgspec.Struct, array_like=True, gc=False, frozen=True):
     event_type: str
     session_id: str | None
     tool_name: str | None
+    payload_start: int  # the payload's bytes in the frame body: [payload_start, payload_end)
+    payload_end: int
+
+
+class Entry(NamedTuple):
+    """A decoded spool entry: its head, its payload, and (lazily) the frame it came in."""
+
+    head: Head
     payload: bytes
+    body: bytes  # the record body, which holds the frame from frame_start on
+    frame_start: int
 
     @property
     def envelope(self) -> bytes:
-        """An envelope equivalent to the one the client sent, for the resolved tenant (for dead letters)."""
-        return encode_envelope(
-            event_id=str(self.event_id),
-            occurred_at_ns=to_ns(self.occurred_at),
-            source=self.source,
-            event_type=self.event_type,
-            session_id=self.session_id,
-            tenant=self.tenant,
-            payload=self.payload,
-        )
+        """The frame body exactly as the client sent it (for a dead letter)."""
+        return self.body[self.frame_start :]
 
 
 class StaleEntry(ProtocolError):
@@ -75,53 +79,77 @@ class StaleEntry(ProtocolError):
 
 
 V2 = 0x82
-_V2_MARK = bytes((V2,))
+_V2 = struct.Struct(">BH")  # the format byte, the head's length
 _encode = msgspec.msgpack.Encoder(uuid_format="bytes").encode
-_decode_v2 = msgspec.msgpack.Decoder(Entry).decode
+_decode_head = msgspec.msgpack.Decoder(Head).decode
 
 _META = struct.Struct(">qIIIH")  # v1: received_at (ns since the epoch), peer pid, uid, gid, tenant length
 _NONE = 0xFFFFFFFF
 
 
-def entry_of(
-    envelope: Envelope, tool_name: str | None, peer: Peer | None, received_at_ns: int, tenant: str
-) -> Entry:
-    """The entry of a validated envelope, accepted at ``received_at_ns`` for ``tenant``."""
-    return Entry(
-        received_at_ns,
-        peer,
-        tenant,
-        envelope.event_id,
-        envelope.occurred_at,
-        envelope.source,
-        envelope.event_type,
-        envelope.session_id,
-        tool_name,
-        envelope.payload,
+def encode_entry(
+    frame: bytes,
+    envelope: Envelope,
+    tool_name: str | None,
+    peer: Peer | None,
+    received_at_ns: int,
+    tenant: str,
+) -> bytes:
+    """The spool record body (v2) of ``frame``, decoded and validated as ``envelope``, accepted at
+    ``received_at_ns`` for ``tenant``."""
+    # msgpack keeps bytes verbatim, so the payload is in the frame as it is; near its end, where rfind starts.
+    # Any place holding the same bytes would do: the slice is the payload either way.
+    start = frame.rfind(envelope.payload)
+    head = _encode(
+        Head(
+            received_at_ns,
+            peer,
+            tenant,
+            envelope.event_id,
+            envelope.occurred_at,
+            envelope.source,
+            envelope.event_type,
+            envelope.session_id,
+            tool_name,
+            start,
+            start + len(envelope.payload),
+        )
     )
-
-
-def encode_entry(entry: Entry) -> bytes:
-    """The spool record body of ``entry`` (v2)."""
-    return _V2_MARK + _encode(entry)
+    return b"".join((_V2.pack(V2, len(head)), head, frame))
 
 
 def decode_entry(body: bytes) -> Entry:
     """The entry a spool record body holds, of either format; raises :class:`StaleEntry` for an entry this
     collector cannot store (a v1 frame it refuses, or a format it does not know)."""
-    if body[:1] == _V2_MARK:
+    if body[:1] == b"\x82" and len(body) >= _V2.size:
+        frame_start = _V2.size + _V2.unpack_from(body)[1]
         try:
-            return _decode_v2(memoryview(body)[1:])
+            head = _decode_head(memoryview(body)[_V2.size : frame_start])
         except msgspec.MsgspecError as exc:
             raise _unreadable(body, f"unreadable v2 spool entry: {exc}") from None
+        payload = body[frame_start + head.payload_start : frame_start + head.payload_end]
+        return Entry(head, payload, body, frame_start)
     if len(body) < _META.size or body[0] >= 0x80:
         raise _unreadable(body, f"spool entry of unknown format {body[:1].hex() or 'empty'}")
-    received_at_ns, peer, tenant, envelope = _decode_v1(body)
+    received_at_ns, peer, tenant, frame_start = _decode_v1(body)
     try:
-        env, tool_name = decode_envelope(envelope)
+        env, tool_name = decode_envelope(body[frame_start:])
     except ProtocolError as exc:
-        raise StaleEntry(exc, received_at_ns, peer, envelope) from None
-    return entry_of(env, tool_name, peer, received_at_ns, tenant)
+        raise StaleEntry(exc, received_at_ns, peer, body[frame_start:]) from None
+    head = Head(
+        received_at_ns,
+        peer,
+        tenant,
+        env.event_id,
+        env.occurred_at,
+        env.source,
+        env.event_type,
+        env.session_id,
+        tool_name,
+        -1,  # not needed: the payload is decoded already
+        -1,
+    )
+    return Entry(head, env.payload, body, frame_start)
 
 
 def _unreadable(body: bytes, detail: str) -> StaleEntry:
@@ -130,30 +158,24 @@ def _unreadable(body: bytes, detail: str) -> StaleEntry:
 
 def received_at_ns(body: bytes) -> int | None:
     """When the entry in ``body`` was received (None if it cannot tell), without validating its frame."""
-    if body[:1] == _V2_MARK:
+    if body[:1] == b"\x82":
         try:
-            return decode_entry(body).received_at_ns
+            return decode_entry(body).head.received_at_ns
         except StaleEntry:
             return None
     return _META.unpack_from(body)[0] if len(body) >= _META.size else None
 
 
-def _decode_v1(body: bytes) -> tuple[int, Peer | None, str, bytes]:
+def _decode_v1(body: bytes) -> tuple[int, Peer | None, str, int]:
     received_at_ns, pid, uid, gid, length = _META.unpack_from(body)
     peer = None if uid == _NONE else Peer(None if pid == _NONE else pid, uid, gid)
     start = _META.size + length
-    return received_at_ns, peer, body[_META.size : start].decode(), body[start:]
+    return received_at_ns, peer, body[_META.size : start].decode(), start
 
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_MICROSECOND = timedelta(microseconds=1)
 
 
 def from_ns(ns: int) -> datetime:
     """A time in nanoseconds since the epoch as an aware datetime (microsecond precision, as PostgreSQL)."""
     return EPOCH + timedelta(microseconds=ns // 1000)
-
-
-def to_ns(moment: datetime) -> int:
-    """An aware datetime in nanoseconds since the epoch."""
-    return (moment - EPOCH) // _MICROSECOND * 1000

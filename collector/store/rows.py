@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import NamedTuple
 
 from hookdb.client.protocol import decode_envelope
-from hookdb.collector.spool.entry import Entry, Peer, entry_of, from_ns, to_ns
+from hookdb.collector.spool.entry import Entry, Peer, from_ns
 
 
 class Row(NamedTuple):
@@ -32,16 +32,16 @@ COLUMNS = Row._fields
 
 def entry_row(entry: Entry) -> Row:
     """The row of a spooled event: everything in it was validated at intake."""
-    peer = entry.peer
+    head, peer = entry.head, entry.head.peer
     return Row(
-        entry.tenant,
-        entry.event_id,
-        entry.occurred_at,
-        from_ns(entry.received_at_ns),
-        entry.session_id,
-        entry.event_type,
-        entry.tool_name,
-        entry.source,
+        head.tenant,
+        head.event_id,
+        head.occurred_at,
+        from_ns(head.received_at_ns),
+        head.session_id,
+        head.event_type,
+        head.tool_name,
+        head.source,
         None if peer is None else peer.pid,
         None if peer is None else peer.uid,
         None if peer is None else peer.gid,
@@ -53,7 +53,20 @@ def event_row(body: bytes, peer: Peer | None, received_at: datetime, tenant: str
     """Decode and validate one frame body into the row of ``tenant``, as intake and delivery together do;
     raises ``ProtocolError`` for a frame that cannot be stored."""
     envelope, tool_name = decode_envelope(body)
-    return entry_row(entry_of(envelope, tool_name, peer, to_ns(received_at), tenant))
+    return Row(
+        tenant,
+        envelope.event_id,
+        envelope.occurred_at,
+        received_at,
+        envelope.session_id,
+        envelope.event_type,
+        tool_name,
+        envelope.source,
+        None if peer is None else peer.pid,
+        None if peer is None else peer.uid,
+        None if peer is None else peer.gid,
+        envelope.payload,
+    )
 
 
 def row_bytes(row: Row) -> int:
