@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import socket
 import time
 import uuid
@@ -140,25 +141,13 @@ def test_a_report_path_too_long_for_its_key_costs_only_its_own_event(
     # 3,000 characters overflow a btree key (54000 on reports_pkey) unless the schema hashes or caps keys:
     # either way the event is stored or dead-lettered, never retried forever, and the others land.
     collector = start(start_collector)
-    path = "/w/reports/" + "x" * 3000 + ".md"
+    path = "/w/reports/" + secrets.token_hex(1500) + ".md"  # incompressible: index tuples are compressed
     long_report = new_event_id()
-    payload = json.dumps({"tool_input": {"file_path": path, "content": "QA score: 90"}}).encode()
+    write = {"tool_name": "Write", "tool_input": {"file_path": path, "content": "QA score: 90"}}
     others = [new_event_id() for _ in range(20)]
     frames = [event(i, "beta") for i in others[:10]]
-    frames.append(event(long_report, "alpha", event_type="PostToolUse", payload=payload))
+    frames.append(event(long_report, "alpha", event_type="PostToolUse", payload=json.dumps(write).encode()))
     frames += [event(i, "alpha") for i in others[10:]]
-    # PostToolUse of a Write: the tool name is in the payload's head.
-    frames[10] = frame(
-        encode_envelope(
-            event_id=long_report,
-            occurred_at_ns=time.time_ns(),
-            source="app",
-            event_type="PostToolUse",
-            session_id="s",
-            tenant="alpha",
-            payload=json.dumps({"tool_name": "Write", **json.loads(payload)}).encode(),
-        )
-    )
     send(socket_path, frames)
 
     def settled() -> bool:
