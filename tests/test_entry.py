@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import base64
+import json
+import os
 import struct
+import time
 from datetime import UTC, datetime
+from pathlib import Path
 
 import msgspec
 import pytest
@@ -11,7 +16,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from hookdb.client.protocol import decode_envelope
-from hookdb.client.wire import encode_envelope
+from hookdb.client.records import SPOOL_FILE, encode_record
+from hookdb.client.wire import encode_envelope, new_event_id
 from hookdb.collector.spool.entry import (
     Peer,
     StaleEntry,
@@ -20,7 +26,10 @@ from hookdb.collector.spool.entry import (
     from_ns,
     received_at_ns,
 )
+from hookdb.collector.spool.segments import segment_name
 from hookdb.collector.store.rows import entry_row, event_row
+
+from conftest import run_sql, wait_for, wait_for_rows
 
 _V1_META = struct.Struct(">qIIIH")
 _NONE = 0xFFFFFFFF
@@ -143,3 +152,43 @@ def test_a_payload_that_also_appears_earlier_in_the_frame_is_sliced_right() -> N
         )
         envelope, tool_name = decode_envelope(body)
         assert decode_entry(encode_entry(body, envelope, tool_name, None, 5, "t")).payload == payload
+
+
+def test_a_spool_written_by_an_earlier_collector_is_delivered_by_this_one(
+    start_collector, dsn: str, tmp_path: Path
+) -> None:
+    # The spool as a v1 collector left it (stopped before delivering), then v2 entries after an upgrade.
+    peer = Peer(4242, os.getuid(), os.getgid())
+    ids = [new_event_id() for _ in range(40)]
+    refused = msgspec.msgpack.encode({"v": 1, "event_id": "from an older, laxer collector"})
+    bodies = [
+        encode_envelope(
+            event_id=i,
+            occurred_at_ns=time.time_ns(),
+            source="app",
+            event_type="Stop",
+            session_id="s",
+            tenant=None,
+            payload=b'{"n": %d}' % n,
+        )
+        for n, i in enumerate(ids)
+    ]
+    records = [encode_v1(b, peer, time.time_ns(), "default") for b in bodies[:30]]
+    records.append(encode_v1(refused, peer, time.time_ns(), "default"))
+    for b in bodies[30:]:
+        envelope, tool_name = decode_envelope(b)
+        records.append(encode_entry(b, envelope, tool_name, peer, time.time_ns(), "default"))
+    spool = tmp_path / "state" / "spool"
+    spool.mkdir(parents=True)
+    (spool / segment_name(1)).write_bytes(SPOOL_FILE + b"".join(encode_record(r) for r in records))
+
+    start_collector()
+    assert wait_for_rows(dsn, 40) == 40
+    stored = run_sql(dsn, "SELECT event_id, peer_pid, payload->>'n' FROM hook_audit_log ORDER BY 3::int")
+    assert {str(r[0]) for r in stored} == set(ids)
+    assert {r[1] for r in stored} == {4242}
+    letters_file = tmp_path / "state" / "deadletter" / "deadletter.jsonl"
+    wait_for(letters_file.exists, 10)
+    letters = letters_file.read_text().splitlines()
+    assert len(letters) == 1
+    assert base64.b64decode(json.loads(letters[0])["envelope"]) == refused

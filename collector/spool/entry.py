@@ -178,4 +178,4 @@ EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 def from_ns(ns: int) -> datetime:
     """A time in nanoseconds since the epoch as an aware datetime (microsecond precision, as PostgreSQL)."""
-    return EPOCH + timedelta(microseconds=ns // 1000)
+    return EPOCH + timedelta(0, 0, ns // 1000)  # positional: twice as fast, and this runs for every event
