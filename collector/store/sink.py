@@ -9,8 +9,8 @@ it). Only the rows that were new are projected into ``sessions``, ``reports`` an
 
 Each payload is decoded at most once here (:func:`prepare`), for blob extraction and the projections alike;
 each tenant's rows are projected once, and again only over the new ones when some were already stored.
-An event whose time has no partition (the default one detached or dropped) gets one: the sink creates it
-and writes the batch again.
+An event whose time has no partition (the default one detached or dropped) gets one: the sink creates its
+month's partition and writes the batch again.
 
 asyncpg is asyncio; the trio side crosses over once per batch through trio-asyncio.
 """
@@ -205,16 +205,33 @@ async def _write(conn: asyncpg.Connection, batch: Prepared, role: str) -> Prepar
 
 
 async def _add_partitions(conn: asyncpg.Connection, rows: Sequence[Row]) -> list[str]:
-    """Create the partitions the rows' months lack (or the default partition, if it is gone); outside the
-    write transaction, so as the login that owns the schema."""
-    default = f"{partitions.PARENT}_default"
-    if await conn.fetchval("SELECT to_regclass($1)", default) is None:
-        await conn.execute(f"CREATE TABLE {default} PARTITION OF {partitions.PARENT} DEFAULT")
-        return [default]
+    """Create partitions for the rows' months, which have none and no default partition to fall into; the
+    default partition itself for a month that cannot have its own (its name taken by a detached table, or
+    beyond the calendar). Outside the write transaction, so as the login that owns the schema."""
+    parent = partitions.PARENT
     created = []
+    fallback = False
     for start in sorted({partitions.month_start(row.occurred_at) for row in rows}):
-        if await partitions.create_month(conn, start):
-            created.append(partitions.partition_name(start))
+        name = partitions.partition_name(start)
+        try:
+            end = partitions.month_start(start, 1)
+        except ValueError:  # December of the year 9999
+            fallback = True
+            continue
+        async with conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", name)
+            if await conn.fetchval("SELECT to_regclass($1)", name) is not None:
+                fallback = True  # a detached table of that name: never fill it behind the operator's back
+                continue
+            await conn.execute(
+                f"CREATE TABLE {name} PARTITION OF {parent} "
+                f"FOR VALUES FROM ('{start.isoformat()}') TO ('{end.isoformat()}')"
+            )
+        created.append(name)
+    default = f"{parent}_default"
+    if fallback and await conn.fetchval("SELECT to_regclass($1)", default) is None:
+        await conn.execute(f"CREATE TABLE {default} PARTITION OF {parent} DEFAULT")
+        created.append(default)
     return created
 
 
