@@ -184,6 +184,9 @@ def test_an_event_whose_month_has_no_partition_lands_once_the_collector_creates_
         dsn, "SELECT tableoid::regclass::text FROM hook_audit_log WHERE event_id = $1", uuid.UUID(later)
     )
     assert where[0][0] == "hook_audit_log_y2031m05"
+    # This month's partition was there all along: no default partition made up for it.
+    gone = run_sql(dsn, "SELECT to_regclass('hook_audit_log_default') IS NULL")[0][0]
+    assert gone is (default == "dropped")
     assert collector.events("partition.created")
     alive(collector)
 

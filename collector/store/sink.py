@@ -204,6 +204,12 @@ async def _write(conn: asyncpg.Connection, batch: Prepared, role: str) -> Prepar
     return batch
 
 
+_PARTITION_OF = """
+SELECT EXISTS (SELECT FROM pg_inherits WHERE inhrelid = c.oid AND inhparent = $2::regclass) AS attached
+FROM pg_class c WHERE c.oid = to_regclass($1)
+"""
+
+
 async def _add_partitions(conn: asyncpg.Connection, rows: Sequence[Row]) -> list[str]:
     """Create partitions for the rows' months, which have none and no default partition to fall into; the
     default partition itself for a month that cannot have its own (its name taken by a detached table, or
@@ -220,8 +226,10 @@ async def _add_partitions(conn: asyncpg.Connection, rows: Sequence[Row]) -> list
             continue
         async with conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", name)
-            if await conn.fetchval("SELECT to_regclass($1)", name) is not None:
-                fallback = True  # a detached table of that name: never fill it behind the operator's back
+            found = await conn.fetchrow(_PARTITION_OF, name, parent)
+            if found is not None:
+                # Attached: this month has its partition. Detached: never fill it behind the operator's back.
+                fallback = fallback or not found["attached"]
                 continue
             await conn.execute(
                 f"CREATE TABLE {name} PARTITION OF {parent} "
