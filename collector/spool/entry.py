@@ -97,9 +97,7 @@ def encode_entry(
 ) -> bytes:
     """The spool record body (v2) of ``frame``, decoded and validated as ``envelope``, accepted at
     ``received_at_ns`` for ``tenant``."""
-    # msgpack keeps bytes verbatim, so the payload is in the frame as it is; near its end, where rfind starts.
-    # Any place holding the same bytes would do: the slice is the payload either way.
-    start = frame.rfind(envelope.payload)
+    start = _payload_start(frame, envelope.payload)
     head = _encode(
         Head(
             received_at_ns,
@@ -116,6 +114,21 @@ def encode_entry(
         )
     )
     return b"".join((_V2.pack(V2, len(head)), head, frame))
+
+
+_ACK = b"\xa3ack\xc3"  # what follows the payload in a frame that asks for an ack
+
+
+def _payload_start(frame: bytes, payload: bytes) -> int:
+    """Where ``payload`` lies in ``frame``: msgpack keeps bytes verbatim, so it is there as it is.
+
+    Encoders of the envelope (``encode_envelope``, msgspec's) put it last, or just before ``ack``: two
+    comparisons at the end. Anywhere else, any place holding the same bytes would do.
+    """
+    for end in (len(frame), len(frame) - len(_ACK)):
+        if frame.endswith(payload, 0, end):
+            return end - len(payload)
+    return frame.rfind(payload)
 
 
 def decode_entry(body: bytes) -> Entry:
