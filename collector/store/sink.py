@@ -47,7 +47,8 @@ STAGE = "hookdb_stage"
 BLOB_STAGE = "hookdb_blob_stage"
 _COLUMN_LIST = ", ".join(COLUMNS)
 _SET_TENANT = "SELECT set_config('hookdb.tenant', $1, true)"
-_SET_ROLE = "SELECT set_config('role', $1, true)"  # SET LOCAL ROLE, with the role as a parameter
+# SET LOCAL ROLE (the role as a parameter) and the first tenant, in the transaction's first round trip.
+_SET_ROLE_AND_TENANT = "SELECT set_config('role', $1, true), set_config('hookdb.tenant', $2, true)"
 _INSERT_BLOBS = (
     "INSERT INTO payload_blobs (tenant_id, sha256, content) "
     f"SELECT tenant_id, sha256, content FROM {BLOB_STAGE} WHERE tenant_id = $1 ON CONFLICT DO NOTHING"
@@ -184,16 +185,22 @@ async def _open(options: ConnectOptions) -> tuple[asyncpg.Connection, list[str]]
 
 async def _write(conn: asyncpg.Connection, batch: Prepared, role: str) -> Prepared:
     batch.inserted = batch.unverified_reports = 0  # a retried batch counts afresh
+    tenants = list(batch.tenants.items())
+    if not tenants:
+        return batch
     async with conn.transaction():
         if role:
-            await conn.execute(_SET_ROLE, role)
+            await conn.execute(_SET_ROLE_AND_TENANT, role, tenants[0][0])
+        else:
+            await conn.execute(_SET_TENANT, tenants[0][0])
         await conn.copy_records_to_table(STAGE, records=batch.rows, columns=COLUMNS)
         if batch.blobs:
             await conn.copy_records_to_table(
                 BLOB_STAGE, records=batch.blobs, columns=("tenant_id", "sha256", "content")
             )
-        for tenant, part in batch.tenants.items():
-            await conn.execute(_SET_TENANT, tenant)
+        for index, (tenant, part) in enumerate(tenants):
+            if index:
+                await conn.execute(_SET_TENANT, tenant)
             if batch.blobs:
                 await conn.execute(_INSERT_BLOBS, tenant)
             new = {r[0] for r in await conn.fetch(_INSERT_EVENTS, tenant)}
