@@ -236,7 +236,11 @@ HANDLERS: dict[str, Handler] = {
 def reads_payload(row: Row) -> bool:
     """Whether :func:`project` reads this row's payload (else only its columns)."""
     handler = cls.HANDLED_EVENTS.get(row.event_type)
-    return handler is not None and (handler != "post_tool_use" or row.tool_name in cls.WRITE_TOOLS)
+    return (
+        handler is not None
+        and row.session_id is not None
+        and (handler != "post_tool_use" or row.tool_name in cls.WRITE_TOOLS)
+    )
 
 
 def project(rows: Sequence[Row], payloads: Sequence[Any] | None = None) -> Projection:
