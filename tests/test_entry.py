@@ -192,3 +192,20 @@ def test_a_spool_written_by_an_earlier_collector_is_delivered_by_this_one(
     letters = letters_file.read_text().splitlines()
     assert len(letters) == 1
     assert base64.b64decode(json.loads(letters[0])["envelope"]) == refused
+
+
+def test_a_tool_name_of_any_length_fits_the_head() -> None:
+    payload = msgspec.json.encode({"tool_name": "t" * 100_000})
+    body = encode_envelope(
+        event_id=new_event_id(),
+        occurred_at_ns=time.time_ns(),
+        source="app",
+        event_type="PreToolUse",
+        session_id="s",
+        tenant=None,
+        payload=payload,
+    )
+    envelope, tool_name = decode_envelope(body)
+    entry = decode_entry(encode_entry(body, envelope, tool_name, None, 1, "t"))
+    assert entry.head.tool_name == "t" * 100_000
+    assert entry.payload == payload

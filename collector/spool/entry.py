@@ -4,7 +4,7 @@ Pure encoding, no I/O; the spool stores entries as record bodies, delivery turns
 
 Two formats, told apart by the first byte:
 
-- **v2** (written now): the byte ``0x82``, the length of the head (2 bytes, big-endian), the head — an
+- **v2** (written now): the byte ``0x82``, the length of the head (4 bytes, big-endian), the head — an
   msgpack array of :class:`Head`'s fields: when, from whom, for which tenant, the envelope's validated
   fields, the payload's ``tool_name`` and where the payload lies in the frame — then the frame body as the
   client sent it. Decoding it validates nothing again (intake did) and slices the payload out of the
@@ -79,7 +79,7 @@ class StaleEntry(ProtocolError):
 
 
 V2 = 0x82
-_V2 = struct.Struct(">BH")  # the format byte, the head's length
+_V2 = struct.Struct(">BI")  # the format byte, the head's length (tool_name has no length limit)
 _encode = msgspec.msgpack.Encoder(uuid_format="bytes").encode
 _decode_head = msgspec.msgpack.Decoder(Head).decode
 
