@@ -11,10 +11,16 @@ from types import MappingProxyType
 # -- Database errors -----------------------------------------------------------------------------------
 
 # SQLSTATE classes of errors about the data of a row (22 data exception, 23 integrity constraint
-# violation): the batch is split to isolate the rows at fault, and the breaker is not told. Every other
-# error (08 connection, 53 resources, 57 operator intervention, 42 a missing table, timeouts, I/O, ...)
-# is about the database's availability: it counts against the breaker and the batch is retried whole.
+# violation): the batch is split to isolate the rows at fault, and the breaker is not told.
 DATA_ERROR_CLASSES = frozenset({"22", "23"})
+
+# SQLSTATE classes that say the database is not able to take writes right now, whatever the rows: 08
+# connection, 25 invalid transaction state (a read-only server), 28 authorization, 3D a missing database,
+# 40 rollbacks (deadlock, serialization), 42 a missing table or a revoked grant, 53 resources (disk full,
+# too many connections), 55 object not ready (lock not available), 57 operator intervention (shutdown,
+# statement timeout), 58 system (I/O), F0 configuration, XX internal. They and errors below SQL (timeouts,
+# I/O) count against the breaker and the batch is retried whole until the database recovers.
+AVAILABILITY_CLASSES = frozenset({"08", "25", "28", "3D", "40", "42", "53", "55", "57", "58", "F0", "XX"})
 
 
 def sqlstate_class(exc: BaseException) -> str:
@@ -23,8 +29,27 @@ def sqlstate_class(exc: BaseException) -> str:
     return code[:2] if isinstance(code, str) else "io"
 
 
+def is_missing_partition(exc: BaseException) -> bool:
+    """23514 raised by partition routing (no partition of ``hook_audit_log`` for the row's time): a schema
+    problem, not bad data; the sink creates the partition and writes again. A CHECK constraint's 23514
+    names its constraint, and a trigger's names no table."""
+    return (
+        getattr(exc, "sqlstate", None) == "23514"
+        and getattr(exc, "constraint_name", None) is None
+        and getattr(exc, "table_name", None) is not None
+    )
+
+
 def is_data_error(exc: BaseException) -> bool:
-    return sqlstate_class(exc) in DATA_ERROR_CLASSES
+    """An error about the data of a row: its batch is split to isolate the rows at fault."""
+    return sqlstate_class(exc) in DATA_ERROR_CLASSES and not is_missing_partition(exc)
+
+
+def may_be_row_fault(exc: BaseException) -> bool:
+    """A database error of no class above (54000 index row size, a trigger's RAISE, ...): a row may cause it.
+    Once is a failure like any other; if it repeats for the same batch, the batch is split like a data
+    error, so one row cannot stop every tenant's delivery."""
+    return sqlstate_class(exc) not in DATA_ERROR_CLASSES | AVAILABILITY_CLASSES | {"io"}
 
 
 # -- Claude Code hooks ---------------------------------------------------------------------------------

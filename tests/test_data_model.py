@@ -170,6 +170,22 @@ def test_50_concurrent_first_events_make_one_session(start_collector, socket_pat
     assert run_sql(dsn, "SELECT count(*), min(status) FROM sessions")[0][:] == (1, "running")
 
 
+def test_a_batch_of_old_and_repeated_events_counts_each_new_event_once(
+    start_collector, socket_path: Path, dsn: str
+) -> None:
+    start_collector("--set", "batch.linger_seconds=0.5")
+    first = [event("PreToolUse", {"tool_name": "Bash", "i": i}, session="again") for i in range(5)]
+    send_concurrently(socket_path, [first])
+    assert wait_for_rows(dsn, 5) == 5
+    fresh = [event("PreToolUse", {"tool_name": "Read", "i": i}, session="again") for i in range(4)]
+    # Redelivered events (already stored) and one new event twice (sent again after a lost ack), one batch.
+    send_concurrently(socket_path, [[*first[:3], *fresh, fresh[0]]])
+    assert wait_for_rows(dsn, 9) == 9
+    wait_for(lambda: run_sql(dsn, "SELECT event_count FROM sessions")[0][0] >= 9, 30)
+    time.sleep(1)  # any miscount would have landed by now
+    assert run_sql(dsn, "SELECT event_count FROM sessions")[0][0] == 9
+
+
 def test_files_not_owned_by_the_sender_are_not_read(
     start_collector, socket_path: Path, dsn: str, tmp_path: Path
 ):

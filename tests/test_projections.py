@@ -10,7 +10,8 @@ import pytest
 import trio
 
 from hookdb.collector.store.projections import SingleFlight, glob_regex, project
-from hookdb.collector.store.rows import COLUMNS
+from hookdb.collector.store.rows import Row
+from hookdb.collector.store.sink import TenantRows, prepare
 
 
 async def test_fifty_concurrent_requests_share_one_computation() -> None:
@@ -55,24 +56,21 @@ async def test_a_failure_reaches_every_waiter_and_is_not_left_pending() -> None:
     assert flight._pending == {}  # cleaned up in finally
 
 
-def row(
-    event_type: str, payload: dict, at: datetime, *, session: str = "s", tool: str | None = None
-) -> tuple:
-    values = {
-        "tenant_id": "t",
-        "event_id": uuid.uuid4(),
-        "occurred_at": at,
-        "received_at": at,
-        "session_id": session,
-        "event_type": event_type,
-        "tool_name": tool,
-        "source": "app",
-        "peer_pid": 1,
-        "peer_uid": 1000,
-        "peer_gid": 1000,
-        "payload": msgspec.json.encode(payload),
-    }
-    return tuple(values[c] for c in COLUMNS)
+def row(event_type: str, payload: dict, at: datetime, *, session: str = "s", tool: str | None = None) -> Row:
+    return Row(
+        tenant_id="t",
+        event_id=uuid.uuid4(),
+        occurred_at=at,
+        received_at=at,
+        session_id=session,
+        event_type=event_type,
+        tool_name=tool,
+        source="app",
+        peer_pid=1,
+        peer_uid=1000,
+        peer_gid=1000,
+        payload=msgspec.json.encode(payload),
+    )
 
 
 def test_status_follows_the_latest_event_whatever_the_order_in_the_batch() -> None:
@@ -113,3 +111,44 @@ def test_status_follows_the_latest_event_whatever_the_order_in_the_batch() -> No
 )
 def test_glob_patterns(pattern: str, path: str, matches: bool) -> None:
     assert bool(glob_regex(pattern).match(path)) is matches
+
+
+async def test_prepare_decodes_each_payload_once_for_blobs_and_projections(monkeypatch) -> None:
+    decoded: list[bytes] = []
+    decode = msgspec.json.decode
+
+    def counting(data, *args, **kwargs):  # type: ignore[no-untyped-def]
+        decoded.append(bytes(data))
+        return decode(data, *args, **kwargs)
+
+    monkeypatch.setattr(msgspec.json, "decode", counting)
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    big = "x" * 10_000
+    report = "/no/reports/r.md"
+    rows = [
+        row("PostToolUse", {"tool_input": {"file_path": report, "content": big}}, t0, tool="Write"),
+        row("PostToolUse", {"tool_input": {"file_path": "/nope/a.txt"}, "out": big}, t0, tool="Read"),
+        row("Stop", {}, t0),
+        row("Notification", {"message": "hi"}, t0),  # neither projected nor large: never decoded
+    ]
+    prepared = await prepare(rows, blob_min_bytes=8192)
+    assert sorted(decoded) == sorted(r.payload for r in rows[:3])
+    assert len(prepared.blobs) == 1  # one text, stored once
+    assert prepared.rows[0].payload != rows[0].payload
+    assert prepared.rows[3] == rows[3]
+    part = prepared.tenants["t"]
+    assert part.projection.reports[("t", "s", report)].content == big  # the inline content
+    assert part.projection.sessions[("t", "s")].event_count == 4
+
+
+def test_only_new_rows_are_projected_and_each_event_once() -> None:
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    first, second = row("SubagentStart", {}, t0), row("Stop", {}, t0 + timedelta(seconds=1))
+    again = first._replace(received_at=t0 + timedelta(seconds=5))  # the same event, spooled twice
+    part = TenantRows([first, second, again], [{}, {}, {}])
+    part.projection = project(part.rows, part.payloads)
+    assert part.projection_of({first.event_id, second.event_id}).sessions[("t", "s")].event_count == 2
+    only = part.projection_of({second.event_id}).sessions[("t", "s")]
+    assert (only.event_count, only.subagent_count, only.status) == (1, 0, "completed")
+    whole = TenantRows([first, second], [{}, {}], project([first, second]))
+    assert whole.projection_of({first.event_id, second.event_id}) is whole.projection  # all new: as prepared

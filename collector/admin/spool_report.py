@@ -13,7 +13,7 @@ from pathlib import Path
 import msgspec
 
 from hookdb.client.records import Damage, Record
-from hookdb.collector.spool.entry import decode_entry
+from hookdb.collector.spool.entry import received_at_ns
 from hookdb.collector.spool.segments import (
     QUARANTINE,
     Position,
@@ -71,7 +71,7 @@ def inspect(directory: Path, max_record: int) -> SpoolReport:
                     scan.pending += 1
                     scan.pending_bytes += item.end - item.offset
                     if oldest_ns is None:
-                        oldest_ns = decode_entry(item.body)[0]
+                        oldest_ns = received_at_ns(item.body)
             elif item.end == size and index == len(found) - 1 and item.start > 0:
                 scan.tail = item
             else:

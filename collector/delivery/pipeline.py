@@ -4,8 +4,9 @@ Four tasks joined by channels that hold at most one item each (so memory stays b
 batches, whatever the spool holds, and each step works while the next one waits on PostgreSQL):
 ``read_spool`` → ``batch_records`` → ``prepare_batches`` → ``Delivery.run``.
 Each write asks the breaker first; a data error splits the batch until the rows at fault are
-isolated and dead-lettered; only a batch that is fully committed (or dead-lettered) moves the spool's
-checkpoint.
+isolated and dead-lettered, and so does an error of no known class (e.g. 54000 index row size) once it
+repeats for the same batch; only a batch that is fully committed (or dead-lettered) moves the spool's
+checkpoint. Rows are built straight from the spool entries: what intake validated is not checked again.
 """
 
 from __future__ import annotations
@@ -20,17 +21,16 @@ from pathlib import Path
 import asyncpg
 import trio
 
-from hookdb.client.wire import ProtocolError
-from hookdb.collector.classification import is_data_error, sqlstate_class
+from hookdb.collector.classification import is_data_error, may_be_row_fault, sqlstate_class
 from hookdb.collector.delivery.batcher import Batcher
 from hookdb.collector.delivery.breaker import Breaker, Permit
 from hookdb.collector.ops import logs, metrics
 from hookdb.collector.ops.health import Health
 from hookdb.collector.spool import deadletters
-from hookdb.collector.spool.entry import decode_entry, from_ns
+from hookdb.collector.spool.entry import Entry, StaleEntry, decode_entry, from_ns
 from hookdb.collector.spool.segments import Position, Spool
 from hookdb.collector.store.connect import ConnectOptions
-from hookdb.collector.store.rows import Row, column, event_row, row_bytes
+from hookdb.collector.store.rows import Row, entry_row, row_bytes
 from hookdb.collector.store.sink import PostgresSink, Prepared, prepare
 
 log = logs.get("hookdb.delivery")
@@ -49,13 +49,12 @@ AVAILABILITY_ERRORS = (
 
 @dataclass(slots=True)
 class Item:
-    """One spooled event on its way to PostgreSQL."""
+    """One spooled event on its way to PostgreSQL: its entry and row, or why it cannot be stored."""
 
-    row: Row | None  # None when the spooled frame no longer decodes (it goes to the dead letters)
-    entry: bytes
     end: Position
     received_at_ns: int
-    error: str | None = None
+    entry: Entry | StaleEntry  # a StaleEntry has no row: it goes to the dead letters
+    row: Row | None
 
 
 @dataclass(slots=True)
@@ -75,12 +74,12 @@ async def read_spool(spool: Spool, send: trio.MemorySendChannel[list[tuple[Posit
             await send.send(records)
 
 
-def to_item(entry: bytes, end: Position) -> Item:
-    received_at_ns, peer, tenant, envelope = decode_entry(entry)
+def to_item(body: bytes, end: Position) -> Item:
     try:
-        return Item(event_row(envelope, peer, from_ns(received_at_ns), tenant), entry, end, received_at_ns)
-    except ProtocolError as exc:  # spooled by a collector that accepted it, refused by this one
-        return Item(None, entry, end, received_at_ns, f"{exc.reason}: {exc.detail}")
+        entry = decode_entry(body)
+    except StaleEntry as stale:  # spooled by a collector that accepted it, refused by this one
+        return Item(end, stale.received_at_ns or time.time_ns(), stale, None)
+    return Item(end, entry.head.received_at_ns, entry, entry_row(entry))
 
 
 async def batch_records(
@@ -116,9 +115,9 @@ async def prepare_batches(
     """Get each batch ready for its transaction (blobs, projections' file reads) ahead of the writer."""
     async with receive, send:
         async for batch in receive:
-            rows = [item.row for item in batch.items]
-            if all(row is not None for row in rows):
-                batch.prepared = await prepare(rows, blob_min_bytes)  # type: ignore[arg-type]
+            rows = [item.row for item in batch.items if item.row is not None]
+            if len(rows) == len(batch.items):
+                batch.prepared = await prepare(rows, blob_min_bytes)
             await send.send(batch)
 
 
@@ -209,8 +208,13 @@ class Delivery:
             self._sink = None
 
     async def _deliver(self, batch: Batch) -> None:
-        """Write one batch; wait and retry for as long as it takes (the breaker paces the attempts)."""
+        """Write one batch; wait and retry for as long as it takes (the breaker paces the attempts).
+
+        An error that a row may cause fails the first attempt only: the next one splits the batch on that
+        SQLSTATE if it comes again, so the row at fault is dead-lettered and the others are written.
+        """
         self._health.oldest_pending_ns = batch.items[0].received_at_ns
+        suspects: frozenset[str] = frozenset()
         while True:
             now = trio.current_time()
             permit = self.breaker.acquire(now)
@@ -225,7 +229,7 @@ class Delivery:
             dead: list[tuple[Item, str, str | None]] = []
             with trio.move_on_after(timeout) as attempt:
                 try:
-                    dead = await self._write_isolating(batch.items, batch.prepared)
+                    dead = await self._write_isolating(batch.items, batch.prepared, suspects)
                 except AVAILABILITY_ERRORS as exc:
                     error = exc
             if attempt.cancelled_caught:
@@ -239,6 +243,15 @@ class Delivery:
                 self._health.db_ok = True
                 self._committed(batch, time.perf_counter() - started)
                 return
+            sqlstate = getattr(error, "sqlstate", None)
+            if may_be_row_fault(error) and sqlstate not in suspects:
+                # The database answered: not an outage. Try again at once, splitting if it comes again.
+                suspects |= {sqlstate}
+                log.warning("write.refused", error=str(error), sqlstate=sqlstate, events=len(batch.items))
+                metrics.db_errors.labels(sqlstate_class(error)).inc()
+                self.breaker.success(permit, trio.current_time())
+                self._log_transitions()
+                continue
             self._failed(permit, error)
             if self.breaker.state == "closed":
                 await trio.sleep(self._retry_seconds)
@@ -252,14 +265,15 @@ class Delivery:
             observe((now_ns - item.received_at_ns) / 1e9)
 
     async def _write_isolating(
-        self, items: list[Item], prepared: Prepared | None = None
+        self, items: list[Item], prepared: Prepared | None = None, suspects: frozenset[str] = frozenset()
     ) -> list[tuple[Item, str, str | None]]:
-        """Write ``items``; on a data error split them until each row at fault stands alone.
+        """Write ``items``; on a data error (or one of the ``suspects`` SQLSTATEs) split them until each row
+        at fault stands alone.
 
         Returns the rows PostgreSQL refused as data, with the error and SQLSTATE. Parts written before an
         availability error are simply written again with the retry: duplicates add no rows.
         """
-        refused = [(item, item.error, None) for item in items if item.row is None]
+        refused = [(item, str(item.entry), None) for item in items if item.row is None]
         rows = [item for item in items if item.row is not None]
         if not rows:
             return refused
@@ -268,17 +282,17 @@ class Delivery:
             if prepared is not None:
                 inserted = await sink.write_prepared(prepared)
             else:
-                inserted = await sink.write([item.row for item in rows])  # type: ignore[misc]
+                inserted = await sink.write([item.row for item in rows if item.row is not None])
         except asyncpg.PostgresError as exc:
-            if not is_data_error(exc):
+            if not (is_data_error(exc) or exc.sqlstate in suspects):
                 raise
             if len(rows) == 1:
                 return [*refused, (rows[0], f"{type(exc).__name__}: {exc}", exc.sqlstate)]
             middle = len(rows) // 2
             return [
                 *refused,
-                *await self._write_isolating(rows[:middle]),
-                *await self._write_isolating(rows[middle:]),
+                *await self._write_isolating(rows[:middle], suspects=suspects),
+                *await self._write_isolating(rows[middle:], suspects=suspects),
             ]
         metrics.batches.inc()
         metrics.batch_size.observe(len(rows))
@@ -303,22 +317,30 @@ class Delivery:
 def _letters(dead: list[tuple[Item, str, str | None]]) -> list[deadletters.DeadLetter]:
     letters = []
     for item, error, sqlstate in dead:
-        received_at_ns, peer, _, envelope = decode_entry(item.entry)
-        row = item.row
+        entry = item.entry
+        if isinstance(entry, StaleEntry):
+            event_id = event_type = session_id = None
+            peer = entry.peer
+        else:
+            head = entry.head
+            event_id, event_type, session_id, peer = (
+                str(head.event_id),
+                head.event_type,
+                head.session_id,
+                head.peer,
+            )
         letters.append(
             deadletters.DeadLetter(
                 dead_at=datetime.now(UTC),
                 error=error,
                 sqlstate=sqlstate,
-                received_at=from_ns(received_at_ns),
+                received_at=from_ns(item.received_at_ns),
                 peer=peer,
-                event_id=str(column(row, "event_id")) if row else None,
-                event_type=column(row, "event_type") if row else None,  # type: ignore[arg-type]
-                session_id=column(row, "session_id") if row else None,  # type: ignore[arg-type]
-                envelope=envelope,
+                event_id=event_id,
+                event_type=event_type,
+                session_id=session_id,
+                envelope=entry.envelope,
             )
         )
-        log.error(
-            "event.dead_lettered", error=error, sqlstate=sqlstate, peer=peer, event_id=letters[-1].event_id
-        )
+        log.error("event.dead_lettered", error=error, sqlstate=sqlstate, peer=peer, event_id=event_id)
     return letters

@@ -33,9 +33,11 @@ class KeptRefusal(ProtocolError):
 def admit(body: bytes, peer: Peer | None, grant: Grant | None, received_at_ns: int) -> tuple[bytes, Envelope]:
     """The spool entry for ``body`` and its envelope; raises ``ProtocolError`` (or ``KeptRefusal``).
 
+    The entry keeps what was validated here (see ``spool.entry``): delivery does not decode the frame again.
+
     ``grant`` is what the peer may write; ``None`` when it may write nothing.
     """
-    envelope, _ = decode_envelope(body)
+    envelope, tool_name = decode_envelope(body)
     try:
         tenant = (grant or _NOTHING).resolve(envelope.tenant)
     except ProtocolError as exc:
@@ -51,4 +53,4 @@ def admit(body: bytes, peer: Peer | None, grant: Grant | None, received_at_ns: i
             envelope=body,
         )
         raise KeptRefusal(exc, letter) from None
-    return encode_entry(body, peer, received_at_ns, tenant), envelope
+    return encode_entry(body, envelope, tool_name, peer, received_at_ns, tenant), envelope

@@ -32,6 +32,11 @@ decode = msgspec.json.Decoder(float_hook=Decimal).decode
 encode = msgspec.json.Encoder(decimal_format="number").encode
 
 
+def needs_rewrite(payload: bytes, min_bytes: int) -> bool:
+    """Whether :func:`extract` may change ``payload``: it is large, or may hold U+0000 or a marker key."""
+    return len(payload) >= min_bytes or any(escape in payload for escape in _ESCAPES)
+
+
 def extract(payload: bytes, min_bytes: int, decoded: Any = None) -> tuple[bytes, dict[str, str]]:
     """The payload as stored: large strings replaced by blob references, U+0000 and marker keys escaped.
 
@@ -39,7 +44,7 @@ def extract(payload: bytes, min_bytes: int, decoded: Any = None) -> tuple[bytes,
     caller with :func:`decode` (``None``: decoded here when needed), so a payload is parsed once on its
     way. A payload that needs nothing comes back as the same bytes.
     """
-    if len(payload) < min_bytes and not any(escape in payload for escape in _ESCAPES):
+    if not needs_rewrite(payload, min_bytes):
         return payload, {}
     value = decode(payload) if decoded is None else decoded
     blobs: dict[str, str] = {}

@@ -15,18 +15,18 @@ import hashlib
 import os
 import re
 import stat
-from collections.abc import Awaitable, Callable, Hashable
+from collections.abc import Awaitable, Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
-import msgspec
 import trio
 
 from hookdb.collector import classification as cls
-from hookdb.collector.store.rows import Row, column
+from hookdb.collector.store import blobs
+from hookdb.collector.store.rows import Row
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
@@ -129,7 +129,7 @@ def _session_start(
 
 
 def _status(change: SessionChange, payload: dict[str, Any], at: datetime, row: Row, __: Projection) -> None:
-    status = cls.EVENT_STATUS[str(column(row, "event_type"))]
+    status = cls.EVENT_STATUS[row.event_type]
     if change.status_at is None or at >= change.status_at:
         change.status, change.status_at = status, at
 
@@ -164,15 +164,15 @@ def _subagent_stop(
                 _str(payload.get("agent_type")),
                 cwd,
                 at,
-                column(row, "peer_uid"),
-            )  # type: ignore[arg-type]
+                row.peer_uid,
+            )
         )
 
 
 def _post_tool_use(
     change: SessionChange, payload: dict[str, Any], at: datetime, row: Row, out: Projection
 ) -> None:
-    if column(row, "tool_name") not in cls.WRITE_TOOLS:
+    if row.tool_name not in cls.WRITE_TOOLS:
         return
     tool_input = payload.get("tool_input")
     if not isinstance(tool_input, dict):
@@ -190,9 +190,9 @@ def _post_tool_use(
             path,
             kind,
             at,
-            column(row, "event_id"),
-            column(row, "peer_uid"),
-            _str(tool_input.get("content")) or _edited(tool_input, payload.get("tool_response")),  # type: ignore[arg-type]
+            row.event_id,
+            row.peer_uid,
+            _str(tool_input.get("content")) or _edited(tool_input, payload.get("tool_response")),
         )
 
 
@@ -214,7 +214,7 @@ def _edited(tool_input: dict[str, Any], response: Any) -> str | None:
 
 def _result(change: SessionChange, payload: dict[str, Any], at: datetime, _: Row, __: Projection) -> None:
     cost = payload.get("total_cost_usd")
-    if isinstance(cost, int | float) and not isinstance(cost, bool):
+    if isinstance(cost, int | float | Decimal) and not isinstance(cost, bool):
         change.cost_usd = Decimal(str(cost))  # the dollars as written, not the float's binary expansion
     for key in ("usage", "num_turns", "duration_ms", "duration_api_ms", "is_error", "subtype"):
         if key in payload:
@@ -232,36 +232,44 @@ HANDLERS: dict[str, Handler] = {
     "result": _result,
 }
 
-_decode_object = msgspec.json.Decoder(dict[str, Any]).decode
+
+def reads_payload(row: Row) -> bool:
+    """Whether :func:`project` reads this row's payload (else only its columns)."""
+    handler = cls.HANDLED_EVENTS.get(row.event_type)
+    return (
+        handler is not None
+        and row.session_id is not None
+        and (handler != "post_tool_use" or row.tool_name in cls.WRITE_TOOLS)
+    )
 
 
-def project(rows: list[Row]) -> Projection:
-    """Aggregate the new rows of a batch into the changes they make."""
+def project(rows: Sequence[Row], payloads: Sequence[Any] | None = None) -> Projection:
+    """Aggregate the new rows of a batch into the changes they make.
+
+    ``payloads`` holds each row's payload already decoded, wherever :func:`reads_payload` says it is read
+    (so a payload is parsed once on its way); without it they are decoded here.
+    """
     out = Projection()
-    for row in rows:
-        session_id = column(row, "session_id")
-        if not isinstance(session_id, str):
+    for index, row in enumerate(rows):
+        session_id = row.session_id
+        if session_id is None:
             continue
-        tenant = str(column(row, "tenant_id"))
-        at: datetime = column(row, "occurred_at")  # type: ignore[assignment]
+        tenant = row.tenant_id
+        at = row.occurred_at
         change = out.sessions.get((tenant, session_id))
         if change is None:
             change = out.sessions[(tenant, session_id)] = SessionChange(tenant, session_id, at, at)
         change.event_count += 1
         change.started_at = min(change.started_at, at)
         change.updated_at = max(change.updated_at, at)
-        handler = cls.HANDLED_EVENTS.get(str(column(row, "event_type")))
-        if handler is None or (
-            handler == "post_tool_use" and column(row, "tool_name") not in cls.WRITE_TOOLS
-        ):
+        if not reads_payload(row):
             continue
-        try:
-            payload = _decode_object(column(row, "payload"))  # type: ignore[arg-type]
-        except msgspec.MsgspecError:
+        payload = blobs.decode(row.payload) if payloads is None else payloads[index]
+        if not isinstance(payload, dict):
             continue  # a JSON array or scalar payload says nothing about the session
         change.cwd = change.cwd or _str(payload.get("cwd"))
         change.transcript_path = change.transcript_path or _str(payload.get("transcript_path"))
-        HANDLERS[handler](change, payload, at, row, out)
+        HANDLERS[cls.HANDLED_EVENTS[row.event_type]](change, payload, at, row, out)
     return out
 
 

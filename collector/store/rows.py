@@ -1,58 +1,74 @@
-"""From a validated frame to the row it becomes in ``hook_audit_log``."""
+"""The row an event becomes in ``hook_audit_log``: a typed record the sink COPYs as it is."""
 
 from __future__ import annotations
 
+import uuid
 from datetime import datetime
+from typing import NamedTuple
 
 from hookdb.client.protocol import decode_envelope
-from hookdb.collector.spool.entry import Peer
-
-# Column order of the rows below, as the sink copies them.
-COLUMNS = (
-    "tenant_id",
-    "event_id",
-    "occurred_at",
-    "received_at",
-    "session_id",
-    "event_type",
-    "tool_name",
-    "source",
-    "peer_pid",
-    "peer_uid",
-    "peer_gid",
-    "payload",
-)
-PAYLOAD = COLUMNS.index("payload")
-_INDEX = {name: i for i, name in enumerate(COLUMNS)}
-
-Row = tuple[object, ...]
+from hookdb.collector.spool.entry import Entry, Peer, from_ns
 
 
-def event_row(body: bytes, peer: Peer | None, received_at: datetime, tenant: str) -> Row:
-    """Decode one frame body into the row of ``tenant`` (as decided at intake); raises ``ProtocolError``
-    for a frame that cannot be stored."""
-    env, tool_name = decode_envelope(body)
-    return (
-        tenant,
-        env.event_id,
-        env.occurred_at,
-        received_at,
-        env.session_id,
-        env.event_type,
-        tool_name,
-        env.source,
-        peer.pid if peer else None,
-        peer.uid if peer else None,
-        peer.gid if peer else None,
-        env.payload,
+class Row(NamedTuple):
+    """One ``hook_audit_log`` row; the field order is the column order the sink copies."""
+
+    tenant_id: str
+    event_id: uuid.UUID
+    occurred_at: datetime
+    received_at: datetime
+    session_id: str | None
+    event_type: str
+    tool_name: str | None
+    source: str
+    peer_pid: int | None
+    peer_uid: int | None
+    peer_gid: int | None
+    payload: bytes
+
+
+COLUMNS = Row._fields
+
+
+def entry_row(entry: Entry) -> Row:
+    """The row of a spooled event: everything in it was validated at intake."""
+    head, peer = entry.head, entry.head.peer
+    return Row(
+        head.tenant,
+        head.event_id,
+        head.occurred_at,
+        from_ns(head.received_at_ns),
+        head.session_id,
+        head.event_type,
+        head.tool_name,
+        head.source,
+        None if peer is None else peer.pid,
+        None if peer is None else peer.uid,
+        None if peer is None else peer.gid,
+        entry.payload,
     )
 
 
-def column(row: Row, name: str) -> object:
-    """One column's value of a row, by name."""
-    return row[_INDEX[name]]
+def event_row(body: bytes, peer: Peer | None, received_at: datetime, tenant: str) -> Row:
+    """Decode and validate one frame body into the row of ``tenant``, as intake and delivery together do;
+    raises ``ProtocolError`` for a frame that cannot be stored."""
+    envelope, tool_name = decode_envelope(body)
+    return Row(
+        tenant,
+        envelope.event_id,
+        envelope.occurred_at,
+        received_at,
+        envelope.session_id,
+        envelope.event_type,
+        tool_name,
+        envelope.source,
+        None if peer is None else peer.pid,
+        None if peer is None else peer.uid,
+        None if peer is None else peer.gid,
+        envelope.payload,
+    )
 
 
 def row_bytes(row: Row) -> int:
     """What a row weighs for batching: its payload."""
-    return len(row[PAYLOAD])  # type: ignore[arg-type]
+    return len(row.payload)

@@ -1,10 +1,16 @@
 """The PostgreSQL sink: writes a batch with binary COPY, each event exactly once, and its projections.
 
-Per batch, in one transaction: rows (and large payload strings, see ``blobs``) are COPYed into
-per-connection temporary staging tables; then, for each tenant in the batch, ``hookdb.tenant`` is set
-for the transaction and ``INSERT … SELECT … ON CONFLICT DO NOTHING RETURNING`` moves that tenant's rows,
-so row-level security's WITH CHECK guards every write (COPY itself would bypass it). Only the rows that
-were new are projected into ``sessions``, ``reports`` and ``agent_states``.
+Per batch, in one transaction: the writer role is taken for that transaction only (``SET LOCAL``, so a
+transaction-mode pooler cannot leave a connection in another role); rows (and large payload strings, see
+``blobs``) are COPYed into per-connection temporary staging tables; then, for each tenant in the batch,
+``hookdb.tenant`` is set for the transaction and ``INSERT … SELECT … ON CONFLICT DO NOTHING RETURNING``
+moves that tenant's rows, so row-level security's WITH CHECK guards every write (COPY itself would bypass
+it). Only the rows that were new are projected into ``sessions``, ``reports`` and ``agent_states``.
+
+Each payload is decoded at most once here (:func:`prepare`), for blob extraction and the projections alike;
+each tenant's rows are projected once, and again only over the new ones when some were already stored.
+An event whose time has no partition (the default one detached or dropped) gets one: the sink creates its
+month's partition and writes the batch again.
 
 asyncpg is asyncio; the trio side crosses over once per batch through trio-asyncio.
 """
@@ -12,11 +18,11 @@ asyncpg is asyncio; the trio side crosses over once per batch through trio-async
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 import asyncpg
-import msgspec
 import trio_asyncio
 
 from hookdb.collector import classification as cls
@@ -28,10 +34,11 @@ from hookdb.collector.store.projections import (
     Projection,
     project,
     read_files,
+    reads_payload,
     sha256_text,
     word_count,
 )
-from hookdb.collector.store.rows import COLUMNS, PAYLOAD, Row, column
+from hookdb.collector.store.rows import COLUMNS, Row
 
 log = logs.get("hookdb.sink")
 
@@ -39,6 +46,8 @@ STAGE = "hookdb_stage"
 BLOB_STAGE = "hookdb_blob_stage"
 _COLUMN_LIST = ", ".join(COLUMNS)
 _SET_TENANT = "SELECT set_config('hookdb.tenant', $1, true)"
+# SET LOCAL ROLE (the role as a parameter) and the first tenant, in the transaction's first round trip.
+_SET_ROLE_AND_TENANT = "SELECT set_config('role', $1, true), set_config('hookdb.tenant', $2, true)"
 _INSERT_BLOBS = (
     "INSERT INTO payload_blobs (tenant_id, sha256, content) "
     f"SELECT tenant_id, sha256, content FROM {BLOB_STAGE} WHERE tenant_id = $1 ON CONFLICT DO NOTHING"
@@ -112,13 +121,33 @@ WHERE s.tenant_id = $1 AND s.session_id = $2
 
 
 @dataclass
+class TenantRows:
+    """One tenant's rows of a batch, as the projections see them (payloads not slimmed)."""
+
+    rows: list[Row] = field(default_factory=list)
+    payloads: list[Any] = field(default_factory=list)  # decoded where the projections read them, else None
+    projection: Projection = field(default_factory=Projection)  # of all the rows, its files read
+
+    def projection_of(self, new: set[object]) -> Projection:
+        """What the rows whose event ids are ``new`` change: each new event once."""
+        if len(new) == len(self.rows):
+            return self.projection
+        rows, payloads = [], []
+        for row, payload in zip(self.rows, self.payloads, strict=True):
+            if row.event_id in new:
+                new.discard(row.event_id)  # a batch can hold an event twice (sent again after a lost ack)
+                rows.append(row)
+                payloads.append(payload)
+        return project(rows, payloads)
+
+
+@dataclass
 class Prepared:
-    """A batch ready for its transaction: slimmed rows, blobs, and the projection's file contents."""
+    """A batch ready for its transaction: slimmed rows, blobs, and each tenant's projection."""
 
     rows: list[Row]
     blobs: list[tuple[str, str, str]]
-    tenants: list[str]
-    files: Projection
+    tenants: dict[str, TenantRows]
     inserted: int = 0
     unverified_reports: int = 0
 
@@ -136,42 +165,88 @@ async def _open(options: ConnectOptions) -> tuple[asyncpg.Connection, list[str]]
     try:
         applied = await migrate(conn)
         await partitions.ensure_months(conn, datetime.now(UTC))
-        await assume_role(conn, options.role, "database.role")
         await conn.set_type_codec(
             "jsonb", schema="pg_catalog", encoder=_jsonb_encode, decoder=_jsonb_decode, format="binary"
         )
-        await conn.execute(
-            f"CREATE TEMP TABLE IF NOT EXISTS {STAGE} (LIKE hook_audit_log INCLUDING DEFAULTS) "
-            "ON COMMIT DELETE ROWS;"
-            f"CREATE TEMP TABLE IF NOT EXISTS {BLOB_STAGE} (tenant_id text, sha256 text, content text) "
-            "ON COMMIT DELETE ROWS"
-        )
+        async with conn.transaction():  # as the writer, so the staging tables are the writer's
+            await assume_role(conn, options.role, "database.role", local=True)
+            await conn.execute(
+                f"CREATE TEMP TABLE IF NOT EXISTS {STAGE} (LIKE hook_audit_log INCLUDING DEFAULTS) "
+                "ON COMMIT DELETE ROWS;"
+                f"CREATE TEMP TABLE IF NOT EXISTS {BLOB_STAGE} (tenant_id text, sha256 text, content text) "
+                "ON COMMIT DELETE ROWS"
+            )
     except BaseException:
         conn.terminate()
         raise
     return conn, applied
 
 
-async def _write(conn: asyncpg.Connection, batch: Prepared) -> Prepared:
+async def _write(conn: asyncpg.Connection, batch: Prepared, role: str) -> Prepared:
     batch.inserted = batch.unverified_reports = 0  # a retried batch counts afresh
+    tenants = list(batch.tenants.items())
+    if not tenants:
+        return batch
     async with conn.transaction():
+        if role:
+            await conn.execute(_SET_ROLE_AND_TENANT, role, tenants[0][0])
+        else:
+            await conn.execute(_SET_TENANT, tenants[0][0])
         await conn.copy_records_to_table(STAGE, records=batch.rows, columns=COLUMNS)
         if batch.blobs:
             await conn.copy_records_to_table(
                 BLOB_STAGE, records=batch.blobs, columns=("tenant_id", "sha256", "content")
             )
-        for tenant in batch.tenants:
-            await conn.execute(_SET_TENANT, tenant)
+        for index, (tenant, part) in enumerate(tenants):
+            if index:
+                await conn.execute(_SET_TENANT, tenant)
             if batch.blobs:
                 await conn.execute(_INSERT_BLOBS, tenant)
             new = {r[0] for r in await conn.fetch(_INSERT_EVENTS, tenant)}
             batch.inserted += len(new)
-            rows = [
-                r for r in batch.rows if column(r, "tenant_id") == tenant and column(r, "event_id") in new
-            ]
-            if rows:
-                batch.unverified_reports += await _project(conn, project(rows), batch.files)
+            if new:
+                changes = part.projection_of(new)
+                batch.unverified_reports += await _project(conn, changes, part.projection)
     return batch
+
+
+_PARTITION_OF = """
+SELECT EXISTS (SELECT FROM pg_inherits WHERE inhrelid = c.oid AND inhparent = $2::regclass) AS attached
+FROM pg_class c WHERE c.oid = to_regclass($1)
+"""
+
+
+async def _add_partitions(conn: asyncpg.Connection, rows: Sequence[Row]) -> list[str]:
+    """Create partitions for the rows' months, which have none and no default partition to fall into; the
+    default partition itself for a month that cannot have its own (its name taken by a detached table, or
+    beyond the calendar). Outside the write transaction, so as the login that owns the schema."""
+    parent = partitions.PARENT
+    created = []
+    fallback = False
+    for start in sorted({partitions.month_start(row.occurred_at) for row in rows}):
+        name = partitions.partition_name(start)
+        try:
+            end = partitions.month_start(start, 1)
+        except ValueError:  # December of the year 9999
+            fallback = True
+            continue
+        async with conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", name)
+            found = await conn.fetchrow(_PARTITION_OF, name, parent)
+            if found is not None:
+                # Attached: this month has its partition. Detached: never fill it behind the operator's back.
+                fallback = fallback or not found["attached"]
+                continue
+            await conn.execute(
+                f"CREATE TABLE {name} PARTITION OF {parent} "
+                f"FOR VALUES FROM ('{start.isoformat()}') TO ('{end.isoformat()}')"
+            )
+        created.append(name)
+    default = f"{parent}_default"
+    if fallback and await conn.fetchval("SELECT to_regclass($1)", default) is None:
+        await conn.execute(f"CREATE TABLE {default} PARTITION OF {parent} DEFAULT")
+        created.append(default)
+    return created
 
 
 async def _project(conn: asyncpg.Connection, changes: Projection, files: Projection) -> int:
@@ -196,7 +271,7 @@ async def _project(conn: asyncpg.Connection, changes: Projection, files: Project
                     c.event_count,
                     c.subagent_count,
                     c.cost_usd,
-                    msgspec.json.encode(c.meta),
+                    blobs.encode(c.meta),
                 )
                 for c in changes.sessions.values()
             ],
@@ -248,23 +323,33 @@ async def _project(conn: asyncpg.Connection, changes: Projection, files: Project
 
 
 async def prepare(rows: Sequence[Row], blob_min_bytes: int) -> Prepared:
-    """Move large payload strings into blobs and read the files the projections need (trio side)."""
+    """Move large payload strings into blobs, project each tenant's rows and read the files the projections
+    need (trio side). Each payload is decoded at most once, and only when blobs or projections need it."""
     slim: list[Row] = []
     found: dict[tuple[str, str], str] = {}
-    by_tenant: dict[str, None] = {}
+    tenants: dict[str, TenantRows] = {}
     for row in rows:
-        tenant = str(column(row, "tenant_id"))
-        by_tenant[tenant] = None
-        payload, extracted = blobs.extract(row[PAYLOAD], blob_min_bytes)  # type: ignore[arg-type]
-        if payload is not row[PAYLOAD]:  # blobs taken out, or U+0000 escaped
-            row = (*row[:PAYLOAD], payload, *row[PAYLOAD + 1 :])
-            for digest, text in extracted.items():
-                found[(tenant, digest)] = text
+        tenant = row.tenant_id
+        part = tenants.get(tenant)
+        if part is None:
+            part = tenants[tenant] = TenantRows()
+        read = reads_payload(row)
+        rewrite = blobs.needs_rewrite(row.payload, blob_min_bytes)
+        decoded = blobs.decode(row.payload) if read or rewrite else None
+        part.rows.append(row)
+        part.payloads.append(decoded if read else None)
+        if rewrite:
+            payload, extracted = blobs.extract(row.payload, blob_min_bytes, decoded)
+            if payload is not row.payload:  # blobs taken out, or U+0000 and marker keys escaped
+                row = row._replace(payload=payload)
+                for digest, text in extracted.items():
+                    found[(tenant, digest)] = text
         slim.append(row)
-    files = project(list(rows))
-    if files.reports or files.states:
-        await read_files(files)
-    return Prepared(slim, [(t, d, text) for (t, d), text in found.items()], list(by_tenant), files)
+    for part in tenants.values():
+        part.projection = project(part.rows, part.payloads)
+        if part.projection.reports or part.projection.states:
+            await read_files(part.projection)
+    return Prepared(slim, [(t, d, text) for (t, d), text in found.items()], tenants)
 
 
 class PostgresSink:
@@ -287,7 +372,15 @@ class PostgresSink:
 
     async def write_prepared(self, batch: Prepared) -> int:
         """Write a batch :func:`prepare` made ready (so its preparation can overlap the previous write)."""
-        done = await trio_asyncio.aio_as_trio(_write)(self._conn, batch)
+        write = trio_asyncio.aio_as_trio(_write)
+        try:
+            done = await write(self._conn, batch, self._options.role)
+        except asyncpg.PostgresError as exc:
+            if not cls.is_missing_partition(exc):
+                raise
+            created = await trio_asyncio.aio_as_trio(_add_partitions)(self._conn, batch.rows)
+            log.warning("partition.created", partitions=created, reason=str(exc))
+            done = await write(self._conn, batch, self._options.role)
         if done.unverified_reports:
             metrics.report_hash_mismatches.inc(done.unverified_reports)
             log.error("report.hash_mismatch", reports=done.unverified_reports)

@@ -235,7 +235,7 @@ def measure_sink(dsn: str, root: Path) -> dict[str, Any]:
 
 def measure_cli(dsn: str, root: Path) -> dict[str, Any]:
     env = {k: v for k, v in os.environ.items() if k not in ("HOOKDB_DSN", "HOOKDB_SOCKET", "HOOKDB_CONFIG")}
-    command = [sys.executable, "-m", "hookdb.collector.backfill_cli", "backfill", "claude-code", str(root)]
+    command = [sys.executable, "-m", "hookdb.collector.cli", "backfill", "claude-code", str(root)]
     started = time.perf_counter()
     done = subprocess.run([*command, "--dsn", dsn], capture_output=True, text=True, env=env, check=False)
     wall = time.perf_counter() - started

@@ -56,6 +56,7 @@ from urllib.parse import urlsplit
 
 import asyncpg
 
+from hookdb.client.protocol import decode_envelope
 from hookdb.client.records import SPOOL_FILE, encode_record
 from hookdb.client.wire import ACCEPTED, encode_envelope, encode_reply, frame, new_event_id
 from hookdb.collector.config import SpoolSection
@@ -1250,8 +1251,9 @@ def replay_payloads(count: int, seed: int = 11) -> list[bytes]:
 
 
 def build_spool(state_dir: Path, target_bytes: int, payloads: Sequence[bytes]) -> dict[str, Any]:
-    """Write spool segments directly: ``encode_record(encode_entry(envelope, peer, received_at_ns, tenant))``
-    records after the segment header, segments of at most ``spool.segment_bytes``, no checkpoint."""
+    """Write spool segments directly: ``encode_record(encode_entry(frame, envelope, tool_name, peer,
+    received_at_ns, tenant))`` records after the segment header, segments of at most ``spool.segment_bytes``,
+    no checkpoint."""
     directory = state_dir / "spool"
     directory.mkdir(parents=True)
     peer = Peer(os.getpid(), os.getuid(), os.getgid())
@@ -1277,7 +1279,8 @@ def build_spool(state_dir: Path, target_bytes: int, payloads: Sequence[bytes]) -
                 tenant=None,
                 payload=payload,
             )
-            record = encode_record(encode_entry(body, peer, received_ns, "default"))
+            envelope, tool_name = decode_envelope(body)
+            record = encode_record(encode_entry(body, envelope, tool_name, peer, received_ns, "default"))
             if size + len(record) > SEGMENT_BYTES:
                 f.write(b"".join(buf))
                 buf, buffered = [], 0
