@@ -9,6 +9,7 @@ import msgspec
 import pytest
 import trio
 
+from hookdb.collector.store import blobs
 from hookdb.collector.store.projections import SingleFlight, glob_regex, project
 from hookdb.collector.store.rows import Row
 from hookdb.collector.store.sink import TenantRows, prepare
@@ -115,13 +116,13 @@ def test_glob_patterns(pattern: str, path: str, matches: bool) -> None:
 
 async def test_prepare_decodes_each_payload_once_for_blobs_and_projections(monkeypatch) -> None:
     decoded: list[bytes] = []
-    decode = msgspec.json.decode
+    decode = blobs.decode
 
     def counting(data, *args, **kwargs):  # type: ignore[no-untyped-def]
         decoded.append(bytes(data))
         return decode(data, *args, **kwargs)
 
-    monkeypatch.setattr(msgspec.json, "decode", counting)
+    monkeypatch.setattr(blobs, "decode", counting)
     t0 = datetime(2026, 1, 1, tzinfo=UTC)
     big = "x" * 10_000
     report = "/no/reports/r.md"

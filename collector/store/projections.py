@@ -116,7 +116,8 @@ class Projection:
 
 
 def _str(value: object) -> str | None:
-    return value if isinstance(value, str) and value else None
+    """A non-empty text fit for a text column: PostgreSQL text cannot hold U+0000 (the payload keeps it)."""
+    return value if isinstance(value, str) and value and "\x00" not in value else None
 
 
 def _session_start(
@@ -192,7 +193,7 @@ def _post_tool_use(
             at,
             row.event_id,
             row.peer_uid,
-            _str(tool_input.get("content")) or _edited(tool_input, payload.get("tool_response")),
+            _str(tool_input.get("content")) or _str(_edited(tool_input, payload.get("tool_response"))),
         )
 
 
@@ -325,11 +326,12 @@ def read_owned_text(path: str, owner_uid: int | None) -> str | None:
         if not (stat.S_ISREG(st.st_mode) and st.st_uid == owner_uid and st.st_size <= cls.MAX_FILE_BYTES):
             return None
         with os.fdopen(fd, "rb", closefd=False) as f:
-            return f.read(cls.MAX_FILE_BYTES + 1).decode("utf-8", errors="replace")
+            text = f.read(cls.MAX_FILE_BYTES + 1).decode("utf-8", errors="replace")
     except OSError:
         return None
     finally:
         os.close(fd)
+    return None if "\x00" in text else text  # a binary file: no report or state a text column holds
 
 
 def state_files(cwd: str, agent_type: str | None) -> list[str]:

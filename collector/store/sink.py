@@ -271,7 +271,7 @@ async def _project(conn: asyncpg.Connection, changes: Projection, files: Project
                     c.event_count,
                     c.subagent_count,
                     c.cost_usd,
-                    blobs.encode(c.meta),
+                    _meta(c.meta),
                 )
                 for c in changes.sessions.values()
             ],
@@ -320,6 +320,13 @@ async def _project(conn: asyncpg.Connection, changes: Projection, files: Project
             _SUMMARIZE_SESSION, tenant, session, (tenant, session) in changes.ended, cls.QA_SCORE_PATTERN
         )
     return unverified
+
+
+def _meta(meta: dict[str, Any]) -> bytes:
+    """A session's meta as jsonb takes it: values copied from payloads may hold U+0000, escaped as in
+    payloads."""
+    data = blobs.encode(meta)
+    return blobs.extract(data, 1 << 62)[0] if b"\\u0000" in data else data
 
 
 async def prepare(rows: Sequence[Row], blob_min_bytes: int) -> Prepared:
