@@ -119,7 +119,10 @@ def assert_hookdb_everywhere(settings: dict[str, Any], handler_type: str = "comm
 
 def test_the_event_list_is_the_reference_and_only_worktree_create_is_left_out() -> None:
     assert cs.EVENTS == corpus.HOOK_EVENTS
-    assert set(cs.EVENTS) - set(cs.INSTALLED_EVENTS) == {"WorktreeCreate"}
+    assert set(cs.EVENTS) - set(cs.ALL_EVENTS) == {"WorktreeCreate"}
+    assert set(cs.ALL_EVENTS) - set(cs.INSTALLED_EVENTS) == {"MessageDisplay"} == cls.OPT_IN_EVENTS
+    assert {"PostToolBatch"} <= cls.BACKGROUND_EVENTS
+    assert not cls.BACKGROUND_EVENTS & cls.SYNC_EVENTS
     assert set(cs.INSTALLED_EVENTS) >= cs.TOOL_EVENTS
     assert set(cs.INSTALLED_EVENTS) >= cs.SYNC_EVENTS
 
@@ -131,9 +134,10 @@ def test_no_file_install_creates_it_and_uninstall_deletes_it(project: Path, env:
     assert list(settings) == ["hooks"]
     assert list(settings["hooks"]) == list(cs.INSTALLED_EVENTS)
     assert_hookdb_everywhere(settings)
-    for groups in settings["hooks"].values():
+    for event, groups in settings["hooks"].items():
         assert groups[0]["hooks"][0]["command"] == f"{EMIT} {cs.MARKER}"
-        assert "async" not in groups[0]["hooks"][0]
+        # In the background: PostToolBatch only (MessageDisplay is not installed).
+        assert groups[0]["hooks"][0].get("async", False) is (event == "PostToolBatch"), event
     assert path.read_text().startswith('{\n  "hooks": {\n    "PreToolUse": [\n')  # 2-space indent
     assert not backup_of(path).exists()  # there was nothing to back up
 
@@ -228,6 +232,30 @@ def test_async_leaves_the_session_end_events_synchronous(project: Path, env: dic
         handler = settings["hooks"][event][-1]["hooks"][0]
         assert handler.get("async", False) is (event not in cs.SYNC_EVENTS), event
     assert {"SessionEnd", "Stop"} <= cs.SYNC_EVENTS
+
+
+@pytest.mark.parametrize("http", [False, True])
+def test_all_events_adds_message_display_in_the_background_and_the_default_takes_it_out(
+    project: Path, env: dict[str, str], http: bool
+) -> None:
+    form = ("--http",) if http else ()
+    path = write_settings(project, USER_SETTINGS)
+    result = install_hooks("--all-events", *form, cwd=project, env=env)
+    assert f"installed for {len(cs.ALL_EVENTS)} events" in result.stdout
+    settings = json.loads(path.read_text())
+    assert set(hookdb_groups(settings)) == set(cs.ALL_EVENTS)
+    for event in ("MessageDisplay", "PostToolBatch"):
+        (handler,) = hookdb_groups(settings)[event][0]["hooks"]
+        # http hooks start no process and have no background mode; command hooks go to the background.
+        assert handler.get("async", False) is (not http), event
+
+    result = install_hooks(*form, cwd=project, env=env)  # back to the default: MessageDisplay goes
+    settings = json.loads(path.read_text())
+    assert set(hookdb_groups(settings)) == set(cs.INSTALLED_EVENTS)
+    assert "MessageDisplay" not in settings["hooks"]
+    install_hooks("--uninstall", cwd=project, env=env)
+    assert path.read_text() == USER_SETTINGS
+    assert "--all-events" in install_hooks("--help", cwd=project, env=env).stdout
 
 
 def test_http_form_takes_the_token_from_the_environment(project: Path, env: dict[str, str]) -> None:

@@ -12,9 +12,16 @@ The decisions, in one place:
 * **Where.** Each event gets one matcher group of hookdb's own, appended after the user's groups; the
   user's groups and handlers are never modified or reordered. Tool events (:data:`TOOL_EVENTS`) get
   ``"matcher": "*"``, the others none (which matches everything; ``PostToolBatch`` spans several tools).
-* **Which events.** All 31 but ``WorktreeCreate``: a WorktreeCreate hook *replaces* Claude Code's own
-  ``git worktree add`` and must print the new worktree's path; hookdb-emit prints nothing, so
-  ``claude --worktree`` and worktree-isolated subagents would fail.
+* **Which events** (the lists and their reasons are in :mod:`hookdb.collector.classification`). All 31
+  but two: never ``WorktreeCreate`` (:data:`~hookdb.collector.classification.NEVER_INSTALLED_EVENTS`): a
+  WorktreeCreate hook *replaces* Claude Code's own ``git worktree add`` and must print the new worktree's
+  path; hookdb-emit prints nothing, so ``claude --worktree`` and worktree-isolated subagents would fail.
+  And not ``MessageDisplay`` unless ``--all-events``
+  (:data:`~hookdb.collector.classification.OPT_IN_EVENTS`): it fires for every displayed message, a
+  process start each, for text the transcript holds anyway. ``PostToolBatch`` (and ``MessageDisplay``
+  with ``--all-events``) get background command hooks even without ``--async``
+  (:data:`~hookdb.collector.classification.BACKGROUND_EVENTS`): they fire within a turn, and nothing
+  needs to wait for them.
 * **Timeout** 5 s: hookdb-emit gives up on the collector after 0.5 s and then writes the outbox; the rest
   is headroom for interpreter start-up on a loaded machine. (Claude Code's default is 600 s.)
 * **``--async``** sets ``"async": true`` on the command handlers, except for the events that fire as the
@@ -108,16 +115,19 @@ EVENTS: tuple[str, ...] = (
 )
 """Claude Code's hook events, in the order of its hooks reference."""
 
-SKIPPED_EVENTS = frozenset({"WorktreeCreate"})
-"""Events whose hooks change what Claude Code does even when they print nothing."""
+SKIPPED_EVENTS = cls.NEVER_INSTALLED_EVENTS
+"""Events whose hooks change what Claude Code does even when they print nothing: never installed."""
 
-INSTALLED_EVENTS: tuple[str, ...] = tuple(e for e in EVENTS if e not in SKIPPED_EVENTS)
+ALL_EVENTS: tuple[str, ...] = tuple(e for e in EVENTS if e not in SKIPPED_EVENTS)
+"""What ``--all-events`` installs."""
+INSTALLED_EVENTS: tuple[str, ...] = tuple(e for e in ALL_EVENTS if e not in cls.OPT_IN_EVENTS)
+"""What install-hooks installs by default."""
 TOOL_EVENTS = frozenset(
     {"PreToolUse", "PostToolUse", "PostToolUseFailure", "PermissionRequest", "PermissionDenied"}
 )
 """Events about one tool call; their matcher is the tool name, so hookdb matches ``*``."""
 
-SYNC_EVENTS = frozenset({"Stop", "StopFailure", "SessionEnd", "WorktreeRemove"})
+SYNC_EVENTS = cls.SYNC_EVENTS
 """Events that fire as the session ends; ``--async`` leaves them synchronous so teardown cannot kill them."""
 
 MARKER = "# hookdb install-hooks"
@@ -147,6 +157,12 @@ class HookForm:
     url: str | None = None
     background: bool = False
     timeout: int = TIMEOUT_SECONDS
+    all_events: bool = False
+    """Install the events of ``OPT_IN_EVENTS`` too."""
+
+    @property
+    def events(self) -> tuple[str, ...]:
+        return ALL_EVENTS if self.all_events else INSTALLED_EVENTS
 
     def handler(self, event: str) -> dict[str, Any]:
         if self.url is not None and (self.command is None or event not in cls.COMMAND_ONLY_EVENTS):
@@ -162,7 +178,7 @@ class HookForm:
             "command": f"{self.command} {MARKER}",
             "timeout": self.timeout,
         }
-        if self.background and event not in SYNC_EVENTS:
+        if (self.background or event in cls.BACKGROUND_EVENTS) and event not in SYNC_EVENTS:
             handler["async"] = True
         return handler
 
@@ -506,9 +522,9 @@ def install(settings: dict[str, Any], form: HookForm, name: str = "settings.json
     result = copy.deepcopy(settings)
     hooks = _hooks_of(result, name)
     for event, groups in list(hooks.items()):  # events hookdb does not (or no longer) install
-        if event not in INSTALLED_EVENTS and isinstance(groups, list) and _strip(groups) and not groups:
+        if event not in form.events and isinstance(groups, list) and _strip(groups) and not groups:
             del hooks[event]
-    for event in INSTALLED_EVENTS:
+    for event in form.events:
         groups = hooks.setdefault(event, [])
         if not isinstance(groups, list):
             raise SettingsError(
@@ -742,7 +758,7 @@ def _install(path: Path, form: HookForm, dry_run: bool) -> int:
         saved = f" (backup: {backup})"
     target.parent.mkdir(parents=True, exist_ok=True)
     _write_atomic(target, new, current.status, current)
-    print(f"{path}: hookdb's hooks installed for {len(INSTALLED_EVENTS)} events{saved}")
+    print(f"{path}: hookdb's hooks installed for {len(form.events)} events{saved}")
     return 0
 
 
@@ -781,9 +797,10 @@ def _uninstall(path: Path, dry_run: bool) -> int:
 
 def _form(args: argparse.Namespace) -> HookForm:
     if args.uninstall:
-        if args.background or args.http or args.url or args.emit_command:
+        if args.background or args.http or args.url or args.emit_command or args.all_events:
             raise UsageError(
-                "--uninstall removes hookdb's hooks whatever their form; drop --async/--http/--url/--command"
+                "--uninstall removes hookdb's hooks whatever their form; "
+                "drop --async/--http/--url/--command/--all-events"
             )
         return HookForm()
     if args.url and not args.http:
@@ -796,8 +813,9 @@ def _form(args: argparse.Namespace) -> HookForm:
         url = args.url or DEFAULT_URL
         if not url.startswith(("http://", "https://")) or any(c.isspace() for c in url):
             raise UsageError(f"--url must be an http:// or https:// URL, not {url!r}")
-        return HookForm(command=_emit_command(args), url=url)  # the command for COMMAND_ONLY_EVENTS
-    return HookForm(command=_emit_command(args), background=args.background)
+        # the command for COMMAND_ONLY_EVENTS
+        return HookForm(command=_emit_command(args), url=url, all_events=args.all_events)
+    return HookForm(command=_emit_command(args), background=args.background, all_events=args.all_events)
 
 
 def _emit_command(args: argparse.Namespace) -> str:
@@ -816,9 +834,13 @@ def add_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
         "hookdb install-hooks --project /path/to/repo",
         "hookdb install-hooks --user --dry-run",
         "hookdb install-hooks --project . --uninstall",
-        description="Merge hookdb's hooks for every hook event (but WorktreeCreate, whose hook would replace "
-        "git worktree creation) into Claude Code's settings.json, keeping everything else; running it again "
-        "changes nothing, --uninstall removes exactly what it added.",
+        description="Merge hookdb's hooks into Claude Code's settings.json, keeping everything else as "
+        "written; running it again changes nothing, --uninstall removes exactly what it added. Every event "
+        "gets a synchronous hook (recorded before Claude Code goes on) but: WorktreeCreate never (its hook "
+        "would replace git worktree creation); MessageDisplay only with --all-events (it fires for every "
+        "displayed message, a process start each, for text the transcript has); PostToolBatch and "
+        f"MessageDisplay in the background (they fire within a turn); {', '.join(sorted(SYNC_EVENTS))} "
+        "always synchronous, even with --async (Claude Code kills background hooks as the session ends).",
     )
     where = parser.add_mutually_exclusive_group()
     where.add_argument("--project", metavar="DIR", help="edit DIR/.claude/settings.json (default: DIR is .)")
@@ -845,8 +867,16 @@ def add_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
         metavar="COMMAND",
         help="the shell command to run (default: the absolute path of this installation's hookdb-emit)",
     )
+    parser.add_argument(
+        "--all-events",
+        action="store_true",
+        help=f"also install {', '.join(sorted(cls.OPT_IN_EVENTS))} (left out by default: a process start "
+        "for every displayed message)",
+    )
     parser.add_argument("--uninstall", action="store_true", help="remove what install-hooks added")
-    parser.add_argument("--dry-run", action="store_true", help="print the change as a diff; write nothing")
+    parser.add_argument(
+        "--dry-run", action="store_true", help="print the change as a diff and say so; write nothing"
+    )
     parser.set_defaults(overrides=[])  # hookdb's main() reads --set overrides before dispatching
 
 
