@@ -834,12 +834,14 @@ def add_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
         "hookdb install-hooks --project /path/to/repo",
         "hookdb install-hooks --user --dry-run",
         "hookdb install-hooks --project . --uninstall",
+        "hookdb install-hooks --user --all-events",
         description="Merge hookdb's hooks into Claude Code's settings.json, keeping everything else as "
         "written; running it again changes nothing, --uninstall removes exactly what it added. Every event "
         "gets a synchronous hook (recorded before Claude Code goes on) but: WorktreeCreate never (its hook "
         "would replace git worktree creation); MessageDisplay only with --all-events (it fires for every "
         "displayed message, a process start each, for text the transcript has); PostToolBatch and "
-        f"MessageDisplay in the background (they fire within a turn); {', '.join(sorted(SYNC_EVENTS))} "
+        "MessageDisplay as background command hooks (they fire within a turn, nothing waits for them); "
+        f"{', '.join(sorted(SYNC_EVENTS))} "
         "always synchronous, even with --async (Claude Code kills background hooks as the session ends).",
     )
     where = parser.add_mutually_exclusive_group()
