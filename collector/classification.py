@@ -58,6 +58,28 @@ def may_be_row_fault(exc: BaseException) -> bool:
 # ``install-hooks --http`` they get a hookdb-emit command hook, or they would be lost without a word.
 COMMAND_ONLY_EVENTS = frozenset({"SessionStart", "Setup"})
 
+# What ``install-hooks`` installs for each event. Every command hook is a process start: hookdb-emit
+# answering once the event is in a real collector's spool took 21-22 ms of wall time and 19.5 ms of CPU
+# at the median for every event alike (PostToolUse, MessageDisplay, PostToolBatch, Stop; 2 shared cores
+# at load 6; tests/bench/bench_event_choice.py), so 4 of the 12 hooks of the recorded run were ~90 ms of
+# waiting; a synchronous one holds Claude Code until it answers. By default:
+# - synchronous: every event but those below, so that the event is recorded before Claude Code goes on.
+# - never: WorktreeCreate, whose hook *replaces* ``git worktree add`` and must print the new path.
+NEVER_INSTALLED_EVENTS = frozenset({"WorktreeCreate"})
+# - not by default (``install-hooks --all-events`` adds them, in the background): MessageDisplay fires
+#   for every message Claude Code displays (2 of the 12 hooks of the recorded 2.1.332 run, and more the
+#   longer the answers), each a process start on the path of the display, and its text is already in the
+#   transcript and in Stop's last_assistant_message.
+OPT_IN_EVENTS = frozenset({"MessageDisplay"})
+# - in the background (``"async": true``) even without ``--async``: PostToolBatch fires after every tool
+#   batch (2 of the 12) before Claude Code sends the results on, and repeats what the batch's PostToolUse
+#   events recorded; in the background it costs a process start but no wait. Its http hooks (``--http``)
+#   start no process and stay synchronous.
+BACKGROUND_EVENTS = frozenset({"PostToolBatch", "MessageDisplay"})
+# - synchronous even with ``--async``: the events that fire as the session ends, because Claude Code
+#   kills background hooks at teardown, which would lose exactly those events.
+SYNC_EVENTS = frozenset({"Stop", "StopFailure", "SessionEnd", "WorktreeRemove"})
+
 # -- Sessions ------------------------------------------------------------------------------------------
 
 VALID_SESSION_STATUSES = frozenset({"running", "completed", "failed", "ended"})

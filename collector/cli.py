@@ -104,6 +104,11 @@ def build_parser() -> argparse.ArgumentParser:
     maintain.add_argument(
         "--now", type=_date, metavar="YYYY-MM-DD", help="act as on this day (UTC) instead of today"
     )
+    maintain.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print what it would create, archive (with row counts), drop and purge; change nothing",
+    )
     config_mod.add_options(maintain)
 
     check = command(
@@ -279,7 +284,7 @@ def _partitions_maintain(config: config_mod.Config, args: argparse.Namespace) ->
     import asyncpg
 
     from hookdb.collector.store import embedded, retention
-    from hookdb.collector.store.migrate import SchemaError, migrate
+    from hookdb.collector.store.migrate import SchemaError, migrate, migrations
 
     policy = retention.Policy.from_config(config)
     now = args.now or datetime.now(UTC)
@@ -287,6 +292,18 @@ def _partitions_maintain(config: config_mod.Config, args: argparse.Namespace) ->
     async def run(dsn: str) -> retention.Report:
         conn = await _admin_options(config, dsn).connect()
         try:
+            if args.dry_run:
+                # A preview applies no migration either: it plans on the schema as it is, when it is current.
+                done = set()
+                if await conn.fetchval("SELECT to_regclass('schema_migrations')") is not None:
+                    done = {r["version"] for r in await conn.fetch("SELECT version FROM schema_migrations")}
+                pending = [m.name for m in migrations() if m.version not in done]
+                if pending:
+                    raise SchemaError(
+                        f"the schema lacks migrations {', '.join(pending)}, which a run would apply first; "
+                        "run `hookdb migrate`, then preview again"
+                    )
+                return await retention.preview(conn, policy, now)
             applied = await migrate(conn)
             if applied:
                 logs.get("hookdb.retention").info("schema.migrated", migrations=applied)

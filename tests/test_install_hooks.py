@@ -119,7 +119,10 @@ def assert_hookdb_everywhere(settings: dict[str, Any], handler_type: str = "comm
 
 def test_the_event_list_is_the_reference_and_only_worktree_create_is_left_out() -> None:
     assert cs.EVENTS == corpus.HOOK_EVENTS
-    assert set(cs.EVENTS) - set(cs.INSTALLED_EVENTS) == {"WorktreeCreate"}
+    assert set(cs.EVENTS) - set(cs.ALL_EVENTS) == {"WorktreeCreate"}
+    assert set(cs.ALL_EVENTS) - set(cs.INSTALLED_EVENTS) == {"MessageDisplay"} == cls.OPT_IN_EVENTS
+    assert {"PostToolBatch"} <= cls.BACKGROUND_EVENTS
+    assert not cls.BACKGROUND_EVENTS & cls.SYNC_EVENTS
     assert set(cs.INSTALLED_EVENTS) >= cs.TOOL_EVENTS
     assert set(cs.INSTALLED_EVENTS) >= cs.SYNC_EVENTS
 
@@ -131,9 +134,10 @@ def test_no_file_install_creates_it_and_uninstall_deletes_it(project: Path, env:
     assert list(settings) == ["hooks"]
     assert list(settings["hooks"]) == list(cs.INSTALLED_EVENTS)
     assert_hookdb_everywhere(settings)
-    for groups in settings["hooks"].values():
+    for event, groups in settings["hooks"].items():
         assert groups[0]["hooks"][0]["command"] == f"{EMIT} {cs.MARKER}"
-        assert "async" not in groups[0]["hooks"][0]
+        # In the background: PostToolBatch only (MessageDisplay is not installed).
+        assert groups[0]["hooks"][0].get("async", False) is (event == "PostToolBatch"), event
     assert path.read_text().startswith('{\n  "hooks": {\n    "PreToolUse": [\n')  # 2-space indent
     assert not backup_of(path).exists()  # there was nothing to back up
 
@@ -174,14 +178,20 @@ def test_user_hooks_and_settings_survive_and_uninstall_restores_the_bytes(
         else:
             assert settings["hooks"][event] == groups
     assert settings["hooks"]["WorktreeCreate"] == original["hooks"]["WorktreeCreate"]
-    assert "grüß dich" in path.read_text(encoding="utf-8")  # non-ASCII written as is
-    assert path.read_text().startswith('{\n    "model"')  # the file's own 4-space indent
+    text = path.read_text(encoding="utf-8")
+    # Every line of the user's is kept as written (escapes, one-line arrays), but for the event lists
+    # written on one line, which hookdb's group continues; hookdb's lines are added in the file's indent.
+    for line in USER_SETTINGS.splitlines():
+        if '"Stop"' not in line and '"SessionStart"' not in line:
+            assert line.rstrip(",") in text, line
+    assert '"Stop": [{"hooks": [{"type": "command", "command": "say done"}]}, {"hooks": [{"type": ' in text
+    assert '\n        "PostToolUse": [\n            {\n                "matcher": "*",\n' in text
     assert backup_of(path).read_text() == USER_SETTINGS
 
     installed, backup = snapshot(path), snapshot(backup_of(path))
     time.sleep(0.01)
     result = install_hooks(cwd=project, env=env)
-    assert "nothing changed" in result.stdout
+    assert "no change, nothing written" in result.stdout
     assert snapshot(path) == installed  # not even the mtime
     assert snapshot(backup_of(path)) == backup
 
@@ -190,7 +200,7 @@ def test_user_hooks_and_settings_survive_and_uninstall_restores_the_bytes(
     assert path.read_text() == USER_SETTINGS
     assert not backup_of(path).exists()
     result = install_hooks("--uninstall", cwd=project, env=env)
-    assert "nothing changed" in result.stdout
+    assert "no change, nothing written" in result.stdout
     assert path.read_text() == USER_SETTINGS
 
 
@@ -222,6 +232,30 @@ def test_async_leaves_the_session_end_events_synchronous(project: Path, env: dic
         handler = settings["hooks"][event][-1]["hooks"][0]
         assert handler.get("async", False) is (event not in cs.SYNC_EVENTS), event
     assert {"SessionEnd", "Stop"} <= cs.SYNC_EVENTS
+
+
+@pytest.mark.parametrize("http", [False, True])
+def test_all_events_adds_message_display_in_the_background_and_the_default_takes_it_out(
+    project: Path, env: dict[str, str], http: bool
+) -> None:
+    form = ("--http",) if http else ()
+    path = write_settings(project, USER_SETTINGS)
+    result = install_hooks("--all-events", *form, cwd=project, env=env)
+    assert f"installed for {len(cs.ALL_EVENTS)} events" in result.stdout
+    settings = json.loads(path.read_text())
+    assert set(hookdb_groups(settings)) == set(cs.ALL_EVENTS)
+    for event in ("MessageDisplay", "PostToolBatch"):
+        (handler,) = hookdb_groups(settings)[event][0]["hooks"]
+        # http hooks start no process and have no background mode; command hooks go to the background.
+        assert handler.get("async", False) is (not http), event
+
+    result = install_hooks(*form, cwd=project, env=env)  # back to the default: MessageDisplay goes
+    settings = json.loads(path.read_text())
+    assert set(hookdb_groups(settings)) == set(cs.INSTALLED_EVENTS)
+    assert "MessageDisplay" not in settings["hooks"]
+    install_hooks("--uninstall", cwd=project, env=env)
+    assert path.read_text() == USER_SETTINGS
+    assert "--all-events" in install_hooks("--help", cwd=project, env=env).stdout
 
 
 def test_http_form_takes_the_token_from_the_environment(project: Path, env: dict[str, str]) -> None:
@@ -334,7 +368,7 @@ def test_dry_run_prints_a_diff_and_writes_nothing(project: Path, env: dict[str, 
     assert backup_of(path).read_text() == USER_SETTINGS
 
     result = install_hooks("--dry-run", cwd=project, env=env)
-    assert result.stdout.endswith("nothing changed\n")
+    assert result.stdout.endswith("already installed; no change, nothing written\n")
     assert "---" not in result.stdout
 
 
@@ -542,3 +576,95 @@ def test_http_hooks_go_with_command_hooks_for_the_events_claude_code_runs_no_htt
     install_hooks("--http", cwd=project, env=env)
     install_hooks("--uninstall", cwd=project, env=env)
     assert path.read_text() == USER_SETTINGS
+
+
+def changed_lines(result: subprocess.CompletedProcess[str]) -> tuple[list[str], list[str]]:
+    """The lines a ``--dry-run`` diff takes out and puts in."""
+    body = result.stdout.splitlines()[2:]
+    return (
+        [line for line in body if line.startswith("-")],
+        [line for line in body if line.startswith("+")],
+    )
+
+
+COMPACT = (
+    '{"model":"claude-opus-4-1","permissions":{"allow":["Read"]},'
+    '"hooks":{"Stop":[{"hooks":[{"type":"command","command":"say done"}]}]}}\n'
+)
+FOUR_SPACES = json.dumps(
+    {
+        "model": "claude-opus-4-1",
+        "permissions": {"allow": ["Bash(npm run test:*)"], "deny": []},
+        "hooks": {"Stop": [{"hooks": [{"type": "command", "command": "say done"}]}]},
+    },
+    indent=4,
+)
+
+
+def test_a_compact_one_line_file_stays_one_line(project: Path, env: dict[str, str]) -> None:
+    path = write_settings(project, COMPACT)
+    before = snapshot(path)
+    result = install_hooks("--dry-run", cwd=project, env=env)
+    removed, added = changed_lines(result)
+    assert removed == ["-" + COMPACT.rstrip("\n")]  # one line out, one line in
+    assert len(added) == 1
+    assert added[0].startswith(
+        '+{"model":"claude-opus-4-1","permissions":{"allow":["Read"]},"hooks":{"Stop":['
+    )
+    assert '"timeout":5}]}' in added[0]  # hookdb's part in the file's own separators
+    assert result.stdout.endswith(
+        f"{path}: dry run, nothing written (the file would be changed: +1 -1 lines)\n"
+    )
+    assert snapshot(path) == before
+    assert not backup_of(path).exists()
+
+    install_hooks(cwd=project, env=env)
+    assert path.read_text() == added[0][1:] + "\n"
+    assert_hookdb_everywhere(json.loads(path.read_text()))
+    assert "no change, nothing written" in install_hooks(cwd=project, env=env).stdout
+    install_hooks("--uninstall", cwd=project, env=env)
+    assert path.read_text() == COMPACT
+
+
+def test_a_four_space_file_keeps_its_lines_and_gets_hookdb_in_its_indent(
+    project: Path, env: dict[str, str]
+) -> None:
+    path = write_settings(project, FOUR_SPACES)
+    before = snapshot(path)
+    result = install_hooks("--dry-run", cwd=project, env=env)
+    removed, added = changed_lines(result)
+    # Nothing of the user's is rewritten: at most the line that gains a comma is taken out.
+    assert len(removed) <= 1
+    new_text = cs.plan_install(FOUR_SPACES, cs.HookForm(command="x"))
+    assert all(line.rstrip(",") in new_text for line in FOUR_SPACES.splitlines())
+    assert all(line == "+" or line.startswith("+    ") for line in added)
+    assert '+        "PostToolUse": [' in added  # 8 spaces: the file's 4-space indent at depth 2
+    assert sum(cs.MARKER in line for line in added) == len(cs.INSTALLED_EVENTS)
+    assert "dry run, nothing written" in result.stdout.splitlines()[-1]
+    assert snapshot(path) == before
+
+    install_hooks(cwd=project, env=env)
+    assert_hookdb_everywhere(json.loads(path.read_text()))
+    result = install_hooks("--uninstall", "--dry-run", cwd=project, env=env)
+    assert "dry run, nothing written" in result.stdout.splitlines()[-1]
+    install_hooks("--uninstall", cwd=project, env=env)
+    assert path.read_text() == FOUR_SPACES
+
+
+def test_a_changed_file_is_rewritten_only_where_hookdb_is(project: Path, env: dict[str, str]) -> None:
+    """Without the backup (the user edited the file since), uninstall too keeps the user's lines."""
+    path = write_settings(project, USER_SETTINGS)
+    install_hooks(cwd=project, env=env)
+    edited = path.read_text().replace('"claude-opus-4-1"', '"claude-sonnet-4-5"')
+    path.write_text(edited)
+    result = install_hooks("--uninstall", cwd=project, env=env)
+    assert "(backup: " in result.stdout
+    assert path.read_text() == USER_SETTINGS.replace('"claude-opus-4-1"', '"claude-sonnet-4-5"')
+
+
+def test_dry_run_of_a_new_file_says_nothing_was_written(project: Path, env: dict[str, str]) -> None:
+    result = install_hooks("--dry-run", cwd=project, env=env)
+    assert result.stdout.splitlines()[-1].startswith(
+        f"{settings_of(project)}: dry run, nothing written (the file would be created: +"
+    )
+    assert not settings_of(project).parent.exists()

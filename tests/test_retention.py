@@ -400,3 +400,92 @@ def test_partition_bounds_are_read_exactly_whatever_the_session_settings(dsn: st
     ]
     assert found[0].month == datetime(2024, 2, 1, tzinfo=UTC)
     assert found[1].month is None
+
+
+def state(dsn: str, paths: dict[str, Path]) -> dict[str, Any]:
+    """Everything a run could change: the catalog of hook_audit_log's tables (kind, attachment, bounds,
+    comment), each table's rows, and the archive and upload directories' files."""
+    catalog = run_sql(
+        dsn,
+        "SELECT relname, relkind, relispartition, pg_get_expr(relpartbound, oid) AS bound, "
+        "obj_description(oid, 'pg_class') AS comment FROM pg_class "
+        "WHERE relname LIKE 'hook_audit_log%' AND relkind IN ('r', 'p') ORDER BY relname",
+    )
+    counts = {
+        r["relname"]: run_sql(dsn, f"SELECT count(*) FROM {r['relname']}")[0][0]
+        for r in catalog
+        if r["relkind"] == "r"
+    }
+    files = {
+        folder: {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in sorted(paths[folder].iterdir())}
+        if folder in paths and paths[folder].exists()
+        else None
+        for folder in ("archive", "up")
+    }
+    return {"catalog": [tuple(r) for r in catalog], "rows": counts, "files": files}
+
+
+def steps(output: str, dry_run: bool) -> dict[str, set[str]]:
+    """The report's lines by step, verbs taken off, so that a preview and a run compare."""
+    verbs = {
+        "created": ("would create ", "created "),
+        "archived": ("would archive ", "archived "),
+        "dropped": ("would drop ", "dropped "),
+        "purged": ("would purge ", "purged "),
+    }
+    found: dict[str, set[str]] = {step: set() for step in verbs}
+    for line in output.splitlines():
+        for step, (would, did) in verbs.items():
+            verb = would if dry_run else did
+            if line.startswith(verb):
+                words = line.removeprefix(verb).split()
+                # "table: N rows, ...": the table and its rows; else the name or path
+                found[step].add(" ".join(words[:3]) if step in ("archived", "dropped") else words[0])
+    return found
+
+
+def test_dry_run_changes_nothing_and_foretells_the_run(db: str, paths: dict[str, Path]) -> None:
+    assert maintain(db, paths, NOW).returncode == 0
+    insert(db, ODD_MONTH, 2)  # late rows of an archived month: to the next free file
+    later = datetime(2026, 3, 2, tzinfo=UTC)
+    before = state(db, paths)
+
+    preview = maintain(db, paths, later, "--dry-run", "--set", upload_to(paths["up"]))
+    assert preview.returncode == 0, preview.stdout + preview.stderr
+    assert state(db, paths) == before
+    assert "(dry run)" in preview.stdout
+    assert "dry run, nothing changed: would create" in preview.stdout
+    assert f"would archive  {name(month(-6))}: {expected_rows(month(-6))} rows, to " in preview.stdout
+    assert (
+        f"would archive  {name(ODD_MONTH)}: 2 rows, to {paths['archive']}/{name(ODD_MONTH)}.2.csv.gz, "
+        "then upload it"
+    ) in preview.stdout
+    assert f"would purge    {paths['archive'] / name(KEPT_FROM)}.csv.gz" in preview.stdout
+
+    run = maintain(db, paths, later, "--set", upload_to(paths["up"]))
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "done: created 4, archived 5" in run.stdout
+    assert steps(preview.stdout, dry_run=True) == steps(run.stdout, dry_run=False)
+    assert all(steps(run.stdout, dry_run=False)[s] for s in ("created", "archived", "purged"))
+
+
+def test_dry_run_on_a_first_run_counts_the_rows_it_would_archive_and_drop(
+    db: str, paths: dict[str, Path]
+) -> None:
+    before = state(db, paths)
+    preview = maintain(db, paths, NOW, "--dry-run")
+    assert preview.returncode == 0, preview.stdout + preview.stderr
+    assert state(db, paths) == before
+    assert not paths["archive"].exists()
+    run = maintain(db, paths, NOW)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert steps(preview.stdout, dry_run=True) == steps(run.stdout, dry_run=False)
+    archived = months(KEPT_FROM, LIVE_FROM)
+    assert steps(preview.stdout, dry_run=True)["archived"] == {
+        f"{name(m)}: {expected_rows(m)} rows," for m in archived
+    }
+    assert steps(preview.stdout, dry_run=True)["dropped"] == {
+        f"{name(m)}: {expected_rows(m)} rows" for m in months(month(FIRST), KEPT_FROM)
+    }
+    second = maintain(db, paths, NOW, "--dry-run")
+    assert "nothing to do" in second.stdout

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_retention import COLUMNS, NOW, _db, maintain, month, name
+from test_retention import COLUMNS, NOW, _db, maintain, month, name, state, steps
 
 from hookdb.collector.store import migrate
 
@@ -55,9 +55,15 @@ def in_archives(paths: dict[str, Path], ids: list[uuid.UUID]) -> dict[str, int]:
 
 
 def run(dsn: str, paths: dict[str, Path], now: datetime) -> str:
+    """A real run, after a dry run that must change nothing and announce exactly what the run does."""
+    before = state(dsn, paths)
+    preview = maintain(dsn, paths, now, "--dry-run")
+    assert preview.returncode == 0, preview.stdout + preview.stderr
+    assert state(dsn, paths) == before
     result = maintain(dsn, paths, now)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "FAILED" not in result.stdout
+    assert steps(preview.stdout, dry_run=True) == steps(result.stdout, dry_run=False)
     return result.stdout
 
 

@@ -12,9 +12,16 @@ The decisions, in one place:
 * **Where.** Each event gets one matcher group of hookdb's own, appended after the user's groups; the
   user's groups and handlers are never modified or reordered. Tool events (:data:`TOOL_EVENTS`) get
   ``"matcher": "*"``, the others none (which matches everything; ``PostToolBatch`` spans several tools).
-* **Which events.** All 31 but ``WorktreeCreate``: a WorktreeCreate hook *replaces* Claude Code's own
-  ``git worktree add`` and must print the new worktree's path; hookdb-emit prints nothing, so
-  ``claude --worktree`` and worktree-isolated subagents would fail.
+* **Which events** (the lists and their reasons are in :mod:`hookdb.collector.classification`). All 31
+  but two: never ``WorktreeCreate`` (:data:`~hookdb.collector.classification.NEVER_INSTALLED_EVENTS`): a
+  WorktreeCreate hook *replaces* Claude Code's own ``git worktree add`` and must print the new worktree's
+  path; hookdb-emit prints nothing, so ``claude --worktree`` and worktree-isolated subagents would fail.
+  And not ``MessageDisplay`` unless ``--all-events``
+  (:data:`~hookdb.collector.classification.OPT_IN_EVENTS`): it fires for every displayed message, a
+  process start each, for text the transcript holds anyway. ``PostToolBatch`` (and ``MessageDisplay``
+  with ``--all-events``) get background command hooks even without ``--async``
+  (:data:`~hookdb.collector.classification.BACKGROUND_EVENTS`): they fire within a turn, and nothing
+  needs to wait for them.
 * **Timeout** 5 s: hookdb-emit gives up on the collector after 0.5 s and then writes the outbox; the rest
   is headroom for interpreter start-up on a loaded machine. (Claude Code's default is 600 s.)
 * **``--async``** sets ``"async": true`` on the command handlers, except for the events that fire as the
@@ -26,9 +33,12 @@ The decisions, in one place:
   hooks for some events (:data:`~hookdb.collector.classification.COMMAND_ONLY_EVENTS`: SessionStart,
   Setup): those get the hookdb-emit command hook instead (``--command`` sets it, e.g. with ``--tenant``
   when the token's tenant is not the one the user's uid writes through the socket).
-* **Formatting.** When nothing changes the file is not written (its mtime stays). Otherwise the whole
-  file is written again as JSON in the file's own indentation (2 spaces for a new file), non-ASCII as
-  is, keeping its final newline, CRLF line ends and BOM.
+* **Formatting.** When nothing changes the file is not written (its mtime stays). Otherwise only what
+  changes is written anew: every member and item of the JSON that stays keeps its bytes (escapes,
+  spacing, one-line arrays, blank lines), and what hookdb adds is written in the file's own style, its
+  indentation (or all on one line for a compact file, and on one line inside a container written on
+  one line), separators (``":"`` or ``": "``, ``","`` or ``", "``) and line ends; non-ASCII as is; the
+  BOM and final newline stay. So a ``--dry-run`` diff shows only hookdb's part. A new file gets 2 spaces.
 * **Backup.** Before the file is replaced its previous bytes go to ``settings.json.hookdb-backup``, with the
   file's mode. One exception: when the existing backup already is the file as it was before hookdb
   (``--async`` after an install, say), it is kept, so that uninstall can still give back the original.
@@ -105,16 +115,19 @@ EVENTS: tuple[str, ...] = (
 )
 """Claude Code's hook events, in the order of its hooks reference."""
 
-SKIPPED_EVENTS = frozenset({"WorktreeCreate"})
-"""Events whose hooks change what Claude Code does even when they print nothing."""
+SKIPPED_EVENTS = cls.NEVER_INSTALLED_EVENTS
+"""Events whose hooks change what Claude Code does even when they print nothing: never installed."""
 
-INSTALLED_EVENTS: tuple[str, ...] = tuple(e for e in EVENTS if e not in SKIPPED_EVENTS)
+ALL_EVENTS: tuple[str, ...] = tuple(e for e in EVENTS if e not in SKIPPED_EVENTS)
+"""What ``--all-events`` installs."""
+INSTALLED_EVENTS: tuple[str, ...] = tuple(e for e in ALL_EVENTS if e not in cls.OPT_IN_EVENTS)
+"""What install-hooks installs by default."""
 TOOL_EVENTS = frozenset(
     {"PreToolUse", "PostToolUse", "PostToolUseFailure", "PermissionRequest", "PermissionDenied"}
 )
 """Events about one tool call; their matcher is the tool name, so hookdb matches ``*``."""
 
-SYNC_EVENTS = frozenset({"Stop", "StopFailure", "SessionEnd", "WorktreeRemove"})
+SYNC_EVENTS = cls.SYNC_EVENTS
 """Events that fire as the session ends; ``--async`` leaves them synchronous so teardown cannot kill them."""
 
 MARKER = "# hookdb install-hooks"
@@ -144,6 +157,12 @@ class HookForm:
     url: str | None = None
     background: bool = False
     timeout: int = TIMEOUT_SECONDS
+    all_events: bool = False
+    """Install the events of ``OPT_IN_EVENTS`` too."""
+
+    @property
+    def events(self) -> tuple[str, ...]:
+        return ALL_EVENTS if self.all_events else INSTALLED_EVENTS
 
     def handler(self, event: str) -> dict[str, Any]:
         if self.url is not None and (self.command is None or event not in cls.COMMAND_ONLY_EVENTS):
@@ -159,7 +178,7 @@ class HookForm:
             "command": f"{self.command} {MARKER}",
             "timeout": self.timeout,
         }
-        if self.background and event not in SYNC_EVENTS:
+        if (self.background or event in cls.BACKGROUND_EVENTS) and event not in SYNC_EVENTS:
             handler["async"] = True
         return handler
 
@@ -242,21 +261,196 @@ def parse(text: str, name: str) -> dict[str, Any]:
     return value
 
 
-def render(settings: dict[str, Any], like: str | None) -> str:
-    """``settings`` as JSON in the layout of ``like`` (the file's current text): indent, newline, BOM."""
-    body = (like or "").removeprefix(BOM)
-    indent_match = re.search(r"^([ \t]+)\S", body, re.MULTILINE)
-    indent: str | int = indent_match.group(1) if indent_match else 2
-    ends_with_newline = not body.strip() or body.endswith("\n")
-    text = json.dumps(settings, indent=indent, ensure_ascii=False)
+@dataclass(frozen=True, slots=True)
+class _Style:
+    """How a file writes JSON: indent (None: all on one line), separators and line end."""
+
+    indent: str | None = "  "
+    item_sep: str = ","
+    key_sep: str = ": "
+    newline: str = "\n"
+
+
+_TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"|[,:]')
+
+
+def _style_of(body: str) -> _Style:
+    """The style of the JSON text ``body``: its first indented line, its first ``,`` and ``:``."""
+    newline = "\r\n" if "\r\n" in body else "\n"
+    if ":" not in body:
+        return _Style(newline=newline)  # ``{}``: no member to learn from
+    if "\n" not in body.strip(" \t\r\n"):
+        indent = None
+    else:
+        indent_match = re.search(r"^([ \t]*)\S", body.lstrip(" \t\r\n").split("\n", 1)[1], re.MULTILINE)
+        indent = indent_match.group(1) if indent_match else ""
+    found = {",": ", " if indent is None else ",", ":": ": "}
+    seen: set[str] = set()
+    for match in _TOKEN.finditer(body):
+        token = match.group()
+        if token in found and token not in seen:
+            seen.add(token)
+            following = body[match.end() : match.end() + 1]
+            if token == ":" or indent is None:
+                found[token] = token + " " if following in (" ", "\t") else token
+        if len(seen) == 2:
+            break
+    return _Style(indent, found[","], found[":"], newline)
+
+
+def _dumps(value: object, style: _Style, line_indent: str) -> str:
+    """``value`` as JSON in ``style``, its lines continued at ``line_indent``."""
+    separators = (style.item_sep, style.key_sep)
     try:
+        text = json.dumps(value, indent=style.indent, separators=separators, ensure_ascii=False)
         text.encode("utf-8")
     except UnicodeEncodeError:  # a lone surrogate, legal as a JSON escape only: keep it escaped
-        text = json.dumps(settings, indent=indent)
-    text += "\n" if ends_with_newline else ""
-    if "\r\n" in body:
-        text = text.replace("\n", "\r\n")
-    return (BOM if (like or "").startswith(BOM) else "") + text
+        text = json.dumps(value, indent=style.indent, separators=separators)
+    return text.replace("\n", style.newline + line_indent)
+
+
+@dataclass(slots=True)
+class _Node:
+    """Where a JSON value sits in the text: its span, and its members (object) or items (array)."""
+
+    start: int
+    end: int
+    keys: list[tuple[str, int]] | None = None
+    """An object's keys and where each member starts."""
+    children: list[_Node] | None = None
+
+
+_WHITESPACE = re.compile(r"[ \t\r\n]*")
+_DECODER = json.JSONDecoder()
+
+
+def _skip(text: str, at: int) -> int:
+    match = _WHITESPACE.match(text, at)
+    return match.end() if match else at
+
+
+def _scan(text: str, at: int) -> _Node:
+    """The node of the (valid) JSON value at ``at``."""
+    opening = text[at]
+    if opening not in "{[":
+        return _Node(at, _DECODER.raw_decode(text, at)[1])
+    closing = "}" if opening == "{" else "]"
+    node = _Node(at, at, [] if opening == "{" else None, [])
+    assert node.children is not None
+    index = _skip(text, at + 1)
+    while text[index] != closing:
+        if node.keys is not None:
+            key, after = json.decoder.scanstring(text, index + 1)  # type: ignore[attr-defined]
+            node.keys.append((key, index))
+            index = _skip(text, _skip(text, after) + 1)  # past the colon
+        child = _scan(text, index)
+        node.children.append(child)
+        index = _skip(text, child.end)
+        if text[index] == ",":
+            index = _skip(text, index + 1)
+    node.end = index + 1
+    return node
+
+
+def _line_indent(text: str, at: int) -> str:
+    start = text.rfind("\n", 0, at) + 1
+    return _WHITESPACE.match(text, start).group().lstrip("\r\n")  # type: ignore[union-attr]
+
+
+def _rewrite(text: str, node: _Node, old: object, new: object, style: _Style) -> str:
+    """The text of ``new`` in place of ``old`` (at ``node``), keeping every part of ``old`` it still holds
+    as written: the unchanged members and items keep their bytes, the changed ones are rewritten the same
+    way, the new ones are written in ``style``."""
+    if _dump(old) == _dump(new):
+        return text[node.start : node.end]
+    if style.indent is not None and node.children and "\n" not in text[node.start : node.end]:
+        # A container written on one line in an indented file stays on one line.
+        style = _Style(None, ", ", style.key_sep, style.newline)
+    if node.children is None:
+        return _dumps(new, style, _line_indent(text, node.start))
+    pieces: list[tuple[int, str]] = []  # (index of the old member or item, its text)
+    if isinstance(old, dict) and isinstance(new, dict) and node.keys is not None:
+        keys = [key for key, _ in node.keys]
+        kept = [key for key in keys if key in new]
+        if len(set(keys)) != len(keys) or list(new)[: len(kept)] != kept:
+            return _dumps(new, style, _line_indent(text, node.start))
+        for key in kept:
+            index = keys.index(key)
+            child = node.children[index]
+            head = text[node.keys[index][1] : child.start]
+            pieces.append((index, head + _rewrite(text, child, old[key], new[key], style)))
+        added = [(key, new[key]) for key in list(new)[len(kept) :]]
+    elif isinstance(old, list) and isinstance(new, list) and node.keys is None:
+        if len(old) == len(new):
+            for index, (child, was, now) in enumerate(zip(node.children, old, new, strict=True)):
+                pieces.append((index, _rewrite(text, child, was, now, style)))
+            added = []
+        else:
+            # Items kept in order (hookdb's own group is taken out or put last); the rest are new.
+            position = 0
+            added: list[_Added] = []
+            for item in new:
+                match = next((i for i in range(position, len(old)) if _dump(old[i]) == _dump(item)), None)
+                if match is None or added:
+                    added.append((None, item))
+                    continue
+                pieces.append((match, text[node.children[match].start : node.children[match].end]))
+                position = match + 1
+    else:
+        return _dumps(new, style, _line_indent(text, node.start))
+    return _join(text, node, pieces, added, style)
+
+
+_Added = tuple[str | None, Any]
+"""A new member (key, value) of an object, or a new item (None, value) of an array."""
+
+
+def _join(text: str, node: _Node, pieces: list[tuple[int, str]], added: list[_Added], style: _Style) -> str:
+    """A container from its kept pieces (old index, text) and its new members, with the whitespace the
+    original had between them."""
+    assert node.children is not None
+    starts = [start for _, start in node.keys] if node.keys is not None else [c.start for c in node.children]
+    opening, closing = text[node.start], text[node.end - 1]
+    if not starts:  # an empty container: lay the new members out as the style says
+        outer = _line_indent(text, node.start)
+        inner = outer + style.indent if style.indent is not None else ""
+        first = style.newline + inner if style.indent is not None else ""
+        tail = style.newline + outer if style.indent is not None else ""
+    else:
+        first = text[node.start + 1 : starts[0]]
+        tail = text[node.children[-1].end : node.end - 1]
+        inner = _line_indent(text, starts[0])
+    gaps = [text[node.children[i - 1].end : starts[i]] for i in range(1, len(starts))]
+    usual = gaps[0] if gaps else ("," + first if "\n" in first else style.item_sep)
+    out = [opening]
+    previous: int | None = None
+    for count, (index, piece) in enumerate(pieces):
+        if count:
+            out.append(gaps[index - 1] if previous is not None and index == previous + 1 else usual)
+        out += [first] if not count else []
+        out.append(piece)
+        previous = index
+    for count, (key, value) in enumerate(added):
+        out.append(usual if pieces or count else first)
+        out.append(f"{_dumps(key, style, inner)}{style.key_sep}" if key is not None else "")
+        out.append(_dumps(value, style, inner))
+    if not (pieces or added):
+        return opening + closing
+    return "".join(out) + tail + closing
+
+
+def render(settings: dict[str, Any], like: str | None) -> str:
+    """``settings`` as JSON, written over ``like`` (the file's current text): every part of it that is
+    unchanged keeps its bytes, the rest is written in the file's own style (indent or one line,
+    separators, line end), its BOM and final newline kept. A new file gets a 2-space indent."""
+    bom = BOM if (like or "").startswith(BOM) else ""
+    body = (like or "").removeprefix(BOM)
+    if not body.strip(" \t\r\n"):
+        return bom + _dumps(settings, _Style(), "") + "\n"
+    start = _skip(body, 0)
+    root = _scan(body, start)
+    text = _rewrite(body, root, parse(body, "settings"), settings, _style_of(body))
+    return bom + body[:start] + text + body[root.end :]
 
 
 def _dump(value: object) -> str:
@@ -328,9 +522,9 @@ def install(settings: dict[str, Any], form: HookForm, name: str = "settings.json
     result = copy.deepcopy(settings)
     hooks = _hooks_of(result, name)
     for event, groups in list(hooks.items()):  # events hookdb does not (or no longer) install
-        if event not in INSTALLED_EVENTS and isinstance(groups, list) and _strip(groups) and not groups:
+        if event not in form.events and isinstance(groups, list) and _strip(groups) and not groups:
             del hooks[event]
-    for event in INSTALLED_EVENTS:
+    for event in form.events:
         groups = hooks.setdefault(event, [])
         if not isinstance(groups, list):
             raise SettingsError(
@@ -532,6 +726,17 @@ def _target(path: Path) -> Path:
     return Path(os.path.realpath(path)) if path.is_symlink() else path
 
 
+def _preview(old: str | None, new: str | None, path: Path) -> None:
+    """What ``--dry-run`` prints: the diff, then a line saying that nothing was written."""
+    change = diff(old, new, str(path))
+    sys.stdout.write(change)
+    lines = change.splitlines()[2:]
+    added = sum(line.startswith("+") for line in lines)
+    removed = sum(line.startswith("-") for line in lines)
+    what = "created" if old is None else "deleted" if new is None else "changed"
+    print(f"{path}: dry run, nothing written (the file would be {what}: +{added} -{removed} lines)")
+
+
 def _install(path: Path, form: HookForm, dry_run: bool) -> int:
     target = _target(path)
     current = _read(target)
@@ -539,10 +744,10 @@ def _install(path: Path, form: HookForm, dry_run: bool) -> int:
     for warning in warnings(parse(new, str(path))):
         print(f"hookdb install-hooks: warning: {path}: {warning}", file=sys.stderr)
     if new == current.text:
-        print(f"{path}: hookdb's hooks are already installed; nothing changed")
+        print(f"{path}: hookdb's hooks are already installed; no change, nothing written")
         return 0
     if dry_run:
-        sys.stdout.write(diff(current.text, new, str(path)))
+        _preview(current.text, new, path)
         return 0
     backup = target.with_name(target.name + BACKUP_SUFFIX)
     saved = ""
@@ -553,7 +758,7 @@ def _install(path: Path, form: HookForm, dry_run: bool) -> int:
         saved = f" (backup: {backup})"
     target.parent.mkdir(parents=True, exist_ok=True)
     _write_atomic(target, new, current.status, current)
-    print(f"{path}: hookdb's hooks installed for {len(INSTALLED_EVENTS)} events{saved}")
+    print(f"{path}: hookdb's hooks installed for {len(form.events)} events{saved}")
     return 0
 
 
@@ -564,10 +769,11 @@ def _uninstall(path: Path, dry_run: bool) -> int:
     backup_text = _read_backup(backup)
     new = plan_uninstall(current.text, backup_text, str(path))
     if new == current.text:
-        print(f"{path}: {'no hookdb hooks in it' if new is not None else 'no such file'}; nothing changed")
+        what = "no hookdb hooks in it" if new is not None else "no such file"
+        print(f"{path}: {what}; no change, nothing written")
         return 0
     if dry_run:
-        sys.stdout.write(diff(current.text, new, str(path)))
+        _preview(current.text, new, path)
         return 0
     if new is None:
         _check_unchanged(target, current)
@@ -591,9 +797,10 @@ def _uninstall(path: Path, dry_run: bool) -> int:
 
 def _form(args: argparse.Namespace) -> HookForm:
     if args.uninstall:
-        if args.background or args.http or args.url or args.emit_command:
+        if args.background or args.http or args.url or args.emit_command or args.all_events:
             raise UsageError(
-                "--uninstall removes hookdb's hooks whatever their form; drop --async/--http/--url/--command"
+                "--uninstall removes hookdb's hooks whatever their form; "
+                "drop --async/--http/--url/--command/--all-events"
             )
         return HookForm()
     if args.url and not args.http:
@@ -606,8 +813,9 @@ def _form(args: argparse.Namespace) -> HookForm:
         url = args.url or DEFAULT_URL
         if not url.startswith(("http://", "https://")) or any(c.isspace() for c in url):
             raise UsageError(f"--url must be an http:// or https:// URL, not {url!r}")
-        return HookForm(command=_emit_command(args), url=url)  # the command for COMMAND_ONLY_EVENTS
-    return HookForm(command=_emit_command(args), background=args.background)
+        # the command for COMMAND_ONLY_EVENTS
+        return HookForm(command=_emit_command(args), url=url, all_events=args.all_events)
+    return HookForm(command=_emit_command(args), background=args.background, all_events=args.all_events)
 
 
 def _emit_command(args: argparse.Namespace) -> str:
@@ -626,9 +834,15 @@ def add_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
         "hookdb install-hooks --project /path/to/repo",
         "hookdb install-hooks --user --dry-run",
         "hookdb install-hooks --project . --uninstall",
-        description="Merge hookdb's hooks for every hook event (but WorktreeCreate, whose hook would replace "
-        "git worktree creation) into Claude Code's settings.json, keeping everything else; running it again "
-        "changes nothing, --uninstall removes exactly what it added.",
+        "hookdb install-hooks --user --all-events",
+        description="Merge hookdb's hooks into Claude Code's settings.json, keeping everything else as "
+        "written; running it again changes nothing, --uninstall removes exactly what it added. Every event "
+        "gets a synchronous hook (recorded before Claude Code goes on) but: WorktreeCreate never (its hook "
+        "would replace git worktree creation); MessageDisplay only with --all-events (it fires for every "
+        "displayed message, a process start each, for text the transcript has); PostToolBatch and "
+        "MessageDisplay as background command hooks (they fire within a turn, nothing waits for them); "
+        f"{', '.join(sorted(SYNC_EVENTS))} "
+        "always synchronous, even with --async (Claude Code kills background hooks as the session ends).",
     )
     where = parser.add_mutually_exclusive_group()
     where.add_argument("--project", metavar="DIR", help="edit DIR/.claude/settings.json (default: DIR is .)")
@@ -655,8 +869,16 @@ def add_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
         metavar="COMMAND",
         help="the shell command to run (default: the absolute path of this installation's hookdb-emit)",
     )
+    parser.add_argument(
+        "--all-events",
+        action="store_true",
+        help=f"also install {', '.join(sorted(cls.OPT_IN_EVENTS))} (left out by default: a process start "
+        "for every displayed message)",
+    )
     parser.add_argument("--uninstall", action="store_true", help="remove what install-hooks added")
-    parser.add_argument("--dry-run", action="store_true", help="print the change as a diff; write nothing")
+    parser.add_argument(
+        "--dry-run", action="store_true", help="print the change as a diff and say so; write nothing"
+    )
     parser.set_defaults(overrides=[])  # hookdb's main() reads --set overrides before dispatching
 
 

@@ -53,6 +53,10 @@ for at most ``LOCK_TIMEOUT``, so that a long query cannot hold the collector's i
 DDL; a month that times out is reported and retried by the next run. Runs are serialised by an advisory
 lock: a second run started meanwhile fails at once, naming the first. A step that fails is reported and
 the run goes on with the other months; the run then exits non-zero.
+
+``--dry-run`` (:func:`preview`) reports what a run would create, archive (with row counts), drop and
+purge, finding it out by reading only: one read-only transaction, no lock taken or waited for, no file
+written, deleted or uploaded.
 """
 
 from __future__ import annotations
@@ -154,10 +158,12 @@ class Report:
     created: list[str] = field(default_factory=list)
     archived: list[Archived] = field(default_factory=list)
     dropped: list[str] = field(default_factory=list)
-    """Months dropped unarchived because they were already past the purge horizon."""
+    """Months dropped unarchived because they were already past the purge horizon, with their rows."""
     purged: list[Path] = field(default_factory=list)
     left_alone: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
+    dry_run: bool = False
+    """A preview: what a run would do; nothing was changed."""
 
     @property
     def ok(self) -> bool:
@@ -178,22 +184,59 @@ class Report:
     def render(self) -> str:
         kept = f"{self.kept_from:%Y-%m}" if self.kept_from else "forever"
         lines = [
-            f"partitions maintain for {self.month:%Y-%m}: live from {self.live_from:%Y-%m}, "
-            f"archives kept from {kept}"
+            f"partitions maintain for {self.month:%Y-%m}{' (dry run)' if self.dry_run else ''}: "
+            f"live from {self.live_from:%Y-%m}, archives kept from {kept}"
         ]
-        lines += [f"created   {name}" for name in self.created]
+        verb = _WOULD if self.dry_run else _DID
+        lines += [f"{verb['created']}{name}" for name in self.created]
         for a in self.archived:
-            how = "exported" if a.exported else "found complete from an earlier run"
-            lines.append(
-                f"archived  {a.table}: {a.rows} rows, {how}, {a.path}" + (", uploaded" if a.uploaded else "")
-            )
-        lines += [f"dropped   {name} (past the purge horizon: not archived)" for name in self.dropped]
-        lines += [f"purged    {path}" for path in self.purged]
-        lines += [f"left alone {what}" for what in self.left_alone]
+            if self.dry_run:
+                how = "to" if a.exported else "already complete from an earlier run:"
+                then = ", then upload it" if a.uploaded else ""
+            else:
+                how = "exported" if a.exported else "found complete from an earlier run,"
+                then = ", uploaded" if a.uploaded else ""
+            lines.append(f"{verb['archived']}{a.table}: {a.rows} rows, {how} {a.path}{then}")
+        lines += [f"{verb['dropped']}{name} (past the purge horizon: not archived)" for name in self.dropped]
+        lines += [f"{verb['purged']}{path}" for path in self.purged]
+        lines += [f"{verb['left alone']}{what}" for what in self.left_alone]
         lines += [f"FAILED    {what}" for what in self.failed]
         if not (self.changed or self.failed):
             lines.append("nothing to do")
+        else:
+            lines.append(self.summary())
         return "\n".join(lines)
+
+    def summary(self) -> str:
+        """One line of totals: what the run changed, or would change."""
+        rows = sum(a.rows for a in self.archived)
+        if self.dry_run:
+            return (
+                f"dry run, nothing changed: would create {len(self.created)}, archive {len(self.archived)} "
+                f"({rows} rows), drop {len(self.dropped)} unarchived, purge {len(self.purged)} archive files"
+            )
+        failed = f"; {len(self.failed)} steps failed" if self.failed else ""
+        return (
+            f"done: created {len(self.created)}, archived {len(self.archived)} ({rows} rows), dropped "
+            f"{len(self.dropped)} unarchived, purged {len(self.purged)} archive files{failed}"
+        )
+
+
+# The first word of each report line, for a run and for a dry run: aligned so that the names line up.
+_DID = {
+    "created": "created   ",
+    "archived": "archived  ",
+    "dropped": "dropped   ",
+    "purged": "purged    ",
+    "left alone": "left alone ",
+}
+_WOULD = {
+    "created": "would create   ",
+    "archived": "would archive  ",
+    "dropped": "would drop     ",
+    "purged": "would purge    ",
+    "left alone": "would leave alone ",
+}
 
 
 async def maintain(conn: asyncpg.Connection, policy: Policy, now: datetime) -> Report:
@@ -219,6 +262,143 @@ async def maintain(conn: asyncpg.Connection, policy: Policy, now: datetime) -> R
             await conn.execute("RESET lock_timeout")
             await conn.execute("SELECT pg_advisory_unlock($1)", LOCK_KEY)
     return report
+
+
+async def preview(conn: asyncpg.Connection, policy: Policy, now: datetime) -> Report:
+    """What :func:`maintain` would do now, as its report (``dry_run``), found by reading only.
+
+    Everything is read in one read-only transaction and no lock is taken: a preview cannot change the
+    database or queue the collector's inserts behind it. It follows ``maintain`` step by step, counting
+    the rows each step would move; a step can still fail in the real run (a lock timeout, say).
+    """
+    report = Report(
+        month=month_start(now),
+        live_from=policy.live_from(now),
+        kept_from=policy.kept_from(now),
+        dry_run=True,
+    )
+    async with conn.transaction(readonly=True):
+        # Counts must see every row, as the export does.
+        await conn.execute("SET LOCAL row_security = off")
+        await _preview(conn, policy, now, report)
+    return report
+
+
+async def _exists(conn: asyncpg.Connection, name: str) -> bool:
+    return await conn.fetchval("SELECT to_regclass($1)", name) is not None
+
+
+async def _preview(conn: asyncpg.Connection, policy: Policy, now: datetime, report: Report) -> None:
+    in_default = {
+        r["month"]: r["n"]
+        for r in await conn.fetch(
+            "SELECT date_trunc('month', occurred_at, 'UTC') AS month, count(*) AS n "
+            f"FROM {PARENT}_default GROUP BY 1"
+        )
+    }
+
+    def moved(month: datetime) -> str:
+        n = in_default.get(month, 0)
+        return f" ({n} rows moved out of the default partition)" if n else ""
+
+    # 1. Ahead, and the live months whose rows wait in the default partition (as in _create).
+    for offset in range(policy.ahead_months + 1):
+        start = month_start(now, offset)
+        if not await _exists(conn, partition_name(start)):
+            report.created.append(partition_name(start) + moved(start))
+    beyond = sorted(m for m in in_default if m > month_start(now, policy.ahead_months))
+    if beyond:
+        listed = ", ".join(f"{m:%Y-%m}" for m in beyond)
+        report.left_alone.append(f"rows of {listed} in the default partition: beyond the months ahead")
+    for month in sorted(m for m in in_default if report.live_from <= m < report.month):
+        name = partition_name(month)
+        if await _exists(conn, name):
+            report.left_alone.append(f"rows of {month:%Y-%m} in the default partition: {name} exists")
+        else:
+            report.created.append(name + moved(month))
+
+    # 2. Months past the live window, detached (their rows that arrived later go to the default).
+    taken: set[str] = set()  # archive names this run would take
+    finishing: dict[str, tuple[str, int]] = {}  # table -> (archive name, rows it would hold)
+    detached: list[tuple[str, datetime]] = []
+    for partition in await attached(conn):
+        month = partition.month
+        if month is None:
+            if partition.start is not None:
+                report.left_alone.append(f"{partition.name}: not a monthly partition made by hookdb")
+            continue
+        if month >= report.live_from:
+            continue
+        file_name = _free_file_name(policy.archive_dir, partition.name, taken)
+        taken.add(file_name)
+        staying = await conn.fetchval(
+            f"SELECT count(*) FROM {partition.name} WHERE received_at < $1", month_start(month, 1)
+        )
+        finishing[partition.name] = (file_name, staying)
+        detached.append((partition.name, month))
+
+    # 3. The tables detached by an earlier run, then all of them archived or dropped (_finish_detached).
+    for table in await conn.fetch(
+        "SELECT c.relname AS name, obj_description(c.oid, 'pg_class') AS comment FROM pg_class c "
+        "WHERE c.relkind = 'r' AND NOT c.relispartition AND c.relname ~ $2 "
+        "AND c.relnamespace = (SELECT relnamespace FROM pg_class WHERE oid = $1::regclass)",
+        PARENT,
+        f"^{NAME_PATTERN.pattern}$",
+    ):
+        file_name = _marked_file(table["name"], table["comment"] or "")
+        if file_name is None:
+            report.left_alone.append(f"{table['name']}: not attached, and not detached by hookdb")
+            continue
+        taken.add(file_name)
+        finishing[table["name"]] = (file_name, await conn.fetchval(f"SELECT count(*) FROM {table['name']}"))
+    for name in sorted(finishing):
+        _preview_finish(policy, report, name, *finishing[name])
+
+    # 4. The default partition's old rows, with those the detached months would move there.
+    late = " ".join(
+        f"UNION ALL SELECT occurred_at, received_at FROM {name} WHERE received_at >= ${i + 2}"
+        for i, (name, _) in enumerate(detached)
+    )
+    groups = await conn.fetch(
+        "SELECT date_trunc('month', received_at, 'UTC') AS month, count(*) AS n, received_at < $1 AS old "
+        f"FROM (SELECT occurred_at, received_at FROM {PARENT}_default {late}) AS r "
+        "WHERE occurred_at < $1 GROUP BY 1, 3 ORDER BY 1",
+        report.live_from,
+        *(month_start(month, 1) for _, month in detached),
+    )
+    fresh = sum(g["n"] for g in groups if not g["old"])
+    if fresh:
+        report.left_alone.append(
+            f"{fresh} rows in the default partition that claim a time before {report.live_from:%Y-%m} "
+            "but arrived since: kept live until they are as old by their arrival"
+        )
+    for group in groups:
+        if not group["old"]:
+            continue
+        arrived = group["month"]
+        name = partition_name(arrived)
+        if name not in finishing and await _exists(conn, name):
+            report.left_alone.append(
+                f"rows that arrived in {arrived:%Y-%m} in the default partition: {name} exists"
+            )
+            continue
+        file_name = _free_file_name(policy.archive_dir, name, taken)
+        taken.add(file_name)
+        _preview_finish(policy, report, name, file_name, group["n"])
+
+    # 5. Purge: the archive files past the horizon.
+    report.purged += _purgeable(policy, report)
+
+
+def _preview_finish(policy: Policy, report: Report, name: str, file_name: str, rows: int) -> None:
+    """Note what _finish would do with a detached table of ``rows`` rows."""
+    month = month_of_name(name)
+    if report.kept_from is not None and month is not None and month < report.kept_from:
+        report.dropped.append(f"{name}: {rows} rows")
+        return
+    path = policy.archive_dir / file_name
+    complete = _rows_or_none(path) == rows
+    report.archived.append(Archived(name, path, rows, not complete, bool(policy.upload_command)))
 
 
 async def _lock(conn: asyncpg.Connection) -> str | None:
@@ -333,21 +513,30 @@ async def _finish(conn: asyncpg.Connection, policy: Policy, report: Report, name
     """Archive and drop one detached table (unarchived past the purge horizon: none of its rows arrived
     after its month)."""
     month = month_of_name(name)
-    file_name = comment.removeprefix(MARKER)
-    named = _ARCHIVE_FILE.fullmatch(file_name)
-    if month is None or not comment.startswith(MARKER) or named is None or named[1] != name:
+    file_name = _marked_file(name, comment)
+    if month is None or file_name is None:
         log.warning("retention.unmarked_table", table=name)
         report.left_alone.append(f"{name}: not attached, and not detached by hookdb")
         return
     try:
         if report.kept_from is not None and month < report.kept_from:
+            rows = await conn.fetchval(f"SELECT count(*) FROM {name}")
             await _drop(conn, name)
-            log.info("retention.dropped_unarchived", table=name)
-            report.dropped.append(name)
+            log.info("retention.dropped_unarchived", table=name, rows=rows)
+            report.dropped.append(f"{name}: {rows} rows")
         else:
             report.archived.append(await _archive(conn, policy, name, month, file_name))
     except (asyncpg.PostgresError, OSError, RetentionError) as exc:
         report.fail(f"archiving {name}", exc)
+
+
+def _marked_file(name: str, comment: str) -> str | None:
+    """The archive file a table hookdb detached is to be archived as; None for a table it did not detach."""
+    file_name = comment.removeprefix(MARKER)
+    named = _ARCHIVE_FILE.fullmatch(file_name)
+    if month_of_name(name) is None or not comment.startswith(MARKER) or named is None or named[1] != name:
+        return None
+    return file_name
 
 
 # The default partition's rows that claim a month before the live window but arrived within it stay live;
@@ -499,14 +688,21 @@ async def _drop(conn: asyncpg.Connection, table: str) -> None:
     await conn.execute(f"DROP TABLE {table}")
 
 
-def _purge_files(policy: Policy, report: Report) -> None:
+def _purgeable(policy: Policy, report: Report) -> list[Path]:
+    """The archive files (whole or partial) of months before the purge horizon."""
     if report.kept_from is None or not policy.archive_dir.is_dir():
-        return
+        return []
+    found = []
     for path in sorted(policy.archive_dir.iterdir()):
         match = _ARCHIVE_FILE.fullmatch(path.name)
         month = month_of_name(match[1]) if match else None
-        if month is None or month >= report.kept_from:
-            continue
+        if month is not None and month < report.kept_from:
+            found.append(path)
+    return found
+
+
+def _purge_files(policy: Policy, report: Report) -> None:
+    for path in _purgeable(policy, report):
         try:
             path.unlink()
         except OSError as exc:
@@ -551,12 +747,13 @@ def _rows_or_none(path: Path) -> int | None:
         return None
 
 
-def _free_file_name(folder: Path, table: str) -> str:
-    """The archive name for a month detached now: the first that no file (whole or partial) has."""
+def _free_file_name(folder: Path, table: str, taken: set[str] | frozenset[str] = frozenset()) -> str:
+    """The archive name for a month detached now: the first that no file (whole or partial) has, nor
+    ``taken`` (names a preview counts as written)."""
     number = 1
     while True:
         name = f"{table}{SUFFIX}" if number == 1 else f"{table}.{number}{SUFFIX}"
-        if not (folder / name).exists() and not (folder / (name + PARTIAL)).exists():
+        if name not in taken and not (folder / name).exists() and not (folder / (name + PARTIAL)).exists():
             return name
         number += 1
 
