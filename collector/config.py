@@ -73,12 +73,14 @@ class SpoolSection(_Section):
 class BreakerSection(_Section):
     failures: Positive = 5
     """Consecutive failed writes that open the breaker."""
-    open_seconds: Seconds = 300.0
-    """How long the breaker stays open before one probe write is tried."""
+    open_seconds: Seconds = 2.0
+    """How long the breaker first stays open before one probe write is tried: short, so that a database
+restart of a few seconds pauses delivery for seconds, not minutes."""
     backoff: Annotated[float, msgspec.Meta(ge=1)] = 2.0
-    """Factor by which the open period grows after each failed probe (1 keeps it constant)..."""
-    max_open_seconds: Seconds = 3600.0
-    """...up to this."""
+    """Factor by which the open period grows after each failed probe (1 keeps it constant); a probe that
+succeeds starts again from ``open_seconds``..."""
+    max_open_seconds: Seconds = 300.0
+    """...up to this, so a long outage is probed only this often."""
     jitter: Fraction = 0.1
     """Random spread of the open period (±), so a fleet of collectors does not probe in step."""
     probe_timeout_seconds: Seconds = 30.0
