@@ -15,8 +15,7 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
-from hookdb.client.outbox import outbox_dir
-from hookdb.client.paths import default_socket_path
+from hookdb.client.paths import default_socket_path, outbox_dir
 from hookdb.client.wire import DEFAULT_MAX_FRAME_BYTES
 
 DEFAULT_PATH = "/etc/hookdb/collector.toml"
@@ -54,7 +53,11 @@ class ListenerSection(_Section):
     read_bytes: Positive = 256 * 1024
     """Bytes read from a connection at a time; with ``max_frame_bytes``, bounds what a connection buffers."""
     max_connections: Positive = 1024
-    """Connections served at once; more wait in the kernel's backlog until one closes."""
+    """Connections served at once; more wait in the kernel's backlog until one closes. Kept below the open
+file limit (the soft limit is raised to the hard one at start) with room for the collector's other files."""
+    max_connections_per_uid: Positive = 256
+    """Connections one local uid may hold at once; more are refused at once (the client uses its outbox),
+so one user's idle connections cannot take every slot from the others."""
     idle_seconds: Seconds = 300.0
     """A connection that sends nothing (or stalls mid-frame, or reads no replies) this long is closed."""
 
