@@ -105,11 +105,11 @@ class Unresponsive:
         return min(timeout, PROBE_TIMEOUT) if self.recent else timeout
 
     def remember(self) -> None:
-        """A send timed out: (re)start the period of brief probes."""
+        """A send timed out: (re)start the period of brief probes, for this process even if not for others."""
+        self._since = time.time()
         try:
             os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o660))
             os.utime(self.path)
-            self._since = time.time()
         except OSError:
             pass
 
