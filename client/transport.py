@@ -17,7 +17,7 @@ import time
 
 from hookdb.client.wire import ACCEPTED, BUSY, HEADER_SIZE, encode_reply
 
-PROBE_TIMEOUT = 0.05  # the time-out of a send while a recent time-out is remembered
+PROBE_TIMEOUT = 0.03  # the time-out of a send while a recent time-out is remembered: 11 of them < 0.5 s
 UNRESPONSIVE_SECONDS = 30.0  # how long a time-out is remembered after the last one
 UNRESPONSIVE_MARKER = "collector-unresponsive"  # in the outbox directory, which every client may write
 _BUSY_REPLY = encode_reply(None, BUSY)
