@@ -12,7 +12,7 @@ import msgspec
 
 from hookdb.client.outbox import OutboxFile
 from hookdb.client.paths import default_socket_path, outbox_dir
-from hookdb.client.transport import Refused, Unresponsive, await_reply, connect
+from hookdb.client.transport import Refused, Unresponsive, await_reply, connect, send
 from hookdb.client.wire import encode_envelope, frame, new_event_id
 
 log = logging.getLogger("hookdb.client")
@@ -96,7 +96,7 @@ class Emitter:
                 if self._sock is None:
                     self._sock = connect(self.socket_path, timeout)
                 self._sock.settimeout(timeout)
-                self._sock.sendall(data)
+                send(self._sock, data)
                 if self.ack:
                     await_reply(self._sock, event_id, deadline)
             except Refused:

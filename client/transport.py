@@ -15,12 +15,14 @@ import _socket
 import os
 import time
 
-from hookdb.client.wire import ACCEPTED, BUSY, HEADER_SIZE, encode_reply
+from hookdb.client.wire import ACCEPTED, BUSY, HEADER_SIZE, encode_reply, frame
 
 PROBE_TIMEOUT = 0.03  # the time-out of a send while a recent time-out is remembered: 11 of them < 0.5 s
 UNRESPONSIVE_SECONDS = 30.0  # how long a time-out is remembered after the last one
 UNRESPONSIVE_MARKER = "collector-unresponsive"  # in the outbox directory, which every client may write
 _BUSY_REPLY = encode_reply(None, BUSY)
+_BUSY_FRAME = frame(_BUSY_REPLY)
+_BUSY_MESSAGE = "the collector refused the connection: this user holds too many"
 
 
 class Refused(Exception):
@@ -64,9 +66,24 @@ def await_reply(sock: _socket.socket, event_id: str, deadline: float) -> None:
         raise ConnectionError(f"a reply of {length} bytes is not a hookdb reply")
     reply = _recv_exact(sock, length, deadline)
     if reply == _BUSY_REPLY:  # not a verdict on the event: it goes to the outbox
-        raise ConnectionRefusedError("the collector refused the connection: this user holds too many")
+        raise ConnectionRefusedError(_BUSY_MESSAGE)
     if reply != encode_reply(event_id, ACCEPTED):
         raise Refused(reply)
+
+
+def send(sock: _socket.socket, data: bytes) -> None:
+    """``sendall``; when the collector closed the connection first, say why if it told us (busy)."""
+    try:
+        sock.sendall(data)
+    except (BrokenPipeError, ConnectionResetError) as exc:
+        sock.setblocking(False)
+        try:
+            busy = sock.recv(len(_BUSY_FRAME)) == _BUSY_FRAME
+        except OSError:
+            busy = False
+        if busy:
+            raise ConnectionRefusedError(_BUSY_MESSAGE) from exc
+        raise
 
 
 def deliver(path: str, data: bytes, event_id: str, timeout: float) -> None:
@@ -75,7 +92,7 @@ def deliver(path: str, data: bytes, event_id: str, timeout: float) -> None:
     sock = connect(path, timeout)
     try:
         sock.settimeout(max(deadline - time.monotonic(), 0.001))
-        sock.sendall(data)
+        send(sock, data)
         await_reply(sock, event_id, deadline)
     finally:
         sock.close()
