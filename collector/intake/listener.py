@@ -211,7 +211,7 @@ class Listener:
                 if not retries:
                     log.warning(
                         "listener.accept_failing",
-                        error=errno.errorcode.get(exc.errno or 0, str(exc.errno)),
+                        error=errno.errorcode[exc.errno],
                         open_connections=sum(self._per_uid.values()),
                         retry_seconds=ACCEPT_RETRY_SECONDS,
                     )
