@@ -5,7 +5,7 @@ against one live collector; for each ack time-out and with the time-out memory
 (``transport.Unresponsive``) on or off, the share that went to the outbox and the time each took. Off
 is the old behaviour: the marker path is made a dangling symlink, so no run can see or leave a marker.
 
-Run: ``.venv/bin/python tests/bench/bench_ack_timeouts.py [--senders 200] [--waves 3] [--dsn DSN]``.
+Run: ``.venv/bin/python tests/bench/bench_ack_timeouts.py [--senders 200] [--waves 3] [--set S=V]``.
 Not part of the pytest run.
 """
 
@@ -66,6 +66,7 @@ def main() -> None:
     parser.add_argument("--waves", type=int, default=3)
     parser.add_argument("--timeouts", default="0.25,0.5,1.0")
     parser.add_argument("--dsn")
+    parser.add_argument("--set", action="append", default=[], help="a collector setting: spool.fsync=always")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="hookdb-bench-ack-") as tmp, contextlib.ExitStack() as stack:
         workdir = Path(tmp)
@@ -85,6 +86,7 @@ def main() -> None:
                 str(workdir / "state"),
                 "--set",
                 "metrics.listen=127.0.0.1:0",
+                *(arg for setting in args.set for arg in ("--set", setting)),
             ],
             workdir / "collector.log",
         )
