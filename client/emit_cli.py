@@ -1,7 +1,9 @@
 """``hookdb-emit``: the Claude Code command hook. Reads the hook JSON on stdin and sends one frame.
 
 The frame asks for an ack; when the collector is unreachable or does not ack within the time-out, the
-event goes to the outbox, which the collector drains later. It always exits 0 with empty stdout, so
+event goes to the outbox, which the collector drains later. After a time-out, the runs of the next
+seconds only probe briefly (see ``transport.Unresponsive``), so a hung collector costs an agent's run one
+time-out, not one per hook. It always exits 0 with empty stdout, so
 the agent behaves exactly as it would without hookdb; anything that goes wrong is one line on stderr.
 Only modules that cost no start-up time are imported here.
 """
@@ -12,8 +14,8 @@ import os
 import sys
 import time
 
-from hookdb.client.paths import default_socket_path
-from hookdb.client.transport import Refused, deliver
+from hookdb.client.paths import default_socket_path, outbox_dir
+from hookdb.client.transport import Refused, Unresponsive, deliver
 from hookdb.client.wire import DEFAULT_MAX_FRAME_BYTES, encode_envelope, frame, new_event_id
 
 USAGE = "usage: hookdb-emit [--source NAME] [--socket PATH] [--tenant NAME] [--timeout SECONDS] < hook.json"
@@ -105,20 +107,26 @@ def run(argv: list[str], stdin: bytes) -> str | None:
 
         body = envelope(shrink(stdin, DEFAULT_MAX_FRAME_BYTES - (len(body) - len(stdin))))
     path = opts.get("socket") or default_socket_path()
+    outbox_path = outbox_dir(path)
+    unresponsive = Unresponsive(outbox_path)
     try:
-        deliver(path, frame(body), event_id, timeout)
+        deliver(path, frame(body), event_id, unresponsive.timeout(timeout))
     except Refused as exc:
+        unresponsive.forget()
         return f"the collector refused the event: {_reason(exc.reply)}"
     except OSError as exc:
-        from hookdb.client.outbox import OutboxFile, outbox_dir  # the fallback path may take its time
+        from hookdb.client.outbox import OutboxFile  # the fallback path may take its time
 
         try:
-            outbox = OutboxFile(outbox_dir(path))
+            outbox = OutboxFile(outbox_path)
             outbox.append(body)
             outbox.close()
         except OSError as outbox_exc:
             return f"collector not reachable at {path} ({exc}) and outbox failed, event lost: {outbox_exc}"
+        if isinstance(exc, TimeoutError):
+            unresponsive.remember()
         return f"collector not reachable at {path} ({exc}); event kept in {outbox.path}"
+    unresponsive.forget()
     return None
 
 

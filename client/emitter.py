@@ -10,10 +10,10 @@ from typing import Any
 
 import msgspec
 
-from hookdb.client.outbox import OutboxFile, outbox_dir
+from hookdb.client.outbox import OutboxFile
 from hookdb.client.oversize import shrink
-from hookdb.client.paths import default_socket_path
-from hookdb.client.transport import Refused, await_reply, connect
+from hookdb.client.paths import default_socket_path, outbox_dir
+from hookdb.client.transport import Refused, Unresponsive, await_reply, connect, send
 from hookdb.client.wire import DEFAULT_MAX_FRAME_BYTES, encode_envelope, frame, new_event_id
 
 log = logging.getLogger("hookdb.client")
@@ -26,7 +26,9 @@ class Emitter:
     blocks much longer than ``timeout`` seconds. An event the collector cannot take (socket missing,
     refusing, stuck, or — with ``ack=True`` — no ack in time) goes to the outbox, which the collector
     drains when it is back. With ``ack=True`` each ``emit`` returns only once the event is in the
-    collector's spool or in the outbox.
+    collector's spool or in the outbox. After a time-out, the next sends (of this and every other client of
+    the outbox directory) only probe briefly until an ack comes back in time: a hung collector costs one
+    time-out, not one per event.
     """
 
     def __init__(
@@ -48,6 +50,7 @@ class Emitter:
         self.lost = 0
         self._sock: Any = None
         self._outbox: OutboxFile | None = None
+        self._unresponsive = Unresponsive(self.outbox_dir)
         self._lock = threading.Lock()
         self._encode_payload = msgspec.json.Encoder().encode
 
@@ -95,23 +98,28 @@ class Emitter:
 
         A resent frame may arrive twice; the collector stores each event id once.
         """
+        timeout = self._unresponsive.timeout(self.timeout)
         for attempt in (1, 2):
-            deadline = time.monotonic() + self.timeout
+            deadline = time.monotonic() + timeout
             try:
                 if self._sock is None:
-                    self._sock = connect(self.socket_path, self.timeout)
-                self._sock.settimeout(self.timeout)
-                self._sock.sendall(data)
+                    self._sock = connect(self.socket_path, timeout)
+                self._sock.settimeout(timeout)
+                send(self._sock, data)
                 if self.ack:
                     await_reply(self._sock, event_id, deadline)
             except Refused:
                 self._close()
                 raise
-            except OSError:
+            except OSError as exc:
                 self._close()
                 if attempt == 2 or time.monotonic() >= deadline:
+                    if isinstance(exc, TimeoutError):
+                        self._unresponsive.remember()
                     raise
             else:
+                if self.ack:
+                    self._unresponsive.forget()
                 return
 
     def _to_outbox(self, body: bytes, exc: OSError) -> None:

@@ -14,14 +14,8 @@ from contextlib import suppress
 
 from hookdb.client.records import OUTBOX_FILE, encode_record
 
-OUTBOX_ENV = "HOOKDB_OUTBOX"
 SUFFIX = ".out"
 DIR_MODE = 0o2770  # group-writable like the socket; setgid so files keep the directory's group
-
-
-def outbox_dir(socket_path: str) -> str:
-    """``$HOOKDB_OUTBOX``, else ``outbox/`` beside the socket."""
-    return os.environ.get(OUTBOX_ENV) or os.path.join(os.path.dirname(socket_path) or ".", "outbox")
 
 
 class OutboxFile:

@@ -1,10 +1,14 @@
-"""Where the collector's socket lives, computed the same way by clients and the collector."""
+"""Where the collector's socket and the client outbox live: computed the same way by clients and collector.
+
+Standard library only, cheap to import: ``hookdb-emit`` needs both paths on its hot path.
+"""
 
 from __future__ import annotations
 
 import os
 
 SOCKET_ENV = "HOOKDB_SOCKET"
+OUTBOX_ENV = "HOOKDB_OUTBOX"
 SYSTEM_RUNTIME_DIR = "/run/hookdb"
 SOCKET_NAME = "hookdb.sock"
 
@@ -20,3 +24,8 @@ def default_socket_path() -> str:
     runtime = os.environ.get("XDG_RUNTIME_DIR")
     base = os.path.join(runtime, "hookdb") if runtime else f"/tmp/hookdb-{os.getuid()}"
     return os.path.join(base, SOCKET_NAME)
+
+
+def outbox_dir(socket_path: str) -> str:
+    """``$HOOKDB_OUTBOX``, else ``outbox/`` beside the socket."""
+    return os.environ.get(OUTBOX_ENV) or os.path.join(os.path.dirname(socket_path) or ".", "outbox")

@@ -176,6 +176,7 @@ def encode_envelope(
 
 
 ACCEPTED = "accepted"
+BUSY = "busy"  # the reply to a connection refused before any frame is read: the sender's uid holds too many
 
 
 def encode_reply(event_id: str | None, status: str) -> bytes:

@@ -16,8 +16,7 @@ from typing import Annotated, Any, Literal, get_args, get_origin
 
 import msgspec
 
-from hookdb.client.outbox import outbox_dir
-from hookdb.client.paths import default_socket_path
+from hookdb.client.paths import default_socket_path, outbox_dir
 from hookdb.client.wire import DEFAULT_MAX_FRAME_BYTES
 
 DEFAULT_PATH = "/etc/hookdb/collector.toml"
@@ -55,7 +54,11 @@ class ListenerSection(_Section):
     read_bytes: Positive = 256 * 1024
     """Bytes read from a connection at a time; with ``max_frame_bytes``, bounds what a connection buffers."""
     max_connections: Positive = 1024
-    """Connections served at once; more wait in the kernel's backlog until one closes."""
+    """Connections served at once; more wait in the kernel's backlog until one closes. Kept below the open
+file limit (the soft limit is raised to the hard one at start) with room for the collector's other files."""
+    max_connections_per_uid: Positive = 256
+    """Connections one local uid may hold at once; more are refused at once (the client uses its outbox),
+so one user's idle connections cannot take every slot from the others."""
     idle_seconds: Seconds = 300.0
     """A connection that sends nothing (or stalls mid-frame, or reads no replies) this long is closed."""
 
@@ -74,12 +77,14 @@ class SpoolSection(_Section):
 class BreakerSection(_Section):
     failures: Positive = 5
     """Consecutive failed writes that open the breaker."""
-    open_seconds: Seconds = 300.0
-    """How long the breaker stays open before one probe write is tried."""
+    open_seconds: Seconds = 2.0
+    """How long the breaker first stays open before one probe write is tried: short, so that a database
+restart of a few seconds pauses delivery for seconds, not minutes."""
     backoff: Annotated[float, msgspec.Meta(ge=1)] = 2.0
-    """Factor by which the open period grows after each failed probe (1 keeps it constant)..."""
-    max_open_seconds: Seconds = 3600.0
-    """...up to this."""
+    """Factor by which the open period grows after each failed probe (1 keeps it constant); a probe that
+succeeds starts again from ``open_seconds``..."""
+    max_open_seconds: Seconds = 300.0
+    """...up to this, so a long outage is probed only this often."""
     jitter: Fraction = 0.1
     """Random spread of the open period (±), so a fleet of collectors does not probe in step."""
     probe_timeout_seconds: Seconds = 30.0

@@ -207,6 +207,7 @@ async def _serve(config: Config, dsn: str, spool: Spool, tenants: TenantPolicy) 
         max_frame_bytes=config.listener.max_frame_bytes,
         read_bytes=config.listener.read_bytes,
         max_connections=config.listener.max_connections,
+        max_connections_per_uid=config.listener.max_connections_per_uid,
         idle_seconds=config.listener.idle_seconds,
     )
     drainer = OutboxDrainer(config.outbox_dir, spool, tenants, config.state_dir)

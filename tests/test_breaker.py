@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,10 +19,15 @@ from hypothesis.stateful import (
     precondition,
     rule,
 )
+from pg import StoppablePostgres
 
+from hookdb.client import Emitter
 from hookdb.collector.delivery.breaker import Breaker, Permit, Reason, State, Transition
 
+from conftest import migrate, wait_for, wait_for_rows
+
 T0 = 1000.0
+SEED = {"open_seconds": 300.0, "max_open_seconds": 3600.0}  # the seed's fixed 5 minutes, growing to an hour
 TIMED_OUT = "<any message about the probe>"
 RANDOMS = st.sampled_from([0.0, 0.5, 1 - 2**-53]) | st.floats(0, 1, exclude_max=True)
 
@@ -262,7 +269,7 @@ TestBreakerMachine = BreakerMachine.TestCase
 
 
 def test_consecutive_failures_open_it() -> None:
-    breaker = Breaker(random=lambda: 0.5)
+    breaker = Breaker(random=lambda: 0.5, **SEED)
     fail_times(breaker, 4, T0)
     assert breaker.state == "closed"
     assert breaker.transitions() == []
@@ -299,7 +306,7 @@ def test_concurrent_permits_each_count_and_a_success_among_them_resets() -> None
 
 
 def test_the_probe_after_the_open_period_closes_it_on_success() -> None:
-    breaker = Breaker(failures=1, random=lambda: 0.5)
+    breaker = Breaker(failures=1, random=lambda: 0.5, **SEED)
     fail_times(breaker, 1, T0)
     assert breaker.acquire(T0 + 299.9) is None
     permit = probe(breaker, T0 + 300)
@@ -336,20 +343,20 @@ def test_probe_failures_double_the_period_up_to_the_cap() -> None:
 
 
 def test_jitter_spreads_the_period_but_never_past_the_cap() -> None:
-    low = Breaker(failures=1, jitter=0.1, random=lambda: 0.0)
+    low = Breaker(failures=1, jitter=0.1, random=lambda: 0.0, **SEED)
     fail_times(low, 1, 0.0)
     assert low.open_until == pytest.approx(270)
     high = Breaker(failures=1, open_seconds=3000, max_open_seconds=3200, jitter=0.1, random=lambda: 0.99)
     fail_times(high, 1, 0.0)
     assert high.open_until == 3200
-    constant = Breaker(failures=1, backoff=1.0, jitter=0.0)
+    constant = Breaker(failures=1, backoff=1.0, jitter=0.0, **SEED)
     fail_times(constant, 1, 0.0)
     constant.failure(probe(constant, 300), 300)
     assert constant.open_until == 600
 
 
 def test_a_hung_probe_times_out_and_reopens() -> None:
-    breaker = Breaker(failures=1, random=lambda: 0.5)
+    breaker = Breaker(failures=1, random=lambda: 0.5, **SEED)
     fail_times(breaker, 1, 0.0)
     permit = probe(breaker, 300)
     assert breaker.retry_at(310) == 330
@@ -367,7 +374,7 @@ def test_a_hung_probe_times_out_and_reopens() -> None:
 
 
 def test_acquire_also_notices_a_hung_probe() -> None:
-    breaker = Breaker(failures=1, random=lambda: 0.5)
+    breaker = Breaker(failures=1, random=lambda: 0.5, **SEED)
     fail_times(breaker, 1, 0.0)
     probe(breaker, 300)
     assert breaker.acquire(1000) is None
@@ -376,7 +383,7 @@ def test_acquire_also_notices_a_hung_probe() -> None:
 
 
 def test_a_probe_result_after_its_deadline_is_ignored_even_without_a_poll() -> None:
-    breaker = Breaker(failures=1, random=lambda: 0.5)
+    breaker = Breaker(failures=1, random=lambda: 0.5, **SEED)
     fail_times(breaker, 1, 0.0)
     permit = probe(breaker, 300)
     breaker.success(permit, 330)
@@ -385,7 +392,7 @@ def test_a_probe_result_after_its_deadline_is_ignored_even_without_a_poll() -> N
 
 
 def test_stale_results_are_ignored() -> None:
-    breaker = Breaker(failures=2, random=lambda: 0.5)
+    breaker = Breaker(failures=2, random=lambda: 0.5, **SEED)
     early = grant(breaker, 0.0)
     late = grant(breaker, 0.0)
     fail_times(breaker, 2, 1.0)
@@ -419,7 +426,7 @@ def test_stale_results_are_ignored() -> None:
         ({"open_seconds": math.nan}, "open_seconds"),
         ({"backoff": 0.5}, "backoff"),
         ({"backoff": math.inf}, "backoff"),
-        ({"max_open_seconds": 100}, "max_open_seconds"),
+        ({"max_open_seconds": 1}, "max_open_seconds"),
         ({"max_open_seconds": math.inf}, "max_open_seconds"),
         ({"jitter": -0.1}, "jitter"),
         ({"jitter": 1.0}, "jitter"),
@@ -433,8 +440,64 @@ def test_the_constructor_rejects_out_of_range_settings(kwargs: dict[str, Any], m
 
 def test_the_defaults() -> None:
     breaker = Breaker()
-    assert (breaker.failures, breaker.open_seconds, breaker.backoff) == (5, 300.0, 2.0)
-    assert (breaker.max_open_seconds, breaker.jitter, breaker.probe_timeout_seconds) == (3600.0, 0.1, 30.0)
+    assert (breaker.failures, breaker.open_seconds, breaker.backoff) == (5, 2.0, 2.0)
+    assert (breaker.max_open_seconds, breaker.jitter, breaker.probe_timeout_seconds) == (300.0, 0.1, 30.0)
     assert breaker.state == "closed"
     assert breaker.open_until is None
     assert breaker.last_error is None
+
+
+def closed_again_after(breaker: Breaker, back_at: float) -> float:
+    """Drive ``breaker`` as delivery does through an outage that ends at ``back_at``: when it closes."""
+    now = 0.0
+    while breaker.state != "closed" or now < back_at:
+        permit = breaker.acquire(now)
+        if permit is None:
+            now = breaker.retry_at(now) or now + 1.0
+        elif now >= back_at:
+            breaker.success(permit, now)
+        else:
+            breaker.failure(permit, now, error="connection refused")
+            now += 0.0 if breaker.state == "open" else 1.0  # retry_seconds between closed-state retries
+    return now
+
+
+def test_by_default_a_short_restart_costs_seconds_and_a_long_outage_is_probed_every_5_minutes() -> None:
+    fast = Breaker(random=lambda: 0.5)
+    fail_times(fast, 5, 0.0)
+    assert fast.open_until == 2.0
+    assert closed_again_after(Breaker(random=lambda: 0.99), back_at=7.0) - 7.0 <= 4.5
+    slow = Breaker(failures=1, random=lambda: 0.5)
+    fail_times(slow, 1, 0.0)
+    now, periods = 0.0, []
+    while len(periods) < 10:
+        assert slow.open_until is not None
+        periods.append(slow.open_until - now)
+        now = slow.open_until
+        slow.failure(probe(slow, now), now, error="still down")
+    assert periods == [2, 4, 8, 16, 32, 64, 128, 256, 300, 300]
+    slow.success(probe(slow, now + 300), now + 300)
+    fail_times(slow, 1, now + 400)
+    assert slow.open_until == now + 402  # the probe's success forgot the backoff
+
+
+def test_a_3_second_postgresql_restart_delays_delivery_by_seconds(
+    private_pg: StoppablePostgres, start_collector: Any, socket_path: Path
+) -> None:
+    migrate(private_pg.dsn)
+    # Two failures open the breaker, so it is surely open during the restart (the default open period).
+    collector = start_collector("--dsn", private_pg.dsn, "--set", "breaker.failures=2", use_dsn=False)
+    with Emitter(str(socket_path), ack=True, timeout=5) as emitter:
+        emitter.emit("PreToolUse", {"n": 0})
+        assert wait_for_rows(private_pg.dsn, 1, timeout=30) == 1
+        private_pg.stop()
+        stopped = time.monotonic()
+        while time.monotonic() - stopped < 3:
+            emitter.emit("PreToolUse", {"n": 1})
+            time.sleep(0.1)
+        wait_for(lambda: any(e["to_state"] == "open" for e in collector.events("breaker.transition")), 10)
+        assert emitter.outboxed == emitter.lost == 0  # every event is in the spool
+        private_pg.start()
+        back = time.monotonic()
+        assert wait_for_rows(private_pg.dsn, emitter.sent, timeout=60) == emitter.sent
+        assert time.monotonic() - back < 15  # the seed's fixed 300 s open period would wait minutes

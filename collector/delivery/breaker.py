@@ -58,6 +58,8 @@ class Breaker:
     ``reopens`` counts the probes that failed in a row; then multiplied by a jitter factor in
     ``[1 - jitter, 1 + jitter)`` (from ``random()``, in ``[0, 1)``) so that collectors started together do
     not probe together; then capped at ``max_open_seconds`` again: jitter never lengthens past the cap.
+    A probe that succeeds forgets the backoff. The defaults (2 s doubling up to 5 minutes) make a database
+    restart of a few seconds cost seconds, while a long outage is still probed only every 5 minutes.
 
     Every permit should be reported once; a closed-state permit never reported is forgotten (it costs one
     int) when the breaker next opens.
@@ -67,9 +69,9 @@ class Breaker:
         self,
         *,
         failures: int = 5,
-        open_seconds: float = 300.0,
+        open_seconds: float = 2.0,
         backoff: float = 2.0,
-        max_open_seconds: float = 3600.0,
+        max_open_seconds: float = 300.0,
         jitter: float = 0.1,
         probe_timeout_seconds: float = 30.0,
         random: Callable[[], float] = _random.random,

@@ -1,8 +1,13 @@
 """The Unix socket listener: accepts clients, splits their streams into frames, spools each valid one.
 
-A bad frame costs only its own connection; a slow or stuck client costs only its own task (and is
-closed after ``listener.idle_seconds``); when the spool is full, connections stop being read
-(backpressure) rather than anything being dropped.
+A bad frame costs only its own connection; so does any exception while handling a connection (a frame
+that made it is refused, told why and kept as a dead letter), never the process. A slow or stuck client
+costs only its own task (and is closed after ``listener.idle_seconds``); when the spool is full,
+connections stop being read (backpressure) rather than anything being dropped. File descriptors are a
+budget: the soft ``RLIMIT_NOFILE`` is raised to the hard limit, ``listener.max_connections`` is kept below
+it with room for everything else, one uid may hold at most ``listener.max_connections_per_uid``
+connections (more are refused at once, so one local user cannot starve the others), and an accept that
+fails for want of descriptors or memory is retried after a pause instead of ending the accept loop.
 """
 
 from __future__ import annotations
@@ -11,29 +16,41 @@ import errno
 import grp
 import os
 import pwd
+import resource
 import socket
 import stat
 import struct
 import time
+from collections import Counter
 from contextlib import suppress
+from datetime import UTC, datetime
 from pathlib import Path
 
 import msgspec
 import trio
 
 from hookdb.client.protocol import Reply
-from hookdb.client.wire import ACCEPTED, FrameDecoder, ProtocolError, encode_reply, frame
+from hookdb.client.wire import ACCEPTED, BUSY, FrameDecoder, ProtocolError, encode_reply, frame
 from hookdb.collector.intake.admission import KeptRefusal, admit
 from hookdb.collector.intake.tenancy import Grant, TenantPolicy
 from hookdb.collector.ops import logs, metrics
 from hookdb.collector.spool import deadletters
-from hookdb.collector.spool.entry import Peer
+from hookdb.collector.spool.deadletters import DeadLetter
+from hookdb.collector.spool.entry import Peer, from_ns
 from hookdb.collector.spool.segments import Spool
 
 log = logs.get("hookdb.listener")
 
 _PEERCRED = struct.Struct("3i")
 REPLY_SECONDS = 5.0  # how long a refusal may wait for a client that does not read
+# Out of descriptors or kernel memory: what trio.serve_listeners also waits out rather than dying of.
+ACCEPT_CAPACITY_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+ACCEPT_RETRY_SECONDS = 0.1
+# Descriptors kept for everything but client connections: spool segments, database connections, the
+# HTTP listeners and their connections, outbox and dead-letter files, logs, trio's own (at most a quarter
+# of a small limit).
+RESERVED_FDS = 256
+INTERNAL_ERROR = "internal_error"  # the refusal reason of a frame whose handling failed unexpectedly
 
 
 class SocketInUse(RuntimeError):
@@ -91,6 +108,32 @@ def _group_id(name: str) -> int:
     return int(name) if name.isdigit() else grp.getgrnam(name).gr_gid
 
 
+def connection_cap(max_connections: int) -> int:
+    """Raise the soft ``RLIMIT_NOFILE`` to the hard limit; return ``max_connections`` kept below it.
+
+    Clamped (with one log line) rather than refused by ``check-config``: the limit is the running
+    process's, which a configuration file cannot know.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        with suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+    if soft == resource.RLIM_INFINITY:
+        return max_connections
+    cap = max(soft - min(RESERVED_FDS, soft // 4), 1)
+    if max_connections > cap:
+        log.warning(
+            "listener.max_connections_clamped",
+            max_connections=max_connections,
+            clamped_to=cap,
+            fd_limit=soft,
+            reserved_fds=soft - cap,
+        )
+        return cap
+    return max_connections
+
+
 def peer_of(sock: trio.socket.SocketType) -> Peer | None:
     try:
         return Peer(*_PEERCRED.unpack(sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size)))
@@ -115,6 +158,7 @@ class Listener:
         max_frame_bytes: int,
         read_bytes: int,
         max_connections: int,
+        max_connections_per_uid: int,
         idle_seconds: float,
     ) -> None:
         self._spool = spool
@@ -123,7 +167,10 @@ class Listener:
         self._max_frame_bytes = max_frame_bytes
         self._read_bytes = read_bytes
         self._idle_seconds = idle_seconds
-        self._slots = trio.Semaphore(max_connections)
+        self._slots = trio.Semaphore(connection_cap(max_connections))
+        self._max_per_uid = max_connections_per_uid
+        self._per_uid: Counter[int | None] = Counter()  # open connections by the peer's uid
+        self._capped: set[int | None] = set()  # uids refused since they were last below the cap
         self._closing = False
         self._waits: set[trio.CancelScope] = set()
 
@@ -141,12 +188,70 @@ class Listener:
                 while not self._closing:
                     await self._slots.acquire()
                     try:
-                        stream = await listener.accept()
+                        stream = await self._accept(listener)
                     except BaseException:
                         self._slots.release()
                         raise
-                    nursery.start_soon(self._serve_connection, stream)
+                    peer = peer_of(stream.socket)
+                    if self._admit_connection(peer):
+                        nursery.start_soon(self._serve_connection, stream, peer)
+                    else:
+                        self._refuse_busy(stream)
         await listener.aclose()
+
+    async def _accept(self, listener: trio.SocketListener) -> trio.SocketStream:
+        """The next connection; out of descriptors or memory, wait until one can be accepted."""
+        retries = 0
+        while True:
+            try:
+                stream = await listener.accept()
+            except OSError as exc:
+                if exc.errno not in ACCEPT_CAPACITY_ERRNOS:
+                    raise
+                if not retries:
+                    log.warning(
+                        "listener.accept_failing",
+                        error=errno.errorcode[exc.errno],
+                        open_connections=sum(self._per_uid.values()),
+                        retry_seconds=ACCEPT_RETRY_SECONDS,
+                    )
+                metrics.accept_retries.inc()
+                retries += 1
+                await trio.sleep(ACCEPT_RETRY_SECONDS)
+            else:
+                if retries:
+                    log.info("listener.accept_resumed", retries=retries)
+                return stream
+
+    def _admit_connection(self, peer: Peer | None) -> bool:
+        """Count the connection to its uid, or say no when that uid already holds its share."""
+        uid = peer.uid if peer is not None else None
+        if self._per_uid[uid] >= self._max_per_uid:
+            metrics.connections_refused.labels("uid_cap").inc()
+            if uid not in self._capped:  # once per episode, not once per refused connection
+                self._capped.add(uid)
+                log.warning(
+                    "connection.uid_cap_reached", peer=peer, max_connections_per_uid=self._max_per_uid
+                )
+            return False
+        self._per_uid[uid] += 1
+        return True
+
+    def _release_connection(self, peer: Peer | None) -> None:
+        uid = peer.uid if peer is not None else None
+        self._per_uid[uid] -= 1
+        if not self._per_uid[uid]:
+            del self._per_uid[uid]
+            self._capped.discard(uid)
+
+    def _refuse_busy(self, stream: trio.SocketStream) -> None:
+        """Tell the client at once (its send buffer is empty: never blocks) and close: it uses its outbox."""
+        try:
+            with suppress(OSError):
+                os.write(stream.socket.fileno(), frame(encode_reply(None, BUSY)))
+            stream.socket.close()
+        finally:
+            self._slots.release()
 
     async def _read(self, stream: trio.SocketStream) -> bytes | None:
         """The next bytes from a client: ``b""`` at end of stream, ``None`` once reading is closed."""
@@ -164,10 +269,24 @@ class Listener:
         except BlockingIOError:
             return None
 
-    async def _serve_connection(self, stream: trio.SocketStream) -> None:
-        peer = peer_of(stream.socket)
+    async def _serve_connection(self, stream: trio.SocketStream, peer: Peer | None) -> None:
         decoder = FrameDecoder(self._max_frame_bytes)
         metrics.connections_open.inc()
+        try:
+            await self._serve_frames(stream, decoder, peer)
+        except Exception:  # a bug or an input nothing foresaw costs this connection, never the process
+            metrics.connection_failures.inc()
+            log.exception("connection.failed", peer=peer, partial_bytes=decoder.buffered)
+        finally:
+            metrics.connections_open.dec()
+            self._release_connection(peer)
+            self._slots.release()
+            with trio.CancelScope(shield=True):
+                await stream.aclose()
+
+    async def _serve_frames(
+        self, stream: trio.SocketStream, decoder: FrameDecoder, peer: Peer | None
+    ) -> None:
         try:
             grant = self._tenants.grant(peer)  # None: each frame is refused (and kept as a dead letter)
             while (data := await self._read(stream)) is not None:
@@ -180,7 +299,10 @@ class Listener:
                 log.warning("connection.cut_by_shutdown", peer=peer, partial_bytes=decoder.buffered)
         except ProtocolError as exc:
             metrics.events_rejected.labels(exc.reason).inc()
-            log.warning("frame.rejected", reason=exc.reason, detail=exc.detail, peer=peer)
+            unforeseen = exc.__cause__ if exc.reason == INTERNAL_ERROR else None  # its traceback, once
+            log.warning(
+                "frame.rejected", reason=exc.reason, detail=exc.detail, peer=peer, exc_info=unforeseen
+            )
             if isinstance(exc, KeptRefusal):
                 await trio.to_thread.run_sync(deadletters.append, self._state_dir, [exc.letter])
                 metrics.dead_letters.inc()
@@ -198,11 +320,6 @@ class Listener:
             )
         except (trio.BrokenResourceError, ConnectionError) as exc:
             log.info("connection.broken", peer=peer, error=str(exc), partial_bytes=decoder.buffered)
-        finally:
-            metrics.connections_open.dec()
-            self._slots.release()
-            with trio.CancelScope(shield=True):
-                await stream.aclose()
 
     async def _spool_frames(
         self, stream: trio.SocketStream, decoder: FrameDecoder, peer: Peer | None, grant: Grant | None
@@ -214,7 +331,12 @@ class Listener:
         refusal: ProtocolError | None = None
         try:
             while (body := decoder.next_frame()) is not None:
-                entry, envelope = admit(body, peer, grant, received_at_ns)
+                try:
+                    entry, envelope = admit(body, peer, grant, received_at_ns)
+                except ProtocolError:
+                    raise
+                except Exception as exc:  # the frame made admission fail: it is refused and kept
+                    raise _unforeseen(exc, body, peer, received_at_ns) from exc
                 entries.append(entry)
                 if envelope.ack:
                     acks.append(frame(encode_reply(str(envelope.event_id), ACCEPTED)))
@@ -231,3 +353,20 @@ class Listener:
                     raise _Idle
         if refusal is not None:
             raise refusal
+
+
+def _unforeseen(exc: Exception, body: bytes, peer: Peer | None, received_at_ns: int) -> KeptRefusal:
+    """The refusal of a frame whose admission raised ``exc``, with the dead letter that keeps it."""
+    refusal = ProtocolError(INTERNAL_ERROR, f"the collector could not handle this frame: {exc!r}"[:500])
+    letter = DeadLetter(
+        dead_at=datetime.now(UTC),
+        error=f"{INTERNAL_ERROR}: {exc!r}"[:1000],
+        sqlstate=None,
+        received_at=from_ns(received_at_ns),
+        peer=peer,
+        event_id=None,
+        event_type=None,
+        session_id=None,
+        envelope=body,
+    )
+    return KeptRefusal(refusal, letter)

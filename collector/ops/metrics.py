@@ -89,9 +89,26 @@ report_hash_mismatches = Counter(
     registry=REGISTRY,
 )
 connections_open = Gauge("hookdb_client_connections", "Open client connections.", registry=REGISTRY)
+connections_refused = Counter(
+    "hookdb_client_connections_refused_total",
+    "Client connections refused on accept, by reason (uid_cap: the uid held max_connections_per_uid).",
+    ["reason"],
+    registry=REGISTRY,
+)
+connection_failures = Counter(
+    "hookdb_client_connection_failures_total",
+    "Client connections closed because handling them raised an unexpected error (logged with the peer).",
+    registry=REGISTRY,
+)
+accept_retries = Counter(
+    "hookdb_accept_retries_total",
+    "Accepts on the Unix socket that failed for want of file descriptors or memory and were retried.",
+    registry=REGISTRY,
+)
 
 for _reason in REJECT_REASONS:
     events_rejected.labels(_reason)
+connections_refused.labels("uid_cap")
 
 
 def refresh(spool: Spool, oldest_pending_ns: int | None) -> None:
