@@ -69,9 +69,20 @@ class OutboxDrainer:
         self._spooled: set[_FileKey] = set()  # spooled, but could not be deleted or quarantined
 
     async def run(self, interval: float) -> None:
-        """Drain at start and then every ``interval`` seconds."""
+        """Drain at start and then every ``interval`` seconds; a round that cannot even list the directory
+        (EMFILE, EACCES, …) is logged once and tried again next round, never fatal."""
+        failing = False
         while True:
-            await self.drain()
+            try:
+                await self.drain()
+            except OSError as exc:
+                if not failing:
+                    log.warning("outbox.scan_failed", directory=str(self.directory), error=str(exc))
+                failing = True
+            else:
+                if failing:
+                    log.info("outbox.scan_resumed", directory=str(self.directory))
+                failing = False
             await trio.sleep(interval)
 
     async def drain(self) -> int:
