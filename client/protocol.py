@@ -42,17 +42,20 @@ class _Version(msgspec.Struct):
     v: int
 
 
-class _PayloadHead(msgspec.Struct):
-    """The one payload field lifted into a column; every other field is skipped, not built."""
+class PayloadHead(msgspec.Struct):
+    """The payload fields intake lifts out (into columns, or an HTTP hook's envelope); every other field
+    is skipped, not built."""
 
     tool_name: Any = None
+    hook_event_name: Any = None
+    session_id: Any = None
 
 
 _envelope = msgspec.msgpack.Decoder(Envelope)
 _reply = msgspec.msgpack.Decoder(Reply)
 _version = msgspec.msgpack.Decoder(_Version)
 _payload_head = msgspec.json.Decoder(
-    _PayloadHead | list | str | int | float | bool | None, float_hook=Decimal
+    PayloadHead | list | str | int | float | bool | None, float_hook=Decimal
 )
 _decode = msgspec.json.Decoder(float_hook=Decimal).decode  # 1e400 is JSON (and jsonb) too
 
@@ -93,7 +96,13 @@ def decode_envelope(body: bytes) -> tuple[Envelope, str | None]:
 
 
 def payload_tool_name(payload: bytes) -> str | None:
-    """Validate that ``payload`` is JSON the collector can store, and return its ``tool_name``, if any.
+    """Validate that ``payload`` is JSON the collector can store, and return its ``tool_name``, if any."""
+    head = read_payload(payload)
+    return text_field(head.tool_name) if head is not None else None
+
+
+def read_payload(payload: bytes) -> PayloadHead | None:
+    """Validate that ``payload`` is JSON the collector can store; its head when it is an object.
 
     Strings (and keys) may hold U+0000: the store keeps them losslessly (see ``collector/store/blobs``).
     A payload nested deeper than :data:`MAX_PAYLOAD_DEPTH` is refused.
@@ -111,9 +120,12 @@ def payload_tool_name(payload: bytes) -> str | None:
         raise ProtocolError("bad_payload", f"undecodable payload: {exc!r}") from None
     if too_deep:
         raise ProtocolError("bad_payload", f"payload nests deeper than {MAX_PAYLOAD_DEPTH} arrays or objects")
-    if isinstance(head, _PayloadHead) and isinstance(head.tool_name, str) and "\x00" not in head.tool_name:
-        return head.tool_name  # a column: text cannot hold U+0000 (the payload keeps such a name)
-    return None
+    return head if isinstance(head, PayloadHead) else None
+
+
+def text_field(value: object) -> str | None:
+    """A payload field fit for a text column: a string without U+0000 (the payload keeps any other)."""
+    return value if isinstance(value, str) and "\x00" not in value else None
 
 
 def _brackets(payload: bytes) -> int:

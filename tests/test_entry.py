@@ -209,3 +209,45 @@ def test_a_tool_name_of_any_length_fits_the_head() -> None:
     entry = decode_entry(encode_entry(body, envelope, tool_name, None, 1, "t"))
     assert entry.head.tool_name == "t" * 100_000
     assert entry.payload == payload
+
+
+def test_an_http_hook_is_admitted_from_one_parse_and_gives_the_row_its_frame_gives(monkeypatch) -> None:
+    from hookdb.collector.intake import admission
+
+    payload = json.dumps(
+        {"hook_event_name": "PostToolUse", "session_id": "s/1", "tool_name": "Bash", "x": [1.5, "é"]}
+    ).encode()
+
+    def no_second_decode(body: bytes) -> None:
+        raise AssertionError("the HTTP hook path decoded its own envelope again")
+
+    monkeypatch.setattr(admission, "decode_envelope", no_second_decode)
+    received_ns = time.time_ns()
+    entry = decode_entry(admission.admit_hook(payload, "claude-code", "acme", received_ns))
+    head = entry.head
+    assert (head.tenant, head.source, head.event_type, head.session_id, head.tool_name) == (
+        "acme",
+        "claude-code",
+        "PostToolUse",
+        "s/1",
+        "Bash",
+    )
+    assert entry.payload == payload
+    assert entry_row(entry) == event_row(entry.envelope, None, from_ns(received_ns), "acme")
+
+
+@pytest.mark.parametrize(
+    ("payload", "reason"),
+    [
+        (b"[1, 2]", "bad_payload"),
+        (b"{", "bad_payload"),
+        (b'{"session_id": "' + b"s" * 300 + b'"}', "bad_envelope"),
+    ],
+)
+def test_an_http_hook_that_cannot_be_stored_is_refused_with_its_reason(payload: bytes, reason: str) -> None:
+    from hookdb.client.wire import ProtocolError
+    from hookdb.collector.intake.admission import admit_hook
+
+    with pytest.raises(ProtocolError) as refused:
+        admit_hook(payload, "claude-code", "acme", time.time_ns())
+    assert refused.value.reason == reason

@@ -1,14 +1,16 @@
 """Admission of one frame into the spool: valid envelope, and a tenant the sender may write.
 
-Shared by the socket listener and the outbox drainer, so both apply the same rules.
+Shared by the socket listener and the outbox drainer, so both apply the same rules; hook JSON POSTed over
+HTTP is admitted by :func:`admit_hook` from one parse of its payload.
 """
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime
 
-from hookdb.client.protocol import Envelope, decode_envelope
-from hookdb.client.wire import ProtocolError
+from hookdb.client.protocol import Envelope, decode_envelope, read_payload, text_field
+from hookdb.client.wire import PROTOCOL_VERSION, ProtocolError, encode_envelope, new_event_id
 from hookdb.collector.intake.tenancy import Grant
 from hookdb.collector.spool.deadletters import DeadLetter
 from hookdb.collector.spool.entry import Peer, encode_entry, from_ns
@@ -54,3 +56,44 @@ def admit(body: bytes, peer: Peer | None, grant: Grant | None, received_at_ns: i
         )
         raise KeptRefusal(exc, letter) from None
     return encode_entry(body, envelope, tool_name, peer, received_at_ns, tenant), envelope
+
+
+def admit_hook(payload: bytes, source: str, tenant: str, received_at_ns: int) -> bytes:
+    """The spool entry of hook JSON POSTed over HTTP for ``tenant``: its payload parsed once for the
+    fields the envelope needs, and no envelope decoded back (the frame is built only to be kept)."""
+    head = read_payload(payload)
+    if head is None:
+        raise ProtocolError("bad_payload", "the body is not a JSON object")
+    event_id = new_event_id()
+    occurred_at_ns = received_at_ns - received_at_ns % 1000  # whole microseconds: frame and head agree
+    event_type = _label("hook_event_name", head.hook_event_name) or "Unknown"
+    session_id = _label("session_id", head.session_id)
+    frame = encode_envelope(
+        event_id=event_id,
+        occurred_at_ns=occurred_at_ns,
+        source=source,
+        event_type=event_type,
+        session_id=session_id,
+        tenant=None,
+        payload=payload,
+    )
+    envelope = Envelope(
+        v=PROTOCOL_VERSION,
+        event_id=uuid.UUID(event_id),
+        occurred_at=from_ns(occurred_at_ns),
+        source=source,
+        event_type=event_type,
+        session_id=session_id,
+        tenant=None,
+        payload=payload,
+    )
+    return encode_entry(frame, envelope, text_field(head.tool_name), None, received_at_ns, tenant)
+
+
+def _label(name: str, value: object) -> str | None:
+    """A hook field that becomes a label (``protocol.Label``): ``None`` when absent or not a string."""
+    if not isinstance(value, str) or not value:
+        return None
+    if len(value) > 256 or "\x00" in value:
+        raise ProtocolError("bad_envelope", f"{name} must be 1 to 256 characters without U+0000")
+    return value

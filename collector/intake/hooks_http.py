@@ -20,9 +20,9 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from hookdb.client.records import RECORD_HEADER_SIZE
-from hookdb.client.wire import ProtocolError, encode_envelope, new_event_id
-from hookdb.collector.intake.admission import admit
-from hookdb.collector.intake.tenancy import Grant, TokenTenants
+from hookdb.client.wire import ProtocolError
+from hookdb.collector.intake.admission import admit_hook
+from hookdb.collector.intake.tenancy import TokenTenants
 from hookdb.collector.ops import http, logs, metrics
 from hookdb.collector.spool.segments import Spool
 
@@ -30,7 +30,6 @@ log = logs.get("hookdb.hooks_http")
 
 SOURCE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z")
 RETRY_AFTER_SECONDS = "5"
-_decode_hook = msgspec.json.Decoder(dict[str, object]).decode
 
 
 def _json(status: int, body: dict[str, object], headers: dict[str, str] | None = None) -> Response:
@@ -56,23 +55,7 @@ def app(spool: Spool, tokens: TokenTenants, *, max_body: int, body_seconds: floa
         if isinstance(payload, Response):
             return payload
         try:
-            hook = _decode_hook(payload)
-        except msgspec.MsgspecError as exc:
-            metrics.events_rejected.labels("bad_payload").inc()
-            return _json(400, {"error": f"the body is not a JSON object: {exc}"})
-        received_at_ns = time.time_ns()
-        event_type, session_id = hook.get("hook_event_name"), hook.get("session_id")
-        body = encode_envelope(
-            event_id=new_event_id(),
-            occurred_at_ns=received_at_ns,
-            source=source,
-            event_type=event_type if isinstance(event_type, str) and event_type else "Unknown",
-            session_id=session_id if isinstance(session_id, str) and session_id else None,
-            tenant=None,
-            payload=payload,
-        )
-        try:
-            entry, _ = admit(body, None, Grant(tenant, frozenset({tenant})), received_at_ns)
+            entry = admit_hook(payload, source, tenant, time.time_ns())
         except ProtocolError as exc:
             metrics.events_rejected.labels(exc.reason).inc()
             log.warning("frame.rejected", reason=exc.reason, detail=exc.detail, source="http")
