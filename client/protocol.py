@@ -54,9 +54,7 @@ class PayloadHead(msgspec.Struct):
 _envelope = msgspec.msgpack.Decoder(Envelope)
 _reply = msgspec.msgpack.Decoder(Reply)
 _version = msgspec.msgpack.Decoder(_Version)
-_payload_head = msgspec.json.Decoder(
-    PayloadHead | list | str | int | float | bool | None, float_hook=Decimal
-)
+_payload_head = msgspec.json.Decoder(PayloadHead | list | str | int | float | bool | None, float_hook=Decimal)
 _decode = msgspec.json.Decoder(float_hook=Decimal).decode  # 1e400 is JSON (and jsonb) too
 
 
