@@ -136,8 +136,38 @@ def _reason(reply: bytes) -> str:
     return decode_reply(reply)
 
 
+HELP = f"""{USAGE}
+
+Send the Claude Code hook event on stdin to the hookdb collector (the command hook that
+`hookdb install-hooks` installs). It waits for the collector's ack; without one in time the event is
+kept in the outbox, which the collector drains later. It always exits 0 and never writes to stdout,
+so the agent behaves as it would without hookdb; a problem is one line on stderr (Claude Code shows
+it only in its debug output).
+
+options:
+  --source NAME       where the event comes from (default: claude-code)
+  --socket PATH       the collector's socket (default: $HOOKDB_SOCKET or the per-user default)
+  --tenant NAME       the tenant to write (default: the one your user is mapped to)
+  --timeout SECONDS   how long to wait for the ack (default: {DEFAULT_SEND_TIMEOUT}, ${SEND_TIMEOUT_ENV})
+  --help, --version   print this, or the version, and exit
+
+example:
+  echo '{{"hook_event_name": "Stop", "session_id": "s1"}}' | hookdb-emit
+"""
+
+
+def _version() -> str:
+    from importlib.metadata import version  # only when asked: it costs start-up time
+
+    return f"hookdb-emit {version('hookdb')}"
+
+
 def main() -> int:
     """Entry point of ``hookdb-emit``; exits 0 whatever happens."""
+    asked = {"-h", "--help", "--version"} & set(sys.argv[1:])
+    if asked:  # a person at a terminal: answer without reading stdin
+        sys.stdout.write(_version() + "\n" if asked == {"--version"} else HELP)
+        return 0
     try:
         stdin = sys.stdin.buffer.read()  # read it all: a hook that leaves stdin unread breaks the agent
         problem = run(sys.argv[1:], stdin)

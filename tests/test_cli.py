@@ -109,3 +109,30 @@ def test_the_readme_config_blocks_are_valid_settings(tmp_path: Path) -> None:
         path.write_text(block.replace("sha256:…", "sha256:" + "0" * 64))
         result = hookdb("check-config", str(path))
         assert result.returncode == 0, block + result.stderr
+
+
+def test_hookdb_emit_answers_help_and_version_without_reading_stdin() -> None:
+    for flag in ("--help", "-h"):
+        # stdin stays open and empty: a run that read it would never end.
+        helped = subprocess.Popen(
+            [str(BIN / "hookdb-emit"), flag], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        )
+        try:
+            helped.wait(timeout=10)
+        finally:
+            helped.kill()
+            assert helped.stdin is not None
+            helped.stdin.close()
+        out = helped.stdout.read() if helped.stdout else ""
+        assert helped.returncode == 0
+        assert out.startswith("usage: hookdb-emit")
+        assert "--timeout SECONDS" in out
+    versioned = subprocess.run(
+        [str(BIN / "hookdb-emit"), "--version"],
+        capture_output=True,
+        text=True,
+        timeout=10,
+        stdin=subprocess.PIPE,
+    )
+    assert versioned.stdout.startswith("hookdb-emit ")
+    assert versioned.stdout.strip().split()[1] == hookdb("--version").stdout.split()[1]
