@@ -4,16 +4,19 @@ once, friendly empty answers, and an install that prints no warnings."""
 from __future__ import annotations
 
 import argparse
+import os
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 
 from hookdb.collector import cli
 
-from conftest import BIN
+from conftest import BIN, run_sql
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -136,3 +139,24 @@ def test_hookdb_emit_answers_help_and_version_without_reading_stdin() -> None:
     )
     assert versioned.stdout.startswith("hookdb-emit ")
     assert versioned.stdout.strip().split()[1] == hookdb("--version").stdout.split()[1]
+
+
+def test_migrate_and_backfill_use_the_embedded_server_by_default() -> None:
+    """Like ``collector run``, ``api`` and ``partitions``: no DSN means the state directory's own server."""
+    from hookdb.collector.store import embedded
+
+    state = Path(tempfile.mkdtemp(prefix="hookdb-test-embedded-"))  # not under pytest's 0700 tmp
+    env = {k: v for k, v in os.environ.items() if k not in ("HOOKDB_DSN", "HOOKDB_SOCKET", "HOOKDB_CONFIG")}
+    try:
+        migrated = hookdb("migrate", "--state-dir", str(state), env=env)
+        assert migrated.returncode == 0, migrated.stderr
+        transcripts = Path(__file__).parent / "fixtures" / "transcript"
+        filled = hookdb("backfill", "claude-code", str(transcripts), "--state-dir", str(state), env=env)
+        assert filled.returncode == 0, filled.stderr
+        server, dsn = embedded.start(state)
+        try:
+            assert run_sql(dsn, "SELECT count(*) FROM hook_audit_log WHERE source = 'backfill'")[0][0] > 0
+        finally:
+            server.cleanup()
+    finally:
+        shutil.rmtree(state, ignore_errors=True)

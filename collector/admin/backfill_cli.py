@@ -111,7 +111,10 @@ def add_commands(commands: Any) -> None:
 
 
 def _options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--dsn", help="PostgreSQL DSN to write to (database.dsn, $HOOKDB_DSN)")
+    parser.add_argument(
+        "--dsn",
+        help="PostgreSQL DSN to write to (database.dsn, $HOOKDB_DSN); default: the embedded server",
+    )
     parser.add_argument(
         "--socket",
         metavar="PATH",
@@ -129,7 +132,7 @@ def _options(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help="events per transaction with --dsn (default: %(default)s)",
     )
-    config_mod.add_options(parser, state_dir=False)
+    config_mod.add_options(parser)
 
 
 def _envelope(event: Event, tenant: str | None, *, ack: bool) -> bytes:
@@ -171,19 +174,28 @@ def run(args: argparse.Namespace, config: config_mod.Config) -> int:
     progress = Progress(tally, label, sys.stderr)
     started = time.monotonic()
     status, error = 0, None
+    server = None
     try:
         if args.socket:
             _send(_stream(units, events_of, tally), tally, args.socket, args.tenant, config, progress)
         else:
             import trio
 
+            from hookdb.collector.store import embedded
+            from hookdb.collector.store.connect import ConnectOptions
+
             tenant = args.tenant or DEFAULT_TENANT
-            options = _connect_options(config)
+            dsn = config.dsn
+            if dsn is None:  # the embedded server of the state directory, as the collector uses
+                server, dsn = embedded.start(config.state_dir)
+            options = ConnectOptions.from_config(config, dsn, application_name="hookdb-backfill")
             trio.run(_direct, units, events_of, tally, options, tenant, peer, args.batch_size, progress)
     except BaseException as exc:
         status, error = _failure(exc)
     finally:
         progress.close()
+        if server is not None:
+            server.cleanup()
     elapsed = time.monotonic() - started
     _report(tally, label, elapsed, socket_mode=bool(args.socket))
     fields = {
@@ -202,8 +214,6 @@ def _usage_problem(args: argparse.Namespace, config: config_mod.Config) -> str |
 
     if args.socket and args.dsn:
         return "give either --dsn (write to PostgreSQL) or --socket (send to a running collector)"
-    if not args.socket and not config.dsn:
-        return "needs a database (--dsn or $HOOKDB_DSN) or a running collector (--socket PATH)"
     if args.tenant is not None and not valid_label(args.tenant):
         return f"not a tenant name: {args.tenant!r}"
     if args.batch_size < 1:
@@ -221,6 +231,7 @@ def _failure(exc: BaseException) -> tuple[int, str]:
     import asyncpg
 
     from hookdb.client.transport import Refused
+    from hookdb.collector.store.embedded import EmbeddedUnavailable
     from hookdb.collector.store.migrate import SchemaError
 
     cause = exc
@@ -230,17 +241,16 @@ def _failure(exc: BaseException) -> tuple[int, str]:
         return 130, "interrupted (running it again is safe: nothing is imported twice)"
     if isinstance(
         cause,
-        BackfillError | Refused | SchemaError | OSError | asyncpg.PostgresError | asyncpg.InterfaceError,
+        BackfillError
+        | Refused
+        | SchemaError
+        | EmbeddedUnavailable
+        | OSError
+        | asyncpg.PostgresError
+        | asyncpg.InterfaceError,
     ):
         return 1, f"{cause} (running it again is safe: nothing is imported twice)"
     raise exc
-
-
-def _connect_options(config: config_mod.Config) -> ConnectOptions:
-    from hookdb.collector.store.connect import ConnectOptions
-
-    assert config.dsn
-    return ConnectOptions.from_config(config, config.dsn, application_name="hookdb-backfill")
 
 
 def _stream(units: Iterable[Unit], events_of: EventsOf, tally: Tally) -> Iterator[Event]:
