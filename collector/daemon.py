@@ -209,6 +209,9 @@ async def _serve(config: Config, dsn: str, spool: Spool, tenants: TenantPolicy) 
         max_connections=config.listener.max_connections,
         max_connections_per_uid=config.listener.max_connections_per_uid,
         idle_seconds=config.listener.idle_seconds,
+        # Descriptors the HTTP listeners may hold, so that every cap together stays below the fd limit.
+        other_connections=(config.metrics.max_connections if config.metrics.enabled else 0)
+        + (config.http_hooks.max_connections if config.http_hooks.enabled else 0),
     )
     drainer = OutboxDrainer(config.outbox_dir, spool, tenants, config.state_dir)
     batcher: Batcher[Item] = Batcher(

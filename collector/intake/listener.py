@@ -108,8 +108,9 @@ def _group_id(name: str) -> int:
     return int(name) if name.isdigit() else grp.getgrnam(name).gr_gid
 
 
-def connection_cap(max_connections: int) -> int:
-    """Raise the soft ``RLIMIT_NOFILE`` to the hard limit; return ``max_connections`` kept below it.
+def connection_cap(max_connections: int, other_connections: int = 0) -> int:
+    """Raise the soft ``RLIMIT_NOFILE`` to the hard limit; return ``max_connections`` kept below it, with
+    room for ``other_connections`` (the HTTP listeners' caps) and the collector's own files.
 
     Clamped (with one log line) rather than refused by ``check-config``: the limit is the running
     process's, which a configuration file cannot know.
@@ -121,7 +122,7 @@ def connection_cap(max_connections: int) -> int:
             soft = hard
     if soft == resource.RLIM_INFINITY:
         return max_connections
-    cap = max(soft - min(RESERVED_FDS, soft // 4), 1)
+    cap = max(soft - min(RESERVED_FDS + other_connections, soft // 4 + other_connections), 1)
     if max_connections > cap:
         log.warning(
             "listener.max_connections_clamped",
@@ -160,6 +161,7 @@ class Listener:
         max_connections: int,
         max_connections_per_uid: int,
         idle_seconds: float,
+        other_connections: int = 0,
     ) -> None:
         self._spool = spool
         self._tenants = tenants
@@ -167,7 +169,7 @@ class Listener:
         self._max_frame_bytes = max_frame_bytes
         self._read_bytes = read_bytes
         self._idle_seconds = idle_seconds
-        self._slots = trio.Semaphore(connection_cap(max_connections))
+        self._slots = trio.Semaphore(connection_cap(max_connections, other_connections))
         self._max_per_uid = max_connections_per_uid
         self._per_uid: Counter[int | None] = Counter()  # open connections by the peer's uid
         self._capped: set[int | None] = set()  # uids refused since they were last below the cap
