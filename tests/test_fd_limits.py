@@ -69,6 +69,7 @@ def test_the_soft_limit_is_raised_and_max_connections_kept_below_it(start_limite
     assert raised.stop() == 0
     low = start_limited("200:200")
     [clamped] = low.events("listener.max_connections_clamped")
+    # 200 less a quarter of it for files, less the metrics listener's cap (64)
     assert (clamped["max_connections"], clamped["clamped_to"], clamped["fd_limit"]) == (
         1024,
         86,
