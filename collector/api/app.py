@@ -25,7 +25,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from hookdb.collector.api import models, openapi, queries
+from hookdb.collector.api import export, models, openapi, queries
 from hookdb.collector.api.feed import Feed
 from hookdb.collector.api.models import BadParameter, Error, Query
 from hookdb.collector.api.reader import Reader, Unavailable, unavailable
@@ -106,6 +106,7 @@ class Api:
             Route("/api/sessions/stream", self._endpoint(models.NoQuery, self.stream)),
             # Session ids are any text, "/" included (sent as %2F, which arrives decoded).
             Route("/api/sessions/{session_id:path}/events", self._endpoint(models.EventQuery, self.events)),
+            Route("/api/sessions/{session_id:path}/export", self._endpoint(models.ExportQuery, self.export)),
             Route("/api/sessions/{session_id:path}", self._endpoint(models.DetailQuery, self.detail)),
             Mount("/static", StaticFiles(directory=WEB_DIR)),
         ]
@@ -211,6 +212,31 @@ class Api:
         if card is None:
             return error_response(404, "not_found", "no such session")
         return json_response(page)
+
+    async def export(self, request: Request, tenant: str, query: models.ExportQuery) -> Response:
+        """The session with its whole timeline, read in one snapshot, as a file to download."""
+        session_id = self._session_id(request)
+        card, reports, states, timeline = await self._reader.read_together(
+            tenant,
+            [
+                lambda conn: queries.session_card(conn, session_id),
+                lambda conn: queries.reports(conn, session_id),
+                lambda conn: queries.agent_states(conn, session_id),
+                lambda conn: queries.all_events(conn, session_id),
+            ],
+        )
+        if card is None:
+            return error_response(404, "not_found", "no such session")
+        document = models.SessionExport(
+            session=card, reports=reports, agent_states=states, events=timeline, exported_at=datetime.now(UTC)
+        )
+        headers = {
+            "cache-control": "no-store",
+            "content-disposition": export.content_disposition(session_id, query.format),
+        }
+        if query.format == "md":
+            return Response(export.as_markdown(document), headers=headers, media_type="text/markdown")
+        return Response(export.as_json(document), headers=headers, media_type="application/json")
 
     async def stats(self, request: Request, tenant: str, query: models.StatsQuery) -> Response:
         end = datetime.now(UTC) if query.to is UNSET else query.to
