@@ -583,18 +583,20 @@ def add_event(
     *,
     tenant: str = "acme",
     tool_name: str | None = None,
+    received_at: Any = None,
 ) -> None:
     run_sql(
         dsn,
         "INSERT INTO hook_audit_log (tenant_id, event_id, occurred_at, received_at, session_id, event_type, "
-        "tool_name, source, payload) VALUES ($1, gen_random_uuid(), $2, $2, $3, $4, $5, 'claude-code', "
-        "$6::jsonb)",
+        "tool_name, source, payload) VALUES ($1, gen_random_uuid(), $2, coalesce($7::timestamptz, $2), "
+        "$3, $4, $5, 'claude-code', $6::jsonb)",
         tenant,
         at,
         session_id,
         event_type,
         tool_name,
         json.dumps({"hook_event_name": event_type, "session_id": session_id, **payload}),
+        received_at,
     )
 
 
@@ -627,6 +629,11 @@ def test_cards_have_a_title_project_branch_and_duration(dsn: str, seeded: Any) -
         dsn,
         "UPDATE sessions SET cwd = '/home/dev/hookdb/' WHERE tenant_id = 'acme' AND session_id = 's-000009'",
     )
+    # Two prompts at one instant: the one received first, as the timeline orders them.
+    t10 = started(dsn, "s-000010") + timedelta(seconds=1)
+    later = t10 + timedelta(seconds=1)
+    add_event(dsn, "s-000010", "UserPromptSubmit", t10, {"prompt": "second"}, received_at=later)
+    add_event(dsn, "s-000010", "UserPromptSubmit", t10, {"prompt": "first"}, received_at=t10)
     # beta's s-000007 has the same id: its prompt must not title acme's card, nor acme's beta's.
     add_event(dsn, "s-000007", "UserPromptSubmit", t7, {"prompt": "beta's secret"}, tenant="beta")
     with client(seeded) as http, client(seeded, TOKEN_B) as b:
@@ -643,6 +650,7 @@ def test_cards_have_a_title_project_branch_and_duration(dsn: str, seeded: Any) -
     assert card["project"] == "7"  # the seed's cwd is /work/s/7
     assert cards["s-000008"]["title"] == "Write the Q3 report " + "x" * 99 + "…"
     assert cards["s-000009"]["project"] == "hookdb"
+    assert cards["s-000010"]["title"] == "first"
     assert cards["s-000001"]["title"] is None
     assert cards["s-000001"]["git_branch"] is None
     assert beta["s-000007"]["title"] == "beta's secret"

@@ -48,9 +48,12 @@ CARD_COLUMNS = f"""
         AS word_count,
     meta->>'end_reason' AS end_reason"""
 # Cards of the sessions ``{sessions}`` selects (ordered and limited there, so the lookup runs per card
-# only): each with its first prompt, found by the session index of the timeline in occurrence order and
-# stopped at the first UserPromptSubmit; a prompt stored as a blob (or split around U+0000) is read from
-# its first part. The branch comes from that event when the hook carried one.
+# only), each with its first prompt: the session's UserPromptSubmit events in the timeline index's order
+# (occurred_at), the scan stopped at the first (WITH TIES: prompts at that same instant too, ordered by
+# arrival as the timeline orders them; a tie-break in the scan's own ORDER BY would sort, which reads
+# all of the session's events first). A session without any prompt is scanned to its end. A prompt
+# stored as a blob (or split around U+0000) is read from its first part. The branch comes from that
+# event when the hook carried one, else from the session's meta.
 _CARDS = """
 SELECT c.*, left(CASE jsonb_typeof(p.prompt)
                 WHEN 'string' THEN p.prompt #>> '{{}}'
@@ -62,11 +65,12 @@ SELECT c.*, left(CASE jsonb_typeof(p.prompt)
        coalesce(c.branch, p.branch) AS git_branch
 FROM ({sessions}) c
 LEFT JOIN LATERAL (
-    SELECT e.payload->'prompt' AS prompt,
-           coalesce(e.payload->>'git_branch', e.payload->>'gitBranch') AS branch
-    FROM hook_audit_log e
-    WHERE e.session_id = c.session_id AND e.event_type = 'UserPromptSubmit'
-    ORDER BY e.occurred_at, e.received_at, e.event_id
+    SELECT f.payload->'prompt' AS prompt,
+           coalesce(f.payload->>'git_branch', f.payload->>'gitBranch') AS branch
+    FROM (SELECT e.received_at, e.event_id, e.payload FROM hook_audit_log e
+          WHERE e.session_id = c.session_id AND e.event_type = 'UserPromptSubmit'
+          ORDER BY e.occurred_at FETCH FIRST 1 ROWS WITH TIES) f
+    ORDER BY f.received_at, f.event_id
     LIMIT 1
 ) p ON true
 ORDER BY c.started_at DESC, c.session_id DESC
@@ -117,7 +121,8 @@ async def list_sessions(conn: asyncpg.Connection, query: SessionQuery) -> Sessio
         f"SELECT {CARD_COLUMNS} FROM sessions {'WHERE ' + ' AND '.join(where) if where else ''} "
         f"ORDER BY started_at DESC, session_id DESC LIMIT {p.add(query.limit + 1)}"
     )
-    rows = await conn.fetch(_CARDS.format(sessions=sessions, scan=p.add(_TITLE_SCAN)), *p.values)
+    sql = _CARDS.format(sessions=sessions, scan=p.add(_TITLE_SCAN))
+    rows = await conn.fetch(sql, *p.values)
     cards = [_card(row) for row in rows[: query.limit]]
     more = len(rows) > query.limit
     last = cards[-1] if cards else None
@@ -131,7 +136,8 @@ async def list_sessions(conn: asyncpg.Connection, query: SessionQuery) -> Sessio
 
 async def session_cards(conn: asyncpg.Connection, session_ids: Sequence[str]) -> list[SessionCard]:
     sessions = f"SELECT {CARD_COLUMNS} FROM sessions WHERE session_id = ANY($1::text[])"
-    rows = await conn.fetch(_CARDS.format(sessions=sessions, scan="$2"), session_ids, _TITLE_SCAN)
+    sql = _CARDS.format(sessions=sessions, scan="$2")
+    rows = await conn.fetch(sql, session_ids, _TITLE_SCAN)
     return [_card(row) for row in rows]
 
 
