@@ -146,7 +146,7 @@ class SessionCard(msgspec.Struct, kw_only=True):
     session_id: str
     title: str | None  # the first prompt on one line, cut at TITLE_CHARS
     project: str | None  # the last component of cwd
-    git_branch: str | None  # when the first prompt's event (or the session's meta) names one
+    git_branch: str | None  # when the first prompt's event carries one (git_branch or gitBranch)
     status: str
     model: str | None
     agent_type: str | None

@@ -42,18 +42,18 @@ from hookdb.collector.store import blobs
 PROJECT = r"nullif(substring(rtrim(cwd, '/\') from '[^/\\]*$'), '')"
 CARD_COLUMNS = f"""
     session_id, status, model, agent_type, cwd, {PROJECT} AS project, source, started_at, updated_at,
-    ended_at, status_at, event_count, subagent_count, report_count, cost_usd, meta->>'git_branch' AS branch,
+    ended_at, status_at, event_count, subagent_count, report_count, cost_usd,
     CASE WHEN jsonb_typeof(meta->'qa_score') = 'number' THEN (meta->>'qa_score')::numeric END AS qa_score,
     CASE WHEN jsonb_typeof(meta->'word_count') = 'number' THEN (meta->>'word_count')::numeric::bigint END
         AS word_count,
     meta->>'end_reason' AS end_reason"""
 # Cards of the sessions ``{sessions}`` selects (ordered and limited there, so the lookup runs per card
-# only), each with its first prompt: the session's UserPromptSubmit events in the timeline index's order
-# (occurred_at), the scan stopped at the first (WITH TIES: prompts at that same instant too, ordered by
-# arrival as the timeline orders them; a tie-break in the scan's own ORDER BY would sort, which reads
-# all of the session's events first). A session without any prompt is scanned to its end. A prompt
-# stored as a blob (or split around U+0000) is read from its first part. The branch comes from that
-# event when the hook carried one, else from the session's meta.
+# only), each with its first prompt, in two probes of the timeline's index: the instant of the first
+# UserPromptSubmit (the scan in index order stops there), then the prompts of that instant, the first
+# received first as the timeline orders them. (A tie-break in the first probe's ORDER BY would sort, and
+# WITH TIES would look past the first prompt for another: either reads the whole session.) A session
+# without any prompt is scanned to its end. A prompt stored as a blob (or split around U+0000) is read
+# from its first part. The branch comes from that event, when the hook carried one.
 _CARDS = """
 SELECT c.*, left(CASE jsonb_typeof(p.prompt)
                 WHEN 'string' THEN p.prompt #>> '{{}}'
@@ -62,14 +62,16 @@ SELECT c.*, left(CASE jsonb_typeof(p.prompt)
                     CASE WHEN jsonb_typeof(p.prompt->'$hookdb.nul'->0) = 'string'
                          THEN p.prompt->'$hookdb.nul'->>0 END)
             END, {scan}) AS prompt,
-       coalesce(c.branch, p.branch) AS git_branch
+       p.branch AS git_branch
 FROM ({sessions}) c
 LEFT JOIN LATERAL (
     SELECT f.payload->'prompt' AS prompt,
            coalesce(f.payload->>'git_branch', f.payload->>'gitBranch') AS branch
-    FROM (SELECT e.received_at, e.event_id, e.payload FROM hook_audit_log e
-          WHERE e.session_id = c.session_id AND e.event_type = 'UserPromptSubmit'
-          ORDER BY e.occurred_at FETCH FIRST 1 ROWS WITH TIES) f
+    FROM hook_audit_log f
+    WHERE f.session_id = c.session_id AND f.event_type = 'UserPromptSubmit'
+      AND f.occurred_at = (SELECT e.occurred_at FROM hook_audit_log e
+                           WHERE e.session_id = c.session_id AND e.event_type = 'UserPromptSubmit'
+                           ORDER BY e.occurred_at LIMIT 1)
     ORDER BY f.received_at, f.event_id
     LIMIT 1
 ) p ON true
@@ -144,7 +146,6 @@ async def session_cards(conn: asyncpg.Connection, session_ids: Sequence[str]) ->
 def _card(row: asyncpg.Record) -> SessionCard:
     fields = dict(row)
     prompt, end = fields.pop("prompt"), fields["ended_at"] or fields["updated_at"]
-    del fields["branch"]
     return SessionCard(
         **fields,
         title=title(prompt) if prompt is not None else None,
