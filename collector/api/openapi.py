@@ -13,7 +13,8 @@ REF = "#/components/schemas/{name}"
 # path → (summary, query parameters, answer (None: an event stream), error statuses besides 400/401/503)
 _OPERATIONS: dict[str, tuple[str, type[models.Query], type | None, tuple[int, ...]]] = {
     "/api/sessions": (
-        "Sessions, newest first: keyset pages, filtered by status, model, agent type and start time.",
+        "Sessions, newest first: keyset pages, filtered by status, model, agent type, project (the last "
+        "component of cwd), cost range (inclusive; sessions without a cost are left out) and start time.",
         models.SessionQuery,
         models.SessionPage,
         (),
