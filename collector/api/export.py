@@ -1,15 +1,19 @@
 """A session as a file to keep: ``GET /api/sessions/{id}/export`` as JSON (the detail with every event) or as
-a Markdown document a person reads. Pure functions of a :class:`SessionExport`: no I/O.
+a Markdown document a person reads. Sans-io writers: the app feeds them the session, then the timeline a
+page at a time (so a long session never sits in memory whole), and sends what they return.
 
 The Markdown lists the card's facts, the reports' own markdown inline, and the timeline one line per
-event, a tool call (PreToolUse and its PostToolUse or PostToolUseFailure) as one line with what it did
-(the command, the path, the pattern), how long it took and, for a failure, its error.
+event, a tool call (PreToolUse and its PostToolUse or PostToolUseFailure) as one line at the call's start
+with what it did (the command, the path, the pattern), how long it took and, for a failure, its error.
+The line is written when the call's end is read (the end carries the input too, and the error), so no
+page needs the next one.
 """
 
 from __future__ import annotations
 
 import re
-from datetime import datetime
+from collections.abc import Iterable
+from datetime import datetime, timedelta
 from typing import Any
 
 import msgspec
@@ -49,30 +53,71 @@ def content_disposition(session_id: str, extension: str) -> str:
     return f'attachment; filename="{filename(session_id, extension)}"'
 
 
-def as_json(export: SessionExport) -> bytes:
-    return _encode(export)
+class JsonWriter:
+    """The JSON document (:class:`SessionExport`) in pieces: the head, the events page by page, the end."""
+
+    def __init__(self) -> None:
+        self._written = False
+
+    def head(self, export: SessionExport) -> bytes:
+        """Everything but the events (``export.events`` is empty), open for them."""
+        text = _encode(export)
+        if export.events or not text.endswith(b'"events":[]}'):
+            raise ValueError("the head of an export holds no events, and they come last")
+        return text[: -len(b"]}")]
+
+    def page(self, events: list[TimelineEvent]) -> bytes:
+        if not events:
+            return b""
+        text = b",".join(_encode(event) for event in events)
+        text = b"," + text if self._written else text
+        self._written = True
+        return text
+
+    def end(self) -> bytes:
+        return b"]}"
+
+    def cut(self) -> bytes:
+        """After a failure mid-way: nothing, so the document stays unterminated and fails to parse."""
+        return b""
 
 
-def as_markdown(export: SessionExport) -> str:
-    card = export.session
-    lines = [f"# {_one_line(card.title or card.session_id)}", "", *_facts(card), ""]
-    if export.reports:
-        lines += ["## Reports", ""]
-        for report in export.reports:
-            lines += [
-                f"### {_code(report.path)} ({report.report_type}, {report.word_count} words)",
-                "",
-                report.content.rstrip("\n"),
-                "",
-                "---",
-                "",
-            ]
-    lines += ["## Timeline", ""]
-    if not export.events:
-        lines.append("No events.")
-    lines += _timeline(export.events)
-    lines += ["", f"Exported by hookdb at {export.exported_at.isoformat()}.", ""]
-    return "\n".join(lines)
+class MarkdownWriter:
+    """The Markdown document in pieces, as :class:`JsonWriter`."""
+
+    def __init__(self) -> None:
+        self._events = 0
+
+    def head(self, export: SessionExport) -> bytes:
+        card = export.session
+        lines = [f"# {_one_line(card.title or card.session_id)}", "", *_facts(card), ""]
+        if export.reports:
+            lines += ["## Reports", ""]
+            for report in export.reports:
+                lines += [
+                    f"### {_code(report.path)} ({report.report_type}, {report.word_count} words)",
+                    "",
+                    report.content.rstrip("\n"),
+                    "",
+                    "---",
+                    "",
+                ]
+        lines += [f"Exported by hookdb at {export.exported_at.isoformat()}.", "", "## Timeline", ""]
+        return _text(lines)
+
+    def page(self, events: list[TimelineEvent]) -> bytes:
+        self._events += len(events)
+        return _text(line for event in events for line in _event_lines(event, _decoded(event.payload)))
+
+    def end(self) -> bytes:
+        return b"" if self._events else _text(["No events."])
+
+    def cut(self) -> bytes:
+        return _text(["", f"**The export was cut short after {self._events} events: the database failed.**"])
+
+
+def _text(lines: Iterable[str]) -> bytes:
+    return "".join(line + "\n" for line in lines).encode()
 
 
 def _facts(card: SessionCard) -> list[str]:
@@ -97,45 +142,26 @@ def _facts(card: SessionCard) -> list[str]:
     return [f"- **{label}:** {value}" for label, value in facts if value is not None]
 
 
-def _timeline(events: list[TimelineEvent]) -> list[str]:
-    by_id = {event.event_id: event for event in events}
-    shown_with_start: set[str] = set()  # tool call ends already written on their start's line
-    lines: list[str] = []
-    for event in events:
-        if event.event_id in shown_with_start:
-            continue
-        payload = _decoded(event.payload)
-        end = by_id.get(event.paired_event_id or "") if event.event_type == cls.TOOL_CALL_START else None
-        if end is not None:
-            shown_with_start.add(end.event_id)
-        lines += _event_lines(event, payload, end, _decoded(end.payload) if end else None)
-    return lines
-
-
-def _event_lines(
-    event: TimelineEvent, payload: Any, end: TimelineEvent | None, end_payload: Any
-) -> list[str]:
-    at = f"`{_clock(event.occurred_at)}`"
+def _event_lines(event: TimelineEvent, payload: Any) -> list[str]:
     body = payload if isinstance(payload, dict) else {}
-    if event.event_type == cls.TOOL_CALL_START or event.event_type in cls.TOOL_CALL_END:
-        tool = event.tool_name or _str(body.get("tool_name")) or "tool"
-        line = f"- {at} **{tool}**"
-        what = _what(tool, body.get("tool_input"))
-        if what:
-            line += " " + what
-        failure = end_payload if end is not None else body
-        failed = (end or event).event_type == "PostToolUseFailure"
-        if event.event_type == cls.TOOL_CALL_START and end is None:
-            line += " — no result recorded"
-        elif event.duration_ms is not None:
+    if event.event_type == cls.TOOL_CALL_START:
+        if event.paired_event_id is not None:
+            return []  # written with its end
+        return [_call_line(event, body, event.occurred_at) + " — no result recorded"]
+    if event.event_type in cls.TOOL_CALL_END:
+        started = event.occurred_at
+        if event.paired_event_id is not None and event.duration_ms is not None:
+            started -= timedelta(milliseconds=event.duration_ms)
+        line = _call_line(event, body, started)
+        if event.duration_ms is not None:
             line += f" — {_duration(event.duration_ms)}"
-        if failed:
-            error = _str(failure.get("error")) if isinstance(failure, dict) else None
+        if event.event_type == "PostToolUseFailure":
+            error = _str(body.get("error"))
             line += " — **failed**" + (f": {_code(_cut(error))}" if error else "")
         return [line]
+    at = f"`{_clock(event.occurred_at)}`"
     if event.event_type == "UserPromptSubmit":
-        prompt = _str(body.get("prompt")) or ""
-        return [f"- {at} **Prompt**", *_quoted(prompt)]
+        return [f"- {at} **Prompt**", *_quoted(_str(body.get("prompt")) or "")]
     if event.event_type in ("Stop", "SubagentStop"):
         message = _str(body.get("last_assistant_message"))
         who = f" ({body['agent_type']})" if _str(body.get("agent_type")) else ""
@@ -145,6 +171,12 @@ def _event_lines(
         None,
     )
     return [f"- {at} **{event.event_type}**" + (f" — {_one_line(_cut(detail))}" if detail else "")]
+
+
+def _call_line(event: TimelineEvent, body: dict[str, Any], started: datetime) -> str:
+    tool = event.tool_name or _str(body.get("tool_name")) or "tool"
+    what = _what(tool, body.get("tool_input"))
+    return f"- `{_clock(started)}` **{tool}**" + (f" {what}" if what else "")
 
 
 def _what(tool: str, tool_input: Any) -> str:

@@ -212,13 +212,14 @@ class SessionDetail(msgspec.Struct, kw_only=True):
 
 
 class SessionExport(msgspec.Struct, kw_only=True):
-    """What the detail answers, with the whole timeline instead of its first page."""
+    """What the detail answers, with the whole timeline instead of its first page (``events`` last: the
+    export streams it page by page after the rest)."""
 
     session: SessionCard
     reports: list[Report]
     agent_states: list[AgentState]
-    events: list[TimelineEvent]
     exported_at: datetime
+    events: list[TimelineEvent]
 
 
 class QaBucket(msgspec.Struct, kw_only=True):

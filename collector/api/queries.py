@@ -77,7 +77,6 @@ LEFT JOIN LATERAL (
 ) p ON true
 ORDER BY c.started_at DESC, c.session_id DESC
 """
-EXPORT_PAGE = 500
 TITLE_CHARS = 120
 _TITLE_SCAN = 4 * TITLE_CHARS  # enough of a prompt to make a title of, however its whitespace runs
 
@@ -161,18 +160,6 @@ def title(prompt: str) -> str | None:
     cut = line[: TITLE_CHARS - 1]
     space = cut.rfind(" ")
     return (cut[:space] if space >= TITLE_CHARS * 2 // 3 else cut).rstrip() + "…"
-
-
-async def all_events(conn: asyncpg.Connection, session_id: str) -> list[TimelineEvent]:
-    """A session's whole timeline, page by page (each bounded by the index) in the caller's snapshot."""
-    timeline: list[TimelineEvent] = []
-    query = EventQuery(limit=EXPORT_PAGE)
-    while True:
-        page = await events(conn, session_id, query)
-        timeline += page.events
-        if page.next_cursor is None:
-            return timeline
-        query = EventQuery(limit=EXPORT_PAGE, cursor=page.next_cursor)
 
 
 async def session_card(conn: asyncpg.Connection, session_id: str) -> SessionCard | None:
