@@ -836,3 +836,27 @@ def test_export_is_only_of_the_tokens_tenant(dsn: str, seeded: Any) -> None:
     assert {e["event_id"] for e in exported["events"]} == {str(r[0]) for r in beta}
     assert exported["reports"] == [r for r in exported["reports"] if r["path"].startswith("/work/s/1/")]
     assert run_sql(dsn, "SELECT count(*) FROM hook_audit_log WHERE session_id = 's-000001'")[0][0] == 16
+
+
+def test_an_export_cut_short_by_the_database_is_visibly_incomplete(private_pg: Any, start_api: Any) -> None:
+    migrate(private_pg.dsn)
+    write_seed(private_pg.dsn, seed.Seed("acme", 1, events=6000, prefix="big"))
+    # 4 kB per event: the answer (24 MB) outgrows the sockets' buffers, so the API is still reading pages
+    # of the timeline when the database stops.
+    run_sql(
+        private_pg.dsn,
+        "UPDATE hook_audit_log SET payload = payload || jsonb_build_object('pad', repeat('x', 4000))",
+    )
+    api = start_api(private_pg.dsn, TOKENS)
+    with client(api) as http, http.stream("GET", "/api/sessions/big-000000/export") as answer:
+        assert answer.status_code == 200
+        chunks = answer.iter_bytes()
+        body = next(chunks)
+        private_pg.stop()
+        body += b"".join(chunks)
+    assert body.startswith(b'{"session":{"session_id":"big-000000"')
+    with pytest.raises(json.JSONDecodeError):
+        json.loads(body)  # unterminated: no one mistakes it for the whole session
+    assert body.count(b'"event_type"') < 6000
+    assert [e["error"] for e in api.events("api.export_cut")] == ["database_unavailable"]
+    assert "Traceback" not in api.output
