@@ -11,7 +11,7 @@ import secrets
 import subprocess
 import threading
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -467,7 +467,7 @@ def test_the_openapi_document_describes_every_endpoint(seeded: Any) -> None:
         doc = http.get("/openapi.json").json()
     assert set(doc["paths"]) == {
         "/api/sessions", "/api/sessions/stats", "/api/sessions/stream", "/api/sessions/{session_id}",
-        "/api/sessions/{session_id}/events",
+        "/api/sessions/{session_id}/events", "/api/sessions/{session_id}/export",
     }  # fmt: skip
     parameters = {p["name"] for p in doc["paths"]["/api/sessions"]["get"]["parameters"]}
     assert parameters == {
@@ -476,9 +476,15 @@ def test_the_openapi_document_describes_every_endpoint(seeded: Any) -> None:
         "status",
         "model",
         "agent_type",
+        "project",
+        "cost_min",
+        "cost_max",
         "started_after",
         "started_before",
     }
+    export = doc["paths"]["/api/sessions/{session_id}/export"]["get"]
+    assert {p["name"] for p in export["parameters"]} == {"session_id", "format"}
+    assert set(export["responses"]["200"]["content"]) == {"application/json", "text/markdown"}
     assert doc["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
 
 
@@ -563,3 +569,294 @@ def test_reports_and_agent_states_of_any_path_length_are_stored_and_served(
     assert [(s["agent_id"], s["path"]) for s in body["agent_states"]] == [
         (agent_id, str(cwd / "state" / "worker.json"))
     ]
+
+
+# -- Cards, project and cost filters, export (issue 14 items 1 and 6) -----------------------------------
+
+
+def add_event(
+    dsn: str,
+    session_id: str,
+    event_type: str,
+    at: Any,
+    payload: dict[str, Any],
+    *,
+    tenant: str = "acme",
+    tool_name: str | None = None,
+    received_at: Any = None,
+) -> None:
+    run_sql(
+        dsn,
+        "INSERT INTO hook_audit_log (tenant_id, event_id, occurred_at, received_at, session_id, event_type, "
+        "tool_name, source, payload) VALUES ($1, gen_random_uuid(), $2, coalesce($7::timestamptz, $2), "
+        "$3, $4, $5, 'claude-code', $6::jsonb)",
+        tenant,
+        at,
+        session_id,
+        event_type,
+        tool_name,
+        json.dumps({"hook_event_name": event_type, "session_id": session_id, **payload}),
+        received_at,
+    )
+
+
+def started(dsn: str, session_id: str) -> Any:
+    rows = run_sql(
+        dsn, "SELECT started_at FROM sessions WHERE tenant_id = 'acme' AND session_id = $1", session_id
+    )
+    return rows[0][0]
+
+
+def test_cards_have_a_title_project_branch_and_duration(dsn: str, seeded: Any) -> None:
+    t7 = started(dsn, "s-000007")
+    first = "  Fix the flaky   loader test\n\nthen " + "explain why it failed " * 10
+    add_event(dsn, "s-000007", "UserPromptSubmit", t7 + timedelta(milliseconds=1500), {"prompt": "later"})
+    add_event(
+        dsn, "s-000007", "UserPromptSubmit", t7 + timedelta(milliseconds=500),
+        {"prompt": first, "git_branch": "fix/loader"},
+    )  # fmt: skip
+    # A prompt large enough to be stored as a blob is read from the blob.
+    t8 = started(dsn, "s-000008")
+    run_sql(
+        dsn,
+        "INSERT INTO payload_blobs (tenant_id, sha256, content) VALUES ('acme', 'd1', $1)",
+        "Write the Q3 report\n" + "x" * 5000,
+    )
+    add_event(
+        dsn, "s-000008", "UserPromptSubmit", t8 + timedelta(seconds=2), {"prompt": {"$hookdb.blob": "d1"}}
+    )
+    run_sql(
+        dsn,
+        "UPDATE sessions SET cwd = '/home/dev/hookdb/' WHERE tenant_id = 'acme' AND session_id = 's-000009'",
+    )
+    # Two prompts at one instant: the one received first, as the timeline orders them.
+    t10 = started(dsn, "s-000010") + timedelta(seconds=1)
+    later = t10 + timedelta(seconds=1)
+    add_event(dsn, "s-000010", "UserPromptSubmit", t10, {"prompt": "second"}, received_at=later)
+    add_event(dsn, "s-000010", "UserPromptSubmit", t10, {"prompt": "first"}, received_at=t10)
+    # beta's s-000007 has the same id: its prompt must not title acme's card, nor acme's beta's.
+    add_event(dsn, "s-000007", "UserPromptSubmit", t7, {"prompt": "beta's secret"}, tenant="beta")
+    with client(seeded) as http, client(seeded, TOKEN_B) as b:
+        cards = {s["session_id"]: s for s in all_pages(http, limit=50)}
+        detail = http.get("/api/sessions/s-000007").json()["session"]
+        beta = {s["session_id"]: s for s in all_pages(b)}
+    card = cards["s-000007"]
+    assert card["title"] == detail["title"]
+    assert card["title"].startswith("Fix the flaky loader test then explain why it failed explain")
+    assert len(card["title"]) <= 120
+    assert card["title"].endswith("…")
+    assert "\n" not in card["title"]
+    assert card["git_branch"] == "fix/loader"
+    assert card["project"] == "7"  # the seed's cwd is /work/s/7
+    assert cards["s-000008"]["title"] == "Write the Q3 report " + "x" * 99 + "…"
+    assert cards["s-000009"]["project"] == "hookdb"
+    assert cards["s-000010"]["title"] == "first"
+    assert cards["s-000001"]["title"] is None
+    assert cards["s-000001"]["git_branch"] is None
+    assert beta["s-000007"]["title"] == "beta's secret"
+    # Duration: to ended_at when the session ended (seed: "ended" sessions), else to updated_at.
+    for session_id, s in cards.items():
+        end = s["ended_at"] or s["updated_at"]
+        want = (datetime_of(end) - datetime_of(s["started_at"])) / timedelta(milliseconds=1)
+        assert s["duration_ms"] == want == 8000, session_id
+
+
+def datetime_of(text: str) -> datetime:
+    return datetime.fromisoformat(text)
+
+
+def test_project_and_cost_filters_select_what_sql_selects(dsn: str, seeded: Any) -> None:
+    for i, cwd in ((10, "/home/a/proj"), (20, "/home/b/proj/"), (30, "/home/a/proj-two"), (40, "proj")):
+        run_sql(
+            dsn,
+            "UPDATE sessions SET cwd = $1 WHERE tenant_id = 'acme' AND session_id = $2",
+            cwd,
+            f"s-{i:06d}",
+        )
+    run_sql(dsn, "UPDATE sessions SET cost_usd = NULL WHERE tenant_id = 'acme' AND session_id = 's-000011'")
+    project = "regexp_replace(cwd, '/+$', '') ~ '(^|/)proj$'"
+    after = seed.BASE + timedelta(minutes=40)
+    cases: list[tuple[dict[str, Any], str, tuple[Any, ...]]] = [
+        ({"project": "proj"}, project, ()),
+        ({"project": "7"}, "cwd = '/work/s/7'", ()),
+        ({"cost_min": "0.2"}, "cost_usd >= 0.2", ()),
+        ({"cost_max": "0.10"}, "cost_usd <= 0.1", ()),
+        ({"cost_min": "0.05", "cost_max": "0.3"}, "cost_usd BETWEEN 0.05 AND 0.3", ()),
+        ({"cost_min": "0.12", "cost_max": "0.12"}, "cost_usd = 0.12", ()),
+        (
+            {"cost_min": "0.1", "cost_max": "0.4", "status": ["completed", "failed"], "model": seed.MODELS[0],
+             "started_after": after.isoformat()},
+            "cost_usd BETWEEN 0.1 AND 0.4 AND status IN ('completed', 'failed') AND model = $1 "
+            "AND started_at >= $2",
+            (seed.MODELS[0], after),
+        ),
+        ({"project": "proj", "cost_max": "0.25"}, f"{project} AND cost_usd <= 0.25", ()),
+    ]  # fmt: skip
+    with client(seeded) as http:
+        for params, where, args in cases:
+            got = [s["session_id"] for s in all_pages(http, limit=3, **params)]
+            want = expected_ids(dsn, where, *args)
+            assert want, f"the seed leaves {params} empty: the case proves nothing"
+            assert got == want, params
+        for params in (
+            {"cost_min": "abc"},
+            {"cost_min": "NaN"},
+            {"cost_max": "Infinity"},
+            {"cost_max": "1e400"},
+            {"cost_min": "0.0000000000001"},
+            {"cost_min": "0.5", "cost_max": "0.1"},
+            {"project": ""},
+            {"project": "a\x00b"},
+            {"cost_max": ["1", "2"]},
+        ):
+            answer = http.get("/api/sessions", params=params)
+            assert answer.status_code == 400, (params, answer.text)
+            assert answer.json()["detail"].split(":")[0] in params, answer.text
+
+
+def test_export_as_json_holds_every_event_once_with_restored_payloads(dsn: str, seeded: Any) -> None:
+    write_seed(dsn, seed.Seed("acme", 1, events=600, prefix="long"))
+    at = started(dsn, "long-000000")
+    add_event(
+        dsn,
+        "long-000000",
+        "Notification",
+        at + timedelta(seconds=30),
+        {"message": {"$hookdb.nul": ["a", "b"]}},
+    )
+    with client(seeded) as http:
+        answer = http.get("/api/sessions/long-000000/export", params={"format": "json"})
+        assert answer.status_code == 200, answer.text
+        assert answer.headers["content-type"] == "application/json"
+        assert (
+            answer.headers["content-disposition"] == 'attachment; filename="hookdb-session-long-000000.json"'
+        )
+        exported = json.loads(answer.content)
+        detail = http.get("/api/sessions/long-000000").json()
+        pages = all_pages(http, "/api/sessions/long-000000/events", limit=500)
+        assert http.get("/api/sessions/long-000000/export").headers["content-type"] == "application/json"
+    ids = [e["event_id"] for e in exported["events"]]
+    stored = {
+        str(r[0])
+        for r in run_sql(dsn, "SELECT event_id FROM hook_audit_log WHERE session_id = 'long-000000'")
+    }
+    assert len(ids) == len(set(ids)) == len(stored) == 601
+    assert set(ids) == stored
+    assert exported["events"] == pages  # the same events, order, pairing and payloads as the timeline
+    assert exported["session"] == detail["session"]
+    assert exported["reports"] == detail["reports"]
+    assert exported["reports"]
+    assert exported["agent_states"] == detail["agent_states"]
+    notice = next(e for e in exported["events"] if e["event_type"] == "Notification")
+    assert notice["payload"]["message"] == "a\x00b"  # U+0000 put back, as the timeline does
+
+
+def test_export_as_markdown_reads_as_a_document(dsn: str, seeded: Any) -> None:
+    odd = "runs/2026 11/ü?#%&"
+    at = seed.BASE + timedelta(days=2)
+    run_sql(
+        dsn,
+        "INSERT INTO sessions (tenant_id, session_id, status, model, cwd, started_at, updated_at, "
+        "ended_at, cost_usd, report_count) VALUES ('acme', $1, 'completed', 'claude-opus-4-5', "
+        "'/home/dev/shop', $2, $3, $3, 1.25, 1)",
+        odd, at, at + timedelta(minutes=3, seconds=5),
+    )  # fmt: skip
+    seconds = lambda n: at + timedelta(seconds=n)  # noqa: E731
+    add_event(dsn, odd, "SessionStart", seconds(0), {"source": "startup"})
+    add_event(dsn, odd, "UserPromptSubmit", seconds(1), {"prompt": "Count the `orders`\nper region"})
+    bash = {"tool_name": "Bash", "tool_use_id": "t1", "tool_input": {"command": "wc -l data/orders.csv"}}
+    add_event(dsn, odd, "PreToolUse", seconds(2), bash, tool_name="Bash")
+    add_event(
+        dsn, odd, "PostToolUse", seconds(3.5), {**bash, "tool_response": {"stdout": "12"}}, tool_name="Bash"
+    )
+    read = {
+        "tool_name": "Read",
+        "tool_use_id": "t2",
+        "tool_input": {"file_path": "/home/dev/shop/missing.csv"},
+    }
+    add_event(dsn, odd, "PreToolUse", seconds(4), read, tool_name="Read")
+    add_event(
+        dsn,
+        odd,
+        "PostToolUseFailure",
+        seconds(4.2),
+        {**read, "error": "File does not exist."},
+        tool_name="Read",
+    )
+    add_event(dsn, odd, "Stop", seconds(5), {"last_assistant_message": "There are 12 orders."})
+    run_sql(
+        dsn,
+        "INSERT INTO reports (tenant_id, session_id, path, report_type, content, sha256, word_count, "
+        "written_at, event_id) VALUES ('acme', $1, '/home/dev/shop/reports/orders.md', 'summary', $2, 'x', "
+        "4, $3, gen_random_uuid())",
+        odd, "# Orders\n\n| region | n |\n|---|---|\n| North | 12 |\n", seconds(5),
+    )  # fmt: skip
+    with client(seeded) as http:
+        answer = http.get(f"/api/sessions/{quote(odd, safe='')}/export", params={"format": "md"})
+    assert answer.status_code == 200, answer.text
+    assert answer.headers["content-type"] == "text/markdown; charset=utf-8"
+    assert answer.headers["content-disposition"] == 'attachment; filename="hookdb-session-runs_2026_11.md"'
+    md = answer.text
+    lines = md.splitlines()
+    assert lines[0] == "# Count the `orders` per region"
+    for fact in (
+        "- **Project:** shop",
+        "- **Status:** completed",
+        "- **Model:** claude-opus-4-5",
+        "- **Duration:** 3 min 5 s",
+        "- **Cost:** $1.25",
+        "- **Reports:** 1",
+        "- **Subagents:** 0",
+    ):
+        assert fact in lines, fact
+    assert "| North | 12 |" in lines  # the report's markdown inline, as written
+    timeline = lines[lines.index("## Timeline") :]
+    assert sum("**Bash**" in line for line in timeline) == 1  # the call's start and end on one line
+    assert any(line.endswith("**Bash** `wc -l data/orders.csv` — 1.5 s") for line in timeline), timeline
+    assert any(
+        line.endswith("**Read** `/home/dev/shop/missing.csv` — 200 ms — **failed**: `File does not exist.`")
+        for line in timeline
+    ), timeline
+    assert "  > Count the `orders`" in timeline
+    assert "  > There are 12 orders." in timeline
+
+
+def test_export_is_only_of_the_tokens_tenant(dsn: str, seeded: Any) -> None:
+    with client(seeded, TOKEN_B) as b, client(seeded, TOKEN_A) as a:
+        for fmt in ("json", "md"):
+            missing = b.get("/api/sessions/s-000100/export", params={"format": fmt})  # acme's only
+            assert missing.status_code == 404
+            assert missing.json()["error"] == "not_found"
+        assert a.get("/api/sessions/nobody/export").status_code == 404
+        assert a.get("/api/sessions/s-000001/export", params={"format": "pdf"}).status_code == 400
+        exported = b.get("/api/sessions/s-000001/export").json()  # an id both tenants have
+    beta = run_sql(
+        dsn, "SELECT event_id FROM hook_audit_log WHERE tenant_id = 'beta' AND session_id = 's-000001'"
+    )
+    assert {e["event_id"] for e in exported["events"]} == {str(r[0]) for r in beta}
+    assert exported["reports"] == [r for r in exported["reports"] if r["path"].startswith("/work/s/1/")]
+    assert run_sql(dsn, "SELECT count(*) FROM hook_audit_log WHERE session_id = 's-000001'")[0][0] == 16
+
+
+def test_an_export_cut_short_by_the_database_is_visibly_incomplete(private_pg: Any, start_api: Any) -> None:
+    migrate(private_pg.dsn)
+    write_seed(private_pg.dsn, seed.Seed("acme", 1, events=6000, prefix="big"))
+    # 4 kB per event: the answer (24 MB) outgrows the sockets' buffers, so the API is still reading pages
+    # of the timeline when the database stops.
+    run_sql(
+        private_pg.dsn,
+        "UPDATE hook_audit_log SET payload = payload || jsonb_build_object('pad', repeat('x', 4000))",
+    )
+    api = start_api(private_pg.dsn, TOKENS)
+    with client(api) as http, http.stream("GET", "/api/sessions/big-000000/export") as answer:
+        assert answer.status_code == 200
+        chunks = answer.iter_bytes()
+        body = next(chunks)
+        private_pg.stop()
+        body += b"".join(chunks)
+    assert body.startswith(b'{"session":{"session_id":"big-000000"')
+    with pytest.raises(json.JSONDecodeError):
+        json.loads(body)  # unterminated: no one mistakes it for the whole session
+    assert body.count(b'"event_type"') < 6000
+    assert [e["error"] for e in api.events("api.export_cut")] == ["database_unavailable"]
+    assert "Traceback" not in api.output

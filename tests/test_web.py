@@ -749,3 +749,72 @@ def test_the_overview_charts_the_tenants_stats(page: Page, dsn: str, start_api) 
     expect(overview).to_have_count(0)
     page.evaluate("location.hash = ''")
     expect(overview.locator(".total-sessions .tile-value")).to_have_text("5")
+
+
+def test_a_card_says_what_the_session_was_and_the_detail_exports_it(page: Page, dsn: str, start_api) -> None:
+    migrate(dsn)
+    start = ago(minutes=10)
+    add_session(dsn, "acme", "s-shop", status="completed", cost="1.25", reports=1, started_at=start)
+    add_session(dsn, "acme", "s-other", cost="0.05", started_at=ago(minutes=20))
+    sql(
+        dsn,
+        "UPDATE sessions SET cwd = '/home/dev/shop', updated_at = $1 WHERE session_id = 's-shop'",
+        start + timedelta(minutes=3, seconds=5),
+    )
+    add_event(dsn, "acme", "s-shop", "SessionStart", start, source="startup")
+    add_event(
+        dsn, "acme", "s-shop", "UserPromptSubmit", start + timedelta(seconds=1),
+        prompt="Count the orders\nper region", git_branch="feature/orders",
+    )  # fmt: skip
+    add_event(dsn, "acme", "s-shop", "PreToolUse", start + timedelta(seconds=2), "Bash", tool_use_id="t1",
+              tool_input={"command": "wc -l orders.csv"})  # fmt: skip
+    add_event(dsn, "acme", "s-shop", "PostToolUse", start + timedelta(seconds=3), "Bash", tool_use_id="t1",
+              tool_input={"command": "wc -l orders.csv"})  # fmt: skip
+    add_report(dsn, "acme", "s-shop", "/home/dev/shop/reports/orders.md", "# Orders\n\n12 in North.\n")
+    api = serve(start_api, dsn, acme="token-a")
+    sign_in(page, api.url, "token-a")
+
+    shop = card(page, "s-shop")
+    expect(shop.locator(".card-title")).to_have_text("Count the orders per region")
+    expect(shop.locator(".card-project")).to_have_text("shop ⎇ feature/orders")
+    expect(shop.locator(".duration")).to_have_text("3 min 5 s")
+    expect(shop).to_contain_text("$1.25")
+    expect(card(page, "s-other").locator(".card-title")).to_have_text("s-other")  # no prompt: the id
+    expect(card(page, "s-other").locator(".card-project")).to_have_text("project")
+    screenshot(page, "cards")
+
+    page.get_by_role("tab", name="Filters").click()
+    page.get_by_label("Project").fill("shop")
+    page.get_by_role("button", name="Apply").click()
+    expect(page.locator(CARDS)).to_have_count(1)
+    expect(shop).to_be_visible()
+    page.get_by_role("tab", name="Filters (1)").click()
+    page.get_by_label("Project").fill("")
+    page.get_by_label("Cost at most").fill("0.1")
+    page.get_by_role("button", name="Apply").click()
+    expect(page.locator(CARDS)).to_have_count(1)
+    expect(card(page, "s-other")).to_be_visible()
+    page.get_by_role("tab", name="Filters (1)").click()
+    page.get_by_role("button", name="Clear").click()
+    expect(page.locator(CARDS)).to_have_count(2)
+
+    page.get_by_role("tab", name="Sessions").click()
+    shop.click()
+    expect(page.locator("#detail .detail-id")).to_have_text("Count the orders per region")
+    with page.expect_download() as got:
+        page.get_by_role("button", name="Export JSON").click()
+    download = got.value
+    assert download.suggested_filename == "hookdb-session-s-shop.json"
+    exported = json.loads(Path(download.path()).read_text())
+    assert exported["session"]["session_id"] == "s-shop"
+    assert exported["session"]["title"] == "Count the orders per region"
+    assert [e["event_type"] for e in exported["events"]] == [
+        "SessionStart", "UserPromptSubmit", "PreToolUse", "PostToolUse",
+    ]  # fmt: skip
+    assert [r["content"] for r in exported["reports"]] == ["# Orders\n\n12 in North.\n"]
+    with page.expect_download() as got:
+        page.get_by_role("button", name="Export Markdown").click()
+    assert got.value.suggested_filename == "hookdb-session-s-shop.md"
+    markdown = Path(got.value.path()).read_text()
+    assert markdown.startswith("# Count the orders per region\n")
+    assert "**Bash** `wc -l orders.csv` — 1.0 s" in markdown

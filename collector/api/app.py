@@ -8,11 +8,13 @@ cannot answer, 500 (logged, without a trace in the answer) for anything else.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import msgspec
 import trio
 from msgspec import UNSET
@@ -25,7 +27,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from hookdb.collector.api import models, openapi, queries
+from hookdb.collector.api import export, models, openapi, queries
 from hookdb.collector.api.feed import Feed
 from hookdb.collector.api.models import BadParameter, Error, Query
 from hookdb.collector.api.reader import Reader, Unavailable, unavailable
@@ -37,6 +39,7 @@ log = logs.get("hookdb.api")
 
 WEB_DIR = Path(__file__).resolve().parent.parent / "web"
 MAX_SESSION_ID = 512
+EXPORT_PAGE = 500  # timeline events per query of an export (the events endpoint's largest page)
 SECURITY_HEADERS = [
     (
         b"content-security-policy",
@@ -67,6 +70,13 @@ class SecurityHeaders:
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
+
+
+async def _next_page(session_id: str, page: models.EventPage, conn: asyncpg.Connection) -> models.EventPage:
+    """The export's next page of events after ``page``."""
+    assert page.next_cursor is not None
+    after = models.EventQuery(limit=EXPORT_PAGE, cursor=page.next_cursor)
+    return await queries.events(conn, session_id, after)
 
 
 def json_response(body: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> Response:
@@ -106,6 +116,7 @@ class Api:
             Route("/api/sessions/stream", self._endpoint(models.NoQuery, self.stream)),
             # Session ids are any text, "/" included (sent as %2F, which arrives decoded).
             Route("/api/sessions/{session_id:path}/events", self._endpoint(models.EventQuery, self.events)),
+            Route("/api/sessions/{session_id:path}/export", self._endpoint(models.ExportQuery, self.export)),
             Route("/api/sessions/{session_id:path}", self._endpoint(models.DetailQuery, self.detail)),
             Mount("/static", StaticFiles(directory=WEB_DIR)),
         ]
@@ -211,6 +222,56 @@ class Api:
         if card is None:
             return error_response(404, "not_found", "no such session")
         return json_response(page)
+
+    async def export(self, request: Request, tenant: str, query: models.ExportQuery) -> Response:
+        """The session with its whole timeline as a file: the card, reports, agent states and the first
+        page of events read in one snapshot, then the timeline streamed on, a page per transaction (keyset
+        pages: no event twice, none left out), so a long session never sits in memory whole."""
+        session_id = self._session_id(request)
+        pages = models.EventQuery(limit=EXPORT_PAGE)
+        card, reports, states, first = await self._reader.read_together(
+            tenant,
+            [
+                lambda conn: queries.session_card(conn, session_id),
+                lambda conn: queries.reports(conn, session_id),
+                lambda conn: queries.agent_states(conn, session_id),
+                lambda conn: queries.events(conn, session_id, pages),
+            ],
+        )
+        if card is None:
+            return error_response(404, "not_found", "no such session")
+        head = models.SessionExport(
+            session=card, reports=reports, agent_states=states, exported_at=datetime.now(UTC), events=[]
+        )
+        writer = export.MarkdownWriter() if query.format == "md" else export.JsonWriter()
+
+        async def body() -> AsyncIterator[bytes]:
+            yield writer.head(head)
+            page = first
+            while True:
+                yield writer.page(page.events)
+                if page.next_cursor is None:
+                    break
+                try:
+                    page = await self._reader.read(tenant, functools.partial(_next_page, session_id, page))
+                except Exception as exc:
+                    problem = unavailable(exc)
+                    if problem is None:
+                        log.exception("api.export_failed", session_id=session_id[:200])
+                    else:
+                        log.warning("api.export_cut", error=problem.error, detail=problem.detail)
+                    yield writer.cut()
+                    return
+            yield writer.end()
+
+        return StreamingResponse(
+            body(),
+            media_type="text/markdown" if query.format == "md" else "application/json",
+            headers={
+                "cache-control": "no-store",
+                "content-disposition": export.content_disposition(session_id, query.format),
+            },
+        )
 
     async def stats(self, request: Request, tenant: str, query: models.StatsQuery) -> Response:
         end = datetime.now(UTC) if query.to is UNSET else query.to

@@ -22,6 +22,18 @@ Cursor = Annotated[
     str, msgspec.Meta(max_length=4096, description="The next_cursor of the previous page, as given.")
 ]
 Instant = Annotated[datetime, msgspec.Meta(tz=True, description="RFC 3339 date-time with a UTC offset.")]
+Project = Annotated[
+    str, msgspec.Meta(min_length=1, max_length=512, description="The last component of the session's cwd.")
+]
+MAX_DOLLARS = Decimal(10) ** 12
+Dollars = Annotated[
+    Decimal,
+    msgspec.Meta(
+        description="US dollars, a decimal (an inclusive bound).",
+        extra_json_schema={"minimum": -int(MAX_DOLLARS), "maximum": int(MAX_DOLLARS)},
+    ),
+]
+DOLLAR_PLACES = 12
 
 
 class BadParameter(ValueError):
@@ -44,6 +56,17 @@ def _utc(name: str, value: datetime) -> datetime:
         return value.astimezone(UTC)
     except OverflowError:
         raise BadParameter(f"{name}: out of range") from None
+
+
+def _check_dollars(name: str, value: Decimal) -> None:
+    """A cost bound PostgreSQL compares exactly: finite, at most a trillion, at most 12 decimal places."""
+    if not value.is_finite():
+        raise BadParameter(f"{name}: not a finite decimal")
+    if abs(value) > MAX_DOLLARS:
+        raise BadParameter(f"{name}: beyond ±{MAX_DOLLARS:,}")
+    exponent = value.as_tuple().exponent
+    if isinstance(exponent, int) and exponent < -DOLLAR_PLACES:
+        raise BadParameter(f"{name}: more than {DOLLAR_PLACES} decimal places")
 
 
 # -- Query parameters ------------------------------------------------------------------------------------
@@ -70,8 +93,20 @@ class SessionQuery(Query):
     status: list[Status] = msgspec.field(default_factory=list)
     model: Text | UnsetType = UNSET
     agent_type: Text | UnsetType = UNSET
+    project: Project | UnsetType = UNSET
+    cost_min: Dollars | UnsetType = UNSET
+    cost_max: Dollars | UnsetType = UNSET
     started_after: Instant | UnsetType = UNSET
     started_before: Instant | UnsetType = UNSET
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for name in ("cost_min", "cost_max"):
+            value = getattr(self, name)
+            if value is not UNSET:
+                _check_dollars(name, value)
+        if self.cost_min is not UNSET and self.cost_max is not UNSET and self.cost_min > self.cost_max:
+            raise BadParameter("cost_min: greater than cost_max")
 
 
 class DetailQuery(Query):
@@ -85,6 +120,12 @@ class EventQuery(Query):
 
     limit: EventLimit = 100
     cursor: Cursor | UnsetType = UNSET
+
+
+class ExportQuery(Query):
+    """``GET /api/sessions/{id}/export``: the whole session as JSON or as a Markdown document."""
+
+    format: Literal["json", "md"] = "json"
 
 
 class StatsQuery(Query):
@@ -103,6 +144,9 @@ class NoQuery(Query):
 
 class SessionCard(msgspec.Struct, kw_only=True):
     session_id: str
+    title: str | None  # the first prompt on one line, cut at TITLE_CHARS
+    project: str | None  # the last component of cwd
+    git_branch: str | None  # when the first prompt's event carries one (git_branch or gitBranch)
     status: str
     model: str | None
     agent_type: str | None
@@ -119,6 +163,7 @@ class SessionCard(msgspec.Struct, kw_only=True):
     qa_score: Decimal | None
     word_count: int | None
     end_reason: str | None
+    duration_ms: float  # from started_at to ended_at, or to updated_at while there is no end
 
 
 class SessionPage(msgspec.Struct, kw_only=True):
@@ -164,6 +209,17 @@ class SessionDetail(msgspec.Struct, kw_only=True):
     reports: list[Report]
     agent_states: list[AgentState]
     events: EventPage
+
+
+class SessionExport(msgspec.Struct, kw_only=True):
+    """What the detail answers, with the whole timeline instead of its first page (``events`` last: the
+    export streams it page by page after the rest)."""
+
+    session: SessionCard
+    reports: list[Report]
+    agent_states: list[AgentState]
+    exported_at: datetime
+    events: list[TimelineEvent]
 
 
 class QaBucket(msgspec.Struct, kw_only=True):

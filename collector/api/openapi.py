@@ -13,7 +13,8 @@ REF = "#/components/schemas/{name}"
 # path → (summary, query parameters, answer (None: an event stream), error statuses besides 400/401/503)
 _OPERATIONS: dict[str, tuple[str, type[models.Query], type | None, tuple[int, ...]]] = {
     "/api/sessions": (
-        "Sessions, newest first: keyset pages, filtered by status, model, agent type and start time.",
+        "Sessions, newest first: keyset pages, filtered by status, model, agent type, project (the last "
+        "component of cwd), cost range (inclusive; sessions without a cost are left out) and start time.",
         models.SessionQuery,
         models.SessionPage,
         (),
@@ -43,7 +44,17 @@ _OPERATIONS: dict[str, tuple[str, type[models.Query], type | None, tuple[int, ..
         models.EventPage,
         (404,),
     ),
+    "/api/sessions/{session_id}/export": (
+        "The whole session as a file (Content-Disposition: attachment): `format=json` is the detail with "
+        "every event of the timeline instead of its first page; `format=md` a Markdown document of its "
+        "facts, reports and timeline (a tool call on one line with its command or path).",
+        models.ExportQuery,
+        models.SessionExport,
+        (404,),
+    ),
 }
+# Answers that come as a download (Content-Disposition), and the other media types they may come in.
+_DOWNLOADS = {"/api/sessions/{session_id}/export": {"text/markdown": {"schema": {"type": "string"}}}}
 _ERRORS = {
     400: "A parameter the API cannot use; `detail` names it.",
     401: "No valid bearer token.",
@@ -82,6 +93,11 @@ def document() -> dict[str, Any]:
             else {"application/json": {"schema": {"$ref": REF.format(name=answer.__name__)}}}
         )
         responses: dict[str, Any] = {"200": {"description": "OK", "content": ok}}
+        if path in _DOWNLOADS:
+            ok.update(_DOWNLOADS[path])
+            responses["200"]["headers"] = {
+                "Content-Disposition": {"required": True, "schema": {"type": "string"}}
+            }
         for status in (400, 401, *extra, 503):
             responses[str(status)] = _error(status)
         paths[path] = {"get": {"summary": summary, "parameters": parameters, "responses": responses}}
@@ -99,8 +115,8 @@ def document() -> dict[str, Any]:
 
 def _decimals_as_numbers(schema: Any) -> Any:
     """The API writes decimals (costs, scores) as JSON numbers with their exact digits, not strings."""
-    if schema == {"type": "string", "format": "decimal"}:
-        return {"type": "number"}
+    if isinstance(schema, dict) and schema.get("type") == "string" and schema.get("format") == "decimal":
+        return {**{key: value for key, value in schema.items() if key != "format"}, "type": "number"}
     if isinstance(schema, dict):
         return {key: _decimals_as_numbers(value) for key, value in schema.items()}
     if isinstance(schema, list):

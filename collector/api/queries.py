@@ -38,13 +38,47 @@ from hookdb.collector.api.models import (
 )
 from hookdb.collector.store import blobs
 
-CARD_COLUMNS = """
-    session_id, status, model, agent_type, cwd, source, started_at, updated_at, ended_at, status_at,
-    event_count, subagent_count, report_count, cost_usd,
+# The last component of cwd (a trailing separator ignored): the project a card names and the filter matches.
+PROJECT = r"nullif(substring(rtrim(cwd, '/\') from '[^/\\]*$'), '')"
+CARD_COLUMNS = f"""
+    session_id, status, model, agent_type, cwd, {PROJECT} AS project, source, started_at, updated_at,
+    ended_at, status_at, event_count, subagent_count, report_count, cost_usd,
     CASE WHEN jsonb_typeof(meta->'qa_score') = 'number' THEN (meta->>'qa_score')::numeric END AS qa_score,
     CASE WHEN jsonb_typeof(meta->'word_count') = 'number' THEN (meta->>'word_count')::numeric::bigint END
         AS word_count,
     meta->>'end_reason' AS end_reason"""
+# Cards of the sessions ``{sessions}`` selects (ordered and limited there, so the lookup runs per card
+# only), each with its first prompt, in two probes of the timeline's index: the instant of the first
+# UserPromptSubmit (the scan in index order stops there), then the prompts of that instant, the first
+# received first as the timeline orders them. (A tie-break in the first probe's ORDER BY would sort, and
+# WITH TIES would look past the first prompt for another: either reads the whole session.) A session
+# without any prompt is scanned to its end. A prompt stored as a blob (or split around U+0000) is read
+# from its first part. The branch comes from that event, when the hook carried one.
+_CARDS = """
+SELECT c.*, left(CASE jsonb_typeof(p.prompt)
+                WHEN 'string' THEN p.prompt #>> '{{}}'
+                WHEN 'object' THEN coalesce(
+                    (SELECT b.content FROM payload_blobs b WHERE b.sha256 = p.prompt->>'$hookdb.blob'),
+                    CASE WHEN jsonb_typeof(p.prompt->'$hookdb.nul'->0) = 'string'
+                         THEN p.prompt->'$hookdb.nul'->>0 END)
+            END, {scan}) AS prompt,
+       p.branch AS git_branch
+FROM ({sessions}) c
+LEFT JOIN LATERAL (
+    SELECT f.payload->'prompt' AS prompt,
+           coalesce(f.payload->>'git_branch', f.payload->>'gitBranch') AS branch
+    FROM hook_audit_log f
+    WHERE f.session_id = c.session_id AND f.event_type = 'UserPromptSubmit'
+      AND f.occurred_at = (SELECT e.occurred_at FROM hook_audit_log e
+                           WHERE e.session_id = c.session_id AND e.event_type = 'UserPromptSubmit'
+                           ORDER BY e.occurred_at LIMIT 1)
+    ORDER BY f.received_at, f.event_id
+    LIMIT 1
+) p ON true
+ORDER BY c.started_at DESC, c.session_id DESC
+"""
+TITLE_CHARS = 120
+_TITLE_SCAN = 4 * TITLE_CHARS  # enough of a prompt to make a title of, however its whitespace runs
 
 STATS_DAYS = 30
 
@@ -78,12 +112,19 @@ async def list_sessions(conn: asyncpg.Connection, query: SessionQuery) -> Sessio
         where.append(f"started_at >= {p.add(query.started_after)}")
     if query.started_before is not UNSET:
         where.append(f"started_at < {p.add(query.started_before)}")
-    sql = (
+    if query.project is not UNSET:
+        where.append(f"{PROJECT} = {p.add(query.project)}")
+    if query.cost_min is not UNSET:
+        where.append(f"cost_usd >= {p.add(query.cost_min)}")
+    if query.cost_max is not UNSET:
+        where.append(f"cost_usd <= {p.add(query.cost_max)}")
+    sessions = (
         f"SELECT {CARD_COLUMNS} FROM sessions {'WHERE ' + ' AND '.join(where) if where else ''} "
         f"ORDER BY started_at DESC, session_id DESC LIMIT {p.add(query.limit + 1)}"
     )
+    sql = _CARDS.format(sessions=sessions, scan=p.add(_TITLE_SCAN))
     rows = await conn.fetch(sql, *p.values)
-    cards = [SessionCard(**row) for row in rows[: query.limit]]
+    cards = [_card(row) for row in rows[: query.limit]]
     more = len(rows) > query.limit
     last = cards[-1] if cards else None
     return SessionPage(
@@ -95,10 +136,30 @@ async def list_sessions(conn: asyncpg.Connection, query: SessionQuery) -> Sessio
 
 
 async def session_cards(conn: asyncpg.Connection, session_ids: Sequence[str]) -> list[SessionCard]:
-    rows = await conn.fetch(
-        f"SELECT {CARD_COLUMNS} FROM sessions WHERE session_id = ANY($1::text[])", session_ids
+    sessions = f"SELECT {CARD_COLUMNS} FROM sessions WHERE session_id = ANY($1::text[])"
+    sql = _CARDS.format(sessions=sessions, scan="$2")
+    rows = await conn.fetch(sql, session_ids, _TITLE_SCAN)
+    return [_card(row) for row in rows]
+
+
+def _card(row: asyncpg.Record) -> SessionCard:
+    fields = dict(row)
+    prompt, end = fields.pop("prompt"), fields["ended_at"] or fields["updated_at"]
+    return SessionCard(
+        **fields,
+        title=title(prompt) if prompt is not None else None,
+        duration_ms=max(0.0, (end - fields["started_at"]) / timedelta(milliseconds=1)),
     )
-    return [SessionCard(**row) for row in rows]
+
+
+def title(prompt: str) -> str | None:
+    """A prompt as one line of at most TITLE_CHARS characters, cut at a word when one ends near there."""
+    line = " ".join(prompt.split())
+    if len(line) <= TITLE_CHARS:
+        return line or None
+    cut = line[: TITLE_CHARS - 1]
+    space = cut.rfind(" ")
+    return (cut[:space] if space >= TITLE_CHARS * 2 // 3 else cut).rstrip() + "…"
 
 
 async def session_card(conn: asyncpg.Connection, session_id: str) -> SessionCard | None:

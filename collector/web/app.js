@@ -29,7 +29,16 @@
 
   const state = {
     token: localStorage.getItem(TOKEN_KEY) || "",
-    filters: { status: [], model: "", agent_type: "", started_after: "", started_before: "" },
+    filters: {
+      status: [],
+      model: "",
+      agent_type: "",
+      project: "",
+      cost_min: "",
+      cost_max: "",
+      started_after: "",
+      started_before: "",
+    },
     cards: new Map(), // session_id → {li, session}
     cursor: null, // next_cursor of the list
     listGen: 0, // bumped by every reload: answers to older requests are dropped
@@ -49,7 +58,8 @@
 
   // -- Small helpers --------------------------------------------------------------------------------
 
-  const { el, plural, known, money, prettyJson } = window.hookdbUtil;
+  const { el, plural, known, money, duration, prettyJson } = window.hookdbUtil;
+  const TEXT_FILTERS = ["model", "agent_type", "project", "cost_min", "cost_max", "started_after", "started_before"];
 
   function relative(iso) {
     const seconds = (Date.now() - Date.parse(iso)) / 1000;
@@ -167,7 +177,7 @@
     const f = state.filters;
     const params = [["limit", PAGE_SIZE]];
     for (const s of f.status) params.push(["status", s]);
-    for (const key of ["model", "agent_type", "started_after", "started_before"]) {
+    for (const key of TEXT_FILTERS) {
       if (f[key]) params.push([key, f[key]]);
     }
     if (cursor) params.push(["cursor", cursor]);
@@ -181,18 +191,32 @@
       (!f.status.length || f.status.includes(s.status)) &&
       (!f.model || s.model === f.model) &&
       (!f.agent_type || s.agent_type === f.agent_type) &&
+      (!f.project || s.project === f.project) &&
+      (!f.cost_min || (known(s.cost_usd) && Number(s.cost_usd) >= Number(f.cost_min))) &&
+      (!f.cost_max || (known(s.cost_usd) && Number(s.cost_usd) <= Number(f.cost_max))) &&
       (!f.started_after || started >= Date.parse(f.started_after)) &&
       (!f.started_before || started < Date.parse(f.started_before))
     );
+  }
+
+  // Where a session ran: the project (cwd's last part) and its git branch, when known.
+  function place(s) {
+    return [s.project, s.git_branch && `⎇ ${s.git_branch}`].filter(Boolean).join(" ");
   }
 
   function fillCard(li, s) {
     const open = el("button", "card-open");
     open.type = "button";
     const top = el("span", "card-top");
-    top.append(el("span", "card-id", s.session_id), badge(s.status));
+    const title = el("span", s.title ? "card-title" : "card-title card-id", s.title || s.session_id);
+    title.title = s.session_id;
+    top.append(title, badge(s.status));
+    const where = el("span", "card-where");
+    if (place(s)) where.append(el("span", "card-project", place(s)));
+    if (s.title) where.append(el("span", "card-id", s.session_id));
     const what = [s.model || "unknown model", s.agent_type].filter(Boolean).join(" · ");
     const facts = el("span", "card-facts");
+    if (known(s.duration_ms)) facts.append(el("span", "duration", duration(s.duration_ms)));
     if (known(s.cost_usd)) facts.append(el("span", "cost", money(s.cost_usd)));
     if (known(s.qa_score)) facts.append(el("span", "qa", `QA ${score(s.qa_score)}`));
     facts.append(
@@ -200,7 +224,7 @@
       el("span", "subagents", plural(s.subagent_count, "subagent")),
       timeEl(s.started_at, "rel"),
     );
-    open.append(top, el("span", "card-model", what), facts);
+    open.append(top, where, el("span", "card-model", what), facts);
     const focused = li.contains(document.activeElement);
     li.replaceChildren(open);
     if (focused) open.focus();
@@ -472,7 +496,7 @@
   function fillDetailHeader(s) {
     const head = state.detailHeader;
     const title = el("h2", "detail-title");
-    title.append(el("span", "detail-id", s.session_id), badge(s.status));
+    title.append(el("span", "detail-id", s.title || s.session_id), badge(s.status));
     const facts = el("dl", "facts");
     const add = (label, value) => {
       if (!known(value) || value === "") return;
@@ -480,8 +504,12 @@
       row.append(el("dt", null, label), el("dd", null, value));
       facts.append(row);
     };
+    if (s.title) add("Session", s.session_id);
+    add("Project", s.project);
+    add("Branch", s.git_branch);
     add("Model", s.model);
     add("Agent type", s.agent_type);
+    add("Duration", known(s.duration_ms) ? duration(s.duration_ms) : null);
     add("Cost", known(s.cost_usd) ? money(s.cost_usd) : null);
     add("QA score", known(s.qa_score) ? score(s.qa_score) : null);
     add("Events", s.event_count);
@@ -493,7 +521,61 @@
     add("End reason", s.end_reason);
     add("Directory", s.cwd);
     add("Source", s.source);
-    head.replaceChildren(title, facts);
+    head.replaceChildren(title, facts, exportButtons(s.session_id));
+  }
+
+  // -- Export ---------------------------------------------------------------------------------------
+
+  function exportButtons(id) {
+    const bar = el("div", "export");
+    const status = el("span", "export-status");
+    status.setAttribute("role", "status");
+    for (const [format, label] of [["json", "Export JSON"], ["md", "Export Markdown"]]) {
+      const button = el("button", "quiet export-button", label);
+      button.type = "button";
+      button.dataset.format = format;
+      button.addEventListener("click", () => download(id, format, button, status));
+      bar.append(button);
+    }
+    bar.append(status);
+    return bar;
+  }
+
+  function attachmentName(res, fallback) {
+    const m = /filename="([A-Za-z0-9._-]+)"/.exec(res.headers.get("Content-Disposition") || "");
+    return m ? m[1] : fallback;
+  }
+
+  // The API needs the bearer token, which a plain link cannot send: the file is fetched, then saved
+  // from an object URL through a link with a download name.
+  async function download(id, format, button, status) {
+    button.disabled = true;
+    status.textContent = "Preparing…";
+    try {
+      const url = new URL(`/api/sessions/${encodeURIComponent(id)}/export`, location.origin);
+      url.searchParams.set("format", format);
+      let res;
+      try {
+        res = await fetch(url, { headers: headers("*/*"), cache: "no-store" });
+      } catch (_) {
+        throw new ApiError(0, "The network failed.");
+      }
+      if (!res.ok) throw await failure(res);
+      const blob = await res.blob();
+      const link = el("a");
+      link.href = URL.createObjectURL(blob);
+      link.download = attachmentName(res, `hookdb-session.${format}`);
+      document.body.append(link);
+      link.click();
+      link.remove();
+      setTimeout(() => URL.revokeObjectURL(link.href), 60000);
+      status.textContent = "";
+    } catch (err) {
+      status.textContent = "";
+      handleError(err, (message) => (status.textContent = `Export failed: ${message}`));
+    } finally {
+      button.disabled = false;
+    }
   }
 
   function renderReport(report) {
@@ -663,12 +745,14 @@
       status: form.getAll("status"),
       model: String(form.get("model") || "").trim(),
       agent_type: String(form.get("agent_type") || "").trim(),
+      project: String(form.get("project") || "").trim(),
+      cost_min: String(form.get("cost_min") || "").trim(),
+      cost_max: String(form.get("cost_max") || "").trim(),
       started_after: isoOf(form.get("started_after")),
       started_before: isoOf(form.get("started_before")),
     };
     const f = state.filters;
-    const fields = ["model", "agent_type", "started_after", "started_before"];
-    const count = (f.status.length ? 1 : 0) + fields.filter((key) => f[key]).length;
+    const count = (f.status.length ? 1 : 0) + TEXT_FILTERS.filter((key) => f[key]).length;
     ui.tabs[1].textContent = count ? `Filters (${count})` : "Filters";
   }
 

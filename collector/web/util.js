@@ -25,7 +25,9 @@
   function duration(ms) {
     if (ms < 1000) return `${Math.round(ms)} ms`;
     if (ms < 60000) return `${(ms / 1000).toFixed(1)} s`;
-    return `${Math.floor(ms / 60000)} min ${Math.round((ms % 60000) / 1000)} s`;
+    const seconds = Math.round(ms / 1000);
+    if (seconds < 3600) return `${Math.floor(seconds / 60)} min ${seconds % 60} s`;
+    return `${Math.floor(seconds / 3600)} h ${Math.floor((seconds % 3600) / 60)} min`;
   }
 
   function clock(iso) {

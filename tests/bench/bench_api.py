@@ -167,6 +167,19 @@ def migrate(dsn: str) -> None:
     subprocess.run([str(BIN / "hookdb"), "migrate", "--dsn", dsn], check=True, capture_output=True)
 
 
+# Every session's first prompt, half a second after its start as in Claude Code, which the cards' titles
+# are read from: one more event per session.
+_PROMPTS = """
+INSERT INTO hook_audit_log (tenant_id, event_id, occurred_at, received_at, session_id, event_type, source,
+                            payload)
+SELECT tenant_id, gen_random_uuid(), started_at + interval '500 ms', started_at + interval '500 ms',
+       session_id, 'UserPromptSubmit', 'claude-code',
+       jsonb_build_object('hook_event_name', 'UserPromptSubmit', 'session_id', session_id,
+                          'prompt', 'Look into ' || session_id || repeat(' and summarise what you find', 8))
+FROM sessions
+"""
+
+
 async def _seed(dsn: str, data: Data) -> dict[str, Any]:
     conn = await asyncpg.connect(dsn)
     try:
@@ -175,6 +188,7 @@ async def _seed(dsn: str, data: Data) -> dict[str, Any]:
         started = time.perf_counter()
         for s in data.all():
             await seed.write(conn, s)
+        await conn.execute(_PROMPTS)
         seeded = time.perf_counter() - started
         started = time.perf_counter()
         await conn.execute("VACUUM ANALYZE")  # the steady state autovacuum keeps: statistics, visibility map
@@ -200,7 +214,8 @@ async def _seed(dsn: str, data: Data) -> dict[str, Any]:
 async def reader_connection(dsn: str) -> asyncpg.Connection:
     """A connection set up exactly as the API's pool sets up its own: ``SET ROLE``, the jsonb codec."""
     conn = await asyncpg.connect(dsn)
-    await _setup(conn, ROLE)
+    await _setup(conn)
+    await conn.execute(f"SET ROLE {ROLE}")  # the API's reader sets it per transaction (SET LOCAL)
     return conn
 
 
@@ -661,7 +676,7 @@ def check_answers(url: str, data: Data) -> list[str]:
     detail = _decode(client.last_body)
     timeline = detail["events"]["events"]
     paired = sum(1 for e in timeline if e["duration_ms"] is not None)
-    if detail["session"]["session_id"] != detail_id or len(timeline) != min(main.events, 100):
+    if detail["session"]["session_id"] != detail_id or len(timeline) != min(main.events + 1, 100):
         raise RuntimeError(f"unexpected detail of {detail_id}: {len(timeline)} events")
     unauthorized, _ = HttpDriver(url, "not-a-token").get("/api/sessions")
     theirs = HttpDriver(url, TOKENS[OTHER])
