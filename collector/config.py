@@ -152,6 +152,9 @@ class HttpHooksSection(_Section):
     """A connection is closed if a request's headers are not in this long after it opened or answered."""
     body_timeout_seconds: Seconds = 10.0
     """A request body not received in full within this time is answered 408 and its connection closed."""
+    max_body_bytes: Positive = 4 * DEFAULT_MAX_FRAME_BYTES
+    """Largest hook body read (only after the token is checked); a body over ``listener.max_frame_bytes``
+is stored with its largest strings replaced by markers of their size and sha256, one over this gets 413."""
 
 
 class ApiSection(_Section):

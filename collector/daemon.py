@@ -231,7 +231,8 @@ async def _serve(config: Config, dsn: str, spool: Spool, tenants: TenantPolicy) 
                 hooks = hooks_http.app(
                     spool,
                     TokenTenants(settings.tokens),
-                    max_body=config.listener.max_frame_bytes,
+                    max_body=settings.max_body_bytes,
+                    max_frame=config.listener.max_frame_bytes,
                     body_seconds=settings.body_timeout_seconds,
                 )
                 limits = http.Limits(settings.max_connections, settings.header_timeout_seconds)

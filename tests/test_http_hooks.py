@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import urllib.error
@@ -83,13 +84,29 @@ def test_wrong_or_missing_token_is_401_and_stores_nothing(start_collector, dsn: 
     assert wait_for_rows(dsn, 1) == 1
 
 
-def test_an_oversize_body_is_413(start_collector, dsn: str) -> None:
-    _, port = start_with_http(start_collector, "--set", "listener.max_frame_bytes=100000")
-    big = json.dumps({"hook_event_name": "PostToolUse", "session_id": "s", "blob": "x" * 200_000}).encode()
-    assert post(port, big)[0] == 413
+def test_a_body_over_the_frame_limit_is_stored_with_markers_and_one_over_the_body_limit_is_413(
+    start_collector, dsn: str
+) -> None:
+    _, port = start_with_http(
+        start_collector,
+        "--set",
+        "listener.max_frame_bytes=100000",
+        "--set",
+        "http_hooks.max_body_bytes=400000",
+    )
+    blob = "x" * 200_000
+    big = json.dumps({"hook_event_name": "PostToolUse", "session_id": "s", "blob": blob, "n": 1}).encode()
+    assert post(port, big)[0] == 200  # recorded, not dropped: the string gives way to a marker
+    huge = json.dumps({"hook_event_name": "PostToolUse", "session_id": "s", "blob": "x" * 500_000}).encode()
+    assert post(port, huge)[0] == 413
     assert post(port, corpus.raw_hook_payload("Stop"))[0] == 200
-    assert wait_for_rows(dsn, 1) == 1
-    assert count_rows(dsn) == 1
+    assert wait_for_rows(dsn, 2) == 2
+    [(payload,)] = run_sql(dsn, "SELECT payload FROM hook_audit_log WHERE event_type = 'PostToolUse'")
+    stored = json.loads(payload)
+    digest = hashlib.sha256(blob.encode()).hexdigest()
+    assert stored["blob"] == {"$hookdb.oversized": {"bytes": 200_000, "sha256": digest}}
+    assert (stored["n"], stored["session_id"]) == (1, "s")
+    assert count_rows(dsn) == 2
 
 
 def test_a_full_spool_answers_503_with_retry_after(start_collector, pg_server: str, tmp_path: Path) -> None:

@@ -91,7 +91,7 @@ def send_chunks_until_closed(sock: socket.socket) -> threading.Thread:
 
 
 def test_an_oversized_content_length_is_a_real_413(start_collector) -> None:
-    _, port = start_with_http(start_collector, "--set", "listener.max_frame_bytes=100000")
+    _, port = start_with_http(start_collector, "--set", "http_hooks.max_body_bytes=100000")
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
     body = json.dumps({"hook_event_name": "PostToolUse", "blob": "x" * 4_000_000}).encode()
     conn.request("POST", PATH, body=body, headers={"Authorization": f"Bearer {TOKEN}"})
@@ -101,7 +101,7 @@ def test_an_oversized_content_length_is_a_real_413(start_collector) -> None:
 
 
 def test_an_oversized_chunked_body_is_a_real_413(start_collector) -> None:
-    _, port = start_with_http(start_collector, "--set", "listener.max_frame_bytes=100000")
+    _, port = start_with_http(start_collector, "--set", "http_hooks.max_body_bytes=100000")
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
     chunks = (b"x" * 65536 for _ in range(60))  # 3.9 MB, no Content-Length
     conn.request("POST", PATH, body=chunks, headers={"Authorization": f"Bearer {TOKEN}"}, encode_chunked=True)
@@ -111,7 +111,7 @@ def test_an_oversized_chunked_body_is_a_real_413(start_collector) -> None:
 
 
 def test_an_endless_chunked_body_is_cut_at_the_limit(start_collector) -> None:
-    _, port = start_with_http(start_collector, "--set", "listener.max_frame_bytes=100000")
+    _, port = start_with_http(start_collector, "--set", "http_hooks.max_body_bytes=100000")
     sock = raw(port, request_head(None))
     sender = send_chunks_until_closed(sock)
     assert read_answer(sock) == (status_line(413), b'{"error": "request body too large"}')

@@ -4,8 +4,9 @@
 no peer credentials, so nothing else may). Events go through the same admission and spool as the
 socket's, and the answer comes only once the event is spooled: ``200 {}`` (no effect on the agent),
 ``401`` for a missing or unknown token (decided on the headers, before any of the body is read), ``413``
-for a body over the limit, ``408`` for a body that takes too long, ``503`` with ``Retry-After`` while the
-spool is full, ``400`` for a body that is not a JSON object.
+for a body over ``http_hooks.max_body_bytes`` (one over the frame limit but under it is stored with its
+largest strings replaced by markers), ``408`` for a body that takes too long, ``503`` with
+``Retry-After`` while the spool is full, ``400`` for a body that is not a JSON object.
 """
 
 from __future__ import annotations
@@ -14,11 +15,13 @@ import re
 import time
 
 import msgspec
+import trio
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from hookdb.client.oversize import shrink
 from hookdb.client.records import RECORD_HEADER_SIZE
 from hookdb.client.wire import ProtocolError
 from hookdb.collector.intake.admission import admit_hook
@@ -30,15 +33,20 @@ log = logs.get("hookdb.hooks_http")
 
 SOURCE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z")
 RETRY_AFTER_SECONDS = "5"
+FRAME_OVERHEAD = 1024  # the envelope around a payload: ids, labels, times
 
 
 def _json(status: int, body: dict[str, object], headers: dict[str, str] | None = None) -> Response:
     return Response(msgspec.json.encode(body), status, headers, media_type=http.JSON)
 
 
-def app(spool: Spool, tokens: TokenTenants, *, max_body: int, body_seconds: float) -> Starlette:
+def app(
+    spool: Spool, tokens: TokenTenants, *, max_body: int, max_frame: int, body_seconds: float
+) -> Starlette:
     """Serve hook POSTs for the tenants of ``tokens``: bodies up to ``max_body`` bytes, each read within
-    ``body_seconds``."""
+    ``body_seconds``; one too big for a ``max_frame`` frame is stored with its largest strings replaced
+    by markers (``hookdb.client.oversize``), never dropped."""
+    budget = max_frame - FRAME_OVERHEAD
 
     async def hook(request: Request) -> Response:
         source: str = request.path_params["source"]
@@ -54,6 +62,8 @@ def app(spool: Spool, tokens: TokenTenants, *, max_body: int, body_seconds: floa
         payload = await http.read_body(request, max_body, body_seconds)
         if isinstance(payload, Response):
             return payload
+        if len(payload) > budget:
+            payload = await trio.to_thread.run_sync(shrink, payload, budget)
         try:
             entry = admit_hook(payload, source, tenant, time.time_ns())
         except ProtocolError as exc:
