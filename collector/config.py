@@ -50,7 +50,8 @@ class ListenerSection(_Section):
     socket_group: str = ""
     """Group (name or id) of the socket file; empty keeps the collector's."""
     max_frame_bytes: Positive = DEFAULT_MAX_FRAME_BYTES
-    """Largest frame, outbox record or HTTP hook body taken; hookdb's clients shrink bigger events to fit."""
+    """Largest frame or outbox record taken (HTTP hook bodies are shrunk to it). hookdb's clients shrink
+bigger events to 64 MiB, their own limit, so set it no lower: a frame between the two is refused."""
     read_bytes: Positive = 256 * 1024
     """Bytes read from a connection at a time; with ``max_frame_bytes``, bounds what a connection buffers."""
     max_connections: Positive = 1024
