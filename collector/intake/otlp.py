@@ -155,7 +155,7 @@ def decode_logs(
                     continue
                 events.append(event)
                 if event.event_type == "api_request":
-                    record_usage = _usage(event, tenant, price_table)
+                    record_usage = usage_of(event, tenant, price_table)
                     if record_usage is not None:
                         records.append(record_usage)
     return LogsBatch(events, records, rejected, error)
@@ -320,7 +320,10 @@ def _event(record: Any, context: _Context, received_at: datetime) -> OtelEvent:
     )
 
 
-def _usage(event: OtelEvent, tenant: str, price_table: prices.PriceTable) -> usage.UsageRecord | None:
+def usage_of(
+    event: OtelEvent, tenant: str, price_table: prices.PriceTable = prices.PRICES
+) -> usage.UsageRecord | None:
+    """The usage an ``api_request`` event reports, or ``None`` when it names no request or session."""
     a = event.payload
     request_id = a.get("request_id")
     if not isinstance(request_id, str) or not request_id or event.session_id is None:
