@@ -24,6 +24,7 @@ import math
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any, Literal, NamedTuple, TypeVar
 
 import msgspec
@@ -342,7 +343,8 @@ def usage_of(
         counts["cache_creation_1h_tokens"],
     )
     cost = a.get("cost_usd")
-    number = isinstance(cost, int | float) and not isinstance(cost, bool)
+    # A Decimal when the payload comes back from the store (its decoder reads numbers exactly).
+    number = isinstance(cost, int | float | Decimal) and not isinstance(cost, bool)
     return usage.observe(
         tenant=tenant,
         session=event.session_id,
@@ -420,6 +422,8 @@ def _int(value: Any) -> int | None:
     if isinstance(value, int):
         return value
     if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, Decimal) and value.is_finite() and value == value.to_integral_value():
         return int(value)
     if isinstance(value, str):
         try:

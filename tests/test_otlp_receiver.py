@@ -1,0 +1,150 @@
+"""The OTLP/HTTP receiver: Claude Code's own telemetry, posted as it posts it, lands as events and ledger rows
+(intake/otlp_http.py), through a real collector process and a real PostgreSQL."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import time
+import urllib.error
+import urllib.request
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceResponse
+from test_http_hooks import token_digest
+
+from conftest import count_rows, run_sql, wait_for
+
+OTLP = Path(__file__).parent / "fixtures" / "claude-code-2.1.332" / "otlp"
+LOGS = {"json": (OTLP / "v1-logs.json").read_bytes(), "pb": (OTLP / "v1-logs.pb").read_bytes()}
+METRICS = {"json": (OTLP / "v1-metrics.json").read_bytes(), "pb": (OTLP / "v1-metrics.pb").read_bytes()}
+TYPES = {"json": "application/json", "pb": "application/x-protobuf"}
+SESSIONS = {"json": "8cd286ee-7ce9-4b85-b553-27cb41131f9f", "pb": "e78cdaf4-b5c3-4968-96e1-191036fb7339"}
+TOKENS = {"acme": "token-of-acme", "beta": "token-of-beta"}
+RECORDS = 14  # log records in each fixture
+POINTS = 10  # metric data points in each fixture
+TOTAL = Decimal("0.0643872")
+
+
+def post(
+    port: int,
+    body: bytes,
+    kind: str = "json",
+    *,
+    path: str = "/v1/logs",
+    token: str | None = TOKENS["acme"],
+    headers: dict[str, str] | None = None,
+) -> tuple[int, bytes]:
+    sent = {"Content-Type": TYPES[kind], **(headers or {})}
+    if token is not None:
+        sent["Authorization"] = f"Bearer {token}"
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=body, headers=sent, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+def start_with_otlp(start_collector: Any, *extra: str) -> int:
+    tokens = ", ".join(f'{tenant} = ["{token_digest(token)}"]' for tenant, token in TOKENS.items())
+    collector = start_collector(
+        "--set",
+        "otlp.enabled=true",
+        "--set",
+        "otlp.listen=127.0.0.1:0",
+        "--set",
+        f"http_hooks.tokens={{{tokens}}}",
+        *extra,
+    )
+    return collector.events("otlp.listening")[0]["port"]
+
+
+def settled(dsn: str, expected: int) -> int:
+    wait_for(lambda: count_rows(dsn) >= expected)
+    time.sleep(0.5)  # any row too many would have landed by now
+    return count_rows(dsn)
+
+
+def ledger(dsn: str, session: str) -> list[Any]:
+    return run_sql(
+        dsn,
+        "SELECT request_id, model, input_tokens, output_tokens, cache_read_tokens, cache_creation_5m_tokens, "
+        "cache_creation_1h_tokens, cost_usd, cost_source, sources, tenant_id FROM usage_ledger "
+        "WHERE session_id = $1 ORDER BY at",
+        session,
+    )
+
+
+def test_protobuf_and_json_exports_land_as_the_same_events_and_ledger_rows_once(start_collector, dsn) -> None:
+    port = start_with_otlp(start_collector)
+    for kind in ("json", "pb"):
+        status, body = post(port, LOGS[kind], kind)
+        assert status == 200
+        if kind == "pb":
+            assert not ExportLogsServiceResponse.FromString(body).HasField("partial_success")
+        else:
+            assert json.loads(body) == {}
+    assert settled(dsn, 2 * RECORDS) == 2 * RECORDS
+    for kind in ("json", "pb"):  # a retried export is the same events: nothing more
+        assert post(port, LOGS[kind], kind)[0] == 200
+    assert settled(dsn, 2 * RECORDS) == 2 * RECORDS
+    events = {
+        kind: run_sql(
+            dsn,
+            "SELECT event_type, source, tenant_id, payload->>'model' AS model FROM hook_audit_log "
+            "WHERE session_id = $1 ORDER BY occurred_at, event_type",
+            session,
+        )
+        for kind, session in SESSIONS.items()
+    }
+    assert [tuple(r) for r in events["json"]] == [tuple(r) for r in events["pb"]]
+    assert {(r["source"], r["tenant_id"]) for r in events["json"]} == {("claude-code-otel", "acme")}
+    rows = {kind: ledger(dsn, session) for kind, session in SESSIONS.items()}
+    assert [tuple(r)[1:] for r in rows["json"]] == [tuple(r)[1:] for r in rows["pb"]]
+    assert len(rows["json"]) == 3
+    assert {(r["cost_source"], tuple(r["sources"])) for r in rows["json"]} == {("reported", ("otlp",))}
+    for session in SESSIONS.values():
+        s = run_sql(dsn, "SELECT * FROM sessions WHERE session_id = $1", session)[0]
+        assert (s["cost_usd"], s["cost_source"], s["model"]) == (TOTAL, "reported", "claude-sonnet-4-5")
+        assert (s["input_tokens"], s["output_tokens"], s["cache_read_tokens"]) == (2450, 251, 23924)
+
+
+def test_metric_points_land_as_events_once(start_collector, dsn) -> None:
+    port = start_with_otlp(start_collector)
+    for kind in ("json", "pb", "json"):
+        assert post(port, METRICS[kind], kind, path="/v1/metrics")[0] == 200
+    assert settled(dsn, 2 * POINTS) == 2 * POINTS
+    cost = run_sql(
+        dsn,
+        "SELECT (payload->'otel.metric'->>'value')::numeric AS v FROM hook_audit_log "
+        "WHERE event_type = 'claude_code.cost.usage'",
+    )
+    assert [r["v"] for r in cost] == [TOTAL, TOTAL]
+
+
+def test_a_tenants_token_writes_only_that_tenant(start_collector, dsn) -> None:
+    port = start_with_otlp(start_collector)
+    assert post(port, LOGS["pb"], "pb", token=TOKENS["beta"])[0] == 200
+    assert settled(dsn, RECORDS) == RECORDS
+    for table in ("hook_audit_log", "usage_ledger", "sessions"):
+        tenants = run_sql(dsn, f"SELECT DISTINCT tenant_id FROM {table}")
+        assert [r[0] for r in tenants] == ["beta"], table
+
+
+def test_no_valid_token_is_401_and_a_body_over_the_limit_413(start_collector, dsn) -> None:
+    port = start_with_otlp(start_collector, "--set", "otlp.max_body_bytes=20000")
+    assert post(port, LOGS["json"], token=None)[0] == 401
+    assert post(port, LOGS["json"], token="not-a-token")[0] == 401
+    assert len(LOGS["json"]) > 20000
+    assert post(port, LOGS["json"])[0] == 413
+    squeezed = gzip.compress(LOGS["json"])  # small on the wire, over the limit once inflated
+    assert len(squeezed) < 20000
+    assert post(port, squeezed, headers={"Content-Encoding": "gzip"})[0] == 413
+    assert post(port, b"\x1f\x8b not gzip", headers={"Content-Encoding": "gzip"})[0] == 400
+    assert post(port, gzip.compress(LOGS["pb"]), "pb", headers={"Content-Encoding": "gzip"})[0] == 200
+    assert post(port, b"{not json")[0] == 400
+    assert post(port, b"{}", path="/v1/traces")[0] == 404
+    assert settled(dsn, RECORDS) == RECORDS
