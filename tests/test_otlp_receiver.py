@@ -148,3 +148,52 @@ def test_no_valid_token_is_401_and_a_body_over_the_limit_413(start_collector, ds
     assert post(port, b"{not json")[0] == 400
     assert post(port, b"{}", path="/v1/traces")[0] == 404
     assert settled(dsn, RECORDS) == RECORDS
+
+
+OTLP_REQUESTS = ["req_650ca1f031f24ac1b823", "req_cbcfe896ac9f44e88331", "req_87b1def2cdac493aac72"]
+
+
+def _renamed(value: Any, session: str, requests: dict[str, str]) -> Any:
+    """The OTLP JSON fixture as if it came from the transcript fixture's run: its session and request ids."""
+    if isinstance(value, list):
+        return [_renamed(v, session, requests) for v in value]
+    if not isinstance(value, dict):
+        return value
+    if value.get("key") == "session.id":
+        return {"key": "session.id", "value": {"stringValue": session}}
+    if value.get("key") == "request_id":
+        return {"key": "request_id", "value": {"stringValue": requests[value["value"]["stringValue"]]}}
+    return {k: _renamed(v, session, requests) for k, v in value.items()}
+
+
+def test_a_request_seen_in_the_transcript_and_by_otlp_is_one_row_with_the_reported_cost(
+    start_collector, socket_path: Path, dsn: str, tmp_path: Path
+) -> None:
+    from test_ledger import DATA, REQUESTS, SESSION, stop
+
+    collector = start_collector(
+        "--set",
+        "otlp.enabled=true",
+        "--set",
+        "otlp.listen=127.0.0.1:0",
+        "--set",
+        f'http_hooks.tokens={{default = ["{token_digest(TOKENS["acme"])}"]}}',  # the socket's tenant too
+    )
+    port = collector.events("otlp.listening")[0]["port"]
+    transcript = tmp_path / f"{SESSION}.jsonl"
+    transcript.write_bytes(DATA)
+    stop(socket_path, transcript)
+    wait_for(lambda: len(ledger(dsn, SESSION)) == 3)
+    assert {r["cost_source"] for r in ledger(dsn, SESSION)} == {"computed"}
+    same = dict(zip(OTLP_REQUESTS, REQUESTS, strict=True))
+    body = json.dumps(_renamed(json.loads(LOGS["json"]), SESSION, same)).encode()
+    assert post(port, body)[0] == 200
+    wait_for(lambda: {r["cost_source"] for r in ledger(dsn, SESSION)} == {"reported"})
+    rows = run_sql(dsn, "SELECT request_id, sources, alt::text FROM usage_ledger ORDER BY at")
+    assert [(r["request_id"], r["sources"], r["alt"]) for r in rows] == [
+        (request, ["otlp", "transcript"], "[]")
+        for request in REQUESTS  # the figures agree: no alt
+    ]
+    sql = "SELECT cost_usd, cost_source, input_tokens FROM sessions WHERE session_id = $1"
+    s = run_sql(dsn, sql, SESSION)
+    assert tuple(s[0]) == (TOTAL, "reported", 2450)
