@@ -85,6 +85,8 @@ class Usage:
     reads: list[TranscriptRead] = field(default_factory=list)
     records: list[usage.UsageRecord] = field(default_factory=list)
     """Usage of the batch's OTLP events."""
+    ended: set[tuple[str, str]] = field(default_factory=set)
+    """Sessions that ended (SessionEnd): their read positions need not be kept after this batch."""
 
 
 class _Target(msgspec.Struct, frozen=True):
@@ -116,6 +118,8 @@ async def read(rows: Sequence[Row], payloads: Sequence[Any]) -> Usage:
             payload = blobs.decode(row.payload)
         if not isinstance(payload, dict):
             continue
+        if row.event_type == cls.SESSION_END_EVENT:
+            found.ended.add((row.tenant_id, row.session_id))
         if not transcript:
             event = otlp.OtelEvent(
                 event_id=row.event_id,
@@ -142,7 +146,11 @@ async def read(rows: Sequence[Row], payloads: Sequence[Any]) -> Usage:
                 targets.setdefault(path, sub)
     for target in targets.values():
         state = _tails.get((target.tenant, target.session, target.path))
-        done = await trio.to_thread.run_sync(_read_one, target, _copy(state) if state else None)
+        try:
+            done = await trio.to_thread.run_sync(_read_one, target, _copy(state) if state else None)
+        except Exception:  # a transcript that cannot be read costs its usage only, never the batch
+            log.exception("transcript.read_failed", path=target.path)
+            continue
         if done is not None:
             found.reads.append(done)
     return found
@@ -307,6 +315,7 @@ async def apply(conn: asyncpg.Connection, found: Usage | None) -> None:
             await conn.execute(_TOTALS, tenant, session)
     for (tenant, session), cost_state in cost_states.items():
         await conn.execute(_COST_STATE, tenant, session, _encode(cost_state))
+    _forget(found.ended)
 
 
 async def _store_read(conn: asyncpg.Connection, done: TranscriptRead) -> bool:
@@ -327,17 +336,30 @@ async def _store_read(conn: asyncpg.Connection, done: TranscriptRead) -> bool:
             cost_state,
             datetime.now(UTC),
         )
-        _tails[key] = done.state
+        _remember(key, done.state)
         return True
     # A gap between the durable offset and where this read began: read again from there next time.
     log.info("transcript.reread", path=done.path, durable=stored and stored["read_offset"], start=done.start)
     if stored is None:
         _tails.pop(key, None)
     else:
-        _tails[key] = TailState(
-            identity=FileIdentity(int(stored["device"]), int(stored["inode"])), offset=stored["read_offset"]
-        )
+        identity = FileIdentity(int(stored["device"]), int(stored["inode"]))
+        _remember(key, TailState(identity=identity, offset=stored["read_offset"]))
     return False
+
+
+def _remember(key: tuple[str, str, str], state: TailState) -> None:
+    """Keep ``state`` as the most recently read, dropping the least recently read beyond the limit."""
+    _tails.pop(key, None)
+    _tails[key] = state
+    while len(_tails) > cls.MAX_TRANSCRIPT_TAILS:
+        del _tails[next(iter(_tails))]
+
+
+def _forget(ended: set[tuple[str, str]]) -> None:
+    """Drop the read positions of sessions that ended: a session resumed later is read from the start."""
+    for key in [k for k in _tails if k[:2] in ended]:
+        del _tails[key]
 
 
 def _storable(record: usage.UsageRecord) -> bool:
