@@ -160,3 +160,26 @@ def test_a_transcript_the_sender_does_not_own_is_not_read(
     assert session(dsn)["cost_usd"] is None
     assert session(dsn)["input_tokens"] is None
     assert run_sql(dsn, "SELECT count(*) FROM transcript_reads")[0][0] == 0
+
+
+def test_after_a_restart_reading_resumes_at_the_durable_offset(
+    start_collector, socket_path: Path, dsn: str, tmp_path: Path
+) -> None:
+    transcript = tmp_path / f"{SESSION}.jsonl"
+    cut = DATA.rindex(b"\n", 0, DATA.index(REQUESTS[2].encode())) + 1
+    transcript.write_bytes(DATA[:cut])
+    collector = start_collector()
+    stop(socket_path, transcript)
+    wait_ledger(dsn, 2)
+    assert collector.stop() == 0
+    # What was read is changed in place: read again from the start, it would be a fourth request.
+    transcript.write_bytes(DATA[:cut].replace(REQUESTS[0].encode(), b"req_" + b"X" * 20) + DATA[cut:])
+    start_collector()
+    other = tmp_path / "other.jsonl"
+    other.write_bytes(b"")
+    send_concurrently(socket_path, [[event("Stop", {"transcript_path": str(other)}, session="other")]])
+    wait_for(lambda: run_sql(dsn, "SELECT count(*) FROM transcript_reads")[0][0] == 2)
+    stop(socket_path, transcript)
+    rows = wait_ledger(dsn, 3)
+    assert [r["request_id"] for r in rows] == REQUESTS
+    assert session(dsn)["cost_usd"] == TOTAL

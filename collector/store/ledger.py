@@ -48,6 +48,8 @@ MAX_KEY = 256
 _price_table: prices.PriceTable = prices.PRICES
 # (tenant, session, path) → how far this collector has read that transcript.
 _tails: dict[tuple[str, str, str], TailState] = {}
+# Tenants whose durable read positions this process has loaded into _tails.
+_loaded: set[str] = set()
 
 
 def use_prices(table: prices.PriceTable) -> None:
@@ -214,6 +216,10 @@ def _read_one(target: _Target, state: TailState | None) -> TranscriptRead | None
 
 # -- In the transaction ---------------------------------------------------------------------------------
 
+_RECENT_READS = """
+SELECT session_id, path, device, inode, read_offset FROM transcript_reads WHERE tenant_id = $1
+ORDER BY read_at DESC LIMIT $2
+"""
 _LOCK_READ = """
 SELECT device, inode, read_offset FROM transcript_reads
 WHERE tenant_id = $1 AND session_id = $2 AND path_key = hookdb_text_key($3) FOR UPDATE
@@ -289,6 +295,7 @@ async def apply(conn: asyncpg.Connection, found: Usage | None) -> None:
     """Write one tenant's usage (``hookdb.tenant`` set): ledger rows, transcript offsets, session totals."""
     if found is None or not (found.reads or found.records):
         return
+    await _load(conn, (found.reads or found.records)[0].tenant)
     records = list(found.records)
     cost_states: dict[tuple[str, str], CostState] = {}
     for done in found.reads:
@@ -316,6 +323,19 @@ async def apply(conn: asyncpg.Connection, found: Usage | None) -> None:
     for (tenant, session), cost_state in cost_states.items():
         await conn.execute(_COST_STATE, tenant, session, _encode(cost_state))
     _forget(found.ended)
+
+
+async def _load(conn: asyncpg.Connection, tenant: str) -> None:
+    """Once per tenant and process: the durable read positions of its recently read transcripts, so that
+    after a restart only the transcripts of this first batch are read from their start again."""
+    if tenant in _loaded:
+        return
+    for row in reversed(await conn.fetch(_RECENT_READS, tenant, cls.MAX_TRANSCRIPT_TAILS)):
+        key = (tenant, row["session_id"], row["path"])
+        if key not in _tails:
+            identity = FileIdentity(int(row["device"]), int(row["inode"]))
+            _remember(key, TailState(identity=identity, offset=row["read_offset"]))
+    _loaded.add(tenant)
 
 
 async def _store_read(conn: asyncpg.Connection, done: TranscriptRead) -> bool:
