@@ -183,3 +183,31 @@ def test_after_a_restart_reading_resumes_at_the_durable_offset(
     rows = wait_ledger(dsn, 3)
     assert [r["request_id"] for r in rows] == REQUESTS
     assert session(dsn)["cost_usd"] == TOTAL
+
+
+def test_price_overrides_price_the_requests_and_an_unknown_model_costs_unknown(
+    start_collector, socket_path: Path, dsn: str, tmp_path: Path
+) -> None:
+    transcript = tmp_path / f"{SESSION}.jsonl"
+    unknown = json.loads(next(x for x in DATA.splitlines() if REQUESTS[0].encode() in x))
+    unknown["requestId"], unknown["message"]["id"] = "req_unknown", "msg_unknown"
+    unknown["message"]["model"] = "claude-nobody-knows-1"
+    transcript.write_bytes(DATA + json.dumps(unknown).encode() + b"\n")
+    start_collector("--set", 'prices.overrides={"claude-sonnet-4-5" = {output = 1000}}')
+    stop(socket_path, transcript)
+    rows = {r["request_id"]: r for r in wait_ledger(dsn, 4)}
+    assert (rows["req_unknown"]["cost_usd"], rows["req_unknown"]["cost_source"]) == (None, "unknown")
+    known = [rows[r] for r in REQUESTS]
+    assert {r["cost_source"] for r in known} == {"computed"}
+    # 251 output tokens at $1000 instead of $15 per million.
+    assert sum(r["cost_usd"] for r in known) == TOTAL + Decimal(251) * (1000 - 15) / 1_000_000
+    s = session(dsn)
+    assert (s["cost_usd"], s["cost_source"]) == (sum(r["cost_usd"] for r in known), "unknown")
+    assert s["models"] == ["claude-nobody-knows-1", "claude-sonnet-4-5"]
+
+
+def test_a_bad_price_override_is_a_clear_configuration_error(start_collector) -> None:
+    collector = start_collector("--set", 'prices.overrides={"claude-new" = {input = 1}}', wait=False)
+    assert collector.proc.wait(30) != 0
+    assert "claude-new" in collector.output
+    assert "Traceback" not in collector.output

@@ -197,3 +197,16 @@ def test_a_request_seen_in_the_transcript_and_by_otlp_is_one_row_with_the_report
     sql = "SELECT cost_usd, cost_source, input_tokens FROM sessions WHERE session_id = $1"
     s = run_sql(dsn, sql, SESSION)
     assert tuple(s[0]) == (TOTAL, "reported", 2450)
+
+
+def test_a_record_postgresql_cannot_store_is_refused_alone_as_a_partial_success(start_collector, dsn) -> None:
+    port = start_with_otlp(start_collector)
+    document = json.loads(LOGS["json"])
+    records = document["resourceLogs"][0]["scopeLogs"][0]["logRecords"]
+    records[0]["attributes"].append({"key": "bad", "value": {"stringValue": "nul \u0000 here"}})
+    status, body = post(port, json.dumps(document).encode())
+    assert status == 200
+    answer = json.loads(body)["partialSuccess"]
+    assert answer["rejectedLogRecords"] == "1"
+    assert "U+0000" in answer["errorMessage"]
+    assert settled(dsn, RECORDS - 1) == RECORDS - 1
