@@ -11,10 +11,12 @@ Two steps, as the sink runs the other projections:
   transcript's read offset in ``transcript_reads``, and recompute the touched sessions' totals.
 
 Where each transcript was read is kept here between batches (the tail state, with the requests it has
-seen) and durably, line-aligned, in ``transcript_reads``. The durable offset decides: a read is applied as
+seen; a bounded number of transcripts, least recently read dropped first) and durably, line-aligned, in
+``transcript_reads``, loaded once per tenant after a restart. The durable offset decides: a read is kept as
 complete only when it started at or before it (or from the start of the file); a read that started later
-(a batch before it was rolled back, the collector restarted) is written all the same, since the ledger's
-merge makes writing a request again harmless, and the next read starts again from the durable offset.
+(the batch before it was rolled back) is written all the same, since the ledger's merge makes writing a
+request again harmless, and the next read starts again from the durable offset. A transcript this process
+has no position for is read from its start: counted once all the same.
 """
 
 from __future__ import annotations
