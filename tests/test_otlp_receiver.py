@@ -210,3 +210,23 @@ def test_a_record_postgresql_cannot_store_is_refused_alone_as_a_partial_success(
     assert answer["rejectedLogRecords"] == "1"
     assert "U+0000" in answer["errorMessage"]
     assert settled(dsn, RECORDS - 1) == RECORDS - 1
+
+
+def test_a_full_spool_answers_503_with_retry_after(start_collector, pg_server: str) -> None:
+    unreachable = pg_server.replace("/postgres?", "/no_such_database?")  # nothing drains the spool
+    port = start_with_otlp(
+        start_collector,
+        "--dsn",
+        unreachable,
+        "--set",
+        "spool.max_bytes=200000",
+        "--set",
+        "spool.segment_bytes=50000",
+    )
+    statuses = []
+    for _ in range(40):
+        statuses.append(post(port, LOGS["json"])[0])
+        if statuses[-1] == 503:
+            break
+    assert statuses[0] == 200
+    assert statuses[-1] == 503
