@@ -230,3 +230,20 @@ def test_a_full_spool_answers_503_with_retry_after(start_collector, pg_server: s
             break
     assert statuses[0] == 200
     assert statuses[-1] == 503
+
+
+def test_a_metric_name_longer_than_an_event_type_may_be_is_refused_alone() -> None:
+    from datetime import UTC, datetime
+
+    from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
+    from opentelemetry.proto.metrics.v1.metrics_pb2 import Gauge, Metric, NumberDataPoint
+
+    from hookdb.collector.intake import otlp
+
+    request = ExportMetricsServiceRequest()
+    scope = request.resource_metrics.add().scope_metrics.add()
+    for name in ("ok", "n" * 257):
+        scope.metrics.append(Metric(name=name, gauge=Gauge(data_points=[NumberDataPoint(as_int=1)])))
+    batch = otlp.decode_metrics(request.SerializeToString(), otlp.PROTOBUF, received_at=datetime.now(UTC))
+    assert [p.name for p in batch.points] == ["ok"]
+    assert batch.rejected == 1

@@ -216,6 +216,8 @@ def _data(metric: Any) -> Any:
 def _point(metric: Any, data: Any, point: Any, context: _Context, received_at: datetime) -> MetricPoint:
     kind = metric.WhichOneof("data")
     _check_storable(metric.name, "metric name")
+    if len(metric.name) > MAX_LABEL:
+        raise _Refused(f"metric name longer than {MAX_LABEL} characters")
     _check_storable(metric.unit, "metric unit")
     attributes = _attributes(point.attributes)
     # A point's identity includes its metric's name, unit and kind, not the metric's other points.
