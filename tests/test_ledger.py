@@ -211,3 +211,18 @@ def test_a_bad_price_override_is_a_clear_configuration_error(start_collector) ->
     assert collector.proc.wait(30) != 0
     assert "claude-new" in collector.output
     assert "Traceback" not in collector.output
+
+
+def test_usage_postgresql_refuses_costs_that_usage_only_never_the_event(
+    start_collector, socket_path: Path, dsn: str, tmp_path: Path
+) -> None:
+    line = json.loads(next(x for x in DATA.splitlines() if REQUESTS[0].encode() in x))
+    line["message"]["usage"]["input_tokens"] = 2**63 + 1  # a count, but not one bigint holds
+    transcript = tmp_path / f"{SESSION}.jsonl"
+    transcript.write_bytes(json.dumps(line).encode() + b"\n")
+    collector = start_collector()
+    stop(socket_path, transcript)
+    assert wait_for_rows(dsn, 1) == 1
+    wait_for(lambda: collector.events("ledger.refused"))
+    assert session(dsn)["status"] == "completed"
+    assert ledger(dsn) == []

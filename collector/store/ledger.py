@@ -294,9 +294,23 @@ _encode = msgspec.json.Encoder(decimal_format="number").encode
 
 
 async def apply(conn: asyncpg.Connection, found: Usage | None) -> None:
-    """Write one tenant's usage (``hookdb.tenant`` set): ledger rows, transcript offsets, session totals."""
+    """Write one tenant's usage (``hookdb.tenant`` set): ledger rows, transcript offsets, session totals.
+
+    In a savepoint: usage PostgreSQL refuses as data costs that usage only (logged), never the events of
+    the batch; the offsets it would have kept stay where they were, so the next read tries again.
+    """
     if found is None or not (found.reads or found.records):
         return
+    try:
+        async with conn.transaction():
+            await _apply(conn, found)
+    except asyncpg.PostgresError as exc:
+        if not cls.is_data_error(exc):
+            raise
+        log.warning("ledger.refused", error=str(exc), sqlstate=exc.sqlstate)
+
+
+async def _apply(conn: asyncpg.Connection, found: Usage) -> None:
     await _load(conn, (found.reads or found.records)[0].tenant)
     records = list(found.records)
     cost_states: dict[tuple[str, str], CostState] = {}
