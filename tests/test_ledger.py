@@ -226,3 +226,19 @@ def test_usage_postgresql_refuses_costs_that_usage_only_never_the_event(
     wait_for(lambda: collector.events("ledger.refused"))
     assert session(dsn)["status"] == "completed"
     assert ledger(dsn) == []
+
+
+def test_the_ledger_and_read_offsets_are_guarded_by_row_level_security(
+    start_collector, socket_path: Path, dsn: str, tmp_path: Path
+) -> None:
+    from test_data_model import as_role
+
+    transcript = tmp_path / f"{SESSION}.jsonl"
+    transcript.write_bytes(DATA)
+    start_collector()
+    stop(socket_path, transcript)
+    wait_ledger(dsn, 3)
+    for table, rows in (("usage_ledger", 3), ("transcript_reads", 1)):
+        assert as_role(dsn, "hookdb_reader", None, f"SELECT count(*) FROM {table}")[0][0] == 0
+        assert as_role(dsn, "hookdb_reader", "other", f"SELECT count(*) FROM {table}")[0][0] == 0
+        assert as_role(dsn, "hookdb_reader", "default", f"SELECT count(*) FROM {table}")[0][0] == rows
