@@ -65,6 +65,14 @@ CREATE TABLE sessions (
     report_count    integer     NOT NULL DEFAULT 0,
     cost_usd        numeric,
     meta            jsonb       NOT NULL DEFAULT '{}',
+    -- Totals of the session's requests in usage_ledger, kept true by the projection (NULL before any).
+    input_tokens             bigint,
+    output_tokens            bigint,
+    cache_read_tokens        bigint,
+    cache_creation_5m_tokens bigint,
+    cache_creation_1h_tokens bigint,
+    cost_source              text,    -- the weakest of its requests': unknown makes cost_usd a lower bound
+    models                   text[],
     PRIMARY KEY (tenant_id, session_id)
 );
 
@@ -105,6 +113,46 @@ CREATE TABLE agent_states (
     PRIMARY KEY (tenant_id, session_id, state_key)  -- agent ids and paths of any length
 );
 
+-- One row per model API request (requestId in transcripts, request_id in Claude Code's OTLP events), however
+-- many sources saw it: the figures kept are the best-founded (a reported cost over a computed one over an
+-- unknown one), what a disagreeing source said is in alt. Written by the projection (collector/store/ledger.py).
+CREATE TABLE usage_ledger (
+    tenant_id                text        NOT NULL,
+    session_id               text        NOT NULL,
+    request_id               text        NOT NULL,
+    agent                    text        NOT NULL,  -- 'main', or the subagent's id
+    agent_type               text,
+    model                    text,
+    input_tokens             bigint      NOT NULL,
+    output_tokens            bigint      NOT NULL,
+    cache_read_tokens        bigint      NOT NULL,
+    cache_creation_5m_tokens bigint      NOT NULL,
+    cache_creation_1h_tokens bigint      NOT NULL,
+    cost_usd                 numeric,               -- NULL when unknown, never 0
+    cost_source              text        NOT NULL,  -- reported, computed or unknown
+    at                       timestamptz NOT NULL,
+    sources                  text[]      NOT NULL,  -- transcript, otlp, sdk
+    alt                      jsonb       NOT NULL DEFAULT '[]',
+    PRIMARY KEY (tenant_id, session_id, request_id)
+);
+
+-- Usage over a range of days.
+CREATE INDEX usage_ledger_at_idx ON usage_ledger (tenant_id, at);
+
+-- How far the collector has read each transcript (line-aligned), so a read starts where the last one ended.
+CREATE TABLE transcript_reads (
+    tenant_id   text        NOT NULL,
+    session_id  text        NOT NULL,
+    path        text        NOT NULL,
+    device      numeric     NOT NULL,  -- st_dev and st_ino: a replaced transcript is another file
+    inode       numeric     NOT NULL,
+    read_offset bigint      NOT NULL,
+    cost_state  jsonb,                 -- the last cost-state line read: Claude Code's own account
+    read_at     timestamptz NOT NULL,
+    path_key    bytea       NOT NULL GENERATED ALWAYS AS (hookdb_text_key(path)) STORED,
+    PRIMARY KEY (tenant_id, session_id, path_key)
+);
+
 -- Row-level security: a transaction sees and writes only the tenant named by
 -- set_config('hookdb.tenant', <tenant>, true); with none set, nothing at all. FORCE: also for a login that
 -- owns the tables (only superusers and BYPASSRLS roles pass, and the read API refuses to serve as those).
@@ -112,7 +160,8 @@ DO $$
 DECLARE
     tenant_table text;
 BEGIN
-    FOREACH tenant_table IN ARRAY ARRAY['hook_audit_log', 'payload_blobs', 'sessions', 'reports', 'agent_states']
+    FOREACH tenant_table IN ARRAY ARRAY['hook_audit_log', 'payload_blobs', 'sessions', 'reports', 'agent_states',
+                                   'usage_ledger', 'transcript_reads']
     LOOP
         EXECUTE format('ALTER TABLE %I ENABLE ROW LEVEL SECURITY', tenant_table);
         EXECUTE format('ALTER TABLE %I FORCE ROW LEVEL SECURITY', tenant_table);
@@ -188,8 +237,10 @@ $$;
 
 -- The writer inserts and updates; SELECT only because INSERT ... ON CONFLICT DO UPDATE needs it (row-level
 -- security still limits it to its transaction's tenant).
-GRANT SELECT, INSERT, UPDATE ON hook_audit_log, payload_blobs, sessions, reports, agent_states TO hookdb_writer;
-GRANT SELECT ON hook_audit_log, payload_blobs, sessions, reports, agent_states TO hookdb_reader;
+GRANT SELECT, INSERT, UPDATE ON hook_audit_log, payload_blobs, sessions, reports, agent_states, usage_ledger,
+    transcript_reads TO hookdb_writer;
+GRANT SELECT ON hook_audit_log, payload_blobs, sessions, reports, agent_states, usage_ledger, transcript_reads
+    TO hookdb_reader;
 GRANT SELECT ON schema_migrations TO hookdb_writer, hookdb_reader;
 
 -- The read API's live feed: after commit, PostgreSQL tells listeners of channel hookdb_sessions about

@@ -165,3 +165,27 @@ HANDLED_EVENTS = MappingProxyType(
 # Limits on what the collector reads from disk for one report or state file.
 MAX_FILE_BYTES = 10 * 1024 * 1024
 MAX_STATE_FILES = 64
+
+# -- Usage (the ledger) ----------------------------------------------------------------------------------
+
+# Events whose ``transcript_path`` (and SubagentStop's ``agent_transcript_path``) the collector reads for
+# what is new since its last read: the requests each turn, compaction or subagent made, and their cost.
+TRANSCRIPT_EVENTS = frozenset({"Stop", "SubagentStop", "PreCompact", "SessionEnd"})
+# The event after which a session's transcript is not expected to grow.
+SESSION_END_EVENT = "SessionEnd"
+
+# (source, event type) of the events that report one model API request's usage: Claude Code's OTLP
+# ``claude_code.api_request`` log records, stored as events by the OTLP receiver.
+USAGE_EVENTS = frozenset({("claude-code-otel", "api_request")})
+
+# Limits on reading transcripts: a transcript larger than this is not read at all (like a report over
+# MAX_FILE_BYTES, but transcripts grow long), and what is new is read in chunks of TRANSCRIPT_CHUNK_BYTES
+# so memory stays bounded however much a turn wrote.
+MAX_TRANSCRIPT_BYTES = 1024 * 1024 * 1024
+TRANSCRIPT_CHUNK_BYTES = 1024 * 1024
+# Subagent transcripts read per session event at most (``<session>/subagents/agent-*.jsonl``).
+MAX_SUBAGENT_TRANSCRIPTS = 256
+# Transcripts whose read position the collector keeps in memory, the least recently read dropped first (one
+# dropped, or a session's once it ended, is read from its start again the next time: counted once all the
+# same, since the ledger merges what it already holds).
+MAX_TRANSCRIPT_TAILS = 4096

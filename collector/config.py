@@ -205,6 +205,37 @@ succeeds the month stays in the database, detached, and the next run tries again
             )
 
 
+class OtlpSection(_Section):
+    enabled: bool = False
+    """Accept Claude Code's OpenTelemetry logs and metrics (OTLP/HTTP ``POST /v1/logs``, ``/v1/metrics``),
+with the bearer tokens of ``[http_hooks.tokens]``."""
+    listen: str = "127.0.0.1:4318"
+    """``HOST:PORT`` to accept them on (4318 is the OTLP/HTTP port); keep it on loopback."""
+    max_body_bytes: Positive = 16 * 1024 * 1024
+    """Largest export request taken, after gzip is undone; a bigger one is answered 413."""
+    max_connections: Positive = 64
+    """Connections served at once; more wait in the kernel's backlog (costing no file descriptor)."""
+    header_timeout_seconds: Seconds = 10.0
+    """A connection is closed if a request's headers are not in this long after it opened or answered."""
+    body_timeout_seconds: Seconds = 10.0
+    """A request body not received in full within this time is answered 408 and its connection closed."""
+
+
+class PricesSection(_Section):
+    overrides: dict[str, dict[str, Any]] = msgspec.field(default_factory=dict)
+    """Model → USD per million tokens (``input``, ``output``, ``cache_read``, ``cache_write_5m``,
+``cache_write_1h``, and an optional ``long_context`` table with ``above``), replacing the built-in price of
+that model for costs the collector computes; a model the built-in table lacks needs all five rates."""
+
+    def __post_init__(self) -> None:
+        from hookdb.collector import prices  # here, so reading a config needs no price table otherwise
+
+        try:
+            prices.table(self.overrides)
+        except prices.PriceError as exc:
+            raise ValueError(str(exc)) from None
+
+
 class Config(_Section):
     collector: CollectorSection = msgspec.field(default_factory=CollectorSection)
     listener: ListenerSection = msgspec.field(default_factory=ListenerSection)
@@ -215,6 +246,8 @@ class Config(_Section):
     outbox: OutboxSection = msgspec.field(default_factory=OutboxSection)
     metrics: MetricsSection = msgspec.field(default_factory=MetricsSection)
     http_hooks: HttpHooksSection = msgspec.field(default_factory=HttpHooksSection)
+    otlp: OtlpSection = msgspec.field(default_factory=OtlpSection)
+    prices: PricesSection = msgspec.field(default_factory=PricesSection)
     tenants: TenantsSection = msgspec.field(default_factory=TenantsSection)
     api: ApiSection = msgspec.field(default_factory=ApiSection)
     retention: RetentionSection = msgspec.field(default_factory=RetentionSection)

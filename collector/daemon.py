@@ -20,6 +20,7 @@ import trio
 import trio_asyncio
 from starlette.types import ASGIApp
 
+from hookdb.collector import prices
 from hookdb.collector.config import Config, ConfigError
 from hookdb.collector.delivery.batcher import Batcher
 from hookdb.collector.delivery.breaker import Breaker
@@ -32,7 +33,7 @@ from hookdb.collector.delivery.pipeline import (
     prepare_batches,
     read_spool,
 )
-from hookdb.collector.intake import hooks_http
+from hookdb.collector.intake import hooks_http, otlp_http
 from hookdb.collector.intake.listener import Listener, bind_socket
 from hookdb.collector.intake.outbox import OutboxDrainer
 from hookdb.collector.intake.tenancy import TenantPolicy, TokenTenants
@@ -40,7 +41,7 @@ from hookdb.collector.ops import http, logs, systemd
 from hookdb.collector.ops.health import Health
 from hookdb.collector.ops.health import app as health_app
 from hookdb.collector.spool.segments import Position, Recovery, Spool, disk_full
-from hookdb.collector.store import embedded
+from hookdb.collector.store import embedded, ledger
 from hookdb.collector.store.connect import ConnectOptions
 
 log = logs.get("hookdb.collector")
@@ -185,6 +186,8 @@ async def _serve(config: Config, dsn: str, spool: Spool, tenants: TenantPolicy) 
         probe_timeout_seconds=config.breaker.probe_timeout_seconds,
     )
     health = Health(breaker=breaker, spool=spool)
+    price_table = prices.table(config.prices.overrides)
+    ledger.use_prices(price_table)
     delivery = Delivery(
         options=ConnectOptions.from_config(config, dsn, application_name="hookdb-collector"),
         spool=spool,
@@ -237,6 +240,18 @@ async def _serve(config: Config, dsn: str, spool: Spool, tenants: TenantPolicy) 
                 )
                 limits = http.Limits(settings.max_connections, settings.header_timeout_seconds)
                 await _serve_http(background, "http_hooks", hooks, settings.listen, limits)
+            if config.otlp.enabled:
+                otel = config.otlp
+                receiver = otlp_http.app(
+                    spool,
+                    TokenTenants(config.http_hooks.tokens),
+                    max_body=otel.max_body_bytes,
+                    body_seconds=otel.body_timeout_seconds,
+                    max_entry=config.listener.max_frame_bytes,
+                    price_table=price_table,
+                )
+                limits = http.Limits(otel.max_connections, otel.header_timeout_seconds)
+                await _serve_http(background, "otlp", receiver, otel.listen, limits)
             if systemd.enabled():
                 background.start_soon(_report_to_systemd, health, spool, breaker)
             async with trio.open_nursery() as pipeline:

@@ -44,6 +44,7 @@ DICT_EXAMPLES = {
     "tokens": 'acme = ["sha256:…"]',  # what `hookdb hash-token` prints
     "uids": '1000 = ["acme"], alice = ["acme", "beta"]',
     "gids": 'agents = ["acme"]',
+    "overrides": '"claude-sonnet-4-5" = { input = 3, output = 15 }',
 }
 
 

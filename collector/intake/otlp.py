@@ -24,6 +24,7 @@ import math
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any, Literal, NamedTuple, TypeVar
 
 import msgspec
@@ -155,7 +156,7 @@ def decode_logs(
                     continue
                 events.append(event)
                 if event.event_type == "api_request":
-                    record_usage = _usage(event, tenant, price_table)
+                    record_usage = usage_of(event, tenant, price_table)
                     if record_usage is not None:
                         records.append(record_usage)
     return LogsBatch(events, records, rejected, error)
@@ -215,6 +216,8 @@ def _data(metric: Any) -> Any:
 def _point(metric: Any, data: Any, point: Any, context: _Context, received_at: datetime) -> MetricPoint:
     kind = metric.WhichOneof("data")
     _check_storable(metric.name, "metric name")
+    if len(metric.name) > MAX_LABEL:
+        raise _Refused(f"metric name longer than {MAX_LABEL} characters")
     _check_storable(metric.unit, "metric unit")
     attributes = _attributes(point.attributes)
     # A point's identity includes its metric's name, unit and kind, not the metric's other points.
@@ -320,7 +323,10 @@ def _event(record: Any, context: _Context, received_at: datetime) -> OtelEvent:
     )
 
 
-def _usage(event: OtelEvent, tenant: str, price_table: prices.PriceTable) -> usage.UsageRecord | None:
+def usage_of(
+    event: OtelEvent, tenant: str, price_table: prices.PriceTable = prices.PRICES
+) -> usage.UsageRecord | None:
+    """The usage an ``api_request`` event reports, or ``None`` when it names no request or session."""
     a = event.payload
     request_id = a.get("request_id")
     if not isinstance(request_id, str) or not request_id or event.session_id is None:
@@ -339,7 +345,8 @@ def _usage(event: OtelEvent, tenant: str, price_table: prices.PriceTable) -> usa
         counts["cache_creation_1h_tokens"],
     )
     cost = a.get("cost_usd")
-    number = isinstance(cost, int | float) and not isinstance(cost, bool)
+    # A Decimal when the payload comes back from the store (its decoder reads numbers exactly).
+    number = isinstance(cost, int | float | Decimal) and not isinstance(cost, bool)
     return usage.observe(
         tenant=tenant,
         session=event.session_id,
@@ -417,6 +424,8 @@ def _int(value: Any) -> int | None:
     if isinstance(value, int):
         return value
     if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, Decimal) and value.is_finite() and value == value.to_integral_value():
         return int(value)
     if isinstance(value, str):
         try:

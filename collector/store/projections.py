@@ -20,13 +20,16 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import trio
 
 from hookdb.collector import classification as cls
 from hookdb.collector.store import blobs
 from hookdb.collector.store.rows import Row
+
+if TYPE_CHECKING:
+    from hookdb.collector.store import ledger
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
@@ -113,6 +116,7 @@ class Projection:
     reports: dict[tuple[str, str, str], ReportWrite] = field(default_factory=dict)
     states: list[StateRead] = field(default_factory=list)
     ended: set[tuple[str, str]] = field(default_factory=set)
+    usage: ledger.Usage | None = None  # the batch's usage, read by ledger.read for ledger.apply
 
 
 def _str(value: object) -> str | None:

@@ -27,7 +27,7 @@ import trio_asyncio
 
 from hookdb.collector import classification as cls
 from hookdb.collector.ops import logs, metrics
-from hookdb.collector.store import blobs, partitions
+from hookdb.collector.store import blobs, ledger, partitions
 from hookdb.collector.store.connect import ConnectOptions, assume_role
 from hookdb.collector.store.migrate import migrate
 from hookdb.collector.store.projections import (
@@ -319,6 +319,7 @@ async def _project(conn: asyncpg.Connection, changes: Projection, files: Project
         await conn.execute(
             _SUMMARIZE_SESSION, tenant, session, (tenant, session) in changes.ended, cls.QA_SCORE_PATTERN
         )
+    await ledger.apply(conn, files.usage)
     return unverified
 
 
@@ -356,6 +357,7 @@ async def prepare(rows: Sequence[Row], blob_min_bytes: int) -> Prepared:
         part.projection = project(part.rows, part.payloads)
         if part.projection.reports or part.projection.states:
             await read_files(part.projection)
+        part.projection.usage = await ledger.read(part.rows, part.payloads)
     return Prepared(slim, [(t, d, text) for (t, d), text in found.items()], tenants)
 
 

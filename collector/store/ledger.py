@@ -1,0 +1,450 @@
+"""The usage ledger in the store: transcripts read as they grow, OTLP usage events, and session totals.
+
+Two steps, as the sink runs the other projections:
+
+- :func:`read` (before the transaction, trio side): for each event that names a transcript
+  (``classification.TRANSCRIPT_EVENTS``), read what is new in it and in its subagents' transcripts since
+  the last read, off the trio thread, with the owner check and limits of report files; and take the usage
+  of Claude Code's OTLP ``api_request`` events (``classification.USAGE_EVENTS``).
+- :func:`apply` (in the batch's transaction, per tenant): merge the records with the ledger's rows by the
+  rules of ``usage.merge`` (reported beats computed; a request two sources saw is one row), keep each
+  transcript's read offset in ``transcript_reads``, and recompute the touched sessions' totals.
+
+Where each transcript was read is kept here between batches (the tail state, with the requests it has
+seen; a bounded number of transcripts, least recently read dropped first) and durably, line-aligned, in
+``transcript_reads``, loaded once per tenant after a restart. The durable offset decides: a read is kept as
+complete only when it started at or before it (or from the start of the file); a read that started later
+(the batch before it was rolled back) is written all the same, since the ledger's merge makes writing a
+request again harmless, and the next read starts again from the durable offset. A transcript this process
+has no position for is read from its start: counted once all the same.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import msgspec
+import trio
+
+from hookdb.collector import classification as cls
+from hookdb.collector import prices
+from hookdb.collector.intake import otlp
+from hookdb.collector.ops import logs
+from hookdb.collector.store import blobs, usage
+from hookdb.collector.store.rows import Row
+from hookdb.collector.store.transcripts import CostState, FileIdentity, TailState, TranscriptTail, subagent_of
+
+log = logs.get("hookdb.ledger")
+
+MAX_KEY = 256
+"""The longest session or request id the ledger keys on, as for every other label."""
+
+_price_table: prices.PriceTable = prices.PRICES
+# (tenant, session, path) → how far this collector has read that transcript.
+_tails: dict[tuple[str, str, str], TailState] = {}
+# Tenants whose durable read positions this process has loaded into _tails.
+_loaded: set[str] = set()
+
+
+def use_prices(table: prices.PriceTable) -> None:
+    """Price the requests no source reported a cost for with ``table`` (the config's ``[prices]``)."""
+    global _price_table
+    _price_table = table
+
+
+@dataclass
+class TranscriptRead:
+    """What one read of one transcript found."""
+
+    tenant: str
+    session: str
+    path: str
+    identity: FileIdentity
+    start: int
+    """The line-aligned offset the read started from (0 when the file was read from its beginning)."""
+    state: TailState
+    """The tail state after the read."""
+    records: list[usage.UsageRecord]
+    main: bool
+    """The session's own transcript (not a subagent's): its ``cost-state`` is the session's."""
+
+    @property
+    def end(self) -> int:
+        """The line-aligned offset the next read starts from."""
+        return self.state.offset - len(self.state.partial)
+
+
+@dataclass
+class Usage:
+    """One tenant's usage in a batch, ready for :func:`apply`."""
+
+    reads: list[TranscriptRead] = field(default_factory=list)
+    records: list[usage.UsageRecord] = field(default_factory=list)
+    """Usage of the batch's OTLP events."""
+    ended: set[tuple[str, str]] = field(default_factory=set)
+    """Sessions that ended (SessionEnd): their read positions need not be kept after this batch."""
+
+
+class _Target(msgspec.Struct, frozen=True):
+    tenant: str
+    session: str
+    path: str
+    owner: int
+    agent_type: str | None
+    main: bool
+
+
+def _text(value: object) -> str | None:
+    return value if isinstance(value, str) and value and "\x00" not in value else None
+
+
+async def read(rows: Sequence[Row], payloads: Sequence[Any]) -> Usage:
+    """The usage one tenant's rows of a batch give: their transcripts' new requests and their OTLP usage.
+
+    ``payloads`` are the rows' payloads where the sink decoded them (else ``None``); a row this needs and
+    the sink did not decode is decoded here, once.
+    """
+    found = Usage()
+    targets: dict[str, _Target] = {}
+    for row, payload in zip(rows, payloads, strict=True):
+        transcript = row.event_type in cls.TRANSCRIPT_EVENTS
+        if row.session_id is None or not (transcript or (row.source, row.event_type) in cls.USAGE_EVENTS):
+            continue
+        if payload is None:
+            payload = blobs.decode(row.payload)
+        if not isinstance(payload, dict):
+            continue
+        if row.event_type == cls.SESSION_END_EVENT:
+            found.ended.add((row.tenant_id, row.session_id))
+        if not transcript:
+            event = otlp.OtelEvent(
+                event_id=row.event_id,
+                occurred_at=row.occurred_at,
+                event_type=row.event_type,
+                session_id=row.session_id,
+                payload=payload,
+            )
+            record = otlp.usage_of(event, row.tenant_id, _price_table)
+            if record is not None:
+                found.records.append(record)
+            continue
+        if row.peer_uid is None:
+            continue  # no kernel-reported sender (HTTP hooks): nobody whose files these are
+        for key, main in (("transcript_path", True), ("agent_transcript_path", False)):
+            path = _text(payload.get(key))
+            if path and os.path.isabs(path) and path not in targets:
+                agent_type = None if main else _text(payload.get("agent_type"))
+                targets[path] = _Target(row.tenant_id, row.session_id, path, row.peer_uid, agent_type, main)
+    for target in list(targets.values()):
+        if target.main:
+            for path in await trio.to_thread.run_sync(_subagent_transcripts, target.path):
+                sub = _Target(target.tenant, target.session, path, target.owner, None, False)
+                targets.setdefault(path, sub)
+    for target in targets.values():
+        state = _tails.get((target.tenant, target.session, target.path))
+        try:
+            done = await trio.to_thread.run_sync(_read_one, target, _copy(state) if state else None)
+        except Exception:  # a transcript that cannot be read costs its usage only, never the batch
+            log.exception("transcript.read_failed", path=target.path)
+            continue
+        if done is not None:
+            found.reads.append(done)
+    return found
+
+
+def _copy(state: TailState) -> TailState:
+    """A state to read on: the cached one stays as it is until a transaction has stored the read."""
+    return msgspec.structs.replace(state, partial=bytearray(state.partial), seen=dict(state.seen))
+
+
+def _subagent_transcripts(transcript: str) -> list[str]:
+    """``<dir>/<session>.jsonl`` → its subagents' ``<dir>/<session>/subagents/agent-*.jsonl``."""
+    base = Path(transcript)
+    folder = base.with_suffix("") / "subagents"
+    try:
+        found = sorted(str(p) for p in folder.glob("agent-*.jsonl"))
+    except OSError:
+        return []
+    return found[: cls.MAX_SUBAGENT_TRANSCRIPTS]
+
+
+def _read_one(target: _Target, state: TailState | None) -> TranscriptRead | None:
+    """Read what is new in one transcript, if it is a regular file the sender owns (in a worker thread)."""
+    try:
+        fd = os.open(target.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        st = os.fstat(fd)
+        if not (
+            stat.S_ISREG(st.st_mode) and st.st_uid == target.owner and st.st_size <= cls.MAX_TRANSCRIPT_BYTES
+        ):
+            return None
+        agent = subagent_of(target.path) if not target.main else None
+        tail = TranscriptTail(
+            tenant=target.tenant,
+            session=target.session,
+            agent=agent or usage.MAIN,
+            agent_type=target.agent_type,
+            price_table=_price_table,
+            state=state,
+        )
+        identity = FileIdentity(st.st_dev, st.st_ino)
+        offset = tail.resume(identity, st.st_size)
+        start = offset - len(tail.state.partial)
+        records: list[usage.UsageRecord] = []
+        while offset < st.st_size:
+            data = os.pread(fd, min(cls.TRANSCRIPT_CHUNK_BYTES, st.st_size - offset), offset)
+            if not data:
+                break
+            records += tail.feed(data, offset).records
+            offset += len(data)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    return TranscriptRead(
+        target.tenant, target.session, target.path, identity, start, tail.state, records, target.main
+    )
+
+
+# -- In the transaction ---------------------------------------------------------------------------------
+
+_RECENT_READS = """
+SELECT session_id, path, device, inode, read_offset FROM transcript_reads WHERE tenant_id = $1
+ORDER BY read_at DESC LIMIT $2
+"""
+_LOCK_READ = """
+SELECT device, inode, read_offset FROM transcript_reads
+WHERE tenant_id = $1 AND session_id = $2 AND path_key = hookdb_text_key($3) FOR UPDATE
+"""
+_STORE_READ = """
+INSERT INTO transcript_reads AS t (
+    tenant_id, session_id, path, device, inode, read_offset, cost_state, read_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+ON CONFLICT (tenant_id, session_id, path_key) DO UPDATE SET
+    device = EXCLUDED.device, inode = EXCLUDED.inode, read_offset = EXCLUDED.read_offset,
+    cost_state = coalesce(EXCLUDED.cost_state, t.cost_state), read_at = EXCLUDED.read_at
+"""
+_LEDGER_COLUMNS = (
+    "tenant_id, session_id, request_id, agent, agent_type, model, input_tokens, output_tokens, "
+    "cache_read_tokens, cache_creation_5m_tokens, cache_creation_1h_tokens, cost_usd, cost_source, at, "
+    "sources, alt"
+)
+_EXISTING = f"""
+SELECT {_LEDGER_COLUMNS} FROM usage_ledger
+WHERE tenant_id = $1 AND (session_id, request_id) IN (SELECT * FROM unnest($2::text[], $3::text[]))
+FOR UPDATE
+"""
+_UPSERT = f"""
+INSERT INTO usage_ledger ({_LEDGER_COLUMNS})
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
+ON CONFLICT (tenant_id, session_id, request_id) DO UPDATE SET
+    agent = EXCLUDED.agent, agent_type = EXCLUDED.agent_type, model = EXCLUDED.model,
+    input_tokens = EXCLUDED.input_tokens, output_tokens = EXCLUDED.output_tokens,
+    cache_read_tokens = EXCLUDED.cache_read_tokens,
+    cache_creation_5m_tokens = EXCLUDED.cache_creation_5m_tokens,
+    cache_creation_1h_tokens = EXCLUDED.cache_creation_1h_tokens, cost_usd = EXCLUDED.cost_usd,
+    cost_source = EXCLUDED.cost_source, at = EXCLUDED.at, sources = EXCLUDED.sources, alt = EXCLUDED.alt
+"""
+# The totals of usage.totals, in SQL: sums, the weakest cost source, the models, and the main model (most
+# tokens among the main agent's requests, else among all; the name breaks a tie).
+_TOTALS = """
+UPDATE sessions s SET
+    input_tokens = t.input_tokens, output_tokens = t.output_tokens, cache_read_tokens = t.cache_read_tokens,
+    cache_creation_5m_tokens = t.cache_creation_5m_tokens,
+    cache_creation_1h_tokens = t.cache_creation_1h_tokens,
+    cost_usd = coalesce(t.cost_usd, s.cost_usd), cost_source = t.cost_source, models = t.models,
+    model = coalesce(t.main_model, s.model)
+FROM (
+    SELECT sum(input_tokens)::bigint AS input_tokens, sum(output_tokens)::bigint AS output_tokens,
+           sum(cache_read_tokens)::bigint AS cache_read_tokens,
+           sum(cache_creation_5m_tokens)::bigint AS cache_creation_5m_tokens,
+           sum(cache_creation_1h_tokens)::bigint AS cache_creation_1h_tokens,
+           sum(cost_usd) AS cost_usd,
+           (ARRAY['unknown', 'computed', 'reported'])[min(CASE cost_source WHEN 'unknown' THEN 1
+                                                     WHEN 'computed' THEN 2 ELSE 3 END)] AS cost_source,
+           coalesce(array_agg(DISTINCT model COLLATE "C") FILTER (WHERE model IS NOT NULL), '{}') AS models,
+           (SELECT m.model FROM usage_ledger m
+            WHERE m.tenant_id = $1 AND m.session_id = $2 AND m.model IS NOT NULL
+              AND (m.agent = 'main' OR NOT EXISTS (SELECT FROM usage_ledger x
+                   WHERE x.tenant_id = $1 AND x.session_id = $2 AND x.agent = 'main'))
+            GROUP BY m.model
+            ORDER BY sum(m.input_tokens + m.output_tokens + m.cache_read_tokens + m.cache_creation_5m_tokens
+                         + m.cache_creation_1h_tokens) DESC, m.model COLLATE "C"
+            LIMIT 1) AS main_model
+    FROM usage_ledger WHERE tenant_id = $1 AND session_id = $2
+    HAVING count(*) > 0) t
+WHERE s.tenant_id = $1 AND s.session_id = $2
+"""
+_COST_STATE = """
+UPDATE sessions SET meta = meta || jsonb_build_object('cost_state', $3::jsonb)
+WHERE tenant_id = $1 AND session_id = $2
+"""
+_alts = msgspec.json.Decoder(tuple[usage.Alt, ...])
+_encode = msgspec.json.Encoder(decimal_format="number").encode
+
+
+async def apply(conn: asyncpg.Connection, found: Usage | None) -> None:
+    """Write one tenant's usage (``hookdb.tenant`` set): ledger rows, transcript offsets, session totals.
+
+    In a savepoint: usage PostgreSQL refuses as data costs that usage only (logged), never the events of
+    the batch; the offsets it would have kept stay where they were, so the next read tries again.
+    """
+    if found is None or not (found.reads or found.records):
+        return
+    try:
+        async with conn.transaction():
+            await _apply(conn, found)
+    except asyncpg.PostgresError as exc:
+        if not cls.is_data_error(exc):
+            raise
+        log.warning("ledger.refused", error=str(exc), sqlstate=exc.sqlstate)
+
+
+async def _apply(conn: asyncpg.Connection, found: Usage) -> None:
+    await _load(conn, (found.reads or found.records)[0].tenant)
+    records = list(found.records)
+    cost_states: dict[tuple[str, str], CostState] = {}
+    for done in found.reads:
+        records += done.records
+        if await _store_read(conn, done) and done.main and done.state.cost_state is not None:
+            cost_states[(done.tenant, done.session)] = done.state.cost_state
+    merged = usage.ledger(r for r in records if _storable(r))
+    if merged:
+        tenant = next(iter(merged))[0]
+        keys = list(merged)
+        existing = await conn.fetch(_EXISTING, tenant, [k[1] for k in keys], [k[2] for k in keys])
+        changed = []
+        for row in existing:
+            stored = _record(row)
+            new = usage.merge(stored, merged[stored.key])
+            if new != stored:
+                changed.append(new)
+            del merged[stored.key]
+        changed += merged.values()
+        if changed:
+            await conn.executemany(_UPSERT, [_row(r) for r in changed])
+        touched = {(r.tenant, r.session) for r in changed}
+        for tenant, session in sorted(touched):
+            await conn.execute(_TOTALS, tenant, session)
+    for (tenant, session), cost_state in cost_states.items():
+        await conn.execute(_COST_STATE, tenant, session, _encode(cost_state))
+    _forget(found.ended)
+
+
+async def _load(conn: asyncpg.Connection, tenant: str) -> None:
+    """Once per tenant and process: the durable read positions of its recently read transcripts, so that
+    after a restart only the transcripts of this first batch are read from their start again."""
+    if tenant in _loaded:
+        return
+    for row in reversed(await conn.fetch(_RECENT_READS, tenant, cls.MAX_TRANSCRIPT_TAILS)):
+        key = (tenant, row["session_id"], row["path"])
+        if key not in _tails:
+            identity = FileIdentity(int(row["device"]), int(row["inode"]))
+            _remember(key, TailState(identity=identity, offset=row["read_offset"]))
+    _loaded.add(tenant)
+
+
+async def _store_read(conn: asyncpg.Connection, done: TranscriptRead) -> bool:
+    """Keep how far ``done`` read if it leaves nothing unread behind; return whether it did."""
+    key = (done.tenant, done.session, done.path)
+    stored = await conn.fetchrow(_LOCK_READ, done.tenant, done.session, done.path)
+    same_file = stored is not None and (int(stored["device"]), int(stored["inode"])) == done.identity
+    if done.start == 0 or (same_file and done.start <= stored["read_offset"]):
+        cost_state = None if done.state.cost_state is None else _encode(done.state.cost_state)
+        await conn.execute(
+            _STORE_READ,
+            done.tenant,
+            done.session,
+            done.path,
+            Decimal(done.identity.device),
+            Decimal(done.identity.inode),
+            done.end,
+            cost_state,
+            datetime.now(UTC),
+        )
+        _remember(key, done.state)
+        return True
+    # A gap between the durable offset and where this read began: read again from there next time.
+    log.info("transcript.reread", path=done.path, durable=stored and stored["read_offset"], start=done.start)
+    if stored is None:
+        _tails.pop(key, None)
+    else:
+        identity = FileIdentity(int(stored["device"]), int(stored["inode"]))
+        _remember(key, TailState(identity=identity, offset=stored["read_offset"]))
+    return False
+
+
+def _remember(key: tuple[str, str, str], state: TailState) -> None:
+    """Keep ``state`` as the most recently read, dropping the least recently read beyond the limit."""
+    _tails.pop(key, None)
+    _tails[key] = state
+    while len(_tails) > cls.MAX_TRANSCRIPT_TAILS:
+        del _tails[next(iter(_tails))]
+
+
+def _forget(ended: set[tuple[str, str]]) -> None:
+    """Drop the read positions of sessions that ended: a session resumed later is read from the start."""
+    for key in [k for k in _tails if k[:2] in ended]:
+        del _tails[key]
+
+
+def _storable(record: usage.UsageRecord) -> bool:
+    """Whether the ledger can key and hold a record: ids within the label limit, no U+0000 in a text."""
+    texts = (record.session, record.request_id, record.agent, record.agent_type or "", record.model or "")
+    return (
+        len(record.session) <= MAX_KEY
+        and len(record.request_id) <= MAX_KEY
+        and not any("\x00" in t for t in texts)
+    )
+
+
+def _row(r: usage.UsageRecord) -> tuple[Any, ...]:
+    return (
+        r.tenant,
+        r.session,
+        r.request_id,
+        r.agent,
+        r.agent_type,
+        r.model,
+        r.input_tokens,
+        r.output_tokens,
+        r.cache_read_tokens,
+        r.cache_creation_5m_tokens,
+        r.cache_creation_1h_tokens,
+        r.cost_usd,
+        r.cost_source,
+        r.at,
+        sorted(r.sources),
+        _encode(r.alt),  # JSON text: the sink's jsonb codec takes and gives bytes
+    )
+
+
+def _record(row: asyncpg.Record) -> usage.UsageRecord:
+    return usage.UsageRecord(
+        tenant=row["tenant_id"],
+        session=row["session_id"],
+        request_id=row["request_id"],
+        agent=row["agent"],
+        agent_type=row["agent_type"],
+        model=row["model"],
+        input_tokens=row["input_tokens"],
+        output_tokens=row["output_tokens"],
+        cache_read_tokens=row["cache_read_tokens"],
+        cache_creation_5m_tokens=row["cache_creation_5m_tokens"],
+        cache_creation_1h_tokens=row["cache_creation_1h_tokens"],
+        cost_usd=row["cost_usd"],
+        cost_source=row["cost_source"],
+        at=row["at"],
+        sources=frozenset(row["sources"]),
+        alt=_alts.decode(row["alt"]),
+    )
