@@ -214,7 +214,8 @@ async def _serve(config: Config, dsn: str, spool: Spool, tenants: TenantPolicy) 
         idle_seconds=config.listener.idle_seconds,
         # Descriptors the HTTP listeners may hold, so that every cap together stays below the fd limit.
         other_connections=(config.metrics.max_connections if config.metrics.enabled else 0)
-        + (config.http_hooks.max_connections if config.http_hooks.enabled else 0),
+        + (config.http_hooks.max_connections if config.http_hooks.enabled else 0)
+        + (config.otlp.max_connections if config.otlp.enabled else 0),
     )
     drainer = OutboxDrainer(config.outbox_dir, spool, tenants, config.state_dir)
     batcher: Batcher[Item] = Batcher(
