@@ -16,10 +16,9 @@ import time
 
 import msgspec
 import trio
-from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from hookdb.client.oversize import shrink
 from hookdb.client.records import RECORD_HEADER_SIZE
@@ -31,6 +30,7 @@ from hookdb.collector.spool.segments import Spool
 
 log = logs.get("hookdb.hooks_http")
 
+PREFIX = "/v1/hooks/"
 SOURCE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z")
 RETRY_AFTER_SECONDS = "5"
 FRAME_OVERHEAD = 1024  # the envelope around a payload: ids, labels, times
@@ -42,16 +42,13 @@ def _json(status: int, body: dict[str, object], headers: dict[str, str] | None =
 
 def app(
     spool: Spool, tokens: TokenTenants, *, max_body: int, max_frame: int, body_seconds: float
-) -> Starlette:
+) -> ASGIApp:
     """Serve hook POSTs for the tenants of ``tokens``: bodies up to ``max_body`` bytes, each read within
     ``body_seconds``; one too big for a ``max_frame`` frame is stored with its largest strings replaced
     by markers (``hookdb.client.oversize``), never dropped."""
     budget = max_frame - FRAME_OVERHEAD
 
-    async def hook(request: Request) -> Response:
-        source: str = request.path_params["source"]
-        if SOURCE.match(source) is None:
-            return _json(404, {"error": "not found"})
+    async def hook(request: Request, source: str) -> Response:
         # The headers decide before any of the body is read: a stranger's body costs nothing.
         tenant = tokens.tenant(request.headers.get("authorization", ""))
         if tenant is None:
@@ -78,13 +75,22 @@ def app(
         metrics.events_received.inc()
         return Response(b"{}", media_type=http.JSON)
 
-    async def not_found(request: Request, exc: Exception) -> Response:
-        return _json(404, {"error": "not found"})
+    async def serve(scope: Scope, receive: Receive, send: Send) -> None:
+        # One route: dispatched here rather than by a Starlette router and its middleware stack, which
+        # cost the hot path of every hook more than the rest of the handling (py-spy).
+        if scope["type"] != "http":
+            return
+        source = scope["path"].removeprefix(PREFIX)
+        if source == scope["path"] or SOURCE.match(source) is None:
+            response: Response = _json(404, {"error": "not found"})
+        elif scope["method"] != "POST":
+            response = _json(405, {"error": "POST hook JSON here"}, {"allow": "POST"})
+        else:
+            request = Request(scope, receive)
+            try:
+                response = await hook(request, source)
+            except Exception as exc:
+                response = await http.internal_error(request, exc)
+        await response(scope, receive, send)
 
-    async def not_allowed(request: Request, exc: Exception) -> Response:
-        return _json(405, {"error": "POST hook JSON here"})
-
-    return Starlette(
-        routes=[Route("/v1/hooks/{source}", hook, methods=["POST"])],
-        exception_handlers={404: not_found, 405: not_allowed, 500: http.internal_error},
-    )
+    return serve
