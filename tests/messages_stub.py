@@ -156,7 +156,7 @@ class _Handler(BaseHTTPRequestHandler):
     server: _Server
     protocol_version = "HTTP/1.1"
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
+    def log_message(self, format: str, *args: Any) -> None:
         """Quiet: the script's request list is the log."""
 
     def _body(self) -> Any:
@@ -238,7 +238,7 @@ class _Server(ThreadingHTTPServer):
 
 
 class MessagesStub:
-    """The stand-in, serving ``script`` on 127.0.0.1 from a thread; ``base_url`` goes in ANTHROPIC_BASE_URL."""
+    """The stand-in, serving ``turns`` on 127.0.0.1 from a thread; ``base_url`` is the ANTHROPIC_BASE_URL."""
 
     def __init__(self, turns: tuple[Turn, ...]) -> None:
         self.script = Script(turns)

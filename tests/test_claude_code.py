@@ -19,11 +19,12 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import pytest
-from conftest import BIN, run_sql, wait_for, wait_for_rows
 from messages_stub import REPORT_TEXT, MessagesStub, Turn, bash_write_done, total_usage
-from test_http_hooks import token_digest
 
 from hookdb.collector.admin.install_hooks import INSTALLED_EVENTS
+from hookdb.collector.intake.tenancy import token_digest
+
+from conftest import BIN, run_sql, wait_for, wait_for_rows
 
 PROMPT = (
     "Run the shell command `echo hookdb-real-client`, then write a QA summary to reports/summary.md, "
@@ -62,7 +63,6 @@ class Run(NamedTuple):
 
     result: dict[str, Any]
     fired: list[tuple[str, str]]
-    requests: int
 
 
 def install_witness(config_dir: Path, tmp_path: Path) -> Path:
@@ -130,7 +130,7 @@ def run_claude(claude: Path, tmp_path: Path, project: Path, turns: tuple[Turn, .
     # The CLI asked for nothing but the three turns of the conversation.
     assert [(r.method, r.path.split("?")[0]) for r in requests] == [("POST", "/v1/messages")] * len(turns)
     lines = fired.read_text().splitlines() if fired.exists() else []
-    return Run(json.loads(completed.stdout), [tuple(json.loads(line)) for line in lines], len(requests))
+    return Run(json.loads(completed.stdout), [tuple(json.loads(line)) for line in lines])
 
 
 def assert_cli_result(run: Run, turns: tuple[Turn, ...]) -> None:
@@ -149,9 +149,7 @@ def assert_each_fired_event_stored_once(dsn: str, run: Run) -> list[Any]:
     assert fired == RECORDED_EVENTS
     assert {sid for _, sid in run.fired} == {session_id}
     assert wait_for_rows(dsn, len(run.fired)) == len(run.fired)
-    rows = run_sql(
-        dsn, "SELECT event_type, session_id, tool_name, source, peer_uid FROM hook_audit_log ORDER BY occurred_at"
-    )
+    rows = run_sql(dsn, "SELECT event_type, session_id, tool_name, source, peer_uid FROM hook_audit_log")
     assert Counter(r["event_type"] for r in rows) == fired
     assert {r["session_id"] for r in rows} == {session_id}
     assert sorted(r["tool_name"] for r in rows if r["event_type"] == "PreToolUse") == ["Bash", "Write"]
@@ -174,7 +172,9 @@ def assert_session_and_report(dsn: str, run: Run, project: Path) -> None:
         1,
         "91",
     )
-    [report] = run_sql(dsn, "SELECT path, report_type, content FROM reports WHERE session_id = $1", session_id)
+    [report] = run_sql(
+        dsn, "SELECT path, report_type, content FROM reports WHERE session_id = $1", session_id
+    )
     assert (report["path"], report["report_type"], report["content"]) == (
         str(project / "reports" / "summary.md"),
         "summary",
