@@ -245,3 +245,50 @@ def private_pg() -> Iterator[StoppablePostgres]:
 @pytest.fixture
 def socket_path(tmp_path: Path) -> Path:
     return tmp_path / "hookdb.sock"
+
+
+CLAUDE_CODE_VERSION = "2.1.332"
+"""The Claude Code CLI the integration tests drive (the version the fixtures were recorded with; .ci/run
+installs the same one up front)."""
+
+
+def claude_code_dir() -> Path:
+    """Where the CLI is installed with npm, kept between test sessions."""
+    return Path.home() / ".cache" / "hookdb-tests" / f"claude-code-{CLAUDE_CODE_VERSION}"
+
+
+def _claude_version(binary: Path) -> str | None:
+    try:
+        result = subprocess.run([str(binary), "--version"], capture_output=True, text=True, timeout=60)
+    except OSError:
+        return None
+    return result.stdout.split(" ", 1)[0].strip() if result.returncode == 0 else None
+
+
+@pytest.fixture(scope="session")
+def claude_cli() -> Path:
+    """The real ``claude`` executable from npm ``@anthropic-ai/claude-code``, installed on first use.
+
+    Outside CI a machine without npm (or without a registry) skips the tests that need it; under CI
+    (``$CI`` set) that is a failure, since .ci/run installs it.
+    """
+    binary = claude_code_dir() / "node_modules" / ".bin" / "claude"
+    if _claude_version(binary) != CLAUDE_CODE_VERSION:
+        package = f"@anthropic-ai/claude-code@{CLAUDE_CODE_VERSION}"
+        try:
+            result = subprocess.run(
+                ["npm", "install", "--prefix", str(claude_code_dir()), "--no-audit", "--no-fund", package],
+                capture_output=True,
+                text=True,
+                timeout=600,
+            )
+            problem = None if result.returncode == 0 else f"npm install {package} failed:\n{result.stderr}"
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            problem = f"npm install {package}: {exc}"
+        if problem is None and _claude_version(binary) != CLAUDE_CODE_VERSION:
+            problem = f"{binary} is not Claude Code {CLAUDE_CODE_VERSION}"
+        if problem is not None:
+            if os.environ.get("CI"):
+                pytest.fail(problem)
+            pytest.skip(f"SKIPPED LOUDLY: {problem} (CI installs it)")
+    return binary
