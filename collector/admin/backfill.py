@@ -45,8 +45,9 @@ Decisions:
   makes them one row. The session id is part of the name because a resumed or forked session's
   transcript repeats its parent's lines with their uuids: each session keeps its whole history.
 - **Usage** is counted once per ``message.id`` (a message streamed over several lines repeats its
-  usage on each; the last line's figures win), keeping the latest 1024 open ids. Transcripts record
-  no cost, so ``total_cost_usd`` is left out rather than guessed from a price list.
+  usage on each; the last line's figures win), keeping the latest 1024 open ids. ``total_cost_usd`` is
+  left out of ``Result``: the cost is the usage ledger's, which the store computes from the transcripts
+  the events name, per request, as for a live session (``backfill_cli``, ``store/ledger.py``).
 - **Pairing** keeps at most 10 000 unanswered tool uses per session; a result whose use was dropped or
   never written is still imported, without ``tool_name`` (counted as unpaired).
 - **Turn ends** come from the next prompt (or the end) rather than ``stop_reason``, which recent
