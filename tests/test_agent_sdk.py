@@ -400,6 +400,12 @@ def test_an_sdk_session_lands_in_the_audit_log_and_its_result_in_sessions(
     assert meta["usage"] == usage
     assert (meta["num_turns"], meta["duration_ms"], meta["duration_api_ms"]) == (3, 4200, 3900)
     assert (meta["is_error"], meta["subtype"]) == (False, "success")
+    # No model_usage: the ledger's one summary row is the result's usage and total, for no named model.
+    (row,) = run_sql(dsn, "SELECT * FROM usage_ledger")
+    assert (row["request_id"], row["model"], tuple(row["sources"])) == ("sdk:*", None, ("sdk",))
+    assert (row["input_tokens"], row["output_tokens"], row["cache_read_tokens"]) == (1200, 340, 5000)
+    assert (row["cost_usd"], row["cost_source"]) == (Decimal("0.0123"), "reported")
+    assert s["input_tokens"] == 1200
 
 
 # -- The usage ledger: the SDK's result as a third source ----------------------------------------------------

@@ -267,6 +267,10 @@ def test_through_a_running_collector_the_same_rows_land(
         1,
     )
     assert json.loads(session["meta"])["usage"] == expected_usage()
+    # The collector's ledger step read the transcripts the events name, the backfill's uid being theirs.
+    requests = {line["requestId"] for line in fixture_lines() if "requestId" in line}
+    assert {r["request_id"] for r in ledger_of(dsn, "default")} == requests
+    assert session["cost_usd"] is not None
 
 
 def test_a_refusal_by_the_collector_stops_the_run_loudly(
@@ -577,3 +581,16 @@ def test_backfilled_and_live_sessions_have_the_same_ledger_and_totals(
         assert len(live) == 3
     assert history == live
     assert totals_of(dsn, "history", session_id) == totals_of(dsn, "default", session_id)
+
+
+def test_a_transcript_of_another_uid_is_imported_without_its_usage_and_said_so(
+    transcripts: Path, dsn: str
+) -> None:
+    path = transcripts / "-home-dev-proj" / f"{corpus.SESSION_ID}.jsonl"
+    os.chown(path, 12345, 12345)  # someone else's: as for a live sender, the ledger does not read it
+
+    done = backfill("claude-code", str(transcripts), "--dsn", dsn)
+
+    assert summary(done, "events") == f"{EXPECTED_TOTAL} read, {EXPECTED_TOTAL} new rows"
+    assert f"{path}: owned by uid 12345: its events are imported, its usage is not" in done.stderr
+    assert {r["agent"] for r in ledger_of(dsn, "default")} == {corpus.AGENT_ID}  # the subagent's is ours

@@ -705,6 +705,7 @@ def test_otel_puts_the_telemetry_in_the_user_settings_and_the_hooks_in_the_proje
     user_env = json.loads(user.read_text())["env"]
     assert user_env == {**TELEMETRY, cs.OTEL_MARKER: " ".join(TELEMETRY)}
     assert "hooks" not in json.loads(user.read_text())
+    assert stat.S_IMODE(user.stat().st_mode) == 0o600  # it holds the token
     assert f"{settings_of(project)}: hookdb's hooks installed" in done.stdout
     assert f"{user}: Claude Code's telemetry set to go to http://127.0.0.1:4318" in done.stdout
 

@@ -814,9 +814,11 @@ def _check_unchanged(path: Path, current: _Current) -> None:
         )
 
 
-def _write_atomic(path: Path, text: str, mode_of: os.stat_result | None, before: _Current | None) -> None:
+def _write_atomic(
+    path: Path, text: str, mode_of: os.stat_result | None, before: _Current | None, *, private: bool = False
+) -> None:
     """Replace ``path`` with ``text`` all at once, with the mode and owner of ``mode_of``; ``before``: abandon
-    the write if the file no longer is what was read."""
+    the write if the file no longer is what was read; ``private``: a new file is the owner's only (0600)."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
@@ -824,7 +826,7 @@ def _write_atomic(path: Path, text: str, mode_of: os.stat_result | None, before:
             if mode_of is None:
                 umask = os.umask(0)
                 os.umask(umask)
-                os.fchmod(f.fileno(), 0o666 & ~umask)  # what a plain open() would have created
+                os.fchmod(f.fileno(), (0o600 if private else 0o666) & ~umask)  # what open() would create
             else:
                 os.fchmod(f.fileno(), stat.S_IMODE(mode_of.st_mode))
                 with contextlib.suppress(PermissionError):  # only root may give a file to someone else
@@ -866,6 +868,8 @@ class _Part:
     check: Callable[[dict[str, Any]], list[str]]
     done: str
     already: str
+    secret: bool = False
+    """It writes a token: a file it creates is readable by its owner only."""
 
 
 def _hooks_part(form: HookForm) -> _Part:
@@ -883,6 +887,7 @@ def _otel_part(telemetry: Telemetry) -> _Part:
         lambda settings: otel_warnings(settings, telemetry),
         f"Claude Code's telemetry set to go to {telemetry.endpoint} (OTLP logs and metrics)",
         "Claude Code's telemetry already goes to hookdb",
+        secret=True,
     )
 
 
@@ -911,7 +916,7 @@ def _install(path: Path, parts: list[_Part], dry_run: bool) -> int:
             _write_atomic(backup, current.text, current.status, None)
         saved = f" (backup: {backup})"
     target.parent.mkdir(parents=True, exist_ok=True)
-    _write_atomic(target, new, current.status, current)
+    _write_atomic(target, new, current.status, current, private=any(p.secret for p in parts))
     print(f"{path}: {'; '.join(p.done for p in parts)}{saved}")
     return 0
 
