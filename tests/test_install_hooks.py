@@ -714,7 +714,8 @@ def test_otel_puts_the_telemetry_in_the_user_settings_and_the_hooks_in_the_proje
     assert (snapshot(settings_of(project)), snapshot(user)) == before
     assert again.stdout.count("no change, nothing written") == 2
 
-    gone = install_hooks("--project", str(project), "--otel", "--uninstall", cwd=project, env=otel_env)
+    no_token = {k: v for k, v in otel_env.items() if k != cs.TOKEN_ENV}  # uninstall needs none
+    gone = install_hooks("--project", str(project), "--otel", "--uninstall", cwd=project, env=no_token)
     assert not settings_of(project).exists()
     assert not user.exists()
     assert f"{user}: hookdb's telemetry environment removed" in gone.stdout

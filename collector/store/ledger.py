@@ -210,7 +210,9 @@ def sdk_usage_of(
 ) -> list[usage.UsageRecord]:
     """The Agent SDK's summary records of a ``ResultMessage``: one per model of ``model_usage``
     (request id ``sdk:<model>``, its ``costUSD`` reported), else one ``sdk:*`` of ``usage`` and
-    ``total_cost_usd`` when the SDK names no model; none from a result of another shape (logged)."""
+    ``total_cost_usd`` when the SDK names no model; none from a result of another shape (logged). A model
+    without a reported cost is priced from the table only while its summed prompt tokens stay under the
+    long-context tier (then every request in it did); above, its cost is ``unknown``."""
     try:
         result = msgspec.convert(payload, _SdkResult)
     except msgspec.ValidationError as exc:
@@ -218,7 +220,7 @@ def sdk_usage_of(
         return []
 
     def record(model: str | None, tokens: prices.Tokens, cost: float | None) -> usage.UsageRecord:
-        return usage.observe(
+        found = usage.observe(
             tenant=tenant,
             session=session,
             request_id=usage.sdk_request_id(model),
@@ -229,6 +231,12 @@ def sdk_usage_of(
             reported_cost_usd=cost,
             price_table=price_table,
         )
+        price = prices.price_of(model, prices=price_table, at=at) if model and cost is None else None
+        above = price and price.long_context_above
+        if above and tokens.input + tokens.cache_read + tokens.cache_write_5m + tokens.cache_write_1h > above:
+            # Summed over requests: which of them passed the long-context tier is unknown, so their cost is.
+            return msgspec.structs.replace(found, cost_usd=None, cost_source="unknown")
+        return found
 
     if result.model_usage:
         return [
