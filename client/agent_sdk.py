@@ -1,9 +1,10 @@
 """Record the hook events of a Claude Agent SDK (Python) session into hookdb.
 
 ``wrap_hooks_for_db`` adds a recording matcher for every event the SDK supports to the caller's own
-hooks; ``record_result`` stores the final ``ResultMessage`` (cost, usage, turns, duration), which the
-collector turns into session metrics. Recording never changes what the agent does: the recording
-callback returns ``{}``, never raises and awaits nothing, and the caller's matchers run as before.
+hooks; ``record_result`` stores the final ``ResultMessage`` (cost, usage per model, turns, duration),
+which the collector turns into session metrics and usage-ledger rows. Recording never changes what the
+agent does: the recording callback returns ``{}``, never raises and awaits nothing, and the caller's
+matchers run as before.
 
 Needs the optional extra: ``pip install 'hookdb[agent-sdk]'``. ``hookdb.client`` does not import this
 module, so hook commands and plain ``Emitter`` users never load the SDK.
@@ -150,8 +151,11 @@ def record_result(
 
     The collector projects ``total_cost_usd`` into ``sessions.cost_usd`` and ``usage``,
     ``num_turns``, ``duration_ms``, ``duration_api_ms``, ``is_error`` and ``subtype`` into
-    ``sessions.meta``. Any other message is ignored (returns ``None``), so it is safe to call on
-    every message of the stream. ``session_id`` overrides the message's own. Never raises.
+    ``sessions.meta``; ``model_usage`` feeds the usage ledger as its ``sdk`` source, one row per model
+    (request id ``sdk:<model>``, the model's ``costUSD`` as reported), counted in the session's totals only
+    while no transcript or OTLP row tells the session's requests one by one (the rule is in
+    ``hookdb.collector.store.usage``). Any other message is ignored (returns ``None``), so it is safe to
+    call on every message of the stream. ``session_id`` overrides the message's own. Never raises.
     """
     if not isinstance(message, ResultMessage):
         return None

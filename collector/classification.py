@@ -174,9 +174,12 @@ TRANSCRIPT_EVENTS = frozenset({"Stop", "SubagentStop", "PreCompact", "SessionEnd
 # The event after which a session's transcript is not expected to grow.
 SESSION_END_EVENT = "SessionEnd"
 
-# (source, event type) of the events that report one model API request's usage: Claude Code's OTLP
-# ``claude_code.api_request`` log records, stored as events by the OTLP receiver.
-USAGE_EVENTS = frozenset({("claude-code-otel", "api_request")})
+# (source, event type) of the Agent SDK's ``ResultMessage`` (hookdb.client.agent_sdk.record_result): its
+# ``model_usage`` gives the session's usage per model, summary rows of the ledger (store/usage.py).
+SDK_RESULT_EVENT = ("agent-sdk", RESULT_EVENT)
+# (source, event type) of the events that report usage: Claude Code's OTLP ``claude_code.api_request``
+# log records (one model API request each), stored as events by the OTLP receiver, and the SDK's result.
+USAGE_EVENTS = frozenset({("claude-code-otel", "api_request"), SDK_RESULT_EVENT})
 
 # Limits on reading transcripts: a transcript larger than this is not read at all (like a report over
 # MAX_FILE_BYTES, but transcripts grow long), and what is new is read in chunks of TRANSCRIPT_CHUNK_BYTES

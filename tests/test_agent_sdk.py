@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 import uuid
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -399,3 +400,157 @@ def test_an_sdk_session_lands_in_the_audit_log_and_its_result_in_sessions(
     assert meta["usage"] == usage
     assert (meta["num_turns"], meta["duration_ms"], meta["duration_api_ms"]) == (3, 4200, 3900)
     assert (meta["is_error"], meta["subtype"]) == (False, "success")
+    # No model_usage: the ledger's one summary row is the result's usage and total, for no named model.
+    (row,) = run_sql(dsn, "SELECT * FROM usage_ledger")
+    assert (row["request_id"], row["model"], tuple(row["sources"])) == ("sdk:*", None, ("sdk",))
+    assert (row["input_tokens"], row["output_tokens"], row["cache_read_tokens"]) == (1200, 340, 5000)
+    assert (row["cost_usd"], row["cost_source"]) == (Decimal("0.0123"), "reported")
+    assert s["input_tokens"] == 1200
+
+
+# -- The usage ledger: the SDK's result as a third source ----------------------------------------------------
+
+
+def sdk_result(model_usage: dict[str, Any], total: float) -> ResultMessage:
+    """A ``ResultMessage`` as the SDK builds it from the CLI's result (``modelUsage`` passed through)."""
+    usage = {
+        "input_tokens": sum(m["inputTokens"] for m in model_usage.values()),
+        "output_tokens": sum(m["outputTokens"] for m in model_usage.values()),
+        "cache_read_input_tokens": sum(m["cacheReadInputTokens"] for m in model_usage.values()),
+        "cache_creation_input_tokens": sum(m["cacheCreationInputTokens"] for m in model_usage.values()),
+    }
+    return ResultMessage(
+        subtype="success",
+        duration_ms=4200,
+        duration_api_ms=3900,
+        is_error=False,
+        num_turns=3,
+        session_id=SESSION,
+        total_cost_usd=total,
+        usage=usage,
+        model_usage=model_usage,
+    )
+
+
+def model_usage(inputs: int, outputs: int, reads: int, writes: int, cost: float) -> sdk_types.ModelUsage:
+    return sdk_types.ModelUsage(
+        inputTokens=inputs,
+        outputTokens=outputs,
+        cacheReadInputTokens=reads,
+        cacheCreationInputTokens=writes,
+        webSearchRequests=0,
+        costUSD=cost,
+        contextWindow=200000,
+        maxOutputTokens=64000,
+    )
+
+
+def ledger_rows(dsn: str) -> list[Any]:
+    return run_sql(dsn, "SELECT * FROM usage_ledger ORDER BY request_id")
+
+
+def session_of(dsn: str) -> Any:
+    found = run_sql(dsn, "SELECT * FROM sessions WHERE session_id = $1", SESSION)
+    return found[0] if found else {}
+
+
+def test_the_sdk_result_gives_one_ledger_row_per_model_with_its_reported_cost(
+    start_collector, socket_path: Path, dsn: str
+) -> None:
+    start_collector()
+    emitter = Emitter(str(socket_path), ack=True, timeout=2.0)
+    result = sdk_result(
+        {
+            "claude-sonnet-4-5": model_usage(2450, 251, 23924, 12292, 0.0643872),
+            "claude-haiku-4-5": model_usage(300, 20, 0, 0, 0.0004),
+        },
+        0.0647872,
+    )
+    assert record_result(result, emitter=emitter) is not None
+    emitter.close()
+
+    wait_for(lambda: len(ledger_rows(dsn)) == 2)
+    rows = ledger_rows(dsn)
+    assert [r["request_id"] for r in rows] == ["sdk:claude-haiku-4-5", "sdk:claude-sonnet-4-5"]
+    assert {(tuple(r["sources"]), r["cost_source"], r["agent"]) for r in rows} == {
+        (("sdk",), "reported", "main")
+    }
+    sonnet = rows[1]
+    assert (sonnet["input_tokens"], sonnet["output_tokens"], sonnet["cache_read_tokens"]) == (
+        2450,
+        251,
+        23924,
+    )
+    assert (sonnet["cache_creation_5m_tokens"], sonnet["cost_usd"]) == (12292, Decimal("0.0643872"))
+    s = wait_for(lambda: (r := session_of(dsn))["input_tokens"] and r)
+    assert (s["cost_usd"], s["cost_source"]) == (Decimal("0.0647872"), "reported")
+    assert (s["input_tokens"], s["output_tokens"]) == (2750, 271)
+    assert (s["model"], s["models"]) == ("claude-sonnet-4-5", ["claude-haiku-4-5", "claude-sonnet-4-5"])
+
+
+@pytest.mark.parametrize("result_first", [True, False])
+def test_the_sdk_summary_is_never_counted_on_top_of_the_sessions_transcript(
+    result_first: bool, start_collector, socket_path: Path, dsn: str, tmp_path: Path
+) -> None:
+    from test_ledger import DATA, REQUESTS, TOTAL
+
+    transcript = tmp_path / f"{SESSION}.jsonl"
+    transcript.write_bytes(DATA)  # what Claude Code, run by the SDK, wrote for the session
+    start_collector()
+    emitter = Emitter(str(socket_path), ack=True, timeout=2.0)
+    result = sdk_result({"claude-sonnet-4-5": model_usage(2450, 251, 23924, 12292, 0.0643872)}, 0.0643872)
+
+    def stop() -> None:
+        payload = {**COMMON, "hook_event_name": "Stop", "transcript_path": str(transcript)}
+        emitter.emit("Stop", payload, session_id=SESSION, source=agent_sdk.SOURCE)
+
+    if result_first:
+        record_result(result, emitter=emitter)
+        wait_for(lambda: session_of(dsn).get("cost_usd"))
+        stop()
+    else:
+        stop()
+        wait_for(lambda: len(ledger_rows(dsn)) == 3)
+        record_result(result, emitter=emitter)
+    emitter.close()
+    assert wait_for_rows(dsn, 2) == 2
+    everything = [*REQUESTS, "sdk:claude-sonnet-4-5"]
+    wait_for(lambda: [r["request_id"] for r in ledger_rows(dsn)] == everything)
+    wait_for(lambda: session_of(dsn)["cost_source"] == "computed")  # the transcript's requests count
+    time.sleep(0.3)  # a total counted twice would have landed by now
+
+    rows = {r["request_id"]: r for r in ledger_rows(dsn)}
+    assert tuple(rows["sdk:claude-sonnet-4-5"]["sources"]) == ("sdk",)  # kept: what the SDK said
+    s = session_of(dsn)
+    assert s["cost_usd"] == sum(rows[r]["cost_usd"] for r in REQUESTS) == TOTAL  # once, not twice
+    assert (s["input_tokens"], s["output_tokens"], s["cache_read_tokens"]) == (2450, 251, 23924)
+    assert s["models"] == ["claude-sonnet-4-5"]
+
+
+def test_the_countable_rule_leaves_out_summaries_of_sessions_with_requests() -> None:
+    from datetime import UTC, datetime
+
+    from hookdb.collector import prices
+    from hookdb.collector.store import usage
+
+    at = datetime(2026, 1, 1, tzinfo=UTC)
+
+    def seen(session: str, request_id: str, source: usage.Source) -> usage.UsageRecord:
+        tokens = prices.Tokens(input=100, output=10)
+        return usage.observe(
+            tenant="t",
+            session=session,
+            request_id=request_id,
+            source=source,
+            at=at,
+            model="claude-sonnet-4-5",
+            tokens=tokens,
+            reported_cost_usd=0.01,
+        )
+
+    summary = seen("a", usage.sdk_request_id("claude-sonnet-4-5"), "sdk")
+    request = seen("a", "req_1", "transcript")
+    alone = seen("b", usage.sdk_request_id("claude-sonnet-4-5"), "sdk")
+    assert usage.countable([summary, request, alone]) == [request, alone]
+    assert usage.totals([summary, request]).cost_usd == Decimal("0.01")
+    assert usage.totals([alone]).requests == 1

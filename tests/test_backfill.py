@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from conftest import BIN, run_sql, wait_for_rows
+from conftest import BIN, run_sql, wait_for, wait_for_rows
 from fixtures import corpus
 
 EXPECTED_EVENTS = {
@@ -115,7 +115,7 @@ def test_the_fixture_transcript_becomes_its_session_and_hook_events(transcripts:
     assert Counter(r["event_type"] for r in rows) == EXPECTED_EVENTS
     assert {r["source"] for r in rows} == {"backfill"}
     assert {r["session_id"] for r in rows} == {corpus.SESSION_ID}
-    assert {r["peer_uid"] for r in rows} == {None}
+    assert {r["peer_uid"] for r in rows} == {os.getuid()}  # the backfill is the sender, as over a socket
 
     # Every tool use is paired with its result by id; the result names the tool and carries its input.
     pre = {r["payload"]["tool_use_id"]: r for r in rows if r["event_type"] == "PreToolUse"}
@@ -267,6 +267,10 @@ def test_through_a_running_collector_the_same_rows_land(
         1,
     )
     assert json.loads(session["meta"])["usage"] == expected_usage()
+    # The collector's ledger step read the transcripts the events name, the backfill's uid being theirs.
+    requests = {line["requestId"] for line in fixture_lines() if "requestId" in line}
+    assert {r["request_id"] for r in ledger_of(dsn, "default")} == requests
+    assert session["cost_usd"] is not None
 
 
 def test_a_refusal_by_the_collector_stops_the_run_loudly(
@@ -474,3 +478,119 @@ def test_subagent_transcripts_are_found_in_both_layouts(tmp_path: Path) -> None:
     ]
     assert tally.files_total == 3
     assert tally.problems == [f"{project / 'agent-lost.jsonl'}: a subagent transcript that names no session"]
+
+
+# -- The usage ledger --------------------------------------------------------------------------------------
+
+LEDGER_COLUMNS = (
+    "session_id, request_id, agent, agent_type, model, input_tokens, output_tokens, cache_read_tokens, "
+    "cache_creation_5m_tokens, cache_creation_1h_tokens, cost_usd, cost_source, at, sources, alt"
+)
+TOTAL_COLUMNS = (
+    "input_tokens, output_tokens, cache_read_tokens, cache_creation_5m_tokens, cache_creation_1h_tokens, "
+    "cost_usd, cost_source, models, model, meta->'cost_state' AS cost_state"
+)
+
+
+def ledger_of(dsn: str, tenant: str) -> list[dict[str, Any]]:
+    sql = f"SELECT {LEDGER_COLUMNS} FROM usage_ledger WHERE tenant_id = $1 ORDER BY at, request_id"
+    return [dict(r) for r in run_sql(dsn, sql, tenant)]
+
+
+def totals_of(dsn: str, tenant: str, session_id: str) -> dict[str, Any]:
+    sql = f"SELECT {TOTAL_COLUMNS} FROM sessions WHERE tenant_id = $1 AND session_id = $2"
+    return dict(run_sql(dsn, sql, tenant, session_id)[0])
+
+
+def live_stop(socket_path: Path, session_id: str, transcript: Path, subagent: Path | None = None) -> None:
+    """What Claude Code sends live at the session's end: its subagent's stop, then its own."""
+    from test_collector import send_concurrently
+    from test_ledger import event
+
+    frames = []
+    if subagent is not None:
+        payload = {
+            "agent_id": corpus.AGENT_ID,
+            "agent_type": "Explore",
+            "agent_transcript_path": str(subagent),
+        }
+        frames.append(event("SubagentStop", payload, session=session_id))
+    frames.append(event("Stop", {"transcript_path": str(transcript)}, session=session_id))
+    send_concurrently(socket_path, [frames])
+
+
+def test_backfill_puts_claude_codes_three_requests_and_its_cost_in_the_ledger(
+    tmp_path: Path, dsn: str
+) -> None:
+    from test_ledger import DATA, REQUESTS, SESSION, TOTAL
+
+    (tmp_path / f"{SESSION}.jsonl").write_bytes(DATA)
+
+    backfill("claude-code", str(tmp_path), "--dsn", dsn)
+
+    rows = ledger_of(dsn, "default")
+    assert [r["request_id"] for r in rows] == REQUESTS
+    assert {(r["agent"], r["cost_source"], tuple(r["sources"])) for r in rows} == {
+        ("main", "computed", ("transcript",))
+    }
+    totals = totals_of(dsn, "default", SESSION)
+    assert totals["cost_usd"] == sum(r["cost_usd"] for r in rows) == TOTAL
+    kinds = ("input_tokens", "output_tokens", "cache_read_tokens", "cache_creation_5m_tokens")
+    assert [totals[k] for k in kinds] == [2450, 251, 23924, 12292]  # Claude Code's own JSON output
+    assert (totals["model"], totals["models"]) == ("claude-sonnet-4-5", ["claude-sonnet-4-5"])
+    assert json.loads(totals["cost_state"])["totalCostUSD"] == float(TOTAL)
+    reads = run_sql(dsn, "SELECT read_offset FROM transcript_reads")
+    assert [r["read_offset"] for r in reads] == [len(DATA)]
+
+    again = backfill("claude-code", str(tmp_path), "--dsn", dsn)
+
+    assert summary(again, "events").endswith(" 0 new rows")
+    assert ledger_of(dsn, "default") == rows
+    assert totals_of(dsn, "default", SESSION) == totals
+
+
+@pytest.mark.parametrize("fixture", ["claude-code-2.1.332", "transcript"])
+def test_backfilled_and_live_sessions_have_the_same_ledger_and_totals(
+    fixture: str, tmp_path: Path, dsn: str, start_collector: Any, socket_path: Path
+) -> None:
+    from test_ledger import DATA, SESSION
+
+    if fixture == "transcript":  # with a subagent
+        shutil.copytree(corpus.transcript_path().parent, tmp_path / "projects")
+        session_id = corpus.SESSION_ID
+        transcript = tmp_path / "projects" / f"{session_id}.jsonl"
+        subagent = tmp_path / "projects" / session_id / "subagents" / f"agent-{corpus.AGENT_ID}.jsonl"
+    else:
+        session_id, subagent = SESSION, None
+        transcript = tmp_path / "projects" / f"{session_id}.jsonl"
+        transcript.parent.mkdir()
+        transcript.write_bytes(DATA)
+    start_collector()
+    live_stop(socket_path, session_id, transcript, subagent)
+    wait_for_rows(dsn, 2 if subagent else 1)
+    wait_for(lambda: ledger_of(dsn, "default") and totals_of(dsn, "default", session_id)["cost_usd"])
+
+    backfill("claude-code", str(tmp_path / "projects"), "--dsn", dsn, "--tenant", "history")
+
+    live, history = ledger_of(dsn, "default"), ledger_of(dsn, "history")
+    if subagent:
+        requests = {line["requestId"] for line in fixture_lines() if "requestId" in line}
+        assert {r["request_id"] for r in live} == requests
+        assert {(r["agent"], r["agent_type"]) for r in live} == {("main", None), (corpus.AGENT_ID, "Explore")}
+    else:
+        assert len(live) == 3
+    assert history == live
+    assert totals_of(dsn, "history", session_id) == totals_of(dsn, "default", session_id)
+
+
+def test_a_transcript_of_another_uid_is_imported_without_its_usage_and_said_so(
+    transcripts: Path, dsn: str
+) -> None:
+    path = transcripts / "-home-dev-proj" / f"{corpus.SESSION_ID}.jsonl"
+    os.chown(path, 12345, 12345)  # someone else's: as for a live sender, the ledger does not read it
+
+    done = backfill("claude-code", str(transcripts), "--dsn", dsn)
+
+    assert summary(done, "events") == f"{EXPECTED_TOTAL} read, {EXPECTED_TOTAL} new rows"
+    assert f"{path}: owned by uid 12345: its events are imported, its usage is not" in done.stderr
+    assert {r["agent"] for r in ledger_of(dsn, "default")} == {corpus.AGENT_ID}  # the subagent's is ours

@@ -668,3 +668,142 @@ def test_dry_run_of_a_new_file_says_nothing_was_written(project: Path, env: dict
         f"{settings_of(project)}: dry run, nothing written (the file would be created: +"
     )
     assert not settings_of(project).parent.exists()
+
+
+# -- --otel: Claude Code's telemetry to hookdb's OTLP receiver ---------------------------------------------
+
+TOKEN = "tok-a1b2c3"
+TELEMETRY = {
+    "CLAUDE_CODE_ENABLE_TELEMETRY": "1",
+    "OTEL_LOGS_EXPORTER": "otlp",
+    "OTEL_METRICS_EXPORTER": "otlp",
+    "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+    "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318",
+    "OTEL_EXPORTER_OTLP_HEADERS": f"Authorization=Bearer {TOKEN}",
+}
+
+
+@pytest.fixture
+def otel_env(env: dict[str, str]) -> dict[str, str]:
+    return {**env, cs.TOKEN_ENV: TOKEN}
+
+
+def user_settings(env: dict[str, str]) -> Path:
+    return Path(env["HOME"]) / ".claude" / "settings.json"
+
+
+def test_otel_puts_the_telemetry_in_the_user_settings_and_the_hooks_in_the_project(
+    project: Path, otel_env: dict[str, str]
+) -> None:
+    user = user_settings(otel_env)
+
+    done = install_hooks("--project", str(project), "--otel", cwd=project, env=otel_env)
+
+    project_settings = json.loads(settings_of(project).read_text())
+    assert_hookdb_everywhere(project_settings)
+    assert "env" not in project_settings  # Claude Code ignores telemetry settings in a project
+    user_env = json.loads(user.read_text())["env"]
+    assert user_env == {**TELEMETRY, cs.OTEL_MARKER: " ".join(TELEMETRY)}
+    assert "hooks" not in json.loads(user.read_text())
+    assert stat.S_IMODE(user.stat().st_mode) == 0o600  # it holds the token
+    assert f"{settings_of(project)}: hookdb's hooks installed" in done.stdout
+    assert f"{user}: Claude Code's telemetry set to go to http://127.0.0.1:4318" in done.stdout
+
+    before = snapshot(settings_of(project)), snapshot(user)
+    again = install_hooks("--project", str(project), "--otel", cwd=project, env=otel_env)
+    assert (snapshot(settings_of(project)), snapshot(user)) == before
+    assert again.stdout.count("no change, nothing written") == 2
+
+    no_token = {k: v for k, v in otel_env.items() if k != cs.TOKEN_ENV}  # uninstall needs none
+    gone = install_hooks("--project", str(project), "--otel", "--uninstall", cwd=project, env=no_token)
+    assert not settings_of(project).exists()
+    assert not user.exists()
+    assert f"{user}: hookdb's telemetry environment removed" in gone.stdout
+
+
+def test_otel_with_user_writes_both_into_the_user_file_and_uninstall_restores_its_bytes(
+    project: Path, otel_env: dict[str, str]
+) -> None:
+    user = user_settings(otel_env)
+    user.parent.mkdir()
+    user.write_text(USER_SETTINGS)  # its env already has CLAUDE_CODE_ENABLE_TELEMETRY=1: the user's own
+
+    done = install_hooks(
+        "--user", "--otel", "--otel-endpoint", "https://hookdb.lan:4318", cwd=project, env=otel_env
+    )
+
+    settings = json.loads(user.read_text())
+    assert_hookdb_everywhere(settings)
+    ours = [k for k in TELEMETRY if k != "CLAUDE_CODE_ENABLE_TELEMETRY"]
+    assert settings["env"] == {
+        "GREETING": "grüß dich",
+        **TELEMETRY,
+        "OTEL_EXPORTER_OTLP_ENDPOINT": "https://hookdb.lan:4318",
+        cs.OTEL_MARKER: " ".join(ours),
+    }
+    assert '"GREETING": "gr\\u00fc\\u00df dich"' in user.read_text()  # the user's bytes stay
+    assert done.stdout.splitlines() == [
+        f"{user}: {done.stdout.split(': ', 1)[1].strip()}"
+    ]  # one file, one line
+    assert "hooks installed" in done.stdout
+    assert "telemetry set to go to https://hookdb.lan:4318" in done.stdout
+    assert done.stderr == ""
+
+    # Another endpoint: hookdb's keys are updated in place, nothing added.
+    install_hooks("--user", "--otel", cwd=project, env=otel_env)
+    again = json.loads(user.read_text())["env"]
+    assert again["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://127.0.0.1:4318"
+    assert list(again) == list(settings["env"])
+
+    install_hooks("--user", "--uninstall", cwd=project, env=otel_env)
+    assert user.read_text() == USER_SETTINGS
+    assert not backup_of(user).exists()
+
+
+def test_otel_leaves_a_users_own_telemetry_value_and_warns(project: Path, otel_env: dict[str, str]) -> None:
+    user = user_settings(otel_env)
+    user.parent.mkdir()
+    mine = {"OTEL_METRICS_EXPORTER": "prometheus", "OTEL_EXPORTER_OTLP_HEADERS": "x-key=secret-of-mine"}
+    original = json.dumps({"env": mine}, indent=2) + "\n"
+    user.write_text(original)
+
+    done = install_hooks("--otel", cwd=project, env=otel_env)
+
+    env = json.loads(user.read_text())["env"]
+    assert {k: env[k] for k in mine} == mine
+    assert env[cs.OTEL_MARKER].split() == [k for k in TELEMETRY if k not in mine]
+    assert '"env.OTEL_METRICS_EXPORTER" is "prometheus", not "otlp"' in done.stderr
+    assert '"env.OTEL_EXPORTER_OTLP_HEADERS" differs from hookdb\'s: yours, left as it is' in done.stderr
+    assert "secret-of-mine" not in done.stderr
+
+    install_hooks("--otel", "--uninstall", cwd=project, env=otel_env)
+    assert user.read_text() == original
+    assert not settings_of(project).exists()
+
+
+def test_otel_without_the_token_is_refused_and_writes_nothing(project: Path, env: dict[str, str]) -> None:
+    env = {k: v for k, v in env.items() if k != cs.TOKEN_ENV}
+    done = install_hooks("--otel", cwd=project, env=env, expect=2)
+    assert f"--otel needs ${cs.TOKEN_ENV}" in done.stderr
+    assert not settings_of(project).exists()
+    assert not user_settings(env).exists()
+    bad = install_hooks("--otel-endpoint", "http://x:4318", cwd=project, env=env, expect=2)
+    assert "--otel-endpoint goes with --otel" in bad.stderr
+
+
+def test_otel_dry_run_shows_both_changes_and_writes_nothing(project: Path, otel_env: dict[str, str]) -> None:
+    done = install_hooks("--otel", "--dry-run", cwd=project, env=otel_env)
+    assert f"+++ {settings_of(project)}" in done.stdout
+    assert f"+++ {user_settings(otel_env)}" in done.stdout
+    assert f'+    "OTEL_EXPORTER_OTLP_HEADERS": "Authorization=Bearer {TOKEN}",' in done.stdout
+    assert done.stdout.count("dry run, nothing written") == 2
+    assert not settings_of(project).exists()
+    assert not user_settings(otel_env).exists()
+
+
+@pytest.mark.parametrize("text", [None, "", USER_SETTINGS, '{"env":{"A":"1"},"hooks":{}}'])
+def test_otel_plans_are_idempotent_and_reversible(text: str | None) -> None:
+    telemetry = cs.Telemetry(token=TOKEN)
+    once = cs.plan_otel(text, telemetry)
+    assert cs.plan_otel(once, telemetry) == once
+    assert cs.plan_uninstall(once, text) == text

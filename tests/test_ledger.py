@@ -242,3 +242,36 @@ def test_the_ledger_and_read_offsets_are_guarded_by_row_level_security(
         assert as_role(dsn, "hookdb_reader", None, f"SELECT count(*) FROM {table}")[0][0] == 0
         assert as_role(dsn, "hookdb_reader", "other", f"SELECT count(*) FROM {table}")[0][0] == 0
         assert as_role(dsn, "hookdb_reader", "default", f"SELECT count(*) FROM {table}")[0][0] == rows
+
+
+def test_an_sdk_result_of_another_shape_gives_no_usage_and_a_model_less_one_gives_sdk_star() -> None:
+    from datetime import UTC, datetime
+
+    from hookdb.collector import prices
+    from hookdb.collector.store import ledger as store_ledger
+
+    at = datetime(2026, 1, 1, tzinfo=UTC)
+
+    def of(payload: dict[str, Any]) -> list[Any]:
+        return store_ledger.sdk_usage_of("t", "s", at, payload, prices.PRICES)
+
+    assert of({"model_usage": {"claude-sonnet-4-5": {"inputTokens": -1}}}) == []  # not a count
+    assert of({"subtype": "success"}) == []  # nothing about usage
+    (star,) = of({"total_cost_usd": 0.5, "usage": {"input_tokens": 7, "cache_creation_input_tokens": 3}})
+    assert (star.request_id, star.model, star.cost_usd, star.cost_source) == (
+        "sdk:*",
+        None,
+        Decimal("0.5"),
+        "reported",
+    )
+    assert (star.input_tokens, star.cache_creation_5m_tokens, star.sources) == (7, 3, frozenset({"sdk"}))
+    # Without a reported cost a summary is priced only when no request in it can have passed the
+    # long-context tier (200K prompt tokens): below that, base rates are exact; above, it is unknown.
+    (priced,) = of({"model_usage": {"claude-sonnet-4-5": {"inputTokens": 200_000}}})
+    assert (priced.request_id, priced.cost_usd, priced.cost_source) == (
+        "sdk:claude-sonnet-4-5",
+        Decimal("0.6"),
+        "computed",
+    )
+    (long,) = of({"model_usage": {"claude-sonnet-4-5": {"inputTokens": 200_001}}})
+    assert (long.cost_usd, long.cost_source) == (None, "unknown")

@@ -45,8 +45,9 @@ Decisions:
   makes them one row. The session id is part of the name because a resumed or forked session's
   transcript repeats its parent's lines with their uuids: each session keeps its whole history.
 - **Usage** is counted once per ``message.id`` (a message streamed over several lines repeats its
-  usage on each; the last line's figures win), keeping the latest 1024 open ids. Transcripts record
-  no cost, so ``total_cost_usd`` is left out rather than guessed from a price list.
+  usage on each; the last line's figures win), keeping the latest 1024 open ids. ``total_cost_usd`` is
+  left out of ``Result``: the cost is the usage ledger's, which the store computes from the transcripts
+  the events name, per request, as for a live session (``backfill_cli``, ``store/ledger.py``).
 - **Pairing** keeps at most 10 000 unanswered tool uses per session; a result whose use was dropped or
   never written is still imported, without ``tool_name`` (counted as unpaired).
 - **Turn ends** come from the next prompt (or the end) rather than ``stop_reason``, which recent
@@ -141,6 +142,7 @@ class Tally:
     malformed: int = 0
     skipped: int = 0  # files, or events that cannot be stored or sent
     unpaired: int = 0
+    usage_skipped: int = 0  # transcripts another uid owns: the ledger does not read them
     problems: list[str] = field(default_factory=list)
     problem_count: int = 0
     max_listed: int = 20
@@ -152,6 +154,14 @@ class Tally:
     def skip(self, where: str, reason: str) -> None:
         self.skipped += 1
         self._note(f"{where}: {reason}")
+
+    def usage_unread(self, where: str, uid: int) -> None:
+        """A transcript whose events are imported but whose usage the store will not read (not ours)."""
+        self.usage_skipped += 1
+        self._note(
+            f"{where}: owned by uid {uid}: its events are imported, its usage is not (the ledger reads only "
+            "the sender's own transcripts; run the backfill as their owner)"
+        )
 
     def _note(self, text: str) -> None:
         self.problem_count += 1
@@ -618,6 +628,9 @@ def transcript_events(session: TranscriptSession, tally: Tally) -> Iterator[Even
             tally.skip(name, f"cannot read: {exc.strerror}")
             continue
         with f:
+            owner = os.fstat(f.fileno()).st_uid
+            if owner != os.geteuid():
+                tally.usage_unread(name, owner)
             for number, raw in enumerate(f, 1):
                 yield from mapper.feed(raw, name, number, file_agent)
         tally.files_done += 1

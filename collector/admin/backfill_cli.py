@@ -18,6 +18,15 @@ source ``backfill``:
   for transcripts of sessions that were also captured live. An event larger than
   ``listener.max_frame_bytes`` is skipped and reported.
 
+**The usage ledger** comes out as live capture makes it, by the same code: the events name their
+transcripts (``Stop``, ``SubagentStop``, ``SessionEnd`` carry ``transcript_path`` /
+``agent_transcript_path``), and the sink's ledger step (``store/ledger.py``) reads them as it reads a live
+session's, with its subagents' transcripts and the last ``cost-state``: the same ``usage_ledger`` rows,
+read offsets and session totals. The backfill process is the events' sender (its pid/uid/gid as the
+peer), so only transcripts it owns are read, as for a live sender; through a collector the socket's peer
+is. A second run writes no new event, so the ledger is not read again (and would merge to the same rows
+if it were).
+
 Re-running either is safe: event ids are deterministic, a second run adds no row.
 
 A terminal gets one self-overwriting progress line on stderr (files done of all, events, events per
@@ -165,12 +174,13 @@ def run(args: argparse.Namespace, config: config_mod.Config) -> int:
     events_of: EventsOf
     if args.action == "claude-code":
         root = Path(args.transcripts).expanduser()
-        units, events_of, peer, label = bf.find_transcripts(root, tally), bf.transcript_events, None, "files"
+        units, events_of, label = bf.find_transcripts(root, tally), bf.transcript_events, "files"
     else:
         root = Path(args.directory).expanduser()
         units, events_of, label = bf.find_seed_sessions(root, tally), bf.seed_events, "directories"
-        # The projections read report and state files only for a sender that owns them (see backfill).
-        peer = Peer(os.getpid(), os.getuid(), os.getgid())
+    # The projections read transcripts (the usage ledger), report and state files only for a sender that
+    # owns them: the backfill is that sender, as it would be over the collector's socket.
+    peer = Peer(os.getpid(), os.getuid(), os.getgid())
     progress = Progress(tally, label, sys.stderr)
     started = time.monotonic()
     status, error = 0, None

@@ -54,8 +54,21 @@ The decisions, in one place:
   fsync of the directory) and is abandoned if the file changed while it was being edited. A symlinked
   settings file (dotfiles) is edited where it points, so the link stays.
 
-The pure part is :func:`plan_install` and :func:`plan_uninstall` (old text → new text); :func:`run` does
-the I/O.
+* **``--otel``** also turns on Claude Code's own OpenTelemetry export to hookdb's OTLP receiver
+  (``otlp.enabled``): the ``env`` members of :meth:`Telemetry.env` (logs and metrics over
+  ``http/protobuf`` to ``--otel-endpoint``, default :data:`DEFAULT_OTLP_ENDPOINT`, with
+  ``OTEL_EXPORTER_OTLP_HEADERS=Authorization=Bearer <token>``). The token is ``$HOOKDB_HOOK_TOKEN``'s
+  value written into the file (an OTEL header takes no variables; refused when unset). Claude Code
+  ignores telemetry variables in a project's settings and honours them in the user's, so this part always
+  goes to the user settings file (``~/.claude/settings.json``), wherever the hooks go (``--project``, the
+  default, or ``--user``: then one file), and the command says where it wrote each part. What is hookdb's
+  is named by the ``env`` member :data:`OTEL_MARKER` (the keys hookdb added, space-separated): re-running
+  updates those keys; uninstall removes them and the marker, and the ``env`` object if that empties it. A
+  key that the user already had with the same value is theirs, not listed, kept; with another value it is
+  left as it is and install warns (that setting may keep telemetry from reaching hookdb).
+
+The pure part is :func:`plan_install`, :func:`plan_otel` and :func:`plan_uninstall` (old text → new text);
+:func:`run` does the I/O.
 """
 
 from __future__ import annotations
@@ -72,6 +85,7 @@ import shutil
 import stat
 import sys
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -138,6 +152,18 @@ TIMEOUT_SECONDS = 5
 BACKUP_SUFFIX = ".hookdb-backup"
 CONFIG_DIR_ENV = "CLAUDE_CONFIG_DIR"
 BOM = "\ufeff"
+DEFAULT_OTLP_ENDPOINT = "http://127.0.0.1:4318"
+"""The OTLP/HTTP receiver's default address (``otlp.listen``), the OTLP/HTTP convention."""
+OTEL_MARKER = "HOOKDB_OTEL_KEYS"
+"""The ``env`` member naming the telemetry keys install-hooks added (what ``--uninstall`` removes)."""
+OTEL_KEYS = (
+    "CLAUDE_CODE_ENABLE_TELEMETRY",
+    "OTEL_LOGS_EXPORTER",
+    "OTEL_METRICS_EXPORTER",
+    "OTEL_EXPORTER_OTLP_PROTOCOL",
+    "OTEL_EXPORTER_OTLP_ENDPOINT",
+    "OTEL_EXPORTER_OTLP_HEADERS",
+)
 
 
 class SettingsError(Exception):
@@ -187,6 +213,18 @@ class HookForm:
         group: dict[str, Any] = {"matcher": "*"} if event in TOOL_EVENTS else {}
         group["hooks"] = [self.handler(event)]
         return group
+
+
+@dataclass(frozen=True, slots=True)
+class Telemetry:
+    """What ``--otel`` adds to ``env``: Claude Code's OTLP export of logs and metrics to hookdb."""
+
+    endpoint: str = DEFAULT_OTLP_ENDPOINT
+    token: str = ""
+
+    def env(self) -> dict[str, str]:
+        values = ("1", "otlp", "otlp", "http/protobuf", self.endpoint, f"Authorization=Bearer {self.token}")
+        return dict(zip(OTEL_KEYS, values, strict=True))
 
 
 def is_hookdb_handler(handler: object) -> bool:
@@ -459,7 +497,8 @@ def _dump(value: object) -> str:
 
 
 def _canonical(settings: dict[str, Any]) -> str:
-    """``settings`` without empty event lists and an empty ``hooks``: they mean nothing to Claude Code."""
+    """``settings`` without empty event lists, an empty ``hooks`` or ``env``: they mean nothing to Claude
+    Code."""
     result = dict(settings)
     hooks = result.get("hooks")
     if isinstance(hooks, dict):
@@ -468,6 +507,8 @@ def _canonical(settings: dict[str, Any]) -> str:
             result["hooks"] = hooks
         else:
             del result["hooks"]
+    if result.get("env") == {}:
+        del result["env"]
     return _dump(result)
 
 
@@ -535,8 +576,16 @@ def install(settings: dict[str, Any], form: HookForm, name: str = "settings.json
 
 
 def uninstall(settings: dict[str, Any]) -> dict[str, Any]:
-    """A copy of ``settings`` without hookdb's handlers and the containers emptied by their removal."""
+    """A copy of ``settings`` without hookdb's handlers and telemetry keys, and the containers emptied by
+    their removal."""
     result = copy.deepcopy(settings)
+    env = result.get("env")
+    if isinstance(env, dict) and OTEL_MARKER in env:
+        for key in _otel_owned(env):
+            env.pop(key, None)
+        del env[OTEL_MARKER]
+        if not env:
+            del result["env"]
     hooks = result.get("hooks")
     if not isinstance(hooks, dict):
         return result
@@ -548,6 +597,61 @@ def uninstall(settings: dict[str, Any]) -> dict[str, Any]:
     if emptied and not hooks:
         del result["hooks"]
     return result
+
+
+def _otel_owned(env: dict[str, Any]) -> list[str]:
+    """The telemetry keys the marker says install-hooks added (only those it can have added)."""
+    listed = env.get(OTEL_MARKER)
+    return [k for k in listed.split() if k in OTEL_KEYS] if isinstance(listed, str) else []
+
+
+def install_otel(
+    settings: dict[str, Any], telemetry: Telemetry, name: str = "settings.json"
+) -> dict[str, Any]:
+    """A copy of ``settings`` with the telemetry keys in ``env``: hookdb's set (or updated), the user's own
+    left as they are."""
+    result = copy.deepcopy(settings)
+    env = result.get("env", {})
+    if not isinstance(env, dict):
+        raise SettingsError(f'{name}: "env" is {_json_type(env)}, not an object; fix it first')
+    owned = _otel_owned(env)
+    mine = []
+    for key, value in telemetry.env().items():
+        if key in owned or key not in env:
+            env[key] = value
+            mine.append(key)
+    if mine:
+        env[OTEL_MARKER] = " ".join(mine)
+    elif OTEL_MARKER in env:
+        del env[OTEL_MARKER]
+    if env or "env" in result:
+        result["env"] = env
+    return result
+
+
+def otel_warnings(settings: dict[str, Any], telemetry: Telemetry) -> list[str]:
+    """The user's own telemetry settings that differ from hookdb's (install leaves them as they are)."""
+    env = settings.get("env")
+    found = []
+    for key, value in telemetry.env().items() if isinstance(env, dict) else ():
+        if key in env and env[key] != value:
+            # Headers hold a token: say that they differ, not what they are.
+            if key == "OTEL_EXPORTER_OTLP_HEADERS":
+                shown = "differs from hookdb's"
+            else:
+                shown = f"is {json.dumps(env[key])}, not {json.dumps(value)}"
+            found.append(f'"env.{key}" {shown}: yours, left as it is (telemetry may not reach hookdb)')
+    return found
+
+
+def plan_install(old: str | None, form: HookForm, name: str = "settings.json") -> str:
+    """The file's text after install (``old``: its text, ``None`` when it does not exist); ``old`` itself
+    when hookdb's hooks are already there as ``form`` says."""
+    settings = parse(old or "", name)
+    new = install(settings, form, name)
+    if old is not None and _dump(new) == _dump(settings):
+        return old
+    return render(new, old)
 
 
 def warnings(settings: dict[str, Any]) -> list[str]:
@@ -584,14 +688,30 @@ def _holds_before_hookdb(backup: str, settings: dict[str, Any]) -> bool:
     return _dump(uninstall(original)) == _dump(original) and _canonical(original) == _canonical(settings)
 
 
-def plan_install(old: str | None, form: HookForm, name: str = "settings.json") -> str:
-    """The file's text after install (``old``: its text, ``None`` when it does not exist); ``old`` itself
-    when hookdb's hooks are already there as ``form`` says."""
+def plan_otel(old: str | None, telemetry: Telemetry, name: str = "settings.json") -> str:
+    """The file's text after installing the telemetry keys; ``old`` itself when they are there already."""
     settings = parse(old or "", name)
-    new = install(settings, form, name)
+    new = install_otel(settings, telemetry, name)
     if old is not None and _dump(new) == _dump(settings):
         return old
     return render(new, old)
+
+
+def installed_parts(settings: dict[str, Any]) -> list[str]:
+    """What of hookdb's ``settings`` hold, in words."""
+    parts = []
+    hooks = settings.get("hooks")
+    if isinstance(hooks, dict) and any(
+        isinstance(g, dict) and isinstance(g.get("hooks"), list) and any(map(is_hookdb_handler, g["hooks"]))
+        for groups in hooks.values()
+        if isinstance(groups, list)
+        for g in groups
+    ):
+        parts.append("hookdb's hooks")
+    env = settings.get("env")
+    if isinstance(env, dict) and OTEL_MARKER in env:
+        parts.append("hookdb's telemetry environment")
+    return parts
 
 
 def plan_uninstall(old: str | None, backup: str | None, name: str = "settings.json") -> str | None:
@@ -694,9 +814,11 @@ def _check_unchanged(path: Path, current: _Current) -> None:
         )
 
 
-def _write_atomic(path: Path, text: str, mode_of: os.stat_result | None, before: _Current | None) -> None:
+def _write_atomic(
+    path: Path, text: str, mode_of: os.stat_result | None, before: _Current | None, *, private: bool = False
+) -> None:
     """Replace ``path`` with ``text`` all at once, with the mode and owner of ``mode_of``; ``before``: abandon
-    the write if the file no longer is what was read."""
+    the write if the file no longer is what was read; ``private``: a new file is the owner's only (0600)."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
@@ -704,7 +826,7 @@ def _write_atomic(path: Path, text: str, mode_of: os.stat_result | None, before:
             if mode_of is None:
                 umask = os.umask(0)
                 os.umask(umask)
-                os.fchmod(f.fileno(), 0o666 & ~umask)  # what a plain open() would have created
+                os.fchmod(f.fileno(), (0o600 if private else 0o666) & ~umask)  # what open() would create
             else:
                 os.fchmod(f.fileno(), stat.S_IMODE(mode_of.st_mode))
                 with contextlib.suppress(PermissionError):  # only root may give a file to someone else
@@ -737,14 +859,51 @@ def _preview(old: str | None, new: str | None, path: Path) -> None:
     print(f"{path}: dry run, nothing written (the file would be {what}: +{added} -{removed} lines)")
 
 
-def _install(path: Path, form: HookForm, dry_run: bool) -> int:
+@dataclass(frozen=True, slots=True)
+class _Part:
+    """One thing install writes into a file: its edit (old text, file name → new text), its warnings,
+    and what to say once it is written."""
+
+    plan: Callable[[str | None, str], str]
+    check: Callable[[dict[str, Any]], list[str]]
+    done: str
+    already: str
+    secret: bool = False
+    """It writes a token: a file it creates is readable by its owner only."""
+
+
+def _hooks_part(form: HookForm) -> _Part:
+    return _Part(
+        lambda old, name: plan_install(old, form, name),
+        warnings,
+        f"hookdb's hooks installed for {len(form.events)} events",
+        "hookdb's hooks are already installed",
+    )
+
+
+def _otel_part(telemetry: Telemetry) -> _Part:
+    return _Part(
+        lambda old, name: plan_otel(old, telemetry, name),
+        lambda settings: otel_warnings(settings, telemetry),
+        f"Claude Code's telemetry set to go to {telemetry.endpoint} (OTLP logs and metrics)",
+        "Claude Code's telemetry already goes to hookdb",
+        secret=True,
+    )
+
+
+def _install(path: Path, parts: list[_Part], dry_run: bool) -> int:
     target = _target(path)
     current = _read(target)
-    new = plan_install(current.text, form, str(path))
-    for warning in warnings(parse(new, str(path))):
-        print(f"hookdb install-hooks: warning: {path}: {warning}", file=sys.stderr)
+    new = current.text
+    for part in parts:
+        new = part.plan(new, str(path))
+    assert new is not None
+    settings = parse(new, str(path))
+    for part in parts:
+        for warning in part.check(settings):
+            print(f"hookdb install-hooks: warning: {path}: {warning}", file=sys.stderr)
     if new == current.text:
-        print(f"{path}: hookdb's hooks are already installed; no change, nothing written")
+        print(f"{path}: {' and '.join(p.already for p in parts)}; no change, nothing written")
         return 0
     if dry_run:
         _preview(current.text, new, path)
@@ -757,8 +916,8 @@ def _install(path: Path, form: HookForm, dry_run: bool) -> int:
             _write_atomic(backup, current.text, current.status, None)
         saved = f" (backup: {backup})"
     target.parent.mkdir(parents=True, exist_ok=True)
-    _write_atomic(target, new, current.status, current)
-    print(f"{path}: hookdb's hooks installed for {len(form.events)} events{saved}")
+    _write_atomic(target, new, current.status, current, private=any(p.secret for p in parts))
+    print(f"{path}: {'; '.join(p.done for p in parts)}{saved}")
     return 0
 
 
@@ -772,6 +931,7 @@ def _uninstall(path: Path, dry_run: bool) -> int:
         what = "no hookdb hooks in it" if new is not None else "no such file"
         print(f"{path}: {what}; no change, nothing written")
         return 0
+    removed = " and ".join(installed_parts(parse(current.text or "", str(path))))
     if dry_run:
         _preview(current.text, new, path)
         return 0
@@ -780,15 +940,15 @@ def _uninstall(path: Path, dry_run: bool) -> int:
         target.unlink()
         fsync_dir(target.parent)
         backup.unlink(missing_ok=True)
-        print(f"{path}: hookdb's hooks removed; nothing else was in it, so the file was deleted")
+        print(f"{path}: {removed} removed; nothing else was in it, so the file was deleted")
     elif new == backup_text:
         _write_atomic(target, new, current.status, current)
         backup.unlink()
-        print(f"{path}: hookdb's hooks removed; the file is back as it was, byte for byte")
+        print(f"{path}: {removed} removed; the file is back as it was, byte for byte")
     else:
         _write_atomic(backup, current.text or "", current.status, None)
         _write_atomic(target, new, current.status, current)
-        print(f"{path}: hookdb's hooks removed (backup: {backup})")
+        print(f"{path}: {removed} removed (backup: {backup})")
     return 0
 
 
@@ -796,12 +956,16 @@ def _uninstall(path: Path, dry_run: bool) -> int:
 
 
 def _form(args: argparse.Namespace) -> HookForm:
+    if args.otel_endpoint is not None and not args.otel:
+        raise UsageError("--otel-endpoint goes with --otel")
     if args.uninstall:
         if args.background or args.http or args.url or args.emit_command or args.all_events:
             raise UsageError(
                 "--uninstall removes hookdb's hooks whatever their form; "
                 "drop --async/--http/--url/--command/--all-events"
             )
+        if args.otel_endpoint is not None:
+            raise UsageError("--uninstall --otel removes hookdb's telemetry whatever its endpoint")
         return HookForm()
     if args.url and not args.http:
         raise UsageError("--url goes with --http")
@@ -816,6 +980,21 @@ def _form(args: argparse.Namespace) -> HookForm:
         # the command for COMMAND_ONLY_EVENTS
         return HookForm(command=_emit_command(args), url=url, all_events=args.all_events)
     return HookForm(command=_emit_command(args), background=args.background, all_events=args.all_events)
+
+
+def _telemetry(args: argparse.Namespace) -> Telemetry:
+    endpoint = args.otel_endpoint or DEFAULT_OTLP_ENDPOINT
+    if not endpoint.startswith(("http://", "https://")) or any(c.isspace() or c == "," for c in endpoint):
+        raise UsageError(f"--otel-endpoint must be an http:// or https:// URL, not {endpoint!r}")
+    token = os.environ.get(TOKEN_ENV, "")
+    if not token:
+        raise UsageError(
+            f"--otel needs ${TOKEN_ENV}: the bearer token of the collector's tenant ([http_hooks.tokens]), "
+            "which Claude Code sends with its telemetry; set it and run again"
+        )
+    if any(c.isspace() or c in ",=" for c in token):
+        raise UsageError(f"${TOKEN_ENV} cannot go in an OTEL header: it holds a space, ',' or '='")
+    return Telemetry(endpoint, token)
 
 
 def _emit_command(args: argparse.Namespace) -> str:
@@ -835,6 +1014,7 @@ def add_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
         "hookdb install-hooks --user --dry-run",
         "hookdb install-hooks --project . --uninstall",
         "hookdb install-hooks --user --all-events",
+        "HOOKDB_HOOK_TOKEN=... hookdb install-hooks --project . --otel",
         description="Merge hookdb's hooks into Claude Code's settings.json, keeping everything else as "
         "written; running it again changes nothing, --uninstall removes exactly what it added. Every event "
         "gets a synchronous hook (recorded before Claude Code goes on) but: WorktreeCreate never (its hook "
@@ -875,6 +1055,18 @@ def add_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
         help=f"also install {', '.join(sorted(cls.OPT_IN_EVENTS))} (left out by default: a process start "
         "for every displayed message)",
     )
+    parser.add_argument(
+        "--otel",
+        action="store_true",
+        help="also turn on Claude Code's OpenTelemetry export to hookdb (env in ~/.claude/settings.json, "
+        f"where Claude Code reads it, wherever the hooks go; token from ${TOKEN_ENV}); with --uninstall, "
+        "take it out again",
+    )
+    parser.add_argument(
+        "--otel-endpoint",
+        metavar="URL",
+        help=f"the collector's OTLP/HTTP receiver for --otel (default {DEFAULT_OTLP_ENDPOINT})",
+    )
     parser.add_argument("--uninstall", action="store_true", help="remove what install-hooks added")
     parser.add_argument(
         "--dry-run", action="store_true", help="print the change as a diff and say so; write nothing"
@@ -887,7 +1079,20 @@ def run(args: argparse.Namespace) -> int:
     try:
         form = _form(args)
         path = settings_path(args)
-        return _uninstall(path, args.dry_run) if args.uninstall else _install(path, form, args.dry_run)
+        user = user_settings_path().absolute()
+        if args.uninstall:
+            status = _uninstall(path, args.dry_run)
+            if args.otel and user != path:
+                status = max(status, _uninstall(user, args.dry_run))
+            return status
+        if not args.otel:
+            return _install(path, [_hooks_part(form)], args.dry_run)
+        otel = _otel_part(_telemetry(args))
+        if user == path:
+            return _install(path, [_hooks_part(form), otel], args.dry_run)
+        # Claude Code reads telemetry settings from the user's file only: the hooks stay where asked.
+        status = _install(path, [_hooks_part(form)], args.dry_run)
+        return max(status, _install(user, [otel], args.dry_run))
     except UsageError as exc:
         print(f"hookdb install-hooks: {exc}", file=sys.stderr)
         return 2

@@ -5,10 +5,12 @@ Two steps, as the sink runs the other projections:
 - :func:`read` (before the transaction, trio side): for each event that names a transcript
   (``classification.TRANSCRIPT_EVENTS``), read what is new in it and in its subagents' transcripts since
   the last read, off the trio thread, with the owner check and limits of report files; and take the usage
-  of Claude Code's OTLP ``api_request`` events (``classification.USAGE_EVENTS``).
+  of Claude Code's OTLP ``api_request`` events and the per-model summaries of the Agent SDK's result
+  (``classification.USAGE_EVENTS``, :func:`sdk_usage_of`).
 - :func:`apply` (in the batch's transaction, per tenant): merge the records with the ledger's rows by the
   rules of ``usage.merge`` (reported beats computed; a request two sources saw is one row), keep each
-  transcript's read offset in ``transcript_reads``, and recompute the touched sessions' totals.
+  transcript's read offset in ``transcript_reads``, and recompute the touched sessions' totals — without
+  the SDK's summaries of a session that has per-request rows (``usage.countable``: never counted twice).
 
 Where each transcript was read is kept here between batches (the tail state, with the requests it has
 seen; a bounded number of transcripts, least recently read dropped first) and durably, line-aligned, in
@@ -40,7 +42,14 @@ from hookdb.collector.intake import otlp
 from hookdb.collector.ops import logs
 from hookdb.collector.store import blobs, usage
 from hookdb.collector.store.rows import Row
-from hookdb.collector.store.transcripts import CostState, FileIdentity, TailState, TranscriptTail, subagent_of
+from hookdb.collector.store.transcripts import (
+    CostState,
+    Count,
+    FileIdentity,
+    TailState,
+    TranscriptTail,
+    subagent_of,
+)
 
 log = logs.get("hookdb.ledger")
 
@@ -124,6 +133,11 @@ async def read(rows: Sequence[Row], payloads: Sequence[Any]) -> Usage:
             continue
         if row.event_type == cls.SESSION_END_EVENT:
             found.ended.add((row.tenant_id, row.session_id))
+        if (row.source, row.event_type) == cls.SDK_RESULT_EVENT:
+            found.records += sdk_usage_of(
+                row.tenant_id, row.session_id, row.occurred_at, payload, _price_table
+            )
+            continue
         if not transcript:
             event = otlp.OtelEvent(
                 event_id=row.event_id,
@@ -158,6 +172,95 @@ async def read(rows: Sequence[Row], payloads: Sequence[Any]) -> Usage:
         if done is not None:
             found.reads.append(done)
     return found
+
+
+class _SdkCacheCreation(msgspec.Struct):
+    ephemeral_5m_input_tokens: Count | None = None
+    ephemeral_1h_input_tokens: Count | None = None
+
+
+class _SdkUsage(msgspec.Struct):
+    """The ``usage`` of a ``ResultMessage`` (the API's usage block, summed over the session)."""
+
+    input_tokens: Count = 0
+    output_tokens: Count = 0
+    cache_read_input_tokens: Count | None = None
+    cache_creation_input_tokens: Count | None = None
+    cache_creation: _SdkCacheCreation | None = None
+
+
+class _SdkModelUsage(msgspec.Struct, rename="camel"):
+    """One model's entry in a ``ResultMessage``'s ``model_usage`` (Claude Code's ``modelUsage``)."""
+
+    input_tokens: Count = 0
+    output_tokens: Count = 0
+    cache_read_input_tokens: Count = 0
+    cache_creation_input_tokens: Count = 0
+    cost_usd: float | None = msgspec.field(default=None, name="costUSD")
+
+
+class _SdkResult(msgspec.Struct):
+    total_cost_usd: float | None = None
+    usage: _SdkUsage | None = None
+    model_usage: dict[str, _SdkModelUsage] | None = None
+
+
+def sdk_usage_of(
+    tenant: str, session: str, at: datetime, payload: dict[str, Any], price_table: prices.PriceTable
+) -> list[usage.UsageRecord]:
+    """The Agent SDK's summary records of a ``ResultMessage``: one per model of ``model_usage``
+    (request id ``sdk:<model>``, its ``costUSD`` reported), else one ``sdk:*`` of ``usage`` and
+    ``total_cost_usd`` when the SDK names no model; none from a result of another shape (logged). A model
+    without a reported cost is priced from the table only while its summed prompt tokens stay under the
+    long-context tier (then every request in it did); above, its cost is ``unknown``."""
+    try:
+        result = msgspec.convert(payload, _SdkResult)
+    except msgspec.ValidationError as exc:
+        log.warning("ledger.sdk_result_unreadable", session_id=session, error=str(exc))
+        return []
+
+    def record(model: str | None, tokens: prices.Tokens, cost: float | None) -> usage.UsageRecord:
+        found = usage.observe(
+            tenant=tenant,
+            session=session,
+            request_id=usage.sdk_request_id(model),
+            source="sdk",
+            at=at,
+            model=model,
+            tokens=tokens,
+            reported_cost_usd=cost,
+            price_table=price_table,
+        )
+        price = prices.price_of(model, prices=price_table, at=at) if model and cost is None else None
+        above = price and price.long_context_above
+        if above and tokens.input + tokens.cache_read + tokens.cache_write_5m + tokens.cache_write_1h > above:
+            # Summed over requests: which of them passed the long-context tier is unknown, so their cost is.
+            return msgspec.structs.replace(found, cost_usd=None, cost_source="unknown")
+        return found
+
+    if result.model_usage:
+        return [
+            record(
+                model,
+                prices.Tokens(
+                    m.input_tokens, m.output_tokens, m.cache_read_input_tokens, m.cache_creation_input_tokens
+                ),
+                m.cost_usd,
+            )
+            for model, m in sorted(result.model_usage.items())
+        ]
+    u = result.usage
+    if u is None and result.total_cost_usd is None:
+        return []
+    u = u or _SdkUsage()
+    breakdown = u.cache_creation or _SdkCacheCreation()
+    five_m, one_h = prices.split_cache_creation(
+        u.cache_creation_input_tokens,
+        breakdown.ephemeral_5m_input_tokens,
+        breakdown.ephemeral_1h_input_tokens,
+    )
+    tokens = prices.Tokens(u.input_tokens, u.output_tokens, u.cache_read_input_tokens or 0, five_m, one_h)
+    return [record(None, tokens, result.total_cost_usd)]
 
 
 def _copy(state: TailState) -> TailState:
@@ -256,8 +359,16 @@ ON CONFLICT (tenant_id, session_id, request_id) DO UPDATE SET
     cost_source = EXCLUDED.cost_source, at = EXCLUDED.at, sources = EXCLUDED.sources, alt = EXCLUDED.alt
 """
 # The totals of usage.totals, in SQL: sums, the weakest cost source, the models, and the main model (most
-# tokens among the main agent's requests, else among all; the name breaks a tie).
+# tokens among the main agent's requests, else among all; the name breaks a tie), over the rows
+# usage.countable counts: the SDK's summaries ($3 the prefix of their request ids) only while the session
+# has no per-request row.
 _TOTALS = """
+WITH rows AS (
+    SELECT * FROM usage_ledger WHERE tenant_id = $1 AND session_id = $2),
+counted AS (
+    SELECT * FROM rows
+    WHERE NOT starts_with(request_id, $3)
+       OR NOT EXISTS (SELECT FROM rows WHERE NOT starts_with(request_id, $3)))
 UPDATE sessions s SET
     input_tokens = t.input_tokens, output_tokens = t.output_tokens, cache_read_tokens = t.cache_read_tokens,
     cache_creation_5m_tokens = t.cache_creation_5m_tokens,
@@ -273,15 +384,14 @@ FROM (
            (ARRAY['unknown', 'computed', 'reported'])[min(CASE cost_source WHEN 'unknown' THEN 1
                                                      WHEN 'computed' THEN 2 ELSE 3 END)] AS cost_source,
            coalesce(array_agg(DISTINCT model COLLATE "C") FILTER (WHERE model IS NOT NULL), '{}') AS models,
-           (SELECT m.model FROM usage_ledger m
-            WHERE m.tenant_id = $1 AND m.session_id = $2 AND m.model IS NOT NULL
-              AND (m.agent = 'main' OR NOT EXISTS (SELECT FROM usage_ledger x
-                   WHERE x.tenant_id = $1 AND x.session_id = $2 AND x.agent = 'main'))
+           (SELECT m.model FROM counted m
+            WHERE m.model IS NOT NULL
+              AND (m.agent = 'main' OR NOT EXISTS (SELECT FROM counted x WHERE x.agent = 'main'))
             GROUP BY m.model
             ORDER BY sum(m.input_tokens + m.output_tokens + m.cache_read_tokens + m.cache_creation_5m_tokens
                          + m.cache_creation_1h_tokens) DESC, m.model COLLATE "C"
             LIMIT 1) AS main_model
-    FROM usage_ledger WHERE tenant_id = $1 AND session_id = $2
+    FROM counted
     HAVING count(*) > 0) t
 WHERE s.tenant_id = $1 AND s.session_id = $2
 """
@@ -335,7 +445,7 @@ async def _apply(conn: asyncpg.Connection, found: Usage) -> None:
             await conn.executemany(_UPSERT, [_row(r) for r in changed])
         touched = {(r.tenant, r.session) for r in changed}
         for tenant, session in sorted(touched):
-            await conn.execute(_TOTALS, tenant, session)
+            await conn.execute(_TOTALS, tenant, session, usage.SDK_PREFIX)
     for (tenant, session), cost_state in cost_states.items():
         await conn.execute(_COST_STATE, tenant, session, _encode(cost_state))
     _forget(found.ended)

@@ -6,6 +6,18 @@ cost; :func:`merge` folds what they say into one record, so a request seen twice
 their figures disagree the record keeps the best-founded ones — a cost Claude Code *reported* over one
 *computed* from the price table over an *unknown* one — and keeps what each other source said in ``alt``.
 
+**The Agent SDK** (source ``sdk``) tells a session's usage per model, not per request: its
+``ResultMessage`` has ``model_usage`` (and ``total_cost_usd``, ``usage``). Each model becomes one *summary*
+record with request id ``sdk:<model>`` (:func:`sdk_request_id`; ``sdk:*`` when the SDK names no model),
+the session's usage of that model so far: a later result of the same session is the same record again
+(the fuller count wins, as for every source). The rule against double counting: **a session's summary
+records count only while the session has no per-request record** (from its transcript or OTLP). Those
+describe the same requests one by one, so once there is one, the session's summaries are not counted,
+whichever came first (:func:`countable`; the store's session totals apply it in SQL, and every reader
+that sums ``usage_ledger`` rows must too: the rows stay, as what the SDK said, to check the others
+against). The SDK runs Claude Code, whose transcript the collector reads at ``Stop``: the summaries are
+what counts when nothing else told the usage (a transcript not readable, an SDK session without hooks).
+
 Pure: no I/O, no database. The store writes what these functions return.
 """
 
@@ -24,6 +36,9 @@ Source = Literal["transcript", "otlp", "sdk"]
 CostSource = Literal["reported", "computed", "unknown"]
 MAIN = "main"
 """The agent of a request made by the session's own conversation, not by a subagent."""
+
+SDK_PREFIX = "sdk:"
+"""The request ids of the Agent SDK's per-model summary records."""
 
 _COST_RANK = {"unknown": 0, "computed": 1, "reported": 2}
 # Reported costs come as binary floats (0.0070236000000000005); a tenth of a nano-dollar is far below
@@ -252,9 +267,27 @@ class Totals(msgspec.Struct, frozen=True, kw_only=True):
     models: tuple[str, ...] = ()
 
 
+def sdk_request_id(model: str | None) -> str:
+    """The request id of the Agent SDK's summary record of ``model`` in a session."""
+    return SDK_PREFIX + (model or "*")
+
+
+def is_summary(record: UsageRecord) -> bool:
+    """Whether ``record`` is an Agent SDK summary (a session's usage of one model), not one request."""
+    return record.request_id.startswith(SDK_PREFIX)
+
+
+def countable(records: Iterable[UsageRecord]) -> list[UsageRecord]:
+    """``records`` without the summaries of sessions that have per-request records (see the module)."""
+    records = list(records)
+    detailed = {(r.tenant, r.session) for r in records if not is_summary(r)}
+    return [r for r in records if not (is_summary(r) and (r.tenant, r.session) in detailed)]
+
+
 def totals(records: Iterable[UsageRecord]) -> Totals:
-    """The totals of a set of records; records of the same request count once."""
-    merged = list(ledger(records).values())
+    """The totals of a set of records; records of the same request count once, summaries by
+    :func:`countable`."""
+    merged = countable(ledger(records).values())
     if not merged:
         return Totals()
     known = [r.cost_usd for r in merged if r.cost_usd is not None]
@@ -277,7 +310,7 @@ def totals(records: Iterable[UsageRecord]) -> Totals:
 def by_agent(records: Iterable[UsageRecord]) -> dict[str, Totals]:
     """Totals per agent: ``main`` and each subagent."""
     groups: dict[str, list[UsageRecord]] = {}
-    for record in ledger(records).values():
+    for record in countable(ledger(records).values()):
         groups.setdefault(record.agent, []).append(record)
     return {agent: totals(group) for agent, group in sorted(groups.items())}
 
