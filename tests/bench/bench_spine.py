@@ -433,8 +433,10 @@ async def _drive_end_to_end(
     conn = await asyncpg.connect(dsn)
     try:
         await conn.execute("SET max_parallel_workers_per_gather = 0")  # the poll stays one backend
-        postmaster = local_postmaster(await conn.fetchval("SELECT pg_backend_pid()"))
+        poller = await conn.fetchval("SELECT pg_backend_pid()")
+        postmaster = local_postmaster(poller)
         pg0 = tree_cpu(postmaster) if postmaster else math.nan
+        poller0 = process_cpu(poller) if postmaster else math.nan
         cpu0 = (process_cpu(collector.proc.pid), machine_cpu(), self_cpu())
         barrier.wait(timeout=60)
         started = time.perf_counter()
@@ -463,8 +465,10 @@ async def _drive_end_to_end(
         elapsed = now - started
         busy1, total1 = machine_cpu()
         pg1 = tree_cpu(postmaster) if postmaster else math.nan
+        poll_cpu = process_cpu(poller) - poller0 if postmaster else math.nan
         return {
-            "postgres_cpu_seconds": pg1 - pg0,
+            "postgres_cpu_seconds": pg1 - pg0 - poll_cpu,  # the server's work for the collector alone
+            "poll_backend_cpu_seconds": poll_cpu,
             "seconds": elapsed,
             "first_row_seconds": first_row,
             "polls": polls,
