@@ -68,7 +68,7 @@ class Loop:
     """An asyncio loop in a thread, so the test can hold a transaction open while it does other things."""
 
     def __init__(self) -> None:
-        self._loop = asyncio.new_event_loop()
+        self._loop = asyncio.SelectorEventLoop()  # a plain one, whatever policy trio_asyncio has set
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._thread.start()
 

@@ -67,11 +67,17 @@ WITH new AS (
     RETURNING event_id)
 SELECT count(*)::int AS inserted, CASE WHEN count(*) < $13 THEN array_agg(event_id) END AS ids FROM new
 """
+# All of a tenant's session changes in one statement, one array per column, in key order.
 _UPSERT_SESSION = """
 INSERT INTO sessions AS s (
     tenant_id, session_id, status, status_at, model, agent_type, cwd, transcript_path, source,
     started_at, updated_at, ended_at, event_count, subagent_count, cost_usd, meta)
-VALUES ($1, $2, coalesce($3, 'running'), $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
+SELECT t, id, coalesce(st, 'running'), st_at, m, at, c, tp, src, sa, ua, ea, ec, sc, cost, meta
+FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::text[], $6::text[], $7::text[],
+            $8::text[], $9::text[], $10::timestamptz[], $11::timestamptz[], $12::timestamptz[], $13::int[],
+            $14::int[], $15::numeric[], $16::jsonb[])
+     WITH ORDINALITY AS u (t, id, st, st_at, m, at, c, tp, src, sa, ua, ea, ec, sc, cost, meta, n)
+ORDER BY n  -- the arrays' order, which is the key order: concurrent writers lock sessions alike
 ON CONFLICT (tenant_id, session_id) DO UPDATE SET
     status = CASE WHEN EXCLUDED.status_at IS NOT NULL
                        AND (s.status_at IS NULL OR EXCLUDED.status_at >= s.status_at)
@@ -255,30 +261,28 @@ async def _add_partitions(conn: asyncpg.Connection, rows: Sequence[Row]) -> list
 async def _project(conn: asyncpg.Connection, changes: Projection, files: Projection) -> int:
     """Apply one tenant's projection; return how many reports did not read back with their hash."""
     if changes.sessions:
-        await conn.executemany(
-            _UPSERT_SESSION,
-            [
-                (
-                    c.tenant_id,
-                    c.session_id,
-                    c.status,
-                    c.status_at,
-                    c.model,
-                    c.agent_type,
-                    c.cwd,
-                    c.transcript_path,
-                    c.source,
-                    c.started_at,
-                    c.updated_at,
-                    c.ended_at,
-                    c.event_count,
-                    c.subagent_count,
-                    c.cost_usd,
-                    _meta(c.meta),
-                )
-                for _, c in sorted(changes.sessions.items())
-            ],
-        )
+        rows = [
+            (
+                c.tenant_id,
+                c.session_id,
+                c.status,
+                c.status_at,
+                c.model,
+                c.agent_type,
+                c.cwd,
+                c.transcript_path,
+                c.source,
+                c.started_at,
+                c.updated_at,
+                c.ended_at,
+                c.event_count,
+                c.subagent_count,
+                c.cost_usd,
+                _meta(c.meta),
+            )
+            for _, c in sorted(changes.sessions.items())
+        ]
+        await conn.execute(_UPSERT_SESSION, *zip(*rows, strict=True))
     unverified = 0
     for key, write in sorted(changes.reports.items()):
         content = files.reports[key].content if key in files.reports else None
