@@ -219,8 +219,11 @@ async def _serve(config: Config, dsn: str, spool: Spool, tenants: TenantPolicy) 
     )
     sock, owns_path = await _listening_socket(config)
     # What start-up made (modules, settings, the schema's migrations) lives as long as the process: keep it
-    # out of the collections the per-event objects trigger, so each one walks only the young objects.
+    # out of the collections the per-event objects trigger, so each one walks only the young objects. The
+    # events of a batch live until it commits (thousands of objects): a young generation of 700 would
+    # collect them again and again for nothing (2–3 µs of CPU per event, measured with bench_spine).
     gc.freeze()
+    gc.set_threshold(20_000, 20, 20)
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async with trio.open_nursery() as background:
             background.start_soon(spool.run_syncer)
