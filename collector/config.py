@@ -107,7 +107,7 @@ class DatabaseSection(_Section):
     connect_timeout_seconds: Seconds = 10.0
     """How long a connection attempt may take."""
     write_timeout_seconds: Seconds = 60.0
-    """A batch write (COPY and commit) that takes longer counts as failed."""
+    """A batch write (its statements and commit) that takes longer counts as failed."""
     statement_timeout_seconds: Seconds = 30.0
     """PostgreSQL's ``statement_timeout`` for the collector's sessions."""
     health_check_seconds: Seconds = 5.0
@@ -118,6 +118,9 @@ class DatabaseSection(_Section):
     """Role the collector writes as (``SET ROLE``), so row-level security applies; empty keeps the login's."""
     blob_min_bytes: Positive = 8192
     """Payload strings this long or longer are stored once per tenant by content (``payload_blobs``)."""
+    writers: Annotated[int, msgspec.Meta(ge=1, le=16)] = 2
+    """Connections that write batches at once, so PostgreSQL works on one while the collector readies the
+    next; the spool checkpoint moves only over batches committed without a gap. 1 writes strictly in order."""
 
 
 class BatchSection(_Section):

@@ -10,6 +10,7 @@ synced, and the process exits 0; what was not delivered is replayed at the next 
 from __future__ import annotations
 
 import fcntl
+import gc
 import os
 import signal
 from contextlib import suppress
@@ -197,6 +198,7 @@ async def _serve(config: Config, dsn: str, spool: Spool, tenants: TenantPolicy) 
         write_timeout=config.database.write_timeout_seconds,
         retry_seconds=config.breaker.retry_seconds,
         health_check_seconds=config.database.health_check_seconds,
+        writers=config.database.writers,
     )
     try:
         await delivery.open()
@@ -224,6 +226,12 @@ async def _serve(config: Config, dsn: str, spool: Spool, tenants: TenantPolicy) 
         linger=config.batch.linger_seconds,
     )
     sock, owns_path = await _listening_socket(config)
+    # What start-up made (modules, settings, the schema's migrations) lives as long as the process: keep it
+    # out of the collections the per-event objects trigger, so each one walks only the young objects. The
+    # events of a batch live until it commits (thousands of objects): a young generation of 700 would
+    # collect them again and again for nothing (2–3 µs of CPU per event, measured with bench_spine).
+    gc.freeze()
+    gc.set_threshold(20_000, 20, 20)
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async with trio.open_nursery() as background:
             background.start_soon(spool.run_syncer)
@@ -260,7 +268,7 @@ async def _serve(config: Config, dsn: str, spool: Spool, tenants: TenantPolicy) 
                 batches_in, batches_out = trio.open_memory_channel[Batch](1)
                 ready_in, ready_out = trio.open_memory_channel[Batch](1)
                 pipeline.start_soon(read_spool, spool, records_in)
-                pipeline.start_soon(batch_records, records_out, batches_in, batcher)
+                pipeline.start_soon(batch_records, records_out, batches_in, batcher, delivery.commits)
                 pipeline.start_soon(prepare_batches, batches_out, ready_in, config.database.blob_min_bytes)
                 pipeline.start_soon(delivery.run, ready_out)
                 draining = trio.CancelScope()

@@ -1,12 +1,15 @@
 """From the spool to PostgreSQL: read records back, batch them, and write each batch exactly once.
 
-Four tasks joined by channels that hold at most one item each (so memory stays bounded by a few
+Four stages joined by channels that hold at most one item each (so memory stays bounded by a few
 batches, whatever the spool holds, and each step works while the next one waits on PostgreSQL):
-``read_spool`` → ``batch_records`` → ``prepare_batches`` → ``Delivery.run``.
+``read_spool`` → ``batch_records`` → ``prepare_batches`` → ``Delivery.run``, whose ``database.writers``
+writers each take the next batch on their own connection, so PostgreSQL works on one batch while the
+collector gets the next one ready.
 Each write asks the breaker first; a data error splits the batch until the rows at fault are
 isolated and dead-lettered, and so does an error of no known class (e.g. 54000 index row size) once it
-repeats for the same batch; only a batch that is fully committed (or dead-lettered) moves the spool's
-checkpoint. Rows are built straight from the spool entries: what intake validated is not checked again.
+repeats for the same batch; the spool's checkpoint moves only over batches fully committed (or
+dead-lettered) without a gap before them (``checkpoint.Commits``), however the writers' commits
+interleave. Rows are built straight from the spool entries: what intake validated is not checked again.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import trio
 from hookdb.collector.classification import is_data_error, may_be_row_fault, sqlstate_class
 from hookdb.collector.delivery.batcher import Batcher
 from hookdb.collector.delivery.breaker import Breaker, Permit
+from hookdb.collector.delivery.checkpoint import Commits
 from hookdb.collector.ops import logs, metrics
 from hookdb.collector.ops.health import Health
 from hookdb.collector.spool import deadletters
@@ -60,6 +64,7 @@ class Item:
 @dataclass(slots=True)
 class Batch:
     items: list[Item]
+    seq: int  # in the order the batches were made: the checkpoint follows it
     prepared: Prepared | None = None  # filled by prepare_batches while the previous batch is written
 
     @property
@@ -86,8 +91,10 @@ async def batch_records(
     receive: trio.MemoryReceiveChannel[list[tuple[Position, bytes]]],
     send: trio.MemorySendChannel[Batch],
     batcher: Batcher[Item],
+    commits: Commits,
 ) -> None:
-    """Group records into batches by the batcher's policy; flush the rest when the input ends."""
+    """Group records into batches by the batcher's policy, numbered by ``commits``; flush the rest when the
+    input ends."""
     async with receive, send:
         while True:
             deadline = batcher.deadline()
@@ -98,15 +105,15 @@ async def batch_records(
                 except trio.EndOfChannel:
                     break
             if records is None:  # the linger time ran out; only the receive may be cut short, never a send
-                await send.send(Batch(batcher.take()))
+                await send.send(Batch(batcher.take(), commits.issue()))
                 continue
             now = trio.current_time()
             for end, entry in records:
                 item = to_item(entry, end)
                 for items in batcher.add(item, row_bytes(item.row) if item.row else len(entry), now):
-                    await send.send(Batch(items))
+                    await send.send(Batch(items, commits.issue()))
         if len(batcher):
-            await send.send(Batch(batcher.take()))
+            await send.send(Batch(batcher.take(), commits.issue()))
 
 
 async def prepare_batches(
@@ -122,10 +129,12 @@ async def prepare_batches(
 
 
 class Delivery:
-    """Writes batches in order through the breaker; the one place that talks to PostgreSQL.
+    """Writes batches through the breaker, each of ``writers`` writers on its own connection; the one place
+    that talks to PostgreSQL.
 
-    Between batches it checks the connection every ``health_check_seconds``, so an idle collector
-    notices a lost database (and a recovered one) as surely as a busy one.
+    Between batches each writer checks its connection every ``health_check_seconds``, so an idle collector
+    notices a lost database (and a recovered one) as surely as a busy one. ``commits`` numbers the batches
+    (``batch_records`` takes the numbers from it) and keeps the checkpoint behind every uncommitted one.
     """
 
     def __init__(
@@ -139,6 +148,8 @@ class Delivery:
         write_timeout: float,
         retry_seconds: float,
         health_check_seconds: float,
+        writers: int = 1,
+        commits: Commits | None = None,
     ) -> None:
         self._options = options
         self._spool = spool
@@ -148,22 +159,32 @@ class Delivery:
         self._write_timeout = write_timeout
         self._retry_seconds = retry_seconds
         self._health_check_seconds = health_check_seconds
-        self._sink: PostgresSink | None = None
+        self.commits = Commits() if commits is None else commits
+        self._sinks: list[PostgresSink | None] = [None] * writers
+        self._dead_letters = trio.Lock()  # one writer appends to the dead-letter file at a time
 
-    async def open(self) -> PostgresSink:
-        if self._sink is None:
-            self._sink = await PostgresSink.connect(self._options)
-            if self._sink.applied_migrations:
-                log.info("schema.migrated", migrations=self._sink.applied_migrations)
-        return self._sink
+    async def open(self, writer: int = 0) -> PostgresSink:
+        sink = self._sinks[writer]
+        if sink is None:
+            sink = self._sinks[writer] = await PostgresSink.connect(self._options)
+            if sink.applied_migrations:
+                log.info("schema.migrated", migrations=sink.applied_migrations)
+        return sink
 
     async def aclose(self) -> None:
-        if self._sink is not None:
-            sink, self._sink = self._sink, None
-            with suppress(Exception):
-                await sink.aclose()
+        for writer, sink in enumerate(self._sinks):
+            if sink is not None:
+                self._sinks[writer] = None
+                with suppress(Exception):
+                    await sink.aclose()
 
     async def run(self, receive: trio.MemoryReceiveChannel[Batch]) -> None:
+        async with receive, trio.open_nursery() as nursery:
+            for writer in range(len(self._sinks)):
+                nursery.start_soon(self._run_writer, receive.clone(), writer)
+        await self.aclose()
+
+    async def _run_writer(self, receive: trio.MemoryReceiveChannel[Batch], writer: int) -> None:
         async with receive:
             while True:
                 batch = None
@@ -173,12 +194,11 @@ class Delivery:
                     except trio.EndOfChannel:
                         break
                 if batch is None:
-                    await self._check()
+                    await self._check(writer)
                 else:
-                    await self._deliver(batch)
-        await self.aclose()
+                    await self._deliver(batch, writer)
 
-    async def _check(self) -> None:
+    async def _check(self, writer: int) -> None:
         """An idle-time ``SELECT 1`` through the breaker (so it can also be the half-open probe)."""
         permit = self.breaker.acquire(trio.current_time())
         self._log_transitions()
@@ -186,28 +206,29 @@ class Delivery:
             return
         with trio.move_on_after(self.breaker.probe_timeout_seconds) as attempt:
             try:
-                await (await self.open()).ping()
+                await (await self.open(writer)).ping()
             except AVAILABILITY_ERRORS as exc:
-                self._failed(permit, exc)
+                self._failed(permit, exc, writer)
                 return
         if attempt.cancelled_caught:
-            self._failed(permit, TimeoutError("health check unanswered"))
+            self._failed(permit, TimeoutError("health check unanswered"), writer)
             return
         self.breaker.success(permit, trio.current_time())
         self._health.db_ok = True
         self._log_transitions()
 
-    def _failed(self, permit: Permit, error: BaseException) -> None:
+    def _failed(self, permit: Permit, error: BaseException, writer: int) -> None:
         self._health.db_ok = False
         metrics.db_errors.labels(sqlstate_class(error)).inc()
         self.breaker.failure(permit, trio.current_time(), f"{type(error).__name__}: {error}")
         if not self._log_transitions() and self.breaker.consecutive_failures == 1:
             log.warning("write.failed", error=str(error), sqlstate_class=sqlstate_class(error))
-        if self._sink is not None:
-            self._sink.terminate()
-            self._sink = None
+        sink = self._sinks[writer]
+        if sink is not None:
+            sink.terminate()
+            self._sinks[writer] = None
 
-    async def _deliver(self, batch: Batch) -> None:
+    async def _deliver(self, batch: Batch, writer: int) -> None:
         """Write one batch; wait and retry for as long as it takes (the breaker paces the attempts).
 
         An error that a row may cause fails the first attempt only: the next one splits the batch on that
@@ -229,14 +250,15 @@ class Delivery:
             dead: list[tuple[Item, str, str | None]] = []
             with trio.move_on_after(timeout) as attempt:
                 try:
-                    dead = await self._write_isolating(batch.items, batch.prepared, suspects)
+                    dead = await self._write_isolating(writer, batch.items, batch.prepared, suspects)
                 except AVAILABILITY_ERRORS as exc:
                     error = exc
             if attempt.cancelled_caught:
                 error = TimeoutError(f"batch write took longer than {timeout:g} s")
             if error is None:
                 if dead:
-                    await trio.to_thread.run_sync(deadletters.append, self._state_dir, _letters(dead))
+                    async with self._dead_letters:
+                        await trio.to_thread.run_sync(deadletters.append, self._state_dir, _letters(dead))
                     metrics.dead_letters.inc(len(dead))
                 self.breaker.success(permit, trio.current_time())
                 self._log_transitions()
@@ -252,12 +274,14 @@ class Delivery:
                 self.breaker.success(permit, trio.current_time())
                 self._log_transitions()
                 continue
-            self._failed(permit, error)
+            self._failed(permit, error, writer)
             if self.breaker.state == "closed":
                 await trio.sleep(self._retry_seconds)
 
     def _committed(self, batch: Batch, seconds: float) -> None:
-        self._spool.delivered(batch.end, len(batch.items))
+        advance = self.commits.committed(batch.seq, batch.end, len(batch.items))
+        if advance is not None:
+            self._spool.delivered(advance.upto, advance.records)
         metrics.copy_seconds.observe(seconds)
         now_ns = time.time_ns()
         observe = metrics.commit_latency.observe
@@ -265,7 +289,11 @@ class Delivery:
             observe((now_ns - item.received_at_ns) / 1e9)
 
     async def _write_isolating(
-        self, items: list[Item], prepared: Prepared | None = None, suspects: frozenset[str] = frozenset()
+        self,
+        writer: int,
+        items: list[Item],
+        prepared: Prepared | None = None,
+        suspects: frozenset[str] = frozenset(),
     ) -> list[tuple[Item, str, str | None]]:
         """Write ``items``; on a data error (or one of the ``suspects`` SQLSTATEs) split them until each row
         at fault stands alone.
@@ -277,7 +305,7 @@ class Delivery:
         rows = [item for item in items if item.row is not None]
         if not rows:
             return refused
-        sink = await self.open()
+        sink = await self.open(writer)
         try:
             if prepared is not None:
                 inserted = await sink.write_prepared(prepared)
@@ -291,8 +319,8 @@ class Delivery:
             middle = len(rows) // 2
             return [
                 *refused,
-                *await self._write_isolating(rows[:middle], suspects=suspects),
-                *await self._write_isolating(rows[middle:], suspects=suspects),
+                *await self._write_isolating(writer, rows[:middle], suspects=suspects),
+                *await self._write_isolating(writer, rows[middle:], suspects=suspects),
             ]
         metrics.batches.inc()
         metrics.batch_size.observe(len(rows))

@@ -23,9 +23,6 @@ BLOB_KEY = "$hookdb.blob"
 NUL_KEY = "$hookdb.nul"
 KEYS_KEY = "$hookdb.keys"
 MARKER_KEYS = frozenset((BLOB_KEY, NUL_KEY, KEYS_KEY))
-# A payload whose bytes hold none of these has no U+0000 and no marker key (a key spelled with \u
-# escapes has a backslash-u), so a small one is stored as it came, without being parsed.
-_ESCAPES = (b"\\u", b'"$hookdb.')
 
 # Numbers as Decimal, so a payload rebuilt here keeps every digit (and 1e400) as jsonb does.
 decode = msgspec.json.Decoder(float_hook=Decimal).decode
@@ -34,7 +31,9 @@ encode = msgspec.json.Encoder(decimal_format="number").encode
 
 def needs_rewrite(payload: bytes, min_bytes: int) -> bool:
     """Whether :func:`extract` may change ``payload``: it is large, or may hold U+0000 or a marker key."""
-    return len(payload) >= min_bytes or any(escape in payload for escape in _ESCAPES)
+    # A payload whose bytes hold neither a backslash-u nor '"$hookdb.' has no U+0000 and no marker key (a
+    # key spelled with \u escapes has a backslash-u), so a small one is stored as it came, unparsed.
+    return len(payload) >= min_bytes or b"\\u" in payload or b'"$hookdb.' in payload
 
 
 def extract(payload: bytes, min_bytes: int, decoded: Any = None) -> tuple[bytes, dict[str, str]]:

@@ -1,11 +1,17 @@
-"""The PostgreSQL sink: writes a batch with binary COPY, each event exactly once, and its projections.
+"""The PostgreSQL sink: writes a batch, each event exactly once, and its projections, in one transaction.
 
-Per batch, in one transaction: the writer role is taken for that transaction only (``SET LOCAL``, so a
-transaction-mode pooler cannot leave a connection in another role); rows (and large payload strings, see
-``blobs``) are COPYed into per-connection temporary staging tables; then, for each tenant in the batch,
-``hookdb.tenant`` is set for the transaction and ``INSERT … SELECT … ON CONFLICT DO NOTHING RETURNING``
-moves that tenant's rows, so row-level security's WITH CHECK guards every write (COPY itself would bypass
-it). Only the rows that were new are projected into ``sessions``, ``reports`` and ``agent_states``.
+Per batch, in one transaction: the writer role is taken for that transaction only (``SET LOCAL``); then,
+for each tenant in the batch (in a fixed order), ``hookdb.tenant`` is set for the transaction and one
+``INSERT … SELECT … FROM unnest($1::uuid[], …) ON CONFLICT DO NOTHING`` writes that tenant's rows, sent
+as binary arrays (so row-level security's WITH CHECK guards every row; COPY would bypass it). The
+statement answers with how many rows were new, and their ids only when some were already stored. Large
+payload strings (see ``blobs``) go the same way into ``payload_blobs``. Nothing is staged: no session
+state outlives the transaction, so the write path runs through a transaction-mode pooler. Only the rows
+that were new are projected into ``sessions``, ``reports`` and ``agent_states`` (:func:`_project`).
+
+Several sinks may write at once (``database.writers``, or collectors on other hosts): every write that
+locks rows another batch may lock too — blobs, sessions, reports, agent states, and the tenants
+themselves — is applied in key order, so concurrent writers cannot deadlock.
 
 Each payload is decoded at most once here (:func:`prepare`), for blob extraction and the projections alike;
 each tenant's rows are projected once, and again only over the new ones when some were already stored.
@@ -42,25 +48,36 @@ from hookdb.collector.store.rows import COLUMNS, Row
 
 log = logs.get("hookdb.sink")
 
-STAGE = "hookdb_stage"
-BLOB_STAGE = "hookdb_blob_stage"
 _COLUMN_LIST = ", ".join(COLUMNS)
 _SET_TENANT = "SELECT set_config('hookdb.tenant', $1, true)"
 # SET LOCAL ROLE (the role as a parameter) and the first tenant, in the transaction's first round trip.
 _SET_ROLE_AND_TENANT = "SELECT set_config('role', $1, true), set_config('hookdb.tenant', $2, true)"
 _INSERT_BLOBS = (
     "INSERT INTO payload_blobs (tenant_id, sha256, content) "
-    f"SELECT tenant_id, sha256, content FROM {BLOB_STAGE} WHERE tenant_id = $1 ON CONFLICT DO NOTHING"
+    "SELECT $1::text, * FROM unnest($2::text[], $3::text[]) ON CONFLICT DO NOTHING"
 )
-_INSERT_EVENTS = (
-    f"INSERT INTO hook_audit_log ({_COLUMN_LIST}) SELECT {_COLUMN_LIST} FROM {STAGE} WHERE tenant_id = $1 "
-    "ON CONFLICT DO NOTHING RETURNING event_id"
-)
+# The tenant's rows as one array per column (the tenant itself once); answers the count of new rows, and
+# their ids only when some rows were not new (already stored, or twice in the batch).
+_INSERT_EVENTS = f"""
+WITH new AS (
+    INSERT INTO hook_audit_log ({_COLUMN_LIST})
+    SELECT $1::text, * FROM unnest($2::uuid[], $3::timestamptz[], $4::timestamptz[], $5::text[], $6::text[],
+                                   $7::text[], $8::text[], $9::int[], $10::int[], $11::int[], $12::jsonb[])
+    ON CONFLICT DO NOTHING
+    RETURNING event_id)
+SELECT count(*)::int AS inserted, CASE WHEN count(*) < $13 THEN array_agg(event_id) END AS ids FROM new
+"""
+# All of a tenant's session changes in one statement, one array per column, in key order.
 _UPSERT_SESSION = """
 INSERT INTO sessions AS s (
     tenant_id, session_id, status, status_at, model, agent_type, cwd, transcript_path, source,
     started_at, updated_at, ended_at, event_count, subagent_count, cost_usd, meta)
-VALUES ($1, $2, coalesce($3, 'running'), $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
+SELECT t, id, coalesce(st, 'running'), st_at, m, at, c, tp, src, sa, ua, ea, ec, sc, cost, meta
+FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::text[], $6::text[], $7::text[],
+            $8::text[], $9::text[], $10::timestamptz[], $11::timestamptz[], $12::timestamptz[], $13::int[],
+            $14::int[], $15::numeric[], $16::jsonb[])
+     WITH ORDINALITY AS u (t, id, st, st_at, m, at, c, tp, src, sa, ua, ea, ec, sc, cost, meta, n)
+ORDER BY n  -- the arrays' order, which is the key order: concurrent writers lock sessions alike
 ON CONFLICT (tenant_id, session_id) DO UPDATE SET
     status = CASE WHEN EXCLUDED.status_at IS NOT NULL
                        AND (s.status_at IS NULL OR EXCLUDED.status_at >= s.status_at)
@@ -127,6 +144,8 @@ class TenantRows:
     rows: list[Row] = field(default_factory=list)
     payloads: list[Any] = field(default_factory=list)  # decoded where the projections read them, else None
     projection: Projection = field(default_factory=Projection)  # of all the rows, its files read
+    columns: list[Sequence[Any]] = field(default_factory=list)  # the slimmed rows, one sequence per column
+    blobs: list[tuple[str, str]] = field(default_factory=list)  # (sha256, content), in sha256 order
 
     def projection_of(self, new: set[object]) -> Projection:
         """What the rows whose event ids are ``new`` change: each new event once."""
@@ -168,14 +187,8 @@ async def _open(options: ConnectOptions) -> tuple[asyncpg.Connection, list[str]]
         await conn.set_type_codec(
             "jsonb", schema="pg_catalog", encoder=_jsonb_encode, decoder=_jsonb_decode, format="binary"
         )
-        async with conn.transaction():  # as the writer, so the staging tables are the writer's
+        async with conn.transaction():  # the role is checked once here, then taken per transaction
             await assume_role(conn, options.role, "database.role", local=True)
-            await conn.execute(
-                f"CREATE TEMP TABLE IF NOT EXISTS {STAGE} (LIKE hook_audit_log INCLUDING DEFAULTS) "
-                "ON COMMIT DELETE ROWS;"
-                f"CREATE TEMP TABLE IF NOT EXISTS {BLOB_STAGE} (tenant_id text, sha256 text, content text) "
-                "ON COMMIT DELETE ROWS"
-            )
     except BaseException:
         conn.terminate()
         raise
@@ -184,7 +197,7 @@ async def _open(options: ConnectOptions) -> tuple[asyncpg.Connection, list[str]]
 
 async def _write(conn: asyncpg.Connection, batch: Prepared, role: str) -> Prepared:
     batch.inserted = batch.unverified_reports = 0  # a retried batch counts afresh
-    tenants = list(batch.tenants.items())
+    tenants = sorted(batch.tenants.items())  # in key order, as every lock below: no deadlock between writers
     if not tenants:
         return batch
     async with conn.transaction():
@@ -192,20 +205,16 @@ async def _write(conn: asyncpg.Connection, batch: Prepared, role: str) -> Prepar
             await conn.execute(_SET_ROLE_AND_TENANT, role, tenants[0][0])
         else:
             await conn.execute(_SET_TENANT, tenants[0][0])
-        await conn.copy_records_to_table(STAGE, records=batch.rows, columns=COLUMNS)
-        if batch.blobs:
-            await conn.copy_records_to_table(
-                BLOB_STAGE, records=batch.blobs, columns=("tenant_id", "sha256", "content")
-            )
         for index, (tenant, part) in enumerate(tenants):
             if index:
                 await conn.execute(_SET_TENANT, tenant)
-            if batch.blobs:
-                await conn.execute(_INSERT_BLOBS, tenant)
-            new = {r[0] for r in await conn.fetch(_INSERT_EVENTS, tenant)}
-            batch.inserted += len(new)
-            if new:
-                changes = part.projection_of(new)
+            if part.blobs:
+                digests, contents = zip(*part.blobs, strict=True)
+                await conn.execute(_INSERT_BLOBS, tenant, digests, contents)
+            inserted, ids = await conn.fetchrow(_INSERT_EVENTS, tenant, *part.columns, len(part.rows))
+            batch.inserted += inserted
+            if inserted:
+                changes = part.projection if ids is None else part.projection_of(set(ids))
                 batch.unverified_reports += await _project(conn, changes, part.projection)
     return batch
 
@@ -252,32 +261,30 @@ async def _add_partitions(conn: asyncpg.Connection, rows: Sequence[Row]) -> list
 async def _project(conn: asyncpg.Connection, changes: Projection, files: Projection) -> int:
     """Apply one tenant's projection; return how many reports did not read back with their hash."""
     if changes.sessions:
-        await conn.executemany(
-            _UPSERT_SESSION,
-            [
-                (
-                    c.tenant_id,
-                    c.session_id,
-                    c.status,
-                    c.status_at,
-                    c.model,
-                    c.agent_type,
-                    c.cwd,
-                    c.transcript_path,
-                    c.source,
-                    c.started_at,
-                    c.updated_at,
-                    c.ended_at,
-                    c.event_count,
-                    c.subagent_count,
-                    c.cost_usd,
-                    _meta(c.meta),
-                )
-                for c in changes.sessions.values()
-            ],
-        )
+        rows = [
+            (
+                c.tenant_id,
+                c.session_id,
+                c.status,
+                c.status_at,
+                c.model,
+                c.agent_type,
+                c.cwd,
+                c.transcript_path,
+                c.source,
+                c.started_at,
+                c.updated_at,
+                c.ended_at,
+                c.event_count,
+                c.subagent_count,
+                c.cost_usd,
+                _meta(c.meta),
+            )
+            for _, c in sorted(changes.sessions.items())
+        ]
+        await conn.execute(_UPSERT_SESSION, *zip(*rows, strict=True))
     unverified = 0
-    for key, write in changes.reports.items():
+    for key, write in sorted(changes.reports.items()):
         content = files.reports[key].content if key in files.reports else None
         if content is None:
             continue  # neither readable nor carried by the event
@@ -296,9 +303,9 @@ async def _project(conn: asyncpg.Connection, changes: Projection, files: Project
         )
         unverified += verified is False
     states = {(s.tenant_id, s.session_id, s.agent_id, s.at): s for s in files.states}
-    for item in changes.states:
+    for item in sorted(changes.states, key=lambda s: (s.tenant_id, s.session_id, s.agent_id, s.at)):
         read = states.get((item.tenant_id, item.session_id, item.agent_id, item.at))
-        for path, content in (read.files if read else {}).items():
+        for path, content in sorted((read.files if read else {}).items()):
             await conn.execute(
                 _UPSERT_STATE,
                 item.tenant_id,
@@ -315,7 +322,7 @@ async def _project(conn: asyncpg.Connection, changes: Projection, files: Project
         | {(s.tenant_id, s.session_id) for s in changes.states}
         | changes.ended
     )
-    for tenant, session in touched:
+    for tenant, session in sorted(touched):
         await conn.execute(
             _SUMMARIZE_SESSION, tenant, session, (tenant, session) in changes.ended, cls.QA_SCORE_PATTERN
         )
@@ -336,11 +343,13 @@ async def prepare(rows: Sequence[Row], blob_min_bytes: int) -> Prepared:
     slim: list[Row] = []
     found: dict[tuple[str, str], str] = {}
     tenants: dict[str, TenantRows] = {}
+    slims: dict[str, list[Row]] = {}
     for row in rows:
         tenant = row.tenant_id
         part = tenants.get(tenant)
         if part is None:
             part = tenants[tenant] = TenantRows()
+            slims[tenant] = []
         read = reads_payload(row)
         rewrite = blobs.needs_rewrite(row.payload, blob_min_bytes)
         decoded = blobs.decode(row.payload) if read or rewrite else None
@@ -353,7 +362,11 @@ async def prepare(rows: Sequence[Row], blob_min_bytes: int) -> Prepared:
                 for digest, text in extracted.items():
                     found[(tenant, digest)] = text
         slim.append(row)
-    for part in tenants.values():
+        slims[tenant].append(row)
+    for (tenant, digest), text in sorted(found.items()):  # in key order: see the module's docstring
+        tenants[tenant].blobs.append((digest, text))
+    for tenant, part in tenants.items():
+        part.columns = list(zip(*slims[tenant], strict=True))[1:]  # the tenant is sent once, not per row
         part.projection = project(part.rows, part.payloads)
         if part.projection.reports or part.projection.states:
             await read_files(part.projection)
@@ -371,7 +384,7 @@ class PostgresSink:
 
     @classmethod
     async def connect(cls, options: ConnectOptions) -> PostgresSink:
-        """Connect, migrate the schema, create this month's partitions, and prepare the staging tables."""
+        """Connect, migrate the schema, create this month's partitions, and check the writer role."""
         conn, applied = await trio_asyncio.aio_as_trio(_open)(options)
         return cls(conn, options, applied=applied)
 

@@ -150,9 +150,9 @@ def build_payloads(n: int, seed: int = 20250101) -> list[bytes]:
     return out
 
 
-def build_events(n: int) -> Events:
+def build_events(n: int, payloads: list[bytes] | None = None) -> Events:
     """Frames as ``hookdb-emit`` sends them and rows exactly as the collector's listener decodes them."""
-    payloads = build_payloads(n)
+    payloads = build_payloads(n) if payloads is None else payloads
     start_ns = time.time_ns() - n * 1_000_000  # one event a millisecond, ending now
     bodies = []
     for i, payload in enumerate(payloads):
@@ -433,8 +433,10 @@ async def _drive_end_to_end(
     conn = await asyncpg.connect(dsn)
     try:
         await conn.execute("SET max_parallel_workers_per_gather = 0")  # the poll stays one backend
-        postmaster = local_postmaster(await conn.fetchval("SELECT pg_backend_pid()"))
+        poller = await conn.fetchval("SELECT pg_backend_pid()")
+        postmaster = local_postmaster(poller)
         pg0 = tree_cpu(postmaster) if postmaster else math.nan
+        poller0 = process_cpu(poller) if postmaster else math.nan
         cpu0 = (process_cpu(collector.proc.pid), machine_cpu(), self_cpu())
         barrier.wait(timeout=60)
         started = time.perf_counter()
@@ -463,8 +465,10 @@ async def _drive_end_to_end(
         elapsed = now - started
         busy1, total1 = machine_cpu()
         pg1 = tree_cpu(postmaster) if postmaster else math.nan
+        poll_cpu = process_cpu(poller) - poller0 if postmaster else math.nan
         return {
-            "postgres_cpu_seconds": pg1 - pg0,
+            "postgres_cpu_seconds": pg1 - pg0 - poll_cpu,  # the server's work for the collector alone
+            "poll_backend_cpu_seconds": poll_cpu,
             "seconds": elapsed,
             "first_row_seconds": first_row,
             "polls": polls,
@@ -752,6 +756,330 @@ def measure_clients(
     }
 
 
+# ------------------------------------------------------------------------------- throughput (issue 12)
+
+MIX_MEAN_PAYLOAD = 11_000  # bytes: the realistic mix's target mean payload
+EDIT_SHARE = 0.02  # of the realistic mix's events: Edits carrying a whole file
+EDIT_BYTES = (100_000, 700_000)
+JSON_INSERT_SQL = (
+    f"INSERT INTO {TABLE} ({', '.join(COLUMNS)}) SELECT {', '.join(COLUMNS)} "
+    f"FROM jsonb_populate_recordset(NULL::{TABLE}, $1::text::jsonb)"
+)  # Vector's and Fluent Bit's PostgreSQL outputs: one JSON array of rows per batch
+
+
+def _source_text(rng: random.Random, size: int, sources: list[Path]) -> str:
+    """About ``size`` characters of real Python source, read from the venv's site-packages."""
+    parts: list[str] = []
+    total = 0
+    while total < size:
+        text = rng.choice(sources).read_text(errors="replace")
+        parts.append(text)
+        total += len(text)
+    return "".join(parts)[:size]
+
+
+def build_mix(n: int, seed: int = 20250102) -> list[bytes]:
+    """The realistic mix: the small events, 2 % Edits carrying a 100–700 KB source file (as Claude Code's
+    tool_response.originalFile), and PostToolUse stdout padded so the mean payload is ~11 KB."""
+    rng = random.Random(seed)
+    site = Path(json.__file__).parent.parent / "site-packages"
+    venv_site = (
+        Path(sys.prefix) / "lib" / f"python{sys.version_info[0]}.{sys.version_info[1]}" / "site-packages"
+    )
+    sources = sorted(
+        p for p in (venv_site if venv_site.is_dir() else site).rglob("*.py") if p.stat().st_size > 4096
+    )
+    base = build_payloads(n, seed)
+    edits = max(1, round(n * EDIT_SHARE))
+    edit_at = set(rng.sample(range(n), edits))
+    edit_mean = sum(EDIT_BYTES) / 2
+    pad_mean = max(0.0, (MIX_MEAN_PAYLOAD * n - edits * edit_mean) / (n - edits) - sum(map(len, base)) / n)
+    out: list[bytes] = []
+    for i, payload in enumerate(base):
+        hook = json.loads(payload)
+        if i in edit_at:
+            text = _source_text(rng, rng.randrange(*EDIT_BYTES), sources)
+            start = rng.randrange(len(text) // 2)
+            old = text[start : start + 80]
+            path = f"/home/dev/proj/src/module_{i}.py"
+            hook.update(
+                hook_event_name="PostToolUse",
+                tool_name="Edit",
+                tool_input={
+                    "file_path": path,
+                    "old_string": old,
+                    "new_string": old.upper(),
+                    "replace_all": False,
+                },
+                tool_response={
+                    "filePath": path,
+                    "oldString": old,
+                    "newString": old.upper(),
+                    "originalFile": text,
+                },
+            )
+        elif hook.get("hook_event_name") == "PostToolUse":
+            stdout = _source_text(rng, int(rng.uniform(0, 2 * pad_mean / 0.4)), sources)
+            hook["tool_response"] = {"stdout": stdout, "stderr": "", "interrupted": False}
+        out.append(json.dumps(hook, ensure_ascii=False, separators=(",", ":")).encode())
+    return out
+
+
+def postgres_cpu(postmaster: int) -> float:
+    """CPU seconds of a PostgreSQL server: the postmaster's own and its reaped children's (exited backends),
+    and its live children's."""
+    fields = Path(f"/proc/{postmaster}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = sum(int(v) for v in fields[11:15])
+    with contextlib.suppress(OSError):
+        for task in Path(f"/proc/{postmaster}/task").iterdir():
+            for pid in (task / "children").read_text().split():
+                with contextlib.suppress(OSError):
+                    child = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                    ticks += int(child[11]) + int(child[12])
+    return ticks / _clk_tck()
+
+
+class CpuSampler:
+    """Samples the collector's and PostgreSQL's CPU every ``interval`` seconds in a thread, for the overlap:
+    the CPU time both were busy at once, Σ min(Δcollector, Δpostgres) over the samples."""
+
+    def __init__(self, collector: int, postmaster: int, interval: float = 0.05) -> None:
+        import threading
+
+        self._collector, self._postmaster, self._interval = collector, postmaster, interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self.collector_seconds = self.postgres_seconds = self.overlap_seconds = 0.0
+
+    def _run(self) -> None:
+        last_c, last_p = process_cpu(self._collector), postgres_cpu(self._postmaster)
+        while not self._stop.wait(self._interval):
+            c, p = process_cpu(self._collector), postgres_cpu(self._postmaster)
+            self.collector_seconds += c - last_c
+            self.postgres_seconds += p - last_p
+            self.overlap_seconds += max(0.0, min(c - last_c, p - last_p))
+            last_c, last_p = c, p
+
+    def __enter__(self) -> CpuSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+async def _postmaster_of(dsn: str) -> int | None:
+    conn = await asyncpg.connect(dsn)
+    try:
+        return local_postmaster(await conn.fetchval("SELECT pg_backend_pid()"))
+    finally:
+        await conn.close()
+
+
+def _json_rows(rows: Sequence[Row]) -> str:
+    """One JSON array of the rows (the payload as a JSON value), as a log shipper builds it."""
+    parts = []
+    for row in rows:
+        fields = {c: v for c, v in zip(COLUMNS[:-1], row[:-1], strict=True)}
+        fields["event_id"] = str(row.event_id)
+        fields["occurred_at"] = row.occurred_at.isoformat()
+        fields["received_at"] = row.received_at.isoformat()
+        head = json.dumps(fields, ensure_ascii=False, separators=(",", ":"))
+        parts.append(head[:-1] + ',"payload":' + row.payload.decode() + "}")
+    return "[" + ",".join(parts) + "]"
+
+
+async def _copy_parallel(dsn: str, rows: Sequence[Row], batch: int, connections: int) -> float:
+    conns = [await connect_jsonb(dsn) for _ in range(connections)]
+    try:
+        chunks = [rows[i : i + batch] for i in range(0, len(rows), batch)]
+
+        async def work(conn: asyncpg.Connection, mine: list[Sequence[Row]]) -> None:
+            for chunk in mine:
+                await conn.copy_records_to_table(TABLE, records=chunk, columns=COLUMNS)
+
+        started = time.perf_counter()
+        await asyncio.gather(*(work(c, chunks[k::connections]) for k, c in enumerate(conns)))
+        return time.perf_counter() - started
+    finally:
+        for conn in conns:
+            await conn.close()
+
+
+async def _json_array(dsn: str, rows: Sequence[Row], batch: int) -> float:
+    conn = await asyncpg.connect(dsn)
+    try:
+        started = time.perf_counter()
+        for i in range(0, len(rows), batch):
+            await conn.execute(JSON_INSERT_SQL, _json_rows(rows[i : i + batch]))
+        return time.perf_counter() - started
+    finally:
+        await conn.close()
+
+
+async def _insert_parallel(dsn: str, rows: Sequence[Row], connections: int) -> float:
+    conns = [await connect_jsonb(dsn) for _ in range(connections)]
+    try:
+
+        async def work(conn: asyncpg.Connection, mine: Sequence[Row]) -> None:
+            for row in mine:
+                await conn.execute(INSERT_SQL, *row)
+
+        started = time.perf_counter()
+        await asyncio.gather(*(work(c, rows[k::connections]) for k, c in enumerate(conns)))
+        return time.perf_counter() - started
+    finally:
+        for conn in conns:
+            await conn.close()
+
+
+def _baseline(
+    admin_dsn: str, label: str, rows: Sequence[Row], write: Callable[[str], float]
+) -> dict[str, Any]:
+    """One baseline run into a fresh database: seconds, and the CPU of PostgreSQL and of this process."""
+    with fresh_database(admin_dsn, label, schema=True) as dsn:
+        postmaster = run_asyncio(_postmaster_of(dsn))
+        time.sleep(0.05)  # that connection's backend exits and is reaped
+        pg0, me0 = postgres_cpu(postmaster) if postmaster else math.nan, self_cpu()
+        seconds = write(dsn)
+        time.sleep(0.05)
+        pg1, me1 = postgres_cpu(postmaster) if postmaster else math.nan, self_cpu()
+        stored = count_rows(dsn)
+    if stored != len(rows):
+        raise RuntimeError(f"{label}: {stored} rows stored, expected {len(rows)}")
+    return {
+        "seconds": seconds,
+        "events": len(rows),
+        "postgres_cpu_seconds": pg1 - pg0,
+        "client_cpu_seconds": me1 - me0,
+    }
+
+
+def _e2e_sampled(admin_dsn: str, events: Events, clients: int, workdir: Path) -> dict[str, Any]:
+    """End to end as in a, with the collector's and PostgreSQL's CPU sampled for their overlap."""
+    n = len(events.frames)
+    ctx = multiprocessing.get_context("fork")
+    with fresh_database(admin_dsn, "tp", schema=False) as dsn, running_collector(dsn, workdir) as collector:
+        postmaster = run_asyncio(_postmaster_of(dsn))
+        barrier = ctx.Barrier(clients + 1)
+        done_at = [ctx.Value("d", math.nan, lock=False) for _ in range(clients)]
+        procs = [
+            ctx.Process(target=_send_frames, args=(collector.socket, chunk, barrier, done), daemon=True)
+            for chunk, done in zip(_split(events.frames, clients), done_at, strict=True)
+        ]
+        for p in procs:
+            p.start()
+        try:
+            with CpuSampler(collector.proc.pid, postmaster or 0) as sampler:
+                result: dict[str, Any] = run_asyncio(_drive_end_to_end(dsn, n, barrier, collector, procs))
+        finally:
+            for p in procs:
+                p.join(timeout=30)
+                if p.is_alive():
+                    p.terminate()
+                    p.join()
+        collector.stop()
+        stored = count_rows(dsn)
+    if stored != n:
+        raise RuntimeError(f"end to end: {stored} rows stored, expected {n}")
+    result.update(
+        events=n,
+        sampled_collector_cpu_seconds=sampler.collector_seconds,
+        sampled_postgres_cpu_seconds=sampler.postgres_seconds,
+        overlap_cpu_seconds=sampler.overlap_seconds,
+    )
+    return result
+
+
+def measure_throughput(
+    admin_dsn: str, events: Events, clients: int, repeat: int, insert_events: int, workdir: Path
+) -> dict[str, Any]:
+    """End to end against raw COPY (1 and 2 connections), the JSON-array INSERT of 1000 rows and one INSERT
+    per event on ``clients`` connections: ``repeat`` interleaved runs, medians."""
+    rows = events.rows
+    few = rows[:insert_events]
+    variants: dict[str, tuple[Sequence[Row], Callable[[str], float]]] = {
+        "copy_1": (rows, lambda dsn: run_asyncio(_copy_parallel(dsn, rows, BATCH, 1))),
+        "copy_2": (rows, lambda dsn: run_asyncio(_copy_parallel(dsn, rows, BATCH, 2))),
+        "json_array_1000": (rows, lambda dsn: run_asyncio(_json_array(dsn, rows, BATCH))),
+        "insert_each": (few, lambda dsn: run_asyncio(_insert_parallel(dsn, few, clients))),
+    }
+    runs: dict[str, list[dict[str, Any]]] = {"e2e": [], **{name: [] for name in variants}}
+    loads = []
+    for r in range(repeat):
+        loads.append(os.getloadavg()[0])
+        runs["e2e"].append(_e2e_sampled(admin_dsn, events, clients, workdir / f"e2e{r}"))
+        for name, (part, write) in variants.items():
+            runs[name].append(_baseline(admin_dsn, name, part, write))
+    mb = events.payload_bytes / 1e6
+    out: dict[str, Any] = {"load_averages": loads, "events": len(rows), "payload_mb": mb}
+    for name, results in runs.items():
+        n = results[0]["events"]
+        rates = [x["events"] / x["seconds"] for x in results]
+        med = statistics.median(rates)
+        pg = [x["postgres_cpu_seconds"] / x["events"] * 1e6 for x in results]
+        own_key = "collector_cpu_seconds" if name == "e2e" else "client_cpu_seconds"
+        own = [x[own_key] / x["events"] * 1e6 for x in results]
+        out[name] = {
+            "events": n,
+            "events_per_second": med,
+            "mb_per_second": med * mb / len(rows),
+            "postgres_us_per_event": statistics.median(pg),
+            "writer_us_per_event": statistics.median(own),
+            "rates": rates,
+        }
+        if name == "e2e":
+            out[name]["overlap_fraction"] = statistics.median(
+                x["overlap_cpu_seconds"] / x["seconds"] for x in results
+            )
+            out[name]["busy_fraction"] = statistics.median(
+                (x["collector_cpu_seconds"] + x["postgres_cpu_seconds"]) / x["seconds"] for x in results
+            )
+    e2e = out["e2e"]["events_per_second"]
+    out["ratios"] = {f"e2e_over_{name}": e2e / out[name]["events_per_second"] for name in variants}
+    # per run, in one run's conditions, then the median of those
+    out["ratios_per_run"] = {
+        f"e2e_over_{name}": statistics.median(
+            a["events"] / a["seconds"] / (b["events"] / b["seconds"])
+            for a, b in zip(runs["e2e"], runs[name], strict=True)
+        )
+        for name in variants
+    }
+    return out
+
+
+def render_throughput(label: str, t: dict[str, Any]) -> str:
+    lines = [
+        f"throughput, {label}: {t['events']:,} events, {t['payload_mb']:.1f} MB of payload; "
+        f"load average {', '.join(f'{x:.2f}' for x in t['load_averages'])} at each run's start",
+        f"  {'':<34}{'events/s':>10}{'MB/s':>8}{'PG µs/ev':>10}{'writer µs/ev':>14}",
+    ]
+    names = {
+        "e2e": "end to end (writer: collector)",
+        "copy_1": "raw binary COPY, 1 connection",
+        "copy_2": "raw binary COPY, 2 connections",
+        "json_array_1000": "JSON-array INSERT…SELECT, 1000",
+        "insert_each": "INSERT per event, K connections",
+    }
+    for key, name in names.items():
+        r = t[key]
+        lines.append(
+            f"  {name:<34}{r['events_per_second']:>10,.0f}{r['mb_per_second']:>8.1f}"
+            f"{r['postgres_us_per_event']:>10.1f}{r['writer_us_per_event']:>14.1f}"
+        )
+    e = t["e2e"]
+    lines.append(
+        f"  overlap: collector and PostgreSQL both busy {e['overlap_fraction']:.2f} CPU-s per wall second; "
+        f"together busy {e['busy_fraction']:.2f}"
+    )
+    lines.append(
+        "  ratios (median of per-run ratios): "
+        + ", ".join(f"{k.removeprefix('e2e_over_')} {v:.2f}×" for k, v in t["ratios_per_run"].items())
+    )
+    return "\n".join(lines)
+
+
 # ------------------------------------------------------------------------------------------- report
 
 
@@ -909,6 +1237,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--emit-calls", type=int, default=20_000, help="emit() calls for d (default 20000)")
     parser.add_argument("--cli-runs", type=int, default=200, help="runs of each command in e (default 200)")
     parser.add_argument("--large-runs", type=int, default=20, help="700 KB hookdb-emit runs (default 20)")
+    parser.add_argument(
+        "--throughput",
+        action="store_true",
+        help="only the throughput comparison (small events, then the realistic mix), --repeat runs each",
+    )
+    parser.add_argument("--mix-events", type=int, default=10_000, help="events of the realistic mix")
     args = parser.parse_args(argv)
     if args.events < args.clients or min(args.clients, args.repeat, args.emit_calls, args.cli_runs) < 1:
         parser.error("need at least one client, run and call, and at least as many events as clients")
@@ -926,6 +1260,8 @@ def main(argv: list[str] | None = None) -> int:
         admin_dsn, server = start_server(args.dsn, workdir, stack)
         _progress(f"building {args.events:,} events")
         events = build_events(args.events)
+        if args.throughput:
+            return throughput(args, admin_dsn, events, workdir)
         res: dict[str, Any] = {
             "environment": {
                 "server": server,
@@ -950,6 +1286,24 @@ def main(argv: list[str] | None = None) -> int:
         )
         res["ratios"] = ratios(res)
     print(render(res))
+    if args.json:
+        Path(args.json).write_text(json.dumps(_json_safe(res), indent=2) + "\n")
+    return 0
+
+
+def throughput(args: argparse.Namespace, admin_dsn: str, events: Events, workdir: Path) -> int:
+    """The ``--throughput`` run: small events, then the realistic mix."""
+    res: dict[str, Any] = {"cpus": os.cpu_count(), "postgres": server_info(admin_dsn)}
+    insert = min(args.insert_events, args.events)
+    _progress("throughput: small events")
+    res["small"] = measure_throughput(admin_dsn, events, args.clients, args.repeat, insert, workdir / "small")
+    _progress("throughput: realistic mix")
+    mix = build_events(args.mix_events, build_mix(args.mix_events))
+    res["mix"] = measure_throughput(
+        admin_dsn, mix, args.clients, args.repeat, min(insert, args.mix_events), workdir / "mix"
+    )
+    print(render_throughput(f"small events (mean payload {events.mean_payload:.0f} B)", res["small"]))
+    print(render_throughput(f"realistic mix (mean payload {mix.mean_payload:.0f} B)", res["mix"]))
     if args.json:
         Path(args.json).write_text(json.dumps(_json_safe(res), indent=2) + "\n")
     return 0
