@@ -133,7 +133,7 @@ def _facts(card: SessionCard) -> list[str]:
         ("Ended", card.ended_at.isoformat() if card.ended_at else None),
         ("Duration", _duration(card.duration_ms)),
         ("Models", ", ".join(card.models) or None),
-        ("Cost", None if card.cost_usd is None else f"${card.cost_usd} ({card.cost_source or 'unknown'})"),
+        ("Cost", _cost(card)),
         ("Tokens", _tokens(card)),
         ("QA score", card.qa_score),
         ("Events", card.event_count),
@@ -142,6 +142,12 @@ def _facts(card: SessionCard) -> list[str]:
         ("End reason", card.end_reason),
     ]
     return [f"- **{label}:** {value}" for label, value in facts if value is not None]
+
+
+def _cost(card: SessionCard) -> str | None:
+    if card.cost_usd is None:
+        return "unknown" if card.cost_source == "unknown" else None
+    return f"${card.cost_usd}" + (f" ({card.cost_source})" if card.cost_source else "")
 
 
 def _tokens(card: SessionCard) -> str | None:
