@@ -22,6 +22,7 @@ import asyncpg
 import httpx
 import pytest
 import seed
+import test_ledger
 from test_collector import send_concurrently
 from test_data_model import event
 
@@ -1092,3 +1093,32 @@ def test_stats_add_usage_per_day_model_project_and_tool_calls(dsn: str, ledgered
         assert t["p95_ms"] == pytest.approx(statistics.quantiles(ms, n=100, method="inclusive")[94])
     assert tools["Read"]["failures"] == 2
     assert tools["Read"]["p50_ms"] == 1250
+
+
+def test_a_live_sessions_card_gets_its_tokens_and_cost_from_its_transcript(
+    start_collector: Any, start_api: Any, socket_path: Path, dsn: str, tmp_path: Path
+) -> None:
+    """A real collector reads the real transcript fixture on Stop; the stream, the card and the detail
+    carry what the ledger recorded."""
+    transcript = tmp_path / f"{test_ledger.SESSION}.jsonl"
+    transcript.write_bytes(test_ledger.DATA)
+    collector = start_collector("--set", "batch.linger_seconds=0.05")
+    api = start_api(dsn, {"default": TOKEN_A})
+    stream = Stream(api, TOKEN_A)
+    try:
+        test_ledger.stop(socket_path, transcript)
+        card = wait_for_card(stream, lambda s: s["cost_usd"] is not None)
+    finally:
+        stream.close()
+        collector.stop()
+    assert Decimal(str(card["cost_usd"])) == test_ledger.TOTAL
+    assert card["cost_source"] == "computed"
+    tokens = tuple(card[k] for k in TOKEN_KINDS)
+    assert tokens == (2450, 251, 23924, 12292, 0)  # Claude Code's own JSON output for the run
+    assert card["models"] == ["claude-sonnet-4-5"]
+    with client(api) as http:
+        detail = http.get(f"/api/sessions/{test_ledger.SESSION}").json()
+    assert detail["session"] == card
+    assert [r["request_id"] for r in detail["requests"]] == test_ledger.REQUESTS
+    [main] = detail["agents"]
+    assert (main["agent"], main["requests"], Decimal(str(main["cost_usd"]))) == ("main", 3, test_ledger.TOTAL)

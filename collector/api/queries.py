@@ -10,7 +10,7 @@ from __future__ import annotations
 import itertools
 import uuid
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -264,8 +264,7 @@ LEFT JOIN calls o ON o.tool_use_id = p.tool_use_id AND o.is_start <> (p.event_ty
 ORDER BY p.occurred_at, p.received_at, p.event_id
 """
 _TOOL_CALL_EVENTS = sorted({cls.TOOL_CALL_START, *cls.TOOL_CALL_END})
-_TOOL_CALL_FAILED = "PostToolUseFailure"
-assert _TOOL_CALL_FAILED in cls.TOOL_CALL_END
+_TOOL_CALL_FAILED = "PostToolUseFailure"  # the one of cls.TOOL_CALL_END that ends a call in failure
 
 
 async def events(conn: asyncpg.Connection, session_id: str, query: EventQuery) -> EventPage:
@@ -360,7 +359,7 @@ WHERE u.at >= $1 AND u.at < $2
 GROUP BY 1, 2
 """
 _PROJECT_JOIN = "LEFT JOIN sessions s ON s.tenant_id = u.tenant_id AND s.session_id = u.session_id"
-_DAY = "to_char(u.at AT TIME ZONE 'UTC', 'YYYY-MM-DD')"
+_DAY = "(u.at AT TIME ZONE 'UTC')::date"  # a date groups by hash, cheaper than its text
 _GROUP_KEYS = {
     "day": (_DAY, ""),
     "model": ("u.model", ""),
@@ -376,13 +375,19 @@ async def _usage_rows(
     return await conn.fetch(_USAGE.format(key=expression, second=second, join=join), start, end)
 
 
+def _key(row: asyncpg.Record) -> str | None:
+    """A group's key as the API writes it: a day as YYYY-MM-DD."""
+    key = row["key"]
+    return key.isoformat() if isinstance(key, date) else key
+
+
 def _totals(row: asyncpg.Record) -> dict[str, Any]:
     fields = {k: row[k] for k in ("requests", "cost_usd", "unpriced", *_TOKEN_KINDS)}
     return {**fields, "tokens": sum(row[k] for k in _TOKEN_KINDS)}
 
 
 def _ranked(rows: Sequence[asyncpg.Record], by_key: bool = False) -> list[UsageGroupTotals]:
-    groups = [UsageGroupTotals(key=row["key"], **_totals(row)) for row in rows]
+    groups = [UsageGroupTotals(key=_key(row), **_totals(row)) for row in rows]
     if by_key:
         return sorted(groups, key=lambda g: g.key or "")
     return sorted(groups, key=lambda g: (-g.cost_usd, -g.tokens, g.key or ""))
@@ -404,32 +409,30 @@ async def usage(conn: asyncpg.Connection, group: str, start: datetime, end: date
 
 
 # Tool calls of the sessions started in [$1, $2): their tool call events found through the sessions'
-# index and each session's own (tenant, session, occurred_at) index; the first start and the first end of
-# each tool_use_id paired, as the timeline pairs them.
+# index and each session's own (tenant, session, occurred_at) index, grouped by tool_use_id in one pass
+# (no sort, no second scan): a call is its first start and its first end, as the timeline pairs them,
+# and it failed when its first end is a PostToolUseFailure.
 _TOOLS = """
-WITH events AS (
-    SELECT e.session_id, e.event_type, e.tool_name, e.occurred_at, e.payload->>'tool_use_id' AS tool_use_id
+SELECT tool_name, count(*)::bigint AS calls, count(ended_at)::bigint AS ended,
+       count(*) FILTER (WHERE failed_at = ended_at)::bigint AS failures,
+       percentile_cont(0.5) WITHIN GROUP (ORDER BY abs(extract(epoch FROM ended_at - started_at))) * 1000
+           AS p50_ms,
+       percentile_cont(0.95) WITHIN GROUP (ORDER BY abs(extract(epoch FROM ended_at - started_at))) * 1000
+           AS p95_ms
+FROM (
+    SELECT min(e.tool_name) FILTER (WHERE e.event_type = $4) AS tool_name,
+           min(e.occurred_at) FILTER (WHERE e.event_type = $4) AS started_at,
+           min(e.occurred_at) FILTER (WHERE e.event_type <> $4) AS ended_at,
+           min(e.occurred_at) FILTER (WHERE e.event_type = $5) AS failed_at
     FROM sessions s
     JOIN hook_audit_log e ON e.tenant_id = s.tenant_id AND e.session_id = s.session_id
     WHERE s.started_at >= $1 AND s.started_at < $2 AND e.event_type = ANY($3::text[])
-), starts AS (
-    SELECT DISTINCT ON (session_id, tool_use_id) session_id, tool_use_id, tool_name, occurred_at
-    FROM events WHERE event_type = $4 AND tool_use_id IS NOT NULL
-    ORDER BY session_id, tool_use_id, occurred_at
-), ends AS (
-    SELECT DISTINCT ON (session_id, tool_use_id) session_id, tool_use_id, event_type, occurred_at
-    FROM events WHERE event_type <> $4 AND tool_use_id IS NOT NULL
-    ORDER BY session_id, tool_use_id, occurred_at
-)
-SELECT c.tool_name, count(*)::bigint AS calls, count(d.tool_use_id)::bigint AS ended,
-       count(*) FILTER (WHERE d.event_type = $5)::bigint AS failures,
-       percentile_cont(0.5) WITHIN GROUP (ORDER BY abs(extract(epoch FROM d.occurred_at - c.occurred_at)))
-           * 1000 AS p50_ms,
-       percentile_cont(0.95) WITHIN GROUP (ORDER BY abs(extract(epoch FROM d.occurred_at - c.occurred_at)))
-           * 1000 AS p95_ms
-FROM starts c LEFT JOIN ends d USING (session_id, tool_use_id)
-GROUP BY c.tool_name
-ORDER BY calls DESC, c.tool_name
+      AND e.payload->>'tool_use_id' IS NOT NULL
+    GROUP BY e.session_id, e.payload->>'tool_use_id'
+) c
+WHERE started_at IS NOT NULL
+GROUP BY tool_name
+ORDER BY calls DESC, tool_name
 """
 
 
@@ -477,7 +480,7 @@ async def stats(conn: asyncpg.Connection, start: datetime, end: datetime) -> Sta
     for row in await conn.fetch(_STATS_EVENTS_PER_DAY, start, end):
         day(row["day"].isoformat()).events = row["n"]
     by_day_model = [
-        DayModelUsage(day=row["key"], model=row["second"], **_totals(row))
+        DayModelUsage(day=row["key"].isoformat(), model=row["second"], **_totals(row))
         for row in await _usage_rows(conn, start, end, "day", "u.model")
     ]
     by_day_model.sort(key=lambda u: (u.day, u.model or ""))
