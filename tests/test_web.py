@@ -1007,3 +1007,5 @@ def test_the_overview_charts_cost_tokens_projects_and_tool_calls(page: Page, dsn
         )
     expect(page.locator("#detail")).not_to_contain_text("gpt-5")
     screenshot(page, "dashboard-usage")
+    tools.nth(1).scroll_into_view_if_needed()
+    screenshot(page, "dashboard-tools")
