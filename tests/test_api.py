@@ -8,6 +8,7 @@ import asyncio
 import json
 import queue
 import secrets
+import statistics
 import subprocess
 import threading
 import time
@@ -21,6 +22,7 @@ import asyncpg
 import httpx
 import pytest
 import seed
+import test_ledger
 from test_collector import send_concurrently
 from test_data_model import event
 
@@ -228,7 +230,9 @@ def test_stats_equal_what_sql_computes(dsn: str, seeded: Any) -> None:
         end,
     )[0][0]
     assert stats["events"] == events == sum(day["events"] for day in stats["per_day"])
-    assert stats["per_day"] == [{"day": "2026-11-01", "sessions": 90, "events": events}]
+    day = stats["per_day"]
+    assert [(d["day"], d["sessions"], d["events"]) for d in day] == [("2026-11-01", 90, events)]
+    assert day[0]["by_status"] == stats["by_status"]
 
 
 def test_two_tenants_never_see_each_others_sessions(seeded: Any) -> None:
@@ -467,8 +471,11 @@ def test_the_openapi_document_describes_every_endpoint(seeded: Any) -> None:
         doc = http.get("/openapi.json").json()
     assert set(doc["paths"]) == {
         "/api/sessions", "/api/sessions/stats", "/api/sessions/stream", "/api/sessions/{session_id}",
-        "/api/sessions/{session_id}/events", "/api/sessions/{session_id}/export",
+        "/api/sessions/{session_id}/events", "/api/sessions/{session_id}/export", "/api/usage",
     }  # fmt: skip
+    usage = {p["name"]: p["schema"] for p in doc["paths"]["/api/usage"]["get"]["parameters"]}
+    assert set(usage) == {"group", "from", "to"}
+    assert usage["group"]["enum"] == ["agent", "day", "model", "project"]
     parameters = {p["name"] for p in doc["paths"]["/api/sessions"]["get"]["parameters"]}
     assert parameters == {
         "limit",
@@ -860,3 +867,258 @@ def test_an_export_cut_short_by_the_database_is_visibly_incomplete(private_pg: A
     assert body.count(b'"event_type"') < 6000
     assert [e["error"] for e in api.events("api.export_cut")] == ["database_unavailable"]
     assert "Traceback" not in api.output
+
+
+# -- What sessions cost: the usage ledger read back ------------------------------------------------------
+
+LEDGER_COLUMNS = (
+    "tenant_id, session_id, request_id, agent, agent_type, model, input_tokens, output_tokens, "
+    "cache_read_tokens, cache_creation_5m_tokens, cache_creation_1h_tokens, cost_usd, cost_source, at, "
+    "sources"
+)
+TOKEN_KINDS = (
+    "input_tokens",
+    "output_tokens",
+    "cache_read_tokens",
+    "cache_creation_5m_tokens",
+    "cache_creation_1h_tokens",
+)
+
+
+def ledger_rows(tenant: str, sessions: range, prefix: str = "s") -> list[tuple[Any, ...]]:
+    """Per session: two main-agent requests (two models) and one of a subagent, the last of unknown cost
+    every third session; requests spread over two UTC days."""
+    rows = []
+    for i in sessions:
+        sid = f"{prefix}-{i:06d}"
+        at = seed.BASE + timedelta(minutes=i) + timedelta(hours=30 * (i % 2))
+        for n, (agent, agent_type, model) in enumerate(
+            (
+                ("main", None, seed.MODELS[0]),
+                ("main", None, seed.MODELS[1]),
+                (f"ag{i}", "reviewer", seed.MODELS[2]),
+            )
+        ):
+            unknown = n == 2 and i % 3 == 0
+            rows.append(
+                (
+                    tenant, sid, f"req_{i}_{n}", agent, agent_type, model,
+                    100 * i + n, 10 * i + n, 1000 + n, 5 * n, n,
+                    None if unknown else Decimal(i) / 1000 + Decimal(n) / 10 ** 6,
+                    "unknown" if unknown else "reported", at + timedelta(seconds=n), ["transcript"],
+                )
+            )  # fmt: skip
+    return rows
+
+
+def insert_ledger(dsn: str, rows: list[tuple[Any, ...]]) -> None:
+    """Ledger rows as the collector writes them, and the session totals its projection keeps."""
+    values = ", ".join(f"${i}" for i in range(1, 16))
+
+    async def go() -> None:
+        conn = await asyncpg.connect(dsn)
+        try:
+            await conn.executemany(f"INSERT INTO usage_ledger ({LEDGER_COLUMNS}) VALUES ({values})", rows)
+            await conn.execute(
+                f"""UPDATE sessions s SET {", ".join(f"{k} = t.{k}" for k in TOKEN_KINDS)},
+                        cost_usd = t.cost, cost_source = t.source, models = t.models
+                    FROM (SELECT tenant_id, session_id, {", ".join(f"sum({k}) AS {k}" for k in TOKEN_KINDS)},
+                                 sum(cost_usd) AS cost, max(cost_source) AS source,
+                                 array_agg(DISTINCT model ORDER BY model) AS models
+                          FROM usage_ledger GROUP BY 1, 2) t
+                    WHERE s.tenant_id = t.tenant_id AND s.session_id = t.session_id"""
+            )
+        finally:
+            await conn.close()
+
+    asyncio.run(go())
+
+
+@pytest.fixture
+def ledgered(dsn: str, seeded: Any) -> Any:
+    """The seeded API with ledger rows for acme's sessions 10..29 and beta's 0..9."""
+    insert_ledger(dsn, ledger_rows("acme", range(10, 30)) + ledger_rows("beta", range(10)))
+    return seeded
+
+
+def test_cards_and_detail_carry_tokens_cost_and_the_per_agent_ledger(dsn: str, ledgered: Any) -> None:
+    with client(ledgered) as http:
+        card = next(c for c in all_pages(http) if c["session_id"] == "s-000012")
+        detail = http.get("/api/sessions/s-000012").json()
+        bare = http.get("/api/sessions/s-000050").json()
+    row = run_sql(dsn, "SELECT * FROM sessions WHERE tenant_id = 'acme' AND session_id = 's-000012'")[0]
+    for name in (*TOKEN_KINDS, "cost_source", "models"):
+        assert card[name] == (list(row[name]) if name == "models" else row[name]), name
+    assert Decimal(str(card["cost_usd"])) == row["cost_usd"]
+    assert card["cost_source"] == "unknown"
+    assert card["models"] == sorted(seed.MODELS)
+    assert detail["session"] == card
+    assert [r["request_id"] for r in detail["requests"]] == ["req_12_0", "req_12_1", "req_12_2"]
+    assert detail["requests"][2]["cost_usd"] is None
+    assert detail["requests"][2]["sources"] == ["transcript"]
+    agents = {a["agent"]: a for a in detail["agents"]}
+    assert [a["agent"] for a in detail["agents"]] == ["main", "ag12"]
+    ledger = run_sql(
+        dsn,
+        f"SELECT agent, count(*) AS n, {', '.join(f'sum({k}) AS {k}' for k in TOKEN_KINDS)}, "
+        "coalesce(sum(cost_usd), 0) AS cost, count(*) FILTER (WHERE cost_usd IS NULL) AS unpriced "
+        "FROM usage_ledger WHERE tenant_id = 'acme' AND session_id = 's-000012' GROUP BY agent",
+    )
+    for r in ledger:
+        a = agents[r["agent"]]
+        assert (a["requests"], a["unpriced"], Decimal(str(a["cost_usd"]))) == (
+            r["n"],
+            r["unpriced"],
+            r["cost"],
+        )
+        assert all(a[k] == r[k] for k in TOKEN_KINDS)
+        assert a["tokens"] == sum(r[k] for k in TOKEN_KINDS)
+    assert agents["ag12"]["agent_type"] == "reviewer"
+    assert bare["requests"] == bare["agents"] == []
+    assert bare["session"]["models"] == []
+    assert bare["session"]["cost_source"] is None
+    assert bare["session"]["input_tokens"] is None
+
+
+def usage_sql(dsn: str, key: str, start: datetime, end: datetime, tenant: str = "acme") -> dict[Any, Any]:
+    rows = run_sql(
+        dsn,
+        f"SELECT {key} AS key, count(*) AS requests, "
+        f"sum({' + '.join('u.' + k for k in TOKEN_KINDS)}) AS tokens, "
+        "coalesce(sum(u.cost_usd), 0) AS cost FROM usage_ledger u "
+        "LEFT JOIN sessions s ON s.tenant_id = u.tenant_id AND s.session_id = u.session_id "
+        "WHERE u.tenant_id = $1 AND u.at >= $2 AND u.at < $3 GROUP BY 1",
+        tenant,
+        start,
+        end,
+    )
+    return {r["key"]: (r["requests"], r["tokens"], r["cost"]) for r in rows}
+
+
+def got(groups: list[dict[str, Any]]) -> dict[Any, Any]:
+    return {g["key"]: (g["requests"], g["tokens"], Decimal(str(g["cost_usd"]))) for g in groups}
+
+
+def test_usage_groups_equal_what_sql_computes_and_stay_in_their_tenant(dsn: str, ledgered: Any) -> None:
+    start, end = seed.BASE + timedelta(minutes=15), seed.BASE + timedelta(days=2)
+    span = {"from": start.isoformat(), "to": end.isoformat()}
+    expected = {
+        "day": usage_sql(dsn, "to_char(u.at AT TIME ZONE 'UTC', 'YYYY-MM-DD')", start, end),
+        "model": usage_sql(dsn, "u.model", start, end),
+        "project": usage_sql(dsn, "regexp_replace(s.cwd, '^.*/', '')", start, end),
+        "agent": usage_sql(dsn, "CASE WHEN u.agent = 'main' THEN 'main' ELSE u.agent_type END", start, end),
+    }
+    assert set(expected["day"]) == {"2026-11-01", "2026-11-02"}
+    assert len(expected["project"]) == 17
+    with client(ledgered) as a, client(ledgered, TOKEN_B) as b:
+        for group, want in expected.items():
+            answer = a.get("/api/usage", params={**span, "group": group}).json()
+            assert answer["group"] == group
+            assert got(answer["groups"]) == want, group
+            assert answer["total"]["requests"] == sum(v[0] for v in want.values()) == 51
+            assert Decimal(str(answer["total"]["cost_usd"])) == sum(v[2] for v in want.values())
+            assert answer["total"]["unpriced"] == 5
+        days = [g["key"] for g in a.get("/api/usage", params=span).json()["groups"]]
+        assert days == sorted(days)  # group=day is the default, oldest first
+        # beta's requests are beta's alone, although its session ids are acme's too
+        beta = b.get("/api/usage", params={**span, "group": "model"}).json()
+        assert got(beta["groups"]) == usage_sql(dsn, "u.model", start, end, "beta")
+        assert beta["total"]["requests"] == 15
+        nothing = {"from": "2026-10-01T00:00:00Z", "to": "2026-10-02T00:00:00Z"}
+        assert a.get("/api/usage", params=nothing).json()["groups"] == []
+        for params in (
+            {"group": "tenant"},
+            {"group": ""},
+            {"from": "yesterday"},
+            {"to": "2026-11-01T00:00:00"},
+            {"from": "2026-12-01T00:00:00Z", "to": "2026-11-01T00:00:00Z"},
+            {"group": ["day", "model"]},
+            {"tenant": "beta"},
+        ):
+            answer = a.get("/api/usage", params=params)
+            assert answer.status_code == 400, (params, answer.text)
+            assert answer.json()["detail"].split(":")[0] in {*params, "parameter"}, answer.text
+        assert httpx.get(ledgered.url + "/api/usage").status_code == 401
+
+
+def test_stats_add_usage_per_day_model_project_and_tool_calls(dsn: str, ledgered: Any) -> None:
+    # Two of the range's Read calls fail, one after 5 s: failure rate and durations change with them.
+    run_sql(
+        dsn,
+        "UPDATE hook_audit_log SET event_type = 'PostToolUseFailure', "
+        "occurred_at = occurred_at + CASE session_id WHEN 's-000021' THEN interval '5 s' ELSE '0' END "
+        "WHERE tenant_id = 'acme' AND session_id IN ('s-000020', 's-000021') AND event_type = 'PostToolUse' "
+        "AND tool_name = 'Read'",
+    )
+    start, end = seed.BASE + timedelta(minutes=15), seed.BASE + timedelta(days=2)
+    with client(ledgered) as http:
+        stats = http.get(
+            "/api/sessions/stats", params={"from": start.isoformat(), "to": end.isoformat()}
+        ).json()
+    assert got(stats["usage_by_model"]) == usage_sql(dsn, "u.model", start, end)
+    assert got(stats["usage_by_project"]) == usage_sql(dsn, "regexp_replace(s.cwd, '^.*/', '')", start, end)
+    costs = [Decimal(str(g["cost_usd"])) for g in stats["usage_by_project"]]
+    assert costs == sorted(costs, reverse=True)
+    day_model = usage_sql(dsn, "to_char(u.at AT TIME ZONE 'UTC', 'YYYY-MM-DD') || ' ' || u.model", start, end)
+    assert {f"{u['day']} {u['model']}": (u["requests"], u["tokens"], Decimal(str(u["cost_usd"])))
+            for u in stats["usage_by_day_model"]} == day_model  # fmt: skip
+    per_day = {d["day"]: d for d in stats["per_day"]}
+    for day, (_, tokens, cost) in usage_sql(
+        dsn, "to_char(u.at AT TIME ZONE 'UTC', 'YYYY-MM-DD')", start, end
+    ).items():
+        assert (per_day[day]["tokens"], Decimal(str(per_day[day]["cost_usd"]))) == (tokens, cost)
+    assert stats["usage"]["requests"] == 51
+    calls = run_sql(
+        dsn,
+        "SELECT p.tool_name, count(*) AS calls, "
+        "count(*) FILTER (WHERE e.event_type = 'PostToolUseFailure') AS failed, "
+        "array_agg(extract(epoch FROM e.occurred_at - p.occurred_at) * 1000) AS ms "
+        "FROM hook_audit_log p JOIN sessions s USING (tenant_id, session_id) "
+        "JOIN hook_audit_log e ON e.tenant_id = p.tenant_id AND e.session_id = p.session_id "
+        "AND e.payload->>'tool_use_id' = p.payload->>'tool_use_id' AND e.event_type <> 'PreToolUse' "
+        "WHERE p.tenant_id = 'acme' AND p.event_type = 'PreToolUse' "
+        "AND s.started_at >= $1 AND s.started_at < $2 "
+        "GROUP BY 1",
+        start,
+        end,
+    )
+    tools = {t["tool"]: t for t in stats["tools"]}
+    assert set(tools) == {r["tool_name"] for r in calls}
+    for r in calls:
+        t = tools[r["tool_name"]]
+        assert (t["calls"], t["failures"]) == (r["calls"], r["failed"])
+        assert t["failure_rate"] == pytest.approx(r["failed"] / r["calls"])
+        ms = sorted(float(v) for v in r["ms"])
+        assert t["p50_ms"] == pytest.approx(statistics.quantiles(ms, n=100, method="inclusive")[49])
+        assert t["p95_ms"] == pytest.approx(statistics.quantiles(ms, n=100, method="inclusive")[94])
+    assert tools["Read"]["failures"] == 2
+    assert tools["Read"]["p50_ms"] == 1250
+
+
+def test_a_live_sessions_card_gets_its_tokens_and_cost_from_its_transcript(
+    start_collector: Any, start_api: Any, socket_path: Path, dsn: str, tmp_path: Path
+) -> None:
+    """A real collector reads the real transcript fixture on Stop; the stream, the card and the detail
+    carry what the ledger recorded."""
+    transcript = tmp_path / f"{test_ledger.SESSION}.jsonl"
+    transcript.write_bytes(test_ledger.DATA)
+    collector = start_collector("--set", "batch.linger_seconds=0.05")
+    api = start_api(dsn, {"default": TOKEN_A})
+    stream = Stream(api, TOKEN_A)
+    try:
+        test_ledger.stop(socket_path, transcript)
+        card = wait_for_card(stream, lambda s: s["cost_usd"] is not None)
+    finally:
+        stream.close()
+        collector.stop()
+    assert Decimal(str(card["cost_usd"])) == test_ledger.TOTAL
+    assert card["cost_source"] == "computed"
+    tokens = tuple(card[k] for k in TOKEN_KINDS)
+    assert tokens == (2450, 251, 23924, 12292, 0)  # Claude Code's own JSON output for the run
+    assert card["models"] == ["claude-sonnet-4-5"]
+    with client(api) as http:
+        detail = http.get(f"/api/sessions/{test_ledger.SESSION}").json()
+    assert detail["session"] == card
+    assert [r["request_id"] for r in detail["requests"]] == test_ledger.REQUESTS
+    [main] = detail["agents"]
+    assert (main["agent"], main["requests"], Decimal(str(main["cost_usd"]))) == ("main", 3, test_ledger.TOTAL)

@@ -13,6 +13,7 @@ import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -170,6 +171,45 @@ def add_event(
         json.dumps(body),
         event_id,
         received_at,
+    )
+
+
+def add_request(
+    dsn: str,
+    tenant: str,
+    session_id: str,
+    request_id: str,
+    at: datetime,
+    model: str | None,
+    tokens: tuple[int, int, int, int, int],
+    cost: str | None,
+    *,
+    agent: str = "main",
+    agent_type: str | None = None,
+) -> None:
+    """A model API request in the usage ledger, and the session's totals, as the collector keeps them."""
+    sql(
+        dsn,
+        """INSERT INTO usage_ledger (tenant_id, session_id, request_id, agent, agent_type, model,
+                                     input_tokens, output_tokens, cache_read_tokens, cache_creation_5m_tokens,
+                                     cache_creation_1h_tokens, cost_usd, cost_source, at, sources)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12::numeric,
+                   CASE WHEN $12 IS NULL THEN 'unknown' ELSE 'reported' END, $13, '{transcript}')""",
+        tenant, session_id, request_id, agent, agent_type, model, *tokens, cost, at,
+    )  # fmt: skip
+    sql(
+        dsn,
+        """UPDATE sessions s SET input_tokens = t.i, output_tokens = t.o, cache_read_tokens = t.r,
+                  cache_creation_5m_tokens = t.w5, cache_creation_1h_tokens = t.w1, cost_usd = t.cost,
+                  cost_source = t.source, models = t.models
+           FROM (SELECT sum(input_tokens) AS i, sum(output_tokens) AS o, sum(cache_read_tokens) AS r,
+                        sum(cache_creation_5m_tokens) AS w5, sum(cache_creation_1h_tokens) AS w1,
+                        sum(cost_usd) AS cost, max(cost_source) AS source,
+                        array_agg(DISTINCT model) FILTER (WHERE model IS NOT NULL) AS models
+                 FROM usage_ledger WHERE tenant_id = $1 AND session_id = $2) t
+           WHERE s.tenant_id = $1 AND s.session_id = $2""",
+        tenant,
+        session_id,
     )
 
 
@@ -729,7 +769,8 @@ def test_the_overview_charts_the_tenants_stats(page: Page, dsn: str, start_api) 
     for row, (model, count, cost) in zip(rows.all(), want["models"], strict=True):
         expect(row.locator("td")).to_have_text([model, str(count), f"${cost or 0:.2f}"])
     charts = overview.locator(".chart .uplot canvas")
-    expect(charts).to_have_count(5)  # sessions and events per day, by status, cost by model, QA scores
+    # sessions, events, cost and tokens per day, by status, cost by model, projects, tools, QA scores
+    expect(charts).to_have_count(9)
     for canvas in charts.all():  # each chart drew something
         assert canvas.evaluate(
             "c => c.width > 100 && c.getContext('2d').getImageData(0, 0, c.width, c.height).data.some(v => v)"
@@ -818,3 +859,153 @@ def test_a_card_says_what_the_session_was_and_the_detail_exports_it(page: Page, 
     markdown = Path(got.value.path()).read_text()
     assert markdown.startswith("# Count the orders per region\n")
     assert "**Bash** `wc -l orders.csv` — 1.0 s" in markdown
+
+
+def test_cards_and_the_detail_show_tokens_cost_agents_and_api_requests(
+    page: Page, dsn: str, start_api
+) -> None:
+    migrate(dsn)
+    add_session(dsn, "acme", "s-1", status="completed", subagents=1)
+    add_session(dsn, "acme", "s-bare", started_at=ago(hours=1))
+    hooks = corpus.hook_payloads()
+    edit_end = corpus.large_edit_payload(size=600)
+    edit_start = {k: v for k, v in edit_end.items() if k not in ("tool_response", "duration_ms")}
+    edit_start["hook_event_name"] = "PreToolUse"
+    start = ago(minutes=5)
+    add_hook_event(dsn, "acme", "s-1", start, hooks["SessionStart"])
+    add_hook_event(dsn, "acme", "s-1", start + timedelta(seconds=1), hooks["UserPromptSubmit"])
+    add_request(dsn, "acme", "s-1", "req_1", start + timedelta(seconds=2), "claude-opus-4-5",
+                (1200, 300, 10_000, 2000, 0), "0.0512")  # fmt: skip
+    add_hook_event(dsn, "acme", "s-1", start + timedelta(seconds=3), edit_start)
+    add_hook_event(dsn, "acme", "s-1", start + timedelta(seconds=3.5), edit_end)
+    add_request(dsn, "acme", "s-1", "req_2", start + timedelta(seconds=4), "claude-haiku-4-5",
+                (800, 120, 0, 0, 0), "0.0014", agent="a7f3", agent_type="Explore")  # fmt: skip
+    add_request(dsn, "acme", "s-1", "req_3", start + timedelta(seconds=6), "claude-opus-4-5",
+                (1500, 420, 12_000, 0, 0), "0.0374")  # fmt: skip
+    add_hook_event(dsn, "acme", "s-1", start + timedelta(seconds=9), hooks["Stop"])
+    api = serve(start_api, dsn, acme="token-a")
+    sign_in(page, api.url, "token-a")
+
+    one = card(page, "s-1")
+    # 1200+300+10000+2000 + 800+120 + 1500+420+12000 = 28340 tokens; $0.0512 + $0.0014 + $0.0374 = $0.09
+    expect(one.locator(".tokens")).to_have_text("28.3k tokens")
+    expect(one.locator(".cost")).to_have_text("$0.09 reported")
+    expect(one.locator(".card-model")).to_contain_text("claude-haiku-4-5, claude-opus-4-5")
+    expect(card(page, "s-bare").locator(".tokens")).to_have_count(0)
+    one.click()
+
+    agents = page.locator("#detail .agents tbody tr")
+    expect(agents).to_have_count(2)
+    expect(agents.nth(0).locator("td")).to_have_text(
+        ["main", "2", "27.4k", "2.7k in · 720 out · 22k cache read · 2k cache write", "$0.09"]
+    )
+    expect(agents.nth(1).locator("td")).to_have_text(
+        ["Explore · a7f3", "1", "920", "800 in · 120 out", "< $0.01"]
+    )
+    facts = page.locator("#detail .facts")
+    expect(facts).to_contain_text("$0.09 (reported)")
+    expect(facts).to_contain_text("28.3k (3.5k in · 840 out · 22k cache read · 2k cache write)")
+
+    rows = page.locator("#detail .timeline-event")
+    kinds = [
+        "SessionStart", "UserPromptSubmit", "API request", "PreToolUse → PostToolUse", "API request",
+        "API request", "Stop",
+    ]  # fmt: skip
+    expect(rows.locator(".event-type")).to_have_text(kinds)
+    request = rows.nth(2)
+    expect(request).to_have_class("timeline-event kind-request")
+    expect(request.locator(".request-model")).to_have_text("claude-opus-4-5")
+    expect(request.locator(".request-cost")).to_have_text("$0.05")
+    expect(request.locator(".request-usage")).to_have_text(
+        "13.5k tokens: 1.2k in · 300 out · 10k cache read · 2k cache write · $0.05 reported"
+    )
+    expect(rows.nth(4).locator(".request-model")).to_have_text("claude-haiku-4-5 · Explore")
+    expect(rows.nth(3).locator(".diff")).to_be_visible()
+    page.locator("#detail .agents").scroll_into_view_if_needed()
+    screenshot(page, "detail-usage")
+    rows.nth(3).scroll_into_view_if_needed()
+    screenshot(page, "detail-requests")
+
+
+def test_the_overview_charts_cost_tokens_projects_and_tool_calls(page: Page, dsn: str, start_api) -> None:
+    migrate(dsn)
+    now = datetime.now(UTC).replace(hour=12, minute=0, second=0, microsecond=0)
+    if now > datetime.now(UTC):
+        now -= timedelta(days=1)
+    plan = [  # (session, project, status, days ago, [(model, tokens, cost)])
+        (
+            "a",
+            "shop",
+            "completed",
+            1,
+            [("claude-opus-4-5", 5000, "0.50"), ("claude-haiku-4-5", 1000, "0.02")],
+        ),
+        ("b", "shop", "failed", 2, [("claude-opus-4-5", 3000, "0.30")]),
+        (
+            "c",
+            "docs",
+            "completed",
+            2,
+            [("claude-sonnet-4-5", 2000, "0.10"), ("claude-sonnet-4-5", 500, None)],
+        ),
+        ("d", "infra", "running", 0, [("claude-haiku-4-5", 4000, "0.04")]),
+        ("old", "shop", "completed", 40, [("claude-opus-4-5", 9000, "9.00")]),  # outside the last 30 days
+    ]
+    for session_id, project, status, days_ago, requests in plan:
+        started = now - timedelta(days=days_ago)
+        add_session(dsn, "acme", session_id, status=status, started_at=started)
+        sql(dsn, "UPDATE sessions SET cwd = $1 WHERE session_id = $2", f"/home/dev/{project}", session_id)
+        for n, (model, tokens, cost) in enumerate(requests):
+            add_request(dsn, "acme", session_id, f"r{n}", started + timedelta(minutes=n), model,
+                        (tokens, 0, 0, 0, 0), cost)  # fmt: skip
+    # Tool calls of a: Bash 1 s, 3 s (failed), 2 s; Read 0.5 s.
+    calls = [("Bash", 1.0, False), ("Bash", 3.0, True), ("Bash", 2.0, False), ("Read", 0.5, False)]
+    for n, (tool, seconds, failed) in enumerate(calls):
+        at = now - timedelta(days=1) + timedelta(minutes=10 + n)
+        add_event(dsn, "acme", "a", "PreToolUse", at, tool, tool_use_id=f"t{n}")
+        end = "PostToolUseFailure" if failed else "PostToolUse"
+        add_event(dsn, "acme", "a", end, at + timedelta(seconds=seconds), tool, tool_use_id=f"t{n}")
+    add_session(dsn, "globex", "g", status="completed")
+    add_request(dsn, "globex", "g", "r0", now, "gpt-5", (99_000, 0, 0, 0, 0), "99.00")
+    api = serve(start_api, dsn, acme="token-a", globex="token-b")
+    sign_in(page, api.url, "token-a")
+
+    overview = page.locator("#detail .dashboard")
+    [requests, tokens, cost] = sql(
+        dsn,
+        "SELECT count(*), sum(input_tokens), sum(cost_usd) FROM usage_ledger "
+        "WHERE tenant_id = 'acme' AND at >= now() - interval '30 days'",
+    )[0]
+    assert (requests, tokens, cost) == (6, 15_500, Decimal("0.96"))
+    expect(overview.locator(".total-tokens .tile-value")).to_have_text("15.5k")
+    expect(overview.locator(".total-requests .tile-value")).to_have_text("6")
+    expect(overview.locator(".cost-per-day .chart-caption")).to_have_text(
+        "$0.96 in all, 1 request of unknown cost"
+    )
+    expect(overview.locator(".tokens-per-day .chart-caption")).to_have_text("15.5k tokens in 6 requests")
+    expect(overview.locator(".sessions-per-day .chart-caption")).to_have_text("4 sessions")
+    expect(overview.locator(".top-projects .chart-caption")).to_have_text(
+        "shop $0.82, docs $0.10, infra $0.04"
+    )
+    expect(overview.locator(".tool-calls .chart-caption")).to_have_text("4 calls, 1 failure")
+    tools = overview.locator("table.tools tbody tr")
+    expect(tools).to_have_count(2)
+    # Bash: 3 calls, 1 failed; durations 1, 2, 3 s: p50 2 s, p95 2.9 s (linear interpolation)
+    expect(tools.nth(0).locator("td")).to_have_text(["Bash", "3", "1", "33.3%", "2.0 s", "2.9 s"])
+    expect(tools.nth(1).locator("td")).to_have_text(["Read", "1", "0", "0.0%", "500 ms", "500 ms"])
+    for name in ("cost-per-day", "tokens-per-day", "sessions-per-day"):
+        legend = overview.locator(f".{name} .u-legend")
+        expect(legend).to_be_visible()
+    # The stacks: the cost chart has one layer per model, the sessions chart one per status.
+    expect(overview.locator(".cost-per-day .u-legend .u-series")).to_have_count(4)  # the day, 3 models
+    expect(overview.locator(".sessions-per-day .u-legend .u-series")).to_have_count(4)  # the day, 3 statuses
+    charts = overview.locator(".chart .uplot canvas")
+    expect(charts).to_have_count(8)  # no QA scores in this data
+    for canvas in charts.all():
+        assert canvas.evaluate(
+            "c => c.width > 100 && c.getContext('2d').getImageData(0, 0, c.width, c.height).data.some(v => v)"
+        )
+    expect(page.locator("#detail")).not_to_contain_text("gpt-5")
+    screenshot(page, "dashboard-usage")
+    tools.nth(1).scroll_into_view_if_needed()
+    screenshot(page, "dashboard-tools")

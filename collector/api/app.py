@@ -94,6 +94,18 @@ def error_response(
     return json_response(Error(error=error, detail=detail), status, headers)
 
 
+def _range(start: datetime | Any, end: datetime | Any) -> tuple[datetime, datetime]:
+    """A query's [from, to): to defaults to now, from to STATS_DAYS before to."""
+    end = datetime.now(UTC) if end is UNSET else end
+    try:
+        start = end - timedelta(days=queries.STATS_DAYS) if start is UNSET else start
+    except OverflowError:
+        raise BadParameter(f"to: too early for the default from ({queries.STATS_DAYS} days before)") from None
+    if start >= end:
+        raise BadParameter("from: must be before to")
+    return start, end
+
+
 Endpoint = Callable[[Request, str, Any], Awaitable[Response]]
 
 
@@ -113,6 +125,7 @@ class Api:
             Route("/openapi.json", self.openapi),
             Route("/api/sessions", self._endpoint(models.SessionQuery, self.list_sessions)),
             Route("/api/sessions/stats", self._endpoint(models.StatsQuery, self.stats)),
+            Route("/api/usage", self._endpoint(models.UsageQuery, self.usage)),
             Route("/api/sessions/stream", self._endpoint(models.NoQuery, self.stream)),
             # Session ids are any text, "/" included (sent as %2F, which arrives decoded).
             Route("/api/sessions/{session_id:path}/events", self._endpoint(models.EventQuery, self.events)),
@@ -195,19 +208,27 @@ class Api:
     async def detail(self, request: Request, tenant: str, query: models.DetailQuery) -> Response:
         session_id = self._session_id(request)
         events = models.EventQuery(limit=query.events_limit)
-        card, reports, states, timeline = await self._reader.read_together(
+        card, reports, states, requests, timeline = await self._reader.read_together(
             tenant,
             [
                 lambda conn: queries.session_card(conn, session_id),
                 lambda conn: queries.reports(conn, session_id),
                 lambda conn: queries.agent_states(conn, session_id),
+                lambda conn: queries.requests(conn, session_id),
                 lambda conn: queries.events(conn, session_id, events),
             ],
         )
         if card is None:
             return error_response(404, "not_found", "no such session")
         return json_response(
-            models.SessionDetail(session=card, reports=reports, agent_states=states, events=timeline)
+            models.SessionDetail(
+                session=card,
+                reports=reports,
+                agent_states=states,
+                agents=queries.agents(requests),
+                requests=requests,
+                events=timeline,
+            )
         )
 
     async def events(self, request: Request, tenant: str, query: models.EventQuery) -> Response:
@@ -229,19 +250,26 @@ class Api:
         pages: no event twice, none left out), so a long session never sits in memory whole."""
         session_id = self._session_id(request)
         pages = models.EventQuery(limit=EXPORT_PAGE)
-        card, reports, states, first = await self._reader.read_together(
+        card, reports, states, requests, first = await self._reader.read_together(
             tenant,
             [
                 lambda conn: queries.session_card(conn, session_id),
                 lambda conn: queries.reports(conn, session_id),
                 lambda conn: queries.agent_states(conn, session_id),
+                lambda conn: queries.requests(conn, session_id),
                 lambda conn: queries.events(conn, session_id, pages),
             ],
         )
         if card is None:
             return error_response(404, "not_found", "no such session")
         head = models.SessionExport(
-            session=card, reports=reports, agent_states=states, exported_at=datetime.now(UTC), events=[]
+            session=card,
+            reports=reports,
+            agent_states=states,
+            agents=queries.agents(requests),
+            requests=requests,
+            exported_at=datetime.now(UTC),
+            events=[],
         )
         writer = export.MarkdownWriter() if query.format == "md" else export.JsonWriter()
 
@@ -274,16 +302,14 @@ class Api:
         )
 
     async def stats(self, request: Request, tenant: str, query: models.StatsQuery) -> Response:
-        end = datetime.now(UTC) if query.to is UNSET else query.to
-        try:
-            start = end - timedelta(days=queries.STATS_DAYS) if query.from_ is UNSET else query.from_
-        except OverflowError:
-            raise BadParameter(
-                f"to: too early for the default from ({queries.STATS_DAYS} days before)"
-            ) from None
-        if start >= end:
-            raise BadParameter("from: must be before to")
+        start, end = _range(query.from_, query.to)
         return json_response(await self._reader.read(tenant, lambda conn: queries.stats(conn, start, end)))
+
+    async def usage(self, request: Request, tenant: str, query: models.UsageQuery) -> Response:
+        start, end = _range(query.from_, query.to)
+        return json_response(
+            await self._reader.read(tenant, lambda conn: queries.usage(conn, query.group, start, end))
+        )
 
     async def stream(self, request: Request, tenant: str, query: models.NoQuery) -> Response:
         if not self._feed.available:

@@ -132,7 +132,9 @@ def _facts(card: SessionCard) -> list[str]:
         ("Started", card.started_at.isoformat()),
         ("Ended", card.ended_at.isoformat() if card.ended_at else None),
         ("Duration", _duration(card.duration_ms)),
-        ("Cost", None if card.cost_usd is None else f"${card.cost_usd}"),
+        ("Models", ", ".join(card.models) or None),
+        ("Cost", _cost(card)),
+        ("Tokens", _tokens(card)),
         ("QA score", card.qa_score),
         ("Events", card.event_count),
         ("Reports", card.report_count),
@@ -140,6 +142,25 @@ def _facts(card: SessionCard) -> list[str]:
         ("End reason", card.end_reason),
     ]
     return [f"- **{label}:** {value}" for label, value in facts if value is not None]
+
+
+def _cost(card: SessionCard) -> str | None:
+    if card.cost_usd is None:
+        return "unknown" if card.cost_source == "unknown" else None
+    return f"${card.cost_usd}" + (f" ({card.cost_source})" if card.cost_source else "")
+
+
+def _tokens(card: SessionCard) -> str | None:
+    kinds = (
+        ("input", card.input_tokens),
+        ("output", card.output_tokens),
+        ("cache read", card.cache_read_tokens),
+        ("cache write 5m", card.cache_creation_5m_tokens),
+        ("cache write 1h", card.cache_creation_1h_tokens),
+    )
+    if all(n is None for _, n in kinds):
+        return None
+    return ", ".join(f"{n or 0:,} {kind}" for kind, n in kinds)
 
 
 def _event_lines(event: TimelineEvent, payload: Any) -> list[str]:

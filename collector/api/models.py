@@ -135,6 +135,17 @@ class StatsQuery(Query):
     to: Instant | UnsetType = UNSET
 
 
+UsageGroup = Literal["day", "model", "project", "agent"]
+
+
+class UsageQuery(Query):
+    """``GET /api/usage``: ledger requests in a time range (by when each was made), grouped one way."""
+
+    group: UsageGroup = "day"
+    from_: Instant | UnsetType = msgspec.field(default=UNSET, name="from")
+    to: Instant | UnsetType = UNSET
+
+
 class NoQuery(Query):
     """An endpoint that takes no parameters."""
 
@@ -160,6 +171,13 @@ class SessionCard(msgspec.Struct, kw_only=True):
     subagent_count: int
     report_count: int
     cost_usd: Decimal | None
+    cost_source: str | None  # reported, computed or unknown (the weakest of its requests'); None: no ledger
+    input_tokens: int | None  # token totals of the session's ledger requests, by kind
+    output_tokens: int | None
+    cache_read_tokens: int | None
+    cache_creation_5m_tokens: int | None
+    cache_creation_1h_tokens: int | None
+    models: list[str]  # every model its requests used
     qa_score: Decimal | None
     word_count: int | None
     end_reason: str | None
@@ -204,10 +222,51 @@ class EventPage(msgspec.Struct, kw_only=True):
     next_cursor: str | None
 
 
+class Tokens(msgspec.Struct, kw_only=True):
+    """Tokens by kind, as the ledger counts them."""
+
+    input_tokens: int
+    output_tokens: int
+    cache_read_tokens: int
+    cache_creation_5m_tokens: int
+    cache_creation_1h_tokens: int
+
+
+class ApiRequest(Tokens, kw_only=True):
+    """One model API request of the usage ledger."""
+
+    request_id: str
+    agent: str  # "main", or the subagent's id
+    agent_type: str | None
+    model: str | None
+    cost_usd: Decimal | None  # None when unknown, never 0
+    cost_source: str  # reported, computed or unknown
+    at: datetime
+    sources: list[str]  # transcript, otlp, sdk
+
+
+class UsageTotals(Tokens, kw_only=True):
+    """Ledger requests summed: tokens by kind and in all, the cost of those priced, how many were not."""
+
+    requests: int
+    tokens: int
+    cost_usd: Decimal
+    unpriced: int  # requests whose cost is unknown (not counted in cost_usd)
+
+
+class AgentUsage(UsageTotals, kw_only=True):
+    """A session's usage by one agent: the main one, or a subagent."""
+
+    agent: str
+    agent_type: str | None
+
+
 class SessionDetail(msgspec.Struct, kw_only=True):
     session: SessionCard
     reports: list[Report]
     agent_states: list[AgentState]
+    agents: list[AgentUsage]  # main first, then subagents by their first request
+    requests: list[ApiRequest]  # the ledger, oldest first
     events: EventPage
 
 
@@ -218,6 +277,8 @@ class SessionExport(msgspec.Struct, kw_only=True):
     session: SessionCard
     reports: list[Report]
     agent_states: list[AgentState]
+    agents: list[AgentUsage]
+    requests: list[ApiRequest]
     exported_at: datetime
     events: list[TimelineEvent]
 
@@ -244,6 +305,39 @@ class DayStats(msgspec.Struct, kw_only=True):
     day: str  # YYYY-MM-DD, UTC
     sessions: int
     events: int
+    by_status: dict[str, int]  # the day's sessions by status
+    tokens: int  # of the ledger requests made that day
+    cost_usd: Decimal
+
+
+class UsageGroupTotals(UsageTotals, kw_only=True):
+    key: str | None  # the day (YYYY-MM-DD, UTC), model, project or agent; None: not known
+
+
+class DayModelUsage(UsageTotals, kw_only=True):
+    day: str  # YYYY-MM-DD, UTC
+    model: str | None
+
+
+class ToolStats(msgspec.Struct, kw_only=True):
+    """Tool calls (PreToolUse) of one tool, each paired with its PostToolUse(Failure) by tool_use_id."""
+
+    tool: str | None
+    calls: int
+    failures: int  # ended by PostToolUseFailure
+    failure_rate: float  # failures among the calls that ended
+    p50_ms: float | None  # durations of the calls that ended
+    p95_ms: float | None
+
+
+class Usage(msgspec.Struct, kw_only=True, rename={"from_": "from"}):
+    """``GET /api/usage``: ledger requests made in [from, to), grouped."""
+
+    group: str
+    from_: datetime
+    to: datetime
+    total: UsageTotals
+    groups: list[UsageGroupTotals]  # by cost, then tokens, highest first (days oldest first)
 
 
 class Stats(msgspec.Struct, kw_only=True, rename={"from_": "from"}):
@@ -256,6 +350,11 @@ class Stats(msgspec.Struct, kw_only=True, rename={"from_": "from"}):
     qa_scores: QaScores
     models: list[ModelStats]
     per_day: list[DayStats]
+    usage: UsageTotals  # ledger requests made in the range (by when each was made)
+    usage_by_day_model: list[DayModelUsage]
+    usage_by_model: list[UsageGroupTotals]
+    usage_by_project: list[UsageGroupTotals]
+    tools: list[ToolStats]  # calls of sessions started in the range, most used first
 
 
 class Change(msgspec.Struct, kw_only=True):

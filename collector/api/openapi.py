@@ -20,9 +20,19 @@ _OPERATIONS: dict[str, tuple[str, type[models.Query], type | None, tuple[int, ..
         (),
     ),
     "/api/sessions/stats": (
-        "Counts by status, cost, QA score distribution, models, sessions and events per day.",
+        "Counts by status, cost, QA score distribution, models, sessions (by status) and events per day, "
+        "for sessions started in [from, to); the ledger's cost and tokens per day and model, per model and "
+        "per project for requests made in the range; tool calls by tool with failure rate and p50/p95.",
         models.StatsQuery,
         models.Stats,
+        (),
+    ),
+    "/api/usage": (
+        "Cost and tokens of the usage ledger's requests made in [from, to) (the last 30 days by default), "
+        "grouped by `day` (UTC), `model`, `project` (the last component of the session's cwd) or `agent` "
+        "(`main`, or a subagent's type); requests of unknown cost are counted in `unpriced`, not as 0.",
+        models.UsageQuery,
+        models.Usage,
         (),
     ),
     "/api/sessions/stream": (

@@ -10,7 +10,7 @@ from __future__ import annotations
 import itertools
 import uuid
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -22,7 +22,10 @@ from hookdb.collector import classification as cls
 from hookdb.collector.api import cursor
 from hookdb.collector.api.models import (
     AgentState,
+    AgentUsage,
+    ApiRequest,
     BadParameter,
+    DayModelUsage,
     DayStats,
     EventPage,
     EventQuery,
@@ -35,6 +38,10 @@ from hookdb.collector.api.models import (
     SessionQuery,
     Stats,
     TimelineEvent,
+    ToolStats,
+    Usage,
+    UsageGroupTotals,
+    UsageTotals,
 )
 from hookdb.collector.store import blobs
 
@@ -42,7 +49,9 @@ from hookdb.collector.store import blobs
 PROJECT = r"nullif(substring(rtrim(cwd, '/\') from '[^/\\]*$'), '')"
 CARD_COLUMNS = f"""
     session_id, status, model, agent_type, cwd, {PROJECT} AS project, source, started_at, updated_at,
-    ended_at, status_at, event_count, subagent_count, report_count, cost_usd,
+    ended_at, status_at, event_count, subagent_count, report_count, cost_usd, cost_source, input_tokens,
+    output_tokens, cache_read_tokens, cache_creation_5m_tokens, cache_creation_1h_tokens,
+    coalesce(models, ARRAY[]::text[]) AS models,
     CASE WHEN jsonb_typeof(meta->'qa_score') = 'number' THEN (meta->>'qa_score')::numeric END AS qa_score,
     CASE WHEN jsonb_typeof(meta->'word_count') = 'number' THEN (meta->>'word_count')::numeric::bigint END
         AS word_count,
@@ -185,6 +194,48 @@ async def agent_states(conn: asyncpg.Connection, session_id: str) -> list[AgentS
     return [AgentState(**row) for row in rows]
 
 
+_TOKEN_KINDS = (
+    "input_tokens",
+    "output_tokens",
+    "cache_read_tokens",
+    "cache_creation_5m_tokens",
+    "cache_creation_1h_tokens",
+)
+_REQUESTS = f"""
+SELECT request_id, agent, agent_type, model, {", ".join(_TOKEN_KINDS)}, cost_usd, cost_source, at, sources
+FROM usage_ledger WHERE session_id = $1 ORDER BY at, request_id
+"""
+
+
+async def requests(conn: asyncpg.Connection, session_id: str) -> list[ApiRequest]:
+    """The session's model API requests from the usage ledger, oldest first."""
+    return [ApiRequest(**row) for row in await conn.fetch(_REQUESTS, session_id)]
+
+
+def agents(requests: Sequence[ApiRequest]) -> list[AgentUsage]:
+    """Each agent's share of a session's requests: the main agent first, then subagents in the order of
+    their first request."""
+    by_agent: dict[str, AgentUsage] = {}
+    for r in sorted(requests, key=lambda r: (r.agent != "main", r.at, r.request_id)):
+        a = by_agent.get(r.agent)
+        if a is None:
+            a = by_agent[r.agent] = AgentUsage(agent=r.agent, agent_type=r.agent_type, **_zero())
+        a.requests += 1
+        for kind in _TOKEN_KINDS:
+            setattr(a, kind, getattr(a, kind) + getattr(r, kind))
+            a.tokens += getattr(r, kind)
+        if r.cost_usd is None:
+            a.unpriced += 1
+        else:
+            a.cost_usd += r.cost_usd
+    return list(by_agent.values())
+
+
+def _zero() -> dict[str, Any]:
+    zero: dict[str, Any] = {"requests": 0, "tokens": 0, "cost_usd": Decimal(0), "unpriced": 0}
+    return zero | dict.fromkeys(_TOKEN_KINDS, 0)
+
+
 # The page's events, each tool call start or end with its counterpart (same tool_use_id): the first start
 # and the first end of every tool_use_id on the page, found among the session's tool call events once
 # and hash-joined (a per-row lookup would rescan the session for each event of the page). Events that
@@ -213,6 +264,7 @@ LEFT JOIN calls o ON o.tool_use_id = p.tool_use_id AND o.is_start <> (p.event_ty
 ORDER BY p.occurred_at, p.received_at, p.event_id
 """
 _TOOL_CALL_EVENTS = sorted({cls.TOOL_CALL_START, *cls.TOOL_CALL_END})
+_TOOL_CALL_FAILED = "PostToolUseFailure"  # the one of cls.TOOL_CALL_END that ends a call in failure
 
 
 async def events(conn: asyncpg.Connection, session_id: str, query: EventQuery) -> EventPage:
@@ -285,13 +337,118 @@ FROM (SELECT (meta->>'qa_score')::numeric AS score FROM sessions
 GROUP BY bucket
 """
 _STATS_SESSIONS_PER_DAY = """
-SELECT (started_at AT TIME ZONE 'UTC')::date AS day, count(*)::bigint AS n
-FROM sessions WHERE started_at >= $1 AND started_at < $2 GROUP BY day
+SELECT (started_at AT TIME ZONE 'UTC')::date AS day, status, count(*)::bigint AS n
+FROM sessions WHERE started_at >= $1 AND started_at < $2 GROUP BY day, status
 """
 _STATS_EVENTS_PER_DAY = """
 SELECT (occurred_at AT TIME ZONE 'UTC')::date AS day, count(*)::bigint AS n
 FROM hook_audit_log WHERE occurred_at >= $1 AND occurred_at < $2 GROUP BY day
 """
+
+
+# Ledger requests made in [$1, $2) (the (tenant_id, at) index bounds the scan), summed by {key}; the
+# project is that of the request's session (its primary key), a subagent's requests are grouped by its
+# type (its id names one session's subagent only).
+_USAGE = f"""
+SELECT {{key}} AS key, {{second}} AS second, count(*)::bigint AS requests,
+       {", ".join(f"coalesce(sum(u.{k}), 0)::bigint AS {k}" for k in _TOKEN_KINDS)},
+       coalesce(sum(u.cost_usd), 0) AS cost_usd,
+       count(*) FILTER (WHERE u.cost_usd IS NULL)::bigint AS unpriced
+FROM usage_ledger u {{join}}
+WHERE u.at >= $1 AND u.at < $2
+GROUP BY 1, 2
+"""
+_PROJECT_JOIN = "LEFT JOIN sessions s ON s.tenant_id = u.tenant_id AND s.session_id = u.session_id"
+_DAY = "(u.at AT TIME ZONE 'UTC')::date"  # a date groups by hash, cheaper than its text
+_GROUP_KEYS = {
+    "day": (_DAY, ""),
+    "model": ("u.model", ""),
+    "project": (PROJECT.replace("cwd", "s.cwd"), _PROJECT_JOIN),
+    "agent": ("CASE WHEN u.agent = 'main' THEN 'main' ELSE coalesce(u.agent_type, u.agent) END", ""),
+}
+
+
+async def _usage_rows(
+    conn: asyncpg.Connection, start: datetime, end: datetime, key: str, second: str = "NULL::text"
+) -> list[asyncpg.Record]:
+    expression, join = _GROUP_KEYS[key]
+    return await conn.fetch(_USAGE.format(key=expression, second=second, join=join), start, end)
+
+
+def _key(row: asyncpg.Record) -> str | None:
+    """A group's key as the API writes it: a day as YYYY-MM-DD."""
+    key = row["key"]
+    return key.isoformat() if isinstance(key, date) else key
+
+
+def _totals(row: asyncpg.Record) -> dict[str, Any]:
+    fields = {k: row[k] for k in ("requests", "cost_usd", "unpriced", *_TOKEN_KINDS)}
+    return {**fields, "tokens": sum(row[k] for k in _TOKEN_KINDS)}
+
+
+def _ranked(rows: Sequence[asyncpg.Record], by_key: bool = False) -> list[UsageGroupTotals]:
+    groups = [UsageGroupTotals(key=_key(row), **_totals(row)) for row in rows]
+    if by_key:
+        return sorted(groups, key=lambda g: g.key or "")
+    return sorted(groups, key=lambda g: (-g.cost_usd, -g.tokens, g.key or ""))
+
+
+def _sum(groups: Sequence[UsageTotals]) -> UsageTotals:
+    total = UsageTotals(**_zero())
+    for g in groups:
+        for name in ("requests", "tokens", "cost_usd", "unpriced", *_TOKEN_KINDS):
+            setattr(total, name, getattr(total, name) + getattr(g, name))
+    return total
+
+
+async def usage(conn: asyncpg.Connection, group: str, start: datetime, end: datetime) -> Usage:
+    """Cost and tokens of the ledger requests made in [start, end), grouped by day, model, project or
+    agent."""
+    groups = _ranked(await _usage_rows(conn, start, end, group), by_key=group == "day")
+    return Usage(group=group, from_=start, to=end, total=_sum(groups), groups=groups)
+
+
+# Tool calls of the sessions started in [$1, $2): their tool call events found through the sessions'
+# index and each session's own (tenant, session, occurred_at) index, grouped by tool_use_id in one pass
+# (no sort, no second scan): a call is its first start and its first end, as the timeline pairs them,
+# and it failed when its first end is a PostToolUseFailure.
+_TOOLS = """
+SELECT tool_name, count(*)::bigint AS calls, count(ended_at)::bigint AS ended,
+       count(*) FILTER (WHERE failed_at = ended_at)::bigint AS failures,
+       percentile_cont(0.5) WITHIN GROUP (ORDER BY abs(extract(epoch FROM ended_at - started_at))) * 1000
+           AS p50_ms,
+       percentile_cont(0.95) WITHIN GROUP (ORDER BY abs(extract(epoch FROM ended_at - started_at))) * 1000
+           AS p95_ms
+FROM (
+    SELECT min(e.tool_name) FILTER (WHERE e.event_type = $4) AS tool_name,
+           min(e.occurred_at) FILTER (WHERE e.event_type = $4) AS started_at,
+           min(e.occurred_at) FILTER (WHERE e.event_type <> $4) AS ended_at,
+           min(e.occurred_at) FILTER (WHERE e.event_type = $5) AS failed_at
+    FROM sessions s
+    JOIN hook_audit_log e ON e.tenant_id = s.tenant_id AND e.session_id = s.session_id
+    WHERE s.started_at >= $1 AND s.started_at < $2 AND e.event_type = ANY($3::text[])
+      AND e.payload->>'tool_use_id' IS NOT NULL
+    GROUP BY e.session_id, e.payload->>'tool_use_id'
+) c
+WHERE started_at IS NOT NULL
+GROUP BY tool_name
+ORDER BY calls DESC, tool_name
+"""
+
+
+async def tools(conn: asyncpg.Connection, start: datetime, end: datetime) -> list[ToolStats]:
+    rows = await conn.fetch(_TOOLS, start, end, _TOOL_CALL_EVENTS, cls.TOOL_CALL_START, _TOOL_CALL_FAILED)
+    return [
+        ToolStats(
+            tool=row["tool_name"],
+            calls=row["calls"],
+            failures=row["failures"],
+            failure_rate=row["failures"] / row["ended"] if row["ended"] else 0.0,
+            p50_ms=row["p50_ms"],
+            p95_ms=row["p95_ms"],
+        )
+        for row in rows
+    ]
 
 
 async def stats(conn: asyncpg.Connection, start: datetime, end: datetime) -> Stats:
@@ -310,12 +467,30 @@ async def stats(conn: asyncpg.Connection, start: datetime, end: datetime) -> Sta
     qa = {row["bucket"]: row for row in await conn.fetch(_STATS_QA, start, end, list(edges))}
     scored = sum(row["sessions"] for row in qa.values())
     days: dict[str, DayStats] = {}
-    for sql, field in ((_STATS_SESSIONS_PER_DAY, "sessions"), (_STATS_EVENTS_PER_DAY, "events")):
-        for row in await conn.fetch(sql, start, end):
-            day = days.setdefault(
-                row["day"].isoformat(), DayStats(day=row["day"].isoformat(), sessions=0, events=0)
-            )
-            setattr(day, field, row["n"])
+
+    def day(name: str) -> DayStats:
+        return days.setdefault(
+            name, DayStats(day=name, sessions=0, events=0, by_status={}, tokens=0, cost_usd=Decimal(0))
+        )
+
+    for row in await conn.fetch(_STATS_SESSIONS_PER_DAY, start, end):
+        d = day(row["day"].isoformat())
+        d.sessions += row["n"]
+        d.by_status[row["status"]] = row["n"]
+    for row in await conn.fetch(_STATS_EVENTS_PER_DAY, start, end):
+        day(row["day"].isoformat()).events = row["n"]
+    by_day_model = [
+        DayModelUsage(day=row["key"].isoformat(), model=row["second"], **_totals(row))
+        for row in await _usage_rows(conn, start, end, "day", "u.model")
+    ]
+    by_day_model.sort(key=lambda u: (u.day, u.model or ""))
+    for u in by_day_model:
+        d = day(u.day)
+        d.tokens += u.tokens
+        d.cost_usd += u.cost_usd
+    for d in days.values():
+        d.by_status = dict(sorted(d.by_status.items()))
+    usage_by_model = _ranked(await _usage_rows(conn, start, end, "model"))
     models = sorted(by_model.values(), key=lambda m: (-m.sessions, m.model or ""))
     return Stats(
         from_=start,
@@ -334,4 +509,9 @@ async def stats(conn: asyncpg.Connection, start: datetime, end: datetime) -> Sta
         ),
         models=models,
         per_day=[days[d] for d in sorted(days)],
+        usage=_sum(usage_by_model),
+        usage_by_day_model=by_day_model,
+        usage_by_model=usage_by_model,
+        usage_by_project=_ranked(await _usage_rows(conn, start, end, "project")),
+        tools=await tools(conn, start, end),
     )

@@ -29,7 +29,7 @@ from hookdb.collector.store.migrate import SchemaError
 T = TypeVar("T")
 Work = Callable[[asyncpg.Connection], Awaitable[Any]]
 
-TENANT_TABLES = ("hook_audit_log", "payload_blobs", "sessions", "reports", "agent_states")
+TENANT_TABLES = ("hook_audit_log", "payload_blobs", "sessions", "reports", "agent_states", "usage_ledger")
 # SET LOCAL of the tenant (as a parameter), and whether row-level security applies to this transaction.
 _SET_TENANT = "SELECT set_config('hookdb.tenant', $1, true) IS NOT NULL AND " + " AND ".join(
     f"row_security_active('{table}')" for table in TENANT_TABLES

@@ -105,6 +105,20 @@ accept_retries = Counter(
     "Accepts on the Unix socket that failed for want of file descriptors or memory and were retried.",
     registry=REGISTRY,
 )
+usage_tokens = Counter(
+    "hookdb_usage_tokens_total",
+    "Tokens of model API requests when first recorded in the usage ledger, by model, kind (input, output, "
+    "cache_read, cache_creation_5m, cache_creation_1h) and the sources that first saw them.",
+    ["model", "kind", "source"],
+    registry=REGISTRY,
+)
+usage_cost = Counter(
+    "hookdb_usage_cost_usd_total",
+    "US dollars of model API requests when first recorded in the usage ledger (those of known cost), by "
+    "model and the sources that first saw them.",
+    ["model", "source"],
+    registry=REGISTRY,
+)
 
 for _reason in REJECT_REASONS:
     events_rejected.labels(_reason)

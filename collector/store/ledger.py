@@ -39,7 +39,7 @@ import trio
 from hookdb.collector import classification as cls
 from hookdb.collector import prices
 from hookdb.collector.intake import otlp
-from hookdb.collector.ops import logs
+from hookdb.collector.ops import logs, metrics
 from hookdb.collector.store import blobs, usage
 from hookdb.collector.store.rows import Row
 from hookdb.collector.store.transcripts import (
@@ -443,6 +443,8 @@ async def _apply(conn: asyncpg.Connection, found: Usage) -> None:
         changed += merged.values()
         if changed:
             await conn.executemany(_UPSERT, [_row(r) for r in changed])
+        for r in merged.values():  # requests new to the ledger: counted once, when first recorded
+            _count(r)
         touched = {(r.tenant, r.session) for r in changed}
         for tenant, session in sorted(touched):
             await conn.execute(_TOTALS, tenant, session, usage.SDK_PREFIX)
@@ -506,6 +508,20 @@ def _forget(ended: set[tuple[str, str]]) -> None:
     """Drop the read positions of sessions that ended: a session resumed later is read from the start."""
     for key in [k for k in _tails if k[:2] in ended]:
         del _tails[key]
+
+
+_KINDS = ("input", "output", "cache_read", "cache_creation_5m", "cache_creation_1h")
+
+
+def _count(r: usage.UsageRecord) -> None:
+    """Add a newly recorded request's tokens and cost to the Prometheus counters (no tenant label)."""
+    model, source = (r.model or "unknown")[:64], "+".join(sorted(r.sources))
+    for kind in _KINDS:
+        tokens = getattr(r, f"{kind}_tokens")
+        if tokens:
+            metrics.usage_tokens.labels(model, kind, source).inc(tokens)
+    if r.cost_usd is not None:
+        metrics.usage_cost.labels(model, source).inc(float(r.cost_usd))
 
 
 def _storable(record: usage.UsageRecord) -> bool:

@@ -58,7 +58,7 @@
 
   // -- Small helpers --------------------------------------------------------------------------------
 
-  const { el, plural, known, money, duration, prettyJson } = window.hookdbUtil;
+  const { el, plural, known, money, tokens, tokenTotal, tokenKinds, duration, prettyJson } = window.hookdbUtil;
   const TEXT_FILTERS = ["model", "agent_type", "project", "cost_min", "cost_max", "started_after", "started_before"];
 
   function relative(iso) {
@@ -204,6 +204,17 @@
     return [s.project, s.git_branch && `⎇ ${s.git_branch}`].filter(Boolean).join(" ");
   }
 
+  // A cost with where it came from: reported by the agent, computed from prices, or unknown.
+  function costEl(x) {
+    const node = el("span", "cost", known(x.cost_usd) ? money(x.cost_usd) : "cost unknown");
+    if (x.cost_source) {
+      node.append(" ", el("span", `cost-source source-${x.cost_source}`, x.cost_source));
+      node.title = { reported: "as the agent reported it", computed: "computed from the price table",
+        unknown: "some requests are of a model without a price" }[x.cost_source] || "";
+    }
+    return node;
+  }
+
   function fillCard(li, s) {
     const open = el("button", "card-open");
     open.type = "button";
@@ -214,10 +225,17 @@
     const where = el("span", "card-where");
     if (place(s)) where.append(el("span", "card-project", place(s)));
     if (s.title) where.append(el("span", "card-id", s.session_id));
-    const what = [s.model || "unknown model", s.agent_type].filter(Boolean).join(" · ");
+    const used = s.models && s.models.length ? s.models.join(", ") : s.model || "unknown model";
+    const what = [used, s.agent_type].filter(Boolean).join(" · ");
     const facts = el("span", "card-facts");
     if (known(s.duration_ms)) facts.append(el("span", "duration", duration(s.duration_ms)));
-    if (known(s.cost_usd)) facts.append(el("span", "cost", money(s.cost_usd)));
+    const total = tokenTotal(s);
+    if (known(total)) {
+      const t = el("span", "tokens", `${tokens(total)} tokens`);
+      t.title = tokenKinds(s);
+      facts.append(t);
+    }
+    if (known(s.cost_usd) || s.cost_source === "unknown") facts.append(costEl(s));
     if (known(s.qa_score)) facts.append(el("span", "qa", `QA ${score(s.qa_score)}`));
     facts.append(
       el("span", "reports", plural(s.report_count, "report")),
@@ -508,9 +526,12 @@
     add("Project", s.project);
     add("Branch", s.git_branch);
     add("Model", s.model);
+    if (s.models && s.models.length > 1) add("Models", s.models.join(", "));
     add("Agent type", s.agent_type);
     add("Duration", known(s.duration_ms) ? duration(s.duration_ms) : null);
-    add("Cost", known(s.cost_usd) ? money(s.cost_usd) : null);
+    add("Cost", known(s.cost_usd) ? `${money(s.cost_usd)}${s.cost_source ? ` (${s.cost_source})` : ""}` : null);
+    const total = tokenTotal(s);
+    add("Tokens", known(total) ? `${tokens(total)} (${tokenKinds(s)})` : null);
     add("QA score", known(s.qa_score) ? score(s.qa_score) : null);
     add("Events", s.event_count);
     add("Subagents", s.subagent_count);
@@ -625,6 +646,32 @@
     };
   }
 
+  // The session's usage by agent: the main one and each subagent, with requests, tokens and cost.
+  function renderAgents(agents) {
+    const s = section("Usage by agent", "agents");
+    if (!agents.length) {
+      s.append(el("p", "empty", "No model API requests recorded."));
+      return s;
+    }
+    const table = el("table", "models agent-usage");
+    const head = el("tr");
+    for (const h of ["Agent", "Requests", "Tokens", "By kind", "Cost"]) head.append(el("th", null, h));
+    const thead = el("thead");
+    thead.append(head);
+    const body = el("tbody");
+    for (const a of agents) {
+      const tr = el("tr", a.agent === "main" ? "agent-main" : "agent-sub");
+      const name = a.agent === "main" ? "main" : [a.agent_type || "subagent", a.agent].join(" · ");
+      const cost = money(a.cost_usd) + (a.unpriced ? ` + ${plural(a.unpriced, "request")} of unknown cost` : "");
+      tr.append(el("td", "agent-name", name), el("td", "num", a.requests), el("td", "num", tokens(a.tokens)),
+        el("td", "kinds", tokenKinds(a)), el("td", "num", cost));
+      body.append(tr);
+    }
+    table.append(thead, body);
+    s.append(table);
+    return s;
+  }
+
   function renderDetail(d) {
     const s = d.session;
     state.detailHeader = el("header", "detail-header");
@@ -642,12 +689,13 @@
     const events = window.hookdbTimeline.create();
     const more = el("button", "load-more", "Load more events");
     more.type = "button";
-    if (!d.events.events.length) timeline.append(el("p", "empty", "No events."));
+    if (!d.events.events.length && !d.requests.length) timeline.append(el("p", "empty", "No events."));
     else timeline.append(events.node);
     timeline.append(more);
     appendEvents(events, more, d.events, s.session_id);
+    events.addRequests(d.requests);
 
-    ui.detail.replaceChildren(state.detailHeader, reports, states, timeline);
+    ui.detail.replaceChildren(state.detailHeader, renderAgents(d.agents), reports, states, timeline);
     ui.detail.scrollTop = 0;
     if (window.matchMedia("(max-width: 45rem)").matches) ui.detail.scrollIntoView(); // below the list
   }

@@ -1,11 +1,13 @@
 // A session's timeline: one row per event, except that a tool call's start (PreToolUse) and end
 // (PostToolUse / PostToolUseFailure, paired by the API through tool_use_id) share one row. Each row says
 // what matters inline (the command, the file, the prompt, the error in red, an Edit's diff) and draws its
-// span on a time axis common to the rows loaded so far; the stored payloads are one click away.
+// span on a time axis common to the rows loaded so far; the stored payloads are one click away. The
+// session's model API requests (the usage ledger) are rows too, in time order among the events, with
+// their model, agent, tokens and cost.
 "use strict";
 
 (function () {
-  const { el, known, duration, clock, prettyJson } = window.hookdbUtil;
+  const { el, known, duration, clock, prettyJson, money, tokens, tokenTotal, tokenKinds } = window.hookdbUtil;
   const START = "PreToolUse";
   const FAILURE = "PostToolUseFailure";
   const MAX_DIFF_LINES = 400;
@@ -158,18 +160,64 @@
     }
   }
 
-  // A timeline: `node` to put in the page, `add(events)` for each page of events, in order.
+  // One model API request of the ledger: an instant on the axis.
+  class RequestRow {
+    constructor(r) {
+      this.li = el("li", "timeline-event kind-request");
+      this.li.dataset.requestId = r.request_id;
+      const at = Date.parse(r.at);
+      this.span = [at, at];
+      const row = el("div", "event-row");
+      const time = el("time", "event-time", clock(r.at));
+      time.dateTime = r.at;
+      const who = [r.model || "unknown model", r.agent === "main" ? null : r.agent_type || r.agent];
+      row.append(time, el("span", "event-type", "API request"), el("span", "request-model", who.filter(Boolean).join(" · ")));
+      row.append(el("span", "request-cost", known(r.cost_usd) ? money(r.cost_usd) : "–"));
+      this.bar = el("span", "span-bar");
+      const track = el("span", "span-track");
+      track.setAttribute("aria-hidden", "true");
+      track.append(this.bar);
+      row.append(track);
+      const cost = known(r.cost_usd) ? `${money(r.cost_usd)} ${r.cost_source}` : "cost unknown";
+      const usage = el("div", "request-usage", `${tokens(tokenTotal(r))} tokens: ${tokenKinds(r)} · ${cost}`);
+      usage.title = `request ${r.request_id}, seen in ${r.sources.join(", ")}`;
+      this.li.replaceChildren(row, usage);
+    }
+
+    place(t0, t1) {
+      Row.prototype.place.call(this, t0, t1);
+    }
+  }
+
+  // A timeline: `node` to put in the page, `add(events)` for each page of events, in order, and
+  // `addRequests(requests)` for the session's API requests, each put among the events by its time.
   function create() {
     const node = el("div", "timeline-body");
     const axis = el("div", "time-axis");
     const list = el("ol", "events");
     node.append(axis, list);
     const rows = new Map(); // event_id → its row (both events of a tool call name the same row)
+    const requests = [];
+
+    // Put a row in time order: an event after every event before it (they arrive in order) and before
+    // the requests of its instant or later; a request after every row of its instant or earlier.
+    function insert(row, at) {
+      const isEvent = !!row.li.dataset.eventId;
+      let next = null;
+      for (let i = list.children.length - 1; i >= 0; i--) {
+        const child = list.children[i];
+        const childAt = Number(child.dataset.at);
+        if (isEvent ? !!child.dataset.eventId || childAt < at : childAt <= at) break;
+        next = child;
+      }
+      row.li.dataset.at = String(at);
+      list.insertBefore(row.li, next);
+    }
 
     function relayout() {
       let t0 = Infinity;
       let t1 = -Infinity;
-      const all = new Set(rows.values());
+      const all = new Set([...rows.values(), ...requests]);
       for (const row of all) {
         const [from, to] = row.span;
         t0 = Math.min(t0, from);
@@ -190,14 +238,23 @@
         if (row) row.add(e);
         else {
           row = new Row(e);
-          list.append(row.li);
+          insert(row, Date.parse(e.occurred_at));
         }
         rows.set(e.event_id, row);
       }
       relayout();
     }
 
-    return { node, add };
+    function addRequests(more) {
+      for (const r of more) {
+        const row = new RequestRow(r);
+        requests.push(row);
+        insert(row, row.span[0]);
+      }
+      relayout();
+    }
+
+    return { node, add, addRequests };
   }
 
   window.hookdbTimeline = { create };

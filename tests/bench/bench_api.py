@@ -179,6 +179,30 @@ SELECT tenant_id, gen_random_uuid(), started_at + interval '500 ms', started_at 
 FROM sessions
 """
 
+# Every session's model API requests as the collector's ledger keeps them (store/ledger.py): three of the
+# main agent and one of a subagent, a second apart after the start, and the session totals they make.
+LEDGER_REQUESTS = 4
+_LEDGER = f"""
+INSERT INTO usage_ledger (tenant_id, session_id, request_id, agent, agent_type, model, input_tokens,
+                          output_tokens, cache_read_tokens, cache_creation_5m_tokens,
+                          cache_creation_1h_tokens, cost_usd, cost_source, at, sources)
+SELECT tenant_id, session_id, 'req_' || session_id || '_' || n,
+       CASE WHEN n = {LEDGER_REQUESTS} THEN 'agent-' || n ELSE 'main' END,
+       CASE WHEN n = {LEDGER_REQUESTS} THEN 'Explore' END, model, 1000 * n, 100 * n, 20000, 500, 0,
+       cost_usd / {LEDGER_REQUESTS}, 'reported', started_at + n * interval '1 s', '{{transcript}}'
+FROM sessions, generate_series(1, {LEDGER_REQUESTS}) n
+"""
+_LEDGER_TOTALS = """
+UPDATE sessions s SET input_tokens = t.i, output_tokens = t.o, cache_read_tokens = t.r,
+       cache_creation_5m_tokens = t.w5, cache_creation_1h_tokens = t.w1, cost_source = 'reported',
+       models = ARRAY[s.model]
+FROM (SELECT tenant_id, session_id, sum(input_tokens) AS i, sum(output_tokens) AS o,
+             sum(cache_read_tokens) AS r, sum(cache_creation_5m_tokens) AS w5,
+             sum(cache_creation_1h_tokens) AS w1
+      FROM usage_ledger GROUP BY 1, 2) t
+WHERE s.tenant_id = t.tenant_id AND s.session_id = t.session_id
+"""
+
 
 async def _seed(dsn: str, data: Data) -> dict[str, Any]:
     conn = await asyncpg.connect(dsn)
@@ -189,6 +213,8 @@ async def _seed(dsn: str, data: Data) -> dict[str, Any]:
         for s in data.all():
             await seed.write(conn, s)
         await conn.execute(_PROMPTS)
+        await conn.execute(_LEDGER)
+        await conn.execute(_LEDGER_TOTALS)
         seeded = time.perf_counter() - started
         started = time.perf_counter()
         await conn.execute("VACUUM ANALYZE")  # the steady state autovacuum keeps: statistics, visibility map
@@ -204,7 +230,7 @@ async def _seed(dsn: str, data: Data) -> dict[str, Any]:
         }
         counts = {
             f"{table}_rows": await conn.fetchval(f"SELECT count(*) FROM {table}")
-            for table in ("sessions", "hook_audit_log", "reports")
+            for table in ("sessions", "hook_audit_log", "reports", "usage_ledger")
         }
         return {"seed_seconds": seeded, "vacuum_seconds": vacuumed, "bytes": sizes, **counts}
     finally:
