@@ -12,7 +12,7 @@ import statistics
 import subprocess
 import threading
 import time
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -1122,3 +1122,45 @@ def test_a_live_sessions_card_gets_its_tokens_and_cost_from_its_transcript(
     assert [r["request_id"] for r in detail["requests"]] == test_ledger.REQUESTS
     [main] = detail["agents"]
     assert (main["agent"], main["requests"], Decimal(str(main["cost_usd"]))) == ("main", 3, test_ledger.TOTAL)
+
+
+def test_an_sdk_summary_is_not_counted_beside_the_per_request_rows_of_its_session(
+    dsn: str, start_api: Any
+) -> None:
+    """The Agent SDK's per-model summary of a session repeats what its transcript or OTLP rows say: the
+    detail and ``/api/usage`` count it only for a session that has no per-request row."""
+    migrate(dsn)
+    at = datetime(2026, 11, 20, 12, tzinfo=UTC)
+    run_sql(
+        dsn,
+        "INSERT INTO sessions (tenant_id, session_id, status, started_at, updated_at) VALUES "
+        "('acme', 'both', 'completed', $1, $1), ('acme', 'sdk-only', 'completed', $1, $1)",
+        at,
+    )
+    for session, request, cost, source in [
+        ("both", "req_1", "0.5", "transcript"),
+        ("both", "sdk:claude-sonnet-4-5", "0.5", "sdk"),
+        ("sdk-only", "sdk:claude-sonnet-4-5", "0.25", "sdk"),
+    ]:
+        run_sql(
+            dsn,
+            "INSERT INTO usage_ledger (tenant_id, session_id, request_id, agent, model, input_tokens, "
+            "output_tokens, cache_read_tokens, cache_creation_5m_tokens, cache_creation_1h_tokens, "
+            "cost_usd, cost_source, at, sources) VALUES ('acme', $1, $2, 'main', 'claude-sonnet-4-5', "
+            "10, 1, 0, 0, 0, $3::numeric, 'reported', $4, ARRAY[$5])",
+            session,
+            request,
+            cost,
+            at,
+            source,
+        )
+    api = start_api(dsn, TOKENS)
+    span = {"from": "2026-11-01T00:00:00Z", "to": "2026-12-01T00:00:00Z", "group": "model"}
+    with client(api) as http:
+        usage = http.get("/api/usage", params=span).json()
+        assert usage["total"]["requests"] == 2
+        assert Decimal(str(usage["total"]["cost_usd"])) == Decimal("0.75")
+        both = http.get("/api/sessions/both").json()
+        assert [r["request_id"] for r in both["requests"]] == ["req_1"]
+        alone = http.get("/api/sessions/sdk-only").json()
+        assert [r["request_id"] for r in alone["requests"]] == ["sdk:claude-sonnet-4-5"]

@@ -44,6 +44,7 @@ from hookdb.collector.api.models import (
     UsageTotals,
 )
 from hookdb.collector.store import blobs
+from hookdb.collector.store.usage import SDK_PREFIX
 
 # The last component of cwd (a trailing separator ignored): the project a card names and the filter matches.
 PROJECT = r"nullif(substring(rtrim(cwd, '/\') from '[^/\\]*$'), '')"
@@ -201,9 +202,14 @@ _TOKEN_KINDS = (
     "cache_creation_5m_tokens",
     "cache_creation_1h_tokens",
 )
+# The ledger rows a session's figures count (``store.usage.countable``): the Agent SDK's per-model
+# summaries only while the session has no per-request row, so nothing is counted twice.
+_COUNTED = f"""(NOT starts_with(u.request_id, '{SDK_PREFIX}') OR NOT EXISTS (
+    SELECT FROM usage_ledger o WHERE o.tenant_id = u.tenant_id AND o.session_id = u.session_id
+                               AND NOT starts_with(o.request_id, '{SDK_PREFIX}')))"""
 _REQUESTS = f"""
 SELECT request_id, agent, agent_type, model, {", ".join(_TOKEN_KINDS)}, cost_usd, cost_source, at, sources
-FROM usage_ledger WHERE session_id = $1 ORDER BY at, request_id
+FROM usage_ledger u WHERE session_id = $1 AND {_COUNTED} ORDER BY at, request_id
 """
 
 
@@ -355,7 +361,7 @@ SELECT {{key}} AS key, {{second}} AS second, count(*)::bigint AS requests,
        coalesce(sum(u.cost_usd), 0) AS cost_usd,
        count(*) FILTER (WHERE u.cost_usd IS NULL)::bigint AS unpriced
 FROM usage_ledger u {{join}}
-WHERE u.at >= $1 AND u.at < $2
+WHERE u.at >= $1 AND u.at < $2 AND {_COUNTED}
 GROUP BY 1, 2
 """
 _PROJECT_JOIN = "LEFT JOIN sessions s ON s.tenant_id = u.tenant_id AND s.session_id = u.session_id"

@@ -40,9 +40,7 @@ def _json(status: int, body: dict[str, object], headers: dict[str, str] | None =
     return Response(msgspec.json.encode(body), status, headers, media_type=http.JSON)
 
 
-def app(
-    spool: Spool, tokens: TokenTenants, *, max_body: int, max_frame: int, body_seconds: float
-) -> ASGIApp:
+def app(spool: Spool, tokens: TokenTenants, *, max_body: int, max_frame: int, body_seconds: float) -> ASGIApp:
     """Serve hook POSTs for the tenants of ``tokens``: bodies up to ``max_body`` bytes, each read within
     ``body_seconds``; one too big for a ``max_frame`` frame is stored with its largest strings replaced
     by markers (``hookdb.client.oversize``), never dropped."""
