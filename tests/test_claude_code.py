@@ -24,7 +24,7 @@ from messages_stub import REPORT_TEXT, MessagesStub, Turn, bash_write_done, tota
 from hookdb.collector.admin.install_hooks import INSTALLED_EVENTS
 from hookdb.collector.intake.tenancy import token_digest
 
-from conftest import BIN, run_sql, wait_for, wait_for_rows
+from conftest import BIN, run_sql, wait_for
 
 PROMPT = (
     "Run the shell command `echo hookdb-real-client`, then write a QA summary to reports/summary.md, "
@@ -142,14 +142,18 @@ def assert_cli_result(run: Run, turns: tuple[Turn, ...]) -> None:
     assert result["total_cost_usd"] == pytest.approx(RECORDED_COST_USD, abs=1e-9)
 
 
-def assert_each_fired_event_stored_once(dsn: str, run: Run) -> list[Any]:
-    """Every event the CLI fired is a row of its session, once; returns the rows."""
+def assert_each_fired_event_stored_once(dsn: str, run: Run, source: str | None = None) -> list[Any]:
+    """Every event the CLI fired is a row of its session, once; returns the rows (of ``source`` only,
+    when telemetry events are stored beside the hooks)."""
     session_id = run.result["session_id"]
     fired = Counter(name for name, _ in run.fired)
     assert fired == RECORDED_EVENTS
     assert {sid for _, sid in run.fired} == {session_id}
-    assert wait_for_rows(dsn, len(run.fired)) == len(run.fired)
-    rows = run_sql(dsn, "SELECT event_type, session_id, tool_name, source, peer_uid FROM hook_audit_log")
+    query = "SELECT event_type, session_id, tool_name, source, peer_uid FROM hook_audit_log"
+    if source is not None:
+        query += f" WHERE source = '{source}'"
+    wait_for(lambda: len(run_sql(dsn, query)) >= len(run.fired))
+    rows = run_sql(dsn, query)
     assert Counter(r["event_type"] for r in rows) == fired
     assert {r["session_id"] for r in rows} == {session_id}
     assert sorted(r["tool_name"] for r in rows if r["event_type"] == "PreToolUse") == ["Bash", "Write"]
@@ -182,6 +186,43 @@ def assert_session_and_report(dsn: str, run: Run, project: Path) -> None:
     )
 
 
+def telemetry(port: int) -> dict[str, str]:
+    """Claude Code's OpenTelemetry export to the collector's OTLP receiver on ``port``."""
+    return {
+        "CLAUDE_CODE_ENABLE_TELEMETRY": "1",
+        "OTEL_LOGS_EXPORTER": "otlp",
+        "OTEL_METRICS_EXPORTER": "otlp",
+        "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+        "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{port}",
+        "OTEL_EXPORTER_OTLP_HEADERS": f"Authorization=Bearer {HTTP_TOKEN}",
+        "OTEL_LOGS_EXPORT_INTERVAL": "500",
+        "OTEL_METRIC_EXPORT_INTERVAL": "500",
+    }
+
+
+def assert_session_cost(dsn: str, run: Run) -> None:
+    """The session's row says what the CLI itself reported: model, tokens by kind and cost."""
+    session_id = run.result["session_id"]
+    [row] = wait_for(
+        lambda: run_sql(
+            dsn,
+            "SELECT model, cost_usd, input_tokens, output_tokens, cache_read_tokens,"
+            " cache_creation_5m_tokens + cache_creation_1h_tokens AS cache_creation_tokens"
+            " FROM sessions WHERE session_id = $1 AND input_tokens IS NOT NULL",
+            session_id,
+        )
+    )
+    usage = run.result["usage"]
+    assert row["model"].startswith("claude-sonnet-4-5")
+    assert float(row["cost_usd"]) == pytest.approx(run.result["total_cost_usd"], abs=1e-9)
+    assert (row["input_tokens"], row["output_tokens"], row["cache_read_tokens"]) == (
+        usage["input_tokens"],
+        usage["output_tokens"],
+        usage["cache_read_input_tokens"],
+    )
+    assert row["cache_creation_tokens"] == usage["cache_creation_input_tokens"]
+
+
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
     directory = tmp_path / "project"
@@ -200,6 +241,7 @@ def test_command_hooks_store_every_event_of_a_real_session_once(
     rows = assert_each_fired_event_stored_once(dsn, run)
     assert {(r["source"], r["peer_uid"]) for r in rows} == {("claude-code", os.getuid())}
     assert_session_and_report(dsn, run, project)
+    assert_session_cost(dsn, run)  # from the transcript the Stop named
 
 
 def test_http_hooks_store_every_event_of_a_real_session_once(
@@ -212,6 +254,10 @@ def test_http_hooks_store_every_event_of_a_real_session_once(
         "http_hooks.listen=127.0.0.1:0",
         "--set",
         f'http_hooks.tokens={{default = ["{token_digest(HTTP_TOKEN)}"]}}',
+        "--set",
+        "otlp.enabled=true",
+        "--set",
+        "otlp.listen=127.0.0.1:0",
     )
     port = collector.events("http_hooks.listening")[0]["port"]
     install_hooks(project, "--http", "--url", f"http://127.0.0.1:{port}/v1/hooks/claude-code")
@@ -223,10 +269,40 @@ def test_http_hooks_store_every_event_of_a_real_session_once(
         turns,
         HOOKDB_SOCKET=str(tmp_path / "hookdb.sock"),
         HOOKDB_HOOK_TOKEN=HTTP_TOKEN,
+        # HTTP hooks carry no uid, so their transcripts are not read: the cost comes by OpenTelemetry.
+        **telemetry(collector.events("otlp.listening")[0]["port"]),
     )
     assert_cli_result(run, turns)
-    rows = assert_each_fired_event_stored_once(dsn, run)
+    assert_session_cost(dsn, run)
+    rows = assert_each_fired_event_stored_once(dsn, run, source="claude-code")
     # SessionStart came through its command hook (the socket knows the sender's uid), the rest over HTTP.
     via_socket = Counter(r["event_type"] for r in rows if r["peer_uid"] is not None)
     assert via_socket == Counter({"SessionStart": 1})
     assert_session_and_report(dsn, run, project)
+
+
+def test_otlp_alone_gives_the_session_its_model_tokens_and_cost(
+    claude_cli: Path, start_collector, dsn: str, tmp_path: Path, project: Path
+) -> None:
+    """No hooks at all: Claude Code's own OpenTelemetry export is enough to know what the session cost."""
+    collector = start_collector(
+        "--set",
+        "otlp.enabled=true",
+        "--set",
+        "otlp.listen=127.0.0.1:0",
+        "--set",
+        f'http_hooks.tokens={{default = ["{token_digest(HTTP_TOKEN)}"]}}',
+    )
+    port = collector.events("otlp.listening")[0]["port"]
+    turns = bash_write_done(str(project))
+    run = run_claude(
+        claude_cli,
+        tmp_path,
+        project,
+        turns,
+        **telemetry(port),
+    )
+    assert_cli_result(run, turns)
+    assert_session_cost(dsn, run)
+    sources = {r["source"] for r in run_sql(dsn, "SELECT DISTINCT source FROM hook_audit_log")}
+    assert sources == {"claude-code-otel"}
