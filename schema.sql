@@ -244,7 +244,8 @@ GRANT SELECT ON hook_audit_log, payload_blobs, sessions, reports, agent_states, 
 GRANT SELECT ON schema_migrations TO hookdb_writer, hookdb_reader;
 
 -- The read API's live feed: after commit, PostgreSQL tells listeners of channel hookdb_sessions about
--- every new session and every change a session card shows (status, cost, reports, QA score, model).
+-- every new session and every change a session card shows (status, cost and usage, reports, QA score,
+-- model).
 -- The payload names the tenant, so the API forwards each change only to that tenant's subscribers.
 CREATE FUNCTION hookdb_notify_session() RETURNS trigger
 LANGUAGE plpgsql AS $$
@@ -267,6 +268,13 @@ CREATE TRIGGER sessions_notify_change AFTER UPDATE ON sessions
     FOR EACH ROW
     WHEN (OLD.status IS DISTINCT FROM NEW.status
           OR OLD.cost_usd IS DISTINCT FROM NEW.cost_usd
+          OR OLD.cost_source IS DISTINCT FROM NEW.cost_source
+          OR OLD.input_tokens IS DISTINCT FROM NEW.input_tokens
+          OR OLD.output_tokens IS DISTINCT FROM NEW.output_tokens
+          OR OLD.cache_read_tokens IS DISTINCT FROM NEW.cache_read_tokens
+          OR OLD.cache_creation_5m_tokens IS DISTINCT FROM NEW.cache_creation_5m_tokens
+          OR OLD.cache_creation_1h_tokens IS DISTINCT FROM NEW.cache_creation_1h_tokens
+          OR OLD.models IS DISTINCT FROM NEW.models
           OR OLD.report_count IS DISTINCT FROM NEW.report_count
           OR OLD.subagent_count IS DISTINCT FROM NEW.subagent_count
           OR OLD.model IS DISTINCT FROM NEW.model
