@@ -241,7 +241,9 @@ def test_the_connection_cap_keeps_idle_connections_from_exhausting_descriptors(
             sock.close()
     assert collector.proc.poll() is None
     assert collector.events("http.connections_capped")
-    wait_for(lambda: open_fds(pid) <= before, 30)
+    # Every idle connection's descriptor is given back; the events may have opened the second writer's
+    # database connection (database.writers = 2), which stays.
+    wait_for(lambda: open_fds(pid) <= before + 1, 30)
 
 
 def test_a_connection_the_client_closed_frees_its_place_at_once(start_collector) -> None:

@@ -208,13 +208,12 @@ class Api:
     async def detail(self, request: Request, tenant: str, query: models.DetailQuery) -> Response:
         session_id = self._session_id(request)
         events = models.EventQuery(limit=query.events_limit)
-        card, reports, states, requests, timeline = await self._reader.read_together(
+        (card, requests), reports, states, timeline = await self._reader.read_together(
             tenant,
             [
-                lambda conn: queries.session_card(conn, session_id),
+                lambda conn: _card_and_requests(conn, session_id),
                 lambda conn: queries.reports(conn, session_id),
                 lambda conn: queries.agent_states(conn, session_id),
-                lambda conn: queries.requests(conn, session_id),
                 lambda conn: queries.events(conn, session_id, events),
             ],
         )
@@ -250,13 +249,12 @@ class Api:
         pages: no event twice, none left out), so a long session never sits in memory whole."""
         session_id = self._session_id(request)
         pages = models.EventQuery(limit=EXPORT_PAGE)
-        card, reports, states, requests, first = await self._reader.read_together(
+        (card, requests), reports, states, first = await self._reader.read_together(
             tenant,
             [
-                lambda conn: queries.session_card(conn, session_id),
+                lambda conn: _card_and_requests(conn, session_id),
                 lambda conn: queries.reports(conn, session_id),
                 lambda conn: queries.agent_states(conn, session_id),
-                lambda conn: queries.requests(conn, session_id),
                 lambda conn: queries.events(conn, session_id, pages),
             ],
         )
@@ -333,3 +331,9 @@ class Api:
             media_type="text/event-stream",
             headers={"cache-control": "no-store", "x-accel-buffering": "no"},
         )
+
+
+async def _card_and_requests(conn: asyncpg.Connection, session_id: str) -> tuple[Any, list[Any]]:
+    """The card and the ledger, on one connection: a detail takes no more connections than
+    ``api.pool_size`` allows at least (4), so a pooler with that many server connections never deadlocks."""
+    return await queries.session_card(conn, session_id), await queries.requests(conn, session_id)

@@ -161,6 +161,7 @@ class Delivery:
         self._health_check_seconds = health_check_seconds
         self.commits = Commits() if commits is None else commits
         self._sinks: list[PostgresSink | None] = [None] * writers
+        self._breaker_moved = trio.Event()  # set (and renewed) at every breaker transition
         self._dead_letters = trio.Lock()  # one writer appends to the dead-letter file at a time
 
     async def open(self, writer: int = 0) -> PostgresSink:
@@ -242,7 +243,9 @@ class Delivery:
             self._log_transitions()
             if permit is None:
                 retry_at = self.breaker.retry_at(now)
-                await trio.sleep_until(now + self._retry_seconds if retry_at is None else retry_at)
+                # Another writer's probe may close the breaker long before its deadline: wake up then.
+                with trio.move_on_at(now + self._retry_seconds if retry_at is None else retry_at):
+                    await self._breaker_moved.wait()
                 continue
             timeout = self.breaker.probe_timeout_seconds if permit.is_probe else self._write_timeout
             started = time.perf_counter()
@@ -339,6 +342,8 @@ class Delivery:
             log.warning("breaker.transition", **fields)
         if changed:
             metrics.breaker_state.set({"closed": 0, "half_open": 1, "open": 2}[self.breaker.state])
+            self._breaker_moved.set()
+            self._breaker_moved = trio.Event()
         return bool(changed)
 
 
