@@ -26,7 +26,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
-from typing import Literal
+from typing import Any, Literal
 
 import msgspec
 
@@ -59,27 +59,24 @@ class Figures(msgspec.Struct, frozen=True, kw_only=True):
     cost_usd: Decimal | None = None
     cost_source: CostSource = "unknown"
 
-    def claim(self) -> tuple:
-        """The figures without where the cost came from: two sources agree when their claims are equal."""
+    @property
+    def tokens(self) -> tuple[int, int, int, int, int]:
+        """Input, output, cache-read, cache-write 5 m and 1 h tokens."""
         return (
-            None if self.model is None else prices.normalise(self.model),
             self.input_tokens,
             self.output_tokens,
             self.cache_read_tokens,
             self.cache_creation_5m_tokens,
             self.cache_creation_1h_tokens,
-            self.cost_usd,
         )
+
+    def claim(self) -> tuple:
+        """The figures without where the cost came from: two sources agree when their claims are equal."""
+        return (None if self.model is None else prices.normalise(self.model), *self.tokens, self.cost_usd)
 
     def rank(self) -> tuple:
         """A total order: reported over computed over unknown cost, then the fuller count, then content."""
-        tokens = (
-            self.input_tokens,
-            self.output_tokens,
-            self.cache_read_tokens,
-            self.cache_creation_5m_tokens,
-            self.cache_creation_1h_tokens,
-        )
+        tokens = self.tokens
         return (
             _COST_RANK[self.cost_source],
             self.model is not None,
@@ -90,6 +87,11 @@ class Figures(msgspec.Struct, frozen=True, kw_only=True):
         )
 
 
+def _figures_of(value: Figures) -> dict[str, Any]:
+    """The :class:`Figures` fields of ``value`` (a :class:`UsageRecord` is Figures with an identity)."""
+    return {name: getattr(value, name) for name in Figures.__struct_fields__}
+
+
 class Alt(msgspec.Struct, frozen=True, kw_only=True):
     """What one source said about a request when it disagreed with the record's figures."""
 
@@ -97,8 +99,8 @@ class Alt(msgspec.Struct, frozen=True, kw_only=True):
     figures: Figures
 
 
-class UsageRecord(msgspec.Struct, frozen=True, kw_only=True):
-    """One model API request in the ledger."""
+class UsageRecord(Figures, frozen=True, kw_only=True):
+    """One model API request in the ledger: who made it, when, which sources saw it, and the figures kept."""
 
     tenant: str
     session: str
@@ -106,14 +108,6 @@ class UsageRecord(msgspec.Struct, frozen=True, kw_only=True):
     agent: str = MAIN
     """``main``, or the subagent's id."""
     agent_type: str | None = None
-    model: str | None
-    input_tokens: int = 0
-    output_tokens: int = 0
-    cache_read_tokens: int = 0
-    cache_creation_5m_tokens: int = 0
-    cache_creation_1h_tokens: int = 0
-    cost_usd: Decimal | None = None
-    cost_source: CostSource = "unknown"
     at: datetime
     sources: frozenset[Source]
     alt: tuple[Alt, ...] = ()
@@ -125,16 +119,8 @@ class UsageRecord(msgspec.Struct, frozen=True, kw_only=True):
 
     @property
     def figures(self) -> Figures:
-        return Figures(
-            model=self.model,
-            input_tokens=self.input_tokens,
-            output_tokens=self.output_tokens,
-            cache_read_tokens=self.cache_read_tokens,
-            cache_creation_5m_tokens=self.cache_creation_5m_tokens,
-            cache_creation_1h_tokens=self.cache_creation_1h_tokens,
-            cost_usd=self.cost_usd,
-            cost_source=self.cost_source,
-        )
+        """The figures kept, without the request's identity."""
+        return Figures(**_figures_of(self))
 
     def by_source(self) -> dict[Source, Figures]:
         """What each source said: its ``alt`` entry, or the record's own figures when it agreed."""
@@ -225,14 +211,7 @@ def merge(a: UsageRecord, b: UsageRecord) -> UsageRecord:
         request_id=a.request_id,
         agent=agents[0] if agents else MAIN,
         agent_type=agent_types[0] if agent_types else None,
-        model=best.model,
-        input_tokens=best.input_tokens,
-        output_tokens=best.output_tokens,
-        cache_read_tokens=best.cache_read_tokens,
-        cache_creation_5m_tokens=best.cache_creation_5m_tokens,
-        cache_creation_1h_tokens=best.cache_creation_1h_tokens,
-        cost_usd=best.cost_usd,
-        cost_source=best.cost_source,
+        **_figures_of(best),
         at=min(a.at, b.at),
         sources=a.sources | b.sources,
         alt=alt,
