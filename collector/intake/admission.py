@@ -64,12 +64,38 @@ def admit_hook(payload: bytes, source: str, tenant: str, received_at_ns: int) ->
     head = read_payload(payload)
     if head is None:
         raise ProtocolError("bad_payload", "the body is not a JSON object")
-    event_id = new_event_id()
-    occurred_at_ns = received_at_ns - received_at_ns % 1000  # whole microseconds: frame and head agree
-    event_type = _label("hook_event_name", head.hook_event_name) or "Unknown"
-    session_id = _label("session_id", head.session_id)
+    return built_entry(
+        tenant=tenant,
+        event_id=uuid.UUID(new_event_id()),
+        occurred_at_ns=received_at_ns,
+        source=source,
+        event_type=_label("hook_event_name", head.hook_event_name) or "Unknown",
+        session_id=_label("session_id", head.session_id),
+        tool_name=text_field(head.tool_name),
+        payload=payload,
+        received_at_ns=received_at_ns,
+    )
+
+
+def built_entry(
+    *,
+    tenant: str,
+    event_id: uuid.UUID,
+    occurred_at_ns: int,
+    source: str,
+    event_type: str,
+    session_id: str | None,
+    tool_name: str | None,
+    payload: bytes,
+    received_at_ns: int,
+) -> bytes:
+    """The spool entry of an event intake built itself from fields it already checked (HTTP hooks, OTLP):
+    the frame a client would have sent, kept for the dead letters, and its head, with nothing decoded back."""
+    occurred_at_ns -= (
+        occurred_at_ns % 1000
+    )  # whole microseconds, as PostgreSQL keeps them: frame and head agree
     frame = encode_envelope(
-        event_id=event_id,
+        event_id=str(event_id),
         occurred_at_ns=occurred_at_ns,
         source=source,
         event_type=event_type,
@@ -79,7 +105,7 @@ def admit_hook(payload: bytes, source: str, tenant: str, received_at_ns: int) ->
     )
     envelope = Envelope(
         v=PROTOCOL_VERSION,
-        event_id=uuid.UUID(event_id),
+        event_id=event_id,
         occurred_at=from_ns(occurred_at_ns),
         source=source,
         event_type=event_type,
@@ -87,7 +113,7 @@ def admit_hook(payload: bytes, source: str, tenant: str, received_at_ns: int) ->
         tenant=None,
         payload=payload,
     )
-    return encode_entry(frame, envelope, text_field(head.tool_name), None, received_at_ns, tenant)
+    return encode_entry(frame, envelope, tool_name, None, received_at_ns, tenant)
 
 
 def _label(name: str, value: object) -> str | None:

@@ -17,6 +17,7 @@ spool entry). A body that is no export request is ``400`` (``415`` for another c
 from __future__ import annotations
 
 import time
+import uuid
 import zlib
 from collections.abc import Callable
 from datetime import datetime, timedelta
@@ -32,14 +33,13 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from hookdb.client.protocol import PROTOCOL_VERSION, Envelope
 from hookdb.client.records import RECORD_HEADER_SIZE
-from hookdb.client.wire import encode_envelope
 from hookdb.collector import prices
 from hookdb.collector.intake import otlp
+from hookdb.collector.intake.admission import built_entry
 from hookdb.collector.intake.tenancy import TokenTenants
 from hookdb.collector.ops import http, logs, metrics
-from hookdb.collector.spool.entry import EPOCH, encode_entry, from_ns
+from hookdb.collector.spool.entry import EPOCH, from_ns
 from hookdb.collector.spool.segments import Spool
 
 log = logs.get("hookdb.otlp_http")
@@ -61,36 +61,25 @@ def _ns(at: datetime) -> int:
 def entry(
     *,
     tenant: str,
-    event_id: Any,
+    event_id: uuid.UUID,
     occurred_at: datetime,
     event_type: str,
     session_id: str | None,
     payload: dict[str, Any],
     received_at_ns: int,
 ) -> bytes:
-    """The spool entry of one OTLP record: the envelope a client would have sent, built with its head
-    directly (nothing to validate again: the decoder typed every field)."""
-    data = _encode(payload)
-    frame = encode_envelope(
-        event_id=str(event_id),
+    """The spool entry of one OTLP record (nothing to validate again: the decoder typed every field)."""
+    return built_entry(
+        tenant=tenant,
+        event_id=event_id,
         occurred_at_ns=_ns(occurred_at),
         source=otlp.SOURCE,
         event_type=event_type,
         session_id=session_id,
-        tenant=None,
-        payload=data,
+        tool_name=None,
+        payload=_encode(payload),
+        received_at_ns=received_at_ns,
     )
-    envelope = Envelope(
-        v=PROTOCOL_VERSION,
-        event_id=event_id,
-        occurred_at=occurred_at,
-        source=otlp.SOURCE,
-        event_type=event_type,
-        session_id=session_id,
-        tenant=None,
-        payload=data,
-    )
-    return encode_entry(frame, envelope, None, None, received_at_ns, tenant)
 
 
 def _context(resource: dict[str, Any], scope: str | None) -> dict[str, Any]:
