@@ -308,8 +308,7 @@ async def _preview(conn: asyncpg.Connection, policy: Policy, now: datetime, repo
             report.created.append(partition_name(start) + moved(start))
     beyond = sorted(m for m in in_default if m > month_start(now, policy.ahead_months))
     if beyond:
-        listed = ", ".join(f"{m:%Y-%m}" for m in beyond)
-        report.left_alone.append(f"rows of {listed} in the default partition: beyond the months ahead")
+        report.left_alone.append(_beyond_note(beyond))
     for month in sorted(m for m in in_default if report.live_from <= m < report.month):
         name = partition_name(month)
         if await _exists(conn, name):
@@ -338,13 +337,7 @@ async def _preview(conn: asyncpg.Connection, policy: Policy, now: datetime, repo
         detached.append((partition.name, month))
 
     # 3. The tables detached by an earlier run, then all of them archived or dropped (_finish_detached).
-    for table in await conn.fetch(
-        "SELECT c.relname AS name, obj_description(c.oid, 'pg_class') AS comment FROM pg_class c "
-        "WHERE c.relkind = 'r' AND NOT c.relispartition AND c.relname ~ $2 "
-        "AND c.relnamespace = (SELECT relnamespace FROM pg_class WHERE oid = $1::regclass)",
-        PARENT,
-        f"^{NAME_PATTERN.pattern}$",
-    ):
+    for table in await _detached(conn):
         file_name = _marked_file(table["name"], table["comment"] or "")
         if file_name is None:
             report.left_alone.append(f"{table['name']}: not attached, and not detached by hookdb")
@@ -360,18 +353,13 @@ async def _preview(conn: asyncpg.Connection, policy: Policy, now: datetime, repo
         for i, (name, _) in enumerate(detached)
     )
     groups = await conn.fetch(
-        "SELECT date_trunc('month', received_at, 'UTC') AS month, count(*) AS n, received_at < $1 AS old "
-        f"FROM (SELECT occurred_at, received_at FROM {PARENT}_default {late}) AS r "
-        "WHERE occurred_at < $1 GROUP BY 1, 3 ORDER BY 1",
+        _old_rows_query(late),
         report.live_from,
         *(month_start(month, 1) for _, month in detached),
     )
     fresh = sum(g["n"] for g in groups if not g["old"])
     if fresh:
-        report.left_alone.append(
-            f"{fresh} rows in the default partition that claim a time before {report.live_from:%Y-%m} "
-            "but arrived since: kept live until they are as old by their arrival"
-        )
+        report.left_alone.append(_kept_live_note(fresh, report.live_from))
     for group in groups:
         if not group["old"]:
             continue
@@ -439,8 +427,7 @@ async def _create(conn: asyncpg.Connection, policy: Policy, now: datetime, repor
     if beyond:
         # A clock years ahead, most likely; such rows are not given months that may never come.
         log.warning("retention.future_rows_in_default", months=[f"{m:%Y-%m}" for m in beyond])
-        listed = ", ".join(f"{m:%Y-%m}" for m in beyond)
-        report.left_alone.append(f"rows of {listed} in the default partition: beyond the months ahead")
+        report.left_alone.append(_beyond_note(beyond))
     for month in stranded:
         name = partition_name(month)
         try:
@@ -494,14 +481,7 @@ async def _detach_old(conn: asyncpg.Connection, policy: Policy, report: Report) 
 async def _finish_detached(conn: asyncpg.Connection, policy: Policy, report: Report) -> None:
     """Archive and drop every table hookdb detached: those of this run and any an earlier run left."""
     try:
-        tables = await conn.fetch(
-            "SELECT c.relname AS name, obj_description(c.oid, 'pg_class') AS comment FROM pg_class c "
-            "WHERE c.relkind = 'r' AND NOT c.relispartition AND c.relname ~ $2 "
-            "AND c.relnamespace = (SELECT relnamespace FROM pg_class WHERE oid = $1::regclass) "
-            "ORDER BY c.relname",
-            PARENT,
-            f"^{NAME_PATTERN.pattern}$",
-        )
+        tables = await _detached(conn)
     except asyncpg.PostgresError as exc:
         report.fail("listing the detached months", exc)
         return
@@ -530,6 +510,31 @@ async def _finish(conn: asyncpg.Connection, policy: Policy, report: Report, name
         report.fail(f"archiving {name}", exc)
 
 
+async def _detached(conn: asyncpg.Connection) -> list[asyncpg.Record]:
+    """The tables named like a month that are not attached (``name``, ``comment``), by name: those
+    hookdb detached carry the marker in their comment."""
+    return await conn.fetch(
+        "SELECT c.relname AS name, obj_description(c.oid, 'pg_class') AS comment FROM pg_class c "
+        "WHERE c.relkind = 'r' AND NOT c.relispartition AND c.relname ~ $2 "
+        "AND c.relnamespace = (SELECT relnamespace FROM pg_class WHERE oid = $1::regclass) "
+        "ORDER BY c.relname",
+        PARENT,
+        f"^{NAME_PATTERN.pattern}$",
+    )
+
+
+def _beyond_note(months: list[datetime]) -> str:
+    listed = ", ".join(f"{m:%Y-%m}" for m in months)
+    return f"rows of {listed} in the default partition: beyond the months ahead"
+
+
+def _kept_live_note(rows: int, live_from: datetime) -> str:
+    return (
+        f"{rows} rows in the default partition that claim a time before {live_from:%Y-%m} "
+        "but arrived since: kept live until they are as old by their arrival"
+    )
+
+
 def _marked_file(name: str, comment: str) -> str | None:
     """The archive file a table hookdb detached is to be archived as; None for a table it did not detach."""
     file_name = comment.removeprefix(MARKER)
@@ -541,27 +546,29 @@ def _marked_file(name: str, comment: str) -> str | None:
 
 # The default partition's rows that claim a month before the live window but arrived within it stay live;
 # those that arrived before it are archived by the month they arrived in.
-_OLD_DEFAULT_ROWS = f"""
-SELECT date_trunc('month', received_at, 'UTC') AS month, count(*) AS n, received_at < $1 AS old
-FROM {PARENT}_default WHERE occurred_at < $1 GROUP BY 1, 3 ORDER BY 1
-"""
+def _old_rows_query(also: str = "") -> str:
+    """Count the default partition's rows (and ``also``'s, a ``UNION ALL SELECT occurred_at, received_at
+    …`` of rows a preview would move there) that claim a time before ``$1``, by arrival month and by
+    whether they also arrived before it."""
+    return (
+        "SELECT date_trunc('month', received_at, 'UTC') AS month, count(*) AS n, received_at < $1 AS old "
+        f"FROM (SELECT occurred_at, received_at FROM {PARENT}_default {also}) AS r "
+        "WHERE occurred_at < $1 GROUP BY 1, 3 ORDER BY 1"
+    )
 
 
 async def _archive_old_default_rows(conn: asyncpg.Connection, policy: Policy, report: Report) -> None:
     """Archive the default partition's rows whose claimed time and arrival are both before the live
     window (a sender's clock years behind, an outbox drained very late), under the month of arrival."""
     try:
-        groups = await conn.fetch(_OLD_DEFAULT_ROWS, report.live_from)
+        groups = await conn.fetch(_old_rows_query(), report.live_from)
     except asyncpg.PostgresError as exc:
         report.fail("reading the default partition", exc)
         return
     fresh = sum(g["n"] for g in groups if not g["old"])
     if fresh:
         log.info("retention.kept_live", rows=fresh, live_from=f"{report.live_from:%Y-%m}")
-        report.left_alone.append(
-            f"{fresh} rows in the default partition that claim a time before {report.live_from:%Y-%m} "
-            "but arrived since: kept live until they are as old by their arrival"
-        )
+        report.left_alone.append(_kept_live_note(fresh, report.live_from))
     for group in groups:
         if not group["old"]:
             continue
