@@ -14,7 +14,7 @@ from decimal import Decimal
 from typing import Any
 
 from playwright.sync_api import Locator, Page, expect
-from test_web import add_event, add_request, add_session, ago, card, page, screenshot, serve, sign_in
+from test_web import add_event, add_request, add_session, ago, card, page, screenshot, serve, sign_in, sql
 
 from conftest import migrate
 from fixtures import corpus
@@ -303,3 +303,56 @@ def test_a_failure_never_looks_like_a_success(page: Page, dsn: str, start_api) -
     stop = rows.nth(1)
     expect(stop).to_have_class("timeline-event kind-event failed")
     expect(stop.locator(".event-error")).to_contain_text("rate_limit\n429")
+
+
+def test_a_later_page_puts_each_subagent_under_the_call_that_names_it(
+    page: Page, dsn: str, start_api
+) -> None:
+    """The first page alone cannot tell two running Explore subagents apart (the second call's one started
+    first); the calls' results on the next page name them, and each moves under its own call."""
+    migrate(dsn)
+    add_session(dsn, "acme", "s-1", status="completed", subagents=2)
+    s = Session(dsn, "s-1", ago(minutes=10))
+    first, second = ("f1f1f1f1f1f1f1f1", "Explore"), ("f2f2f2f2f2f2f2f2", "Explore")
+    for offset, tool_use_id, what in ((0, "tu-1", "First"), (0.1, "tu-2", "Second")):
+        s.call(offset, None, "Agent", tool_use_id, {"subagent_type": "Explore", "description": what})
+    s.event(0.2, "SubagentStart", second)
+    s.event(0.3, "SubagentStart", first)
+    reads = 55  # 110 events of the first subagent: the calls' results are on the second page (of 100)
+    sql(
+        dsn,
+        """INSERT INTO hook_audit_log (tenant_id, event_id, occurred_at, received_at, session_id, event_type,
+                                       tool_name, source, payload)
+           SELECT 'acme', gen_random_uuid(), t, t, 's-1', kind, 'Read', 'hook',
+                  jsonb_build_object('hook_event_name', kind, 'session_id', 's-1', 'tool_name', 'Read',
+                                     'tool_use_id', 'tu-read-' || n, 'agent_id', $2::text,
+                                     'agent_type', 'Explore',
+                                     'tool_input', jsonb_build_object('file_path', '/data/' || n || '.csv'))
+           FROM generate_series(1, $3) n,
+                LATERAL (VALUES ('PreToolUse', interval '0'), ('PostToolUse', interval '200 ms')) e(kind, d),
+                LATERAL (SELECT $1::timestamptz + n * interval '1 s' + d AS t) at""",
+        s.at(1),
+        first[0],
+        reads,
+    )
+    s.event(reads + 2, "SubagentStop", second)
+    s.event(reads + 3, "SubagentStop", first)
+    for offset, tool_use_id, agent in ((reads + 4, "tu-1", first), (reads + 5, "tu-2", second)):
+        s.event(offset, "PostToolUse", tool_name="Agent", tool_use_id=tool_use_id,
+                tool_input={"subagent_type": "Explore"}, tool_response={"agentId": agent[0]})  # fmt: skip
+    api = serve(start_api, dsn, acme="token-a")
+    sign_in(page, api.url, "token-a")
+    card(page, "s-1").click()
+    more = page.get_by_role("button", name="Load more events")
+    more.click()
+    expect(more).to_be_hidden()
+
+    top = items(page.locator("#detail .timeline-body > ol.events"))
+    expect(top).to_have_count(4)
+    expect(top.nth(0).locator(".event-subject")).to_have_text("First")
+    expect(top.nth(1)).to_have_attribute("data-agent-id", first[0])
+    expect(top.nth(2).locator(".event-subject")).to_have_text("Second")
+    expect(top.nth(3)).to_have_attribute("data-agent-id", second[0])
+    expect(own(span(page, first[0]))).to_have_count(reads + 2)
+    expect(own(span(page, second[0]))).to_have_count(2)
+    expect(top.nth(0).locator(".duration")).to_have_text(f"{reads + 4}.0 s")
