@@ -213,6 +213,7 @@ def test_subagents_are_nested_spans_with_their_own_cost(page: Page, dsn: str, st
     # The concurrent ones: each with its own events and requests only.
     prices, dates = span(page, PRICES[0]), span(page, DATES[0])
     expect(own(prices).locator(".tool-name")).to_have_text(["Grep"])
+    expect(prices.locator(":scope > .span-failures")).to_be_hidden()
     expect(own(prices)).to_have_count(4)  # SubagentStart, its request, Grep, SubagentStop
     expect(own(dates).locator(".tool-name")).to_have_text(["Bash"])
     expect(own(dates).locator(".request-usage")).to_have_count(2)
@@ -237,6 +238,7 @@ def test_subagents_are_nested_spans_with_their_own_cost(page: Page, dsn: str, st
     toggle = head.locator(".span-toggle")
     toggle.click()
     expect(toggle).to_have_attribute("aria-expanded", "false")
+    expect(plan.locator(":scope > .span-failures")).to_have_text("1 failure inside")  # never hidden
     expect(mine.first).to_be_hidden()
     expect(own(explore).first).to_be_hidden()
     expect(plan.locator(":scope > .span-usage")).to_be_visible()
@@ -356,3 +358,16 @@ def test_a_later_page_puts_each_subagent_under_the_call_that_names_it(
     expect(own(span(page, first[0]))).to_have_count(reads + 2)
     expect(own(span(page, second[0]))).to_have_count(2)
     expect(top.nth(0).locator(".duration")).to_have_text(f"{reads + 4}.0 s")
+
+
+def test_a_multiedit_without_a_patch_shows_each_edit_as_a_diff(page: Page, dsn: str, start_api) -> None:
+    migrate(dsn)
+    add_session(dsn, "acme", "s-1")
+    s = Session(dsn, "s-1", ago(minutes=5))
+    edits = [{"old_string": "a = 1\n", "new_string": "a = 2\n"}, {"old_string": "b()", "new_string": ""}]
+    s.call(0, None, "MultiEdit", "tu-m", {"file_path": "/home/dev/proj/x.py", "edits": edits})
+    api = serve(start_api, dsn, acme="token-a")
+    sign_in(page, api.url, "token-a")
+    card(page, "s-1").click()
+    diff = page.locator("#detail .timeline-event .diff span")
+    expect(diff).to_have_text(["-a = 1", "+a = 2", "-b()"])

@@ -61,7 +61,8 @@
     return field ? text(payload[field]) : "";
   }
 
-  // The diff of an Edit (or MultiEdit): its result's structuredPatch hunks, else old_string → new_string.
+  // The diff of an Edit (or MultiEdit): its result's structuredPatch hunks, else old_string → new_string
+  // (of each of a MultiEdit's edits).
   function diffLines(start, end) {
     const response = object(end && object(end.payload).tool_response);
     if (Array.isArray(response.structuredPatch) && response.structuredPatch.length) {
@@ -73,9 +74,11 @@
       return lines;
     }
     const input = object(object((start || end).payload).tool_input);
-    if (typeof input.old_string !== "string" || typeof input.new_string !== "string") return null;
+    const edits = (Array.isArray(input.edits) ? input.edits : [input]).map(object)
+      .filter((x) => typeof x.old_string === "string" && typeof x.new_string === "string");
+    if (!edits.length) return null;
     const side = (s, mark) => (s === "" ? [] : s.replace(/\n$/, "").split("\n").map((l) => mark + l));
-    return [...side(input.old_string, "-"), ...side(input.new_string, "+")];
+    return edits.flatMap((x) => [...side(x.old_string, "-"), ...side(x.new_string, "+")]);
   }
 
   function renderDiff(lines) {
@@ -284,13 +287,14 @@
       this.what = el("span", "span-what");
       this.time = el("time", "event-time");
       this.length = el("span", "duration");
+      this.failures = el("div", "span-failures");
       const [box, bar] = track();
       this.bar = bar;
       const head = el("div", "event-row span-head");
       head.append(this.time, this.toggle, this.what, this.length, box);
       this.usageLine = el("div", "span-usage");
       this.list = el("ol", "events span-events");
-      this.li.append(head, this.usageLine, this.list);
+      this.li.append(head, this.failures, this.usageLine, this.list);
     }
 
     collapse(collapsed) {
@@ -310,7 +314,7 @@
     get at() {
       if (this.started) return Date.parse(this.started.occurred_at);
       if (this.call) return this.call.span[0];
-      return Math.min(...this.items.map((i) => i.span[0]));
+      return this.items.reduce((t, i) => Math.min(t, i.span[0]), Infinity);
     }
 
     get running() {
@@ -321,7 +325,7 @@
       const from = this.at;
       let to = this.stopped ? Date.parse(this.stopped.occurred_at) : null;
       if (to === null && this.call && !this.running) to = this.call.span[1];
-      if (to === null) to = Math.max(from, ...this.items.map((i) => i.span[1]));
+      if (to === null) to = this.items.reduce((t, i) => Math.max(t, i.span[1]), from);
       return [from, Math.max(from, to)];
     }
 
@@ -356,6 +360,10 @@
           money(sum("cost_usd")));
       }
       this.usageLine.textContent = parts.join(" · ");
+      // What failed in it (or in the spans it started): seen on its head even while it is collapsed.
+      const failed = [this, ...this.descendants].reduce((n, s) => n + s.items.filter((i) => i.failed).length, 0);
+      this.failures.textContent = failed ? `${plural(failed, "failure")} inside` : "";
+      this.failures.hidden = !failed;
     }
 
     place(t0, t1) {
