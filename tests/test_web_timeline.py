@@ -224,7 +224,7 @@ def test_subagents_are_nested_spans_with_their_own_cost(page: Page, dsn: str, st
     expect(dates.locator(":scope > .span-usage")).to_have_text(
         f"{DATES[0]} · 2 requests · 430 tokens: 350 in · 80 out · $0.03"
     )
-    plan.scroll_into_view_if_needed()
+    top.nth(3).evaluate("call => call.scrollIntoView()")
     screenshot(page, "detail-subagents")
 
     # The totals add up: the main agent's requests and each subagent's own are the session's cost.
