@@ -33,7 +33,7 @@
     Notification: "message", SubagentStart: "agent_type", PreCompact: "trigger",
     StopFailure: "last_assistant_message" };
   // Events that are failures in themselves, with the payload fields that say why.
-  const EVENT_ERROR = { StopFailure: ["error", "error_details"], PermissionDenied: ["reason"] };
+  const EVENT_ERROR = { [FAILURE]: ["error"], StopFailure: ["error", "error_details"], [DENIED]: ["reason"] };
   const KIND = { UserPromptSubmit: "prompt", Stop: "reply", SubagentStop: "reply" };
 
   // Large payload strings are stored apart: the payload holds {"$hookdb.blob": sha256} in their place.
@@ -163,18 +163,18 @@
       return known(ms) ? (e === this.end ? [at - ms, at] : [at, at + ms]) : [at, at];
     }
 
-    get tool() {
-      return this.start || this.end ? this.first.tool_name : null;
+    get isCall() {
+      return !!(this.start || this.end);
     }
 
     get failed() {
       if (this.end) return this.end.event_type === FAILURE;
-      return !!this.denied || !!(this.other && EVENT_ERROR[this.other.event_type]);
+      return !!(this.denied || (this.other && EVENT_ERROR[this.other.event_type]));
     }
 
     // An Agent (or Task) call: the subagent type it asked for, and the subagent its result names.
     get call() {
-      if (!AGENT_TOOLS.has(this.tool)) return null;
+      if (!this.isCall || !AGENT_TOOLS.has(this.first.tool_name)) return null;
       const input = object(object(this.first.payload).tool_input);
       const spawned = this.end && object(object(this.end.payload).tool_response).agentId;
       return {
@@ -187,13 +187,13 @@
     fill() {
       const e = this.first;
       const failed = this.failed;
-      const kind = this.tool !== null ? "tool" : KIND[e.event_type] || "event";
+      const kind = this.isCall ? "tool" : KIND[e.event_type] || "event";
       this.li.className = `timeline-event kind-${kind}${failed ? " failed" : ""}`;
       const row = el("div", "event-row");
       const at = el("time", "event-time", clock(e.occurred_at));
       at.dateTime = e.occurred_at;
       row.append(at);
-      if (this.tool !== null) {
+      if (this.isCall) {
         row.append(el("span", "tool-name", e.tool_name || "tool"));
         const ends = [this.start && START, this.end && this.end.event_type, this.denied && DENIED];
         row.append(el("span", "event-type", ends.filter(Boolean).join(" → ")));
@@ -210,8 +210,7 @@
       const parts = [row];
       const what = subject(e);
       if (what) parts.push(el("div", `event-subject${e.tool_name === "Bash" ? " command" : ""}`, what));
-      if (this.end && this.end.event_type === FAILURE) parts.push(el("pre", "event-error", errorText(this.end, ["error"])));
-      for (const one of [this.denied, this.other]) {
+      for (const one of [this.end, this.denied, this.other]) {
         const fields = one && EVENT_ERROR[one.event_type];
         if (fields) parts.push(el("pre", "event-error", errorText(one, fields)));
       }
@@ -242,7 +241,6 @@
       this.li.dataset.requestId = r.request_id;
       this.seq = seq;
       this.agent = r.agent;
-      this.agentType = r.agent_type;
       this.at = Date.parse(r.at);
       this.span = [this.at, this.at];
       const row = el("div", "event-row");
