@@ -9,8 +9,12 @@ it, and its result names the subagent (``tool_response.agentId``); the ledger's 
 from __future__ import annotations
 
 import re
+import shutil
+import subprocess
+import sys
 from datetime import datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 from playwright.sync_api import Locator, Page, expect
@@ -371,3 +375,43 @@ def test_a_multiedit_without_a_patch_shows_each_edit_as_a_diff(page: Page, dsn: 
     card(page, "s-1").click()
     diff = page.locator("#detail .timeline-event .diff span")
     expect(diff).to_have_text(["-a = 1", "+a = 2", "-b()"])
+
+
+def test_a_backfilled_claude_code_session_nests_its_subagent(
+    page: Page, dsn: str, start_api, tmp_path
+) -> None:
+    """Claude Code's own transcripts (the session and its Explore subagent), imported by ``hookdb backfill``
+    with the usage ledger it builds from them: the subagent's span is under its Agent call, with its share."""
+    root = tmp_path / "projects" / "-home-dev-proj"
+    shutil.copytree(corpus.transcript_path().parent, root)
+    migrate(dsn)
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "hookdb"), "backfill", "claude-code", str(tmp_path / "projects"),
+         "--dsn", dsn],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    api = serve(start_api, dsn, default="token-d")
+    sign_in(page, api.url, "token-d")
+    card(page, corpus.SESSION_ID).click()
+
+    explore = span(page, corpus.AGENT_ID)
+    call = page.locator("#detail li.timeline-event", has=page.locator(".tool-name", has_text="Agent"))
+    expect(call.locator(".event-subject")).to_have_text("Find store reporting gaps")
+    assert call.evaluate("li => li.nextElementSibling.dataset.agentId") == corpus.AGENT_ID
+    expect(explore.locator(":scope > .span-head .span-toggle")).to_have_text("Explore")
+    expect(own(explore).locator(".tool-name")).to_have_text(["Bash"])
+    expect(own(explore).locator(".event-type").first).to_have_text("SubagentStart")
+    expect(own(explore).locator(".event-type").last).to_have_text("SubagentStop")
+    # Its own usage is its row of the usage by agent table, and only its requests are inside.
+    row = page.locator("#detail .agents tbody tr.agent-sub td")
+    expect(row.first).to_have_text(f"Explore · {corpus.AGENT_ID}")
+    requests, tokens_, cost = (row.nth(i).text_content() for i in (1, 2, 4))
+    expect(explore.locator(":scope > .span-usage")).to_contain_text(
+        f"{corpus.AGENT_ID} · {requests} requests · {tokens_} tokens: "
+    )
+    expect(explore.locator(":scope > .span-usage")).to_contain_text(f" · {cost}")
+    expect(own(explore).locator(".request-usage")).to_have_count(int(requests or 0))
+    expect(page.locator("#detail li.subagent")).to_have_count(1)
+    call.evaluate("li => li.scrollIntoView()")
+    screenshot(page, "detail-backfilled-subagent")

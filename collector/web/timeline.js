@@ -369,10 +369,11 @@
     }
   }
 
-  // Items of one list in time order: events in the order they were received, requests after the events of
-  // their instant; a span sits right after the tool call that started it.
+  // Items of one list in time order: events in the order they were received, a request before the events
+  // of its instant (it is timed by its answer, which the events of that instant follow: the tool calls it
+  // asked for, the Stop after its reply); a span sits right after the tool call that started it.
   function ordered(items, startedBy) {
-    const sorted = [...items].sort((a, b) => a.at - b.at || (a instanceof RequestRow) - (b instanceof RequestRow) ||
+    const sorted = [...items].sort((a, b) => a.at - b.at || (b instanceof RequestRow) - (a instanceof RequestRow) ||
       a.seq - b.seq);
     return sorted.flatMap((i) => [i, ...(startedBy.get(i) || [])]);
   }
