@@ -398,6 +398,9 @@ def test_a_backfilled_claude_code_session_nests_its_subagent(
     explore = span(page, corpus.AGENT_ID)
     call = page.locator("#detail li.timeline-event", has=page.locator(".tool-name", has_text="Agent"))
     expect(call.locator(".event-subject")).to_have_text("Find store reporting gaps")
+    expect(explore.locator(":scope > .span-head .span-what")).to_have_text(
+        re.compile(r"^In data/sales_q3\.csv, find")
+    )
     assert call.evaluate("li => li.nextElementSibling.dataset.agentId") == corpus.AGENT_ID
     expect(explore.locator(":scope > .span-head .span-toggle")).to_have_text("Explore")
     expect(own(explore).locator(".tool-name")).to_have_text(["Bash"])

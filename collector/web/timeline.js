@@ -172,7 +172,7 @@
       return !!(this.denied || (this.other && EVENT_ERROR[this.other.event_type]));
     }
 
-    // An Agent (or Task) call: the subagent type it asked for, and the subagent its result names.
+    // An Agent (or Task) call: the subagent type it asked for, its task, and the subagent its result names.
     get call() {
       if (!this.isCall || !AGENT_TOOLS.has(this.first.tool_name)) return null;
       const input = object(object(this.first.payload).tool_input);
@@ -180,6 +180,7 @@
       return {
         type: typeof input.subagent_type === "string" ? input.subagent_type : null,
         description: text(input.description),
+        prompt: typeof input.prompt === "string" ? input.prompt : null, // null too when stored apart
         spawned: typeof spawned === "string" && spawned ? spawned : null,
       };
     }
@@ -337,8 +338,9 @@
       const type = this.type || (call && call.type) || "subagent";
       this.li.classList.toggle("span-failed", !!(this.call && this.call.failed));
       this.toggle.textContent = type;
-      this.what.textContent = (call && call.description) || this.agent;
-      this.what.title = `agent ${this.agent}`;
+      // What it was asked: the task's prompt (the call's row above says its description).
+      this.what.textContent = (call && (call.prompt || call.description)) || this.agent;
+      this.what.title = this.what.textContent;
       const [from, to] = this.span;
       this.time.textContent = clock(new Date(from).toISOString());
       this.time.dateTime = new Date(from).toISOString();
