@@ -21,7 +21,7 @@
   const FAILURE = "PostToolUseFailure";
   const DENIED = "PermissionDenied";
   const MAIN = "main"; // the ledger's name for the session's own agent
-  const AGENT_TOOLS = new Set(["Agent", "Task"]); // the tool that starts a subagent (Task before 2.1)
+  const AGENT_TOOLS = new Set(["Agent", "Task"]); // the tool that starts a subagent (older versions: Task)
   const MAX_DIFF_LINES = 400;
   const FILE_TOOLS = new Set(["Read", "Write", "Edit", "MultiEdit", "NotebookEdit"]);
   // The input field that says what a tool call was about, by tool; other tools show their first string.
@@ -380,6 +380,16 @@
     return sorted.flatMap((i) => [i, ...(startedBy.get(i) || [])]);
   }
 
+  // Put the items' nodes in `ol` in this order, moving only those out of place (a node that belongs to
+  // another list now is moved there when that list is arranged).
+  function arrange(ol, items) {
+    let next = ol.firstChild;
+    for (const { li } of items) {
+      if (li === next) next = next.nextSibling;
+      else ol.insertBefore(li, next);
+    }
+  }
+
   // A timeline: `node` to put in the page, `add(events)` for each page of events, in order, and
   // `addRequests(requests, agents)` for the session's API requests (each put among the events by its time)
   // and its usage by agent.
@@ -453,9 +463,9 @@
       for (const s of spans.values()) {
         for (const i of s.items) s.inner.push(...(startedBy.get(i) || []));
         s.usage = usage.get(s.agent) || null;
-        s.list.replaceChildren(...ordered(s.items, startedBy).map((i) => i.li));
+        arrange(s.list, ordered(s.items, startedBy));
       }
-      list.replaceChildren(...ordered(lists.get(MAIN), startedBy).map((i) => i.li));
+      arrange(list, ordered(lists.get(MAIN), startedBy));
       for (const s of spans.values()) s.fill();
       relayout();
     }
