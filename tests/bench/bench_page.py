@@ -4,10 +4,11 @@ The data is bench_api's (``tests/seed.py`` sessions with their first prompts and
 fresh database of one PostgreSQL server, embedded unless ``--dsn``): ``--sessions`` sessions of
 ``--events`` events each. A real ``hookdb api`` serves it. Each run opens a new browser context (an empty
 cache, the token already in localStorage, as for a returning user), goes to ``/`` and records, in the
-page's own clock from the start of the navigation, when the DOM was ready and when the first session card
-was in the list (a MutationObserver installed before the page's scripts run), and how long the first
-``GET /api/sessions`` took (Resource Timing). Then the same page is reloaded once in that context (a warm
-cache). Medians and p95 of ``--runs`` runs are printed.
+page's own clock from the start of the navigation, when the HTML was received, when the DOM was ready and
+when the first ``GET /api/sessions`` was sent and how long it took (Resource Timing), and when the first
+session card was in the list (a MutationObserver installed before the page's scripts run). Then the same
+page is reloaded once in that context (a warm cache). Medians and p95 of ``--runs`` runs are printed, and
+when each static file arrived on a cold load.
 
 Run: ``.venv/bin/python tests/bench/bench_page.py [--sessions N] [--events E] [--runs R] [--dsn DSN]``;
 about a minute with the defaults on 2 cores. Needs Chromium at /usr/bin/chromium. Not part of the pytest
@@ -45,8 +46,11 @@ new MutationObserver((_, watch) => {
 TIMES = """() => {
   const nav = performance.getEntriesByType("navigation")[0];
   const list = performance.getEntriesByType("resource").find((r) => /\\/api\\/sessions\\?/.test(r.name));
-  return { dom_ready: nav.domContentLoadedEventEnd, first_card: window.__firstCard,
-           list_request: list ? list.responseEnd - list.startTime : null };
+  const files = performance.getEntriesByType("resource").filter((r) => r.name.includes("/static/"));
+  return { html: nav.responseEnd, dom_ready: nav.domContentLoadedEventEnd, first_card: window.__firstCard,
+           list_sent: list ? list.startTime : null,
+           list_request: list ? list.responseEnd - list.startTime : null,
+           files: Object.fromEntries(files.map((r) => [r.name, r.responseEnd])) };
 }"""
 
 
@@ -64,7 +68,7 @@ def measure(context: BrowserContext, url: str) -> tuple[dict[str, Any], dict[str
 
 
 def summary(label: str, runs: list[dict[str, Any]]) -> None:
-    for key in ("dom_ready", "first_card", "list_request"):
+    for key in ("html", "dom_ready", "list_sent", "list_request", "first_card"):
         values = sorted(r[key] for r in runs if r[key] is not None)
         if values:
             print(
@@ -117,6 +121,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     summary("cold", cold)
     summary("warm", warm)
+    print("cold, each static file received (median ms from navigation start):")
+    for name in cold[0]["files"]:
+        ends = [r["files"][name] for r in cold if name in r["files"]]
+        print(f"  {statistics.median(ends):7.1f} ms  {name.partition('/static/')[2]}")
     return 0
 
 
