@@ -693,7 +693,7 @@
     else timeline.append(events.node);
     timeline.append(more);
     appendEvents(events, more, d.events, s.session_id);
-    events.addRequests(d.requests);
+    events.addRequests(d.requests, d.agents);
 
     ui.detail.replaceChildren(state.detailHeader, renderAgents(d.agents), reports, states, timeline);
     ui.detail.scrollTop = 0;
