@@ -6,8 +6,10 @@ has ``max_connections`` open, so the rest queue in the kernel and cost the proce
 also reports the real port when asked for port 0 and gives status lines their reason phrase (hypercorn's
 h11 leaves it empty).
 
-``_Server`` trims hypercorn's trips through the scheduler per request, which made it twice as slow as
-the h11 server it replaces.
+``_Server`` trims hypercorn's trips through the scheduler and its per-request work, which made it twice
+as slow as the h11 server it replaces. What is left is hypercorn's layering itself (events, streams, a
+task per request): with an app that only answers, ~80 µs of CPU and ~0.08 ms more per request than that
+server's loop on this project's 2-core machine.
 
 Time and size bounds: hypercorn closes a connection whose request headers are not complete
 ``header_seconds`` after it opened or after its previous answer, however slowly they trickle;
@@ -23,7 +25,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from functools import partial
 from http import HTTPStatus
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import hypercorn
 import trio
@@ -34,7 +36,7 @@ from hypercorn.protocol import ProtocolWrapper
 from hypercorn.trio.task_group import TaskGroup, _handle
 from hypercorn.trio.tcp_server import MAX_RECV, TCPServer
 from hypercorn.trio.worker_context import WorkerContext
-from hypercorn.typing import AppWrapper, ASGIReceiveEvent, ASGISendEvent, ConnectionState
+from hypercorn.typing import AppWrapper, ASGIReceiveEvent, ASGISendEvent, ConnectionState, LifespanState
 from hypercorn.typing import Scope as HypercornScope
 from hypercorn.utils import parse_socket_addr
 from starlette.requests import Request
@@ -183,7 +185,12 @@ class _Server(TCPServer):
     """
 
     def __init__(
-        self, app: AppWrapper, config: Config, context: WorkerContext, state: Any, stream: _Connection
+        self,
+        app: AppWrapper,
+        config: Config,
+        context: WorkerContext,
+        state: LifespanState,
+        stream: _Connection,
     ) -> None:
         super().__init__(app, config, context, state, stream)  # type: ignore[arg-type]  # a plain stream
         self.connection = stream
