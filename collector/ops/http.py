@@ -97,10 +97,11 @@ async def serve(
     context = WorkerContext(None)
     cap = _Cap(name, limits.max_connections)
     wrapped = ASGIWrapper(app)
+    inline = isinstance(app, WholeRequest)
 
     async def connection(stream: trio.SocketStream) -> None:
         try:
-            await _Server(wrapped, config, context, {}, _Connection(stream)).run()
+            await _Server(wrapped, config, context, {}, _Connection(stream), inline=inline).run()
         finally:
             await trio.aclose_forcefully(stream)
             cap.release()
@@ -152,6 +153,24 @@ async def internal_error(request: Request, exc: Exception) -> Response:
     return Response(b'{"error": "internal error"}', 500, media_type=JSON)
 
 
+class WholeRequest:
+    """An ASGI app that answers each request from the request alone (no streaming, no waiting for the
+    client's disconnect): ``serve`` runs it in the connection's own task once the whole request has
+    arrived, rather than in a task of its own.
+
+    That saves the new task and, above all, the trip through the scheduler between parsing a request
+    and answering it, where any other work of the process that is ready (e.g. delivering the previous
+    event) would run first. A request whose body is still coming gets its own task as usual, so the app
+    may still refuse it early.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.app(scope, receive, send)
+
+
 class Refusal(Response):
     """An error answered while the request body is still unread (or partly read).
 
@@ -191,9 +210,12 @@ class _Server(TCPServer):
         context: WorkerContext,
         state: LifespanState,
         stream: _Connection,
+        *,
+        inline: bool,
     ) -> None:
         super().__init__(app, config, context, state, stream)  # type: ignore[arg-type]  # a plain stream
         self.connection = stream
+        self.inline = inline
         self.idle_task = self._keep_alive = _KeepAlive(self.config.keep_alive_timeout)
 
     async def run(self) -> None:
@@ -202,7 +224,7 @@ class _Server(TCPServer):
         try:
             client = parse_socket_addr(socket.family, socket.getpeername())
             server = parse_socket_addr(socket.family, socket.getsockname())
-            async with _TaskGroup() as task_group:
+            async with _TaskGroup(self.inline) as task_group:
                 self._task_group = task_group
                 self.protocol = ProtocolWrapper(
                     self.app,
@@ -257,9 +279,11 @@ class _Server(TCPServer):
             except (trio.ClosedResourceError, trio.BrokenResourceError):
                 break
             await self.protocol.handle(RawData(data))
+            self._task_group.start_waiting()  # a request still incomplete: its app may answer early
             if not data:
                 break
         await self.protocol.handle(Closed())
+        self._task_group.start_waiting()
         if self._keep_alive.scope.deadline != math.inf:  # the client left while idle: close now
             self._keep_alive.scope.cancel()
 
@@ -269,7 +293,13 @@ class _Server(TCPServer):
 
 
 class _TaskGroup(TaskGroup):
-    """hypercorn's task group, handing each app its messages through an ``_AppQueue``."""
+    """hypercorn's task group, handing each app its messages through an ``_AppQueue``; with ``inline``,
+    an app waits to be started (see ``WholeRequest``) rather than getting a task at once."""
+
+    def __init__(self, inline: bool) -> None:
+        super().__init__()
+        self._inline = inline
+        self._waiting: _AppQueue | None = None
 
     async def spawn_app(
         self,
@@ -278,11 +308,20 @@ class _TaskGroup(TaskGroup):
         scope: HypercornScope,
         send: Callable[[ASGISendEvent | None], Awaitable[None]],
     ) -> Callable[[ASGIReceiveEvent], Awaitable[None]]:
-        queue = _AppQueue(config.max_app_queue_size)
-        self.spawn(
-            _handle, app, config, scope, queue.get, send, trio.to_thread.run_sync, trio.from_thread.run
-        )
+        run_sync, from_thread = trio.to_thread.run_sync, trio.from_thread.run
+        queue = _AppQueue(config.max_app_queue_size, self.spawn)
+        queue.app = partial(_handle, app, config, scope, queue.get, send, run_sync, from_thread)
+        if self._inline:
+            self._waiting = queue
+        else:
+            queue.start()
         return queue.put
+
+    def start_waiting(self) -> None:
+        """Give the app still waiting to be started (its request is not whole yet) a task of its own."""
+        if self._waiting is not None:
+            self._waiting.start()
+            self._waiting = None
 
 
 class _AppQueue:
@@ -291,20 +330,35 @@ class _AppQueue:
 
     A request's body and its end are put by the connection's task one after the other, and the app
     reads them in one go; each would otherwise cost a trip through the scheduler on the way to the
-    answer. The app still waits (and so yields) for whatever has not arrived.
+    answer. The app still waits (and so yields) for whatever has not arrived. An ``app`` not started
+    yet runs in the putting task when the request's last message is put, and gets a task of its own
+    (``start``) when it is needed sooner: the queue is full, or more must be read first.
     """
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, spawn: Callable[[Callable[[], Awaitable[None]]], None]) -> None:
+        self.app: Callable[[], Awaitable[None]] | None = None  # not started yet
+        self._spawn = spawn
         self._items: deque[ASGIReceiveEvent] = deque()
         self._size = size
         self._arrived = trio.lowlevel.ParkingLot()
         self._taken = trio.lowlevel.ParkingLot()
 
+    def start(self) -> None:
+        """Run the app in a task of its own, unless it has started already."""
+        if self.app is not None:
+            self._spawn(self.app)
+            self.app = None
+
     async def put(self, message: ASGIReceiveEvent) -> None:
+        if len(self._items) >= self._size:
+            self.start()  # only the app can make room
         while len(self._items) >= self._size:
             await self._taken.park()
         self._items.append(message)
         self._arrived.unpark()
+        if self.app is not None and message["type"] == "http.request" and not message.get("more_body"):
+            app, self.app = self.app, None
+            await app()  # the whole request is here: answer it in this task
 
     async def get(self) -> ASGIReceiveEvent:
         while not self._items:
