@@ -3,8 +3,6 @@
 Standard library only, cheap to import: ``hookdb-emit`` needs both paths on its hot path.
 """
 
-from __future__ import annotations
-
 import os
 
 SOCKET_ENV = "HOOKDB_SOCKET"

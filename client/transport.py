@@ -9,8 +9,6 @@ time-out. So a time-out is remembered for a while by every client of the outbox 
 and the first ack that comes back in time forgets it.
 """
 
-from __future__ import annotations
-
 import _socket
 import os
 import time

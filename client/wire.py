@@ -5,8 +5,6 @@ runs once per hook event and its start-up time is the agent's waiting time. The 
 collector decodes with is :class:`hookdb.client.protocol.Envelope`; tests hold the two to the same bytes.
 """
 
-from __future__ import annotations
-
 import os
 import time
 

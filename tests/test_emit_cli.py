@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -105,3 +106,34 @@ def test_a_hook_without_event_name_is_still_recorded(start_collector, socket_pat
     assert emit(b'{"note": "no hook_event_name here"}', socket_path).returncode == 0
     wait_for_rows(dsn, 1)
     assert run_sql(dsn, "SELECT event_type, session_id FROM hook_audit_log")[0][:] == ("Unknown", None)
+
+
+def test_an_acked_event_loads_only_the_modules_of_its_path(start_collector, socket_path: Path) -> None:
+    """Start-up is the agent's waiting time: a module more on this path (``json``, ``typing``, ``socket``,
+    ``msgspec``, ``importlib.metadata``) is a regression, whatever it costs on this machine."""
+    start_collector()
+    env = {**os.environ, "HOOKDB_SOCKET": str(socket_path)}
+
+    def imported(*args: str) -> set[str]:
+        result = subprocess.run(
+            [sys.executable, "-X", "importtime", *args],
+            input=corpus.raw_hook_payload("PreToolUse"),
+            capture_output=True,
+            env=env,
+            timeout=10,
+            check=True,
+        )
+        lines = result.stderr.decode().splitlines()
+        assert not [line for line in lines if not line.startswith("import time:")]  # nothing went wrong
+        return {line.rpartition("|")[2].strip() for line in lines[1:]}
+
+    assert imported(EMIT) - imported("-c", "pass") == {
+        "hookdb",
+        "hookdb.client",
+        "hookdb.client.emit_cli",
+        "hookdb.client.paths",
+        "hookdb.client.transport",
+        "hookdb.client.wire",
+        "_socket",
+        "_json",
+    }

@@ -7,6 +7,7 @@ import contextlib
 import http.client
 import json
 import os
+import re
 import socket
 import subprocess
 import threading
@@ -256,3 +257,29 @@ def test_a_connection_the_client_closed_frees_its_place_at_once(start_collector)
         conn.request("GET", "/healthz")
         assert conn.getresponse().status == 200
         conn.close()
+
+
+def test_a_body_of_many_chunks_in_one_segment_is_read_whole(start_collector, dsn: str) -> None:
+    """More chunks arrive at once than the app's queue holds: the app must be running to make room."""
+    _, port = start_with_http(start_collector)
+    body = json.dumps({"hook_event_name": "Stop", "session_id": "s-chunks", "pad": "x" * 500}).encode()
+    pieces = [body[i : i + 8] for i in range(0, len(body), 8)]
+    chunks = b"".join(b"%x\r\n%s\r\n" % (len(piece), piece) for piece in pieces)
+    sock = raw(port, request_head(None) + chunks + b"0\r\n\r\n")  # ~70 chunks in one write
+    assert read_answer(sock) == (status_line(200), b"{}")
+    assert wait_for_rows(dsn, 1) == 1
+
+
+def test_pipelined_requests_are_answered_in_order(start_collector, dsn: str) -> None:
+    _, port = start_with_http(start_collector)
+    bodies = [json.dumps({"hook_event_name": "Stop", "session_id": f"s{i}"}).encode() for i in range(3)]
+    head = b"".join(request_head(len(body)) + body for body in bodies)
+    head += b"GET %s HTTP/1.1\r\nHost: collector\r\n\r\n" % PATH.encode()  # and one refused, last
+    sock = raw(port, head)
+    data = b""
+    while data.count(b"HTTP/1.1 ") < 4 or not data.endswith(b"}"):
+        chunk = sock.recv(65536)
+        assert chunk, f"closed after {data!r}"
+        data += chunk
+    assert re.findall(rb"HTTP/1\.1 [^\r]*", data) == [status_line(200)] * 3 + [status_line(405)]
+    assert wait_for_rows(dsn, 3) == 3

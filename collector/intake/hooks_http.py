@@ -91,4 +91,4 @@ def app(spool: Spool, tokens: TokenTenants, *, max_body: int, max_frame: int, bo
                 response = await http.internal_error(request, exc)
         await response(scope, receive, send)
 
-    return serve
+    return http.WholeRequest(serve)  # answered from the request alone: in the connection's task

@@ -7,6 +7,11 @@ any command hook) and a raw ack'd frame over the socket from a warm process (the
 
     .venv/bin/python tests/bench/bench_hook_paths.py [--runs 300] [--baseline CHECKOUT]
 
+Run it with the interpreter of the installation to measure: ``hookdb-emit`` is the one beside it. An
+editable install (``pip install -e``) starts every interpreter slower and, with
+``PYTHONDONTWRITEBYTECODE`` set, compiles hookdb's modules on every run; the README's install is a
+regular one (a throwaway venv: ``python3 -m venv /tmp/v && /tmp/v/bin/pip install '.[embedded]'``).
+
 ``--baseline`` also starts the collector of another checkout (e.g. ``git worktree add /tmp/base main``)
 and times its HTTP hook in the same run, alternating with this tree's, so both see the same load.
 """
@@ -121,6 +126,16 @@ def baseline_env(work: Path, tree: Path) -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": str(shim.parent)}
 
 
+def install_kind() -> str:
+    """Editable (``pip install -e``: import hooks in every interpreter's start-up, and no byte-code cache
+    while ``PYTHONDONTWRITEBYTECODE`` is set) or regular (what the README's install gives)."""
+    import hookdb.client
+
+    editable = Path(hookdb.client.__file__).parent.parent.name != "hookdb"  # the tree itself, not a copy
+    no_pyc = " with PYTHONDONTWRITEBYTECODE" if os.environ.get("PYTHONDONTWRITEBYTECODE") else ""
+    return f"editable{no_pyc}" if editable else "regular (not editable)"
+
+
 def post_hook(conn: http.client.HTTPConnection, payload: bytes) -> float:
     headers = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
     started = time.perf_counter()
@@ -217,7 +232,7 @@ def main() -> None:
             if args.baseline is not None:
                 ratio = http_path / table[baseline_name]["p50_ms"]
                 print(f"http hook p50 / baseline http hook p50 = {ratio:.3f}")
-            print(f"load: {os.getloadavg()}")
+            print(f"hookdb installed {install_kind()}; load: {os.getloadavg()}")
         finally:
             for running in collectors:
                 running.proc.send_signal(signal.SIGTERM)
