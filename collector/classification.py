@@ -7,6 +7,7 @@ has no CHECK constraints for them, and the projections read everything from here
 from __future__ import annotations
 
 from types import MappingProxyType
+from typing import NamedTuple
 
 # -- Database errors -----------------------------------------------------------------------------------
 
@@ -50,6 +51,60 @@ def may_be_row_fault(exc: BaseException) -> bool:
     Once is a failure like any other; if it repeats for the same batch, the batch is split like a data
     error, so one row cannot stop every tenant's delivery."""
     return sqlstate_class(exc) not in DATA_ERROR_CLASSES | AVAILABILITY_CLASSES | {"io"}
+
+
+class Refusal(NamedTuple):
+    """Why the server or a pooler refused a connection's setup (``cause``, one per distinct problem) and
+    what to change (``fix``)."""
+
+    cause: str
+    fix: str
+
+
+# Connection setups the server or a pooler refuses, as (SQLSTATEs, words of the message, cause, fix): no
+# retry can succeed until someone changes a setting, so the collector says which, once (the breaker still
+# retries). pgbouncer sends most of its refusals as 08P01 and tells them apart by their message.
+SETUP_REFUSALS: tuple[tuple[frozenset[str], tuple[str, ...], str, str], ...] = (
+    (
+        frozenset(),
+        ("unsupported startup parameter",),
+        "startup_parameter",
+        'a pooler refused a startup parameter: set database.pooler = "transaction" (then hookdb sends none '
+        "but application_name), or name it in the pooler's ignore_startup_parameters",
+    ),
+    (
+        frozenset({"28000", "28P01"}),
+        ("password authentication failed", "no such user", "server login has been failing"),
+        "login",
+        "the login was refused: check the DSN's user and password (or database.password_file), the "
+        "server's pg_hba.conf, and a pooler's auth_file",
+    ),
+    (
+        frozenset({"3D000"}),
+        ("no such database", "does not exist"),
+        "database",
+        "the database does not exist: create it (hookdb migrate then makes its tables), or fix the DSN's "
+        "database name (and a pooler's [databases])",
+    ),
+    (
+        frozenset({"53300"}),
+        ("too many connections", "too many clients", "no more connections allowed", "remaining connection"),
+        "connection_slots",
+        "no connection slot is free: raise the server's max_connections (or a pooler's max_client_conn), "
+        "lower database.writers or api.pool_size, or put a transaction pooler in front "
+        '(database.pooler = "transaction")',
+    ),
+)
+
+
+def setup_refusal(exc: BaseException) -> Refusal | None:
+    """What to change if ``exc`` says the server or a pooler refused the connection's setup, else None."""
+    code = getattr(exc, "sqlstate", None)
+    message = str(exc).lower()
+    for codes, words, cause, fix in SETUP_REFUSALS:
+        if code in codes or (code == "08P01" and any(w in message for w in words)):
+            return Refusal(cause, fix)
+    return None
 
 
 # -- Claude Code hooks ---------------------------------------------------------------------------------

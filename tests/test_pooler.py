@@ -37,22 +37,56 @@ PGBOUNCER = Path("/usr/sbin/pgbouncer")
 SERVER_POOL = 4
 PASSWORD = "pooler-secret"
 OWNER = "hookdb_test_owner"
-# What hookdb's connections send at startup that pgbouncer would refuse (issue 16 makes them per transaction).
-IGNORED = ("statement_timeout", "plan_cache_mode", "tcp_keepalives_idle", "tcp_keepalives_interval")
-IGNORED += ("tcp_keepalives_count",)
+# hookdb's setting for it: nothing but application_name at startup (a default pgbouncer refuses the rest).
+POOLED = ("--set", "database.pooler=transaction")
 ACME, BETA = 40, 15  # sessions of each tenant; ids apart (a-…, b-…) so a leak shows in every answer
 
 
 @dataclass
 class Pooler:
-    """A pgbouncer process; ``dsn(database, user)`` reaches the test server through it."""
+    """A pgbouncer process (with pgbouncer's defaults: no ``ignore_startup_parameters``);
+    ``dsn(database, user)`` reaches the test server through it."""
 
     port: int
-    proc: subprocess.Popen[bytes]
-    log: Path
+    user: str
+    folder: Path
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def log(self) -> Path:
+        return self.folder / "pgbouncer.log"
 
     def dsn(self, database: str, user: str) -> str:
         return f"postgresql://{user}:{PASSWORD}@127.0.0.1:{self.port}/{database}"
+
+    def start(self) -> None:
+        with open(self.log, "ab") as output:
+            self.proc = subprocess.Popen(
+                [str(PGBOUNCER), "-u", self.user, str(self.folder / "pgbouncer.ini")],
+                stdout=output,
+                stderr=output,
+            )
+        proc = self.proc
+
+        def listening() -> bool:
+            if proc.poll() is not None:
+                pytest.fail(f"pgbouncer exited with {proc.returncode}:\n{self.log.read_text()}")
+            with socket.socket() as s:
+                return s.connect_ex(("127.0.0.1", self.port)) == 0
+
+        wait_for(listening, 10)
+
+    def stop(self) -> None:
+        """SIGTERM: pgbouncer's immediate shutdown, every client and server connection cut."""
+        if self.proc is None:
+            return
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.proc = None
 
 
 def _free_port() -> int:
@@ -96,34 +130,17 @@ auth_file = {folder / "userlist.txt"}
 pool_mode = transaction
 default_pool_size = {SERVER_POOL}
 max_client_conn = 500
-ignore_startup_parameters = {",".join(IGNORED)}
 """
     )
+    (folder / "pgbouncer.log").touch()
     for path in folder.iterdir():
         path.chmod(0o644)
-    with open(folder / "pgbouncer.log", "ab") as output:
-        proc = subprocess.Popen(
-            [str(PGBOUNCER), "-u", user, str(folder / "pgbouncer.ini")], stdout=output, stderr=output
-        )
-    pooler = Pooler(port, proc, folder / "pgbouncer.log")
-
-    def listening() -> bool:
-        if proc.poll() is not None:
-            log = pooler.log.read_text() if pooler.log.exists() else ""
-            pytest.fail(f"pgbouncer exited with {proc.returncode}:\n{log}")
-        with socket.socket() as s:
-            return s.connect_ex(("127.0.0.1", port)) == 0
-
+    pooler = Pooler(port, user, folder)
     try:
-        wait_for(listening, 10)
+        pooler.start()
         yield pooler
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        pooler.stop()
         shutil.rmtree(folder, ignore_errors=True)
 
 
@@ -219,7 +236,7 @@ def test_two_tenants_through_a_transaction_pooler_never_see_each_other(
     seeded(dsn)
     admin = unquote(urlsplit(dsn).username or "postgres")
     # The superuser login, reading as hookdb_reader (api.role): the role must hold in every transaction.
-    api = start_api(pgbouncer.dsn(database_of(dsn), admin), TOKENS, "--set", "api.pool_size=8")
+    api = start_api(pgbouncer.dsn(database_of(dsn), admin), TOKENS, *POOLED, "--set", "api.pool_size=8")
     problems = hammer(api)
     assert problems == [], f"{len(problems)} of {16 * 30} answers wrong, e.g. {problems[:5]}"
     # The API's connections shared the pooler's few server connections.
@@ -236,7 +253,7 @@ def test_a_login_that_owns_the_tables_sees_only_its_tenant(
         run_sql(owner_dsn, "SELECT 1")
     except (OSError, asyncpg.PostgresError) as exc:
         pytest.skip(f"the test server does not let {OWNER} log in: {exc}")
-    api = start_api(owner_dsn, TOKENS, "--set", "api.role=")  # reads as the owner itself
+    api = start_api(owner_dsn, TOKENS, *POOLED, "--set", "api.role=")  # reads as the owner itself
     assert hammer(api, threads=6, requests=15) == []
 
 
@@ -245,8 +262,8 @@ def test_a_login_that_bypasses_row_level_security_is_refused(
 ) -> None:
     seeded(dsn)
     admin = unquote(urlsplit(dsn).username or "postgres")
-    for target in (dsn, pgbouncer.dsn(database_of(dsn), admin)):
-        api = start_api(target, TOKENS, "--set", "api.role=")  # a superuser reading as itself
+    for target, pooled in ((dsn, ()), (pgbouncer.dsn(database_of(dsn), admin), POOLED)):
+        api = start_api(target, TOKENS, *pooled, "--set", "api.role=")  # a superuser reading as itself
         with client(api) as http:
             for path in ("/api/sessions", "/api/sessions/stats", "/api/sessions/a-000001"):
                 answer = http.get(path)

@@ -50,8 +50,6 @@ log = logs.get("hookdb.sink")
 
 _COLUMN_LIST = ", ".join(COLUMNS)
 _SET_TENANT = "SELECT set_config('hookdb.tenant', $1, true)"
-# SET LOCAL ROLE (the role as a parameter) and the first tenant, in the transaction's first round trip.
-_SET_ROLE_AND_TENANT = "SELECT set_config('role', $1, true), set_config('hookdb.tenant', $2, true)"
 _INSERT_BLOBS = (
     "INSERT INTO payload_blobs (tenant_id, sha256, content) "
     "SELECT $1::text, * FROM unnest($2::text[], $3::text[]) ON CONFLICT DO NOTHING"
@@ -184,10 +182,12 @@ async def _open(options: ConnectOptions) -> tuple[asyncpg.Connection, list[str]]
     try:
         applied = await migrate(conn)
         await partitions.ensure_months(conn, datetime.now(UTC))
-        await conn.set_type_codec(
-            "jsonb", schema="pg_catalog", encoder=_jsonb_encode, decoder=_jsonb_decode, format="binary"
-        )
-        async with conn.transaction():  # the role is checked once here, then taken per transaction
+        # In a transaction: through a transaction pooler, the type lookup's two round trips must not land
+        # on two server connections. The role is checked once here, then taken per transaction.
+        async with conn.transaction():
+            await conn.set_type_codec(
+                "jsonb", schema="pg_catalog", encoder=_jsonb_encode, decoder=_jsonb_decode, format="binary"
+            )
             await assume_role(conn, options.role, "database.role", local=True)
     except BaseException:
         conn.terminate()
@@ -195,16 +195,13 @@ async def _open(options: ConnectOptions) -> tuple[asyncpg.Connection, list[str]]
     return conn, applied
 
 
-async def _write(conn: asyncpg.Connection, batch: Prepared, role: str) -> Prepared:
+async def _write(conn: asyncpg.Connection, batch: Prepared, options: ConnectOptions) -> Prepared:
     batch.inserted = batch.unverified_reports = 0  # a retried batch counts afresh
     tenants = sorted(batch.tenants.items())  # in key order, as every lock below: no deadlock between writers
     if not tenants:
         return batch
     async with conn.transaction():
-        if role:
-            await conn.execute(_SET_ROLE_AND_TENANT, role, tenants[0][0])
-        else:
-            await conn.execute(_SET_TENANT, tenants[0][0])
+        await options.begin(conn, tenants[0][0])  # role, timeout and the first tenant: one round trip
         for index, (tenant, part) in enumerate(tenants):
             if index:
                 await conn.execute(_SET_TENANT, tenant)
@@ -396,13 +393,13 @@ class PostgresSink:
         """Write a batch :func:`prepare` made ready (so its preparation can overlap the previous write)."""
         write = trio_asyncio.aio_as_trio(_write)
         try:
-            done = await write(self._conn, batch, self._options.role)
+            done = await write(self._conn, batch, self._options)
         except asyncpg.PostgresError as exc:
             if not cls.is_missing_partition(exc):
                 raise
             created = await trio_asyncio.aio_as_trio(_add_partitions)(self._conn, batch.rows)
             log.warning("partition.created", partitions=created, reason=str(exc))
-            done = await write(self._conn, batch, self._options.role)
+            done = await write(self._conn, batch, self._options)
         if done.unverified_reports:
             metrics.report_hash_mismatches.inc(done.unverified_reports)
             log.error("report.hash_mismatch", reports=done.unverified_reports)
@@ -410,7 +407,7 @@ class PostgresSink:
 
     async def ping(self) -> None:
         """Check that the server still answers."""
-        await trio_asyncio.aio_as_trio(self._conn.fetchval)("SELECT 1")
+        await trio_asyncio.aio_as_trio(self._conn.execute)("SELECT 1")  # one message, even through a pooler
 
     def terminate(self) -> None:
         """Drop the connection at once: after a failure its state is unknown."""
