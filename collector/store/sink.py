@@ -88,7 +88,7 @@ ON CONFLICT (tenant_id, session_id) DO UPDATE SET
     source = coalesce(EXCLUDED.source, s.source),
     started_at = least(s.started_at, EXCLUDED.started_at),
     updated_at = greatest(s.updated_at, EXCLUDED.updated_at),
-    ended_at = coalesce(EXCLUDED.ended_at, s.ended_at),
+    ended_at = greatest(s.ended_at, EXCLUDED.ended_at),  -- the later end, whichever host's batch came last
     event_count = s.event_count + EXCLUDED.event_count,
     subagent_count = s.subagent_count + EXCLUDED.subagent_count,
     cost_usd = coalesce(EXCLUDED.cost_usd, s.cost_usd),
