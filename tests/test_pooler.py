@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import os
 import pwd
+import queue
 import random
 import shutil
 import socket
 import subprocess
 import tempfile
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,9 +29,12 @@ import asyncpg
 import httpx
 import pytest
 import seed
-from test_api import TOKEN_A, TOKEN_B, TOKENS, client, write_seed
+from test_api import TOKEN_A, TOKEN_B, TOKENS, Stream, client, write_seed
+from test_nothing_lost import AckingClient, ack_roundtrip, make_frames
 
-from conftest import migrate, run_sql, wait_for
+from hookdb.client.wire import encode_envelope, frame, new_event_id
+
+from conftest import count_rows, migrate, run_sql, wait_for, wait_for_rows
 
 PGBOUNCER = Path("/usr/sbin/pgbouncer")
 # Server connections per database and user: fewer than the API's 8 and the 16 clients', and as many as a
@@ -273,3 +278,148 @@ def test_a_login_that_bypasses_row_level_security_is_refused(
                 assert 'api.role = "hookdb_reader"' in answer.json()["detail"]
         assert len(api.events("api.database_unavailable")) == 1  # logged once, not per request
         api.stop()
+
+
+def pooled(pooler: Pooler, dsn: str) -> str:
+    """``dsn``'s database and login, through ``pooler``."""
+    return pooler.dsn(database_of(dsn), unquote(urlsplit(dsn).username or "postgres"))
+
+
+def toml_string(value: str) -> str:
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def tenant_frame(tenant: str, session: str) -> tuple[str, bytes]:
+    event_id = new_event_id()
+    data = encode_envelope(
+        event_id=event_id,
+        occurred_at_ns=time.time_ns(),
+        source="app",
+        event_type="SessionStart",
+        session_id=session,
+        tenant=tenant,
+        payload=b'{"model": "claude-opus-4-5"}',
+        ack=True,
+    )
+    return event_id, frame(data)
+
+
+def heard(stream: Stream, seconds: float) -> set[str]:
+    """The session ids ``stream`` announced within ``seconds``."""
+    found: set[str] = set()
+    deadline = time.monotonic() + seconds
+    while (left := deadline - time.monotonic()) > 0:
+        try:
+            found.add(stream.next("session", timeout=left)["session"]["session_id"])
+        except queue.Empty:
+            break
+    return found
+
+
+def test_collector_and_api_through_a_transaction_pooler_lose_nothing_and_leak_nothing(
+    dsn: str, pgbouncer: Pooler, start_collector: Any, start_api: Any, socket_path: Path
+) -> None:
+    seeded(dsn)
+    target = pooled(pgbouncer, dsn)
+    uid = os.getuid()
+    # 8 writers and the API's 8 connections share the pooler's 4 server connections.
+    collector = start_collector(
+        "--dsn", target, *POOLED, "--set", "database.writers=8", "--set", "batch.linger_seconds=0.05",
+        "--set", f'tenants.uids={{"{uid}" = ["default", "acme", "beta"]}}', use_dsn=False,
+    )  # fmt: skip
+    api = start_api(
+        target, TOKENS, *POOLED, "--set", "api.pool_size=8", "--set", f"api.listen_dsn={toml_string(dsn)}"
+    )
+    streams = {TOKEN_A: Stream(api, TOKEN_A), TOKEN_B: Stream(api, TOKEN_B)}
+    try:
+        batches = [make_frames(n, 2500, ack=True) for n in range(8)]  # 8 clients, tenant "default"
+        failures: list[BaseException] = []
+
+        def send(ids: list[str], frames: list[bytes]) -> None:
+            try:
+                for start in range(0, len(frames), 250):
+                    ack_roundtrip(socket_path, ids[start : start + 250], frames[start : start + 250])
+            except BaseException as exc:
+                failures.append(exc)
+
+        senders = [threading.Thread(target=send, args=batch) for batch in batches]
+        for s in senders:
+            s.start()
+        problems = hammer(api, threads=16, requests=63)  # 1,008 requests while the events go in
+        for s in senders:
+            s.join()
+        assert failures == []
+        assert problems == [], f"{len(problems)} of 1008 answers wrong, e.g. {problems[:5]}"
+        counts = "SELECT count(*), count(DISTINCT event_id) FROM hook_audit_log WHERE tenant_id = 'default'"
+        wait_for(lambda: run_sql(dsn, counts)[0][0] >= 20_000, 90)
+        time.sleep(0.5)  # nothing more comes
+        assert run_sql(dsn, counts)[0] == (20_000, 20_000)
+        assert run_sql(dsn, "SELECT event_count FROM sessions WHERE tenant_id = 'default'")[0][0] == 20_000
+        assert server_connections(dsn) <= SERVER_POOL + 1  # + the live feed's, direct to the server
+        # The live feed (LISTEN direct, the cards read through the pooler): each tenant hears its own only.
+        ids, frames = zip(tenant_frame("acme", "a-live"), tenant_frame("beta", "b-live"), strict=True)
+        ack_roundtrip(socket_path, list(ids), list(frames))
+        assert heard(streams[TOKEN_A], 3) == {"a-live"}
+        assert heard(streams[TOKEN_B], 1) == {"b-live"}
+    finally:
+        for stream in streams.values():
+            stream.close()
+    assert collector.stop() == 0
+    assert collector.events("database.setup_refused") == []
+
+
+def test_the_pooler_restarted_mid_stream_loses_nothing(
+    dsn: str, pgbouncer: Pooler, start_collector: Any, socket_path: Path
+) -> None:
+    migrate(dsn)
+    collector = start_collector(
+        "--dsn", pooled(pgbouncer, dsn), *POOLED, "--set", "breaker.open_seconds=0.2", use_dsn=False
+    )
+    stop = threading.Event()
+    clients = [AckingClient(socket_path, n, stop) for n in range(4)]
+    for c in clients:
+        c.start()
+    try:
+        wait_for(lambda: count_rows(dsn) >= 2000, 60)
+        pgbouncer.stop()  # every connection through it cut, mid-stream
+        time.sleep(0.5)
+        pgbouncer.start()
+        restarted_at = count_rows(dsn)
+        wait_for(lambda: count_rows(dsn) >= restarted_at + 2000, 60)
+    finally:
+        stop.set()
+        for c in clients:
+            c.join(30)
+    assert [c.error for c in clients if c.error] == []
+    acked = set().union(*(c.acked for c in clients))
+    sent = set().union(*(c.sent for c in clients))
+    wait_for(lambda: count_rows(dsn) >= len(acked), 60)
+    assert collector.stop() == 0
+    stored = [str(r[0]) for r in run_sql(dsn, "SELECT event_id FROM hook_audit_log")]
+    assert len(stored) == len(set(stored))
+    assert acked <= set(stored) <= sent
+    noticed = collector.events("write.failed") + collector.events("breaker.transition")
+    assert noticed, "the restart went unseen"
+
+
+def test_a_connection_setup_the_pooler_refuses_is_logged_once_with_what_to_change(
+    dsn: str, pgbouncer: Pooler, start_collector: Any, socket_path: Path
+) -> None:
+    migrate(dsn)
+    target = pooled(pgbouncer, dsn)
+    fast = ("--set", "breaker.open_seconds=0.1", "--set", "breaker.max_open_seconds=0.2")
+    fast += ("--set", "database.health_check_seconds=0.2")
+    # database.pooler left at "none": the startup parameters a direct server takes, which pgbouncer refuses.
+    collector = start_collector("--dsn", target, *fast, use_dsn=False)
+    ids, frames = make_frames(0, 1, ack=True)
+    ack_roundtrip(socket_path, ids, frames)  # spooled, though it cannot be written yet
+    wait_for(lambda: pgbouncer.log.read_text().count("unsupported startup parameter") >= 5, 30)
+    refused = collector.events("database.setup_refused")
+    assert len(refused) == 1, refused
+    assert 'set database.pooler = "transaction"' in refused[0]["fix"]
+    assert "unsupported startup parameter" in refused[0]["error"]
+    assert collector.stop() == 0
+    assert count_rows(dsn) == 0
+    collector = start_collector("--dsn", target, *POOLED, use_dsn=False)  # what the line said to change
+    assert wait_for_rows(dsn, 1) == 1
+    assert collector.stop() == 0
