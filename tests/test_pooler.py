@@ -100,11 +100,9 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture
-def pgbouncer(pg_server: str) -> Iterator[Pooler]:
-    """pgbouncer in transaction mode in front of the test server, with an auth file for the test logins."""
-    if not PGBOUNCER.exists():
-        pytest.skip("pgbouncer is not installed (Debian package pgbouncer)")
+def make_pooler(pg_server: str, pool_size: int = SERVER_POOL) -> Pooler:
+    """pgbouncer's configuration, in transaction mode in front of ``pg_server`` with ``pool_size`` server
+    connections per database and user and an auth file for the test logins (not started yet)."""
     server = urlsplit(pg_server)
     host = unquote(dict(p.split("=", 1) for p in server.query.split("&") if "=" in p).get("host", ""))
     host = host or server.hostname or "127.0.0.1"
@@ -133,20 +131,28 @@ unix_socket_dir =
 auth_type = md5
 auth_file = {folder / "userlist.txt"}
 pool_mode = transaction
-default_pool_size = {SERVER_POOL}
+default_pool_size = {pool_size}
 max_client_conn = 500
 """
     )
     (folder / "pgbouncer.log").touch()
     for path in folder.iterdir():
         path.chmod(0o644)
-    pooler = Pooler(port, user, folder)
+    return Pooler(port, user, folder)
+
+
+@pytest.fixture
+def pgbouncer(pg_server: str) -> Iterator[Pooler]:
+    """pgbouncer in transaction mode in front of the test server (Debian's package, as .ci/run installs)."""
+    if not PGBOUNCER.exists():
+        pytest.skip("pgbouncer is not installed (Debian package pgbouncer)")
+    pooler = make_pooler(pg_server)
     try:
         pooler.start()
         yield pooler
     finally:
         pooler.stop()
-        shutil.rmtree(folder, ignore_errors=True)
+        shutil.rmtree(pooler.folder, ignore_errors=True)
 
 
 def database_of(dsn: str) -> str:
