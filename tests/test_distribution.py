@@ -2,7 +2,8 @@
 
 Citus requires the distribution column in every primary key and unique index of a distributed table, and
 foreign keys between distributed tables must include it too. ``schema_migrations`` is the one table
-without tenants: under Citus it stays a local table on the coordinator.
+without tenants: under Citus it stays a local table on the coordinator. And a statement routes to one
+shard when it names one tenant: every statement the collector sends to a tenant table does.
 """
 
 from __future__ import annotations

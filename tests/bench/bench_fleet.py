@@ -28,7 +28,6 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import asyncpg
@@ -121,11 +120,10 @@ def start_collectors(dsn: str, workdir: Path, count: int, extra: tuple[str, ...]
 
 
 def measure_writes(
-    label: str, admin_dsn: str, target: str | None, count: int, events: int, workdir: Path, **kw: Any
+    label: str, admin_dsn: str, count: int, events: int, workdir: Path, pooler: Pooler | None
 ) -> Write:
-    """``events`` split among ``count`` collectors (one client each) into a fresh database; ``target``
-    maps the database's DSN to the one the collectors use (the pooler's)."""
-    pooler: Pooler | None = kw.get("pooler")
+    """``events`` split among ``count`` collectors (one client each) into a fresh database, directly or
+    through ``pooler``."""
     with fresh_database(admin_dsn, label.split()[0], schema=False) as dsn:
         postmaster = run_asyncio(_postmaster_of(dsn))
         assert postmaster is not None, "the server must run on this machine to count its CPU"
@@ -234,6 +232,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--hosts", type=int, default=8, help="collectors of the fleet")
     parser.add_argument("--pool", type=int, default=4, help="pgbouncer's server connections")
     parser.add_argument("--requests", type=int, default=600, help="API requests per route")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of the three write measurements")
     parser.add_argument("--dsn", help="an admin DSN of the server to use (default: an embedded one)")
     return parser.parse_args(argv)
 
@@ -247,21 +246,25 @@ def main(argv: list[str] | None = None) -> int:
         pooler.start()
         stack.callback(pooler.stop)
         print(f"server: {label}; pgbouncer pool {args.pool}; {args.events} events per measurement")
-        one = measure_writes("one collector", admin_dsn, None, 1, args.events, workdir)
-        print(one.row(), flush=True)
-        fleet = measure_writes("fleet direct", admin_dsn, None, args.hosts, args.events, workdir)
-        print(fleet.row(), flush=True)
-        pooled = measure_writes(
-            "fleet via pgbouncer", admin_dsn, None, args.hosts, args.events, workdir, pooler=pooler
-        )
-        print(pooled.row(), flush=True)
-        print(
-            f"fleet / one, per server CPU second: {fleet.per_server_cpu / one.per_server_cpu:.2f} (target .8)"
-        )
-        print(f"fleet / one, events per second:     {fleet.rate / one.rate:.2f}")
-        print(f"pgbouncer / direct: {pooled.rate / fleet.rate:.2f} of the rate, "
-              f"{pooled.server_cpu / pooled.events * 1e6:.0f} vs {fleet.server_cpu / fleet.events * 1e6:.0f} "
-              f"µs server CPU per event")  # fmt: skip
+        runs: dict[str, list[Write]] = {"one": [], "fleet": [], "pooled": []}
+        for round_ in range(args.rounds):  # the three in turn, so a busy spell of the machine hits all alike
+            for key, name, count, through in (
+                ("one", "one collector", 1, None),
+                ("fleet", "fleet direct", args.hosts, None),
+                ("pooled", "fleet via pgbouncer", args.hosts, pooler),
+            ):
+                write = measure_writes(f"{name} {round_}", admin_dsn, count, args.events, workdir, through)
+                runs[key].append(write)
+                print(write.row(), flush=True)
+        per_cpu = {key: statistics.median(w.per_server_cpu for w in ws) for key, ws in runs.items()}
+        rate = {key: statistics.median(w.rate for w in ws) for key, ws in runs.items()}
+        pooler_cpu = statistics.median(w.pooler_cpu / w.events * 1e6 for w in runs["pooled"])
+        print(f"medians of {args.rounds} rounds:")
+        print(f"fleet / one, per server CPU second: {per_cpu['fleet'] / per_cpu['one']:.2f} (target .8)")
+        print(f"fleet / one, events per second:     {rate['fleet'] / rate['one']:.2f}")
+        server_us = f"{1e6 / per_cpu['pooled']:.1f} vs {1e6 / per_cpu['fleet']:.1f} µs"
+        print(f"pgbouncer / direct: {rate['pooled'] / rate['fleet']:.2f} of the rate; server CPU per event")
+        print(f"    {server_us}; pgbouncer's own {pooler_cpu:.1f} µs")
         with fresh_database(admin_dsn, "api", schema=False) as dsn:
             subprocess.run([str(BIN / "hookdb"), "migrate", "--dsn", dsn], check=True, capture_output=True)
             seed_database(dsn)
