@@ -16,12 +16,15 @@ from typing import NamedTuple
 DATA_ERROR_CLASSES = frozenset({"22", "23"})
 
 # SQLSTATE classes that say the database is not able to take writes right now, whatever the rows: 08
-# connection, 25 invalid transaction state (a read-only server), 28 authorization, 3D a missing database,
+# connection, 25 invalid transaction state (a read-only server), 26 a prepared statement gone (a
+# transaction pooler that ``database.pooler`` does not know of), 28 authorization, 3D a missing database,
 # 40 rollbacks (deadlock, serialization), 42 a missing table or a revoked grant, 53 resources (disk full,
 # too many connections), 55 object not ready (lock not available), 57 operator intervention (shutdown,
 # statement timeout), 58 system (I/O), F0 configuration, XX internal. They and errors below SQL (timeouts,
 # I/O) count against the breaker and the batch is retried whole until the database recovers.
-AVAILABILITY_CLASSES = frozenset({"08", "25", "28", "3D", "40", "42", "53", "55", "57", "58", "F0", "XX"})
+AVAILABILITY_CLASSES = frozenset(
+    {"08", "25", "26", "28", "3D", "40", "42", "53", "55", "57", "58", "F0", "XX"}
+)
 
 
 def sqlstate_class(exc: BaseException) -> str:
@@ -63,7 +66,8 @@ class Refusal(NamedTuple):
 
 # Connection setups the server or a pooler refuses, as (SQLSTATEs, words of the message, cause, fix): no
 # retry can succeed until someone changes a setting, so the collector says which, once (the breaker still
-# retries). pgbouncer sends most of its refusals as 08P01 and tells them apart by their message.
+# retries). pgbouncer sends most of its refusals as 08P01 and tells them apart by their message. Lost
+# prepared statements are the same mistake found later, by the first statement through the pooler.
 SETUP_REFUSALS: tuple[tuple[frozenset[str], tuple[str, ...], str, str], ...] = (
     (
         frozenset(),
@@ -71,6 +75,13 @@ SETUP_REFUSALS: tuple[tuple[frozenset[str], tuple[str, ...], str, str], ...] = (
         "startup_parameter",
         'a pooler refused a startup parameter: set database.pooler = "transaction" (then hookdb sends none '
         "but application_name), or name it in the pooler's ignore_startup_parameters",
+    ),
+    (
+        frozenset({"26000", "42P05"}),
+        (),
+        "prepared_statements",
+        "prepared statements do not survive from one transaction to the next: a transaction-mode pooler "
+        'is in between; set database.pooler = "transaction" (then asyncpg keeps none)',
     ),
     (
         frozenset({"28000", "28P01"}),

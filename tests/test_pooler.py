@@ -100,9 +100,10 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def make_pooler(pg_server: str, pool_size: int = SERVER_POOL) -> Pooler:
+def make_pooler(pg_server: str, pool_size: int = SERVER_POOL, *, more: str = "") -> Pooler:
     """pgbouncer's configuration, in transaction mode in front of ``pg_server`` with ``pool_size`` server
-    connections per database and user and an auth file for the test logins (not started yet)."""
+    connections per database and user and an auth file for the test logins (not started yet); ``more``:
+    more settings of its ``[pgbouncer]`` section."""
     server = urlsplit(pg_server)
     host = unquote(dict(p.split("=", 1) for p in server.query.split("&") if "=" in p).get("host", ""))
     host = host or server.hostname or "127.0.0.1"
@@ -133,7 +134,7 @@ auth_file = {folder / "userlist.txt"}
 pool_mode = transaction
 default_pool_size = {pool_size}
 max_client_conn = 500
-"""
+{more}"""
     )
     (folder / "pgbouncer.log").touch()
     for path in folder.iterdir():
@@ -429,3 +430,36 @@ def test_a_connection_setup_the_pooler_refuses_is_logged_once_with_what_to_chang
     collector = start_collector("--dsn", target, *POOLED, use_dsn=False)  # what the line said to change
     assert wait_for_rows(dsn, 1) == 1
     assert collector.stop() == 0
+
+
+def test_prepared_statements_a_pooler_loses_are_logged_once_and_cost_no_event(
+    pg_server: str, dsn: str, start_collector: Any, socket_path: Path, tmp_path: Path
+) -> None:
+    """A pgbouncer told to ignore the startup parameters, and a collector not told of it: a statement it
+    prepared in one transaction is missing in the next. Nothing is dead-lettered for it."""
+    if not PGBOUNCER.exists():
+        pytest.skip("pgbouncer is not installed (Debian package pgbouncer)")
+    migrate(dsn)
+    ignored = "statement_timeout,tcp_keepalives_idle,tcp_keepalives_interval,tcp_keepalives_count"
+    # Two server connections, taken in turn: a client's next transaction lands on the other one.
+    more = f"ignore_startup_parameters = {ignored}\nmin_pool_size = 2\nserver_round_robin = 1\n"
+    pooler = make_pooler(pg_server, 2, more=more)
+    pooler.start()
+    try:
+        fast = ("--set", "breaker.open_seconds=0.1", "--set", "breaker.max_open_seconds=0.2")
+        collector = start_collector("--dsn", pooled(pooler, dsn), *fast, use_dsn=False)
+        ids, frames = make_frames(0, 200, ack=True)
+        ack_roundtrip(socket_path, ids, frames)
+        wait_for(lambda: collector.events("database.setup_refused"), 30)
+        time.sleep(1)  # the breaker retries meanwhile
+        refused = collector.events("database.setup_refused")
+        assert len(refused) == 1, refused
+        assert 'set database.pooler = "transaction"' in refused[0]["fix"]
+        assert collector.stop() == 0
+        assert collector.events("event.dead_lettered") == []
+        collector = start_collector("--dsn", pooled(pooler, dsn), *POOLED, use_dsn=False)
+        assert wait_for_rows(dsn, 200) == 200
+        assert collector.stop() == 0
+    finally:
+        pooler.stop()
+        shutil.rmtree(pooler.folder, ignore_errors=True)

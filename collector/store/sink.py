@@ -34,7 +34,7 @@ import trio_asyncio
 from hookdb.collector import classification as cls
 from hookdb.collector.ops import logs, metrics
 from hookdb.collector.store import blobs, ledger, partitions
-from hookdb.collector.store.connect import ConnectOptions, assume_role
+from hookdb.collector.store.connect import ConnectOptions, assume_role, report_refusal
 from hookdb.collector.store.migrate import migrate
 from hookdb.collector.store.projections import (
     Projection,
@@ -189,8 +189,9 @@ async def _open(options: ConnectOptions) -> tuple[asyncpg.Connection, list[str]]
                 "jsonb", schema="pg_catalog", encoder=_jsonb_encode, decoder=_jsonb_decode, format="binary"
             )
             await assume_role(conn, options.role, "database.role", local=True)
-    except BaseException:
+    except BaseException as exc:
         conn.terminate()
+        report_refusal(exc, options.application_name)
         raise
     return conn, applied
 
@@ -396,6 +397,7 @@ class PostgresSink:
             done = await write(self._conn, batch, self._options)
         except asyncpg.PostgresError as exc:
             if not cls.is_missing_partition(exc):
+                report_refusal(exc, self._options.application_name)  # a pooler nobody told us of
                 raise
             created = await trio_asyncio.aio_as_trio(_add_partitions)(self._conn, batch.rows)
             log.warning("partition.created", partitions=created, reason=str(exc))
