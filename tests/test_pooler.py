@@ -335,8 +335,10 @@ def test_collector_and_api_through_a_transaction_pooler_lose_nothing_and_leak_no
         "--set", f'tenants.uids={{"{uid}" = ["default", "acme", "beta"]}}', use_dsn=False,
     )  # fmt: skip
     api = start_api(
-        target, TOKENS, *POOLED, "--set", "api.pool_size=8", "--set", f"api.listen_dsn={toml_string(dsn)}"
-    )
+        target, TOKENS, *POOLED, "--set", "api.pool_size=8", "--set", f"api.listen_dsn={toml_string(dsn)}",
+        "--set", "api.heartbeat_seconds=2",  # within the stream client's read time-out all along
+    )  # fmt: skip
+    # Open all along: the default tenant's sessions change with every batch, and neither stream hears them.
     streams = {TOKEN_A: Stream(api, TOKEN_A), TOKEN_B: Stream(api, TOKEN_B)}
     try:
         batches = [make_frames(n, 2500, ack=True) for n in range(8)]  # 8 clients, tenant "default"
@@ -368,6 +370,7 @@ def test_collector_and_api_through_a_transaction_pooler_lose_nothing_and_leak_no
         ack_roundtrip(socket_path, list(ids), list(frames))
         assert heard(streams[TOKEN_A], 3) == {"a-live"}
         assert heard(streams[TOKEN_B], 1) == {"b-live"}
+        assert not any(stream.ended.is_set() for stream in streams.values())
     finally:
         for stream in streams.values():
             stream.close()
