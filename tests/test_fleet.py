@@ -5,12 +5,14 @@ fresh database (so their migrations and partition creation race) and write into 
 is stored once, and the sessions every host has events of merge to what one collector would have made of
 all the events, whatever order the hosts' batches commit in: counts add up, the first and last times are
 the extremes, the status is the newest status event's, a session ended on two hosts ends at the later end.
+Writers that meet a month without a partition at the same moment create what is missing once.
 """
 
 from __future__ import annotations
 
 import random
 import threading
+import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -18,13 +20,18 @@ from urllib.parse import unquote, urlsplit
 
 import msgspec
 import pytest
+import trio
+import trio_asyncio
 from test_nothing_lost import ack_roundtrip
 from test_pooler import POOLED, database_of, pgbouncer  # noqa: F401 - the fixture, used by name
 
 from hookdb.client.wire import encode_envelope, frame, new_event_id
 from hookdb.collector import classification as cls
+from hookdb.collector.store.connect import ConnectOptions
+from hookdb.collector.store.rows import Row
+from hookdb.collector.store.sink import PostgresSink
 
-from conftest import Collector, run_sql, wait_for_rows
+from conftest import Collector, migrate, run_sql, wait_for_rows
 
 HOSTS = 8
 EVENTS = 500  # per host
@@ -168,3 +175,42 @@ def test_eight_collectors_into_one_database_store_every_event_once_and_merge_sha
         assert stored[session] == {"session_id": session, **row}, session
     for collector in fleet:
         assert collector.events("write.failed") == [], collector.output[-3000:]  # no deadlock, no race
+
+
+def test_writers_meeting_a_month_without_a_partition_together_create_the_default_partition_once(
+    dsn: str,
+) -> None:
+    """The month's name is taken by a detached table and there is no default partition: every writer
+    falls back to creating the default one, at the same moment; each creates it or finds it made."""
+    migrate(dsn)
+    run_sql(dsn, "ALTER TABLE hook_audit_log DETACH PARTITION hook_audit_log_default")
+    run_sql(dsn, "DROP TABLE hook_audit_log_default")
+    run_sql(dsn, "CREATE TABLE hook_audit_log_y2031m05 (LIKE hook_audit_log)")  # detached: never filled
+    at = datetime(2031, 5, 15, 12, tzinfo=UTC)
+    writers = 6
+
+    async def race() -> list[int]:
+        async with trio_asyncio.open_loop():
+            options = ConnectOptions(dsn=dsn, application_name="test-race")
+            sinks = [await PostgresSink.connect(options) for _ in range(writers)]
+            written: list[int] = []
+            try:
+                start = trio.Event()
+
+                async def write(sink: PostgresSink) -> None:
+                    row = Row("t", uuid.uuid4(), at, at, "s", "Stop", None, "app", None, None, None, b"{}")
+                    await start.wait()
+                    written.append(await sink.write([row]))
+
+                async with trio.open_nursery() as nursery:
+                    for sink in sinks:
+                        nursery.start_soon(write, sink)
+                    await trio.sleep(0.1)
+                    start.set()
+            finally:
+                for sink in sinks:
+                    await sink.aclose()
+            return written
+
+    assert trio.run(race) == [1] * writers
+    assert run_sql(dsn, "SELECT count(*) FROM hook_audit_log_default")[0][0] == writers

@@ -250,9 +250,12 @@ async def _add_partitions(conn: asyncpg.Connection, rows: Sequence[Row]) -> list
             )
         created.append(name)
     default = f"{parent}_default"
-    if fallback and await conn.fetchval("SELECT to_regclass($1)", default) is None:
-        await conn.execute(f"CREATE TABLE {default} PARTITION OF {parent} DEFAULT")
-        created.append(default)
+    if fallback:
+        async with conn.transaction():  # under the lock like a month's: two writers create it once
+            await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", default)
+            if await conn.fetchval("SELECT to_regclass($1)", default) is None:
+                await conn.execute(f"CREATE TABLE {default} PARTITION OF {parent} DEFAULT")
+                created.append(default)
     return created
 
 
