@@ -7,6 +7,7 @@ has no CHECK constraints for them, and the projections read everything from here
 from __future__ import annotations
 
 from types import MappingProxyType
+from typing import NamedTuple
 
 # -- Database errors -----------------------------------------------------------------------------------
 
@@ -15,12 +16,15 @@ from types import MappingProxyType
 DATA_ERROR_CLASSES = frozenset({"22", "23"})
 
 # SQLSTATE classes that say the database is not able to take writes right now, whatever the rows: 08
-# connection, 25 invalid transaction state (a read-only server), 28 authorization, 3D a missing database,
+# connection, 25 invalid transaction state (a read-only server), 26 a prepared statement gone (a
+# transaction pooler that ``database.pooler`` does not know of), 28 authorization, 3D a missing database,
 # 40 rollbacks (deadlock, serialization), 42 a missing table or a revoked grant, 53 resources (disk full,
 # too many connections), 55 object not ready (lock not available), 57 operator intervention (shutdown,
 # statement timeout), 58 system (I/O), F0 configuration, XX internal. They and errors below SQL (timeouts,
 # I/O) count against the breaker and the batch is retried whole until the database recovers.
-AVAILABILITY_CLASSES = frozenset({"08", "25", "28", "3D", "40", "42", "53", "55", "57", "58", "F0", "XX"})
+AVAILABILITY_CLASSES = frozenset(
+    {"08", "25", "26", "28", "3D", "40", "42", "53", "55", "57", "58", "F0", "XX"}
+)
 
 
 def sqlstate_class(exc: BaseException) -> str:
@@ -50,6 +54,68 @@ def may_be_row_fault(exc: BaseException) -> bool:
     Once is a failure like any other; if it repeats for the same batch, the batch is split like a data
     error, so one row cannot stop every tenant's delivery."""
     return sqlstate_class(exc) not in DATA_ERROR_CLASSES | AVAILABILITY_CLASSES | {"io"}
+
+
+class Refusal(NamedTuple):
+    """Why the server or a pooler refused a connection's setup (``cause``, one per distinct problem) and
+    what to change (``fix``)."""
+
+    cause: str
+    fix: str
+
+
+# Connection setups the server or a pooler refuses, as (SQLSTATEs, words of the message, cause, fix): no
+# retry can succeed until someone changes a setting, so the collector says which, once (the breaker still
+# retries). pgbouncer sends most of its refusals as 08P01 and tells them apart by their message. Lost
+# prepared statements are the same mistake found later, by the first statement through the pooler.
+SETUP_REFUSALS: tuple[tuple[frozenset[str], tuple[str, ...], str, str], ...] = (
+    (
+        frozenset(),
+        ("unsupported startup parameter",),
+        "startup_parameter",
+        'a pooler refused a startup parameter: set database.pooler = "transaction" (then hookdb sends none '
+        "but application_name), or name it in the pooler's ignore_startup_parameters",
+    ),
+    (
+        frozenset({"26000", "42P05"}),
+        (),
+        "prepared_statements",
+        "prepared statements do not survive from one transaction to the next: a transaction-mode pooler "
+        'is in between; set database.pooler = "transaction" (then asyncpg keeps none)',
+    ),
+    (
+        frozenset({"28000", "28P01"}),
+        ("password authentication failed", "no such user", "server login has been failing"),
+        "login",
+        "the login was refused: check the DSN's user and password (or database.password_file), the "
+        "server's pg_hba.conf, and a pooler's auth_file",
+    ),
+    (
+        frozenset({"3D000"}),
+        ("no such database", "does not exist"),
+        "database",
+        "the database does not exist: create it (hookdb migrate then makes its tables), or fix the DSN's "
+        "database name (and a pooler's [databases])",
+    ),
+    (
+        frozenset({"53300"}),
+        ("too many connections", "too many clients", "no more connections allowed", "remaining connection"),
+        "connection_slots",
+        "no connection slot is free: raise the server's max_connections (or a pooler's max_client_conn), "
+        "lower database.writers or api.pool_size, or put a transaction pooler in front "
+        '(database.pooler = "transaction")',
+    ),
+)
+
+
+def setup_refusal(exc: BaseException) -> Refusal | None:
+    """What to change if ``exc`` says the server or a pooler refused the connection's setup, else None."""
+    code = getattr(exc, "sqlstate", None)
+    message = str(exc).lower()
+    for codes, words, cause, fix in SETUP_REFUSALS:
+        if code in codes or (code == "08P01" and any(w in message for w in words)):
+            return Refusal(cause, fix)
+    return None
 
 
 # -- Claude Code hooks ---------------------------------------------------------------------------------

@@ -109,7 +109,13 @@ class DatabaseSection(_Section):
     write_timeout_seconds: Seconds = 60.0
     """A batch write (its statements and commit) that takes longer counts as failed."""
     statement_timeout_seconds: Seconds = 30.0
-    """PostgreSQL's ``statement_timeout`` for the collector's sessions."""
+    """PostgreSQL's ``statement_timeout`` for the collector's transactions (set in each one)."""
+    pooler: Literal["none", "transaction"] = "none"
+    """What sits between hookdb and the server: "none" (the server itself, or a pooler in session mode), or
+"transaction" for a transaction-mode pooler such as pgbouncer's default: then nothing but
+``application_name`` is sent at startup (the pooler refuses the rest; the server's TCP keepalives are the
+pooler's to set) and asyncpg keeps no prepared statements. Every role, tenant and timeout is set per
+transaction either way. Applies to the collector, ``hookdb api``, backfill and the admin commands."""
     health_check_seconds: Seconds = 5.0
     """When no batch was written for this long, a ``SELECT 1`` checks that the database is still there."""
     password_file: str = ""
@@ -172,6 +178,10 @@ class ApiSection(_Section):
     """Database connections the API keeps at most (at least 4: a session detail reads four at once)."""
     statement_timeout_seconds: Seconds = 10.0
     """PostgreSQL's ``statement_timeout`` for the API's queries."""
+    listen_dsn: str = ""
+    """DSN of the one connection the live feed LISTENs on, which needs a session of its own: set it to reach
+the server directly when the API's DSN goes through a transaction-mode pooler (the pooler would hand the
+LISTEN's server connection to other clients). The password file applies to it too. Empty: the API's DSN."""
     retry_after_seconds: Positive = 5
     """``Retry-After`` of the 503 answered while the database is unreachable."""
     heartbeat_seconds: Seconds = 15.0

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import os
 import pwd
+import queue
 import random
 import shutil
 import socket
 import subprocess
 import tempfile
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,9 +29,12 @@ import asyncpg
 import httpx
 import pytest
 import seed
-from test_api import TOKEN_A, TOKEN_B, TOKENS, client, write_seed
+from test_api import TOKEN_A, TOKEN_B, TOKENS, Stream, client, write_seed
+from test_nothing_lost import AckingClient, ack_roundtrip, make_frames
 
-from conftest import migrate, run_sql, wait_for
+from hookdb.client.wire import encode_envelope, frame, new_event_id
+
+from conftest import count_rows, migrate, run_sql, wait_for, wait_for_rows
 
 PGBOUNCER = Path("/usr/sbin/pgbouncer")
 # Server connections per database and user: fewer than the API's 8 and the 16 clients', and as many as a
@@ -37,22 +42,56 @@ PGBOUNCER = Path("/usr/sbin/pgbouncer")
 SERVER_POOL = 4
 PASSWORD = "pooler-secret"
 OWNER = "hookdb_test_owner"
-# What hookdb's connections send at startup that pgbouncer would refuse (issue 16 makes them per transaction).
-IGNORED = ("statement_timeout", "plan_cache_mode", "tcp_keepalives_idle", "tcp_keepalives_interval")
-IGNORED += ("tcp_keepalives_count",)
+# hookdb's setting for it: nothing but application_name at startup (a default pgbouncer refuses the rest).
+POOLED = ("--set", "database.pooler=transaction")
 ACME, BETA = 40, 15  # sessions of each tenant; ids apart (a-…, b-…) so a leak shows in every answer
 
 
 @dataclass
 class Pooler:
-    """A pgbouncer process; ``dsn(database, user)`` reaches the test server through it."""
+    """A pgbouncer process (with pgbouncer's defaults: no ``ignore_startup_parameters``);
+    ``dsn(database, user)`` reaches the test server through it."""
 
     port: int
-    proc: subprocess.Popen[bytes]
-    log: Path
+    user: str
+    folder: Path
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def log(self) -> Path:
+        return self.folder / "pgbouncer.log"
 
     def dsn(self, database: str, user: str) -> str:
         return f"postgresql://{user}:{PASSWORD}@127.0.0.1:{self.port}/{database}"
+
+    def start(self) -> None:
+        with open(self.log, "ab") as output:
+            self.proc = subprocess.Popen(
+                [str(PGBOUNCER), "-u", self.user, str(self.folder / "pgbouncer.ini")],
+                stdout=output,
+                stderr=output,
+            )
+        proc = self.proc
+
+        def listening() -> bool:
+            if proc.poll() is not None:
+                pytest.fail(f"pgbouncer exited with {proc.returncode}:\n{self.log.read_text()}")
+            with socket.socket() as s:
+                return s.connect_ex(("127.0.0.1", self.port)) == 0
+
+        wait_for(listening, 10)
+
+    def stop(self) -> None:
+        """SIGTERM: pgbouncer's immediate shutdown, every client and server connection cut."""
+        if self.proc is None:
+            return
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.proc = None
 
 
 def _free_port() -> int:
@@ -61,11 +100,10 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture
-def pgbouncer(pg_server: str) -> Iterator[Pooler]:
-    """pgbouncer in transaction mode in front of the test server, with an auth file for the test logins."""
-    if not PGBOUNCER.exists():
-        pytest.skip("pgbouncer is not installed (Debian package pgbouncer)")
+def make_pooler(pg_server: str, pool_size: int = SERVER_POOL, *, more: str = "") -> Pooler:
+    """pgbouncer's configuration, in transaction mode in front of ``pg_server`` with ``pool_size`` server
+    connections per database and user and an auth file for the test logins (not started yet); ``more``:
+    more settings of its ``[pgbouncer]`` section."""
     server = urlsplit(pg_server)
     host = unquote(dict(p.split("=", 1) for p in server.query.split("&") if "=" in p).get("host", ""))
     host = host or server.hostname or "127.0.0.1"
@@ -94,37 +132,28 @@ unix_socket_dir =
 auth_type = md5
 auth_file = {folder / "userlist.txt"}
 pool_mode = transaction
-default_pool_size = {SERVER_POOL}
+default_pool_size = {pool_size}
 max_client_conn = 500
-ignore_startup_parameters = {",".join(IGNORED)}
-"""
+{more}"""
     )
+    (folder / "pgbouncer.log").touch()
     for path in folder.iterdir():
         path.chmod(0o644)
-    with open(folder / "pgbouncer.log", "ab") as output:
-        proc = subprocess.Popen(
-            [str(PGBOUNCER), "-u", user, str(folder / "pgbouncer.ini")], stdout=output, stderr=output
-        )
-    pooler = Pooler(port, proc, folder / "pgbouncer.log")
+    return Pooler(port, user, folder)
 
-    def listening() -> bool:
-        if proc.poll() is not None:
-            log = pooler.log.read_text() if pooler.log.exists() else ""
-            pytest.fail(f"pgbouncer exited with {proc.returncode}:\n{log}")
-        with socket.socket() as s:
-            return s.connect_ex(("127.0.0.1", port)) == 0
 
+@pytest.fixture
+def pgbouncer(pg_server: str) -> Iterator[Pooler]:
+    """pgbouncer in transaction mode in front of the test server (Debian's package, as .ci/run installs)."""
+    if not PGBOUNCER.exists():
+        pytest.skip("pgbouncer is not installed (Debian package pgbouncer)")
+    pooler = make_pooler(pg_server)
     try:
-        wait_for(listening, 10)
+        pooler.start()
         yield pooler
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        shutil.rmtree(folder, ignore_errors=True)
+        pooler.stop()
+        shutil.rmtree(pooler.folder, ignore_errors=True)
 
 
 def database_of(dsn: str) -> str:
@@ -219,7 +248,7 @@ def test_two_tenants_through_a_transaction_pooler_never_see_each_other(
     seeded(dsn)
     admin = unquote(urlsplit(dsn).username or "postgres")
     # The superuser login, reading as hookdb_reader (api.role): the role must hold in every transaction.
-    api = start_api(pgbouncer.dsn(database_of(dsn), admin), TOKENS, "--set", "api.pool_size=8")
+    api = start_api(pgbouncer.dsn(database_of(dsn), admin), TOKENS, *POOLED, "--set", "api.pool_size=8")
     problems = hammer(api)
     assert problems == [], f"{len(problems)} of {16 * 30} answers wrong, e.g. {problems[:5]}"
     # The API's connections shared the pooler's few server connections.
@@ -236,7 +265,7 @@ def test_a_login_that_owns_the_tables_sees_only_its_tenant(
         run_sql(owner_dsn, "SELECT 1")
     except (OSError, asyncpg.PostgresError) as exc:
         pytest.skip(f"the test server does not let {OWNER} log in: {exc}")
-    api = start_api(owner_dsn, TOKENS, "--set", "api.role=")  # reads as the owner itself
+    api = start_api(owner_dsn, TOKENS, *POOLED, "--set", "api.role=")  # reads as the owner itself
     assert hammer(api, threads=6, requests=15) == []
 
 
@@ -245,8 +274,8 @@ def test_a_login_that_bypasses_row_level_security_is_refused(
 ) -> None:
     seeded(dsn)
     admin = unquote(urlsplit(dsn).username or "postgres")
-    for target in (dsn, pgbouncer.dsn(database_of(dsn), admin)):
-        api = start_api(target, TOKENS, "--set", "api.role=")  # a superuser reading as itself
+    for target, pooled in ((dsn, ()), (pgbouncer.dsn(database_of(dsn), admin), POOLED)):
+        api = start_api(target, TOKENS, *pooled, "--set", "api.role=")  # a superuser reading as itself
         with client(api) as http:
             for path in ("/api/sessions", "/api/sessions/stats", "/api/sessions/a-000001"):
                 answer = http.get(path)
@@ -256,3 +285,184 @@ def test_a_login_that_bypasses_row_level_security_is_refused(
                 assert 'api.role = "hookdb_reader"' in answer.json()["detail"]
         assert len(api.events("api.database_unavailable")) == 1  # logged once, not per request
         api.stop()
+
+
+def pooled(pooler: Pooler, dsn: str) -> str:
+    """``dsn``'s database and login, through ``pooler``."""
+    return pooler.dsn(database_of(dsn), unquote(urlsplit(dsn).username or "postgres"))
+
+
+def toml_string(value: str) -> str:
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def tenant_frame(tenant: str, session: str) -> tuple[str, bytes]:
+    event_id = new_event_id()
+    data = encode_envelope(
+        event_id=event_id,
+        occurred_at_ns=time.time_ns(),
+        source="app",
+        event_type="SessionStart",
+        session_id=session,
+        tenant=tenant,
+        payload=b'{"model": "claude-opus-4-5"}',
+        ack=True,
+    )
+    return event_id, frame(data)
+
+
+def heard(stream: Stream, seconds: float) -> set[str]:
+    """The session ids ``stream`` announced within ``seconds``."""
+    found: set[str] = set()
+    deadline = time.monotonic() + seconds
+    while (left := deadline - time.monotonic()) > 0:
+        try:
+            found.add(stream.next("session", timeout=left)["session"]["session_id"])
+        except queue.Empty:
+            break
+    return found
+
+
+def test_collector_and_api_through_a_transaction_pooler_lose_nothing_and_leak_nothing(
+    dsn: str, pgbouncer: Pooler, start_collector: Any, start_api: Any, socket_path: Path
+) -> None:
+    seeded(dsn)
+    target = pooled(pgbouncer, dsn)
+    uid = os.getuid()
+    # 8 writers and the API's 8 connections share the pooler's 4 server connections.
+    collector = start_collector(
+        "--dsn", target, *POOLED, "--set", "database.writers=8", "--set", "batch.linger_seconds=0.05",
+        "--set", f'tenants.uids={{"{uid}" = ["default", "acme", "beta"]}}', use_dsn=False,
+    )  # fmt: skip
+    api = start_api(
+        target, TOKENS, *POOLED, "--set", "api.pool_size=8", "--set", f"api.listen_dsn={toml_string(dsn)}",
+        "--set", "api.heartbeat_seconds=2",  # within the stream client's read time-out all along
+    )  # fmt: skip
+    # Open all along: the default tenant's sessions change with every batch, and neither stream hears them.
+    streams = {TOKEN_A: Stream(api, TOKEN_A), TOKEN_B: Stream(api, TOKEN_B)}
+    try:
+        batches = [make_frames(n, 2500, ack=True) for n in range(8)]  # 8 clients, tenant "default"
+        failures: list[BaseException] = []
+
+        def send(ids: list[str], frames: list[bytes]) -> None:
+            try:
+                for start in range(0, len(frames), 250):
+                    ack_roundtrip(socket_path, ids[start : start + 250], frames[start : start + 250])
+            except BaseException as exc:
+                failures.append(exc)
+
+        senders = [threading.Thread(target=send, args=batch) for batch in batches]
+        for s in senders:
+            s.start()
+        problems = hammer(api, threads=16, requests=63)  # 1,008 requests while the events go in
+        for s in senders:
+            s.join()
+        assert failures == []
+        assert problems == [], f"{len(problems)} of 1008 answers wrong, e.g. {problems[:5]}"
+        counts = "SELECT count(*), count(DISTINCT event_id) FROM hook_audit_log WHERE tenant_id = 'default'"
+        wait_for(lambda: run_sql(dsn, counts)[0][0] >= 20_000, 90)
+        time.sleep(0.5)  # nothing more comes
+        assert run_sql(dsn, counts)[0] == (20_000, 20_000)
+        assert run_sql(dsn, "SELECT event_count FROM sessions WHERE tenant_id = 'default'")[0][0] == 20_000
+        assert server_connections(dsn) <= SERVER_POOL + 1  # + the live feed's, direct to the server
+        # The live feed (LISTEN direct, the cards read through the pooler): each tenant hears its own only.
+        ids, frames = zip(tenant_frame("acme", "a-live"), tenant_frame("beta", "b-live"), strict=True)
+        ack_roundtrip(socket_path, list(ids), list(frames))
+        assert heard(streams[TOKEN_A], 3) == {"a-live"}
+        assert heard(streams[TOKEN_B], 1) == {"b-live"}
+        assert not any(stream.ended.is_set() for stream in streams.values())
+    finally:
+        for stream in streams.values():
+            stream.close()
+    assert collector.stop() == 0
+    assert collector.events("database.setup_refused") == []
+
+
+def test_the_pooler_restarted_mid_stream_loses_nothing(
+    dsn: str, pgbouncer: Pooler, start_collector: Any, socket_path: Path
+) -> None:
+    migrate(dsn)
+    collector = start_collector(
+        "--dsn", pooled(pgbouncer, dsn), *POOLED, "--set", "breaker.open_seconds=0.2", use_dsn=False
+    )
+    stop = threading.Event()
+    clients = [AckingClient(socket_path, n, stop) for n in range(4)]
+    for c in clients:
+        c.start()
+    try:
+        wait_for(lambda: count_rows(dsn) >= 2000, 60)
+        pgbouncer.stop()  # every connection through it cut, mid-stream
+        time.sleep(0.5)
+        pgbouncer.start()
+        restarted_at = count_rows(dsn)
+        wait_for(lambda: count_rows(dsn) >= restarted_at + 2000, 60)
+    finally:
+        stop.set()
+        for c in clients:
+            c.join(30)
+    assert [c.error for c in clients if c.error] == []
+    acked = set().union(*(c.acked for c in clients))
+    sent = set().union(*(c.sent for c in clients))
+    wait_for(lambda: count_rows(dsn) >= len(acked), 60)
+    assert collector.stop() == 0
+    stored = [str(r[0]) for r in run_sql(dsn, "SELECT event_id FROM hook_audit_log")]
+    assert len(stored) == len(set(stored))
+    assert acked <= set(stored) <= sent
+    noticed = collector.events("write.failed") + collector.events("breaker.transition")
+    assert noticed, "the restart went unseen"
+
+
+def test_a_connection_setup_the_pooler_refuses_is_logged_once_with_what_to_change(
+    dsn: str, pgbouncer: Pooler, start_collector: Any, socket_path: Path
+) -> None:
+    migrate(dsn)
+    target = pooled(pgbouncer, dsn)
+    fast = ("--set", "breaker.open_seconds=0.1", "--set", "breaker.max_open_seconds=0.2")
+    fast += ("--set", "database.health_check_seconds=0.2")
+    # database.pooler left at "none": the startup parameters a direct server takes, which pgbouncer refuses.
+    collector = start_collector("--dsn", target, *fast, use_dsn=False)
+    ids, frames = make_frames(0, 1, ack=True)
+    ack_roundtrip(socket_path, ids, frames)  # spooled, though it cannot be written yet
+    wait_for(lambda: pgbouncer.log.read_text().count("unsupported startup parameter") >= 5, 30)
+    refused = collector.events("database.setup_refused")
+    assert len(refused) == 1, refused
+    assert 'set database.pooler = "transaction"' in refused[0]["fix"]
+    assert "unsupported startup parameter" in refused[0]["error"]
+    assert collector.stop() == 0
+    assert count_rows(dsn) == 0
+    collector = start_collector("--dsn", target, *POOLED, use_dsn=False)  # what the line said to change
+    assert wait_for_rows(dsn, 1) == 1
+    assert collector.stop() == 0
+
+
+def test_prepared_statements_a_pooler_loses_are_logged_once_and_cost_no_event(
+    pg_server: str, dsn: str, start_collector: Any, socket_path: Path, tmp_path: Path
+) -> None:
+    """A pgbouncer told to ignore the startup parameters, and a collector not told of it: a statement it
+    prepared in one transaction is missing in the next. Nothing is dead-lettered for it."""
+    if not PGBOUNCER.exists():
+        pytest.skip("pgbouncer is not installed (Debian package pgbouncer)")
+    migrate(dsn)
+    ignored = "statement_timeout,tcp_keepalives_idle,tcp_keepalives_interval,tcp_keepalives_count"
+    # Two server connections, taken in turn: a client's next transaction lands on the other one.
+    more = f"ignore_startup_parameters = {ignored}\nmin_pool_size = 2\nserver_round_robin = 1\n"
+    pooler = make_pooler(pg_server, 2, more=more)
+    pooler.start()
+    try:
+        fast = ("--set", "breaker.open_seconds=0.1", "--set", "breaker.max_open_seconds=0.2")
+        collector = start_collector("--dsn", pooled(pooler, dsn), *fast, use_dsn=False)
+        ids, frames = make_frames(0, 200, ack=True)
+        ack_roundtrip(socket_path, ids, frames)
+        wait_for(lambda: collector.events("database.setup_refused"), 30)
+        time.sleep(1)  # the breaker retries meanwhile
+        refused = collector.events("database.setup_refused")
+        assert len(refused) == 1, refused
+        assert 'set database.pooler = "transaction"' in refused[0]["fix"]
+        assert collector.stop() == 0
+        assert collector.events("event.dead_lettered") == []
+        collector = start_collector("--dsn", pooled(pooler, dsn), *POOLED, use_dsn=False)
+        assert wait_for_rows(dsn, 200) == 200
+        assert collector.stop() == 0
+    finally:
+        pooler.stop()
+        shutil.rmtree(pooler.folder, ignore_errors=True)

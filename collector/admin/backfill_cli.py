@@ -309,16 +309,13 @@ def _rows(
 
 async def _live_sessions(options: ConnectOptions, tenant: str, session_ids: list[str]) -> set[str]:
     """The sessions among ``session_ids`` that have events of another source than backfill in ``tenant``."""
-    import asyncpg
     import trio_asyncio
 
     async def query() -> set[str]:
-        conn = await asyncpg.connect(options.dsn, **options.kwargs())
+        conn = await options.connect()
         try:
-            if options.role:
-                await conn.execute(f'SET ROLE "{options.role}"')
             async with conn.transaction():
-                await conn.execute("SELECT set_config('hookdb.tenant', $1, true)", tenant)
+                await options.begin(conn, tenant)
                 return {r[0] for r in await conn.fetch(_LIVE_SESSIONS, tenant, session_ids)}
         finally:
             await conn.close()

@@ -1,5 +1,8 @@
 """The live feed: one LISTEN connection per API process, fanned out to each tenant's stream subscribers.
 
+LISTEN needs a session that outlives transactions: with the API behind a transaction-mode pooler, that one
+connection goes straight to the server (``api.listen_dsn``); the cards are read through the pooler.
+
 PostgreSQL sends ``hookdb_sessions`` notifications after the writer's transaction commits (a trigger on
 ``sessions``; see schema.sql). Notices arriving together are coalesced, the changed session cards are
 read once per tenant under that tenant's row-level security, and every subscriber of the tenant gets
@@ -127,7 +130,7 @@ class Feed:
                     await lost.wait()
                 if not lost.is_set():
                     with trio.fail_after(self._ping_seconds):
-                        await trio_asyncio.aio_as_trio(conn.fetchval)("SELECT 1")
+                        await trio_asyncio.aio_as_trio(conn.execute)("SELECT 1")
             raise ConnectionResetError("the listening connection closed")
         finally:
             conn.terminate()

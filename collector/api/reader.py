@@ -1,8 +1,9 @@
 """Tenant-scoped reads: every query runs in a read-only transaction as ``hookdb_reader`` with the
 tenant set for that transaction alone, so row-level security is the last line of defence.
 
-Nothing is kept between transactions (``SET LOCAL ROLE``, the tenant by ``set_config(..., true)``, no
-prepared statement reused), so a transaction-mode pooler may give each one another server connection.
+Nothing is kept between transactions (role, timeout and planner settings by ``SET LOCAL``, the tenant
+by ``set_config(..., true)``, no prepared statement reused, the type codecs looked up in a
+transaction), so a transaction-mode pooler may give each one another server connection.
 Each transaction also checks that row-level security applies to it: a login that could bypass it (a
 superuser, BYPASSRLS, an owner of tables not forced) is refused with what to fix, never served.
 
@@ -23,7 +24,7 @@ import msgspec
 import trio_asyncio
 
 from hookdb.collector import classification as cls
-from hookdb.collector.store.connect import ConnectOptions, assume_role, quote_ident
+from hookdb.collector.store.connect import ConnectOptions, quote_ident
 from hookdb.collector.store.migrate import SchemaError
 
 T = TypeVar("T")
@@ -80,12 +81,17 @@ def _raw_json(data: bytes) -> msgspec.Raw:
 
 
 async def _setup(conn: asyncpg.Connection) -> None:
-    await conn.set_type_codec("jsonb", schema="pg_catalog", encoder=bytes, decoder=_raw_json, format="binary")
+    # In a transaction: through a transaction pooler, the type lookup's two round trips must not land on
+    # two server connections.
+    async with conn.transaction():
+        await conn.set_type_codec(
+            "jsonb", schema="pg_catalog", encoder=bytes, decoder=_raw_json, format="binary"
+        )
 
 
-async def _enter(conn: asyncpg.Connection, role: str, tenant: str) -> None:
-    """Make the transaction just begun on ``conn`` read as ``role`` for ``tenant``, or refuse it."""
-    await assume_role(conn, role, "api.role", local=True)
+async def _enter(conn: asyncpg.Connection, options: ConnectOptions, tenant: str) -> None:
+    """Make the transaction just begun on ``conn`` read as ``options.role`` for ``tenant``, or refuse it."""
+    await options.begin(conn)
     if not await conn.fetchval(_SET_TENANT, tenant):
         raise await _bypassing(conn)
 
@@ -131,7 +137,7 @@ class Reader:
         async def connect(*_: object, **__: object) -> asyncpg.Connection:
             # The password file read afresh. No statement cache: under a transaction-mode pooler a
             # statement prepared in one transaction is gone (or another client's) in the next.
-            return await asyncpg.connect(options.dsn, **{**options.kwargs(), "statement_cache_size": 0})
+            return await options.connect(statement_cache_size=0)
 
         self._pool = await asyncpg.create_pool(
             min_size=0,
@@ -169,7 +175,7 @@ class Reader:
     async def _read(self, tenant: str, work: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
         assert self._pool is not None
         async with self._pool.acquire() as conn, conn.transaction(readonly=True):
-            await _enter(conn, self._options.role, tenant)
+            await _enter(conn, self._options, tenant)
             return await work(conn)
 
     async def _read_together(self, tenant: str, works: Sequence[Work]) -> list[Any]:
@@ -180,10 +186,9 @@ class Reader:
             # a transaction pooler a server connection is taken at BEGIN, so the BEGINs are inside too.
             async with self._acquiring:
                 conns = [await stack.enter_async_context(self._pool.acquire()) for _ in works]
-                role = self._options.role
                 first = conns[0]
                 await stack.enter_async_context(first.transaction(isolation="repeatable_read", readonly=True))
-                await _enter(first, role, tenant)
+                await _enter(first, self._options, tenant)
                 snapshot = await first.fetchval("SELECT pg_export_snapshot()")
                 if not _SNAPSHOT.match(snapshot):
                     raise AssertionError(f"unexpected snapshot id {snapshot!r}")
@@ -192,7 +197,7 @@ class Reader:
                         conn.transaction(isolation="repeatable_read", readonly=True)
                     )
                     await conn.execute(f"SET TRANSACTION SNAPSHOT '{snapshot}'")
-                    await _enter(conn, role, tenant)
+                    await _enter(conn, self._options, tenant)
 
             try:
                 async with asyncio.TaskGroup() as group:

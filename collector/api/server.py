@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+from dataclasses import replace
 
 import trio
 import trio_asyncio
@@ -35,6 +36,7 @@ async def run(config: Config) -> None:
             dsn,
             application_name="hookdb-api",
             role=settings.role,
+            role_setting="api.role",
             statement_timeout=settings.statement_timeout_seconds,
             # A generic plan cannot know how long a session is: the timeline's would read all of a
             # long session for every page. Planning afresh costs well under a millisecond.
@@ -42,7 +44,7 @@ async def run(config: Config) -> None:
         )
         try:
             async with Reader(options, settings.pool_size) as reader, trio.open_nursery() as nursery:
-                feed = Feed(options, reader, settings.heartbeat_seconds)
+                feed = Feed(_listen_options(options, settings.listen_dsn), reader, settings.heartbeat_seconds)
                 await nursery.start(feed.run)
                 stop = trio.Event()
                 nursery.start_soon(_stop_on_signal, stop, feed)
@@ -56,6 +58,20 @@ async def run(config: Config) -> None:
             if server is not None:
                 await trio.to_thread.run_sync(server.cleanup)
     log.info("api.stopped")
+
+
+def _listen_options(options: ConnectOptions, listen_dsn: str) -> ConnectOptions:
+    """The live feed's LISTEN needs a session: ``api.listen_dsn`` reaches the server directly; without it
+    the feed listens through the API's DSN, which a transaction pooler would not keep."""
+    if listen_dsn:
+        return replace(options, dsn=listen_dsn, pooler="none")
+    if options.through_pooler:
+        log.warning(
+            "api.feed_through_pooler",
+            detail='database.pooler = "transaction" and no api.listen_dsn: the live feed may miss changes; '
+            "set api.listen_dsn to a DSN that reaches the server directly",
+        )
+    return options
 
 
 async def _serve(

@@ -3,18 +3,39 @@
 The daemon, ``hookdb api``, backfill and the admin commands all connect through :class:`ConnectOptions`,
 so the DSN, the password file (read afresh at every connect, so a rotated password needs no restart),
 the time-outs, keepalives and the role they act as are decided the same way everywhere.
+
+Everything a transaction depends on (role, ``statement_timeout``, other settings, the tenant) is set in
+that transaction by :meth:`ConnectOptions.begin`, so a transaction-mode pooler may run each transaction
+on another server connection. With ``database.pooler = "transaction"`` nothing but ``application_name``
+is sent at startup (a default pgbouncer refuses other startup parameters) and asyncpg keeps no prepared
+statements; directly to a server, the startup also carries the timeout and the server's TCP keepalives
+(so the server notices a vanished client), which cover admin work outside hookdb's own transactions.
+
+A connection refused at setup (login, database, startup parameters, connection slots) is logged once per
+distinct cause with what to change (``classification.setup_refusal``); the caller retries as usual.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 
+from hookdb.collector import classification as cls
 from hookdb.collector.config import Config
+from hookdb.collector.ops import logs
 from hookdb.collector.store.migrate import SchemaError
+
+log = logs.get("hookdb.connect")
+
+# The server notices a vanished client; the client's own time-outs notice a vanished server.
+_KEEPALIVES = (
+    ("tcp_keepalives_idle", "30"),
+    ("tcp_keepalives_interval", "10"),
+    ("tcp_keepalives_count", "3"),
+)
 
 
 @dataclass(frozen=True)
@@ -26,9 +47,12 @@ class ConnectOptions:
     statement_timeout: float = 30.0  # 0: none (admin work bounded by lock_timeout instead)
     password_file: str = ""
     role: str = "hookdb_writer"  # "" acts as the login itself
+    role_setting: str = "database.role"  # where the role is configured, for the error that names it
     blob_min_bytes: int = 8192
     application_name: str = "hookdb-collector"
-    settings: tuple[tuple[str, str], ...] = ()  # more server settings for every session
+    settings: tuple[tuple[str, str], ...] = ()  # more server settings, for every transaction
+    pooler: str = "none"  # database.pooler: "transaction" keeps nothing on the connection at all
+    _begin: dict[bool, str] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     @classmethod
     def from_config(
@@ -38,6 +62,7 @@ class ConnectOptions:
         *,
         application_name: str,
         role: str | None = None,
+        role_setting: str = "database.role",
         statement_timeout: float | None = None,
         settings: tuple[tuple[str, str], ...] = (),
     ) -> ConnectOptions:
@@ -52,30 +77,83 @@ class ConnectOptions:
             else statement_timeout,
             password_file=database.password_file,
             role=database.role if role is None else role,
+            role_setting=role_setting,
             blob_min_bytes=database.blob_min_bytes,
             application_name=application_name,
             settings=settings,
+            pooler=database.pooler,
         )
+
+    @property
+    def through_pooler(self) -> bool:
+        return self.pooler == "transaction"
+
+    def local_settings(self) -> tuple[tuple[str, str], ...]:
+        """The settings every transaction takes for itself (``SET LOCAL``)."""
+        timeout = (("statement_timeout", str(int(self.statement_timeout * 1000))),)
+        return (*timeout, *self.settings) if self.statement_timeout else self.settings
 
     def kwargs(self) -> dict[str, Any]:
         """``asyncpg.connect`` keyword arguments (the password file read now)."""
-        settings = {
-            **dict(self.settings),
-            "application_name": self.application_name,
-            "statement_timeout": str(int(self.statement_timeout * 1000)),
-            # The server notices a vanished client; the client's own time-outs notice a vanished server.
-            "tcp_keepalives_idle": "30",
-            "tcp_keepalives_interval": "10",
-            "tcp_keepalives_count": "3",
-        }
+        settings = {"application_name": self.application_name}
         kwargs: dict[str, Any] = {"timeout": self.connect_timeout, "server_settings": settings}
+        if self.through_pooler:
+            # A statement prepared in one transaction is gone (or another client's) in the next.
+            kwargs["statement_cache_size"] = 0
+        else:
+            settings.update(self.local_settings())
+            if not self.statement_timeout:
+                settings["statement_timeout"] = "0"
+            settings.update(_KEEPALIVES)
         if self.password_file:
             kwargs["password"] = Path(self.password_file).read_text().strip()
         return kwargs
 
-    async def connect(self) -> asyncpg.Connection:
-        """A new connection (asyncio side)."""
-        return await asyncpg.connect(self.dsn, **self.kwargs())
+    async def connect(self, **extra: Any) -> asyncpg.Connection:
+        """A new connection (asyncio side); ``extra`` overrides ``asyncpg.connect`` arguments. A refused
+        setup is logged once per cause with what to change, and raised."""
+        try:
+            return await asyncpg.connect(self.dsn, **{**self.kwargs(), **extra})
+        except Exception as exc:
+            report_refusal(exc, self.application_name)
+            raise
+
+    async def begin(self, conn: asyncpg.Connection, tenant: str | None = None) -> None:
+        """Give the transaction just begun on ``conn`` its settings, role and (when given) tenant, in one
+        round trip (a single protocol message without a tenant); nothing outlives the transaction."""
+        with_tenant = tenant is not None
+        sql = self._begin.get(with_tenant)
+        if sql is None:
+            calls = [
+                f"set_config({quote_literal(k)}, {quote_literal(v)}, true)" for k, v in self.local_settings()
+            ]
+            if self.role:
+                calls.append(f"set_config('role', {quote_literal(self.role)}, true)")
+            if with_tenant:
+                calls.append("set_config('hookdb.tenant', $1, true)")
+            sql = self._begin[with_tenant] = "SELECT " + (", ".join(calls) or "1")
+        try:
+            if with_tenant:
+                await conn.execute(sql, tenant)
+            else:
+                await conn.execute(sql)
+        except asyncpg.InsufficientPrivilegeError:
+            raise SchemaError(_role_refused(self.role, self.role_setting)) from None
+
+
+def report_refusal(exc: BaseException, client: str) -> bool:
+    """Log ``exc`` once per distinct cause if it says the server or pooler refused the connection's setup;
+    True if it does."""
+    refusal = cls.setup_refusal(exc)
+    if refusal is None:
+        return False
+    if refusal.cause not in _reported:
+        _reported.add(refusal.cause)
+        log.error("database.setup_refused", client=client, error=str(exc), fix=refusal.fix)
+    return True
+
+
+_reported: set[str] = set()  # causes logged by this process: each once, however often the breaker retries
 
 
 async def assume_role(conn: asyncpg.Connection, role: str, setting: str, *, local: bool = False) -> None:
@@ -89,10 +167,17 @@ async def assume_role(conn: asyncpg.Connection, role: str, setting: str, *, loca
     try:
         await conn.execute(f"SET {'LOCAL ' if local else ''}ROLE {quote_ident(role)}")
     except asyncpg.InsufficientPrivilegeError:
-        raise SchemaError(
-            f"the database user may not act as {role}: GRANT {role} TO <that user>, or set {setting}"
-        ) from None
+        raise SchemaError(_role_refused(role, setting)) from None
+
+
+def _role_refused(role: str, setting: str) -> str:
+    return f"the database user may not act as {role}: GRANT {role} TO <that user>, or set {setting}"
 
 
 def quote_ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
+
+
+def quote_literal(text: str) -> str:
+    """A string literal (``standard_conforming_strings`` is on in every supported server)."""
+    return "'" + text.replace("'", "''") + "'"

@@ -345,6 +345,7 @@ _LEDGER_COLUMNS = (
 _EXISTING = f"""
 SELECT {_LEDGER_COLUMNS} FROM usage_ledger
 WHERE tenant_id = $1 AND (session_id, request_id) IN (SELECT * FROM unnest($2::text[], $3::text[]))
+ORDER BY session_id, request_id  -- locked in key order, as every writer does: no deadlock between hosts
 FOR UPDATE
 """
 _UPSERT = f"""
@@ -441,6 +442,7 @@ async def _apply(conn: asyncpg.Connection, found: Usage) -> None:
                 changed.append(new)
             del merged[stored.key]
         changed += merged.values()
+        changed.sort(key=lambda r: r.key)  # written in key order too (new rows lock their key as they go in)
         if changed:
             await conn.executemany(_UPSERT, [_row(r) for r in changed])
         for r in merged.values():  # requests new to the ledger: counted once, when first recorded

@@ -1,8 +1,9 @@
 """``hookdb migrate``: bring a database to the schema this hookdb knows, safely and exactly once.
 
 Numbered SQL files ship in the package (``collector/store/migrations/NNNN_name.sql``). Pending ones are
-applied in order, each in its own transaction, under a session advisory lock (two collectors starting
-together apply each migration once). ``schema_migrations`` records each version with the checksum of
+applied in order, each in its own subtransaction, all in one transaction under a transaction-level advisory
+lock (two collectors starting together apply each migration once; no lock outlives the transaction, so it
+works through a transaction-mode pooler too). ``schema_migrations`` records each version with the checksum of
 its file: an applied migration whose file was edited is refused, and so is a database at a version this
 hookdb does not know (it was migrated by a newer release).
 """
@@ -49,8 +50,8 @@ def migrations() -> list[Migration]:
 async def migrate(conn: asyncpg.Connection) -> list[str]:
     """Apply the pending migrations; return their names. An asyncio coroutine (see ``trio_asyncio``)."""
     known = migrations()
-    await conn.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK)
-    try:
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK)
         applied = await _applied(conn)
         _check(applied, known)
         done = []
@@ -67,8 +68,6 @@ async def migrate(conn: asyncpg.Connection) -> list[str]:
                 )
             done.append(migration.name)
         return done
-    finally:
-        await conn.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK)
 
 
 async def _applied(conn: asyncpg.Connection) -> dict[int, str]:

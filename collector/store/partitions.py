@@ -1,7 +1,8 @@
 """Monthly partitions of ``hook_audit_log``: created ahead of time so events never pile up in the default.
 
-A month's partition is created empty, filled with any rows of that month the default partition caught,
-and attached, in one transaction; so creating a month late is as safe as creating it early.
+A month's partition is created empty, filled with any rows of that month the default partition caught
+(when there is one attached), and attached, in one transaction under an advisory lock of its name; so
+creating a month late is as safe as creating it early, and writers creating it at once create it once.
 """
 
 from __future__ import annotations
@@ -44,6 +45,11 @@ async def ensure_months(conn: asyncpg.Connection, now: datetime, ahead: int = 2)
     return created
 
 
+_DEFAULT_ATTACHED = (
+    "SELECT EXISTS (SELECT FROM pg_inherits WHERE inhrelid = to_regclass($1) AND inhparent = $2::regclass)"
+)
+
+
 async def create_month(conn: asyncpg.Connection, start: datetime) -> bool:
     """Create the partition of the month starting at ``start`` unless it exists; True if created."""
     name = partition_name(start)
@@ -53,12 +59,13 @@ async def create_month(conn: asyncpg.Connection, start: datetime) -> bool:
         if await conn.fetchval("SELECT to_regclass($1)", name) is not None:
             return False
         await conn.execute(f"CREATE TABLE {name} (LIKE {PARENT} INCLUDING DEFAULTS INCLUDING CONSTRAINTS)")
-        await conn.execute(
-            f"WITH moved AS (DELETE FROM {PARENT}_default WHERE occurred_at >= $1 AND occurred_at < $2 "
-            f"RETURNING *) INSERT INTO {name} SELECT * FROM moved",
-            start,
-            end,
-        )
+        if await conn.fetchval(_DEFAULT_ATTACHED, f"{PARENT}_default", PARENT):  # else it caught nothing
+            await conn.execute(
+                f"WITH moved AS (DELETE FROM {PARENT}_default WHERE occurred_at >= $1 AND occurred_at < $2 "
+                f"RETURNING *) INSERT INTO {name} SELECT * FROM moved",
+                start,
+                end,
+            )
         await conn.execute(
             f"ALTER TABLE {PARENT} ATTACH PARTITION {name} FOR VALUES FROM ('{start.isoformat()}') "
             f"TO ('{end.isoformat()}')"

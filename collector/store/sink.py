@@ -34,7 +34,7 @@ import trio_asyncio
 from hookdb.collector import classification as cls
 from hookdb.collector.ops import logs, metrics
 from hookdb.collector.store import blobs, ledger, partitions
-from hookdb.collector.store.connect import ConnectOptions, assume_role
+from hookdb.collector.store.connect import ConnectOptions, assume_role, report_refusal
 from hookdb.collector.store.migrate import migrate
 from hookdb.collector.store.projections import (
     Projection,
@@ -50,8 +50,6 @@ log = logs.get("hookdb.sink")
 
 _COLUMN_LIST = ", ".join(COLUMNS)
 _SET_TENANT = "SELECT set_config('hookdb.tenant', $1, true)"
-# SET LOCAL ROLE (the role as a parameter) and the first tenant, in the transaction's first round trip.
-_SET_ROLE_AND_TENANT = "SELECT set_config('role', $1, true), set_config('hookdb.tenant', $2, true)"
 _INSERT_BLOBS = (
     "INSERT INTO payload_blobs (tenant_id, sha256, content) "
     "SELECT $1::text, * FROM unnest($2::text[], $3::text[]) ON CONFLICT DO NOTHING"
@@ -90,7 +88,7 @@ ON CONFLICT (tenant_id, session_id) DO UPDATE SET
     source = coalesce(EXCLUDED.source, s.source),
     started_at = least(s.started_at, EXCLUDED.started_at),
     updated_at = greatest(s.updated_at, EXCLUDED.updated_at),
-    ended_at = coalesce(EXCLUDED.ended_at, s.ended_at),
+    ended_at = greatest(s.ended_at, EXCLUDED.ended_at),  -- the later end, whichever host's batch came last
     event_count = s.event_count + EXCLUDED.event_count,
     subagent_count = s.subagent_count + EXCLUDED.subagent_count,
     cost_usd = coalesce(EXCLUDED.cost_usd, s.cost_usd),
@@ -184,27 +182,27 @@ async def _open(options: ConnectOptions) -> tuple[asyncpg.Connection, list[str]]
     try:
         applied = await migrate(conn)
         await partitions.ensure_months(conn, datetime.now(UTC))
-        await conn.set_type_codec(
-            "jsonb", schema="pg_catalog", encoder=_jsonb_encode, decoder=_jsonb_decode, format="binary"
-        )
-        async with conn.transaction():  # the role is checked once here, then taken per transaction
+        # In a transaction: through a transaction pooler, the type lookup's two round trips must not land
+        # on two server connections. The role is checked once here, then taken per transaction.
+        async with conn.transaction():
+            await conn.set_type_codec(
+                "jsonb", schema="pg_catalog", encoder=_jsonb_encode, decoder=_jsonb_decode, format="binary"
+            )
             await assume_role(conn, options.role, "database.role", local=True)
-    except BaseException:
+    except BaseException as exc:
         conn.terminate()
+        report_refusal(exc, options.application_name)
         raise
     return conn, applied
 
 
-async def _write(conn: asyncpg.Connection, batch: Prepared, role: str) -> Prepared:
+async def _write(conn: asyncpg.Connection, batch: Prepared, options: ConnectOptions) -> Prepared:
     batch.inserted = batch.unverified_reports = 0  # a retried batch counts afresh
     tenants = sorted(batch.tenants.items())  # in key order, as every lock below: no deadlock between writers
     if not tenants:
         return batch
     async with conn.transaction():
-        if role:
-            await conn.execute(_SET_ROLE_AND_TENANT, role, tenants[0][0])
-        else:
-            await conn.execute(_SET_TENANT, tenants[0][0])
+        await options.begin(conn, tenants[0][0])  # role, timeout and the first tenant: one round trip
         for index, (tenant, part) in enumerate(tenants):
             if index:
                 await conn.execute(_SET_TENANT, tenant)
@@ -252,9 +250,12 @@ async def _add_partitions(conn: asyncpg.Connection, rows: Sequence[Row]) -> list
             )
         created.append(name)
     default = f"{parent}_default"
-    if fallback and await conn.fetchval("SELECT to_regclass($1)", default) is None:
-        await conn.execute(f"CREATE TABLE {default} PARTITION OF {parent} DEFAULT")
-        created.append(default)
+    if fallback:
+        async with conn.transaction():  # under the lock like a month's: two writers create it once
+            await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", default)
+            if await conn.fetchval("SELECT to_regclass($1)", default) is None:
+                await conn.execute(f"CREATE TABLE {default} PARTITION OF {parent} DEFAULT")
+                created.append(default)
     return created
 
 
@@ -396,13 +397,14 @@ class PostgresSink:
         """Write a batch :func:`prepare` made ready (so its preparation can overlap the previous write)."""
         write = trio_asyncio.aio_as_trio(_write)
         try:
-            done = await write(self._conn, batch, self._options.role)
+            done = await write(self._conn, batch, self._options)
         except asyncpg.PostgresError as exc:
             if not cls.is_missing_partition(exc):
+                report_refusal(exc, self._options.application_name)  # a pooler nobody told us of
                 raise
             created = await trio_asyncio.aio_as_trio(_add_partitions)(self._conn, batch.rows)
             log.warning("partition.created", partitions=created, reason=str(exc))
-            done = await write(self._conn, batch, self._options.role)
+            done = await write(self._conn, batch, self._options)
         if done.unverified_reports:
             metrics.report_hash_mismatches.inc(done.unverified_reports)
             log.error("report.hash_mismatch", reports=done.unverified_reports)
@@ -410,7 +412,7 @@ class PostgresSink:
 
     async def ping(self) -> None:
         """Check that the server still answers."""
-        await trio_asyncio.aio_as_trio(self._conn.fetchval)("SELECT 1")
+        await trio_asyncio.aio_as_trio(self._conn.execute)("SELECT 1")  # one message, even through a pooler
 
     def terminate(self) -> None:
         """Drop the connection at once: after a failure its state is unknown."""
