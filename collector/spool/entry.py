@@ -39,7 +39,7 @@ class Head(msgspec.Struct, array_like=True, gc=False, frozen=True):
     """What intake learned about a frame: when, from whom and for which tenant it came, and its fields."""
 
     received_at_ns: int
-    peer: Peer | None
+    peer: tuple[int | None, int, int] | None  # a Peer's fields: decoded as a plain tuple, a third faster
     tenant: str
     event_id: uuid.UUID
     occurred_at: datetime
@@ -134,7 +134,7 @@ def _payload_start(frame: bytes, payload: bytes) -> int:
 def decode_entry(body: bytes) -> Entry:
     """The entry a spool record body holds, of either format; raises :class:`StaleEntry` for an entry this
     collector cannot store (a v1 frame it refuses, or a format it does not know)."""
-    if body[:1] == b"\x82" and len(body) >= _V2.size:
+    if body and body[0] == V2 and len(body) >= _V2.size:
         frame_start = _V2.size + _V2.unpack_from(body)[1]
         try:
             head = _decode_head(memoryview(body)[_V2.size : frame_start])

@@ -605,6 +605,7 @@ class Spool:
 
 
 _RECORD_HEADER = struct.Struct(">2sII")  # magic, body length, CRC-32 (see hookdb.client.records)
+new_position = tuple.__new__  # a Position without its generated __new__'s Python frame (one per record)
 
 
 def split_records(data: bytes, at: Position, max_body: int) -> tuple[list[tuple[Position, bytes]], int]:
@@ -623,7 +624,7 @@ def split_records(data: bytes, at: Position, max_body: int) -> tuple[list[tuple[
             break
         if crc32(view[used + RECORD_HEADER_SIZE : end], crc32(view[used + 2 : used + 6])) != crc:
             break
-        records.append((Position(seq, base + end), data[used + RECORD_HEADER_SIZE : end]))
+        records.append((new_position(Position, (seq, base + end)), data[used + RECORD_HEADER_SIZE : end]))
         used = end
     return records, used
 
