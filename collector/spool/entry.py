@@ -82,6 +82,7 @@ V2 = 0x82
 _V2 = struct.Struct(">BI")  # the format byte, the head's length (tool_name has no length limit)
 _encode = msgspec.msgpack.Encoder(uuid_format="bytes").encode
 _decode_head = msgspec.msgpack.Decoder(Head).decode
+_new_entry = tuple.__new__  # an Entry without its generated __new__'s Python frame: one per event delivered
 
 _META = struct.Struct(">qIIIH")  # v1: received_at (ns since the epoch), peer pid, uid, gid, tenant length
 _NONE = 0xFFFFFFFF
@@ -137,11 +138,11 @@ def decode_entry(body: bytes) -> Entry:
     if body and body[0] == V2 and len(body) >= _V2.size:
         frame_start = _V2.size + _V2.unpack_from(body)[1]
         try:
-            head = _decode_head(memoryview(body)[_V2.size : frame_start])
+            head = _decode_head(body[_V2.size : frame_start])  # a copy of the head is cheaper than a view
         except msgspec.MsgspecError as exc:
             raise _unreadable(body, f"unreadable v2 spool entry: {exc}") from None
         payload = body[frame_start + head.payload_start : frame_start + head.payload_end]
-        return Entry(head, payload, body, frame_start)
+        return _new_entry(Entry, (head, payload, body, frame_start))
     if len(body) < _META.size or body[0] >= 0x80:
         raise _unreadable(body, f"spool entry of unknown format {body[:1].hex() or 'empty'}")
     received_at_ns, peer, tenant, frame_start = _decode_v1(body)

@@ -612,7 +612,6 @@ def split_records(data: bytes, at: Position, max_body: int) -> tuple[list[tuple[
     """The intact records at the start of ``data`` (which begins at ``at`` in the spool), each with the
     position after it, and how many bytes they take; stops at the first record cut off or not intact."""
     records = []
-    view = memoryview(data)
     unpack = _RECORD_HEADER.unpack_from
     crc32 = zlib.crc32
     seq, base = at
@@ -622,9 +621,10 @@ def split_records(data: bytes, at: Position, max_body: int) -> tuple[list[tuple[
         end = used + RECORD_HEADER_SIZE + length
         if magic != MAGIC or length > max_body or end > size:
             break
-        if crc32(view[used + RECORD_HEADER_SIZE : end], crc32(view[used + 2 : used + 6])) != crc:
+        body = data[used + RECORD_HEADER_SIZE : end]  # the copy it is delivered as, checked as it is
+        if crc32(body, crc32(data[used + 2 : used + 6])) != crc:
             break
-        records.append((new_position(Position, (seq, base + end)), data[used + RECORD_HEADER_SIZE : end]))
+        records.append((new_position(Position, (seq, base + end)), body))
         used = end
     return records, used
 
