@@ -71,11 +71,12 @@ def test_records_are_split_off_in_bulk_up_to_the_first_cut_off_or_damaged_one() 
     assert split_records(data, at, 49)[1] == 0  # a length beyond the limit is damage, not a record
 
 
+@pytest.mark.parametrize("read_bytes", [333, 1 << 20])  # reads ending inside records; one read for all
 async def test_reads_that_cut_records_and_damage_after_start_up_lose_only_the_damaged_record(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, read_bytes: int
 ) -> None:
     """Reads end anywhere in a record; a record damaged after start-up is skipped, the ones after it read."""
-    monkeypatch.setattr(segments, "READ_BYTES", 333)  # reads end inside records, at different places
+    monkeypatch.setattr(segments, "READ_BYTES", read_bytes)
     spool, _ = open_spool(tmp_path, segment_bytes=1 << 20)
     sent = bodies(40, 100)
     end = await spool.append(sent[:20])

@@ -514,6 +514,7 @@ class Spool:
                     want = min(READ_BYTES, segment.size - offset)
                     chunk = await trio.to_thread.run_sync(os.pread, fd, want, offset)
                     offset += len(chunk)
+                    records: list[tuple[Position, bytes]] = []
                     if reader is None:
                         data = rest + chunk if rest else chunk
                         start = offset - len(data)
@@ -524,7 +525,7 @@ class Spool:
                             chunk, rest = rest, b""
                     if reader is not None:
                         reader.receive_data(chunk)
-                        records = self._read_records(reader, segment)
+                        records += self._read_records(reader, segment)
                     if records:
                         yield records
                 elif segment.sealed:
