@@ -98,7 +98,9 @@ def encode_entry(
 ) -> bytes:
     """The spool record body (v2) of ``frame``, decoded and validated as ``envelope``, accepted at
     ``received_at_ns`` for ``tenant``."""
-    start = _payload_start(frame, envelope.payload)
+    payload = envelope.payload
+    # Last in the frame as encode_envelope puts it (the usual case, tested inline), else found.
+    start = len(frame) - len(payload) if frame.endswith(payload) else _payload_start(frame, payload)
     head = _encode(
         Head(
             received_at_ns,
@@ -111,7 +113,7 @@ def encode_entry(
             envelope.session_id,
             tool_name,
             start,
-            start + len(envelope.payload),
+            start + len(payload),
         )
     )
     return b"".join((_V2.pack(V2, len(head)), head, frame))

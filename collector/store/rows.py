@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 import uuid
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import NamedTuple
 
 from hookdb.client.protocol import decode_envelope
-from hookdb.collector.spool.entry import EPOCH, Entry, Peer
+from hookdb.collector.spool.entry import Entry, Peer, from_ns
 
 
 class Row(NamedTuple):
@@ -32,6 +33,8 @@ COLUMNS = Row._fields
 
 _new_row = tuple.__new__  # a Row without its generated __new__'s Python frame: this runs for every event
 _NO_PEER = (None, None, None)
+# The frames of one read share their received_at (the listener stamps a read, not a frame): convert each once.
+_received_at = functools.lru_cache(maxsize=64)(from_ns)
 
 
 def entry_row(entry: Entry) -> Row:
@@ -44,7 +47,7 @@ def entry_row(entry: Entry) -> Row:
             head.tenant,
             head.event_id,
             head.occurred_at,
-            EPOCH + timedelta(0, 0, head.received_at_ns // 1000),  # from_ns, inline
+            _received_at(head.received_at_ns),
             head.session_id,
             head.event_type,
             head.tool_name,
