@@ -124,7 +124,7 @@ class DatabaseSection(_Section):
 
 
 class BatchSection(_Section):
-    max_events: Positive = 1000
+    max_events: Positive = 2000
     """A batch is written once it holds this many events..."""
     max_bytes: Positive = 16 * 1024 * 1024
     """...or this many payload bytes..."""
