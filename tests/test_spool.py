@@ -93,6 +93,19 @@ async def test_reads_that_cut_records_and_damage_after_start_up_lose_only_the_da
     spool.close()
 
 
+async def test_records_larger_than_a_read_come_back_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(segments, "READ_BYTES", 333)
+    spool, _ = open_spool(tmp_path, segment_bytes=1 << 20)
+    sent = [body * 40 for body in bodies(6, 50)]  # 2000 bytes each: six reads' worth apiece
+    end = await spool.append(sent)
+    got = await read_n(spool, 6)
+    assert [body for _, body in got] == sent
+    assert got[-1][0] == end
+    spool.close()
+
+
 async def test_delivered_segments_are_deleted_and_a_restart_replays_only_the_rest(tmp_path: Path) -> None:
     spool, _ = open_spool(tmp_path)
     sent = bodies(100)

@@ -511,7 +511,8 @@ class Spool:
         try:
             while True:
                 if offset < segment.size:
-                    want = min(READ_BYTES, segment.size - offset)
+                    # A record larger than a read is completed by the next one, not copied again per read.
+                    want = min(max(READ_BYTES, _missing(rest)), segment.size - offset)
                     chunk = await trio.to_thread.run_sync(os.pread, fd, want, offset)
                     offset += len(chunk)
                     records: list[tuple[Position, bytes]] = []
@@ -636,6 +637,13 @@ def _cut_short(rest: bytes, max_body: int) -> bool:
         return MAGIC.startswith(rest[:2])
     magic, length, _ = _RECORD_HEADER.unpack_from(rest)
     return magic == MAGIC and length <= max_body and len(rest) < RECORD_HEADER_SIZE + length
+
+
+def _missing(rest: bytes) -> int:
+    """How many bytes the record that ``rest`` begins still lacks (0 while its header is incomplete)."""
+    if len(rest) < RECORD_HEADER_SIZE:
+        return 0
+    return RECORD_HEADER_SIZE + _RECORD_HEADER.unpack_from(rest)[1] - len(rest)
 
 
 def _encode_records(bodies: list[bytes]) -> bytes:

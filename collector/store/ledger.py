@@ -158,6 +158,8 @@ async def read(rows: Sequence[Row], payloads: Sequence[Any]) -> Usage:
                 agent_type = None if main else _text(payload.get("agent_type"))
                 targets[path] = _Target(row.tenant_id, row.session_id, path, row.peer_uid, agent_type, main)
     # The file work in two worker-thread calls a batch, not two a session: a hop costs more than a stat.
+    if not targets:
+        return found
     mains = [target for target in targets.values() if target.main]
     subagents = await trio.to_thread.run_sync(lambda: [_subagent_transcripts(t.path) for t in mains])
     for target, paths in zip(mains, subagents, strict=True):
