@@ -130,7 +130,7 @@ transaction either way. Applies to the collector, ``hookdb api``, backfill and t
 
 
 class BatchSection(_Section):
-    max_events: Positive = 1000
+    max_events: Positive = 2000
     """A batch is written once it holds this many events..."""
     max_bytes: Positive = 16 * 1024 * 1024
     """...or this many payload bytes..."""

@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 import trio
 
-from hookdb.client.records import FILE_HEADER_SIZE, encode_record
-from hookdb.collector.spool.segments import QUARANTINE, Position, Spool
+from hookdb.client.records import FILE_HEADER_SIZE, RECORD_HEADER_SIZE, encode_record
+from hookdb.collector.spool import segments
+from hookdb.collector.spool.segments import QUARANTINE, Position, Spool, split_records
 
 from conftest import BIN
 
@@ -50,6 +51,58 @@ async def test_records_come_back_in_order_across_segments(tmp_path: Path) -> Non
     got = await read_n(spool, 200)
     assert [body for _, body in got] == sent
     assert [pos for pos, _ in got] == sorted(pos for pos, _ in got)
+    spool.close()
+
+
+def test_records_are_split_off_in_bulk_up_to_the_first_cut_off_or_damaged_one() -> None:
+    sent = bodies(5, 50)
+    data = b"".join(encode_record(body) for body in sent)
+    size = RECORD_HEADER_SIZE + 50
+    at = Position(3, FILE_HEADER_SIZE)
+    records, used = split_records(data, at, 1 << 16)
+    assert records == [(Position(3, FILE_HEADER_SIZE + size * (i + 1)), body) for i, body in enumerate(sent)]
+    assert used == len(data)
+    assert split_records(data[:-1], at, 1 << 16)[1] == 4 * size  # the last one cut off: for the next read
+    damaged = bytearray(data)
+    damaged[2 * size + RECORD_HEADER_SIZE + 7] ^= 0x01  # a flipped bit in the third body
+    records, used = split_records(bytes(damaged), at, 1 << 16)
+    assert [body for _, body in records] == sent[:2]
+    assert used == 2 * size
+    assert split_records(data, at, 49)[1] == 0  # a length beyond the limit is damage, not a record
+
+
+@pytest.mark.parametrize("read_bytes", [333, 1 << 20])  # reads ending inside records; one read for all
+async def test_reads_that_cut_records_and_damage_after_start_up_lose_only_the_damaged_record(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, read_bytes: int
+) -> None:
+    """Reads end anywhere in a record; a record damaged after start-up is skipped, the ones after it read."""
+    monkeypatch.setattr(segments, "READ_BYTES", read_bytes)
+    spool, _ = open_spool(tmp_path, segment_bytes=1 << 20)
+    sent = bodies(40, 100)
+    end = await spool.append(sent[:20])
+    size = RECORD_HEADER_SIZE + 100
+    path = spool.segments[-1].path
+    with open(path, "r+b") as f:  # the disk fails under the live segment: record 12's body changes
+        f.seek(FILE_HEADER_SIZE + 12 * size + RECORD_HEADER_SIZE + 3)
+        f.write(b"#")
+    await spool.append(sent[20:])
+    got = await read_n(spool, 39)
+    assert [body for _, body in got] == sent[:12] + sent[13:]
+    assert got[11][0] == Position(end.segment, FILE_HEADER_SIZE + 12 * size)
+    assert got[-1][0] == Position(end.segment, FILE_HEADER_SIZE + 40 * size)
+    spool.close()
+
+
+async def test_records_larger_than_a_read_come_back_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(segments, "READ_BYTES", 333)
+    spool, _ = open_spool(tmp_path, segment_bytes=1 << 20)
+    sent = [body * 40 for body in bodies(6, 50)]  # 2000 bytes each: six reads' worth apiece
+    end = await spool.append(sent)
+    got = await read_n(spool, 6)
+    assert [body for _, body in got] == sent
+    assert got[-1][0] == end
     spool.close()
 
 

@@ -30,11 +30,17 @@ class Batcher(Generic[T]):
         An item that would push the open batch past ``max_bytes`` closes that batch first; a batch
         that reaches either cap closes at once. Afterwards the open batch is under both caps.
         """
+        items = self._items
+        if items and self._bytes + size <= self.max_bytes:  # the usual case, in as few steps as it takes
+            items.append(item)
+            self._bytes += size
+            if len(items) < self.max_items and self._bytes < self.max_bytes:
+                return []
+            return [self.take()]
         closed = []
-        if self._items and self._bytes + size > self.max_bytes:
+        if items:
             closed.append(self.take())
-        if not self._items:
-            self._opened_at = now
+        self._opened_at = now
         self._items.append(item)
         self._bytes += size
         if len(self._items) >= self.max_items or self._bytes >= self.max_bytes:

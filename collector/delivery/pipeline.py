@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import asyncpg
+import msgspec
 import trio
 
 from hookdb.collector.classification import is_data_error, may_be_row_fault, sqlstate_class
@@ -31,10 +32,10 @@ from hookdb.collector.delivery.checkpoint import Commits
 from hookdb.collector.ops import logs, metrics
 from hookdb.collector.ops.health import Health
 from hookdb.collector.spool import deadletters
-from hookdb.collector.spool.entry import Entry, StaleEntry, decode_entry, from_ns
+from hookdb.collector.spool.entry import Entry, Peer, StaleEntry, decode_entry, from_ns
 from hookdb.collector.spool.segments import Position, Spool
 from hookdb.collector.store.connect import ConnectOptions
-from hookdb.collector.store.rows import Row, entry_row, row_bytes
+from hookdb.collector.store.rows import Row, entry_row
 from hookdb.collector.store.sink import PostgresSink, Prepared, prepare
 
 log = logs.get("hookdb.delivery")
@@ -51,9 +52,11 @@ AVAILABILITY_ERRORS = (
 )
 
 
-@dataclass(slots=True)
-class Item:
-    """One spooled event on its way to PostgreSQL: its entry and row, or why it cannot be stored."""
+class Item(msgspec.Struct, gc=False):
+    """One spooled event on its way to PostgreSQL: its entry and row, or why it cannot be stored.
+
+    Built without a Python frame and not tracked by the GC (it is in no reference cycle): one per event.
+    """
 
     end: Position
     received_at_ns: int
@@ -108,9 +111,10 @@ async def batch_records(
                 await send.send(Batch(batcher.take(), commits.issue()))
                 continue
             now = trio.current_time()
+            add = batcher.add
             for end, entry in records:
                 item = to_item(entry, end)
-                for items in batcher.add(item, row_bytes(item.row) if item.row else len(entry), now):
+                for items in add(item, len(entry) if item.row is None else len(item.row.payload), now):
                     await send.send(Batch(items, commits.issue()))
         if len(batcher):
             await send.send(Batch(batcher.take(), commits.issue()))
@@ -287,9 +291,9 @@ class Delivery:
             self._spool.delivered(advance.upto, advance.records)
         metrics.copy_seconds.observe(seconds)
         now_ns = time.time_ns()
-        observe = metrics.commit_latency.observe
-        for item in batch.items:
-            observe((now_ns - item.received_at_ns) / 1e9)
+        metrics.observe_many(
+            metrics.commit_latency, [(now_ns - item.received_at_ns) / 1e9 for item in batch.items]
+        )
 
     async def _write_isolating(
         self,
@@ -360,7 +364,7 @@ def _letters(dead: list[tuple[Item, str, str | None]]) -> list[deadletters.DeadL
                 str(head.event_id),
                 head.event_type,
                 head.session_id,
-                head.peer,
+                None if head.peer is None else Peer(*head.peer),
             )
         letters.append(
             deadletters.DeadLetter(

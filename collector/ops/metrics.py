@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import time
+from bisect import bisect_left
+from collections import Counter as Tally
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -136,3 +139,13 @@ def refresh(spool: Spool, oldest_pending_ns: int | None) -> None:
         else time.time() - oldest_pending_ns / 1e9
     )
     spool_oldest_pending_age.set(max(age, 0.0))
+
+
+def observe_many(histogram: Histogram, amounts: Sequence[float]) -> None:
+    """Observe each of ``amounts`` as ``histogram.observe`` would, one lock per bucket touched rather than two
+    per value: ``observe`` costs about a microsecond, and per-event histograms take a batch's events at once.
+    Reaches into the (unlabelled) histogram's buckets; tests/test_metrics.py checks that it matches."""
+    bounds = histogram._upper_bounds  # the last one is +Inf: every amount has its bucket
+    histogram._sum.inc(sum(amounts))
+    for bucket, count in Tally(bisect_left(bounds, amount) for amount in amounts).items():
+        histogram._buckets[bucket].inc(count)

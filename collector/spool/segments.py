@@ -21,7 +21,9 @@ from __future__ import annotations
 import errno
 import math
 import os
+import struct
 import time
+import zlib
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +33,8 @@ import trio
 
 from hookdb.client.records import (
     FILE_HEADER_SIZE,
+    MAGIC,
+    RECORD_HEADER_SIZE,
     SPOOL_FILE,
     Damage,
     Record,
@@ -349,7 +353,7 @@ class Spool:
     async def append(self, bodies: list[bytes]) -> Position:
         """Append records in one write, waiting while the spool (or its disk) is full; return the position
         after them."""
-        data = b"".join(encode_record(body) for body in bodies)
+        data = _encode_records(bodies)
         while True:
             while self.disk_bytes + len(data) > self.max_bytes and self.pending_records:
                 await self._wait_for_room()
@@ -495,27 +499,34 @@ class Spool:
     async def _read_segment(
         self, segment: Segment, offset: int
     ) -> AsyncIterator[list[tuple[Position, bytes]]]:
-        """Records of one segment from ``offset``; follows the segment while it grows, ends once sealed."""
-        reader = RecordReader(self.max_record, offset)
+        """Records of one segment from ``offset``; follows the segment while it grows, ends once sealed.
+
+        Intact records are split off each read in bulk (:func:`split_records`); from the first damage on
+        (the disk failing after start-up recovery checked it), the segment's rest goes through a
+        ``RecordReader``, which skips and reports damaged spans.
+        """
+        reader: RecordReader | None = None
+        rest = b""  # the start of a record the last read cut off
         fd = os.open(segment.path, os.O_RDONLY)
         try:
             while True:
                 if offset < segment.size:
-                    want = min(READ_BYTES, segment.size - offset)
+                    # A record larger than a read is completed by the next one, not copied again per read.
+                    want = min(max(READ_BYTES, _missing(rest)), segment.size - offset)
                     chunk = await trio.to_thread.run_sync(os.pread, fd, want, offset)
                     offset += len(chunk)
-                    reader.receive_data(chunk)
-                    records = []
-                    while (item := reader.next_record()) is not None:
-                        if isinstance(item, Record):
-                            records.append((Position(segment.seq, item.end), item.body))
-                        else:  # damaged after start-up recovery checked it: the disk is failing
-                            log.error(
-                                "spool.damage_while_reading",
-                                segment=segment.path.name,
-                                start=item.start,
-                                end=item.end,
-                            )
+                    records: list[tuple[Position, bytes]] = []
+                    if reader is None:
+                        data = rest + chunk if rest else chunk
+                        start = offset - len(data)
+                        records, used = split_records(data, Position(segment.seq, start), self.max_record)
+                        rest = data[used:]
+                        if not _cut_short(rest, self.max_record):
+                            reader = RecordReader(self.max_record, start + used)
+                            chunk, rest = rest, b""
+                    if reader is not None:
+                        reader.receive_data(chunk)
+                        records += self._read_records(reader, segment)
                     if records:
                         yield records
                 elif segment.sealed:
@@ -526,6 +537,18 @@ class Spool:
                     await self._grew.wait()
         finally:
             os.close(fd)
+
+    @staticmethod
+    def _read_records(reader: RecordReader, segment: Segment) -> list[tuple[Position, bytes]]:
+        records = []
+        while (item := reader.next_record()) is not None:
+            if isinstance(item, Record):
+                records.append((Position(segment.seq, item.end), item.body))
+            else:  # damaged after start-up recovery checked it: the disk is failing
+                log.error(
+                    "spool.damage_while_reading", segment=segment.path.name, start=item.start, end=item.end
+                )
+        return records
 
     # -- delivery -------------------------------------------------------------------------------------
 
@@ -581,3 +604,53 @@ class Spool:
                 os.fsync(fd)
             os.close(fd)
         self._unsynced, self._fd = [], -1
+
+
+_RECORD_HEADER = struct.Struct(">2sII")  # magic, body length, CRC-32 (see hookdb.client.records)
+new_position = tuple.__new__  # a Position without its generated __new__'s Python frame (one per record)
+
+
+def split_records(data: bytes, at: Position, max_body: int) -> tuple[list[tuple[Position, bytes]], int]:
+    """The intact records at the start of ``data`` (which begins at ``at`` in the spool), each with the
+    position after it, and how many bytes they take; stops at the first record cut off or not intact."""
+    records = []
+    unpack = _RECORD_HEADER.unpack_from
+    crc32 = zlib.crc32
+    seq, base = at
+    used, size = 0, len(data)
+    while size - used >= RECORD_HEADER_SIZE:
+        magic, length, crc = unpack(data, used)
+        end = used + RECORD_HEADER_SIZE + length
+        if magic != MAGIC or length > max_body or end > size:
+            break
+        body = data[used + RECORD_HEADER_SIZE : end]  # the copy it is delivered as, checked as it is
+        if crc32(body, crc32(data[used + 2 : used + 6])) != crc:
+            break
+        records.append((new_position(Position, (seq, base + end)), body))
+        used = end
+    return records, used
+
+
+def _cut_short(rest: bytes, max_body: int) -> bool:
+    """Whether ``rest`` (what :func:`split_records` left) can be the start of an intact record."""
+    if len(rest) < RECORD_HEADER_SIZE:
+        return MAGIC.startswith(rest[:2])
+    magic, length, _ = _RECORD_HEADER.unpack_from(rest)
+    return magic == MAGIC and length <= max_body and len(rest) < RECORD_HEADER_SIZE + length
+
+
+def _missing(rest: bytes) -> int:
+    """How many bytes the record that ``rest`` begins still lacks (0 while its header is incomplete)."""
+    if len(rest) < RECORD_HEADER_SIZE:
+        return 0
+    return RECORD_HEADER_SIZE + _RECORD_HEADER.unpack_from(rest)[1] - len(rest)
+
+
+def _encode_records(bodies: list[bytes]) -> bytes:
+    """The records of ``bodies`` (as ``encode_record`` makes them), each body copied once."""
+    pieces = []
+    for body in bodies:
+        length = len(body).to_bytes(4, "big")
+        pieces.append(MAGIC + length + zlib.crc32(body, zlib.crc32(length)).to_bytes(4, "big"))
+        pieces.append(body)
+    return b"".join(pieces)

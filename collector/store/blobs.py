@@ -33,7 +33,12 @@ def needs_rewrite(payload: bytes, min_bytes: int) -> bool:
     """Whether :func:`extract` may change ``payload``: it is large, or may hold U+0000 or a marker key."""
     # A payload whose bytes hold neither a backslash-u nor '"$hookdb.' has no U+0000 and no marker key (a
     # key spelled with \u escapes has a backslash-u), so a small one is stored as it came, unparsed.
-    return len(payload) >= min_bytes or b"\\u" in payload or b'"$hookdb.' in payload
+    # Each two-step test looks for one byte first: memchr, several times faster than a longer needle's search.
+    return (
+        len(payload) >= min_bytes
+        or (b"\\" in payload and b"\\u" in payload)
+        or (b"$" in payload and b'"$hookdb.' in payload)
+    )
 
 
 def extract(payload: bytes, min_bytes: int, decoded: Any = None) -> tuple[bytes, dict[str, str]]:

@@ -157,21 +157,32 @@ async def read(rows: Sequence[Row], payloads: Sequence[Any]) -> Usage:
             if path and os.path.isabs(path) and path not in targets:
                 agent_type = None if main else _text(payload.get("agent_type"))
                 targets[path] = _Target(row.tenant_id, row.session_id, path, row.peer_uid, agent_type, main)
-    for target in list(targets.values()):
-        if target.main:
-            for path in await trio.to_thread.run_sync(_subagent_transcripts, target.path):
-                sub = _Target(target.tenant, target.session, path, target.owner, None, False)
-                targets.setdefault(path, sub)
-    for target in targets.values():
-        state = _tails.get((target.tenant, target.session, target.path))
+    # The file work in two worker-thread calls a batch, not two a session: a hop costs more than a stat.
+    if not targets:
+        return found
+    mains = [target for target in targets.values() if target.main]
+    subagents = await trio.to_thread.run_sync(lambda: [_subagent_transcripts(t.path) for t in mains])
+    for target, paths in zip(mains, subagents, strict=True):
+        for path in paths:
+            targets.setdefault(path, _Target(target.tenant, target.session, path, target.owner, None, False))
+    jobs = [(t, _tails.get((t.tenant, t.session, t.path))) for t in targets.values()]
+    jobs = [(target, _copy(state) if state else None) for target, state in jobs]
+    found.reads += await trio.to_thread.run_sync(_read_all, jobs)
+    return found
+
+
+def _read_all(jobs: list[tuple[_Target, TailState | None]]) -> list[TranscriptRead]:
+    """:func:`_read_one` for each target (in a worker thread)."""
+    reads = []
+    for target, state in jobs:
         try:
-            done = await trio.to_thread.run_sync(_read_one, target, _copy(state) if state else None)
+            done = _read_one(target, state)
         except Exception:  # a transcript that cannot be read costs its usage only, never the batch
             log.exception("transcript.read_failed", path=target.path)
             continue
         if done is not None:
-            found.reads.append(done)
-    return found
+            reads.append(done)
+    return reads
 
 
 class _SdkCacheCreation(msgspec.Struct):

@@ -39,7 +39,7 @@ from multiprocessing.sharedctypes import Synchronized
 from multiprocessing.synchronize import Barrier
 from pathlib import Path
 from types import FrameType
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 from urllib.parse import urlsplit
 
 import asyncpg
@@ -320,10 +320,15 @@ class Collector(HookdbProcess):
 
     ready_event = "collector.ready"
 
+    settings: ClassVar[tuple[str, ...]] = ()  # the command line's --set, for every collector
+
     def __init__(self, dsn: str, workdir: Path) -> None:
         workdir.mkdir(parents=True, exist_ok=True)
         self.socket = str(workdir / "hookdb.sock")
         args = ["--socket", self.socket, "--dsn", dsn, "--state-dir", str(workdir / "state")]
+        # Any free port for /metrics: benchmarks running side by side must not take each other's.
+        for setting in ["metrics.listen=127.0.0.1:0", *self.settings]:
+            args += ["--set", setting]
         super().__init__(["collector", "run", *args], workdir / "collector.log")
 
 
@@ -1243,6 +1248,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="only the throughput comparison (small events, then the realistic mix), --repeat runs each",
     )
     parser.add_argument("--mix-events", type=int, default=10_000, help="events of the realistic mix")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="a collector setting for a (repeatable), e.g. --set batch.max_events=2000",
+    )
     args = parser.parse_args(argv)
     if args.events < args.clients or min(args.clients, args.repeat, args.emit_calls, args.cli_runs) < 1:
         parser.error("need at least one client, run and call, and at least as many events as clients")
@@ -1253,6 +1265,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    Collector.settings = tuple(args.set)
     signal.signal(signal.SIGTERM, _terminate)
     with contextlib.ExitStack() as stack:
         workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="hookdb-bench-")))
