@@ -261,7 +261,7 @@ async def _cursors(dsn: str, params: Sequence[tuple[str, str]]) -> list[str | No
         cursors: list[str | None] = [None]
         while True:
             async with tenant_transaction(conn, TENANT):
-                page = await queries.list_sessions(conn, session_query(params, cursors[-1]))
+                page = await queries.list_sessions(conn, TENANT, session_query(params, cursors[-1]))
             if page.next_cursor is None:
                 return cursors
             cursors.append(page.next_cursor)
@@ -397,23 +397,24 @@ class SqlDriver:
 
     async def list(self, params: Sequence[tuple[str, str]], cursor: str | None) -> str | None:
         async with tenant_transaction(self._conn, self._tenant):
-            page = await queries.list_sessions(self._conn, session_query(params, cursor))
+            page = await queries.list_sessions(self._conn, self._tenant, session_query(params, cursor))
         return page.next_cursor
 
     async def detail(self, session_id: str) -> None:
         conn, limit = self._conn, DetailQuery().events_limit
         async with tenant_transaction(conn, self._tenant, snapshot=True):
-            card = await queries.session_card(conn, session_id)
-            await queries.reports(conn, session_id)
-            await queries.agent_states(conn, session_id)
-            await queries.events(conn, session_id, EventQuery(limit=limit))
+            tenant = self._tenant
+            card = await queries.session_card(conn, tenant, session_id)
+            await queries.reports(conn, tenant, session_id)
+            await queries.agent_states(conn, tenant, session_id)
+            await queries.events(conn, tenant, session_id, EventQuery(limit=limit))
         if card is None:
             raise RuntimeError(f"no session {session_id}")
 
     async def events(self, session_id: str, limit: int) -> None:
         async with tenant_transaction(self._conn, self._tenant, snapshot=True):
-            await queries.session_card(self._conn, session_id)
-            await queries.events(self._conn, session_id, EventQuery(limit=limit))
+            await queries.session_card(self._conn, self._tenant, session_id)
+            await queries.events(self._conn, self._tenant, session_id, EventQuery(limit=limit))
 
     async def close(self) -> None:
         await self._conn.close()
@@ -427,7 +428,8 @@ class ReaderDriver:
 
     async def list(self, params: Sequence[tuple[str, str]], cursor: str | None) -> str | None:
         query = session_query(params, cursor)
-        page = await self._reader._read(self._tenant, lambda conn: queries.list_sessions(conn, query))
+        tenant = self._tenant
+        page = await self._reader._read(tenant, lambda conn: queries.list_sessions(conn, tenant, query))
         return page.next_cursor
 
     async def detail(self, session_id: str) -> None:
@@ -435,10 +437,10 @@ class ReaderDriver:
         card, *_ = await self._reader._read_together(
             self._tenant,
             [
-                lambda conn: queries.session_card(conn, session_id),
-                lambda conn: queries.reports(conn, session_id),
-                lambda conn: queries.agent_states(conn, session_id),
-                lambda conn: queries.events(conn, session_id, events),
+                lambda conn: queries.session_card(conn, self._tenant, session_id),
+                lambda conn: queries.reports(conn, self._tenant, session_id),
+                lambda conn: queries.agent_states(conn, self._tenant, session_id),
+                lambda conn: queries.events(conn, self._tenant, session_id, events),
             ],
         )
         if card is None:
@@ -449,8 +451,8 @@ class ReaderDriver:
         await self._reader._read_together(
             self._tenant,
             [
-                lambda conn: queries.session_card(conn, session_id),
-                lambda conn: queries.events(conn, session_id, query),
+                lambda conn: queries.session_card(conn, self._tenant, session_id),
+                lambda conn: queries.events(conn, self._tenant, session_id, query),
             ],
         )
 
@@ -860,21 +862,22 @@ async def _explain_all(dsn: str, data: Data, cursors: dict[str, list[str | None]
              session_query(WALKS["both"], both)),
         ]  # fmt: skip
         work: list[tuple[str, str, Callable[[asyncpg.Connection], Awaitable[Any]]]] = [
-            (label, TENANT, lambda c, q=q: queries.list_sessions(c, q)) for label, q in lists
+            (label, TENANT, lambda c, q=q: queries.list_sessions(c, TENANT, q)) for label, q in lists
         ]
         session_id = data.main.session_id(data.main.sessions // 3)
         events = EventQuery(limit=DetailQuery().events_limit)
         long_id = data.long.session_id(0)
         work += [
-            (f"detail 1/4: card ({session_id})", TENANT, lambda c: queries.session_card(c, session_id)),
-            ("detail 2/4: reports", TENANT, lambda c: queries.reports(c, session_id)),
-            ("detail 3/4: agent states", TENANT, lambda c: queries.agent_states(c, session_id)),
+            (f"detail 1/4: card ({session_id})", TENANT,
+             lambda c: queries.session_card(c, TENANT, session_id)),
+            ("detail 2/4: reports", TENANT, lambda c: queries.reports(c, TENANT, session_id)),
+            ("detail 3/4: agent states", TENANT, lambda c: queries.agent_states(c, TENANT, session_id)),
             ("detail 4/4: timeline, first 100 events, tool calls paired", TENANT,
-             lambda c: queries.events(c, session_id, events)),
+             lambda c: queries.events(c, TENANT, session_id, events)),
             (f"long session timeline, first 100 of {data.long.events:,} events ({OTHER})", OTHER,
-             lambda c: queries.events(c, long_id, events)),
+             lambda c: queries.events(c, OTHER, long_id, events)),
             (f"long session timeline, limit={LONG_PAGE} ({OTHER})", OTHER,
-             lambda c: queries.events(c, long_id, EventQuery(limit=LONG_PAGE))),
+             lambda c: queries.events(c, OTHER, long_id, EventQuery(limit=LONG_PAGE))),
         ]  # fmt: skip
         plans = []
         for label, tenant, run in work:
