@@ -257,11 +257,12 @@ _TOKEN_KINDS = (
 # The ledger rows a session's figures count (``store.usage.countable``): the Agent SDK's per-model
 # summaries only while the session has no per-request row, so nothing is counted twice.
 _COUNTED = f"""(NOT starts_with(u.request_id, '{SDK_PREFIX}') OR NOT EXISTS (
-    SELECT FROM usage_ledger o WHERE o.tenant_id = u.tenant_id AND o.session_id = u.session_id
+    SELECT FROM usage_ledger o WHERE o.tenant_id = {{tenant}} AND o.session_id = u.session_id
                                AND NOT starts_with(o.request_id, '{SDK_PREFIX}')))"""
 _REQUESTS = f"""
 SELECT request_id, agent, agent_type, model, {", ".join(_TOKEN_KINDS)}, cost_usd, cost_source, at, sources
-FROM usage_ledger u WHERE tenant_id = $1 AND session_id = $2 AND {_COUNTED} ORDER BY at, request_id
+FROM usage_ledger u WHERE tenant_id = $1 AND session_id = $2 AND {_COUNTED.format(tenant="$1")}
+ORDER BY at, request_id
 """
 
 
@@ -414,7 +415,7 @@ SELECT {{key}} AS key, {{second}} AS second, count(*)::bigint AS requests,
        coalesce(sum(u.cost_usd), 0) AS cost_usd,
        count(*) FILTER (WHERE u.cost_usd IS NULL)::bigint AS unpriced
 FROM usage_ledger u {{join}}
-WHERE u.tenant_id = $3 AND u.at >= $1 AND u.at < $2 AND {_COUNTED}
+WHERE u.tenant_id = $3 AND u.at >= $1 AND u.at < $2 AND {_COUNTED.format(tenant="$3")}
 GROUP BY 1, 2
 """
 _PROJECT_JOIN = "LEFT JOIN sessions s ON s.tenant_id = u.tenant_id AND s.session_id = u.session_id"
