@@ -10,6 +10,7 @@ and the keyset condition can bound the index scan.
 from __future__ import annotations
 
 import itertools
+import json
 import uuid
 from collections.abc import Sequence
 from datetime import date, datetime, timedelta
@@ -94,17 +95,39 @@ LEFT JOIN LATERAL (
 ORDER BY c.started_at DESC, c.session_id DESC
 """
 # A searched session's snippet: its first document (by time) that matches, highlighted around the match.
+# Matches are tested as `(… @@ …) IS TRUE` where a session's own documents are probed: that form is not one
+# the GIN index serves, so the probe reads the session's documents by the primary key and never builds a
+# bitmap of every document in the tenant that matches.
 _SNIPPET_COLUMNS = ", h.kind AS snippet_kind, h.snippet"
 _SNIPPET = """
 LEFT JOIN LATERAL (
     SELECT d.kind, ts_headline({config}, d.body, {tsquery}, {options}) AS snippet
     FROM search_docs d
-    WHERE d.tenant_id = {tenant} AND d.session_id = c.session_id AND d.words @@ {tsquery}
+    WHERE d.tenant_id = {tenant} AND d.session_id = c.session_id AND (d.words @@ {tsquery}) IS TRUE
     ORDER BY d.at, d.doc_key
     LIMIT 1
 ) h ON true"""
-_MATCHES = """EXISTS (SELECT FROM search_docs d WHERE d.tenant_id = {tenant}
-                       AND d.session_id = sessions.session_id AND d.words @@ {tsquery})"""
+# Which sessions match, two ways, chosen by the planner's estimate of how many documents match
+# (:func:`_matching_documents`): few, and the GIN index finds them all, their sessions a set the
+# newest-first scan of sessions_recent_idx is checked against; many (a common word), and each session of
+# that scan is probed (OFFSET 0 keeps the probe a probe: without it the planner may hash every match), so a
+# page fills after a few sessions. Either answers the same; only the time differs.
+RARE_DOCUMENTS = 5000
+_RARE = """session_id IN (SELECT d.session_id FROM search_docs d
+                   WHERE d.tenant_id = {tenant} AND d.words @@ {tsquery})"""
+_COMMON = """EXISTS (SELECT FROM search_docs d
+               WHERE d.tenant_id = {tenant} AND d.session_id = sessions.session_id
+                 AND (d.words @@ {tsquery}) IS TRUE OFFSET 0)"""
+_ESTIMATE = """EXPLAIN (FORMAT JSON)
+SELECT FROM search_docs WHERE tenant_id = $1 AND words @@ websearch_to_tsquery($2::regconfig, $3)"""
+
+
+async def _matching_documents(conn: asyncpg.Connection, tenant: str, q: str) -> float:
+    """How many of the tenant's search documents the planner expects ``q`` to match."""
+    plan = json.loads(await conn.fetchval(_ESTIMATE, tenant, search.CONFIG, q))
+    return float(plan[0]["Plan"]["Plan Rows"])
+
+
 HEADLINE_OPTIONS = (
     f"StartSel={search.START_MARK}, StopSel={search.END_MARK}, MaxWords=24, MinWords=8, ShortWord=2, "
     'MaxFragments=2, FragmentDelimiter=" … "'
@@ -157,7 +180,8 @@ async def list_sessions(conn: asyncpg.Connection, tenant: str, query: SessionQue
     if query.q is not UNSET:
         config = p.add(search.CONFIG)
         tsquery = f"websearch_to_tsquery({config}::regconfig, {p.add(query.q)})"
-        where.append(_MATCHES.format(tenant=own, tsquery=tsquery))
+        rare = await _matching_documents(conn, tenant, query.q) < RARE_DOCUMENTS
+        where.append((_RARE if rare else _COMMON).format(tenant=own, tsquery=tsquery))
         snippet, options = _SNIPPET_COLUMNS, p.add(HEADLINE_OPTIONS)
         found = _SNIPPET.format(config=f"{config}::regconfig", tsquery=tsquery, tenant=own, options=options)
     sessions = (
