@@ -855,6 +855,8 @@ def _literal(value: Any) -> str:
     if isinstance(value, bool | int | float):
         return str(value)
     if isinstance(value, list | tuple):
+        if value and all(isinstance(v, int | float) for v in value):
+            return "ARRAY[" + ", ".join(map(str, value)) + "]"  # numbers: the parameter's type decides
         return "ARRAY[" + ", ".join(_literal(v) for v in value) + "]::text[]" if value else "'{}'"
     text = value.isoformat() if isinstance(value, datetime) else str(value)
     return "'" + text.replace("'", "''") + "'"
