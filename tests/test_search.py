@@ -14,6 +14,8 @@ from test_api import all_pages
 from test_collector import send_concurrently
 from test_data_model import event
 
+from hookdb.collector.store import search as store_search
+
 from conftest import run_sql, wait_for_rows
 
 TOKENS = {"alpha": "token-of-alpha", "beta": "token-of-beta"}
@@ -128,14 +130,18 @@ def test_a_huge_tool_output_with_nul_is_bounded_and_searchable(
 ) -> None:
     output = {"stdout": "begin plumbago\x00after nul\n" + "lorem ipsum dolor " * 40_000 + "late xylophonic\n"}
     frames = tool_call("big", "alpha", "cat huge.log", output, time.time_ns())
+    deep = {"stdout": "filler words here " * 200 + "then Rhododendrons bloomed"}  # 3,600 characters in
+    frames += tool_call("deep", "alpha", "cat garden.log", deep, time.time_ns())
     send_concurrently(socket_path, [frames])
-    wait_for_rows(dsn, 2)
+    wait_for_rows(dsn, 4)
     api = start_api(dsn, TOKENS)
+    [found] = search(api, "rhododendron")  # stemmed, deep in the text: the snippet is around it
+    assert [p["text"] for p in found["snippet"]["parts"] if p["match"]] == ["Rhododendrons"]
     assert [s["session_id"] for s in search(api, "plumbago")] == ["big"]
     assert [s["session_id"] for s in search(api, "nul")] == ["big"]
     assert search(api, "xylophonic") == []  # past what one event contributes
     sizes = run_sql(dsn, "SELECT length(body) AS chars, strpos(body, chr(2)) AS marks FROM search_docs")
-    assert max(r["chars"] for r in sizes) <= 16 * 1024
+    assert max(r["chars"] for r in sizes) <= store_search.MAX_CHARS
     assert all(r["marks"] == 0 for r in sizes)
 
 

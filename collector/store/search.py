@@ -3,9 +3,10 @@
 One document per searchable event (``classification.SEARCH_FIELDS``: prompts, assistant messages, tool
 inputs and outputs) and one per report, written in the batch's transaction under its tenant's row-level
 security; PostgreSQL makes the ``tsvector`` (a generated column, GIN-indexed). What one event contributes is
-bounded (``MAX_CHARS`` of its field's text: a tool output can be 700 KB, a ``tsvector`` at most 1 MB and
-word positions stop at 16383), so the search work per event stays small. The text has no U+0000 (text
-cannot hold it) and none of the characters the API's highlights are marked with (``MARKS``).
+bounded (``MAX_CHARS`` of its field's text, ``MAX_REPORT_CHARS`` of a report: a tool output can be 700 KB,
+a ``tsvector`` at most 1 MB and word positions stop at 16383), so the search work per event stays small.
+The text has no U+0000 (text cannot hold it) and none of the characters the API's highlights are marked
+with (``MARKS``).
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ from hookdb.collector.store.rows import Row
 if TYPE_CHECKING:
     from hookdb.collector.store.projections import Projection
 
-MAX_CHARS = 16 * 1024
+MAX_CHARS = 4096  # to_tsvector costs PostgreSQL about 1.5 ms per 4,096 characters of English text
+MAX_REPORT_CHARS = 64 * 1024  # reports are few (one write per report) and longer
 CONFIG = "english"  # the text search configuration of search_docs.words (schema.sql) and of every query
 START_MARK, END_MARK = "\x02", "\x03"  # where ts_headline marks a match: never in a document's text
 MARKS = START_MARK + END_MARK
@@ -76,7 +78,7 @@ ON CONFLICT DO NOTHING
 _UPSERT_REPORT_DOCS = f"""
 INSERT INTO search_docs AS d (tenant_id, session_id, doc_key, kind, at, body)
 SELECT r.tenant_id, r.session_id, r.path_key, '{cls.SEARCH_REPORT}', r.written_at,
-       translate(left(r.content, {MAX_CHARS}), E'\\x02\\x03', '  ')  -- MARKS out
+       translate(left(r.content, {MAX_REPORT_CHARS}), E'\\x02\\x03', '  ')  -- MARKS out
 FROM unnest($2::text[], $3::text[]) WITH ORDINALITY AS k (session_id, path, n)
 JOIN reports r ON r.tenant_id = $1 AND r.session_id = k.session_id AND r.path_key = hookdb_text_key(k.path)
 ORDER BY k.n  -- key order, as every write of a batch
