@@ -189,7 +189,8 @@ async def list_sessions(conn: asyncpg.Connection, tenant: str, query: SessionQue
         rare = await _matching_documents(conn, tenant, query.q) < RARE_DOCUMENTS
         where.append((_RARE if rare else _COMMON).format(tenant=own, tsquery=tsquery))
         snippet, options = _SNIPPET_COLUMNS, p.add(HEADLINE_OPTIONS)
-        words, chars = p.add(re.findall(r"\w+", query.q.lower())), p.add(SNIPPET_CHARS)
+        typed = [w for w in re.findall(r"\w+", query.q.lower()) if len(w) > 2]  # not "or", not "a" in "and"
+        words, chars = p.add(typed), p.add(SNIPPET_CHARS)
         found = _SNIPPET.format(config=f"{config}::regconfig", tsquery=tsquery, tenant=own, options=options,
                                 words=words, chars=chars)  # fmt: skip
     sessions = (
