@@ -39,9 +39,10 @@ grows with the table or the session rather than with the page.
 
 Run: ``.venv/bin/python tests/bench/bench_api.py [--quick] [--sessions N] [--events E] [--requests R]
 [--concurrency 1,4] [--only first,detail,...] [--db-set NAME=VALUE] [--pool-size N] [--dsn DSN]
-[--json PATH]``; about 5 minutes at full size on 2 cores, under a minute with ``--quick``. Not part of
-the pytest run (pytest collects ``test_*.py`` only). Linux only (fork, /proc). PASS/FAIL at the end is
-informational: the exit status is 0 unless something failed (an error answer, a wrong page).
+[--json PATH] [--keep NAME]``; about 5 minutes at full size on 2 cores, under a minute with ``--quick``
+(``--keep`` seeds once and reuses the database in later runs). Not part of the pytest run (pytest
+collects ``test_*.py`` only). Linux only (fork, /proc). PASS/FAIL at the end is informational: the exit
+status is 0 unless something failed (an error answer, a wrong page).
 """
 
 from __future__ import annotations
@@ -1223,7 +1224,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--dsn", help="postgresql:// URI of a role that may create databases; default: embedded"
     )
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON to PATH")
+    parser.add_argument(
+        "--keep",
+        metavar="NAME",
+        help="seed database hookdb_bench_api_NAME once and keep it for the next runs (needs --dsn)",
+    )
     args = parser.parse_args(argv)
+    if args.keep and (not args.dsn or not re.fullmatch(r"[a-z0-9_]+", args.keep)):
+        parser.error("--keep NAME: needs --dsn (the embedded server is temporary), NAME of a-z, 0-9 and _")
     defaults = (
         {"sessions": 600, "events": 20, "other_sessions": 100, "other_events": 10, "long_events": 300,
          "requests": 100}
@@ -1264,10 +1272,13 @@ def main(argv: list[str] | None = None) -> int:
         workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="hookdb-bench-api-")))
         _progress("starting PostgreSQL")
         admin_dsn, server = start_server(args.dsn, workdir, stack)
-        dsn = stack.enter_context(fresh_database(admin_dsn, "api", schema=False))
-        migrate(dsn)
-        _progress(f"seeding {sum(s.sessions * s.events for s in data.all()):,} events")
-        seeded = run_asyncio(_seed(dsn, data))
+        if args.keep:
+            dsn, seeded = kept_database(admin_dsn, args.keep, data)
+        else:
+            dsn = stack.enter_context(fresh_database(admin_dsn, "api", schema=False))
+            migrate(dsn)
+            _progress(f"seeding {sum(s.sessions * s.events for s in data.all()):,} events")
+            seeded = run_asyncio(_seed(dsn, data))
         for item in args.db_set:
             name, _, value = item.partition("=")
             database = quote_ident(urlsplit(dsn).path.lstrip("/"))
@@ -1326,6 +1337,38 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         Path(args.json).write_text(json.dumps(_json_safe(res), indent=2, default=str) + "\n")
     return 0
+
+
+def kept_database(admin_dsn: str, name: str, data: Data) -> tuple[str, dict[str, Any]]:
+    """The database ``hookdb_bench_api_<name>``, seeded with ``data`` once and kept for the next runs (its
+    table ``bench_seeded`` holds what was seeded and how long it took); migrated to this hookdb each run."""
+    database = f"hookdb_bench_api_{name}"
+    dsn = urlsplit(admin_dsn)._replace(path=f"/{database}").geturl()
+    wanted = repr(data)
+    if run_asyncio(_fetchval(admin_dsn, "SELECT count(*) FROM pg_database WHERE datname = $1", database)):
+        migrate(dsn)
+        found = run_asyncio(_fetchval(dsn, "SELECT result FROM bench_seeded WHERE data = $1", wanted))
+        if found is None:
+            raise SystemExit(f"--keep {name}: {database} holds other data; drop it or choose another name")
+        _progress(f"reusing {database}")
+        return dsn, json.loads(found)
+    run_asyncio(_execute(admin_dsn, f"CREATE DATABASE {quote_ident(database)}"))
+    migrate(dsn)
+    _progress(f"seeding {sum(s.sessions * s.events for s in data.all()):,} events into {database} (kept)")
+    seeded = run_asyncio(_seed(dsn, data))
+    run_asyncio(_execute(dsn, "CREATE TABLE bench_seeded (data text PRIMARY KEY, result text NOT NULL)"))
+    run_asyncio(
+        _fetchval(dsn, "INSERT INTO bench_seeded VALUES ($1, $2) RETURNING 1", wanted, json.dumps(seeded))
+    )
+    return dsn, seeded
+
+
+async def _fetchval(dsn: str, sql: str, *args: Any) -> Any:
+    conn = await asyncpg.connect(dsn)
+    try:
+        return await conn.fetchval(sql, *args)
+    finally:
+        await conn.close()
 
 
 async def _execute(dsn: str, sql: str) -> None:
