@@ -130,7 +130,7 @@ def test_a_huge_tool_output_with_nul_is_bounded_and_searchable(
 ) -> None:
     output = {"stdout": "begin plumbago\x00after nul\n" + "lorem ipsum dolor " * 40_000 + "late xylophonic\n"}
     frames = tool_call("big", "alpha", "cat huge.log", output, time.time_ns())
-    deep = {"stdout": "filler words here " * 200 + "then Rhododendrons bloomed"}  # 3,600 characters in
+    deep = {"stdout": "filler words here " * 50 + "then Rhododendrons bloomed"}  # 900 characters in
     frames += tool_call("deep", "alpha", "cat garden.log", deep, time.time_ns())
     send_concurrently(socket_path, [frames])
     wait_for_rows(dsn, 4)

@@ -3,7 +3,8 @@
 One document per searchable event (``classification.SEARCH_FIELDS``: prompts, assistant messages, tool
 inputs and outputs) and one per report, written in the batch's transaction under its tenant's row-level
 security; PostgreSQL makes the ``tsvector`` (a generated column, GIN-indexed). What one event contributes is
-bounded (``MAX_CHARS`` of its field's text, ``MAX_REPORT_CHARS`` of a report: a tool output can be 700 KB,
+bounded (``MAX_CHARS`` of a prompt's or reply's text, ``TOOL_CHARS`` of a tool input's or output's,
+``MAX_REPORT_CHARS`` of a report: a tool output can be 700 KB,
 a ``tsvector`` at most 1 MB and word positions stop at 16383), so the search work per event stays small.
 The text has no U+0000 (text cannot hold it) and none of the characters the API's highlights are marked
 with (``MARKS``).
@@ -22,7 +23,12 @@ from hookdb.collector.store.rows import Row
 if TYPE_CHECKING:
     from hookdb.collector.store.projections import Projection
 
-MAX_CHARS = 4096  # to_tsvector costs PostgreSQL about 1.5 ms per 4,096 characters of English text
+# What one event's field contributes, in characters: to_tsvector costs PostgreSQL about 1.5 ms per 4,096
+# characters of English text. Prompts and replies are what people look for, one each a turn; tool calls are
+# most events (and outputs the largest), so they contribute their beginning.
+MAX_CHARS = 4096
+TOOL_CHARS = 1024
+_LIMITS = {"tool_input": TOOL_CHARS, "tool_output": TOOL_CHARS}
 MAX_REPORT_CHARS = 64 * 1024  # reports are few (one write per report) and longer
 CONFIG = "english"  # the text search configuration of search_docs.words (schema.sql) and of every query
 START_MARK, END_MARK = "\x02", "\x03"  # where ts_headline marks a match: never in a document's text
@@ -63,7 +69,7 @@ def text(value: Any, limit: int = MAX_CHARS) -> str:
 def document(row: Row, payload: dict[str, Any]) -> SearchDoc | None:
     """The search document of a searchable event, or ``None`` when it has no text to search."""
     kind, name = cls.SEARCH_FIELDS[row.event_type]
-    body = text(payload.get(name))
+    body = text(payload.get(name), _LIMITS.get(kind, MAX_CHARS))
     if not body.strip() or row.session_id is None:
         return None
     return SearchDoc(row.tenant_id, row.session_id, row.event_id.bytes, kind, row.occurred_at, body)
