@@ -153,6 +153,38 @@ CREATE TABLE transcript_reads (
     PRIMARY KEY (tenant_id, session_id, path_key)
 );
 
+-- Full-text search of sessions: one search document per prompt, assistant message, tool input, tool output
+-- (each bounded, see collector/store/search.py) and report, written by the projections in the write
+-- transaction; GET /api/sessions?q= matches it with websearch_to_tsquery and highlights it with ts_headline.
+CREATE TABLE search_docs (
+    tenant_id  text        NOT NULL,
+    session_id text        NOT NULL,
+    doc_key    bytea       NOT NULL,  -- an event's id (16 bytes), or a report's path_key (32)
+    kind       text        NOT NULL,  -- prompt, reply, tool_input, tool_output, report
+    at         timestamptz NOT NULL,
+    body       text        NOT NULL,  -- the text searched, bounded, without U+0000
+    words      tsvector    NOT NULL GENERATED ALWAYS AS (to_tsvector('english'::regconfig, body)) STORED,
+    PRIMARY KEY (tenant_id, session_id, doc_key)
+);
+
+CREATE INDEX search_docs_words_idx ON search_docs USING gin (words);
+-- The planner's estimate of how many documents a word matches decides how the API searches
+-- (collector/api/queries.py): with ten times the default statistics, a word outside the most common ten
+-- thousand is estimated as rare, as it is.
+ALTER TABLE search_docs ALTER COLUMN words SET STATISTICS 1000;
+
+-- Under row-level security a condition uses an index only if its operator is LEAKPROOF (else it would run
+-- before the policy's); text search's @@ is not marked so, although it reveals nothing but its answer.
+-- Only a superuser may mark it: migrated by another role, search is still right but reads every document
+-- (a superuser then runs the ALTER FUNCTION once, see README).
+DO $$
+BEGIN
+    IF (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) THEN
+        ALTER FUNCTION pg_catalog.ts_match_vq(tsvector, tsquery) LEAKPROOF;
+    END IF;
+END
+$$;
+
 -- Row-level security: a transaction sees and writes only the tenant named by
 -- set_config('hookdb.tenant', <tenant>, true); with none set, nothing at all. FORCE: also for a login that
 -- owns the tables (only superusers and BYPASSRLS roles pass, and the read API refuses to serve as those).
@@ -161,7 +193,7 @@ DECLARE
     tenant_table text;
 BEGIN
     FOREACH tenant_table IN ARRAY ARRAY['hook_audit_log', 'payload_blobs', 'sessions', 'reports', 'agent_states',
-                                   'usage_ledger', 'transcript_reads']
+                                   'usage_ledger', 'transcript_reads', 'search_docs']
     LOOP
         EXECUTE format('ALTER TABLE %I ENABLE ROW LEVEL SECURITY', tenant_table);
         EXECUTE format('ALTER TABLE %I FORCE ROW LEVEL SECURITY', tenant_table);
@@ -238,9 +270,9 @@ $$;
 -- The writer inserts and updates; SELECT only because INSERT ... ON CONFLICT DO UPDATE needs it (row-level
 -- security still limits it to its transaction's tenant).
 GRANT SELECT, INSERT, UPDATE ON hook_audit_log, payload_blobs, sessions, reports, agent_states, usage_ledger,
-    transcript_reads TO hookdb_writer;
-GRANT SELECT ON hook_audit_log, payload_blobs, sessions, reports, agent_states, usage_ledger, transcript_reads
-    TO hookdb_reader;
+    transcript_reads, search_docs TO hookdb_writer;
+GRANT SELECT ON hook_audit_log, payload_blobs, sessions, reports, agent_states, usage_ledger, transcript_reads,
+    search_docs TO hookdb_reader;
 GRANT SELECT ON schema_migrations TO hookdb_writer, hookdb_reader;
 
 -- The read API's live feed: after commit, PostgreSQL tells listeners of channel hookdb_sessions about

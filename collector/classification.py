@@ -228,6 +228,24 @@ HANDLED_EVENTS = MappingProxyType(
     }
 )
 
+# -- Full-text search ------------------------------------------------------------------------------------
+
+# Event type → (the kind of search document it makes, the payload field whose text is searched): prompts,
+# assistant messages, tool inputs and outputs (a failure's error as its output). Reports are searched too,
+# as kind SEARCH_REPORT. Every other event is not searched (store/search.py).
+SEARCH_FIELDS = MappingProxyType(
+    {
+        "UserPromptSubmit": ("prompt", "prompt"),
+        "Stop": ("reply", "last_assistant_message"),
+        "SubagentStop": ("reply", "last_assistant_message"),
+        "PreToolUse": ("tool_input", "tool_input"),
+        "PostToolUse": ("tool_output", "tool_response"),
+        "PostToolUseFailure": ("tool_output", "error"),
+    }
+)
+SEARCH_REPORT = "report"
+SEARCH_KINDS = frozenset({*(kind for kind, _ in SEARCH_FIELDS.values()), SEARCH_REPORT})
+
 # Limits on what the collector reads from disk for one report or state file.
 MAX_FILE_BYTES = 10 * 1024 * 1024
 MAX_STATE_FILES = 64

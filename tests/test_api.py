@@ -480,6 +480,7 @@ def test_the_openapi_document_describes_every_endpoint(seeded: Any) -> None:
     assert parameters == {
         "limit",
         "cursor",
+        "q",
         "status",
         "model",
         "agent_type",

@@ -72,11 +72,13 @@ class SecurityHeaders:
         await self.app(scope, receive, send_with_headers)
 
 
-async def _next_page(session_id: str, page: models.EventPage, conn: asyncpg.Connection) -> models.EventPage:
+async def _next_page(
+    tenant: str, session_id: str, page: models.EventPage, conn: asyncpg.Connection
+) -> models.EventPage:
     """The export's next page of events after ``page``."""
     assert page.next_cursor is not None
     after = models.EventQuery(limit=EXPORT_PAGE, cursor=page.next_cursor)
-    return await queries.events(conn, session_id, after)
+    return await queries.events(conn, tenant, session_id, after)
 
 
 def json_response(body: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> Response:
@@ -202,7 +204,7 @@ class Api:
     # -- The API -----------------------------------------------------------------------------------------
 
     async def list_sessions(self, request: Request, tenant: str, query: models.SessionQuery) -> Response:
-        page = await self._reader.read(tenant, lambda conn: queries.list_sessions(conn, query))
+        page = await self._reader.read(tenant, lambda conn: queries.list_sessions(conn, tenant, query))
         return json_response(page)
 
     async def detail(self, request: Request, tenant: str, query: models.DetailQuery) -> Response:
@@ -211,10 +213,10 @@ class Api:
         (card, requests), reports, states, timeline = await self._reader.read_together(
             tenant,
             [
-                lambda conn: _card_and_requests(conn, session_id),
-                lambda conn: queries.reports(conn, session_id),
-                lambda conn: queries.agent_states(conn, session_id),
-                lambda conn: queries.events(conn, session_id, events),
+                lambda conn: _card_and_requests(conn, tenant, session_id),
+                lambda conn: queries.reports(conn, tenant, session_id),
+                lambda conn: queries.agent_states(conn, tenant, session_id),
+                lambda conn: queries.events(conn, tenant, session_id, events),
             ],
         )
         if card is None:
@@ -235,8 +237,8 @@ class Api:
         card, page = await self._reader.read_together(
             tenant,
             [
-                lambda conn: queries.session_card(conn, session_id),
-                lambda conn: queries.events(conn, session_id, query),
+                lambda conn: queries.session_card(conn, tenant, session_id),
+                lambda conn: queries.events(conn, tenant, session_id, query),
             ],
         )
         if card is None:
@@ -252,10 +254,10 @@ class Api:
         (card, requests), reports, states, first = await self._reader.read_together(
             tenant,
             [
-                lambda conn: _card_and_requests(conn, session_id),
-                lambda conn: queries.reports(conn, session_id),
-                lambda conn: queries.agent_states(conn, session_id),
-                lambda conn: queries.events(conn, session_id, pages),
+                lambda conn: _card_and_requests(conn, tenant, session_id),
+                lambda conn: queries.reports(conn, tenant, session_id),
+                lambda conn: queries.agent_states(conn, tenant, session_id),
+                lambda conn: queries.events(conn, tenant, session_id, pages),
             ],
         )
         if card is None:
@@ -279,7 +281,9 @@ class Api:
                 if page.next_cursor is None:
                     break
                 try:
-                    page = await self._reader.read(tenant, functools.partial(_next_page, session_id, page))
+                    page = await self._reader.read(
+                        tenant, functools.partial(_next_page, tenant, session_id, page)
+                    )
                 except Exception as exc:
                     problem = unavailable(exc)
                     if problem is None:
@@ -301,12 +305,14 @@ class Api:
 
     async def stats(self, request: Request, tenant: str, query: models.StatsQuery) -> Response:
         start, end = _range(query.from_, query.to)
-        return json_response(await self._reader.read(tenant, lambda conn: queries.stats(conn, start, end)))
+        return json_response(
+            await self._reader.read(tenant, lambda conn: queries.stats(conn, tenant, start, end))
+        )
 
     async def usage(self, request: Request, tenant: str, query: models.UsageQuery) -> Response:
         start, end = _range(query.from_, query.to)
         return json_response(
-            await self._reader.read(tenant, lambda conn: queries.usage(conn, query.group, start, end))
+            await self._reader.read(tenant, lambda conn: queries.usage(conn, tenant, query.group, start, end))
         )
 
     async def stream(self, request: Request, tenant: str, query: models.NoQuery) -> Response:
@@ -333,7 +339,9 @@ class Api:
         )
 
 
-async def _card_and_requests(conn: asyncpg.Connection, session_id: str) -> tuple[Any, list[Any]]:
+async def _card_and_requests(conn: asyncpg.Connection, tenant: str, session_id: str) -> tuple[Any, list[Any]]:
     """The card and the ledger, on one connection: a detail takes no more connections than
     ``api.pool_size`` allows at least (4), so a pooler with that many server connections never deadlocks."""
-    return await queries.session_card(conn, session_id), await queries.requests(conn, session_id)
+    return await queries.session_card(conn, tenant, session_id), await queries.requests(
+        conn, tenant, session_id
+    )

@@ -153,7 +153,7 @@ class Feed:
     async def _publish(self, tenant: str, kinds: dict[str, str]) -> None:
         try:
             cards: list[SessionCard] = await self._reader.read(
-                tenant, lambda conn: queries.session_cards(conn, list(kinds))
+                tenant, lambda conn: queries.session_cards(conn, tenant, list(kinds))
             )
         except Exception as exc:
             if unavailable(exc) is None:

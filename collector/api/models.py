@@ -25,6 +25,14 @@ Instant = Annotated[datetime, msgspec.Meta(tz=True, description="RFC 3339 date-t
 Project = Annotated[
     str, msgspec.Meta(min_length=1, max_length=512, description="The last component of the session's cwd.")
 ]
+SearchText = Annotated[
+    str,
+    msgspec.Meta(
+        min_length=1,
+        max_length=256,
+        description='Full-text search (web search syntax: words, "a phrase", or, -word), English stemming.',
+    ),
+]
 MAX_DOLLARS = Decimal(10) ** 12
 Dollars = Annotated[
     Decimal,
@@ -90,6 +98,7 @@ class SessionQuery(Query):
 
     limit: Limit = 50
     cursor: Cursor | UnsetType = UNSET
+    q: SearchText | UnsetType = UNSET
     status: list[Status] = msgspec.field(default_factory=list)
     model: Text | UnsetType = UNSET
     agent_type: Text | UnsetType = UNSET
@@ -107,6 +116,8 @@ class SessionQuery(Query):
                 _check_dollars(name, value)
         if self.cost_min is not UNSET and self.cost_max is not UNSET and self.cost_min > self.cost_max:
             raise BadParameter("cost_min: greater than cost_max")
+        if self.q is not UNSET and not self.q.strip():
+            raise BadParameter("q: nothing to search for")
 
 
 class DetailQuery(Query):
@@ -153,6 +164,18 @@ class NoQuery(Query):
 # -- Answers ---------------------------------------------------------------------------------------------
 
 
+class SnippetPart(msgspec.Struct, kw_only=True):
+    text: str  # plain text, never markup
+    match: bool  # a word the search matched
+
+
+class Snippet(msgspec.Struct, kw_only=True):
+    """What a search matched in a session: up to two fragments (joined by " … ") of one document."""
+
+    kind: str  # prompt, reply, tool_input, tool_output or report
+    parts: list[SnippetPart]
+
+
 class SessionCard(msgspec.Struct, kw_only=True):
     session_id: str
     title: str | None  # the first prompt on one line, cut at TITLE_CHARS
@@ -182,6 +205,7 @@ class SessionCard(msgspec.Struct, kw_only=True):
     word_count: int | None
     end_reason: str | None
     duration_ms: float  # from started_at to ended_at, or to updated_at while there is no end
+    snippet: Snippet | UnsetType = UNSET  # only when the list was searched (q)
 
 
 class SessionPage(msgspec.Struct, kw_only=True):

@@ -14,7 +14,12 @@ REF = "#/components/schemas/{name}"
 _OPERATIONS: dict[str, tuple[str, type[models.Query], type | None, tuple[int, ...]]] = {
     "/api/sessions": (
         "Sessions, newest first: keyset pages, filtered by status, model, agent type, project (the last "
-        "component of cwd), cost range (inclusive; sessions without a cost are left out) and start time.",
+        "component of cwd), cost range (inclusive; sessions without a cost are left out) and start time; "
+        'with `q`, full-text search (PostgreSQL, English stemming, web search syntax: words, "a phrase", '
+        "`or`, `-word`) of prompts, assistant messages, tool inputs and outputs (their first 4,096 "
+        "or 1,024 characters) and reports, combined with every filter and the pages: each card then has "
+        "a `snippet`, plain text parts of what matched with the matched words flagged (`match`). A `q` of "
+        "only stop words matches nothing.",
         models.SessionQuery,
         models.SessionPage,
         (),

@@ -1,5 +1,7 @@
 """The read API's SQL, one function per question. asyncio coroutines on a connection the reader gives,
-inside a read-only transaction whose tenant is set: row-level security limits every query to it.
+inside a read-only transaction whose tenant is set: row-level security limits every query to it. Every
+query also names its tenant (``tenant_id = $n`` on each table it reads), so a database distributed by
+tenant (Citus) routes each one to a single shard (tests/test_api_routing.py checks the plans).
 
 Filters are added only when given (values always as parameters), so each combination gets its own plan
 and the keyset condition can bound the index scan.
@@ -8,6 +10,8 @@ and the keyset condition can bound the index scan.
 from __future__ import annotations
 
 import itertools
+import json
+import re
 import uuid
 from collections.abc import Sequence
 from datetime import date, datetime, timedelta
@@ -36,6 +40,8 @@ from hookdb.collector.api.models import (
     SessionCard,
     SessionPage,
     SessionQuery,
+    Snippet,
+    SnippetPart,
     Stats,
     TimelineEvent,
     ToolStats,
@@ -43,7 +49,7 @@ from hookdb.collector.api.models import (
     UsageGroupTotals,
     UsageTotals,
 )
-from hookdb.collector.store import blobs
+from hookdb.collector.store import blobs, search
 from hookdb.collector.store.usage import SDK_PREFIX
 
 # The last component of cwd (a trailing separator ignored): the project a card names and the filter matches.
@@ -68,25 +74,70 @@ _CARDS = """
 SELECT c.*, left(CASE jsonb_typeof(p.prompt)
                 WHEN 'string' THEN p.prompt #>> '{{}}'
                 WHEN 'object' THEN coalesce(
-                    (SELECT b.content FROM payload_blobs b WHERE b.sha256 = p.prompt->>'$hookdb.blob'),
+                    (SELECT b.content FROM payload_blobs b
+                     WHERE b.tenant_id = {tenant} AND b.sha256 = p.prompt->>'$hookdb.blob'),
                     CASE WHEN jsonb_typeof(p.prompt->'$hookdb.nul'->0) = 'string'
                          THEN p.prompt->'$hookdb.nul'->>0 END)
             END, {scan}) AS prompt,
-       p.branch AS git_branch
+       p.branch AS git_branch{snippet}
 FROM ({sessions}) c
 LEFT JOIN LATERAL (
     SELECT f.payload->'prompt' AS prompt,
            coalesce(f.payload->>'git_branch', f.payload->>'gitBranch') AS branch
     FROM hook_audit_log f
-    WHERE f.session_id = c.session_id AND f.event_type = 'UserPromptSubmit'
+    WHERE f.tenant_id = {tenant} AND f.session_id = c.session_id AND f.event_type = 'UserPromptSubmit'
       AND f.occurred_at = (SELECT e.occurred_at FROM hook_audit_log e
-                           WHERE e.session_id = c.session_id AND e.event_type = 'UserPromptSubmit'
+                           WHERE e.tenant_id = {tenant} AND e.session_id = c.session_id
+                             AND e.event_type = 'UserPromptSubmit'
                            ORDER BY e.occurred_at LIMIT 1)
     ORDER BY f.received_at, f.event_id
     LIMIT 1
-) p ON true
+) p ON true{search}
 ORDER BY c.started_at DESC, c.session_id DESC
 """
+# A searched session's snippet: its first document (by time) that matches, highlighted around the match.
+# Matches are tested as `(… @@ …) IS TRUE` where a session's own documents are probed: that form is not one
+# the GIN index serves, so the probe reads the session's documents by the primary key and never builds a
+# bitmap of every document in the tenant that matches. ts_headline parses all the text it is given (about
+# 1.5 ms for 4 KB), so it is given a window of SNIPPET_CHARS around the first place one of the query's
+# words occurs as typed (a stemmed form elsewhere is still marked when it is in the window).
+SNIPPET_CHARS = 480
+_SNIPPET_COLUMNS = ", h.kind AS snippet_kind, h.snippet"
+_SNIPPET = """
+LEFT JOIN LATERAL (
+    SELECT f.kind, ts_headline({config}, substr(f.body, greatest(1, coalesce(
+               (SELECT min(at) FROM unnest({words}::text[]) w, strpos(lower(f.body), w) at WHERE at > 0), 1)
+               - {chars} / 4), {chars}), {tsquery}, {options}) AS snippet
+    FROM (SELECT d.kind, d.body FROM search_docs d
+          WHERE d.tenant_id = {tenant} AND d.session_id = c.session_id AND (d.words @@ {tsquery}) IS TRUE
+          ORDER BY d.at, d.doc_key
+          LIMIT 1) f
+) h ON true"""
+# Which sessions match, two ways, chosen by the planner's estimate of how many documents match
+# (:func:`_matching_documents`): few, and the GIN index finds them all, their sessions a set the
+# newest-first scan of sessions_recent_idx is checked against; many (a common word), and each session of
+# that scan is probed (OFFSET 0 keeps the probe a probe: without it the planner may hash every match), so a
+# page fills after a few sessions. Either answers the same; only the time differs.
+RARE_DOCUMENTS = 5000
+_RARE = """session_id IN (SELECT d.session_id FROM search_docs d
+                   WHERE d.tenant_id = {tenant} AND d.words @@ {tsquery})"""
+_COMMON = """EXISTS (SELECT FROM search_docs d
+               WHERE d.tenant_id = {tenant} AND d.session_id = sessions.session_id
+                 AND (d.words @@ {tsquery}) IS TRUE OFFSET 0)"""
+_ESTIMATE = """EXPLAIN (FORMAT JSON)
+SELECT FROM search_docs WHERE tenant_id = $1 AND words @@ websearch_to_tsquery($2::regconfig, $3)"""
+
+
+async def _matching_documents(conn: asyncpg.Connection, tenant: str, q: str) -> float:
+    """How many of the tenant's search documents the planner expects ``q`` to match."""
+    plan = json.loads(await conn.fetchval(_ESTIMATE, tenant, search.CONFIG, q))
+    return float(plan[0]["Plan"]["Plan Rows"])
+
+
+HEADLINE_OPTIONS = (
+    f"StartSel={search.START_MARK}, StopSel={search.END_MARK}, MaxWords=24, MinWords=8, ShortWord=2, "
+    'MaxFragments=2, FragmentDelimiter=" … "'
+)
 TITLE_CHARS = 120
 _TITLE_SCAN = 4 * TITLE_CHARS  # enough of a prompt to make a title of, however its whitespace runs
 
@@ -104,10 +155,13 @@ class _Params:
         return f"${len(self.values)}"
 
 
-async def list_sessions(conn: asyncpg.Connection, query: SessionQuery) -> SessionPage:
-    """A page of sessions, newest first, after the query's cursor."""
+async def list_sessions(conn: asyncpg.Connection, tenant: str, query: SessionQuery) -> SessionPage:
+    """A page of sessions, newest first, after the query's cursor; with ``q``, only the sessions whose
+    search documents match it (``websearch_to_tsquery``: words, "phrases", or, -not; never a syntax
+    error), each with a snippet of what matched."""
     p = _Params()
-    where = []
+    own = p.add(tenant)
+    where = [f"tenant_id = {own}"]
     if query.cursor is not UNSET:
         at, session_id = cursor.decode(cursor.SESSIONS, query.cursor)
         t = p.add(at)
@@ -128,11 +182,22 @@ async def list_sessions(conn: asyncpg.Connection, query: SessionQuery) -> Sessio
         where.append(f"cost_usd >= {p.add(query.cost_min)}")
     if query.cost_max is not UNSET:
         where.append(f"cost_usd <= {p.add(query.cost_max)}")
+    snippet = found = ""
+    if query.q is not UNSET:
+        config = p.add(search.CONFIG)
+        tsquery = f"websearch_to_tsquery({config}::regconfig, {p.add(query.q)})"
+        rare = await _matching_documents(conn, tenant, query.q) < RARE_DOCUMENTS
+        where.append((_RARE if rare else _COMMON).format(tenant=own, tsquery=tsquery))
+        snippet, options = _SNIPPET_COLUMNS, p.add(HEADLINE_OPTIONS)
+        typed = [w for w in re.findall(r"\w+", query.q.lower()) if len(w) > 2]  # not "or", not "a" in "and"
+        words, chars = p.add(typed), p.add(SNIPPET_CHARS)
+        found = _SNIPPET.format(config=f"{config}::regconfig", tsquery=tsquery, tenant=own, options=options,
+                                words=words, chars=chars)  # fmt: skip
     sessions = (
-        f"SELECT {CARD_COLUMNS} FROM sessions {'WHERE ' + ' AND '.join(where) if where else ''} "
+        f"SELECT {CARD_COLUMNS} FROM sessions WHERE {' AND '.join(where)} "
         f"ORDER BY started_at DESC, session_id DESC LIMIT {p.add(query.limit + 1)}"
     )
-    sql = _CARDS.format(sessions=sessions, scan=p.add(_TITLE_SCAN))
+    sql = _CARDS.format(sessions=sessions, scan=p.add(_TITLE_SCAN), tenant=own, snippet=snippet, search=found)
     rows = await conn.fetch(sql, *p.values)
     cards = [_card(row) for row in rows[: query.limit]]
     more = len(rows) > query.limit
@@ -145,21 +210,39 @@ async def list_sessions(conn: asyncpg.Connection, query: SessionQuery) -> Sessio
     )
 
 
-async def session_cards(conn: asyncpg.Connection, session_ids: Sequence[str]) -> list[SessionCard]:
-    sessions = f"SELECT {CARD_COLUMNS} FROM sessions WHERE session_id = ANY($1::text[])"
-    sql = _CARDS.format(sessions=sessions, scan="$2")
-    rows = await conn.fetch(sql, session_ids, _TITLE_SCAN)
+async def session_cards(
+    conn: asyncpg.Connection, tenant: str, session_ids: Sequence[str]
+) -> list[SessionCard]:
+    sessions = f"SELECT {CARD_COLUMNS} FROM sessions WHERE tenant_id = $1 AND session_id = ANY($2::text[])"
+    sql = _CARDS.format(sessions=sessions, scan="$3", tenant="$1", snippet="", search="")
+    rows = await conn.fetch(sql, tenant, session_ids, _TITLE_SCAN)
     return [_card(row) for row in rows]
 
 
 def _card(row: asyncpg.Record) -> SessionCard:
     fields = dict(row)
     prompt, end = fields.pop("prompt"), fields["ended_at"] or fields["updated_at"]
+    if "snippet" in fields:
+        kind, marked = fields.pop("snippet_kind"), fields.pop("snippet")
+        fields["snippet"] = UNSET if marked is None else Snippet(kind=kind, parts=snippet_parts(marked))
     return SessionCard(
         **fields,
         title=title(prompt) if prompt is not None else None,
         duration_ms=max(0.0, (end - fields["started_at"]) / timedelta(milliseconds=1)),
     )
+
+
+def snippet_parts(marked: str) -> list[SnippetPart]:
+    """ts_headline's answer (matches between START_MARK and END_MARK) as plain text parts, the matched
+    ones flagged: the page renders them as text, never as markup."""
+    parts: list[SnippetPart] = []
+    for i, piece in enumerate(marked.split(search.START_MARK)):
+        match, _, rest = piece.partition(search.END_MARK) if i else ("", "", piece)
+        if match:
+            parts.append(SnippetPart(text=match, match=True))
+        if rest:
+            parts.append(SnippetPart(text=rest, match=False))
+    return parts
 
 
 def title(prompt: str) -> str | None:
@@ -172,24 +255,26 @@ def title(prompt: str) -> str | None:
     return (cut[:space] if space >= TITLE_CHARS * 2 // 3 else cut).rstrip() + "…"
 
 
-async def session_card(conn: asyncpg.Connection, session_id: str) -> SessionCard | None:
-    cards = await session_cards(conn, [session_id])
+async def session_card(conn: asyncpg.Connection, tenant: str, session_id: str) -> SessionCard | None:
+    cards = await session_cards(conn, tenant, [session_id])
     return cards[0] if cards else None
 
 
-async def reports(conn: asyncpg.Connection, session_id: str) -> list[Report]:
+async def reports(conn: asyncpg.Connection, tenant: str, session_id: str) -> list[Report]:
     rows = await conn.fetch(
         "SELECT path, report_type, content, word_count, written_at, sha256 FROM reports "
-        "WHERE session_id = $1 ORDER BY written_at, path",
+        "WHERE tenant_id = $1 AND session_id = $2 ORDER BY written_at, path",
+        tenant,
         session_id,
     )
     return [Report(**row) for row in rows]
 
 
-async def agent_states(conn: asyncpg.Connection, session_id: str) -> list[AgentState]:
+async def agent_states(conn: asyncpg.Connection, tenant: str, session_id: str) -> list[AgentState]:
     rows = await conn.fetch(
         "SELECT agent_id, agent_type, path, content, updated_at FROM agent_states "
-        "WHERE session_id = $1 ORDER BY updated_at, agent_id, path",
+        "WHERE tenant_id = $1 AND session_id = $2 ORDER BY updated_at, agent_id, path",
+        tenant,
         session_id,
     )
     return [AgentState(**row) for row in rows]
@@ -205,17 +290,18 @@ _TOKEN_KINDS = (
 # The ledger rows a session's figures count (``store.usage.countable``): the Agent SDK's per-model
 # summaries only while the session has no per-request row, so nothing is counted twice.
 _COUNTED = f"""(NOT starts_with(u.request_id, '{SDK_PREFIX}') OR NOT EXISTS (
-    SELECT FROM usage_ledger o WHERE o.tenant_id = u.tenant_id AND o.session_id = u.session_id
+    SELECT FROM usage_ledger o WHERE o.tenant_id = {{tenant}} AND o.session_id = u.session_id
                                AND NOT starts_with(o.request_id, '{SDK_PREFIX}')))"""
 _REQUESTS = f"""
 SELECT request_id, agent, agent_type, model, {", ".join(_TOKEN_KINDS)}, cost_usd, cost_source, at, sources
-FROM usage_ledger u WHERE session_id = $1 AND {_COUNTED} ORDER BY at, request_id
+FROM usage_ledger u WHERE tenant_id = $1 AND session_id = $2 AND {_COUNTED.format(tenant="$1")}
+ORDER BY at, request_id
 """
 
 
-async def requests(conn: asyncpg.Connection, session_id: str) -> list[ApiRequest]:
+async def requests(conn: asyncpg.Connection, tenant: str, session_id: str) -> list[ApiRequest]:
     """The session's model API requests from the usage ledger, oldest first."""
-    return [ApiRequest(**row) for row in await conn.fetch(_REQUESTS, session_id)]
+    return [ApiRequest(**row) for row in await conn.fetch(_REQUESTS, tenant, session_id)]
 
 
 def agents(requests: Sequence[ApiRequest]) -> list[AgentUsage]:
@@ -252,14 +338,14 @@ WITH page AS (
     SELECT event_id, occurred_at, received_at, event_type, tool_name, payload,
            CASE WHEN event_type = ANY($3::text[]) THEN payload->>'tool_use_id' END AS tool_use_id
     FROM hook_audit_log
-    WHERE session_id = $1 {after}
+    WHERE tenant_id = $5 AND session_id = $1 {after}
     ORDER BY occurred_at, received_at, event_id
     LIMIT $2
 ), calls AS (
     SELECT DISTINCT ON (payload->>'tool_use_id', event_type = $4)
            event_id, occurred_at, event_type = $4 AS is_start, payload->>'tool_use_id' AS tool_use_id
     FROM hook_audit_log
-    WHERE session_id = $1 AND event_type = ANY($3::text[])
+    WHERE tenant_id = $5 AND session_id = $1 AND event_type = ANY($3::text[])
       AND payload->>'tool_use_id' IN (SELECT tool_use_id FROM page)
     ORDER BY payload->>'tool_use_id', event_type = $4, occurred_at
 )
@@ -273,14 +359,14 @@ _TOOL_CALL_EVENTS = sorted({cls.TOOL_CALL_START, *cls.TOOL_CALL_END})
 _TOOL_CALL_FAILED = "PostToolUseFailure"  # the one of cls.TOOL_CALL_END that ends a call in failure
 
 
-async def events(conn: asyncpg.Connection, session_id: str, query: EventQuery) -> EventPage:
+async def events(conn: asyncpg.Connection, tenant: str, session_id: str, query: EventQuery) -> EventPage:
     """A page of a session's timeline, oldest first, tool calls paired with their durations."""
-    args: list[Any] = [session_id, query.limit + 1, _TOOL_CALL_EVENTS, cls.TOOL_CALL_START]
+    args: list[Any] = [session_id, query.limit + 1, _TOOL_CALL_EVENTS, cls.TOOL_CALL_START, tenant]
     after = ""
     if query.cursor is not UNSET:
         at, key = cursor.decode(cursor.EVENTS, query.cursor)
         args += [at, *_event_key(key)]
-        after = "AND occurred_at >= $5 AND (occurred_at, received_at, event_id) > ($5, $6, $7)"
+        after = "AND occurred_at >= $6 AND (occurred_at, received_at, event_id) > ($6, $7, $8)"
     rows = await conn.fetch(_EVENTS.format(after=after), *args)
     timeline = [
         TimelineEvent(
@@ -332,23 +418,24 @@ def _millis(at: datetime, other: datetime | None) -> float | None:
 
 _STATS_SESSIONS = """
 SELECT status, model, count(*)::bigint AS sessions, coalesce(sum(cost_usd), 0) AS cost_usd
-FROM sessions WHERE started_at >= $1 AND started_at < $2
+FROM sessions WHERE tenant_id = $3 AND started_at >= $1 AND started_at < $2
 GROUP BY status, model
 """
 _STATS_QA = """
 SELECT least(greatest(width_bucket(score, $3::numeric[]), 1), cardinality($3::numeric[]) - 1) AS bucket,
        count(*)::bigint AS sessions, sum(score) AS total
 FROM (SELECT (meta->>'qa_score')::numeric AS score FROM sessions
-      WHERE started_at >= $1 AND started_at < $2 AND jsonb_typeof(meta->'qa_score') = 'number') s
+      WHERE tenant_id = $4 AND started_at >= $1 AND started_at < $2
+        AND jsonb_typeof(meta->'qa_score') = 'number') s
 GROUP BY bucket
 """
 _STATS_SESSIONS_PER_DAY = """
 SELECT (started_at AT TIME ZONE 'UTC')::date AS day, status, count(*)::bigint AS n
-FROM sessions WHERE started_at >= $1 AND started_at < $2 GROUP BY day, status
+FROM sessions WHERE tenant_id = $3 AND started_at >= $1 AND started_at < $2 GROUP BY day, status
 """
 _STATS_EVENTS_PER_DAY = """
 SELECT (occurred_at AT TIME ZONE 'UTC')::date AS day, count(*)::bigint AS n
-FROM hook_audit_log WHERE occurred_at >= $1 AND occurred_at < $2 GROUP BY day
+FROM hook_audit_log WHERE tenant_id = $3 AND occurred_at >= $1 AND occurred_at < $2 GROUP BY day
 """
 
 
@@ -361,7 +448,7 @@ SELECT {{key}} AS key, {{second}} AS second, count(*)::bigint AS requests,
        coalesce(sum(u.cost_usd), 0) AS cost_usd,
        count(*) FILTER (WHERE u.cost_usd IS NULL)::bigint AS unpriced
 FROM usage_ledger u {{join}}
-WHERE u.at >= $1 AND u.at < $2 AND {_COUNTED}
+WHERE u.tenant_id = $3 AND u.at >= $1 AND u.at < $2 AND {_COUNTED.format(tenant="$3")}
 GROUP BY 1, 2
 """
 _PROJECT_JOIN = "LEFT JOIN sessions s ON s.tenant_id = u.tenant_id AND s.session_id = u.session_id"
@@ -375,10 +462,15 @@ _GROUP_KEYS = {
 
 
 async def _usage_rows(
-    conn: asyncpg.Connection, start: datetime, end: datetime, key: str, second: str = "NULL::text"
+    conn: asyncpg.Connection,
+    tenant: str,
+    start: datetime,
+    end: datetime,
+    key: str,
+    second: str = "NULL::text",
 ) -> list[asyncpg.Record]:
     expression, join = _GROUP_KEYS[key]
-    return await conn.fetch(_USAGE.format(key=expression, second=second, join=join), start, end)
+    return await conn.fetch(_USAGE.format(key=expression, second=second, join=join), start, end, tenant)
 
 
 def _key(row: asyncpg.Record) -> str | None:
@@ -407,10 +499,10 @@ def _sum(groups: Sequence[UsageTotals]) -> UsageTotals:
     return total
 
 
-async def usage(conn: asyncpg.Connection, group: str, start: datetime, end: datetime) -> Usage:
+async def usage(conn: asyncpg.Connection, tenant: str, group: str, start: datetime, end: datetime) -> Usage:
     """Cost and tokens of the ledger requests made in [start, end), grouped by day, model, project or
     agent."""
-    groups = _ranked(await _usage_rows(conn, start, end, group), by_key=group == "day")
+    groups = _ranked(await _usage_rows(conn, tenant, start, end, group), by_key=group == "day")
     return Usage(group=group, from_=start, to=end, total=_sum(groups), groups=groups)
 
 
@@ -432,7 +524,7 @@ FROM (
            min(e.occurred_at) FILTER (WHERE e.event_type = $5) AS failed_at
     FROM sessions s
     JOIN hook_audit_log e ON e.tenant_id = s.tenant_id AND e.session_id = s.session_id
-    WHERE s.started_at >= $1 AND s.started_at < $2 AND e.event_type = ANY($3::text[])
+    WHERE s.tenant_id = $6 AND s.started_at >= $1 AND s.started_at < $2 AND e.event_type = ANY($3::text[])
       AND e.payload->>'tool_use_id' IS NOT NULL
     GROUP BY e.session_id, e.payload->>'tool_use_id'
 ) c
@@ -442,8 +534,10 @@ ORDER BY calls DESC, tool_name
 """
 
 
-async def tools(conn: asyncpg.Connection, start: datetime, end: datetime) -> list[ToolStats]:
-    rows = await conn.fetch(_TOOLS, start, end, _TOOL_CALL_EVENTS, cls.TOOL_CALL_START, _TOOL_CALL_FAILED)
+async def tools(conn: asyncpg.Connection, tenant: str, start: datetime, end: datetime) -> list[ToolStats]:
+    rows = await conn.fetch(
+        _TOOLS, start, end, _TOOL_CALL_EVENTS, cls.TOOL_CALL_START, _TOOL_CALL_FAILED, tenant
+    )
     return [
         ToolStats(
             tool=row["tool_name"],
@@ -457,12 +551,12 @@ async def tools(conn: asyncpg.Connection, start: datetime, end: datetime) -> lis
     ]
 
 
-async def stats(conn: asyncpg.Connection, start: datetime, end: datetime) -> Stats:
+async def stats(conn: asyncpg.Connection, tenant: str, start: datetime, end: datetime) -> Stats:
     """Sessions started in [start, end) by status and model, their cost and QA scores; sessions and
     events per UTC day (events by when they occurred)."""
     by_status: dict[str, int] = {}
     by_model: dict[str | None, ModelStats] = {}
-    for row in await conn.fetch(_STATS_SESSIONS, start, end):
+    for row in await conn.fetch(_STATS_SESSIONS, start, end, tenant):
         by_status[row["status"]] = by_status.get(row["status"], 0) + row["sessions"]
         model = by_model.setdefault(
             row["model"], ModelStats(model=row["model"], sessions=0, cost_usd=Decimal(0))
@@ -470,7 +564,7 @@ async def stats(conn: asyncpg.Connection, start: datetime, end: datetime) -> Sta
         model.sessions += row["sessions"]
         model.cost_usd += row["cost_usd"]
     edges = cls.QA_SCORE_BUCKETS
-    qa = {row["bucket"]: row for row in await conn.fetch(_STATS_QA, start, end, list(edges))}
+    qa = {row["bucket"]: row for row in await conn.fetch(_STATS_QA, start, end, list(edges), tenant)}
     scored = sum(row["sessions"] for row in qa.values())
     days: dict[str, DayStats] = {}
 
@@ -479,15 +573,15 @@ async def stats(conn: asyncpg.Connection, start: datetime, end: datetime) -> Sta
             name, DayStats(day=name, sessions=0, events=0, by_status={}, tokens=0, cost_usd=Decimal(0))
         )
 
-    for row in await conn.fetch(_STATS_SESSIONS_PER_DAY, start, end):
+    for row in await conn.fetch(_STATS_SESSIONS_PER_DAY, start, end, tenant):
         d = day(row["day"].isoformat())
         d.sessions += row["n"]
         d.by_status[row["status"]] = row["n"]
-    for row in await conn.fetch(_STATS_EVENTS_PER_DAY, start, end):
+    for row in await conn.fetch(_STATS_EVENTS_PER_DAY, start, end, tenant):
         day(row["day"].isoformat()).events = row["n"]
     by_day_model = [
         DayModelUsage(day=row["key"].isoformat(), model=row["second"], **_totals(row))
-        for row in await _usage_rows(conn, start, end, "day", "u.model")
+        for row in await _usage_rows(conn, tenant, start, end, "day", "u.model")
     ]
     by_day_model.sort(key=lambda u: (u.day, u.model or ""))
     for u in by_day_model:
@@ -496,7 +590,7 @@ async def stats(conn: asyncpg.Connection, start: datetime, end: datetime) -> Sta
         d.cost_usd += u.cost_usd
     for d in days.values():
         d.by_status = dict(sorted(d.by_status.items()))
-    usage_by_model = _ranked(await _usage_rows(conn, start, end, "model"))
+    usage_by_model = _ranked(await _usage_rows(conn, tenant, start, end, "model"))
     models = sorted(by_model.values(), key=lambda m: (-m.sessions, m.model or ""))
     return Stats(
         from_=start,
@@ -518,6 +612,6 @@ async def stats(conn: asyncpg.Connection, start: datetime, end: datetime) -> Sta
         usage=_sum(usage_by_model),
         usage_by_day_model=by_day_model,
         usage_by_model=usage_by_model,
-        usage_by_project=_ranked(await _usage_rows(conn, start, end, "project")),
-        tools=await tools(conn, start, end),
+        usage_by_project=_ranked(await _usage_rows(conn, tenant, start, end, "project")),
+        tools=await tools(conn, tenant, start, end),
     )

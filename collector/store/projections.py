@@ -1,4 +1,5 @@
-"""Projections: what the new events of a batch change in ``sessions``, ``reports`` and ``agent_states``.
+"""Projections: what the new events of a batch change in ``sessions``, ``reports``, ``agent_states`` and
+``search_docs``.
 
 Pure aggregation first (:func:`project`, driven by the tables in ``classification``), then the file
 reads it asks for (:func:`read_files`), done by the sink before its transaction. Only events that were
@@ -25,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 import trio
 
 from hookdb.collector import classification as cls
-from hookdb.collector.store import blobs
+from hookdb.collector.store import blobs, search
 from hookdb.collector.store.rows import Row
 
 if TYPE_CHECKING:
@@ -116,6 +117,7 @@ class Projection:
     reports: dict[tuple[str, str, str], ReportWrite] = field(default_factory=dict)
     states: list[StateRead] = field(default_factory=list)
     ended: set[tuple[str, str]] = field(default_factory=set)
+    search: list[search.SearchDoc] = field(default_factory=list)
     usage: ledger.Usage | None = None  # the batch's usage, read by ledger.read for ledger.apply
 
 
@@ -240,12 +242,12 @@ HANDLERS: dict[str, Handler] = {
 
 def reads_payload(row: Row) -> bool:
     """Whether :func:`project` reads this row's payload (else only its columns)."""
+    if row.session_id is None:
+        return False
+    if row.event_type in cls.SEARCH_FIELDS:
+        return True
     handler = cls.HANDLED_EVENTS.get(row.event_type)
-    return (
-        handler is not None
-        and row.session_id is not None
-        and (handler != "post_tool_use" or row.tool_name in cls.WRITE_TOOLS)
-    )
+    return handler is not None and (handler != "post_tool_use" or row.tool_name in cls.WRITE_TOOLS)
 
 
 def project(rows: Sequence[Row], payloads: Sequence[Any] | None = None) -> Projection:
@@ -274,7 +276,10 @@ def project(rows: Sequence[Row], payloads: Sequence[Any] | None = None) -> Proje
             continue  # a JSON array or scalar payload says nothing about the session
         change.cwd = change.cwd or _str(payload.get("cwd"))
         change.transcript_path = change.transcript_path or _str(payload.get("transcript_path"))
-        HANDLERS[cls.HANDLED_EVENTS[row.event_type]](change, payload, at, row, out)
+        if row.event_type in cls.SEARCH_FIELDS and (doc := search.document(row, payload)) is not None:
+            out.search.append(doc)
+        if (handler := cls.HANDLED_EVENTS.get(row.event_type)) is not None:
+            HANDLERS[handler](change, payload, at, row, out)
     return out
 
 

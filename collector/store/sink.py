@@ -34,7 +34,7 @@ import trio_asyncio
 
 from hookdb.collector import classification as cls
 from hookdb.collector.ops import logs, metrics
-from hookdb.collector.store import blobs, ledger, partitions
+from hookdb.collector.store import blobs, ledger, partitions, search
 from hookdb.collector.store.connect import ConnectOptions, assume_role, report_refusal
 from hookdb.collector.store.migrate import migrate
 from hookdb.collector.store.projections import (
@@ -317,6 +317,7 @@ async def _project(conn: asyncpg.Connection, changes: Projection, files: Project
                 sha256_text(content),
                 item.at,
             )
+    await search.write(conn, changes)  # after the reports: their documents are made from them
     touched = (
         {(w.tenant_id, w.session_id) for w in changes.reports.values()}
         | {(s.tenant_id, s.session_id) for s in changes.states}

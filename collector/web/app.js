@@ -9,6 +9,7 @@
   const EVENTS_PAGE = 100;
   const RETRY_CAP_MS = 5000; // however long the API says to wait, the page tries again within 5 s
   const STALL_MS = 45000; // the stream pings every ~15 s: no byte for this long means it is dead
+  const SEARCH_DELAY_MS = 250; // results as you type: a search once typing pauses this long
 
   const $ = (id) => document.getElementById(id);
   const ui = {
@@ -21,6 +22,8 @@
     signOut: $("sign-out"),
     tabs: [$("tab-sessions"), $("tab-filters")],
     filterForm: $("filter-form"),
+    searchForm: $("search-form"),
+    searchInput: $("search-input"),
     notice: $("unavailable"),
     list: $("session-list"),
     listEnd: $("list-end"),
@@ -29,6 +32,8 @@
 
   const state = {
     token: localStorage.getItem(TOKEN_KEY) || "",
+    search: "", // the search box's words (q), combined with the filters
+    searchTimer: 0,
     filters: {
       status: [],
       model: "",
@@ -176,6 +181,7 @@
   function listParams(cursor) {
     const f = state.filters;
     const params = [["limit", PAGE_SIZE]];
+    if (state.search) params.push(["q", state.search]);
     for (const s of f.status) params.push(["status", s]);
     for (const key of TEXT_FILTERS) {
       if (f[key]) params.push([key, f[key]]);
@@ -243,10 +249,23 @@
       timeEl(s.started_at, "rel"),
     );
     open.append(top, where, el("span", "card-model", what), facts);
+    if (s.snippet) open.append(snippetEl(s.snippet));
     const focused = li.contains(document.activeElement);
     li.replaceChildren(open);
     if (focused) open.focus();
     if (s.session_id === state.selected) open.setAttribute("aria-current", "true");
+  }
+
+  // What a search matched: plain text parts, the matched words in <mark> (text nodes only, never HTML).
+  const SNIPPET_KINDS = { prompt: "prompt", reply: "reply", tool_input: "tool input", tool_output: "tool output",
+    report: "report" };
+  function snippetEl(snippet) {
+    const node = el("span", "card-snippet");
+    node.append(el("span", "snippet-kind", SNIPPET_KINDS[snippet.kind] || snippet.kind));
+    for (const part of snippet.parts) {
+      node.append(part.match ? el("mark", null, part.text) : document.createTextNode(part.text));
+    }
+    return node;
   }
 
   function addCard(s, where) {
@@ -269,6 +288,10 @@
   function applySession(s) {
     const shown = state.cards.get(s.session_id);
     if (shown && version(s) < version(shown.session)) return; // an older state than the one shown
+    // While searching, only the sessions the search found are shown (the page cannot tell whether
+    // another one matches); they keep the snippet of what matched.
+    if (state.search && !shown) return;
+    if (state.search) s = { ...s, snippet: shown.session.snippet };
     if (!matchesFilters(s)) {
       removeCard(s.session_id);
     } else if (shown) {
@@ -289,7 +312,8 @@
     let text = "";
     if (state.loading) text = "Loading…";
     else if (state.loaded && !state.cursor) {
-      text = state.cards.size ? "No more sessions." : "No sessions match.";
+      if (state.cards.size) text = "No more sessions.";
+      else text = state.search ? "No session matches the search." : "No sessions match.";
     }
     ui.listEnd.textContent = text;
   }
@@ -812,6 +836,28 @@
     reloadList();
   });
 
+  // The search box: results as you type (once typing pauses), at once on Enter. Each search reloads the
+  // list, and an answer to an older one is dropped (listGen).
+  function searchNow() {
+    clearTimeout(state.searchTimer);
+    state.searchTimer = 0;
+    const q = ui.searchInput.value.trim();
+    if (q === state.search) return;
+    state.search = q;
+    $("panel-sessions").scrollTop = 0;
+    reloadList();
+  }
+
+  ui.searchInput.addEventListener("input", () => {
+    clearTimeout(state.searchTimer);
+    state.searchTimer = setTimeout(searchNow, SEARCH_DELAY_MS);
+  });
+
+  ui.searchForm.addEventListener("submit", (event) => {
+    event.preventDefault();
+    searchNow();
+  });
+
   ui.filterForm.addEventListener("reset", () => {
     setTimeout(() => {
       readFilters();
@@ -823,6 +869,9 @@
 
   function clearData() {
     state.listGen++;
+    clearTimeout(state.searchTimer);
+    state.search = "";
+    ui.searchInput.value = "";
     state.detailGen++;
     state.cards.clear();
     state.cursor = null;

@@ -18,7 +18,13 @@ back to back (a closed loop) after a warm-up. Scenarios, ``--requests`` requests
 * detail: ``GET /api/sessions/{id}`` of random sessions (card, reports, agent states and the first 100
   timeline events, read on four connections sharing one snapshot);
 * informational (one client, at most 30 requests): the detail of the long session, and a 500-event
-  timeline page of it (``GET /api/sessions/{id}/events?limit=500``).
+  timeline page of it (``GET /api/sessions/{id}/events?limit=500``);
+* search (one client): ``GET /api/sessions?limit=50&q=…``, a rotation of queries from the most common
+  word to one that matches nothing (two words, a phrase, a prompt's word; some with a filter) over search
+  documents seeded like the projections write them: one per prompt, reply (Stop), tool input and output
+  (16 to 31 words of a 5,000-word vocabulary, the first words far more common than the last) and report;
+* dashboard (one client, at most 20 requests): ``GET /api/sessions/stats`` over the data's 30 days, what
+  the page's overview asks for.
 
 Baselines in the same run, at the same concurrency: the same ``queries.py`` calls straight through
 asyncpg on a warm connection as ``hookdb_reader`` with the tenant set, one read-only transaction per
@@ -33,15 +39,17 @@ grows with the table or the session rather than with the page.
 
 Run: ``.venv/bin/python tests/bench/bench_api.py [--quick] [--sessions N] [--events E] [--requests R]
 [--concurrency 1,4] [--only first,detail,...] [--db-set NAME=VALUE] [--pool-size N] [--dsn DSN]
-[--json PATH]``; about 5 minutes at full size on 2 cores, under a minute with ``--quick``. Not part of
-the pytest run (pytest collects ``test_*.py`` only). Linux only (fork, /proc). PASS/FAIL at the end is
-informational: the exit status is 0 unless something failed (an error answer, a wrong page).
+[--json PATH] [--keep NAME]``; about 5 minutes at full size on 2 cores, under a minute with ``--quick``
+(``--keep`` seeds once and reuses the database in later runs). Not part of the pytest run (pytest
+collects ``test_*.py`` only). Linux only (fork, /proc). PASS/FAIL at the end is informational: the exit
+status is 0 unless something failed (an error answer, a wrong page).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import http.client
 import json
 import math
@@ -104,6 +112,8 @@ SET_TENANT = "SELECT set_config('hookdb.tenant', $1, true)"  # as reader.py does
 PAGE = 50
 LIST_TARGET_MS = 20.0
 DETAIL_TARGET_MS = 50.0
+SEARCH_TARGET_MS = 50.0
+DASHBOARD_TARGET_MS = 100.0
 LONG_PAGE = 500
 # Plan warnings: more rows or buffers than this for one page is work that grows with the data.
 ROWS_WARN = 1000
@@ -117,7 +127,33 @@ WALKS: dict[str, tuple[tuple[str, str], ...]] = {
     "both": (("status", "completed"), ("model", seed.MODELS[1])),
 }
 
-SCENARIO_KEYS = ("first", "walk", "status", "model", "both", "detail", "long", "long500")
+SCENARIO_KEYS = (
+    "first", "walk", "status", "model", "both", "detail", "long", "long500", "search", "dashboard",
+)  # fmt: skip
+VOCABULARY = 5000  # the words of the seeded search documents: word(0) the most common
+
+
+def word(k: int) -> str:
+    """The ``k``-th word of the seeded search documents' vocabulary (as ``_SEARCH_DOCS`` makes it)."""
+    return hashlib.md5(str(k).encode()).hexdigest()[:8].translate(str.maketrans("0123456789", "ghijklmnop"))
+
+
+# The search rotation: from the most common word to none, by frequency; two words, a phrase, a prompt's
+# word; some combined with filters.
+SEARCHES: tuple[tuple[tuple[str, str], ...], ...] = (
+    (("q", word(0)),),
+    (("q", word(10)),),
+    (("q", word(100)),),
+    (("q", word(1000)),),
+    (("q", word(VOCABULARY - 1)),),
+    (("q", "zzzqqqxxx"),),
+    (("q", f"{word(10)} {word(100)}"),),
+    (("q", f'"{word(0)} {word(1)}"'),),
+    (("q", "summarise"),),
+    (("q", word(1000)), ("status", "completed")),
+    (("q", word(VOCABULARY - 1)), ("model", seed.MODELS[1])),
+    (("q", word(100)), ("status", "failed"), ("model", seed.MODELS[2])),
+)
 
 _decode = msgspec.json.decode
 
@@ -204,6 +240,30 @@ WHERE s.tenant_id = t.tenant_id AND s.session_id = t.session_id
 """
 
 
+# The search documents the projections would have written (store/search.py) for the seeded events: a
+# prompt's text; for a tool input, tool output or reply, 16 to 31 words of VOCABULARY, word k drawn with
+# probability falling with k (the cube of a uniform number), so some words are in most documents and some
+# in a few; and each report's content.
+_SEARCH_DOCS = f"""
+WITH vocabulary AS (
+    SELECT array_agg(translate(left(md5(k::text), 8), '0123456789', 'ghijklmnop') ORDER BY k) AS words
+    FROM generate_series(0, {VOCABULARY - 1}) k)
+INSERT INTO search_docs (tenant_id, session_id, doc_key, kind, at, body)
+SELECT e.tenant_id, e.session_id, uuid_send(e.event_id),
+       CASE e.event_type WHEN 'PreToolUse' THEN 'tool_input' WHEN 'PostToolUse' THEN 'tool_output'
+                         WHEN 'UserPromptSubmit' THEN 'prompt' ELSE 'reply' END,
+       e.occurred_at,
+       CASE WHEN e.event_type = 'UserPromptSubmit' THEN e.payload->>'prompt'
+            ELSE array_to_string(ARRAY(SELECT v.words[1 + floor({VOCABULARY} * random() ^ 3)::int]
+                                       FROM generate_series(1, 16 + (hashtext(e.event_id::text) & 15))), ' ')
+       END
+FROM hook_audit_log e, vocabulary v
+WHERE e.event_type IN ('PreToolUse', 'PostToolUse', 'UserPromptSubmit', 'Stop')
+UNION ALL
+SELECT tenant_id, session_id, path_key, 'report', written_at, content FROM reports
+"""
+
+
 async def _seed(dsn: str, data: Data) -> dict[str, Any]:
     conn = await asyncpg.connect(dsn)
     try:
@@ -215,6 +275,8 @@ async def _seed(dsn: str, data: Data) -> dict[str, Any]:
         await conn.execute(_PROMPTS)
         await conn.execute(_LEDGER)
         await conn.execute(_LEDGER_TOTALS)
+        await conn.execute("SELECT setseed(0.42)")
+        await conn.execute(_SEARCH_DOCS)
         seeded = time.perf_counter() - started
         started = time.perf_counter()
         await conn.execute("VACUUM ANALYZE")  # the steady state autovacuum keeps: statistics, visibility map
@@ -223,14 +285,15 @@ async def _seed(dsn: str, data: Data) -> dict[str, Any]:
             row["name"]: row["bytes"]
             for row in await conn.fetch(
                 "SELECT c.relname AS name, pg_total_relation_size(c.oid) AS bytes FROM pg_class c "
-                "WHERE c.relname IN ('sessions', 'reports', 'agent_states') "
+                "WHERE c.relname IN ('sessions', 'reports', 'agent_states', 'search_docs', "
+                "'search_docs_words_idx') "
                 "UNION ALL SELECT 'hook_audit_log', sum(pg_total_relation_size(relid))::bigint "
                 "FROM pg_partition_tree('hook_audit_log')"
             )
         }
         counts = {
             f"{table}_rows": await conn.fetchval(f"SELECT count(*) FROM {table}")
-            for table in ("sessions", "hook_audit_log", "reports", "usage_ledger")
+            for table in ("sessions", "hook_audit_log", "reports", "usage_ledger", "search_docs")
         }
         return {"seed_seconds": seeded, "vacuum_seconds": vacuumed, "bytes": sizes, **counts}
     finally:
@@ -261,12 +324,17 @@ async def _cursors(dsn: str, params: Sequence[tuple[str, str]]) -> list[str | No
         cursors: list[str | None] = [None]
         while True:
             async with tenant_transaction(conn, TENANT):
-                page = await queries.list_sessions(conn, session_query(params, cursors[-1]))
+                page = await queries.list_sessions(conn, TENANT, session_query(params, cursors[-1]))
             if page.next_cursor is None:
                 return cursors
             cursors.append(page.next_cursor)
     finally:
         await conn.close()
+
+
+def stats_range(params: Sequence[tuple[str, str]]) -> tuple[datetime, datetime]:
+    values = dict(params)
+    return datetime.fromisoformat(values["from"]), datetime.fromisoformat(values["to"])
 
 
 def session_query(params: Sequence[tuple[str, str]], cursor: str | None = None) -> SessionQuery:
@@ -299,10 +367,19 @@ class Scenario:
     only_concurrency: int | None = None  # run at this concurrency alone
     requests: int | None = None  # fewer than --requests
     starts: tuple[str | None, ...] = (None,)  # walk: cursors the clients start at
+    rotate: tuple[tuple[tuple[str, str], ...], ...] = ()  # list: each request the next of these params
+    stats: bool = False  # GET /api/sessions/stats with ``params``
 
     @property
     def is_list(self) -> bool:
-        return not self.detail
+        return not self.detail and not self.stats
+
+
+def dashboard_range(data: Data) -> tuple[tuple[str, str], ...]:
+    """The overview's 30 days, from the first session's start: all of the seeded sessions."""
+    start = min(s.start for s in data.all())
+    end = start + timedelta(days=queries.STATS_DAYS)
+    return (("from", start.isoformat()), ("to", end.isoformat()))
 
 
 def scenarios(data: Data, requests: int, starts: dict[str, list[str | None]]) -> list[Scenario]:
@@ -324,6 +401,10 @@ def scenarios(data: Data, requests: int, starts: dict[str, list[str | None]]) ->
                  only_concurrency=1, requests=few),
         Scenario("long500", f"events limit={LONG_PAGE}, same session", detail=long_id, tenant=OTHER,
                  events_page=LONG_PAGE, only_concurrency=1, requests=few),
+        Scenario("search", f"search, {len(SEARCHES)} queries in turn", rotate=SEARCHES,
+                 target_ms=SEARCH_TARGET_MS, only_concurrency=1),
+        Scenario("dashboard", "dashboard: stats of 30 days", stats=True, params=dashboard_range(data),
+                 target_ms=DASHBOARD_TARGET_MS, only_concurrency=1, requests=min(requests, 20)),
     ]  # fmt: skip
     return [replace(s, starts=tuple(starts[s.key])) if s.walk else s for s in out]
 
@@ -337,6 +418,8 @@ class Driver(Protocol):
     async def detail(self, session_id: str) -> None: ...
 
     async def events(self, session_id: str, limit: int) -> None: ...
+
+    async def stats(self, params: Sequence[tuple[str, str]]) -> None: ...
 
     async def close(self) -> None: ...
 
@@ -385,6 +468,9 @@ class HttpDriver:
     async def events(self, session_id: str, limit: int) -> None:
         self.last_body = self._ok(f"/api/sessions/{quote(session_id, safe='')}/events?limit={limit}")
 
+    async def stats(self, params: Sequence[tuple[str, str]]) -> None:
+        self.last_body = self._ok("/api/sessions/stats?" + urlencode(params))
+
     async def close(self) -> None:
         self._conn.close()
 
@@ -397,23 +483,29 @@ class SqlDriver:
 
     async def list(self, params: Sequence[tuple[str, str]], cursor: str | None) -> str | None:
         async with tenant_transaction(self._conn, self._tenant):
-            page = await queries.list_sessions(self._conn, session_query(params, cursor))
+            page = await queries.list_sessions(self._conn, self._tenant, session_query(params, cursor))
         return page.next_cursor
 
     async def detail(self, session_id: str) -> None:
         conn, limit = self._conn, DetailQuery().events_limit
         async with tenant_transaction(conn, self._tenant, snapshot=True):
-            card = await queries.session_card(conn, session_id)
-            await queries.reports(conn, session_id)
-            await queries.agent_states(conn, session_id)
-            await queries.events(conn, session_id, EventQuery(limit=limit))
+            tenant = self._tenant
+            card = await queries.session_card(conn, tenant, session_id)
+            await queries.reports(conn, tenant, session_id)
+            await queries.agent_states(conn, tenant, session_id)
+            await queries.events(conn, tenant, session_id, EventQuery(limit=limit))
         if card is None:
             raise RuntimeError(f"no session {session_id}")
 
     async def events(self, session_id: str, limit: int) -> None:
         async with tenant_transaction(self._conn, self._tenant, snapshot=True):
-            await queries.session_card(self._conn, session_id)
-            await queries.events(self._conn, session_id, EventQuery(limit=limit))
+            await queries.session_card(self._conn, self._tenant, session_id)
+            await queries.events(self._conn, self._tenant, session_id, EventQuery(limit=limit))
+
+    async def stats(self, params: Sequence[tuple[str, str]]) -> None:
+        start, end = stats_range(params)
+        async with tenant_transaction(self._conn, self._tenant):
+            await queries.stats(self._conn, self._tenant, start, end)
 
     async def close(self) -> None:
         await self._conn.close()
@@ -427,7 +519,8 @@ class ReaderDriver:
 
     async def list(self, params: Sequence[tuple[str, str]], cursor: str | None) -> str | None:
         query = session_query(params, cursor)
-        page = await self._reader._read(self._tenant, lambda conn: queries.list_sessions(conn, query))
+        tenant = self._tenant
+        page = await self._reader._read(tenant, lambda conn: queries.list_sessions(conn, tenant, query))
         return page.next_cursor
 
     async def detail(self, session_id: str) -> None:
@@ -435,10 +528,10 @@ class ReaderDriver:
         card, *_ = await self._reader._read_together(
             self._tenant,
             [
-                lambda conn: queries.session_card(conn, session_id),
-                lambda conn: queries.reports(conn, session_id),
-                lambda conn: queries.agent_states(conn, session_id),
-                lambda conn: queries.events(conn, session_id, events),
+                lambda conn: queries.session_card(conn, self._tenant, session_id),
+                lambda conn: queries.reports(conn, self._tenant, session_id),
+                lambda conn: queries.agent_states(conn, self._tenant, session_id),
+                lambda conn: queries.events(conn, self._tenant, session_id, events),
             ],
         )
         if card is None:
@@ -449,10 +542,14 @@ class ReaderDriver:
         await self._reader._read_together(
             self._tenant,
             [
-                lambda conn: queries.session_card(conn, session_id),
-                lambda conn: queries.events(conn, session_id, query),
+                lambda conn: queries.session_card(conn, self._tenant, session_id),
+                lambda conn: queries.events(conn, self._tenant, session_id, query),
             ],
         )
+
+    async def stats(self, params: Sequence[tuple[str, str]]) -> None:
+        start, end = stats_range(params)
+        await self._reader._read(self._tenant, lambda conn: queries.stats(conn, self._tenant, start, end))
 
     async def close(self) -> None:
         if self._reader._pool is not None:
@@ -504,12 +601,16 @@ async def _client(job: Job, barrier: Barrier) -> dict[str, Any]:
                 await driver.events(rng.choice(s.detail), s.events_page)
             elif s.detail:
                 await driver.detail(rng.choice(s.detail))
+            elif s.stats:
+                await driver.stats(s.params)
+            elif s.rotate:
+                await driver.list(s.rotate[(i + job.client) % len(s.rotate)], None)
             else:
                 cursor = await driver.list(s.params, cursor if s.walk else None)
             t1 = time.perf_counter()
             if i >= job.warmup:
                 latencies.append((t1 - t0) * 1000)
-            if isinstance(driver, HttpDriver) and s.is_list:  # after the clock: the client's own parsing
+            if isinstance(driver, HttpDriver) and s.is_list and s.walk:  # after the clock: its parsing
                 cursor = _decode(driver.last_body)["next_cursor"]
         return {
             "latencies_ms": latencies,
@@ -736,6 +837,10 @@ class Recorder:
         rows: list[asyncpg.Record] = await self._conn.fetch(sql, *args)
         return rows
 
+    async def fetchval(self, sql: str, *args: Any) -> Any:
+        """Not noted: the search's estimate (an EXPLAIN without ANALYZE) is planning only."""
+        return await self._conn.fetchval(sql, *args)
+
 
 async def _statements(
     conn: asyncpg.Connection, tenant: str, work: Callable[[asyncpg.Connection], Awaitable[Any]]
@@ -751,6 +856,8 @@ def _literal(value: Any) -> str:
     if isinstance(value, bool | int | float):
         return str(value)
     if isinstance(value, list | tuple):
+        if value and all(isinstance(v, int | float) for v in value):
+            return "ARRAY[" + ", ".join(map(str, value)) + "]"  # numbers: the parameter's type decides
         return "ARRAY[" + ", ".join(_literal(v) for v in value) + "]::text[]" if value else "'{}'"
     text = value.isoformat() if isinstance(value, datetime) else str(value)
     return "'" + text.replace("'", "''") + "'"
@@ -858,23 +965,29 @@ async def _explain_all(dsn: str, data: Data, cursors: dict[str, list[str | None]
             ("list: filtered first page, status=completed", session_query(WALKS["status"])),
             (f"list: filtered deep page, status=completed&model={seed.MODELS[1]}",
              session_query(WALKS["both"], both)),
+            ("search: the most common word", session_query(SEARCHES[0])),
+            ("search: a rare word", session_query(SEARCHES[4])),
+            ("search: no match", session_query(SEARCHES[5])),
         ]  # fmt: skip
         work: list[tuple[str, str, Callable[[asyncpg.Connection], Awaitable[Any]]]] = [
-            (label, TENANT, lambda c, q=q: queries.list_sessions(c, q)) for label, q in lists
+            (label, TENANT, lambda c, q=q: queries.list_sessions(c, TENANT, q)) for label, q in lists
         ]
         session_id = data.main.session_id(data.main.sessions // 3)
         events = EventQuery(limit=DetailQuery().events_limit)
         long_id = data.long.session_id(0)
         work += [
-            (f"detail 1/4: card ({session_id})", TENANT, lambda c: queries.session_card(c, session_id)),
-            ("detail 2/4: reports", TENANT, lambda c: queries.reports(c, session_id)),
-            ("detail 3/4: agent states", TENANT, lambda c: queries.agent_states(c, session_id)),
+            (f"detail 1/4: card ({session_id})", TENANT,
+             lambda c: queries.session_card(c, TENANT, session_id)),
+            ("detail 2/4: reports", TENANT, lambda c: queries.reports(c, TENANT, session_id)),
+            ("detail 3/4: agent states", TENANT, lambda c: queries.agent_states(c, TENANT, session_id)),
             ("detail 4/4: timeline, first 100 events, tool calls paired", TENANT,
-             lambda c: queries.events(c, session_id, events)),
+             lambda c: queries.events(c, TENANT, session_id, events)),
             (f"long session timeline, first 100 of {data.long.events:,} events ({OTHER})", OTHER,
-             lambda c: queries.events(c, long_id, events)),
+             lambda c: queries.events(c, OTHER, long_id, events)),
             (f"long session timeline, limit={LONG_PAGE} ({OTHER})", OTHER,
-             lambda c: queries.events(c, long_id, EventQuery(limit=LONG_PAGE))),
+             lambda c: queries.events(c, OTHER, long_id, EventQuery(limit=LONG_PAGE))),
+            ("dashboard stats, 30 days", TENANT,
+             lambda c: queries.stats(c, TENANT, *stats_range(dashboard_range(data)))),
         ]  # fmt: skip
         plans = []
         for label, tenant, run in work:
@@ -978,6 +1091,10 @@ def render_plans(plans: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def per_event(data: dict[str, Any], relation: str) -> float:
+    return float(data["bytes"][relation] / data["hook_audit_log_rows"])
+
+
 def render(res: dict[str, Any], runs: list[Run]) -> str:
     env, data = res["environment"], res["data"]
     pg = env["postgres"]
@@ -998,6 +1115,10 @@ def render(res: dict[str, Any], runs: list[Run]) -> str:
         f"  hook_audit_log {mb['hook_audit_log']:.0f} MB, sessions {mb['sessions']:.1f} MB, reports "
         f"{mb['reports']:.1f} MB; seeded in {data['seed_seconds']:.0f} s, VACUUM ANALYZE "
         f"{data['vacuum_seconds']:.0f} s",
+        f"  search: {data['search_docs_rows']:,} documents, {mb['search_docs']:.0f} MB in all, "
+        f"{per_event(data, 'search_docs'):.0f} bytes per event; its GIN index "
+        f"{mb['search_docs_words_idx']:.0f} MB, {per_event(data, 'search_docs_words_idx'):.0f} bytes per "
+        "event",
         "",
         "checks",
         *("  " + c for c in res["checks"]),
@@ -1016,9 +1137,15 @@ def render(res: dict[str, Any], runs: list[Run]) -> str:
 def summarize(runs: list[Run], plans: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Per target and concurrency: the worst API p95 of its scenarios against the target."""
     out = []
-    for target, what in ((LIST_TARGET_MS, "list pages of 50"), (DETAIL_TARGET_MS, "session detail")):
+    kinds = (
+        (LIST_TARGET_MS, "list pages of 50", {"first", "walk", "status", "model", "both"}),
+        (DETAIL_TARGET_MS, "session detail", {"detail"}),
+        (SEARCH_TARGET_MS, "search", {"search"}),
+        (DASHBOARD_TARGET_MS, "dashboard stats", {"dashboard"}),
+    )
+    for target, what, keys in kinds:
         for clients in sorted({r.clients for r in runs}):
-            mine = [r for r in runs if r.kind == "api" and r.target_ms == target and r.clients == clients]
+            mine = [r for r in runs if r.kind == "api" and r.scenario in keys and r.clients == clients]
             if not mine:
                 continue
             worst = max(mine, key=lambda r: r.stats["p95_ms"])
@@ -1097,7 +1224,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--dsn", help="postgresql:// URI of a role that may create databases; default: embedded"
     )
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON to PATH")
+    parser.add_argument(
+        "--keep",
+        metavar="NAME",
+        help="seed database hookdb_bench_api_NAME once and keep it for the next runs (needs --dsn)",
+    )
     args = parser.parse_args(argv)
+    if args.keep and (not args.dsn or not re.fullmatch(r"[a-z0-9_]+", args.keep)):
+        parser.error("--keep NAME: needs --dsn (the embedded server is temporary), NAME of a-z, 0-9 and _")
     defaults = (
         {"sessions": 600, "events": 20, "other_sessions": 100, "other_events": 10, "long_events": 300,
          "requests": 100}
@@ -1138,10 +1272,13 @@ def main(argv: list[str] | None = None) -> int:
         workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="hookdb-bench-api-")))
         _progress("starting PostgreSQL")
         admin_dsn, server = start_server(args.dsn, workdir, stack)
-        dsn = stack.enter_context(fresh_database(admin_dsn, "api", schema=False))
-        migrate(dsn)
-        _progress(f"seeding {sum(s.sessions * s.events for s in data.all()):,} events")
-        seeded = run_asyncio(_seed(dsn, data))
+        if args.keep:
+            dsn, seeded = kept_database(admin_dsn, args.keep, data)
+        else:
+            dsn = stack.enter_context(fresh_database(admin_dsn, "api", schema=False))
+            migrate(dsn)
+            _progress(f"seeding {sum(s.sessions * s.events for s in data.all()):,} events")
+            seeded = run_asyncio(_seed(dsn, data))
         for item in args.db_set:
             name, _, value = item.partition("=")
             database = quote_ident(urlsplit(dsn).path.lstrip("/"))
@@ -1200,6 +1337,38 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         Path(args.json).write_text(json.dumps(_json_safe(res), indent=2, default=str) + "\n")
     return 0
+
+
+def kept_database(admin_dsn: str, name: str, data: Data) -> tuple[str, dict[str, Any]]:
+    """The database ``hookdb_bench_api_<name>``, seeded with ``data`` once and kept for the next runs (its
+    table ``bench_seeded`` holds what was seeded and how long it took); migrated to this hookdb each run."""
+    database = f"hookdb_bench_api_{name}"
+    dsn = urlsplit(admin_dsn)._replace(path=f"/{database}").geturl()
+    wanted = repr(data)
+    if run_asyncio(_fetchval(admin_dsn, "SELECT count(*) FROM pg_database WHERE datname = $1", database)):
+        migrate(dsn)
+        found = run_asyncio(_fetchval(dsn, "SELECT result FROM bench_seeded WHERE data = $1", wanted))
+        if found is None:
+            raise SystemExit(f"--keep {name}: {database} holds other data; drop it or choose another name")
+        _progress(f"reusing {database}")
+        return dsn, json.loads(found)
+    run_asyncio(_execute(admin_dsn, f"CREATE DATABASE {quote_ident(database)}"))
+    migrate(dsn)
+    _progress(f"seeding {sum(s.sessions * s.events for s in data.all()):,} events into {database} (kept)")
+    seeded = run_asyncio(_seed(dsn, data))
+    run_asyncio(_execute(dsn, "CREATE TABLE bench_seeded (data text PRIMARY KEY, result text NOT NULL)"))
+    run_asyncio(
+        _fetchval(dsn, "INSERT INTO bench_seeded VALUES ($1, $2) RETURNING 1", wanted, json.dumps(seeded))
+    )
+    return dsn, seeded
+
+
+async def _fetchval(dsn: str, sql: str, *args: Any) -> Any:
+    conn = await asyncpg.connect(dsn)
+    try:
+        return await conn.fetchval(sql, *args)
+    finally:
+        await conn.close()
 
 
 async def _execute(dsn: str, sql: str) -> None:
