@@ -216,9 +216,12 @@ async def _write(conn: asyncpg.Connection, batch: Prepared, options: ConnectOpti
     return batch
 
 
+# Read from pg_class by name, not with to_regclass: that looks in the backend's catalog cache, which an
+# advisory lock does not refresh, so a writer that waited for another's CREATE would not see its table.
 _PARTITION_OF = """
 SELECT EXISTS (SELECT FROM pg_inherits WHERE inhrelid = c.oid AND inhparent = $2::regclass) AS attached
-FROM pg_class c WHERE c.oid = to_regclass($1)
+FROM pg_class c
+WHERE c.relname = $1 AND c.relnamespace = (SELECT relnamespace FROM pg_class WHERE oid = $2::regclass)
 """
 
 
@@ -252,7 +255,7 @@ async def _add_partitions(conn: asyncpg.Connection, rows: Sequence[Row]) -> list
     if fallback:
         async with conn.transaction():  # under the lock like a month's: two writers create it once
             await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", default)
-            if await conn.fetchval("SELECT to_regclass($1)", default) is None:
+            if await conn.fetchrow(_PARTITION_OF, default, parent) is None:
                 await conn.execute(f"CREATE TABLE {default} PARTITION OF {parent} DEFAULT")
                 created.append(default)
     return created
