@@ -136,7 +136,8 @@ SELECT r.tenant_id, r.session_id, r.path_key, r.written_at, ARRAY['{cls.SEARCH_R
        ARRAY[length(t.body)], t.body
 FROM unnest($2::text[], $3::text[]) WITH ORDINALITY AS k (session_id, path, n)
 JOIN reports r ON r.tenant_id = $1 AND r.session_id = k.session_id AND r.path_key = hookdb_text_key(k.path)
-CROSS JOIN LATERAL (SELECT translate(left(r.content, {MAX_REPORT_CHARS}), E'\\x02\\x03', '  ') AS body) t
+CROSS JOIN LATERAL (SELECT translate(left(r.content, {MAX_REPORT_CHARS}), E'\\x02\\x03', '  ')  -- MARKS out
+                    AS body) t
 ORDER BY k.n  -- key order, as every write of a batch
 ON CONFLICT (tenant_id, session_id, doc_key) DO UPDATE SET at = EXCLUDED.at, ends = EXCLUDED.ends,
     body = EXCLUDED.body
