@@ -153,16 +153,18 @@ CREATE TABLE transcript_reads (
     PRIMARY KEY (tenant_id, session_id, path_key)
 );
 
--- Full-text search of sessions: one search document per prompt, assistant message, tool input, tool output
--- (each bounded, see collector/store/search.py) and report, written by the projections in the write
--- transaction; GET /api/sessions?q= matches it with websearch_to_tsquery and highlights it with ts_headline.
+-- Full-text search of sessions: one search document per session and batch (the texts of its prompts,
+-- assistant messages, tool inputs and tool outputs, each bounded, one per line: see collector/store/search.py)
+-- and one per report, written by the projections in the write transaction; GET /api/sessions?q= matches it
+-- with websearch_to_tsquery and highlights the matching part with ts_headline.
 CREATE TABLE search_docs (
     tenant_id  text        NOT NULL,
     session_id text        NOT NULL,
-    doc_key    bytea       NOT NULL,  -- an event's id (16 bytes), or a report's path_key (32)
-    kind       text        NOT NULL,  -- prompt, reply, tool_input, tool_output, report
-    at         timestamptz NOT NULL,
-    body       text        NOT NULL,  -- the text searched, bounded, without U+0000
+    doc_key    bytea       NOT NULL,  -- its first event's id (16 bytes), or a report's path_key (32)
+    at         timestamptz NOT NULL,  -- its first event's time, or the report's
+    kinds      text[]      NOT NULL,  -- each part's: prompt, reply, tool_input, tool_output, report
+    ends       int[]       NOT NULL,  -- where each part ends in body (its last character's position)
+    body       text        NOT NULL,  -- the text searched, bounded, without U+0000: the parts, one per line
     words      tsvector    NOT NULL GENERATED ALWAYS AS (to_tsvector('english'::regconfig, body)) STORED,
     PRIMARY KEY (tenant_id, session_id, doc_key)
 );

@@ -119,9 +119,9 @@ def test_every_api_query_names_its_tenant(logging_pg: Any, start_api: Any) -> No
     write_seed(dsn, seed.Seed("acme", 60), seed.Seed("beta", 10))
     run_sql(
         dsn,
-        "INSERT INTO search_docs (tenant_id, session_id, doc_key, kind, at, body) "
-        "SELECT tenant_id, session_id, sha256(convert_to(session_id, 'UTF8')), 'prompt', started_at, "
-        "'polish the ' || session_id FROM sessions",
+        "INSERT INTO search_docs (tenant_id, session_id, doc_key, at, kinds, ends, body) "
+        "SELECT tenant_id, session_id, sha256(convert_to(session_id, 'UTF8')), started_at, '{prompt}', "
+        "ARRAY[length('polish the ' || session_id)], 'polish the ' || session_id FROM sessions",
     )
     run_sql(
         dsn,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -76,6 +77,37 @@ def recorded(tenants_collector: Any, socket_path: Path, dsn: str, start_api: Any
     return start_api(dsn, TOKENS)
 
 
+def test_each_searchable_event_is_one_part_of_its_session_s_documents(recorded: Any, dsn: str) -> None:
+    docs = run_sql(dsn, "SELECT session_id, kinds, ends, length(body) AS chars FROM search_docs")
+    kinds = {s: sorted(k for d in docs if d["session_id"] == s for k in d["kinds"]) for s in ("a-1", "b-1")}
+    # the Write call's PostToolUse has no tool_response: no part; its report is a document of its own
+    assert kinds == {"a-1": ["prompt", "reply", "report", "tool_input", "tool_output"],
+                     "b-1": ["prompt", "tool_input", "tool_output"]}  # fmt: skip
+    assert all(len(d["ends"]) == len(d["kinds"]) and d["ends"][-1] == d["chars"] for d in docs)
+
+
+def test_a_session_s_parts_make_documents_in_time_order_bounded_and_in_key_order() -> None:
+    at = datetime(2026, 1, 1, tzinfo=UTC)
+    big = "w" * (store_search.DOC_CHARS // 2)
+    parts = [
+        store_search.SearchDoc("t", "s-2", at + timedelta(seconds=2), b"\x03" * 16, "reply", "late"),
+        store_search.SearchDoc("t", "s-2", at, b"\x09" * 16, "prompt", "early"),
+        store_search.SearchDoc("t", "s-1", at, b"\x01" * 16, "tool_output", big),
+        store_search.SearchDoc("t", "s-1", at + timedelta(seconds=1), b"\x02" * 16, "tool_output", big),
+        store_search.SearchDoc("t", "s-1", at + timedelta(seconds=2), b"\x04" * 16, "reply", "done"),
+    ]
+    docs = store_search.documents(parts)
+    assert [(d.session_id, d.doc_key[:1], d.kinds, d.ends) for d in docs] == [
+        ("s-1", b"\x01", ["tool_output"], [len(big)]),  # the next part would take it past DOC_CHARS
+        ("s-1", b"\x02", ["tool_output", "reply"], [len(big), len(big) + 5]),
+        ("s-2", b"\x09", ["prompt", "reply"], [5, 10]),  # keyed by its first part, in time
+    ]
+    assert docs[2].body == "early\nlate"
+    assert docs[1].body == f"{big}\ndone"
+    assert all(len(d.body) <= store_search.DOC_CHARS for d in docs)
+    assert store_search.documents(list(reversed(parts))) == docs  # a batch written again: the same keys
+
+
 def test_a_word_only_in_a_tool_output_is_found_for_its_tenant_only(recorded: Any) -> None:
     [found] = search(recorded, WORD)
     assert found["session_id"] == "a-1"
@@ -93,6 +125,7 @@ def test_prompts_replies_tool_inputs_and_reports_are_found_with_stemming(recorde
         ("nightly", "prompt"),
         ("capacitor unplug", "reply"),  # "capacitors were unplugged": English stemming
         ('"flux capacitors"', "reply"),
+        ("unplugging", "reply"),  # no word as typed in the text: the part that matches on its own
         ("quokka", "report"),
         ("make test", "tool_input"),
     ]:
@@ -140,9 +173,14 @@ def test_a_huge_tool_output_with_nul_is_bounded_and_searchable(
     assert [s["session_id"] for s in search(api, "plumbago")] == ["big"]
     assert [s["session_id"] for s in search(api, "nul")] == ["big"]
     assert search(api, "xylophonic") == []  # past what one event contributes
-    sizes = run_sql(dsn, "SELECT length(body) AS chars, strpos(body, chr(2)) AS marks FROM search_docs")
-    assert max(r["chars"] for r in sizes) <= store_search.MAX_CHARS
-    assert all(r["marks"] == 0 for r in sizes)
+    docs = run_sql(
+        dsn, "SELECT kinds, ends, length(body) AS chars, strpos(body, chr(2)) AS marks FROM search_docs"
+    )
+    parts = [(kind, end - before - 1) for d in docs for kind, before, end in
+             zip(d["kinds"], [-1, *d["ends"]], d["ends"], strict=False)]  # fmt: skip
+    assert sorted(kind for kind, _ in parts) == ["tool_input"] * 2 + ["tool_output"] * 2
+    assert max(size for kind, size in parts if kind == "tool_output") == store_search.TOOL_CHARS
+    assert all(d["ends"][-1] == d["chars"] and d["marks"] == 0 for d in docs)
 
 
 def test_search_pages_by_keyset_and_combines_with_filters(

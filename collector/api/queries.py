@@ -95,23 +95,35 @@ LEFT JOIN LATERAL (
 ) p ON true{search}
 ORDER BY c.started_at DESC, c.session_id DESC
 """
-# A searched session's snippet: its first document (by time) that matches, highlighted around the match.
-# Matches are tested as `(… @@ …) IS TRUE` where a session's own documents are probed: that form is not one
-# the GIN index serves, so the probe reads the session's documents by the primary key and never builds a
-# bitmap of every document in the tenant that matches. ts_headline parses all the text it is given (about
-# 1.5 ms for 4 KB), so it is given a window of SNIPPET_CHARS around the first place one of the query's
-# words occurs as typed (a stemmed form elsewhere is still marked when it is in the window).
+# A searched session's snippet: its first document (by time) that matches, highlighted around the match in
+# the part (one event's text) the match is in. Matches are tested as `(… @@ …) IS TRUE` where a session's
+# own documents are probed: that form is not one the GIN index serves, so the probe reads the session's
+# documents by the primary key and never builds a bitmap of every document in the tenant that matches.
+# ts_headline parses all the text it is given (about 1.5 ms for 4 KB), so it is given a window of at most
+# SNIPPET_CHARS of one part, around the first place one of the query's words occurs as typed (a stemmed form
+# elsewhere is still marked when it is in the window); where none does (the match is of another form of a
+# word), the window starts the first part that matches on its own. Part i begins after part i-1's end and
+# the line break after it.
 SNIPPET_CHARS = 480
 _SNIPPET_COLUMNS = ", h.kind AS snippet_kind, h.snippet"
 _SNIPPET = """
 LEFT JOIN LATERAL (
-    SELECT f.kind, ts_headline({config}, substr(f.body, greatest(1, coalesce(
-               (SELECT min(at) FROM unnest({words}::text[]) w, strpos(lower(f.body), w) at WHERE at > 0), 1)
-               - {chars} / 4), {chars}), {tsquery}, {options}) AS snippet
-    FROM (SELECT d.kind, d.body FROM search_docs d
+    SELECT f.kinds[x.part] AS kind,
+           ts_headline({config}, substr(f.body, y.start, least({chars}, f.ends[x.part] + 1 - y.start)),
+                       {tsquery}, {options}) AS snippet
+    FROM (SELECT d.kinds, d.ends, d.body FROM search_docs d
           WHERE d.tenant_id = {tenant} AND d.session_id = c.session_id AND (d.words @@ {tsquery}) IS TRUE
           ORDER BY d.at, d.doc_key
           LIMIT 1) f
+    CROSS JOIN LATERAL (SELECT coalesce(
+        (SELECT min(at) FROM unnest({words}::text[]) w, strpos(lower(f.body), w) at WHERE at > 0),
+        (SELECT coalesce(f.ends[i - 1] + 2, 1) FROM generate_subscripts(f.ends, 1) i
+         WHERE to_tsvector({config}, substr(f.body, coalesce(f.ends[i - 1] + 2, 1),
+                                            f.ends[i] + 1 - coalesce(f.ends[i - 1] + 2, 1))) @@ {tsquery}
+         ORDER BY i LIMIT 1),
+        1) AS at) a
+    CROSS JOIN LATERAL (SELECT 1 + count(*)::int AS part FROM unnest(f.ends) e WHERE e < a.at) x
+    CROSS JOIN LATERAL (SELECT greatest(coalesce(f.ends[x.part - 1] + 2, 1), a.at - {chars} / 4) AS start) y
 ) h ON true"""
 # Which sessions match, two ways, chosen by the planner's estimate of how many documents match
 # (:func:`_matching_documents`): few, and the GIN index finds them all, their sessions a set the

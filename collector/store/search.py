@@ -1,18 +1,24 @@
 """Full-text search documents: what a session said and did, as ``search_docs`` rows the read API matches.
 
-One document per searchable event (``classification.SEARCH_FIELDS``: prompts, assistant messages, tool
-inputs and outputs) and one per report, written in the batch's transaction under its tenant's row-level
-security; PostgreSQL makes the ``tsvector`` (a generated column, GIN-indexed). What one event contributes is
-bounded (``MAX_CHARS`` of a prompt's or reply's text, ``TOOL_CHARS`` of a tool input's or output's,
-``MAX_REPORT_CHARS`` of a report: a tool output can be 700 KB,
-a ``tsvector`` at most 1 MB and word positions stop at 16383), so the search work per event stays small.
-The text has no U+0000 (text cannot hold it) and none of the characters the API's highlights are marked
-with (``MARKS``).
+The searchable events (``classification.SEARCH_FIELDS``: prompts, assistant messages, tool inputs and
+outputs) of one session in one batch make one document, their texts its parts in time order (``kinds`` and
+``ends`` say which part is which): the row, its primary key entry and the GIN entries of the words the parts
+share are paid once per session and batch, not once per event. A document is keyed by its first event's id,
+so a batch written again conflicts with what it wrote (and a batch's new events, the only ones projected,
+are in no other document). Each report is a document of its own. Documents are written in the batch's
+transaction under its tenant's row-level security; PostgreSQL makes the ``tsvector`` (a generated column,
+GIN-indexed). What one event contributes is bounded (``MAX_CHARS`` of a prompt's or reply's text,
+``TOOL_CHARS`` of a tool input's or output's, ``MAX_REPORT_CHARS`` of a report: a tool output can be
+700 KB), and so is a document (``DOC_CHARS``: a ``tsvector`` holds at most 1 MB and word positions stop at
+16383), so the search work per event stays small. The text has no U+0000 (text cannot hold it) and none of
+the characters the API's highlights are marked with (``MARKS``).
 """
 
 from __future__ import annotations
 
 from datetime import datetime
+from itertools import accumulate, groupby
+from operator import attrgetter
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import asyncpg
@@ -30,6 +36,8 @@ MAX_CHARS = 4096
 TOOL_CHARS = 1024
 _LIMITS = {"tool_input": TOOL_CHARS, "tool_output": TOOL_CHARS}
 MAX_REPORT_CHARS = 64 * 1024  # reports are few (one write per report) and longer
+# What one document holds, in characters: about 5,000 words, all of them with their own position.
+DOC_CHARS = 32 * 1024
 CONFIG = "english"  # the text search configuration of search_docs.words (schema.sql) and of every query
 START_MARK, END_MARK = "\x02", "\x03"  # where ts_headline marks a match: never in a document's text
 MARKS = START_MARK + END_MARK
@@ -37,13 +45,25 @@ _CLEAN = str.maketrans({"\x00": " ", START_MARK: " ", END_MARK: " "})
 
 
 class SearchDoc(NamedTuple):
-    """One ``search_docs`` row of an event; the field order is the key order writes are made in."""
+    """One event's part of a session's search document (the name the projections know it by); the field
+    order is the order parts are put in documents, and documents written."""
 
     tenant_id: str
     session_id: str
-    doc_key: bytes  # the event id's 16 bytes
-    kind: str
     at: datetime
+    event_key: bytes  # the event id's 16 bytes
+    kind: str
+    body: str
+
+
+class Document(NamedTuple):
+    """One ``search_docs`` row: a session's parts of one batch, in time order, one per line."""
+
+    session_id: str
+    doc_key: bytes  # its first part's event id
+    at: datetime  # its first part's time
+    kinds: list[str]
+    ends: list[int]  # where each part ends in ``body``: the 1-based position of its last character
     body: str
 
 
@@ -72,23 +92,55 @@ def document(row: Row, payload: dict[str, Any]) -> SearchDoc | None:
     body = text(payload.get(name), _LIMITS.get(kind, MAX_CHARS))
     if not body.strip() or row.session_id is None:
         return None
-    return SearchDoc(row.tenant_id, row.session_id, row.event_id.bytes, kind, row.occurred_at, body)
+    return SearchDoc(row.tenant_id, row.session_id, row.occurred_at, row.event_id.bytes, kind, body)
+
+
+def documents(parts: list[SearchDoc]) -> list[Document]:
+    """One tenant's parts as documents: each session's in time order, a new document where the next part
+    would take one past ``DOC_CHARS``; in key order, as every write of a batch."""
+    docs: list[Document] = []
+    for _, session in groupby(sorted(parts), key=attrgetter("session_id")):
+        chunk: list[SearchDoc] = []
+        size = -1  # of the chunk's parts and the line breaks between them
+        for part in session:
+            if chunk and size + 1 + len(part.body) > DOC_CHARS:
+                docs.append(_document(chunk))
+                chunk, size = [], -1
+            chunk.append(part)
+            size += 1 + len(part.body)
+        docs.append(_document(chunk))
+    return sorted(docs, key=attrgetter("session_id", "doc_key"))
+
+
+def _document(chunk: list[SearchDoc]) -> Document:
+    first = chunk[0]
+    ends = list(accumulate(len(p.body) + 1 for p in chunk))
+    return Document(
+        first.session_id, first.event_key, first.at, [p.kind for p in chunk], [e - 1 for e in ends],
+        "\n".join(p.body for p in chunk),
+    )  # fmt: skip
 
 
 _INSERT_DOCS = """
-INSERT INTO search_docs (tenant_id, session_id, doc_key, kind, at, body)
-SELECT $1::text, * FROM unnest($2::text[], $3::bytea[], $4::text[], $5::timestamptz[], $6::text[])
+INSERT INTO search_docs (tenant_id, session_id, doc_key, at, kinds, ends, body)
+SELECT $1::text, k.session_id, k.doc_key, k.at,
+       string_to_array(k.kinds, ' '), string_to_array(k.ends, ' ')::int[], k.body
+FROM unnest($2::text[], $3::bytea[], $4::timestamptz[], $5::text[], $6::text[], $7::text[])
+    AS k (session_id, doc_key, at, kinds, ends, body)
 ON CONFLICT DO NOTHING
 """
 # A report's document follows the report as stored (an older write does not replace a newer one there).
 _UPSERT_REPORT_DOCS = f"""
-INSERT INTO search_docs AS d (tenant_id, session_id, doc_key, kind, at, body)
-SELECT r.tenant_id, r.session_id, r.path_key, '{cls.SEARCH_REPORT}', r.written_at,
-       translate(left(r.content, {MAX_REPORT_CHARS}), E'\\x02\\x03', '  ')  -- MARKS out
+INSERT INTO search_docs AS d (tenant_id, session_id, doc_key, at, kinds, ends, body)
+SELECT r.tenant_id, r.session_id, r.path_key, r.written_at, ARRAY['{cls.SEARCH_REPORT}'],
+       ARRAY[length(t.body)], t.body
 FROM unnest($2::text[], $3::text[]) WITH ORDINALITY AS k (session_id, path, n)
 JOIN reports r ON r.tenant_id = $1 AND r.session_id = k.session_id AND r.path_key = hookdb_text_key(k.path)
+CROSS JOIN LATERAL (SELECT translate(left(r.content, {MAX_REPORT_CHARS}), E'\\x02\\x03', '  ')  -- MARKS out
+                    AS body) t
 ORDER BY k.n  -- key order, as every write of a batch
-ON CONFLICT (tenant_id, session_id, doc_key) DO UPDATE SET at = EXCLUDED.at, body = EXCLUDED.body
+ON CONFLICT (tenant_id, session_id, doc_key) DO UPDATE SET at = EXCLUDED.at, ends = EXCLUDED.ends,
+    body = EXCLUDED.body
     WHERE d.body IS DISTINCT FROM EXCLUDED.body
 """
 
@@ -96,8 +148,17 @@ ON CONFLICT (tenant_id, session_id, doc_key) DO UPDATE SET at = EXCLUDED.at, bod
 async def write(conn: asyncpg.Connection, changes: Projection) -> None:
     """Write one tenant's new search documents, after its reports."""
     if changes.search:
-        docs = sorted(changes.search)
-        await conn.execute(_INSERT_DOCS, docs[0].tenant_id, *list(zip(*docs, strict=True))[1:])
+        docs = documents(changes.search)
+        await conn.execute(
+            _INSERT_DOCS,
+            changes.search[0].tenant_id,
+            [d.session_id for d in docs],
+            [d.doc_key for d in docs],
+            [d.at for d in docs],
+            [" ".join(d.kinds) for d in docs],  # text arrays of arrays must be rectangular: joined instead
+            [" ".join(map(str, d.ends)) for d in docs],
+            [d.body for d in docs],
+        )
     if changes.reports:
         keys = sorted(changes.reports)
         sessions, paths = [k[1] for k in keys], [k[2] for k in keys]

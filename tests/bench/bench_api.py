@@ -21,8 +21,9 @@ back to back (a closed loop) after a warm-up. Scenarios, ``--requests`` requests
   timeline page of it (``GET /api/sessions/{id}/events?limit=500``);
 * search (one client): ``GET /api/sessions?limit=50&q=…``, a rotation of queries from the most common
   word to one that matches nothing (two words, a phrase, a prompt's word; some with a filter) over search
-  documents seeded like the projections write them: one per prompt, reply (Stop), tool input and output
-  (16 to 31 words of a 5,000-word vocabulary, the first words far more common than the last) and report;
+  documents seeded like the projections write them: one per eight of a session's prompts, replies (Stop),
+  tool inputs and outputs (each 16 to 31 words of a 5,000-word vocabulary, the first words far more common
+  than the last), as a busy collector's batches hold them, and one per report;
 * dashboard (one client, at most 20 requests): ``GET /api/sessions/stats`` over the data's 30 days, what
   the page's overview asks for.
 
@@ -240,27 +241,42 @@ WHERE s.tenant_id = t.tenant_id AND s.session_id = t.session_id
 """
 
 
-# The search documents the projections would have written (store/search.py) for the seeded events: a
-# prompt's text; for a tool input, tool output or reply, 16 to 31 words of VOCABULARY, word k drawn with
-# probability falling with k (the cube of a uniform number), so some words are in most documents and some
-# in a few; and each report's content.
+# The search documents the projections would have written (store/search.py) for the seeded events: each
+# session's searchable events in time order, PARTS_PER_DOC to a document (a batch of a busy collector holds
+# about that many events of each of its sessions); as parts, a prompt's text; for a tool input, tool output
+# or reply, 16 to 31 words of VOCABULARY, word k drawn with probability falling with k (the cube of a uniform
+# number), so some words are in most documents and some in a few; and each report's content.
+PARTS_PER_DOC = 8
 _SEARCH_DOCS = f"""
 WITH vocabulary AS (
     SELECT array_agg(translate(left(md5(k::text), 8), '0123456789', 'ghijklmnop') ORDER BY k) AS words
-    FROM generate_series(0, {VOCABULARY - 1}) k)
-INSERT INTO search_docs (tenant_id, session_id, doc_key, kind, at, body)
-SELECT e.tenant_id, e.session_id, uuid_send(e.event_id),
-       CASE e.event_type WHEN 'PreToolUse' THEN 'tool_input' WHEN 'PostToolUse' THEN 'tool_output'
-                         WHEN 'UserPromptSubmit' THEN 'prompt' ELSE 'reply' END,
-       e.occurred_at,
-       CASE WHEN e.event_type = 'UserPromptSubmit' THEN e.payload->>'prompt'
-            ELSE array_to_string(ARRAY(SELECT v.words[1 + floor({VOCABULARY} * random() ^ 3)::int]
-                                       FROM generate_series(1, 16 + (hashtext(e.event_id::text) & 15))), ' ')
-       END
-FROM hook_audit_log e, vocabulary v
-WHERE e.event_type IN ('PreToolUse', 'PostToolUse', 'UserPromptSubmit', 'Stop')
+    FROM generate_series(0, {VOCABULARY - 1}) k),
+parts AS (
+    SELECT e.tenant_id, e.session_id, uuid_send(e.event_id) AS key, e.occurred_at AS at,
+           CASE e.event_type WHEN 'PreToolUse' THEN 'tool_input' WHEN 'PostToolUse' THEN 'tool_output'
+                             WHEN 'UserPromptSubmit' THEN 'prompt' ELSE 'reply' END AS kind,
+           CASE WHEN e.event_type = 'UserPromptSubmit' THEN e.payload->>'prompt'
+                ELSE array_to_string(ARRAY(SELECT v.words[1 + floor({VOCABULARY} * random() ^ 3)::int]
+                                           FROM generate_series(1, 16 + (hashtext(e.event_id::text) & 15))),
+                                     ' ')
+           END AS body
+    FROM hook_audit_log e, vocabulary v
+    WHERE e.event_type IN ('PreToolUse', 'PostToolUse', 'UserPromptSubmit', 'Stop')),
+numbered AS (
+    SELECT *, (row_number() OVER (PARTITION BY tenant_id, session_id ORDER BY at, key) - 1)
+              / {PARTS_PER_DOC} AS doc
+    FROM parts WHERE body <> ''),
+ended AS (
+    SELECT *, sum(length(body) + 1) OVER (PARTITION BY tenant_id, session_id, doc ORDER BY at, key)::int - 1
+              AS ends
+    FROM numbered)
+INSERT INTO search_docs (tenant_id, session_id, doc_key, at, kinds, ends, body)
+SELECT tenant_id, session_id, (array_agg(key ORDER BY at, key))[1], min(at), array_agg(kind ORDER BY at, key),
+       array_agg(ends ORDER BY at, key), string_agg(body, E'\\n' ORDER BY at, key)
+FROM ended GROUP BY tenant_id, session_id, doc
 UNION ALL
-SELECT tenant_id, session_id, path_key, 'report', written_at, content FROM reports
+SELECT tenant_id, session_id, path_key, written_at, ARRAY['report'], ARRAY[length(content)], content
+FROM reports
 """
 
 
