@@ -393,7 +393,7 @@ LANGUAGE sql AS $$
     SELECT tenant, day, coalesce(tool_name, ''), b, count(*), count(*) FILTER (WHERE failed), min(ms), max(ms)
     FROM (SELECT day, tool_name, failed, ms, coalesce(hookdb_duration_bucket(ms), -2::smallint) AS b
           FROM (SELECT day, tool_name, failed AND ended_at IS NOT NULL AS failed,
-                       abs(extract(epoch FROM ended_at - started_at)::double precision * 1000) AS ms
+                       abs(extract(epoch FROM ended_at - started_at) * 1000)::double precision AS ms
                 FROM tool_calls WHERE tenant_id = tenant AND prior > 0 AND day IS NOT NULL) d) c
     GROUP BY 2, 3, 4;
 $$;

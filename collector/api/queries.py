@@ -547,7 +547,8 @@ FROM (
            1, (c.failed AND c.ended_at IS NOT NULL)::int, m.ms, m.ms
     FROM sessions s
     JOIN tool_calls c ON c.tenant_id = $1 AND c.session_id = s.session_id,
-         LATERAL (SELECT abs(extract(epoch FROM c.ended_at - c.started_at)::double precision * 1000) AS ms) m
+         LATERAL (SELECT abs(extract(epoch FROM c.ended_at - c.started_at) * 1000)::double precision
+                  AS ms) m
     WHERE s.tenant_id = $1 AND c.started_at IS NOT NULL
       AND (s.started_at >= $4 AND s.started_at < $5 OR s.started_at >= $6 AND s.started_at < $7)
 ) b

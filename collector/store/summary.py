@@ -50,7 +50,7 @@ WITH up AS (
         failed = CASE WHEN c.ended_at IS NULL THEN EXCLUDED.failed ELSE c.failed END,
         prior = CASE WHEN c.started_at IS NULL THEN 0 WHEN c.ended_at IS NULL THEN 1 ELSE 2 END
     RETURNING day, coalesce(tool_name, '') AS tool, failed, started_at, ended_at, prior,
-              abs(extract(epoch FROM ended_at - started_at)::double precision * 1000) AS ms
+              abs(extract(epoch FROM ended_at - started_at) * 1000)::double precision AS ms
 ), moves AS (
     SELECT day, tool, {OPEN_BUCKET}::smallint AS bucket, -1 AS calls, 0 AS failures,
            NULL::double precision AS ms
