@@ -316,8 +316,9 @@ CREATE TRIGGER sessions_notify_change AFTER UPDATE ON sessions
 -- The dashboard's summary, kept by the projection in the write transaction (collector/store/summary.py):
 -- events per tenant and hour, tool calls per tenant, day of their session's start, tool and duration bucket.
 
--- Events of a range's partial first and last hours are counted from the log itself.
-CREATE INDEX hook_audit_log_time_idx ON hook_audit_log (tenant_id, occurred_at);
+-- Events of a range's partial first and last hours are counted from the log itself, found by a BRIN index:
+-- events arrive about in time order, and it costs a writer next to nothing (a btree costs about 5 µs an event).
+CREATE INDEX hook_audit_log_time_brin ON hook_audit_log USING brin (occurred_at) WITH (autosummarize = on);
 
 -- A tool call's duration bucket: 8 per doubling from 1 ms (each about 9% wide); -1 below 1 ms.
 CREATE FUNCTION hookdb_duration_bucket(ms double precision) RETURNS smallint

@@ -2,8 +2,9 @@
 -- the stats read a few hundred rows instead of every event: events per tenant and hour, and tool calls per
 -- tenant, UTC day of their session's start, tool and duration bucket. Filled here from the stored events.
 
--- Events of a range's partial first and last hours are counted from the log itself.
-CREATE INDEX hook_audit_log_time_idx ON hook_audit_log (tenant_id, occurred_at);
+-- Events of a range's partial first and last hours are counted from the log itself, found by a BRIN index:
+-- events arrive about in time order, and it costs a writer next to nothing (a btree costs about 5 µs an event).
+CREATE INDEX hook_audit_log_time_brin ON hook_audit_log USING brin (occurred_at) WITH (autosummarize = on);
 
 -- A tool call's duration bucket: 8 per doubling from 1 ms (each about 9% wide); -1 below 1 ms.
 CREATE FUNCTION hookdb_duration_bucket(ms double precision) RETURNS smallint
