@@ -14,7 +14,7 @@ import json
 import re
 import uuid
 from collections.abc import Sequence
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any, NamedTuple
 
@@ -356,7 +356,6 @@ LEFT JOIN calls o ON o.tool_use_id = p.tool_use_id AND o.is_start <> (p.event_ty
 ORDER BY p.occurred_at, p.received_at, p.event_id
 """
 _TOOL_CALL_EVENTS = sorted({cls.TOOL_CALL_START, *cls.TOOL_CALL_END})
-_TOOL_CALL_FAILED = "PostToolUseFailure"  # the one of cls.TOOL_CALL_END that ends a call in failure
 
 
 async def events(conn: asyncpg.Connection, tenant: str, session_id: str, query: EventQuery) -> EventPage:
@@ -434,7 +433,7 @@ SELECT (started_at AT TIME ZONE 'UTC')::date AS day, status, count(*)::bigint AS
 FROM sessions WHERE tenant_id = $3 AND started_at >= $1 AND started_at < $2 GROUP BY day, status
 """
 # Events per UTC day: whole hours from the summary (event_hours), the partial first and last hours from
-# the log (its (tenant_id, occurred_at) index), so any [from, to) is answered exactly.
+# the log (its BRIN index on occurred_at), so any [from, to) is answered exactly.
 _STATS_EVENTS_PER_DAY = """
 SELECT day, sum(n)::bigint AS n FROM (
     SELECT (hour AT TIME ZONE 'UTC')::date AS day, sum(events) AS n
@@ -566,7 +565,7 @@ class _Bucket(NamedTuple):
 
 def _percentile(buckets: Sequence[_Bucket], q: float) -> float | None:
     """percentile_cont(q) of the durations, each bucket's taken as spread evenly from its least to its
-    greatest: exact when a bucket holds at most two distinct durations, else within the bucket (≤ 9%)."""
+    greatest: exact when each bucket holds one duration or at most two calls, else within the bucket (9%)."""
     n = sum(b.calls for b in buckets)
     if not n:
         return None
@@ -588,10 +587,8 @@ async def tools(conn: asyncpg.Connection, tenant: str, start: datetime, end: dat
     """Tool calls of the sessions started in [start, end) by tool; p50/p95 are estimated from the duration
     buckets (see :func:`_percentile`)."""
     days = _split(start, end, timedelta(days=1))
-    whole = [(at - cursor.EPOCH).days for at in days.whole]
-    rows = await conn.fetch(
-        _TOOLS, tenant, *(cursor.EPOCH.date() + timedelta(days=d) for d in whole), *days.first, *days.last
-    )
+    whole = (at.astimezone(UTC).date() for at in days.whole)
+    rows = await conn.fetch(_TOOLS, tenant, *whole, *days.first, *days.last)
     by_tool: dict[str, list[asyncpg.Record]] = {}
     for row in rows:
         by_tool.setdefault(row["tool_name"], []).append(row)
