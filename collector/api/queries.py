@@ -469,13 +469,13 @@ def _split(start: datetime, end: datetime, unit: timedelta) -> _Split:
 # project is that of the request's session (its primary key), a subagent's requests are grouped by its
 # type (its id names one session's subagent only).
 _USAGE = f"""
-SELECT {{key}} AS key, {{second}} AS second, count(*)::bigint AS requests,
+SELECT {{key}} AS key, count(*)::bigint AS requests,
        {", ".join(f"coalesce(sum(u.{k}), 0)::bigint AS {k}" for k in _TOKEN_KINDS)},
        coalesce(sum(u.cost_usd), 0) AS cost_usd,
        count(*) FILTER (WHERE u.cost_usd IS NULL)::bigint AS unpriced
 FROM usage_ledger u {{join}}
 WHERE u.tenant_id = $3 AND u.at >= $1 AND u.at < $2 AND {_COUNTED.format(tenant="$3")}
-GROUP BY 1, 2
+GROUP BY 1
 """
 _PROJECT_JOIN = "LEFT JOIN sessions s ON s.tenant_id = u.tenant_id AND s.session_id = u.session_id"
 _DAY = "(u.at AT TIME ZONE 'UTC')::date"  # a date groups by hash, cheaper than its text
@@ -487,21 +487,35 @@ _GROUP_KEYS = {
 }
 
 
+# The stats' three groupings of the same requests in one scan of the ledger: (day, model), model and
+# project; GROUPING() tells a row's set (a bit for each expression it is not grouped by).
+_STATS_USAGE = f"""
+SELECT GROUPING({_DAY}, u.model, {_GROUP_KEYS["project"][0]}) AS grouping_set, {_DAY} AS day,
+       u.model AS model, {_GROUP_KEYS["project"][0]} AS project, count(*)::bigint AS requests,
+       {", ".join(f"coalesce(sum(u.{k}), 0)::bigint AS {k}" for k in _TOKEN_KINDS)},
+       coalesce(sum(u.cost_usd), 0) AS cost_usd,
+       count(*) FILTER (WHERE u.cost_usd IS NULL)::bigint AS unpriced
+FROM usage_ledger u {_PROJECT_JOIN}
+WHERE u.tenant_id = $3 AND u.at >= $1 AND u.at < $2 AND {_COUNTED.format(tenant="$3")}
+GROUP BY GROUPING SETS (({_DAY}, u.model), (u.model), ({_GROUP_KEYS["project"][0]}))
+"""
+_DAY_MODEL_SET, _MODEL_SET, _PROJECT_SET = 0b001, 0b101, 0b110
+
+
 async def _usage_rows(
     conn: asyncpg.Connection,
     tenant: str,
     start: datetime,
     end: datetime,
     key: str,
-    second: str = "NULL::text",
 ) -> list[asyncpg.Record]:
     expression, join = _GROUP_KEYS[key]
-    return await conn.fetch(_USAGE.format(key=expression, second=second, join=join), start, end, tenant)
+    return await conn.fetch(_USAGE.format(key=expression, join=join), start, end, tenant)
 
 
-def _key(row: asyncpg.Record) -> str | None:
+def _key(row: asyncpg.Record, column: str = "key") -> str | None:
     """A group's key as the API writes it: a day as YYYY-MM-DD."""
-    key = row["key"]
+    key = row[column]
     return key.isoformat() if isinstance(key, date) else key
 
 
@@ -510,8 +524,8 @@ def _totals(row: asyncpg.Record) -> dict[str, Any]:
     return {**fields, "tokens": sum(row[k] for k in _TOKEN_KINDS)}
 
 
-def _ranked(rows: Sequence[asyncpg.Record], by_key: bool = False) -> list[UsageGroupTotals]:
-    groups = [UsageGroupTotals(key=_key(row), **_totals(row)) for row in rows]
+def _ranked(rows: Sequence[asyncpg.Record], by_key: bool = False, key: str = "key") -> list[UsageGroupTotals]:
+    groups = [UsageGroupTotals(key=_key(row, key), **_totals(row)) for row in rows]
     if by_key:
         return sorted(groups, key=lambda g: g.key or "")
     return sorted(groups, key=lambda g: (-g.cost_usd, -g.tokens, g.key or ""))
@@ -645,9 +659,12 @@ async def stats(conn: asyncpg.Connection, tenant: str, start: datetime, end: dat
     hours = _split(start, end, timedelta(hours=1))
     for row in await conn.fetch(_STATS_EVENTS_PER_DAY, tenant, *hours.whole, *hours.first, *hours.last):
         day(row["day"].isoformat()).events = row["n"]
+    usage_sets: dict[int, list[asyncpg.Record]] = {_DAY_MODEL_SET: [], _MODEL_SET: [], _PROJECT_SET: []}
+    for row in await conn.fetch(_STATS_USAGE, start, end, tenant):
+        usage_sets[row["grouping_set"]].append(row)
     by_day_model = [
-        DayModelUsage(day=row["key"].isoformat(), model=row["second"], **_totals(row))
-        for row in await _usage_rows(conn, tenant, start, end, "day", "u.model")
+        DayModelUsage(day=row["day"].isoformat(), model=row["model"], **_totals(row))
+        for row in usage_sets[_DAY_MODEL_SET]
     ]
     by_day_model.sort(key=lambda u: (u.day, u.model or ""))
     for u in by_day_model:
@@ -656,7 +673,7 @@ async def stats(conn: asyncpg.Connection, tenant: str, start: datetime, end: dat
         d.cost_usd += u.cost_usd
     for d in days.values():
         d.by_status = dict(sorted(d.by_status.items()))
-    usage_by_model = _ranked(await _usage_rows(conn, tenant, start, end, "model"))
+    usage_by_model = _ranked(usage_sets[_MODEL_SET], key="model")
     models = sorted(by_model.values(), key=lambda m: (-m.sessions, m.model or ""))
     return Stats(
         from_=start,
@@ -678,6 +695,6 @@ async def stats(conn: asyncpg.Connection, tenant: str, start: datetime, end: dat
         usage=_sum(usage_by_model),
         usage_by_day_model=by_day_model,
         usage_by_model=usage_by_model,
-        usage_by_project=_ranked(await _usage_rows(conn, tenant, start, end, "project")),
+        usage_by_project=_ranked(usage_sets[_PROJECT_SET], key="project"),
         tools=await tools(conn, tenant, start, end),
     )
