@@ -488,23 +488,16 @@ _GROUP_KEYS = {
 
 
 # The stats' three groupings of the same requests in one scan of the ledger: (day, model), model and
-# project; GROUPING() tells a row's set (a bit for each expression it is not grouped by). The requests are
-# summed per session, day and model first, so each session's project is looked up once, not per request.
-_SUMS = ", ".join(f"sum(r.{k})::bigint AS {k}" for k in ("requests", *_TOKEN_KINDS))
+# project; GROUPING() tells a row's set (a bit for each expression it is not grouped by).
 _STATS_USAGE = f"""
-WITH r AS MATERIALIZED (
-    SELECT u.session_id, {_DAY} AS day, u.model, count(*) AS requests,
-           {", ".join(f"coalesce(sum(u.{k}), 0) AS {k}" for k in _TOKEN_KINDS)},
-           coalesce(sum(u.cost_usd), 0) AS cost_usd, count(*) FILTER (WHERE u.cost_usd IS NULL) AS unpriced
-    FROM usage_ledger u
-    WHERE u.tenant_id = $3 AND u.at >= $1 AND u.at < $2 AND {_COUNTED.format(tenant="$3")}
-    GROUP BY 1, 2, 3
-)
-SELECT GROUPING(r.day, r.model, {PROJECT.replace("cwd", "s.cwd")}) AS grouping_set, r.day, r.model,
-       {PROJECT.replace("cwd", "s.cwd")} AS project, {_SUMS}, sum(r.cost_usd) AS cost_usd,
-       sum(r.unpriced)::bigint AS unpriced
-FROM r LEFT JOIN sessions s ON s.tenant_id = $3 AND s.session_id = r.session_id
-GROUP BY GROUPING SETS ((r.day, r.model), (r.model), ({PROJECT.replace("cwd", "s.cwd")}))
+SELECT GROUPING({_DAY}, u.model, {_GROUP_KEYS["project"][0]}) AS grouping_set, {_DAY} AS day,
+       u.model AS model, {_GROUP_KEYS["project"][0]} AS project, count(*)::bigint AS requests,
+       {", ".join(f"coalesce(sum(u.{k}), 0)::bigint AS {k}" for k in _TOKEN_KINDS)},
+       coalesce(sum(u.cost_usd), 0) AS cost_usd,
+       count(*) FILTER (WHERE u.cost_usd IS NULL)::bigint AS unpriced
+FROM usage_ledger u {_PROJECT_JOIN}
+WHERE u.tenant_id = $3 AND u.at >= $1 AND u.at < $2 AND {_COUNTED.format(tenant="$3")}
+GROUP BY GROUPING SETS (({_DAY}, u.model), (u.model), ({_GROUP_KEYS["project"][0]}))
 """
 _DAY_MODEL_SET, _MODEL_SET, _PROJECT_SET = 0b001, 0b101, 0b110
 
