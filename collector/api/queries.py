@@ -633,6 +633,9 @@ async def tools(conn: asyncpg.Connection, tenant: str, start: datetime, end: dat
 async def stats(conn: asyncpg.Connection, tenant: str, start: datetime, end: datetime) -> Stats:
     """Sessions started in [start, end) by status and model, their cost and QA scores; sessions and
     events per UTC day (events by when they occurred)."""
+    # Planned for this range's values each time: a generic plan cannot know that the partial hours read
+    # from the log are short (it scans the tenant's events) nor how many ledger rows the range holds.
+    await conn.execute("SET LOCAL plan_cache_mode = force_custom_plan")
     by_status: dict[str, int] = {}
     by_model: dict[str | None, ModelStats] = {}
     for row in await conn.fetch(_STATS_SESSIONS, start, end, tenant):
