@@ -843,6 +843,10 @@ class Recorder:
         """Not noted: the search's estimate (an EXPLAIN without ANALYZE) is planning only."""
         return await self._conn.fetchval(sql, *args)
 
+    async def execute(self, sql: str, *args: Any) -> str:
+        """Not noted: the stats' SET LOCAL of plan_cache_mode, a setting with nothing to plan."""
+        return await self._conn.execute(sql, *args)
+
 
 async def _statements(
     conn: asyncpg.Connection, tenant: str, work: Callable[[asyncpg.Connection], Awaitable[Any]]
