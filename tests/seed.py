@@ -17,6 +17,8 @@ from typing import Any
 
 import asyncpg
 
+from hookdb.collector.store import summary
+
 MODELS = ("claude-opus-4-5", "claude-sonnet-4-5", "claude-haiku-4-5")
 AGENT_TYPES = ("main", "reviewer", "section-writer")
 STATUSES = ("completed", "running", "ended", "failed")
@@ -153,3 +155,4 @@ async def write(conn: asyncpg.Connection, seed: Seed, first: int = 0) -> None:
         await conn.copy_records_to_table(
             "reports", records=[report_row(seed, i) for i in indexes], columns=REPORT_COLUMNS
         )
+    await summary.fill(conn, seed.tenant)  # COPY bypasses the projection that keeps the dashboard's summary

@@ -1051,6 +1051,7 @@ def test_stats_add_usage_per_day_model_project_and_tool_calls(dsn: str, ledgered
         "WHERE tenant_id = 'acme' AND session_id IN ('s-000020', 's-000021') AND event_type = 'PostToolUse' "
         "AND tool_name = 'Read'",
     )
+    run_sql(dsn, "SELECT hookdb_fill_summary('acme')")  # the UPDATE bypassed the dashboard's summary
     start, end = seed.BASE + timedelta(minutes=15), seed.BASE + timedelta(days=2)
     with client(ledgered) as http:
         stats = http.get(

@@ -350,7 +350,10 @@ class ToolStats(msgspec.Struct, kw_only=True):
     calls: int
     failures: int  # ended by PostToolUseFailure
     failure_rate: float  # failures among the calls that ended
-    p50_ms: float | None  # durations of the calls that ended
+    # Durations of the calls that ended, estimated from log-spaced buckets (8 per doubling, each bucket's
+    # calls spread evenly from its least to its greatest): exact while each bucket holds one duration or
+    # at most two calls, else off by less than a bucket's width (9%).
+    p50_ms: float | None
     p95_ms: float | None
 
 

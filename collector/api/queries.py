@@ -14,9 +14,9 @@ import json
 import re
 import uuid
 from collections.abc import Sequence
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, NamedTuple
 
 import asyncpg
 import msgspec
@@ -49,7 +49,7 @@ from hookdb.collector.api.models import (
     UsageGroupTotals,
     UsageTotals,
 )
-from hookdb.collector.store import blobs, search
+from hookdb.collector.store import blobs, search, summary
 from hookdb.collector.store.usage import SDK_PREFIX
 
 # The last component of cwd (a trailing separator ignored): the project a card names and the filter matches.
@@ -368,7 +368,6 @@ LEFT JOIN calls o ON o.tool_use_id = p.tool_use_id AND o.is_start <> (p.event_ty
 ORDER BY p.occurred_at, p.received_at, p.event_id
 """
 _TOOL_CALL_EVENTS = sorted({cls.TOOL_CALL_START, *cls.TOOL_CALL_END})
-_TOOL_CALL_FAILED = "PostToolUseFailure"  # the one of cls.TOOL_CALL_END that ends a call in failure
 
 
 async def events(conn: asyncpg.Connection, tenant: str, session_id: str, query: EventQuery) -> EventPage:
@@ -445,23 +444,50 @@ _STATS_SESSIONS_PER_DAY = """
 SELECT (started_at AT TIME ZONE 'UTC')::date AS day, status, count(*)::bigint AS n
 FROM sessions WHERE tenant_id = $3 AND started_at >= $1 AND started_at < $2 GROUP BY day, status
 """
+# Events per UTC day: whole hours from the summary (event_hours), the partial first and last hours from
+# the log (its BRIN index on occurred_at), so any [from, to) is answered exactly.
 _STATS_EVENTS_PER_DAY = """
-SELECT (occurred_at AT TIME ZONE 'UTC')::date AS day, count(*)::bigint AS n
-FROM hook_audit_log WHERE tenant_id = $3 AND occurred_at >= $1 AND occurred_at < $2 GROUP BY day
+SELECT day, sum(n)::bigint AS n FROM (
+    SELECT (hour AT TIME ZONE 'UTC')::date AS day, sum(events) AS n
+    FROM event_hours WHERE tenant_id = $1 AND hour >= $2 AND hour < $3 GROUP BY 1
+    UNION ALL
+    SELECT (occurred_at AT TIME ZONE 'UTC')::date, count(*)
+    FROM hook_audit_log
+    WHERE tenant_id = $1
+      AND (occurred_at >= $4 AND occurred_at < $5 OR occurred_at >= $6 AND occurred_at < $7)
+    GROUP BY 1
+) e GROUP BY day
 """
+
+
+class _Split(NamedTuple):
+    """[start, end) as the whole units of a summary within it and the partial ones at each side."""
+
+    whole: tuple[datetime, datetime]
+    first: tuple[datetime, datetime]
+    last: tuple[datetime, datetime]
+
+
+def _split(start: datetime, end: datetime, unit: timedelta) -> _Split:
+    """Split [start, end) at the UTC ``unit`` (an hour or a day) boundaries inside it."""
+    floor = cursor.EPOCH + (end - cursor.EPOCH) // unit * unit
+    ceil = cursor.EPOCH - (cursor.EPOCH - start) // unit * unit
+    if ceil >= floor:
+        return _Split((start, start), (start, end), (end, end))
+    return _Split((ceil, floor), (start, ceil), (floor, end))
 
 
 # Ledger requests made in [$1, $2) (the (tenant_id, at) index bounds the scan), summed by {key}; the
 # project is that of the request's session (its primary key), a subagent's requests are grouped by its
 # type (its id names one session's subagent only).
 _USAGE = f"""
-SELECT {{key}} AS key, {{second}} AS second, count(*)::bigint AS requests,
+SELECT {{key}} AS key, count(*)::bigint AS requests,
        {", ".join(f"coalesce(sum(u.{k}), 0)::bigint AS {k}" for k in _TOKEN_KINDS)},
        coalesce(sum(u.cost_usd), 0) AS cost_usd,
        count(*) FILTER (WHERE u.cost_usd IS NULL)::bigint AS unpriced
 FROM usage_ledger u {{join}}
 WHERE u.tenant_id = $3 AND u.at >= $1 AND u.at < $2 AND {_COUNTED.format(tenant="$3")}
-GROUP BY 1, 2
+GROUP BY 1
 """
 _PROJECT_JOIN = "LEFT JOIN sessions s ON s.tenant_id = u.tenant_id AND s.session_id = u.session_id"
 _DAY = "(u.at AT TIME ZONE 'UTC')::date"  # a date groups by hash, cheaper than its text
@@ -473,21 +499,35 @@ _GROUP_KEYS = {
 }
 
 
+# The stats' three groupings of the same requests in one scan of the ledger: (day, model), model and
+# project; GROUPING() tells a row's set (a bit for each expression it is not grouped by).
+_STATS_USAGE = f"""
+SELECT GROUPING({_DAY}, u.model, {_GROUP_KEYS["project"][0]}) AS grouping_set, {_DAY} AS day,
+       u.model AS model, {_GROUP_KEYS["project"][0]} AS project, count(*)::bigint AS requests,
+       {", ".join(f"coalesce(sum(u.{k}), 0)::bigint AS {k}" for k in _TOKEN_KINDS)},
+       coalesce(sum(u.cost_usd), 0) AS cost_usd,
+       count(*) FILTER (WHERE u.cost_usd IS NULL)::bigint AS unpriced
+FROM usage_ledger u {_PROJECT_JOIN}
+WHERE u.tenant_id = $3 AND u.at >= $1 AND u.at < $2 AND {_COUNTED.format(tenant="$3")}
+GROUP BY GROUPING SETS (({_DAY}, u.model), (u.model), ({_GROUP_KEYS["project"][0]}))
+"""
+_DAY_MODEL_SET, _MODEL_SET, _PROJECT_SET = 0b001, 0b101, 0b110
+
+
 async def _usage_rows(
     conn: asyncpg.Connection,
     tenant: str,
     start: datetime,
     end: datetime,
     key: str,
-    second: str = "NULL::text",
 ) -> list[asyncpg.Record]:
     expression, join = _GROUP_KEYS[key]
-    return await conn.fetch(_USAGE.format(key=expression, second=second, join=join), start, end, tenant)
+    return await conn.fetch(_USAGE.format(key=expression, join=join), start, end, tenant)
 
 
-def _key(row: asyncpg.Record) -> str | None:
+def _key(row: asyncpg.Record, column: str = "key") -> str | None:
     """A group's key as the API writes it: a day as YYYY-MM-DD."""
-    key = row["key"]
+    key = row[column]
     return key.isoformat() if isinstance(key, date) else key
 
 
@@ -496,8 +536,8 @@ def _totals(row: asyncpg.Record) -> dict[str, Any]:
     return {**fields, "tokens": sum(row[k] for k in _TOKEN_KINDS)}
 
 
-def _ranked(rows: Sequence[asyncpg.Record], by_key: bool = False) -> list[UsageGroupTotals]:
-    groups = [UsageGroupTotals(key=_key(row), **_totals(row)) for row in rows]
+def _ranked(rows: Sequence[asyncpg.Record], by_key: bool = False, key: str = "key") -> list[UsageGroupTotals]:
+    groups = [UsageGroupTotals(key=_key(row, key), **_totals(row)) for row in rows]
     if by_key:
         return sorted(groups, key=lambda g: g.key or "")
     return sorted(groups, key=lambda g: (-g.cost_usd, -g.tokens, g.key or ""))
@@ -518,54 +558,96 @@ async def usage(conn: asyncpg.Connection, tenant: str, group: str, start: dateti
     return Usage(group=group, from_=start, to=end, total=_sum(groups), groups=groups)
 
 
-# Tool calls of the sessions started in [$1, $2): their tool call events found through the sessions'
-# index and each session's own (tenant, session, occurred_at) index, grouped by tool_use_id in one pass
-# (no sort, no second scan): a call is its first start and its first end, as the timeline pairs them,
-# and it failed when its first end is a PostToolUseFailure.
-_TOOLS = """
-SELECT tool_name, count(*)::bigint AS calls, count(ended_at)::bigint AS ended,
-       count(*) FILTER (WHERE failed_at = ended_at)::bigint AS failures,
-       percentile_cont(0.5) WITHIN GROUP (ORDER BY abs(extract(epoch FROM ended_at - started_at))) * 1000
-           AS p50_ms,
-       percentile_cont(0.95) WITHIN GROUP (ORDER BY abs(extract(epoch FROM ended_at - started_at))) * 1000
-           AS p95_ms
+# Tool calls of the sessions started in [from, to), per tool and duration bucket (hookdb_duration_bucket;
+# OPEN_BUCKET: not ended): the whole days from the summary (tool_call_days), the sessions of the partial
+# first and last days through their calls (tool_calls). A call is its first start and its first end.
+_TOOLS = f"""
+SELECT tool_name, bucket, sum(calls)::bigint AS calls, sum(failures)::bigint AS failures,
+       min(min_ms) AS min_ms, max(max_ms) AS max_ms
 FROM (
-    SELECT min(e.tool_name) FILTER (WHERE e.event_type = $4) AS tool_name,
-           min(e.occurred_at) FILTER (WHERE e.event_type = $4) AS started_at,
-           min(e.occurred_at) FILTER (WHERE e.event_type <> $4) AS ended_at,
-           min(e.occurred_at) FILTER (WHERE e.event_type = $5) AS failed_at
+    SELECT tool_name, bucket, calls, failures, min_ms, max_ms
+    FROM tool_call_days WHERE tenant_id = $1 AND day >= $2 AND day < $3
+    UNION ALL
+    SELECT coalesce(c.tool_name, ''), coalesce(hookdb_duration_bucket(m.ms), {summary.OPEN_BUCKET}::smallint),
+           1, (c.failed AND c.ended_at IS NOT NULL)::int, m.ms, m.ms
     FROM sessions s
-    JOIN hook_audit_log e ON e.tenant_id = s.tenant_id AND e.session_id = s.session_id
-    WHERE s.tenant_id = $6 AND s.started_at >= $1 AND s.started_at < $2 AND e.event_type = ANY($3::text[])
-      AND e.payload->>'tool_use_id' IS NOT NULL
-    GROUP BY e.session_id, e.payload->>'tool_use_id'
-) c
-WHERE started_at IS NOT NULL
-GROUP BY tool_name
-ORDER BY calls DESC, tool_name
+    JOIN tool_calls c ON c.tenant_id = $1 AND c.session_id = s.session_id,
+         LATERAL (SELECT abs(extract(epoch FROM c.ended_at - c.started_at) * 1000)::double precision
+                  AS ms) m
+    WHERE s.tenant_id = $1 AND c.started_at IS NOT NULL
+      AND (s.started_at >= $4 AND s.started_at < $5 OR s.started_at >= $6 AND s.started_at < $7)
+) b
+GROUP BY tool_name, bucket
 """
 
 
+class _Bucket(NamedTuple):
+    """Ended calls of one duration bucket: how many, and the least and greatest duration among them."""
+
+    calls: int
+    min_ms: float
+    max_ms: float
+
+
+def _percentile(buckets: Sequence[_Bucket], q: float) -> float | None:
+    """percentile_cont(q) of the durations, each bucket's taken as spread evenly from its least to its
+    greatest: exact when each bucket holds one duration or at most two calls, else within the bucket (9%)."""
+    n = sum(b.calls for b in buckets)
+    if not n:
+        return None
+    rank = q * (n - 1)
+    low = int(rank)
+    a, b = _nth(buckets, low), _nth(buckets, min(low + 1, n - 1))
+    return a + (b - a) * (rank - low)
+
+
+def _nth(buckets: Sequence[_Bucket], i: int) -> float:
+    for b in buckets:
+        if i < b.calls:
+            return b.min_ms if b.calls == 1 else b.min_ms + (b.max_ms - b.min_ms) * i / (b.calls - 1)
+        i -= b.calls
+    raise AssertionError("rank beyond the calls")
+
+
 async def tools(conn: asyncpg.Connection, tenant: str, start: datetime, end: datetime) -> list[ToolStats]:
-    rows = await conn.fetch(
-        _TOOLS, start, end, _TOOL_CALL_EVENTS, cls.TOOL_CALL_START, _TOOL_CALL_FAILED, tenant
-    )
-    return [
-        ToolStats(
-            tool=row["tool_name"],
-            calls=row["calls"],
-            failures=row["failures"],
-            failure_rate=row["failures"] / row["ended"] if row["ended"] else 0.0,
-            p50_ms=row["p50_ms"],
-            p95_ms=row["p95_ms"],
+    """Tool calls of the sessions started in [start, end) by tool; p50/p95 are estimated from the duration
+    buckets (see :func:`_percentile`)."""
+    days = _split(start, end, timedelta(days=1))
+    whole = (at.astimezone(UTC).date() for at in days.whole)
+    rows = await conn.fetch(_TOOLS, tenant, *whole, *days.first, *days.last)
+    by_tool: dict[str, list[asyncpg.Record]] = {}
+    for row in rows:
+        by_tool.setdefault(row["tool_name"], []).append(row)
+    out = []
+    for tool, parts in by_tool.items():
+        ended = [
+            _Bucket(r["calls"], r["min_ms"], r["max_ms"])
+            for r in sorted(parts, key=lambda r: r["bucket"])
+            if r["bucket"] != summary.OPEN_BUCKET and r["calls"]
+        ]
+        calls, failures = sum(r["calls"] for r in parts), sum(r["failures"] for r in parts)
+        if not calls:
+            continue
+        done = sum(b.calls for b in ended)
+        out.append(
+            ToolStats(
+                tool=tool or None,
+                calls=calls,
+                failures=failures,
+                failure_rate=failures / done if done else 0.0,
+                p50_ms=_percentile(ended, 0.5),
+                p95_ms=_percentile(ended, 0.95),
+            )
         )
-        for row in rows
-    ]
+    return sorted(out, key=lambda t: (-t.calls, t.tool is None, t.tool or ""))
 
 
 async def stats(conn: asyncpg.Connection, tenant: str, start: datetime, end: datetime) -> Stats:
     """Sessions started in [start, end) by status and model, their cost and QA scores; sessions and
     events per UTC day (events by when they occurred)."""
+    # Planned for this range's values each time: a generic plan cannot know that the partial hours read
+    # from the log are short (it scans the tenant's events) nor how many ledger rows the range holds.
+    await conn.execute("SET LOCAL plan_cache_mode = force_custom_plan")
     by_status: dict[str, int] = {}
     by_model: dict[str | None, ModelStats] = {}
     for row in await conn.fetch(_STATS_SESSIONS, start, end, tenant):
@@ -589,11 +671,15 @@ async def stats(conn: asyncpg.Connection, tenant: str, start: datetime, end: dat
         d = day(row["day"].isoformat())
         d.sessions += row["n"]
         d.by_status[row["status"]] = row["n"]
-    for row in await conn.fetch(_STATS_EVENTS_PER_DAY, start, end, tenant):
+    hours = _split(start, end, timedelta(hours=1))
+    for row in await conn.fetch(_STATS_EVENTS_PER_DAY, tenant, *hours.whole, *hours.first, *hours.last):
         day(row["day"].isoformat()).events = row["n"]
+    usage_sets: dict[int, list[asyncpg.Record]] = {_DAY_MODEL_SET: [], _MODEL_SET: [], _PROJECT_SET: []}
+    for row in await conn.fetch(_STATS_USAGE, start, end, tenant):
+        usage_sets[row["grouping_set"]].append(row)
     by_day_model = [
-        DayModelUsage(day=row["key"].isoformat(), model=row["second"], **_totals(row))
-        for row in await _usage_rows(conn, tenant, start, end, "day", "u.model")
+        DayModelUsage(day=row["day"].isoformat(), model=row["model"], **_totals(row))
+        for row in usage_sets[_DAY_MODEL_SET]
     ]
     by_day_model.sort(key=lambda u: (u.day, u.model or ""))
     for u in by_day_model:
@@ -602,7 +688,7 @@ async def stats(conn: asyncpg.Connection, tenant: str, start: datetime, end: dat
         d.cost_usd += u.cost_usd
     for d in days.values():
         d.by_status = dict(sorted(d.by_status.items()))
-    usage_by_model = _ranked(await _usage_rows(conn, tenant, start, end, "model"))
+    usage_by_model = _ranked(usage_sets[_MODEL_SET], key="model")
     models = sorted(by_model.values(), key=lambda m: (-m.sessions, m.model or ""))
     return Stats(
         from_=start,
@@ -624,6 +710,6 @@ async def stats(conn: asyncpg.Connection, tenant: str, start: datetime, end: dat
         usage=_sum(usage_by_model),
         usage_by_day_model=by_day_model,
         usage_by_model=usage_by_model,
-        usage_by_project=_ranked(await _usage_rows(conn, tenant, start, end, "project")),
+        usage_by_project=_ranked(usage_sets[_PROJECT_SET], key="project"),
         tools=await tools(conn, tenant, start, end),
     )

@@ -34,7 +34,7 @@ import trio_asyncio
 
 from hookdb.collector import classification as cls
 from hookdb.collector.ops import logs, metrics
-from hookdb.collector.store import blobs, ledger, partitions, search
+from hookdb.collector.store import blobs, ledger, partitions, search, summary
 from hookdb.collector.store.connect import ConnectOptions, assume_role, report_refusal
 from hookdb.collector.store.migrate import migrate
 from hookdb.collector.store.projections import (
@@ -213,7 +213,19 @@ async def _write(conn: asyncpg.Connection, batch: Prepared, options: ConnectOpti
             if inserted:
                 changes = part.projection if ids is None else part.projection_of(set(ids))
                 batch.unverified_reports += await _project(conn, changes, part.projection)
+                await summary.write(conn, tenant, part.rows if ids is None else _new_rows(part.rows, ids))
     return batch
+
+
+def _new_rows(rows: Sequence[Row], ids: Sequence[object]) -> list[Row]:
+    """The rows whose event ids are ``ids``, each once (a batch can hold an event twice)."""
+    new = set(ids)
+    out = []
+    for row in rows:
+        if row.event_id in new:
+            new.discard(row.event_id)
+            out.append(row)
+    return out
 
 
 # Read from pg_class by name, not with to_regclass: that looks in the backend's catalog cache, which an

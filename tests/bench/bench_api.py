@@ -392,8 +392,10 @@ class Scenario:
 
 
 def dashboard_range(data: Data) -> tuple[tuple[str, str], ...]:
-    """The overview's 30 days, from the first session's start: all of the seeded sessions."""
-    start = min(s.start for s in data.all())
+    """The overview's 30 days, as the page asks for them (``to`` now, ``from`` 30 days before: neither on an
+    hour), from a little before the first session's start: the summary's partial first and last days and
+    hours are read from the log and the calls, as the page's are."""
+    start = min(s.start for s in data.all()) - timedelta(hours=7, minutes=13, seconds=27)
     end = start + timedelta(days=queries.STATS_DAYS)
     return (("from", start.isoformat()), ("to", end.isoformat()))
 
@@ -856,6 +858,10 @@ class Recorder:
     async def fetchval(self, sql: str, *args: Any) -> Any:
         """Not noted: the search's estimate (an EXPLAIN without ANALYZE) is planning only."""
         return await self._conn.fetchval(sql, *args)
+
+    async def execute(self, sql: str, *args: Any) -> str:
+        """Not noted: the stats' SET LOCAL of plan_cache_mode, a setting with nothing to plan."""
+        return await self._conn.execute(sql, *args)
 
 
 async def _statements(
