@@ -4,7 +4,8 @@ Eight collector processes, each with its own state directory, socket and client,
 fresh database (so their migrations and partition creation race) and write into one server. Every event
 is stored once, and the sessions every host has events of merge to what one collector would have made of
 all the events, whatever order the hosts' batches commit in: counts add up, the first and last times are
-the extremes, the status is the newest status event's, a session ended on two hosts ends at the later end.
+the extremes, the status is the newest status event's, the model the newest SessionStart's, a session
+ended on two hosts ends at the later end.
 Writers that meet a month without a partition at the same moment create what is missing once.
 """
 
@@ -46,6 +47,7 @@ class Sent(NamedTuple):
     session_id: str
     event_type: str
     at: datetime
+    model: str | None = None  # a SessionStart's
 
 
 def plan(host: int, base: datetime, rng: random.Random) -> list[Sent]:
@@ -57,8 +59,11 @@ def plan(host: int, base: datetime, rng: random.Random) -> list[Sent]:
         kind = rng.choice(("PostToolUse",) * 6 + STATUS_EVENTS + ("SubagentStart",))
         if n in (7, 9) and host < 2:  # two hosts end the same session
             kind = "SessionEnd"
+        model = None
+        if n % 11 == 3:  # every host (re)starts the shared sessions, each with its own model
+            kind, model = "SessionStart", f"model-{host}-{n}"
         at = base + timedelta(microseconds=rng.randrange(3_600_000_000 // HOSTS) * HOSTS + host)
-        events.append(Sent(session, kind, at))
+        events.append(Sent(session, kind, at, model))
     return events
 
 
@@ -74,7 +79,9 @@ def frames_of(events: list[Sent]) -> tuple[list[str], list[bytes]]:
                 event_type=e.event_type,
                 session_id=e.session_id,
                 tenant=None,
-                payload=msgspec.json.encode({"hook_event_name": e.event_type}),
+                payload=msgspec.json.encode(
+                    {"hook_event_name": e.event_type, **({"model": e.model} if e.model else {})}
+                ),
                 ack=True,
             )
         )
@@ -88,7 +95,7 @@ def expected_sessions(events: list[Sent]) -> dict[str, dict[str, Any]]:
     rows: dict[str, dict[str, Any]] = {}
     for e in sorted(events, key=lambda e: e.at):
         first = {"event_count": 0, "started_at": e.at, "subagent_count": 0, "status": "running"}
-        row = rows.setdefault(e.session_id, {**first, "ended_at": None})
+        row = rows.setdefault(e.session_id, {**first, "ended_at": None, "model": None})
         row["event_count"] += 1
         row["updated_at"] = e.at
         row["subagent_count"] += e.event_type == "SubagentStart"
@@ -96,6 +103,7 @@ def expected_sessions(events: list[Sent]) -> dict[str, dict[str, Any]]:
             row["status"] = cls.EVENT_STATUS[e.event_type]
         if e.event_type == "SessionEnd":
             row["ended_at"] = e.at
+        row["model"] = e.model or row["model"]
     return rows
 
 
@@ -104,8 +112,8 @@ def stored_sessions(dsn: str) -> dict[str, dict[str, Any]]:
         r["session_id"]: dict(r)
         for r in run_sql(
             dsn,
-            "SELECT session_id, event_count, started_at, updated_at, subagent_count, status, ended_at "
-            "FROM sessions",
+            "SELECT session_id, event_count, started_at, updated_at, subagent_count, status, ended_at, "
+            "model FROM sessions",
         )
     }
 
