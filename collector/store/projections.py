@@ -160,9 +160,10 @@ def _session_end(
     change: SessionChange, payload: dict[str, Any], at: datetime, row: Row, out: Projection
 ) -> None:
     _status(change, payload, at, row, out)
-    change.ended_at = at
-    if reason := _str(payload.get("reason")):
-        change.meta["end_reason"] = reason
+    if change.ended_at is None or at >= change.ended_at:  # the later end, as between batches
+        change.ended_at = at
+        if reason := _str(payload.get("reason")):
+            change.meta["end_reason"] = reason
     out.ended.add((change.tenant_id, change.session_id))
 
 
