@@ -27,7 +27,7 @@ import operator
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import asyncpg
 import trio_asyncio
@@ -46,6 +46,7 @@ from hookdb.collector.store.projections import (
     word_count,
 )
 from hookdb.collector.store.rows import COLUMNS, Row
+from hookdb.collector.store.usage import UsageRecord
 
 log = logs.get("hookdb.sink")
 
@@ -182,6 +183,7 @@ class Prepared:
     tenants: dict[str, TenantRows]
     inserted: int = 0
     unverified_reports: int = 0
+    recorded: list[UsageRecord] = field(default_factory=list)  # requests new to the ledger, to count
 
 
 # jsonb's binary format: a version byte, then the JSON text. Builtin callables (no Python frame): the
@@ -211,6 +213,7 @@ async def _open(options: ConnectOptions) -> tuple[asyncpg.Connection, list[str]]
 
 async def _write(conn: asyncpg.Connection, batch: Prepared, options: ConnectOptions) -> Prepared:
     batch.inserted = batch.unverified_reports = 0  # a retried batch counts afresh
+    batch.recorded = []
     tenants = sorted(batch.tenants.items())  # in key order, as every lock below: no deadlock between writers
     if not tenants:
         return batch
@@ -226,7 +229,9 @@ async def _write(conn: asyncpg.Connection, batch: Prepared, options: ConnectOpti
             batch.inserted += inserted
             if inserted:
                 changes = part.projection if ids is None else part.projection_of(set(ids))
-                batch.unverified_reports += await _project(conn, changes, part.projection)
+                projected = await _project(conn, changes, part.projection)
+                batch.unverified_reports += projected.unverified_reports
+                batch.recorded += projected.recorded
     return batch
 
 
@@ -275,8 +280,16 @@ async def _add_partitions(conn: asyncpg.Connection, rows: Sequence[Row]) -> list
     return created
 
 
-async def _project(conn: asyncpg.Connection, changes: Projection, files: Projection) -> int:
-    """Apply one tenant's projection; return how many reports did not read back with their hash."""
+class Projected(NamedTuple):
+    """What applying one tenant's projection found: reports that did not read back with their hash, and
+    the requests new to the usage ledger."""
+
+    unverified_reports: int
+    recorded: list[UsageRecord]
+
+
+async def _project(conn: asyncpg.Connection, changes: Projection, files: Projection) -> Projected:
+    """Apply one tenant's projection."""
     if changes.sessions:
         rows = [
             (
@@ -348,8 +361,7 @@ async def _project(conn: asyncpg.Connection, changes: Projection, files: Project
         await conn.execute(
             _SUMMARIZE_SESSION, tenant, session, (tenant, session) in changes.ended, cls.QA_SCORE_PATTERN
         )
-    await ledger.apply(conn, files.usage)
-    return unverified
+    return Projected(unverified, await ledger.apply(conn, files.usage))
 
 
 def _meta(meta: dict[str, Any]) -> bytes:
@@ -426,6 +438,7 @@ class PostgresSink:
             created = await trio_asyncio.aio_as_trio(_add_partitions)(self._conn, batch.rows)
             log.warning("partition.created", partitions=created, reason=str(exc))
             done = await write(self._conn, batch, self._options)
+        ledger.count(done.recorded)
         if done.unverified_reports:
             metrics.report_hash_mismatches.inc(done.unverified_reports)
             log.error("report.hash_mismatch", reports=done.unverified_reports)
