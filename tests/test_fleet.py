@@ -12,7 +12,6 @@ Writers that meet a month without a partition at the same moment create what is 
 from __future__ import annotations
 
 import random
-import threading
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -32,7 +31,7 @@ from hookdb.collector.store.connect import ConnectOptions
 from hookdb.collector.store.rows import Row
 from hookdb.collector.store.sink import PostgresSink
 
-from conftest import Collector, migrate, run_sql, wait_for_rows
+from conftest import Collector, in_threads, migrate, run_sql, wait_for_rows
 
 HOSTS = 8
 EVENTS = 500  # per host
@@ -153,23 +152,14 @@ def test_eight_collectors_into_one_database_store_every_event_once_and_merge_sha
     base = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1, minutes=5)
     plans = [plan(host, base, random.Random(host)) for host in range(HOSTS)]
     fleet = start_fleet(start_collector, tmp_path, target, *extra)
-    failures: list[BaseException] = []
 
     def client(host: int) -> None:
-        try:
-            ids, frames = frames_of(plans[host])
-            for start in range(0, len(frames), BURST):
-                end = start + BURST
-                ack_roundtrip(tmp_path / f"host-{host}.sock", ids[start:end], frames[start:end])
-        except BaseException as exc:
-            failures.append(exc)
+        ids, frames = frames_of(plans[host])
+        for start in range(0, len(frames), BURST):
+            end = start + BURST
+            ack_roundtrip(tmp_path / f"host-{host}.sock", ids[start:end], frames[start:end])
 
-    clients = [threading.Thread(target=client, args=(host,)) for host in range(HOSTS)]
-    for c in clients:
-        c.start()
-    for c in clients:
-        c.join()
-    assert failures == []
+    in_threads(client, ((host,) for host in range(HOSTS)))
     total = HOSTS * EVENTS
     assert wait_for_rows(dsn, total, 90) == total
     for collector in fleet:
