@@ -445,6 +445,9 @@ def test_prepared_statements_a_pooler_loses_are_logged_once_and_cost_no_event(
     pooler = make_pooler(pg_server, 2, more=more)
     pooler.start()
     try:
+        # Both server connections open before the collector starts (min_pool_size fills the pool in the
+        # background only): else its transactions may all land on the one that is there.
+        in_threads(run_sql, [(pooled(pooler, dsn), "SELECT pg_sleep(0.5)")] * 2)
         fast = ("--set", "breaker.open_seconds=0.1", "--set", "breaker.max_open_seconds=0.2")
         collector = start_collector("--dsn", pooled(pooler, dsn), *fast, use_dsn=False)
         ids, frames = make_frames(0, 200, ack=True)
