@@ -73,6 +73,12 @@ CREATE TABLE sessions (
     cache_creation_1h_tokens bigint,
     cost_source              text,    -- the weakest of its requests': unknown makes cost_usd a lower bound
     models                   text[],
+    -- When the event that set model, agent_type, source and cost_usd occurred: the latest one's value
+    -- stays, whichever collector's batch commits last.
+    model_at                 timestamptz,
+    agent_type_at            timestamptz,
+    source_at                timestamptz,
+    cost_usd_at              timestamptz,
     PRIMARY KEY (tenant_id, session_id)
 );
 

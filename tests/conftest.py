@@ -13,9 +13,10 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -38,6 +39,26 @@ def run_sql(dsn: str, sql: str, *args: Any) -> list[asyncpg.Record]:
             await conn.close()
 
     return asyncio.run(go())
+
+
+def in_threads(work: Callable[..., object], arguments: Iterable[tuple[Any, ...]]) -> None:
+    """Run ``work`` once per argument tuple, all in threads at once, and wait for every one; then raise
+    the first exception one of them raised, so a failure in a thread fails the test."""
+    failures: list[BaseException] = []
+
+    def run(*args: Any) -> None:
+        try:
+            work(*args)
+        except BaseException as exc:
+            failures.append(exc)
+
+    threads = [threading.Thread(target=run, args=args) for args in arguments]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if failures:
+        raise failures[0]
 
 
 def wait_for(predicate: Any, timeout: float = 30.0, interval: float = 0.05) -> Any:

@@ -17,7 +17,7 @@ from hookdb.client import Emitter
 from hookdb.client.protocol import Reply
 from hookdb.client.wire import encode_envelope, frame, new_event_id
 
-from conftest import BIN, count_rows, run_sql, wait_for_rows
+from conftest import BIN, count_rows, in_threads, run_sql, wait_for_rows
 
 
 def frames_for(client: int, n: int, *, ack: bool = False) -> list[bytes]:
@@ -45,11 +45,7 @@ def send_concurrently(path: Path, per_client: list[list[bytes]]) -> None:
             for data in frames:
                 sock.sendall(data)
 
-    threads = [threading.Thread(target=send, args=(frames,)) for frames in per_client]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    in_threads(send, ((frames,) for frames in per_client))
 
 
 def test_20_clients_x_500_events_are_10000_rows_and_resending_adds_none(
@@ -76,11 +72,7 @@ def test_emitters_in_20_threads(start_collector, socket_path: Path, dsn: str) ->
                     str(emitter.emit("PreToolUse", {"tool_name": "Read", "i": i}, session_id=f"t{n}"))
                 )
 
-    threads = [threading.Thread(target=work, args=(n,)) for n in range(20)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    in_threads(work, ((n,) for n in range(20)))
     assert wait_for_rows(dsn, 4000) == 4000
     stored = {str(r[0]) for r in run_sql(dsn, "SELECT event_id FROM hook_audit_log")}
     assert stored == set(emitted)

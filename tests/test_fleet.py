@@ -4,14 +4,14 @@ Eight collector processes, each with its own state directory, socket and client,
 fresh database (so their migrations and partition creation race) and write into one server. Every event
 is stored once, and the sessions every host has events of merge to what one collector would have made of
 all the events, whatever order the hosts' batches commit in: counts add up, the first and last times are
-the extremes, the status is the newest status event's, a session ended on two hosts ends at the later end.
+the extremes, the status is the newest status event's, the model the newest SessionStart's, a session
+ended on two hosts ends at the later end.
 Writers that meet a month without a partition at the same moment create what is missing once.
 """
 
 from __future__ import annotations
 
 import random
-import threading
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -31,7 +31,7 @@ from hookdb.collector.store.connect import ConnectOptions
 from hookdb.collector.store.rows import Row
 from hookdb.collector.store.sink import PostgresSink
 
-from conftest import Collector, migrate, run_sql, wait_for_rows
+from conftest import Collector, in_threads, migrate, run_sql, wait_for_rows
 
 HOSTS = 8
 EVENTS = 500  # per host
@@ -46,6 +46,7 @@ class Sent(NamedTuple):
     session_id: str
     event_type: str
     at: datetime
+    model: str | None = None  # a SessionStart's
 
 
 def plan(host: int, base: datetime, rng: random.Random) -> list[Sent]:
@@ -57,8 +58,11 @@ def plan(host: int, base: datetime, rng: random.Random) -> list[Sent]:
         kind = rng.choice(("PostToolUse",) * 6 + STATUS_EVENTS + ("SubagentStart",))
         if n in (7, 9) and host < 2:  # two hosts end the same session
             kind = "SessionEnd"
+        model = None
+        if n % 11 == 3:  # every host (re)starts the shared sessions, each with its own model
+            kind, model = "SessionStart", f"model-{host}-{n}"
         at = base + timedelta(microseconds=rng.randrange(3_600_000_000 // HOSTS) * HOSTS + host)
-        events.append(Sent(session, kind, at))
+        events.append(Sent(session, kind, at, model))
     return events
 
 
@@ -74,7 +78,9 @@ def frames_of(events: list[Sent]) -> tuple[list[str], list[bytes]]:
                 event_type=e.event_type,
                 session_id=e.session_id,
                 tenant=None,
-                payload=msgspec.json.encode({"hook_event_name": e.event_type}),
+                payload=msgspec.json.encode(
+                    {"hook_event_name": e.event_type, **({"model": e.model} if e.model else {})}
+                ),
                 ack=True,
             )
         )
@@ -88,7 +94,7 @@ def expected_sessions(events: list[Sent]) -> dict[str, dict[str, Any]]:
     rows: dict[str, dict[str, Any]] = {}
     for e in sorted(events, key=lambda e: e.at):
         first = {"event_count": 0, "started_at": e.at, "subagent_count": 0, "status": "running"}
-        row = rows.setdefault(e.session_id, {**first, "ended_at": None})
+        row = rows.setdefault(e.session_id, {**first, "ended_at": None, "model": None})
         row["event_count"] += 1
         row["updated_at"] = e.at
         row["subagent_count"] += e.event_type == "SubagentStart"
@@ -96,6 +102,7 @@ def expected_sessions(events: list[Sent]) -> dict[str, dict[str, Any]]:
             row["status"] = cls.EVENT_STATUS[e.event_type]
         if e.event_type == "SessionEnd":
             row["ended_at"] = e.at
+        row["model"] = e.model or row["model"]
     return rows
 
 
@@ -104,8 +111,8 @@ def stored_sessions(dsn: str) -> dict[str, dict[str, Any]]:
         r["session_id"]: dict(r)
         for r in run_sql(
             dsn,
-            "SELECT session_id, event_count, started_at, updated_at, subagent_count, status, ended_at "
-            "FROM sessions",
+            "SELECT session_id, event_count, started_at, updated_at, subagent_count, status, ended_at, "
+            "model FROM sessions",
         )
     }
 
@@ -145,23 +152,14 @@ def test_eight_collectors_into_one_database_store_every_event_once_and_merge_sha
     base = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1, minutes=5)
     plans = [plan(host, base, random.Random(host)) for host in range(HOSTS)]
     fleet = start_fleet(start_collector, tmp_path, target, *extra)
-    failures: list[BaseException] = []
 
     def client(host: int) -> None:
-        try:
-            ids, frames = frames_of(plans[host])
-            for start in range(0, len(frames), BURST):
-                end = start + BURST
-                ack_roundtrip(tmp_path / f"host-{host}.sock", ids[start:end], frames[start:end])
-        except BaseException as exc:
-            failures.append(exc)
+        ids, frames = frames_of(plans[host])
+        for start in range(0, len(frames), BURST):
+            end = start + BURST
+            ack_roundtrip(tmp_path / f"host-{host}.sock", ids[start:end], frames[start:end])
 
-    clients = [threading.Thread(target=client, args=(host,)) for host in range(HOSTS)]
-    for c in clients:
-        c.start()
-    for c in clients:
-        c.join()
-    assert failures == []
+    in_threads(client, ((host,) for host in range(HOSTS)))
     total = HOSTS * EVENTS
     assert wait_for_rows(dsn, total, 90) == total
     for collector in fleet:

@@ -15,7 +15,7 @@ from hookdb.client import Emitter
 from hookdb.client.protocol import Reply
 from hookdb.client.wire import encode_envelope, frame, new_event_id
 
-from conftest import run_sql, wait_for, wait_for_rows
+from conftest import in_threads, run_sql, wait_for, wait_for_rows
 
 
 def test_stalled_and_deaf_clients_do_not_stall_others(start_collector, socket_path: Path, dsn: str) -> None:
@@ -74,11 +74,7 @@ def test_many_emitters_at_once(start_collector, socket_path: Path, dsn: str) -> 
                 with lock:
                     emitted.add(event_id)
 
-    threads = [threading.Thread(target=work, args=(n,)) for n in range(100)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    in_threads(work, ((n,) for n in range(100)))
     assert wait_for_rows(dsn, 2000) == 2000
     assert {str(r[0]) for r in run_sql(dsn, "SELECT event_id FROM hook_audit_log")} == emitted
 

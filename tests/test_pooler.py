@@ -34,7 +34,7 @@ from test_nothing_lost import AckingClient, ack_roundtrip, make_frames
 
 from hookdb.client.wire import encode_envelope, frame, new_event_id
 
-from conftest import count_rows, migrate, run_sql, wait_for, wait_for_rows
+from conftest import count_rows, in_threads, migrate, run_sql, wait_for, wait_for_rows
 
 PGBOUNCER = Path("/usr/sbin/pgbouncer")
 # Server connections per database and user: fewer than the API's 8 and the 16 clients', and as many as a
@@ -225,11 +225,7 @@ def hammer(api: Any, threads: int = 16, requests: int = 30) -> list[str]:
                 if problem:
                     problems.append(problem)
 
-    workers = [threading.Thread(target=worker, args=(n,)) for n in range(threads)]
-    for w in workers:
-        w.start()
-    for w in workers:
-        w.join()
+    in_threads(worker, ((n,) for n in range(threads)))
     return problems
 
 
@@ -449,6 +445,9 @@ def test_prepared_statements_a_pooler_loses_are_logged_once_and_cost_no_event(
     pooler = make_pooler(pg_server, 2, more=more)
     pooler.start()
     try:
+        # Both server connections open before the collector starts (min_pool_size fills the pool in the
+        # background only): else its transactions may all land on the one that is there.
+        in_threads(run_sql, [(pooled(pooler, dsn), "SELECT pg_sleep(0.5)")] * 2)
         fast = ("--set", "breaker.open_seconds=0.1", "--set", "breaker.max_open_seconds=0.2")
         collector = start_collector("--dsn", pooled(pooler, dsn), *fast, use_dsn=False)
         ids, frames = make_frames(0, 200, ack=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 
 import msgspec
 import pytest
@@ -97,6 +98,26 @@ def test_status_follows_the_latest_event_whatever_the_order_in_the_batch() -> No
     assert list(out.reports) == [("t", "s", "/w/reports/x.md")]
     assert out.reports[("t", "s", "/w/reports/x.md")].inline == "hi"
     assert out.ended == {("t", "s")}
+
+
+def test_values_an_event_may_replace_are_the_latest_events_whatever_the_order_in_the_batch() -> None:
+    """A resumed session (two SessionStarts), two ends, two SDK Results, listed newest first: the batch
+    says what the newest of each says, with its time, as the session row's merge across batches does."""
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    later = t0 + timedelta(seconds=5)
+    rows = [
+        row("SessionEnd", {"reason": "logout"}, later),
+        row("SessionStart", {"model": "m2", "source": "resume", "agent_type": "b"}, later),
+        row("Result", {"total_cost_usd": 0.5}, later),
+        row("SessionEnd", {"reason": "clear"}, t0),
+        row("SessionStart", {"model": "m1", "source": "startup", "agent_type": "a"}, t0),
+        row("Result", {"total_cost_usd": 0.25}, t0),
+    ]
+    change = project(rows).sessions[("t", "s")]
+    assert (change.model, change.source, change.agent_type) == ("m2", "resume", "b")
+    assert (change.model_at, change.source_at, change.agent_type_at) == (later, later, later)
+    assert (change.cost_usd, change.cost_usd_at) == (Decimal("0.5"), later)
+    assert (change.ended_at, change.meta["end_reason"]) == (later, "logout")
 
 
 @pytest.mark.parametrize(

@@ -415,24 +415,26 @@ _alts = msgspec.json.Decoder(tuple[usage.Alt, ...])
 _encode = msgspec.json.Encoder(decimal_format="number").encode
 
 
-async def apply(conn: asyncpg.Connection, found: Usage | None) -> None:
-    """Write one tenant's usage (``hookdb.tenant`` set): ledger rows, transcript offsets, session totals.
+async def apply(conn: asyncpg.Connection, found: Usage | None) -> list[usage.UsageRecord]:
+    """Write one tenant's usage (``hookdb.tenant`` set): ledger rows, transcript offsets, session totals;
+    return the requests new to the ledger, for :func:`count` once the transaction has committed.
 
     In a savepoint: usage PostgreSQL refuses as data costs that usage only (logged), never the events of
     the batch; the offsets it would have kept stay where they were, so the next read tries again.
     """
     if found is None or not (found.reads or found.records):
-        return
+        return []
     try:
         async with conn.transaction():
-            await _apply(conn, found)
+            return await _apply(conn, found)
     except asyncpg.PostgresError as exc:
         if not cls.is_data_error(exc):
             raise
         log.warning("ledger.refused", error=str(exc), sqlstate=exc.sqlstate)
+        return []
 
 
-async def _apply(conn: asyncpg.Connection, found: Usage) -> None:
+async def _apply(conn: asyncpg.Connection, found: Usage) -> list[usage.UsageRecord]:
     await _load(conn, (found.reads or found.records)[0].tenant)
     records = list(found.records)
     cost_states: dict[tuple[str, str], CostState] = {}
@@ -441,6 +443,7 @@ async def _apply(conn: asyncpg.Connection, found: Usage) -> None:
         if await _store_read(conn, done) and done.main and done.state.cost_state is not None:
             cost_states[(done.tenant, done.session)] = done.state.cost_state
     merged = usage.ledger(r for r in records if _storable(r))
+    recorded: list[usage.UsageRecord] = []
     if merged:
         tenant = next(iter(merged))[0]
         keys = list(merged)
@@ -456,14 +459,14 @@ async def _apply(conn: asyncpg.Connection, found: Usage) -> None:
         changed.sort(key=lambda r: r.key)  # written in key order too (new rows lock their key as they go in)
         if changed:
             await conn.executemany(_UPSERT, [_row(r) for r in changed])
-        for r in merged.values():  # requests new to the ledger: counted once, when first recorded
-            _count(r)
+        recorded = list(merged.values())  # requests new to the ledger
         touched = {(r.tenant, r.session) for r in changed}
         for tenant, session in sorted(touched):
             await conn.execute(_TOTALS, tenant, session, usage.SDK_PREFIX)
     for (tenant, session), cost_state in cost_states.items():
         await conn.execute(_COST_STATE, tenant, session, _encode(cost_state))
     _forget(found.ended)
+    return recorded
 
 
 async def _load(conn: asyncpg.Connection, tenant: str) -> None:
@@ -526,15 +529,17 @@ def _forget(ended: set[tuple[str, str]]) -> None:
 _KINDS = ("input", "output", "cache_read", "cache_creation_5m", "cache_creation_1h")
 
 
-def _count(r: usage.UsageRecord) -> None:
-    """Add a newly recorded request's tokens and cost to the Prometheus counters (no tenant label)."""
-    model, source = (r.model or "unknown")[:64], "+".join(sorted(r.sources))
-    for kind in _KINDS:
-        tokens = getattr(r, f"{kind}_tokens")
-        if tokens:
-            metrics.usage_tokens.labels(model, kind, source).inc(tokens)
-    if r.cost_usd is not None:
-        metrics.usage_cost.labels(model, source).inc(float(r.cost_usd))
+def count(recorded: Sequence[usage.UsageRecord]) -> None:
+    """Add requests a committed transaction recorded first to the Prometheus counters (no tenant label):
+    after the commit, so a batch written again after a failure counts them once."""
+    for r in recorded:
+        model, source = (r.model or "unknown")[:64], "+".join(sorted(r.sources))
+        for kind in _KINDS:
+            tokens = getattr(r, f"{kind}_tokens")
+            if tokens:
+                metrics.usage_tokens.labels(model, kind, source).inc(tokens)
+        if r.cost_usd is not None:
+            metrics.usage_cost.labels(model, source).inc(float(r.cost_usd))
 
 
 def _storable(record: usage.UsageRecord) -> bool:

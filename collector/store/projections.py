@@ -84,6 +84,21 @@ class SessionChange:
     subagent_count: int = 0
     cost_usd: Decimal | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    # When the event that set each value a later event may replace occurred: the session row keeps the
+    # latest by these times, so batches from several collectors merge alike in any commit order.
+    model_at: datetime | None = None
+    agent_type_at: datetime | None = None
+    source_at: datetime | None = None
+    cost_usd_at: datetime | None = None
+
+    def latest(self, name: str, value: object, at: datetime) -> None:
+        """Set ``name`` to ``value`` unless a later event of the batch has set it already."""
+        if value is None:
+            return
+        stamp = getattr(self, f"{name}_at")
+        if stamp is None or at >= stamp:
+            setattr(self, name, value)
+            setattr(self, f"{name}_at", at)
 
 
 @dataclass
@@ -129,9 +144,9 @@ def _str(value: object) -> str | None:
 def _session_start(
     change: SessionChange, payload: dict[str, Any], at: datetime, _: Row, __: Projection
 ) -> None:
-    change.model = _str(payload.get("model")) or change.model
-    change.agent_type = _str(payload.get("agent_type")) or change.agent_type
-    change.source = _str(payload.get("source")) or change.source
+    change.latest("model", _str(payload.get("model")), at)
+    change.latest("agent_type", _str(payload.get("agent_type")), at)
+    change.latest("source", _str(payload.get("source")), at)
     _status(change, payload, at, _, __)
 
 
@@ -145,9 +160,10 @@ def _session_end(
     change: SessionChange, payload: dict[str, Any], at: datetime, row: Row, out: Projection
 ) -> None:
     _status(change, payload, at, row, out)
-    change.ended_at = at
-    if reason := _str(payload.get("reason")):
-        change.meta["end_reason"] = reason
+    if change.ended_at is None or at >= change.ended_at:  # the later end, as between batches
+        change.ended_at = at
+        if reason := _str(payload.get("reason")):
+            change.meta["end_reason"] = reason
     out.ended.add((change.tenant_id, change.session_id))
 
 
@@ -222,7 +238,7 @@ def _edited(tool_input: dict[str, Any], response: Any) -> str | None:
 def _result(change: SessionChange, payload: dict[str, Any], at: datetime, _: Row, __: Projection) -> None:
     cost = payload.get("total_cost_usd")
     if isinstance(cost, int | float | Decimal) and not isinstance(cost, bool):
-        change.cost_usd = Decimal(str(cost))  # the dollars as written, not the float's binary expansion
+        change.latest("cost_usd", Decimal(str(cost)), at)  # the dollars as written, not the float's expansion
     for key in ("usage", "num_turns", "duration_ms", "duration_api_ms", "is_error", "subtype"):
         if key in payload:
             change.meta[key] = payload[key]

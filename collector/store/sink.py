@@ -27,7 +27,7 @@ import operator
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import asyncpg
 import trio_asyncio
@@ -46,6 +46,7 @@ from hookdb.collector.store.projections import (
     word_count,
 )
 from hookdb.collector.store.rows import COLUMNS, Row
+from hookdb.collector.store.usage import UsageRecord
 
 log = logs.get("hookdb.sink")
 
@@ -70,29 +71,43 @@ SELECT count(*)::int AS inserted, CASE WHEN count(*) < $13 THEN array_agg(event_
 _UPSERT_SESSION = """
 INSERT INTO sessions AS s (
     tenant_id, session_id, status, status_at, model, agent_type, cwd, transcript_path, source,
-    started_at, updated_at, ended_at, event_count, subagent_count, cost_usd, meta)
-SELECT t, id, coalesce(st, 'running'), st_at, m, at, c, tp, src, sa, ua, ea, ec, sc, cost, meta
+    started_at, updated_at, ended_at, event_count, subagent_count, cost_usd, meta,
+    model_at, agent_type_at, source_at, cost_usd_at)
+SELECT t, id, coalesce(st, 'running'), st_at, m, at, c, tp, src, sa, ua, ea, ec, sc, cost, meta,
+       m_at, at_at, src_at, cost_at
 FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::text[], $6::text[], $7::text[],
             $8::text[], $9::text[], $10::timestamptz[], $11::timestamptz[], $12::timestamptz[], $13::int[],
-            $14::int[], $15::numeric[], $16::jsonb[])
-     WITH ORDINALITY AS u (t, id, st, st_at, m, at, c, tp, src, sa, ua, ea, ec, sc, cost, meta, n)
+            $14::int[], $15::numeric[], $16::jsonb[], $17::timestamptz[], $18::timestamptz[],
+            $19::timestamptz[], $20::timestamptz[])
+     WITH ORDINALITY AS u (t, id, st, st_at, m, at, c, tp, src, sa, ua, ea, ec, sc, cost, meta,
+                           m_at, at_at, src_at, cost_at, n)
 ORDER BY n  -- the arrays' order, which is the key order: concurrent writers lock sessions alike
 ON CONFLICT (tenant_id, session_id) DO UPDATE SET
     status = CASE WHEN EXCLUDED.status_at IS NOT NULL
                        AND (s.status_at IS NULL OR EXCLUDED.status_at >= s.status_at)
                   THEN EXCLUDED.status ELSE s.status END,
     status_at = greatest(s.status_at, EXCLUDED.status_at),
-    model = coalesce(EXCLUDED.model, s.model),
-    agent_type = coalesce(EXCLUDED.agent_type, s.agent_type),
+    -- model, agent_type, source and cost_usd: the value of the latest event that set one, by its time
+    -- (*_at), not of the batch committed last: two collectors' batches merge alike in either order.
+    model = CASE WHEN EXCLUDED.model_at >= s.model_at OR s.model_at IS NULL
+                 THEN coalesce(EXCLUDED.model, s.model) ELSE s.model END,
+    model_at = greatest(s.model_at, EXCLUDED.model_at),
+    agent_type = CASE WHEN EXCLUDED.agent_type_at >= s.agent_type_at OR s.agent_type_at IS NULL
+                      THEN coalesce(EXCLUDED.agent_type, s.agent_type) ELSE s.agent_type END,
+    agent_type_at = greatest(s.agent_type_at, EXCLUDED.agent_type_at),
     cwd = coalesce(s.cwd, EXCLUDED.cwd),
     transcript_path = coalesce(s.transcript_path, EXCLUDED.transcript_path),
-    source = coalesce(EXCLUDED.source, s.source),
+    source = CASE WHEN EXCLUDED.source_at >= s.source_at OR s.source_at IS NULL
+                  THEN coalesce(EXCLUDED.source, s.source) ELSE s.source END,
+    source_at = greatest(s.source_at, EXCLUDED.source_at),
     started_at = least(s.started_at, EXCLUDED.started_at),
     updated_at = greatest(s.updated_at, EXCLUDED.updated_at),
     ended_at = greatest(s.ended_at, EXCLUDED.ended_at),  -- the later end, whichever host's batch came last
     event_count = s.event_count + EXCLUDED.event_count,
     subagent_count = s.subagent_count + EXCLUDED.subagent_count,
-    cost_usd = coalesce(EXCLUDED.cost_usd, s.cost_usd),
+    cost_usd = CASE WHEN EXCLUDED.cost_usd_at >= s.cost_usd_at OR s.cost_usd_at IS NULL
+                    THEN coalesce(EXCLUDED.cost_usd, s.cost_usd) ELSE s.cost_usd END,
+    cost_usd_at = greatest(s.cost_usd_at, EXCLUDED.cost_usd_at),
     meta = s.meta || EXCLUDED.meta
 """
 _UPSERT_REPORT = """
@@ -168,6 +183,7 @@ class Prepared:
     tenants: dict[str, TenantRows]
     inserted: int = 0
     unverified_reports: int = 0
+    recorded: list[UsageRecord] = field(default_factory=list)  # requests new to the ledger, to count
 
 
 # jsonb's binary format: a version byte, then the JSON text. Builtin callables (no Python frame): the
@@ -197,6 +213,7 @@ async def _open(options: ConnectOptions) -> tuple[asyncpg.Connection, list[str]]
 
 async def _write(conn: asyncpg.Connection, batch: Prepared, options: ConnectOptions) -> Prepared:
     batch.inserted = batch.unverified_reports = 0  # a retried batch counts afresh
+    batch.recorded = []
     tenants = sorted(batch.tenants.items())  # in key order, as every lock below: no deadlock between writers
     if not tenants:
         return batch
@@ -212,7 +229,9 @@ async def _write(conn: asyncpg.Connection, batch: Prepared, options: ConnectOpti
             batch.inserted += inserted
             if inserted:
                 changes = part.projection if ids is None else part.projection_of(set(ids))
-                batch.unverified_reports += await _project(conn, changes, part.projection)
+                projected = await _project(conn, changes, part.projection)
+                batch.unverified_reports += projected.unverified_reports
+                batch.recorded += projected.recorded
                 await summary.write(conn, tenant, part.rows if ids is None else _new_rows(part.rows, ids))
     return batch
 
@@ -273,8 +292,16 @@ async def _add_partitions(conn: asyncpg.Connection, rows: Sequence[Row]) -> list
     return created
 
 
-async def _project(conn: asyncpg.Connection, changes: Projection, files: Projection) -> int:
-    """Apply one tenant's projection; return how many reports did not read back with their hash."""
+class Projected(NamedTuple):
+    """What applying one tenant's projection found: reports that did not read back with their hash, and
+    the requests new to the usage ledger."""
+
+    unverified_reports: int
+    recorded: list[UsageRecord]
+
+
+async def _project(conn: asyncpg.Connection, changes: Projection, files: Projection) -> Projected:
+    """Apply one tenant's projection."""
     if changes.sessions:
         rows = [
             (
@@ -294,6 +321,10 @@ async def _project(conn: asyncpg.Connection, changes: Projection, files: Project
                 c.subagent_count,
                 c.cost_usd,
                 _meta(c.meta),
+                c.model_at,
+                c.agent_type_at,
+                c.source_at,
+                c.cost_usd_at,
             )
             for _, c in sorted(changes.sessions.items())
         ]
@@ -342,8 +373,7 @@ async def _project(conn: asyncpg.Connection, changes: Projection, files: Project
         await conn.execute(
             _SUMMARIZE_SESSION, tenant, session, (tenant, session) in changes.ended, cls.QA_SCORE_PATTERN
         )
-    await ledger.apply(conn, files.usage)
-    return unverified
+    return Projected(unverified, await ledger.apply(conn, files.usage))
 
 
 def _meta(meta: dict[str, Any]) -> bytes:
@@ -420,6 +450,7 @@ class PostgresSink:
             created = await trio_asyncio.aio_as_trio(_add_partitions)(self._conn, batch.rows)
             log.warning("partition.created", partitions=created, reason=str(exc))
             done = await write(self._conn, batch, self._options)
+        ledger.count(done.recorded)
         if done.unverified_reports:
             metrics.report_hash_mismatches.inc(done.unverified_reports)
             log.error("report.hash_mismatch", reports=done.unverified_reports)
