@@ -193,134 +193,6 @@ BEGIN
 END
 $$;
 
--- Row-level security: a transaction sees and writes only the tenant named by
--- set_config('hookdb.tenant', <tenant>, true); with none set, nothing at all. FORCE: also for a login that
--- owns the tables (only superusers and BYPASSRLS roles pass, and the read API refuses to serve as those).
-DO $$
-DECLARE
-    tenant_table text;
-BEGIN
-    FOREACH tenant_table IN ARRAY ARRAY['hook_audit_log', 'payload_blobs', 'sessions', 'reports', 'agent_states',
-                                   'usage_ledger', 'transcript_reads', 'search_docs']
-    LOOP
-        EXECUTE format('ALTER TABLE %I ENABLE ROW LEVEL SECURITY', tenant_table);
-        EXECUTE format('ALTER TABLE %I FORCE ROW LEVEL SECURITY', tenant_table);
-        EXECUTE format(
-            'CREATE POLICY tenant_isolation ON %I '
-            'USING (tenant_id = current_setting(''hookdb.tenant'', true)) '
-            'WITH CHECK (tenant_id = current_setting(''hookdb.tenant'', true))',
-            tenant_table);
-    END LOOP;
-END
-$$;
-
--- The walk of hookdb_payload (below): the JSON text of a stored value with its markers undone.
-CREATE FUNCTION hookdb_payload_text(tenant text, doc jsonb) RETURNS text
-LANGUAGE plpgsql STABLE AS $$
-DECLARE
-    pairs jsonb;
-BEGIN
-    CASE jsonb_typeof(doc)
-    WHEN 'object' THEN
-        IF (SELECT count(*) FROM jsonb_object_keys(doc)) = 1 THEN
-            IF jsonb_typeof(doc->'$hookdb.blob') = 'string' THEN
-                RETURN coalesce((SELECT to_json(b.content)::text FROM payload_blobs b
-                                 WHERE b.tenant_id = tenant AND b.sha256 = doc->>'$hookdb.blob'), doc::text);
-            END IF;
-            IF jsonb_typeof(doc->'$hookdb.nul') = 'array' THEN
-                -- Each part is a JSON string literal: join their insides with the escape of U+0000.
-                RETURN '"' || (SELECT string_agg(substr(p, 2, length(p) - 2), '\u0000' ORDER BY n)
-                               FROM jsonb_array_elements(doc->'$hookdb.nul') WITH ORDINALITY AS e(part, n),
-                                    LATERAL hookdb_payload_text(tenant, part) AS p) || '"';
-            END IF;
-        END IF;
-        pairs := CASE WHEN jsonb_typeof(doc->'$hookdb.keys') = 'array' THEN doc->'$hookdb.keys' END;
-        RETURN '{' || coalesce((
-            SELECT string_agg(k || ':' || v, ',')
-            FROM (SELECT to_json(key)::text, hookdb_payload_text(tenant, value)
-                  FROM jsonb_each(doc) WHERE pairs IS NULL OR key <> '$hookdb.keys'
-                  UNION ALL
-                  SELECT hookdb_payload_text(tenant, pair->0), hookdb_payload_text(tenant, pair->1)
-                  FROM jsonb_array_elements(coalesce(pairs, '[]')) AS pair) AS entries(k, v)), '') || '}';
-    WHEN 'array' THEN
-        RETURN '[' || coalesce((SELECT string_agg(hookdb_payload_text(tenant, value), ',' ORDER BY n)
-                                FROM jsonb_array_elements(doc) WITH ORDINALITY AS e(value, n)), '') || ']';
-    ELSE
-        RETURN doc::text;
-    END CASE;
-END
-$$;
-
--- The payload of an event as it was sent: hookdb_payload(tenant_id, payload). It undoes what the collector
--- did to store it in jsonb (collector/store/blobs.py): blobs are put back, {"$hookdb.nul": [parts]} becomes
--- the parts joined by U+0000, and "$hookdb.keys": [[key, value], ...] entries return to their object.
--- json, not jsonb: only json can carry U+0000 (as the escape \u0000); cast to jsonb when there is none.
-CREATE FUNCTION hookdb_payload(tenant text, doc jsonb) RETURNS json
-LANGUAGE sql STABLE AS $$
-    -- A payload without markers is returned as it is stored, without walking it.
-    SELECT CASE WHEN strpos(doc::text, '"$hookdb.') = 0 THEN doc::json
-                ELSE hookdb_payload_text(tenant, doc)::json END
-$$;
-
--- Roles: the collector writes as hookdb_writer, the read API reads as hookdb_reader; grant them to login
--- roles (GRANT hookdb_writer TO collector_login). Neither bypasses row-level security.
-DO $$
-BEGIN
-    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'hookdb_writer') THEN
-        CREATE ROLE hookdb_writer NOLOGIN;
-    END IF;
-    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'hookdb_reader') THEN
-        CREATE ROLE hookdb_reader NOLOGIN;
-    END IF;
-END
-$$;
-
--- The writer inserts and updates; SELECT only because INSERT ... ON CONFLICT DO UPDATE needs it (row-level
--- security still limits it to its transaction's tenant).
-GRANT SELECT, INSERT, UPDATE ON hook_audit_log, payload_blobs, sessions, reports, agent_states, usage_ledger,
-    transcript_reads, search_docs TO hookdb_writer;
-GRANT SELECT ON hook_audit_log, payload_blobs, sessions, reports, agent_states, usage_ledger, transcript_reads,
-    search_docs TO hookdb_reader;
-GRANT SELECT ON schema_migrations TO hookdb_writer, hookdb_reader;
-
--- The read API's live feed: after commit, PostgreSQL tells listeners of channel hookdb_sessions about
--- every new session and every change a session card shows (status, cost and usage, reports, QA score,
--- model).
--- The payload names the tenant, so the API forwards each change only to that tenant's subscribers.
-CREATE FUNCTION hookdb_notify_session() RETURNS trigger
-LANGUAGE plpgsql AS $$
-BEGIN
-    -- NOTIFY payloads are limited to 8000 bytes; an oversized id must not fail the writer's batch.
-    IF octet_length(NEW.tenant_id) + octet_length(NEW.session_id) <= 7000 THEN
-        PERFORM pg_notify('hookdb_sessions', json_build_object(
-            'tenant_id', NEW.tenant_id,
-            'session_id', NEW.session_id,
-            'kind', CASE TG_OP WHEN 'INSERT' THEN 'new' ELSE 'update' END)::text);
-    END IF;
-    RETURN NULL;
-END
-$$;
-
-CREATE TRIGGER sessions_notify_new AFTER INSERT ON sessions
-    FOR EACH ROW EXECUTE FUNCTION hookdb_notify_session();
-
-CREATE TRIGGER sessions_notify_change AFTER UPDATE ON sessions
-    FOR EACH ROW
-    WHEN (OLD.status IS DISTINCT FROM NEW.status
-          OR OLD.cost_usd IS DISTINCT FROM NEW.cost_usd
-          OR OLD.cost_source IS DISTINCT FROM NEW.cost_source
-          OR OLD.input_tokens IS DISTINCT FROM NEW.input_tokens
-          OR OLD.output_tokens IS DISTINCT FROM NEW.output_tokens
-          OR OLD.cache_read_tokens IS DISTINCT FROM NEW.cache_read_tokens
-          OR OLD.cache_creation_5m_tokens IS DISTINCT FROM NEW.cache_creation_5m_tokens
-          OR OLD.cache_creation_1h_tokens IS DISTINCT FROM NEW.cache_creation_1h_tokens
-          OR OLD.models IS DISTINCT FROM NEW.models
-          OR OLD.report_count IS DISTINCT FROM NEW.report_count
-          OR OLD.subagent_count IS DISTINCT FROM NEW.subagent_count
-          OR OLD.model IS DISTINCT FROM NEW.model
-          OR OLD.meta->'qa_score' IS DISTINCT FROM NEW.meta->'qa_score')
-    EXECUTE FUNCTION hookdb_notify_session();
-
 -- The dashboard's summary, kept by the projection in the write transaction (collector/store/summary.py):
 -- events per tenant and hour, tool calls per tenant, day of their session's start, tool and duration bucket.
 
@@ -407,11 +279,16 @@ LANGUAGE sql AS $$
     GROUP BY 2, 3, 4;
 $$;
 
+-- Row-level security: a transaction sees and writes only the tenant named by
+-- set_config('hookdb.tenant', <tenant>, true); with none set, nothing at all. FORCE: also for a login that
+-- owns the tables (only superusers and BYPASSRLS roles pass, and the read API refuses to serve as those).
 DO $$
 DECLARE
     tenant_table text;
 BEGIN
-    FOREACH tenant_table IN ARRAY ARRAY['event_hours', 'tool_calls', 'tool_call_days']
+    FOREACH tenant_table IN ARRAY ARRAY['hook_audit_log', 'payload_blobs', 'sessions', 'reports', 'agent_states',
+                                   'usage_ledger', 'transcript_reads', 'search_docs', 'event_hours',
+                                   'tool_calls', 'tool_call_days']
     LOOP
         EXECUTE format('ALTER TABLE %I ENABLE ROW LEVEL SECURITY', tenant_table);
         EXECUTE format('ALTER TABLE %I FORCE ROW LEVEL SECURITY', tenant_table);
@@ -424,5 +301,109 @@ BEGIN
 END
 $$;
 
-GRANT SELECT, INSERT, UPDATE ON event_hours, tool_calls, tool_call_days TO hookdb_writer;
-GRANT SELECT ON event_hours, tool_calls, tool_call_days TO hookdb_reader;
+-- The walk of hookdb_payload (below): the JSON text of a stored value with its markers undone.
+CREATE FUNCTION hookdb_payload_text(tenant text, doc jsonb) RETURNS text
+LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    pairs jsonb;
+BEGIN
+    CASE jsonb_typeof(doc)
+    WHEN 'object' THEN
+        IF (SELECT count(*) FROM jsonb_object_keys(doc)) = 1 THEN
+            IF jsonb_typeof(doc->'$hookdb.blob') = 'string' THEN
+                RETURN coalesce((SELECT to_json(b.content)::text FROM payload_blobs b
+                                 WHERE b.tenant_id = tenant AND b.sha256 = doc->>'$hookdb.blob'), doc::text);
+            END IF;
+            IF jsonb_typeof(doc->'$hookdb.nul') = 'array' THEN
+                -- Each part is a JSON string literal: join their insides with the escape of U+0000.
+                RETURN '"' || (SELECT string_agg(substr(p, 2, length(p) - 2), '\u0000' ORDER BY n)
+                               FROM jsonb_array_elements(doc->'$hookdb.nul') WITH ORDINALITY AS e(part, n),
+                                    LATERAL hookdb_payload_text(tenant, part) AS p) || '"';
+            END IF;
+        END IF;
+        pairs := CASE WHEN jsonb_typeof(doc->'$hookdb.keys') = 'array' THEN doc->'$hookdb.keys' END;
+        RETURN '{' || coalesce((
+            SELECT string_agg(k || ':' || v, ',')
+            FROM (SELECT to_json(key)::text, hookdb_payload_text(tenant, value)
+                  FROM jsonb_each(doc) WHERE pairs IS NULL OR key <> '$hookdb.keys'
+                  UNION ALL
+                  SELECT hookdb_payload_text(tenant, pair->0), hookdb_payload_text(tenant, pair->1)
+                  FROM jsonb_array_elements(coalesce(pairs, '[]')) AS pair) AS entries(k, v)), '') || '}';
+    WHEN 'array' THEN
+        RETURN '[' || coalesce((SELECT string_agg(hookdb_payload_text(tenant, value), ',' ORDER BY n)
+                                FROM jsonb_array_elements(doc) WITH ORDINALITY AS e(value, n)), '') || ']';
+    ELSE
+        RETURN doc::text;
+    END CASE;
+END
+$$;
+
+-- The payload of an event as it was sent: hookdb_payload(tenant_id, payload). It undoes what the collector
+-- did to store it in jsonb (collector/store/blobs.py): blobs are put back, {"$hookdb.nul": [parts]} becomes
+-- the parts joined by U+0000, and "$hookdb.keys": [[key, value], ...] entries return to their object.
+-- json, not jsonb: only json can carry U+0000 (as the escape \u0000); cast to jsonb when there is none.
+CREATE FUNCTION hookdb_payload(tenant text, doc jsonb) RETURNS json
+LANGUAGE sql STABLE AS $$
+    -- A payload without markers is returned as it is stored, without walking it.
+    SELECT CASE WHEN strpos(doc::text, '"$hookdb.') = 0 THEN doc::json
+                ELSE hookdb_payload_text(tenant, doc)::json END
+$$;
+
+-- Roles: the collector writes as hookdb_writer, the read API reads as hookdb_reader; grant them to login
+-- roles (GRANT hookdb_writer TO collector_login). Neither bypasses row-level security.
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'hookdb_writer') THEN
+        CREATE ROLE hookdb_writer NOLOGIN;
+    END IF;
+    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'hookdb_reader') THEN
+        CREATE ROLE hookdb_reader NOLOGIN;
+    END IF;
+END
+$$;
+
+-- The writer inserts and updates; SELECT only because INSERT ... ON CONFLICT DO UPDATE needs it (row-level
+-- security still limits it to its transaction's tenant).
+GRANT SELECT, INSERT, UPDATE ON hook_audit_log, payload_blobs, sessions, reports, agent_states, usage_ledger,
+    transcript_reads, search_docs, event_hours, tool_calls, tool_call_days TO hookdb_writer;
+GRANT SELECT ON hook_audit_log, payload_blobs, sessions, reports, agent_states, usage_ledger, transcript_reads,
+    search_docs, event_hours, tool_calls, tool_call_days TO hookdb_reader;
+GRANT SELECT ON schema_migrations TO hookdb_writer, hookdb_reader;
+
+-- The read API's live feed: after commit, PostgreSQL tells listeners of channel hookdb_sessions about
+-- every new session and every change a session card shows (status, cost and usage, reports, QA score,
+-- model).
+-- The payload names the tenant, so the API forwards each change only to that tenant's subscribers.
+CREATE FUNCTION hookdb_notify_session() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    -- NOTIFY payloads are limited to 8000 bytes; an oversized id must not fail the writer's batch.
+    IF octet_length(NEW.tenant_id) + octet_length(NEW.session_id) <= 7000 THEN
+        PERFORM pg_notify('hookdb_sessions', json_build_object(
+            'tenant_id', NEW.tenant_id,
+            'session_id', NEW.session_id,
+            'kind', CASE TG_OP WHEN 'INSERT' THEN 'new' ELSE 'update' END)::text);
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+CREATE TRIGGER sessions_notify_new AFTER INSERT ON sessions
+    FOR EACH ROW EXECUTE FUNCTION hookdb_notify_session();
+
+CREATE TRIGGER sessions_notify_change AFTER UPDATE ON sessions
+    FOR EACH ROW
+    WHEN (OLD.status IS DISTINCT FROM NEW.status
+          OR OLD.cost_usd IS DISTINCT FROM NEW.cost_usd
+          OR OLD.cost_source IS DISTINCT FROM NEW.cost_source
+          OR OLD.input_tokens IS DISTINCT FROM NEW.input_tokens
+          OR OLD.output_tokens IS DISTINCT FROM NEW.output_tokens
+          OR OLD.cache_read_tokens IS DISTINCT FROM NEW.cache_read_tokens
+          OR OLD.cache_creation_5m_tokens IS DISTINCT FROM NEW.cache_creation_5m_tokens
+          OR OLD.cache_creation_1h_tokens IS DISTINCT FROM NEW.cache_creation_1h_tokens
+          OR OLD.models IS DISTINCT FROM NEW.models
+          OR OLD.report_count IS DISTINCT FROM NEW.report_count
+          OR OLD.subagent_count IS DISTINCT FROM NEW.subagent_count
+          OR OLD.model IS DISTINCT FROM NEW.model
+          OR OLD.meta->'qa_score' IS DISTINCT FROM NEW.meta->'qa_score')
+    EXECUTE FUNCTION hookdb_notify_session();
