@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 import trio
 
 from hookdb.collector import classification as cls
-from hookdb.collector.store import blobs, search
+from hookdb.collector.store import blobs, search, summary
 from hookdb.collector.store.rows import Row
 
 if TYPE_CHECKING:
@@ -133,6 +133,8 @@ class Projection:
     states: list[StateRead] = field(default_factory=list)
     ended: set[tuple[str, str]] = field(default_factory=set)
     search: list[search.SearchDoc] = field(default_factory=list)
+    hours: dict[datetime, int] = field(default_factory=dict)  # events per UTC hour, for the summary
+    calls: dict[tuple[str, str], summary.Call] = field(default_factory=dict)  # by session, tool_use_id
     usage: ledger.Usage | None = None  # the batch's usage, read by ledger.read for ledger.apply
 
 
@@ -274,6 +276,8 @@ def project(rows: Sequence[Row], payloads: Sequence[Any] | None = None) -> Proje
     """
     out = Projection()
     for index, row in enumerate(rows):
+        hour = summary.hour_of(row.occurred_at)
+        out.hours[hour] = out.hours.get(hour, 0) + 1
         session_id = row.session_id
         if session_id is None:
             continue
@@ -294,6 +298,8 @@ def project(rows: Sequence[Row], payloads: Sequence[Any] | None = None) -> Proje
         change.transcript_path = change.transcript_path or _str(payload.get("transcript_path"))
         if row.event_type in cls.SEARCH_FIELDS and (doc := search.document(row, payload)) is not None:
             out.search.append(doc)
+        if row.event_type in summary.CALL_EVENTS:
+            summary.add_call(out.calls, session_id, row, payload)
         if (handler := cls.HANDLED_EVENTS.get(row.event_type)) is not None:
             HANDLERS[handler](change, payload, at, row, out)
     return out

@@ -232,19 +232,8 @@ async def _write(conn: asyncpg.Connection, batch: Prepared, options: ConnectOpti
                 projected = await _project(conn, changes, part.projection)
                 batch.unverified_reports += projected.unverified_reports
                 batch.recorded += projected.recorded
-                await summary.write(conn, tenant, part.rows if ids is None else _new_rows(part.rows, ids))
+                await summary.write(conn, tenant, changes.hours, changes.calls)
     return batch
-
-
-def _new_rows(rows: Sequence[Row], ids: Sequence[object]) -> list[Row]:
-    """The rows whose event ids are ``ids``, each once (a batch can hold an event twice)."""
-    new = set(ids)
-    out = []
-    for row in rows:
-        if row.event_id in new:
-            new.discard(row.event_id)
-            out.append(row)
-    return out
 
 
 # Read from pg_class by name, not with to_regclass: that looks in the backend's catalog cache, which an

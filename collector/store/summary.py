@@ -11,12 +11,10 @@ deadlock. The statements run last in the transaction, to hold the busy rows (thi
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
 import asyncpg
-import msgspec
 
 from hookdb.collector import classification as cls
 from hookdb.collector.store.rows import Row
@@ -68,16 +66,7 @@ ON CONFLICT (tenant_id, day, tool_name, bucket) DO UPDATE SET
     calls = d.calls + EXCLUDED.calls, failures = d.failures + EXCLUDED.failures,
     min_ms = least(d.min_ms, EXCLUDED.min_ms), max_ms = greatest(d.max_ms, EXCLUDED.max_ms)
 """
-_CALL_EVENTS = frozenset({cls.TOOL_CALL_START, *cls.TOOL_CALL_END})
-
-
-class _CallId(msgspec.Struct):
-    """The one payload field a tool call event is read for (the rest is skipped, not built)."""
-
-    tool_use_id: Any = None
-
-
-_decode_call = msgspec.json.Decoder(_CallId).decode
+CALL_EVENTS = frozenset({cls.TOOL_CALL_START, *cls.TOOL_CALL_END})
 
 
 class Call(NamedTuple):
@@ -91,52 +80,36 @@ class Call(NamedTuple):
     failed: bool
 
 
-def _tool_use_id(payload: bytes) -> str | None:
-    try:
-        value = _decode_call(payload).tool_use_id
-    except msgspec.DecodeError:
-        return None
-    return value if isinstance(value, str) and "\x00" not in value else None
+def hour_of(at: datetime) -> datetime:
+    """The UTC hour ``event_hours`` counts an event under."""
+    return at.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
 
 
-def calls(rows: Sequence[Row]) -> list[Call]:
-    """The batch's tool calls, in key order, each once."""
-    found: dict[tuple[str, str], Call] = {}
-    for row in rows:
-        if row.event_type not in _CALL_EVENTS or row.session_id is None:
-            continue
-        tool_use_id = _tool_use_id(row.payload)
-        if tool_use_id is None:
-            continue
-        key = (row.session_id, tool_use_id)
-        call = found.get(key) or Call(row.session_id, tool_use_id, None, None, None, False)
-        at = row.occurred_at
-        if row.event_type == cls.TOOL_CALL_START:
-            if call.started_at is None or at < call.started_at:
-                call = call._replace(tool_name=row.tool_name, started_at=at)
-        elif call.ended_at is None or at < call.ended_at:
-            call = call._replace(ended_at=at, failed=row.event_type == _FAILED)
-        found[key] = call
-    return [found[k] for k in sorted(found)]
+def add_call(calls: dict[tuple[str, str], Call], session_id: str, row: Row, payload: dict[str, Any]) -> None:
+    """Fold a tool call event (of ``CALL_EVENTS``) of ``session_id`` into the batch's ``calls``: the
+    projection calls this with the payload it decoded, so no event is parsed for the summary."""
+    tool_use_id = payload.get("tool_use_id")
+    if not isinstance(tool_use_id, str) or "\x00" in tool_use_id:
+        return
+    key = (session_id, tool_use_id)
+    call = calls.get(key) or Call(session_id, tool_use_id, None, None, None, False)
+    at = row.occurred_at
+    if row.event_type == cls.TOOL_CALL_START:
+        if call.started_at is None or at < call.started_at:
+            call = call._replace(tool_name=row.tool_name, started_at=at)
+    elif call.ended_at is None or at < call.ended_at:
+        call = call._replace(ended_at=at, failed=row.event_type == _FAILED)
+    calls[key] = call
 
 
-def hours(rows: Sequence[Row]) -> list[tuple[datetime, int]]:
-    """The batch's events per hour of occurred_at, in key order."""
-    counts: dict[datetime, int] = {}
-    for row in rows:
-        hour = row.occurred_at.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
-        counts[hour] = counts.get(hour, 0) + 1
-    return sorted(counts.items())
-
-
-async def write(conn: asyncpg.Connection, tenant: str, rows: Sequence[Row]) -> None:
-    """Add one tenant's new events (each once) to the summary."""
-    per_hour = hours(rows)
-    if per_hour:
-        await conn.execute(_ADD_HOURS, tenant, *zip(*per_hour, strict=True))
-    found = calls(rows)
-    if found:
-        await conn.execute(_ADD_CALLS, tenant, *zip(*found, strict=True))
+async def write(
+    conn: asyncpg.Connection, tenant: str, hours: dict[datetime, int], calls: dict[tuple[str, str], Call]
+) -> None:
+    """Add what one tenant's new events (each once, as projected) add to the summary, in key order."""
+    if hours:
+        await conn.execute(_ADD_HOURS, tenant, *zip(*sorted(hours.items()), strict=True))
+    if calls:
+        await conn.execute(_ADD_CALLS, tenant, *zip(*(calls[k] for k in sorted(calls)), strict=True))
 
 
 async def fill(conn: asyncpg.Connection, tenant: str) -> None:
