@@ -12,7 +12,7 @@ import fcntl
 import os
 from contextlib import suppress
 
-from hookdb.client.records import OUTBOX_FILE, encode_record
+from hookdb.client.records import OUTBOX_FILE, encode_record, write_whole
 
 SUFFIX = ".out"
 DIR_MODE = 0o2770  # group-writable like the socket; setgid so files keep the directory's group
@@ -44,16 +44,12 @@ class OutboxFile:
 
     def _write_all(self, data: bytes) -> None:
         """Write ``data`` through short writes; on failure cut it off: the file ends with a whole record."""
-        view = memoryview(data)
-        try:
-            while view:
-                view = view[os.write(self._fd, view) :]
-        except OSError:
-            if len(view) < len(data):
-                with suppress(OSError):  # else the torn tail stays: the collector's reader skips it as damage
-                    os.ftruncate(self._fd, self._size)
-            raise
+        write_whole(self._fd, data, self._cut)
         self._size += len(data)
+
+    def _cut(self) -> None:
+        with suppress(OSError):  # else the torn tail stays: the collector's reader skips it as damage
+            os.ftruncate(self._fd, self._size)
 
     def close(self, *, sync: bool = True) -> None:
         """Make the records durable and release the file to the collector."""

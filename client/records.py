@@ -11,8 +11,12 @@ lets a reader find the next intact record after damage. Pure and standard-librar
 
 from __future__ import annotations
 
+import os
 import zlib
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
+
+if TYPE_CHECKING:  # not imported at run time: the outbox is on hookdb-emit's path
+    from collections.abc import Callable
 
 MAGIC = b"\xb5\x4b"
 RECORD_HEADER_SIZE = 10
@@ -118,3 +122,17 @@ class RecordReader:
     def end_of_data(self) -> None:
         """No more bytes will come: what cannot complete is now damage."""
         self._eof = True
+
+
+def write_whole(fd: int, data: bytes, cut: Callable[[], object]) -> None:
+    """Write all of ``data`` to ``fd`` through short writes. When a write fails after part of ``data`` is
+    in the file, ``cut()`` takes that part out before the error is raised, so the file keeps ending with a
+    whole record (the spool and the outbox each know where their last one ends)."""
+    view = memoryview(data)
+    try:
+        while view:
+            view = view[os.write(fd, view) :]
+    except OSError:
+        if len(view) < len(data):
+            cut()
+        raise

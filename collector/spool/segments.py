@@ -40,6 +40,7 @@ from hookdb.client.records import (
     Record,
     RecordReader,
     encode_record,
+    write_whole,
 )
 from hookdb.collector.ops import logs, metrics
 from hookdb.collector.ops.files import fsync_dir
@@ -289,14 +290,7 @@ class Spool:
     def _write(self, data: bytes) -> Position:
         """Append ``data`` to the active segment; if it cannot be written whole, cut off what was."""
         start = self._written
-        view = memoryview(data)
-        try:
-            while view:
-                view = view[os.write(self._fd, view) :]
-        except OSError:
-            if len(view) < len(data):
-                self._cut(start)
-            raise
+        write_whole(self._fd, data, lambda: self._cut(start))
         active = self.segments[-1]
         active.size += len(data)
         self._written = Position(active.seq, active.size)
