@@ -258,6 +258,11 @@ HANDLERS: dict[str, Handler] = {
 }
 
 
+# Plain dicts of the classification's tables: looked up for every event.
+_SEARCHED = frozenset(cls.SEARCH_FIELDS)
+_HANDLERS_OF = {event: HANDLERS[name] for event, name in cls.HANDLED_EVENTS.items()}
+
+
 def reads_payload(row: Row) -> bool:
     """Whether :func:`project` reads this row's payload (else only its columns)."""
     if row.session_id is None:
@@ -268,40 +273,52 @@ def reads_payload(row: Row) -> bool:
     return handler is not None and (handler != "post_tool_use" or row.tool_name in cls.WRITE_TOOLS)
 
 
-def project(rows: Sequence[Row], payloads: Sequence[Any] | None = None) -> Projection:
-    """Aggregate the new rows of a batch into the changes they make.
+def project(
+    rows: Sequence[Row], payloads: Sequence[Any] | None = None, out: Projection | None = None
+) -> Projection:
+    """Aggregate the new rows of a batch into the changes they make (added to ``out``: a batch can be
+    projected a part at a time, with the same outcome).
 
     ``payloads`` holds each row's payload already decoded, wherever :func:`reads_payload` says it is read
     (so a payload is parsed once on its way); without it they are decoded here.
     """
-    out = Projection()
+    out = Projection() if out is None else out
+    hours, sessions, calls = out.hours, out.sessions, out.calls
     for index, row in enumerate(rows):
         hour = summary.hour_of(row.occurred_at)
-        out.hours[hour] = out.hours.get(hour, 0) + 1
+        hours[hour] = hours.get(hour, 0) + 1
         session_id = row.session_id
         if session_id is None:
             continue
-        tenant = row.tenant_id
         at = row.occurred_at
-        change = out.sessions.get((tenant, session_id))
+        key = (row.tenant_id, session_id)
+        change = sessions.get(key)
         if change is None:
-            change = out.sessions[(tenant, session_id)] = SessionChange(tenant, session_id, at, at)
+            change = sessions[key] = SessionChange(row.tenant_id, session_id, at, at)
+        elif at < change.started_at:
+            change.started_at = at
+        elif at > change.updated_at:
+            change.updated_at = at
         change.event_count += 1
-        change.started_at = min(change.started_at, at)
-        change.updated_at = max(change.updated_at, at)
-        if not reads_payload(row):
+        if payloads is not None:
+            payload = payloads[index]  # None where the payload is not read
+        elif reads_payload(row):
+            payload = blobs.decode(row.payload)
+        else:
             continue
-        payload = blobs.decode(row.payload) if payloads is None else payloads[index]
         if not isinstance(payload, dict):
             continue  # a JSON array or scalar payload says nothing about the session
-        change.cwd = change.cwd or _str(payload.get("cwd"))
-        change.transcript_path = change.transcript_path or _str(payload.get("transcript_path"))
-        if row.event_type in cls.SEARCH_FIELDS and (doc := search.document(row, payload)) is not None:
+        if change.cwd is None:
+            change.cwd = _str(payload.get("cwd"))
+        if change.transcript_path is None:
+            change.transcript_path = _str(payload.get("transcript_path"))
+        event_type = row.event_type
+        if event_type in _SEARCHED and (doc := search.document(row, payload)) is not None:
             out.search.append(doc)
-        if row.event_type in summary.CALL_EVENTS:
-            summary.add_call(out.calls, session_id, row, payload)
-        if (handler := cls.HANDLED_EVENTS.get(row.event_type)) is not None:
-            HANDLERS[handler](change, payload, at, row, out)
+        if event_type in summary.CALL_EVENTS:
+            summary.add_call(calls, session_id, row, payload)
+        if (handler := _HANDLERS_OF.get(event_type)) is not None:
+            handler(change, payload, at, row, out)
     return out
 
 

@@ -70,6 +70,32 @@ class Document(NamedTuple):
 def text(value: Any, limit: int = MAX_CHARS) -> str:
     """The strings in ``value`` (a string, or the string leaves of JSON objects and arrays in document
     order, keys left out), one per line, cut at ``limit`` characters, without U+0000 and marks."""
+    if isinstance(value, str):
+        body = value[:limit]
+    else:
+        parts = _flat(value) if isinstance(value, dict) else None
+        body = "\n".join(_leaves(value, limit) if parts is None else parts)[:limit]
+    # Three scans for the characters are cheaper than translating every text (they are rare).
+    if "\x00" in body or START_MARK in body or END_MARK in body:
+        return body.translate(_CLEAN)
+    return body
+
+
+def _flat(value: dict[str, Any]) -> list[str] | None:
+    """The non-empty strings of an object that holds no object or array (most tool inputs and outputs),
+    else ``None``."""
+    parts = []
+    for item in value.values():
+        if isinstance(item, str):
+            if item:
+                parts.append(item)
+        elif isinstance(item, dict | list):
+            return None
+    return parts
+
+
+def _leaves(value: Any, limit: int) -> list[str]:
+    """The non-empty string leaves of ``value`` in document order, cut where they pass ``limit``."""
     parts: list[str] = []
     size = 0
     todo = [value]  # an explicit stack: no payload depth can exhaust the Python stack
@@ -83,14 +109,14 @@ def text(value: Any, limit: int = MAX_CHARS) -> str:
             todo.extend(reversed(item.values()))
         elif isinstance(item, list):
             todo.extend(reversed(item))
-    return "\n".join(parts)[:limit].translate(_CLEAN)
+    return parts
 
 
 def document(row: Row, payload: dict[str, Any]) -> SearchDoc | None:
     """The search document of a searchable event, or ``None`` when it has no text to search."""
     kind, name = cls.SEARCH_FIELDS[row.event_type]
     body = text(payload.get(name), _LIMITS.get(kind, MAX_CHARS))
-    if not body.strip() or row.session_id is None:
+    if not body or body.isspace() or row.session_id is None:
         return None
     return SearchDoc(row.tenant_id, row.session_id, row.occurred_at, row.event_id.bytes, kind, body)
 

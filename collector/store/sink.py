@@ -30,6 +30,7 @@ from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
 import asyncpg
+import trio
 import trio_asyncio
 
 from hookdb.collector import classification as cls
@@ -290,34 +291,9 @@ class Projected(NamedTuple):
 
 
 async def _project(conn: asyncpg.Connection, changes: Projection, files: Projection) -> Projected:
-    """Apply one tenant's projection."""
-    if changes.sessions:
-        rows = [
-            (
-                c.tenant_id,
-                c.session_id,
-                c.status,
-                c.status_at,
-                c.model,
-                c.agent_type,
-                c.cwd,
-                c.transcript_path,
-                c.source,
-                c.started_at,
-                c.updated_at,
-                c.ended_at,
-                c.event_count,
-                c.subagent_count,
-                c.cost_usd,
-                _meta(c.meta),
-                c.model_at,
-                c.agent_type_at,
-                c.source_at,
-                c.cost_usd_at,
-            )
-            for _, c in sorted(changes.sessions.items())
-        ]
-        await conn.execute(_UPSERT_SESSION, *zip(*rows, strict=True))
+    """Apply one tenant's projection: what no other batch writes first (reports and agent states are
+    keyed by path), then the rows every batch of a session shares — its session row, the ledger's totals
+    — so a concurrent writer waits on their locks only for the end of this transaction."""
     unverified = 0
     for key, write in sorted(changes.reports.items()):
         content = files.reports[key].content if key in files.reports else None
@@ -353,6 +329,33 @@ async def _project(conn: asyncpg.Connection, changes: Projection, files: Project
                 item.at,
             )
     await search.write(conn, changes)  # after the reports: their documents are made from them
+    if changes.sessions:
+        rows = [
+            (
+                c.tenant_id,
+                c.session_id,
+                c.status,
+                c.status_at,
+                c.model,
+                c.agent_type,
+                c.cwd,
+                c.transcript_path,
+                c.source,
+                c.started_at,
+                c.updated_at,
+                c.ended_at,
+                c.event_count,
+                c.subagent_count,
+                c.cost_usd,
+                _meta(c.meta),
+                c.model_at,
+                c.agent_type_at,
+                c.source_at,
+                c.cost_usd_at,
+            )
+            for _, c in sorted(changes.sessions.items())
+        ]
+        await conn.execute(_UPSERT_SESSION, *zip(*rows, strict=True))
     touched = (
         {(w.tenant_id, w.session_id) for w in changes.reports.values()}
         | {(s.tenant_id, s.session_id) for s in changes.states}
@@ -372,6 +375,11 @@ def _meta(meta: dict[str, Any]) -> bytes:
     return blobs.extract(data, 1 << 62)[0] if b"\\u0000" in data else data
 
 
+# Rows prepared between checkpoints: a writer's transaction waits for its next statement while the
+# collector prepares the next batch, so its statements are sent in between, not after the whole batch.
+_CHUNK = 256
+
+
 async def prepare(rows: Sequence[Row], blob_min_bytes: int) -> Prepared:
     """Move large payload strings into blobs, project each tenant's rows and read the files the projections
     need (trio side). Each payload is decoded at most once, and only when blobs or projections need it."""
@@ -379,7 +387,9 @@ async def prepare(rows: Sequence[Row], blob_min_bytes: int) -> Prepared:
     found: dict[tuple[str, str], str] = {}
     tenants: dict[str, TenantRows] = {}
     slims: dict[str, list[Row]] = {}
-    for row in rows:
+    for index, row in enumerate(rows):
+        if index and not index % _CHUNK:
+            await trio.lowlevel.checkpoint()
         tenant = row.tenant_id
         part = tenants.get(tenant)
         if part is None:
@@ -402,7 +412,9 @@ async def prepare(rows: Sequence[Row], blob_min_bytes: int) -> Prepared:
         tenants[tenant].blobs.append((digest, text))
     for tenant, part in tenants.items():
         part.columns = list(zip(*slims[tenant], strict=True))[1:]  # the tenant is sent once, not per row
-        part.projection = project(part.rows, part.payloads)
+        for start in range(0, len(part.rows), _CHUNK):
+            await trio.lowlevel.checkpoint()
+            project(part.rows[start : start + _CHUNK], part.payloads[start : start + _CHUNK], part.projection)
         if part.projection.reports or part.projection.states:
             await read_files(part.projection)
         part.projection.usage = await ledger.read(part.rows, part.payloads)
