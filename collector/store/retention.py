@@ -452,8 +452,10 @@ async def _delete_docs(conn: asyncpg.Connection, rows: str, *args: object) -> in
     23:59:59, the next a second later) goes with the earlier month, all of it: kept, it would leave that
     month's text searchable after the month is gone; its later parts' events stay in the timeline.
 
-    search_docs forces row-level security, also on the tables' owner that retention connects as: each
-    tenant of ``rows`` is deleted from in a transaction of its own under ``hookdb.tenant``.
+    search_docs forces row-level security, also on the tables' owner that retention connects as, and
+    nothing here bypasses it: the tenants are read from ``rows`` (a month's table, which has no policy of
+    its own), and each tenant's documents are deleted in a transaction of its own under its
+    ``hookdb.tenant``, as the collector writes them.
     """
     tenant = f"${len(args) + 1}"
     deleted = 0
