@@ -20,6 +20,9 @@ One run works for the month of ``now`` (UTC; only its month matters), with the `
    files are deleted, and a month that is already past that horizon when it leaves the live table is
    dropped without being exported: the policy says its data is gone (by both clocks, see 3). P = 0
    keeps archives forever.
+5. **Search documents.** The text of a month that leaves the live table must not stay searchable: before
+   a detached table is archived or dropped, the event search documents (``search_docs``) made from its
+   rows are deleted, each tenant's under its own row-level security (see :func:`_delete_docs`).
 
 The archive of a month is ``<archive_dir>/hook_audit_log_yYYYYmMM.csv.gz`` (mode 0600: it holds every
 tenant's events): gzip of CSV exactly as PostgreSQL's ``COPY ... TO (FORMAT csv, HEADER)`` writes it, a
@@ -45,6 +48,8 @@ A crash at any point is finished by the next run, because every step is atomic o
   missing or unreadable or holds another number of rows;
 - the upload runs before the DROP; if it fails the month stays detached (out of queries, in the database)
   and the next run uploads it again, so the command must be safe to repeat (``aws s3 cp`` is);
+- the search documents of a detached table are deleted before it is exported, and again (finding none)
+  by a run that finishes it after a crash: they are found by the table's rows, which the DROP removes last;
 - the DROP comes last.
 
 DETACH is the plain one, not CONCURRENTLY, which PostgreSQL refuses while a default partition exists: it
@@ -55,8 +60,8 @@ lock: a second run started meanwhile fails at once, naming the first. A step tha
 the run goes on with the other months; the run then exits non-zero.
 
 ``--dry-run`` (:func:`preview`) reports what a run would create, archive (with row counts), drop and
-purge, finding it out by reading only: one read-only transaction, no lock taken or waited for, no file
-written, deleted or uploaded.
+purge, and how many search documents it would delete with each month, finding it out by reading only:
+one read-only transaction, no lock taken or waited for, no file written, deleted or uploaded.
 """
 
 from __future__ import annotations
@@ -72,6 +77,7 @@ from pathlib import Path
 
 import asyncpg
 
+from hookdb.collector import classification as cls
 from hookdb.collector.config import Config
 from hookdb.collector.ops import logs
 from hookdb.collector.ops.files import fsync_dir
@@ -146,6 +152,18 @@ class Archived:
     exported: bool
     """False when a complete file from an interrupted earlier run was found and kept."""
     uploaded: bool
+    docs: int
+    """The search documents made from its rows, deleted with it."""
+
+
+@dataclass(frozen=True)
+class Dropped:
+    """A month dropped unarchived because it was already past the purge horizon."""
+
+    table: str
+    rows: int
+    docs: int
+    """The search documents made from its rows, deleted with it."""
 
 
 @dataclass
@@ -157,8 +175,7 @@ class Report:
     kept_from: datetime | None
     created: list[str] = field(default_factory=list)
     archived: list[Archived] = field(default_factory=list)
-    dropped: list[str] = field(default_factory=list)
-    """Months dropped unarchived because they were already past the purge horizon, with their rows."""
+    dropped: list[Dropped] = field(default_factory=list)
     purged: list[Path] = field(default_factory=list)
     left_alone: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
@@ -196,8 +213,14 @@ class Report:
             else:
                 how = "exported" if a.exported else "found complete from an earlier run,"
                 then = ", uploaded" if a.uploaded else ""
-            lines.append(f"{verb['archived']}{a.table}: {a.rows} rows, {how} {a.path}{then}")
-        lines += [f"{verb['dropped']}{name} (past the purge horizon: not archived)" for name in self.dropped]
+            lines.append(
+                f"{verb['archived']}{a.table}: {a.rows} rows, {how} {a.path}{then}; {self._docs(a.docs)}"
+            )
+        lines += [
+            f"{verb['dropped']}{d.table}: {d.rows} rows (past the purge horizon: not archived); "
+            f"{self._docs(d.docs)}"
+            for d in self.dropped
+        ]
         lines += [f"{verb['purged']}{path}" for path in self.purged]
         lines += [f"{verb['left alone']}{what}" for what in self.left_alone]
         lines += [f"FAILED    {what}" for what in self.failed]
@@ -207,18 +230,24 @@ class Report:
             lines.append(self.summary())
         return "\n".join(lines)
 
+    def _docs(self, count: int) -> str:
+        return f"{count} search documents {'to delete' if self.dry_run else 'deleted'}"
+
     def summary(self) -> str:
         """One line of totals: what the run changed, or would change."""
         rows = sum(a.rows for a in self.archived)
+        docs = sum(a.docs for a in self.archived) + sum(d.docs for d in self.dropped)
         if self.dry_run:
             return (
                 f"dry run, nothing changed: would create {len(self.created)}, archive {len(self.archived)} "
-                f"({rows} rows), drop {len(self.dropped)} unarchived, purge {len(self.purged)} archive files"
+                f"({rows} rows), drop {len(self.dropped)} unarchived, purge {len(self.purged)} archive "
+                f"files, delete {docs} search documents"
             )
         failed = f"; {len(self.failed)} steps failed" if self.failed else ""
         return (
             f"done: created {len(self.created)}, archived {len(self.archived)} ({rows} rows), dropped "
-            f"{len(self.dropped)} unarchived, purged {len(self.purged)} archive files{failed}"
+            f"{len(self.dropped)} unarchived, purged {len(self.purged)} archive files, deleted {docs} search "
+            f"documents{failed}"
         )
 
 
@@ -318,7 +347,7 @@ async def _preview(conn: asyncpg.Connection, policy: Policy, now: datetime, repo
 
     # 2. Months past the live window, detached (their rows that arrived later go to the default).
     taken: set[str] = set()  # archive names this run would take
-    finishing: dict[str, tuple[str, int]] = {}  # table -> (archive name, rows it would hold)
+    finishing: dict[str, tuple[str, int, int]] = {}  # table -> (archive name, rows it would hold, docs)
     detached: list[tuple[str, datetime]] = []
     for partition in await attached(conn):
         month = partition.month
@@ -330,10 +359,12 @@ async def _preview(conn: asyncpg.Connection, policy: Policy, now: datetime, repo
             continue
         file_name = _free_file_name(policy.archive_dir, partition.name, taken)
         taken.add(file_name)
-        staying = await conn.fetchval(
-            f"SELECT count(*) FROM {partition.name} WHERE received_at < $1", month_start(month, 1)
+        staying = f"SELECT {_EVENT_KEYS} FROM {partition.name} WHERE received_at < $1"
+        finishing[partition.name] = (
+            file_name,
+            await conn.fetchval(f"SELECT count(*) FROM ({staying}) AS e", month_start(month, 1)),
+            await _count_docs(conn, staying, month_start(month, 1)),
         )
-        finishing[partition.name] = (file_name, staying)
         detached.append((partition.name, month))
 
     # 3. The tables detached by an earlier run, then all of them archived or dropped (_finish_detached).
@@ -343,20 +374,21 @@ async def _preview(conn: asyncpg.Connection, policy: Policy, now: datetime, repo
             report.left_alone.append(f"{table['name']}: not attached, and not detached by hookdb")
             continue
         taken.add(file_name)
-        finishing[table["name"]] = (file_name, await conn.fetchval(f"SELECT count(*) FROM {table['name']}"))
+        finishing[table["name"]] = (
+            file_name,
+            await conn.fetchval(f"SELECT count(*) FROM {table['name']}"),
+            await _count_docs(conn, f"SELECT {_EVENT_KEYS} FROM {table['name']}"),
+        )
     for name in sorted(finishing):
         _preview_finish(policy, report, name, *finishing[name])
 
     # 4. The default partition's old rows, with those the detached months would move there.
     late = " ".join(
-        f"UNION ALL SELECT occurred_at, received_at FROM {name} WHERE received_at >= ${i + 2}"
+        f"UNION ALL SELECT {_EVENT_KEYS}, received_at FROM {name} WHERE received_at >= ${i + 2}"
         for i, (name, _) in enumerate(detached)
     )
-    groups = await conn.fetch(
-        _old_rows_query(late),
-        report.live_from,
-        *(month_start(month, 1) for _, month in detached),
-    )
+    late_args = [report.live_from, *(month_start(month, 1) for _, month in detached)]
+    groups = await conn.fetch(_old_rows_query(late), *late_args)
     fresh = sum(g["n"] for g in groups if not g["old"])
     if fresh:
         report.left_alone.append(_kept_live_note(fresh, report.live_from))
@@ -372,21 +404,84 @@ async def _preview(conn: asyncpg.Connection, policy: Policy, now: datetime, repo
             continue
         file_name = _free_file_name(policy.archive_dir, name, taken)
         taken.add(file_name)
-        _preview_finish(policy, report, name, file_name, group["n"])
+        n = len(late_args)
+        taken_rows = (
+            f"SELECT {_EVENT_KEYS} FROM {_default_rows(late)} WHERE occurred_at < $1 AND received_at < $1 "
+            f"AND received_at >= ${n + 1} AND received_at < ${n + 2}"
+        )
+        docs = await _count_docs(conn, taken_rows, *late_args, arrived, month_start(arrived, 1))
+        _preview_finish(policy, report, name, file_name, group["n"], docs)
 
     # 5. Purge: the archive files past the horizon.
     report.purged += _purgeable(policy, report)
 
 
-def _preview_finish(policy: Policy, report: Report, name: str, file_name: str, rows: int) -> None:
-    """Note what _finish would do with a detached table of ``rows`` rows."""
+def _preview_finish(policy: Policy, report: Report, name: str, file_name: str, rows: int, docs: int) -> None:
+    """Note what _finish would do with a detached table of ``rows`` rows keying ``docs`` search documents."""
     month = month_of_name(name)
     if report.kept_from is not None and month is not None and month < report.kept_from:
-        report.dropped.append(f"{name}: {rows} rows")
+        report.dropped.append(Dropped(name, rows, docs))
         return
     path = policy.archive_dir / file_name
     complete = _rows_or_none(path) == rows
-    report.archived.append(Archived(name, path, rows, not complete, bool(policy.upload_command)))
+    report.archived.append(Archived(name, path, rows, not complete, bool(policy.upload_command), docs))
+
+
+# The columns of an event that key its search document, when it is the document's first part: search.py keys
+# a document by its first part's event id and dates it by that event's occurred_at.
+_EVENT_KEYS = "tenant_id, session_id, event_id, occurred_at"
+
+
+def _docs_keyed_by(tenant: str) -> str:
+    """The condition on ``d`` (search_docs) and ``e`` (events) that ``e`` is ``d``'s first event, in the
+    tenant of parameter ``tenant``. Report documents follow their report, which stays: never matched."""
+    return (
+        f"d.tenant_id = {tenant} AND e.tenant_id = {tenant} AND d.session_id = e.session_id "
+        "AND d.doc_key = uuid_send(e.event_id) AND d.at = e.occurred_at "
+        f"AND NOT '{cls.SEARCH_REPORT}' = ANY(d.kinds)"
+    )
+
+
+async def _delete_docs(conn: asyncpg.Connection, rows: str, *args: object) -> int:
+    """Delete the search documents whose first event is one of ``rows`` (a query of ``_EVENT_KEYS`` with
+    parameters ``args``); how many.
+
+    A document goes with its first event: with the month it is dated in (``at``), or, when that event
+    arrived after its month, with the month it arrived in (module docstring, 3), so it stays searchable
+    while its event is live. A document straddling a month's end (its batch's first part on the 31st at
+    23:59:59, the next a second later) goes with the earlier month, all of it: kept, it would leave that
+    month's text searchable after the month is gone; its later parts' events stay in the timeline.
+
+    search_docs forces row-level security, also on the tables' owner that retention connects as, and
+    nothing here bypasses it: the tenants are read from ``rows`` (a month's table, which has no policy of
+    its own), and each tenant's documents are deleted in a transaction of its own under its
+    ``hookdb.tenant``, as the collector writes them.
+    """
+    tenant = f"${len(args) + 1}"
+    deleted = 0
+    for (name,) in await conn.fetch(f"SELECT DISTINCT tenant_id FROM ({rows}) AS e", *args):
+        async with conn.transaction():
+            await conn.execute("SELECT set_config('hookdb.tenant', $1, true)", name)
+            status = await conn.execute(
+                f"DELETE FROM search_docs d USING ({rows}) AS e WHERE {_docs_keyed_by(tenant)}", *args, name
+            )
+        deleted += int(status.split()[-1])
+    return deleted
+
+
+async def _count_docs(conn: asyncpg.Connection, rows: str, *args: object) -> int:
+    """What :func:`_delete_docs` would delete, counted in a preview's transaction: under row-level security
+    for the count (with it off, search_docs' policy would be an error), then off again."""
+    tenant = f"${len(args) + 1}"
+    counted = 0
+    await conn.execute("SET LOCAL row_security = on")
+    for (name,) in await conn.fetch(f"SELECT DISTINCT tenant_id FROM ({rows}) AS e", *args):
+        await conn.execute("SELECT set_config('hookdb.tenant', $1, true)", name)
+        counted += await conn.fetchval(
+            f"SELECT count(*) FROM search_docs d, ({rows}) AS e WHERE {_docs_keyed_by(tenant)}", *args, name
+        )
+    await conn.execute("SET LOCAL row_security = off")
+    return counted
 
 
 async def _lock(conn: asyncpg.Connection) -> str | None:
@@ -499,13 +594,15 @@ async def _finish(conn: asyncpg.Connection, policy: Policy, report: Report, name
         report.left_alone.append(f"{name}: not attached, and not detached by hookdb")
         return
     try:
+        docs = await _delete_docs(conn, f"SELECT {_EVENT_KEYS} FROM {name}")
+        log.info("retention.search_docs_deleted", table=name, docs=docs)
         if report.kept_from is not None and month < report.kept_from:
             rows = await conn.fetchval(f"SELECT count(*) FROM {name}")
             await _drop(conn, name)
             log.info("retention.dropped_unarchived", table=name, rows=rows)
-            report.dropped.append(f"{name}: {rows} rows")
+            report.dropped.append(Dropped(name, rows, docs))
         else:
-            report.archived.append(await _archive(conn, policy, name, month, file_name))
+            report.archived.append(await _archive(conn, policy, name, month, file_name, docs))
     except (asyncpg.PostgresError, OSError, RetentionError) as exc:
         report.fail(f"archiving {name}", exc)
 
@@ -547,14 +644,18 @@ def _marked_file(name: str, comment: str) -> str | None:
 # The default partition's rows that claim a month before the live window but arrived within it stay live;
 # those that arrived before it are archived by the month they arrived in.
 def _old_rows_query(also: str = "") -> str:
-    """Count the default partition's rows (and ``also``'s, a ``UNION ALL SELECT occurred_at, received_at
-    …`` of rows a preview would move there) that claim a time before ``$1``, by arrival month and by
-    whether they also arrived before it."""
+    """Count the default partition's rows (and ``also``'s, a ``UNION ALL SELECT`` of ``_EVENT_KEYS`` and
+    ``received_at`` of rows a preview would move there) that claim a time before ``$1``, by arrival month
+    and by whether they also arrived before it."""
     return (
         "SELECT date_trunc('month', received_at, 'UTC') AS month, count(*) AS n, received_at < $1 AS old "
-        f"FROM (SELECT occurred_at, received_at FROM {PARENT}_default {also}) AS r "
-        "WHERE occurred_at < $1 GROUP BY 1, 3 ORDER BY 1"
+        f"FROM {_default_rows(also)} WHERE occurred_at < $1 GROUP BY 1, 3 ORDER BY 1"
     )
+
+
+def _default_rows(also: str = "") -> str:
+    """The default partition's rows (``_EVENT_KEYS`` and ``received_at``), with ``also``'s, as ``r``."""
+    return f"(SELECT {_EVENT_KEYS}, received_at FROM {PARENT}_default {also}) AS r"
 
 
 async def _archive_old_default_rows(conn: asyncpg.Connection, policy: Policy, report: Report) -> None:
@@ -612,7 +713,7 @@ async def _take_old_default_rows(
 
 
 async def _archive(
-    conn: asyncpg.Connection, policy: Policy, table: str, month: datetime, file_name: str
+    conn: asyncpg.Connection, policy: Policy, table: str, month: datetime, file_name: str, docs: int
 ) -> Archived:
     """Export (unless a complete file is there), upload, drop: the life of one detached month."""
     path = policy.archive_dir / file_name
@@ -632,7 +733,7 @@ async def _archive(
         await _upload(policy.upload_command, path, month)
     await _drop(conn, table)
     log.info("retention.dropped", table=table)
-    return Archived(table, path, rows, exported, bool(policy.upload_command))
+    return Archived(table, path, rows, exported, bool(policy.upload_command), docs)
 
 
 async def _export(conn: asyncpg.Connection, table: str, path: Path) -> int:
