@@ -9,8 +9,11 @@ PreToolUse and by its first end, whichever comes first, in any batch and from an
 orders the two, and the upsert returns what the summary had counted of the call before (``prior``), so each
 call is counted once as started and moved once to its duration bucket when it ends. Only new events reach
 :func:`write` (a redelivered one was not inserted), and the additions commute: collectors writing at once
-lock rows table by table in key order and cannot deadlock. The statements run last in the transaction, to
-hold the busy rows (this hour's) the shortest.
+lock rows table by table (``tool_calls``, ``tool_call_sessions``, ``tool_call_days``) in key order and
+cannot deadlock. The statements run last in the transaction, to hold the busy rows (this hour's) the
+shortest. A call complete in one batch leaves nothing to meet a later event of the same ``tool_use_id``
+under another event id (the same hook installed twice): that one counts the call again, where rebuilding
+the summary from the log counts it once.
 
 What PostgreSQL would compute per call is computed here, alike: a call's day is its session's start day,
 from the session upsert earlier in the transaction; its duration in milliseconds is the exact microseconds
