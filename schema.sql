@@ -214,8 +214,9 @@ CREATE TABLE event_hours (
     PRIMARY KEY (tenant_id, hour)
 );
 
--- One row per tool call (tool_use_id within its session), written by whichever of its PreToolUse and its
--- first PostToolUse(Failure) comes first and completed by the other, in any batch, from any collector.
+-- One row per tool call (tool_use_id within its session) not complete in one batch (see tool_call_sessions),
+-- written by whichever of its PreToolUse and its first PostToolUse(Failure) comes first and completed by the
+-- other, in any batch, from any collector.
 CREATE TABLE tool_calls (
     tenant_id   text        NOT NULL,
     session_id  text        NOT NULL,
@@ -245,12 +246,29 @@ CREATE TABLE tool_call_days (
     PRIMARY KEY (tenant_id, day, tool_name, bucket)
 );
 
+-- The calls whose PreToolUse and first end came in one batch, per tenant, session, tool ('' when the
+-- PreToolUse named none) and duration bucket: counted when that batch is stored, without a tool_calls row
+-- (a row costs the writer more than the rest of the summary). The stats read them, with tool_calls, for
+-- the sessions of a range's partial first and last days.
+CREATE TABLE tool_call_sessions (
+    tenant_id  text             NOT NULL,
+    session_id text             NOT NULL,
+    tool_name  text             NOT NULL,
+    bucket     smallint         NOT NULL,
+    calls      bigint           NOT NULL,
+    failures   bigint           NOT NULL,
+    min_ms     double precision NOT NULL,
+    max_ms     double precision NOT NULL,
+    PRIMARY KEY (tenant_id, session_id, tool_name, bucket)
+);
+
 -- Rebuilds a tenant's summary from its stored events (this migration, and tests that insert rows directly).
 CREATE FUNCTION hookdb_fill_summary(tenant text) RETURNS void
 LANGUAGE sql AS $$
     DELETE FROM event_hours WHERE tenant_id = tenant;
     DELETE FROM tool_call_days WHERE tenant_id = tenant;
     DELETE FROM tool_calls WHERE tenant_id = tenant;
+    DELETE FROM tool_call_sessions WHERE tenant_id = tenant;
     INSERT INTO event_hours (tenant_id, hour, events)
     SELECT tenant, date_trunc('hour', occurred_at AT TIME ZONE 'UTC') AT TIME ZONE 'UTC', count(*)
     FROM hook_audit_log WHERE tenant_id = tenant GROUP BY 2;
@@ -288,7 +306,7 @@ DECLARE
 BEGIN
     FOREACH tenant_table IN ARRAY ARRAY['hook_audit_log', 'payload_blobs', 'sessions', 'reports', 'agent_states',
                                    'usage_ledger', 'transcript_reads', 'search_docs', 'event_hours',
-                                   'tool_calls', 'tool_call_days']
+                                   'tool_calls', 'tool_call_days', 'tool_call_sessions']
     LOOP
         EXECUTE format('ALTER TABLE %I ENABLE ROW LEVEL SECURITY', tenant_table);
         EXECUTE format('ALTER TABLE %I FORCE ROW LEVEL SECURITY', tenant_table);
@@ -365,9 +383,10 @@ $$;
 -- The writer inserts and updates; SELECT only because INSERT ... ON CONFLICT DO UPDATE needs it (row-level
 -- security still limits it to its transaction's tenant).
 GRANT SELECT, INSERT, UPDATE ON hook_audit_log, payload_blobs, sessions, reports, agent_states, usage_ledger,
-    transcript_reads, search_docs, event_hours, tool_calls, tool_call_days TO hookdb_writer;
+    transcript_reads, search_docs, event_hours, tool_calls, tool_call_days, tool_call_sessions
+    TO hookdb_writer;
 GRANT SELECT ON hook_audit_log, payload_blobs, sessions, reports, agent_states, usage_ledger, transcript_reads,
-    search_docs, event_hours, tool_calls, tool_call_days TO hookdb_reader;
+    search_docs, event_hours, tool_calls, tool_call_days, tool_call_sessions TO hookdb_reader;
 GRANT SELECT ON schema_migrations TO hookdb_writer, hookdb_reader;
 
 -- The read API's live feed: after commit, PostgreSQL tells listeners of channel hookdb_sessions about

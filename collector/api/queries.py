@@ -560,7 +560,8 @@ async def usage(conn: asyncpg.Connection, tenant: str, group: str, start: dateti
 
 # Tool calls of the sessions started in [from, to), per tool and duration bucket (hookdb_duration_bucket;
 # OPEN_BUCKET: not ended): the whole days from the summary (tool_call_days), the sessions of the partial
-# first and last days through their calls (tool_calls). A call is its first start and its first end.
+# first and last days through their calls (tool_calls) and their counts of the calls complete in one batch
+# (tool_call_sessions). A call is its first start and its first end.
 _TOOLS = f"""
 SELECT tool_name, bucket, sum(calls)::bigint AS calls, sum(failures)::bigint AS failures,
        min(min_ms) AS min_ms, max(max_ms) AS max_ms
@@ -575,6 +576,12 @@ FROM (
          LATERAL (SELECT abs(extract(epoch FROM c.ended_at - c.started_at) * 1000)::double precision
                   AS ms) m
     WHERE s.tenant_id = $1 AND c.started_at IS NOT NULL
+      AND (s.started_at >= $4 AND s.started_at < $5 OR s.started_at >= $6 AND s.started_at < $7)
+    UNION ALL
+    SELECT a.tool_name, a.bucket, a.calls, a.failures, a.min_ms, a.max_ms
+    FROM sessions s
+    JOIN tool_call_sessions a ON a.tenant_id = $1 AND a.session_id = s.session_id
+    WHERE s.tenant_id = $1
       AND (s.started_at >= $4 AND s.started_at < $5 OR s.started_at >= $6 AND s.started_at < $7)
 ) b
 GROUP BY tool_name, bucket

@@ -133,8 +133,8 @@ class Projection:
     states: list[StateRead] = field(default_factory=list)
     ended: set[tuple[str, str]] = field(default_factory=set)
     search: list[search.SearchDoc] = field(default_factory=list)
-    hours: dict[datetime, int] = field(default_factory=dict)  # events per UTC hour, for the summary
-    calls: dict[tuple[str, str], summary.Call] = field(default_factory=dict)  # by session, tool_use_id
+    hours: dict[int, int] = field(default_factory=dict)  # events per UTC hour (summary.count_hours)
+    calls: summary.Calls = field(default_factory=summary.Calls)  # tool call events, for the summary
     usage: ledger.Usage | None = None  # the batch's usage, read by ledger.read for ledger.apply
 
 
@@ -284,9 +284,9 @@ def project(
     """
     out = Projection() if out is None else out
     hours, sessions, calls = out.hours, out.sessions, out.calls
+    for hour, count in summary.count_hours(rows).items():
+        hours[hour] = hours.get(hour, 0) + count
     for index, row in enumerate(rows):
-        hour = summary.hour_of(row.occurred_at)
-        hours[hour] = hours.get(hour, 0) + 1
         session_id = row.session_id
         if session_id is None:
             continue

@@ -110,6 +110,7 @@ ON CONFLICT (tenant_id, session_id) DO UPDATE SET
                     THEN coalesce(EXCLUDED.cost_usd, s.cost_usd) ELSE s.cost_usd END,
     cost_usd_at = greatest(s.cost_usd_at, EXCLUDED.cost_usd_at),
     meta = s.meta || EXCLUDED.meta
+RETURNING session_id, started_at  -- for the summary: a tool call's day is its session's start day
 """
 _UPSERT_REPORT = """
 INSERT INTO reports AS r (
@@ -233,7 +234,7 @@ async def _write(conn: asyncpg.Connection, batch: Prepared, options: ConnectOpti
                 projected = await _project(conn, changes, part.projection)
                 batch.unverified_reports += projected.unverified_reports
                 batch.recorded += projected.recorded
-                await summary.write(conn, tenant, changes.hours, changes.calls)
+                await summary.write(conn, tenant, changes.hours, changes.calls, projected.started)
     return batch
 
 
@@ -283,11 +284,12 @@ async def _add_partitions(conn: asyncpg.Connection, rows: Sequence[Row]) -> list
 
 
 class Projected(NamedTuple):
-    """What applying one tenant's projection found: reports that did not read back with their hash, and
-    the requests new to the usage ledger."""
+    """What applying one tenant's projection found: reports that did not read back with their hash, the
+    requests new to the usage ledger, and each session's start as stored now (for the summary)."""
 
     unverified_reports: int
     recorded: list[UsageRecord]
+    started: dict[str, datetime]
 
 
 async def _project(conn: asyncpg.Connection, changes: Projection, files: Projection) -> Projected:
@@ -329,6 +331,7 @@ async def _project(conn: asyncpg.Connection, changes: Projection, files: Project
                 item.at,
             )
     await search.write(conn, changes)  # after the reports: their documents are made from them
+    started: dict[str, datetime] = {}  # each session's start, as stored: the summary's day of its calls
     if changes.sessions:
         rows = [
             (
@@ -355,7 +358,8 @@ async def _project(conn: asyncpg.Connection, changes: Projection, files: Project
             )
             for _, c in sorted(changes.sessions.items())
         ]
-        await conn.execute(_UPSERT_SESSION, *zip(*rows, strict=True))
+        for session in await conn.fetch(_UPSERT_SESSION, *zip(*rows, strict=True)):
+            started[session["session_id"]] = session["started_at"]
     touched = (
         {(w.tenant_id, w.session_id) for w in changes.reports.values()}
         | {(s.tenant_id, s.session_id) for s in changes.states}
@@ -365,7 +369,7 @@ async def _project(conn: asyncpg.Connection, changes: Projection, files: Project
         await conn.execute(
             _SUMMARIZE_SESSION, tenant, session, (tenant, session) in changes.ended, cls.QA_SCORE_PATTERN
         )
-    return Projected(unverified, await ledger.apply(conn, files.usage))
+    return Projected(unverified, await ledger.apply(conn, files.usage), started)
 
 
 def _meta(meta: dict[str, Any]) -> bytes:
