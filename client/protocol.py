@@ -92,15 +92,15 @@ def decode_envelope(body: bytes) -> tuple[Envelope, str | None]:
         env = _envelope.decode(body)
     except Exception:  # the checked decoder says why, in its words
         return _decode_checked(body)
+    session_id, tenant = env.session_id, env.tenant
     if (
-        "\x00" in env.source
+        env.v != PROTOCOL_VERSION
+        or "\x00" in env.source
         or "\x00" in env.event_type
-        or (env.session_id is not None and "\x00" in env.session_id)
-        or (env.tenant is not None and "\x00" in env.tenant)
+        or (session_id is not None and "\x00" in session_id)
+        or (tenant is not None and "\x00" in tenant)
     ):
-        return _decode_checked(body)
-    if env.v != PROTOCOL_VERSION:
-        raise ProtocolError("unsupported_version", f"protocol version {env.v}, expected {PROTOCOL_VERSION}")
+        return _decode_checked(body)  # it raises, as decoding the frame checked from the start would
     return env, payload_tool_name(env.payload)
 
 
