@@ -95,7 +95,7 @@ class FrameDecoder:
         if len(buf) < end:
             self._want = HEADER_SIZE + need
             return None
-        self._pos = end
+        self._pos, self._want = end, HEADER_SIZE
         return buf[start + HEADER_SIZE : end]
 
     def end_of_stream(self) -> None:
