@@ -148,8 +148,8 @@ def read_payload(payload: bytes) -> PayloadHead | None:
         if not payload.isascii():
             payload.decode()
         head = _payload_head.decode(payload)
-        # JSON nested d deep takes 2d bytes at least: a short payload cannot be too deep. Counting brackets
-        # costs no parse and bounds the depth of a longer one: only a payload with many is walked.
+        # JSON nested d deep takes 2d bytes at least: a short payload cannot be too deep. The brackets of a
+        # longer one bound its depth without a parse: only a payload with many is walked.
         too_deep = (
             len(payload) > 2 * MAX_PAYLOAD_DEPTH + 1
             and _brackets(payload) > MAX_PAYLOAD_DEPTH
@@ -172,8 +172,14 @@ def text_field(value: object) -> str | None:
 
 
 def _brackets(payload: bytes) -> int:
-    """An upper bound of the payload's depth that costs no parse: its opening brackets, strings included."""
-    return payload.count(b"[") + payload.count(b"{")
+    """An upper bound of the payload's depth that costs no parse: its opening brackets, strings included,
+    each kind counted up to one above the limit (enough to tell whether it is passed).
+
+    ``replace`` finds them with ``memchr`` and stops at its count, where ``count`` compares every byte: a few
+    times faster on real payloads (brackets are rare in them), and never slower.
+    """
+    cap = MAX_PAYLOAD_DEPTH + 1
+    return 2 * len(payload) - len(payload.replace(b"[", b"", cap)) - len(payload.replace(b"{", b"", cap))
 
 
 def _depth(value: object) -> int:
