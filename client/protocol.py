@@ -143,18 +143,19 @@ def read_payload(payload: bytes) -> PayloadHead | None:
     A payload nested deeper than :data:`MAX_PAYLOAD_DEPTH` is refused.
     """
     try:
-        # The decoder checks the UTF-8 of the strings it builds, not of those it skips (keys and values of
-        # other fields): an ASCII payload needs no more, any other is decoded once to check.
-        if not payload.isascii():
+        try:
+            head = _payload_head.decode(payload)
+            # JSON nested d deep takes 2d bytes at least: a short payload cannot be too deep. The brackets
+            # of a longer one bound its depth without a parse: only a payload with many is decoded and walked.
+            walked = len(payload) > 2 * MAX_PAYLOAD_DEPTH + 1 and _brackets(payload) > MAX_PAYLOAD_DEPTH
+            too_deep = walked and _depth(_decode(payload)) > MAX_PAYLOAD_DEPTH
+        except Exception:
+            payload.decode()  # whatever else is wrong with it, a payload that is not UTF-8 is refused as such
+            raise
+        # The head decoder checks the UTF-8 of the strings it builds, not of those it skips (keys and values
+        # of other fields); decoding a payload whole checks all. An ASCII payload needs no check either.
+        if not walked and not payload.isascii():
             payload.decode()
-        head = _payload_head.decode(payload)
-        # JSON nested d deep takes 2d bytes at least: a short payload cannot be too deep. The brackets of a
-        # longer one bound its depth without a parse: only a payload with many is walked.
-        too_deep = (
-            len(payload) > 2 * MAX_PAYLOAD_DEPTH + 1
-            and _brackets(payload) > MAX_PAYLOAD_DEPTH
-            and _depth(_decode(payload)) > MAX_PAYLOAD_DEPTH
-        )
     except RecursionError:
         too_deep = True
     except (UnicodeDecodeError, msgspec.MsgspecError) as exc:

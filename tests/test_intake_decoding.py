@@ -71,10 +71,9 @@ def oracle(body: bytes) -> tuple[Any, ...]:
     try:
         env.payload.decode()
         value = _head.decode(env.payload)
+        too_deep = _depth(value) > MAX_PAYLOAD_DEPTH
     except (UnicodeDecodeError, msgspec.MsgspecError) as exc:
         return ("bad_payload", f"payload is not UTF-8 JSON: {exc}")
-    try:
-        too_deep = _depth(value) > MAX_PAYLOAD_DEPTH
     except RecursionError:
         too_deep = True
     if too_deep:
@@ -172,6 +171,15 @@ def _envelope(payload: bytes, **changes: Any) -> bytes:
 @pytest.mark.parametrize("payload", EDGE_PAYLOADS)
 def test_payloads_at_every_edge_are_decoded_or_refused_as_the_typed_decoding_does(payload: bytes) -> None:
     body = _envelope(payload)
+    assert decoded(body) == oracle(body)
+
+
+@given(st.binary(max_size=6), st.booleans(), st.sampled_from([0, 1, 255, 256, 1200]))
+def test_a_payload_decoded_whole_to_be_walked_is_refused_as_before(raw: bytes, key: bool, depth: int) -> None:
+    """Long and with many brackets, it is decoded whole (which checks its UTF-8) rather than checked apart."""
+    text = b'"' + raw.replace(b'"', b"").replace(b"\\", b"") + b'"'
+    value = b"{" + text + b": 1}" if key else text
+    body = _envelope(b'{"pad": "' + b"[" * 300 + b'", "v": ' + b"[" * depth + value + b"]" * depth + b"}")
     assert decoded(body) == oracle(body)
 
 
