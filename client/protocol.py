@@ -13,20 +13,37 @@ from hookdb.client.wire import PROTOCOL_VERSION, ProtocolError
 
 # PostgreSQL text cannot hold NUL; a label this long is a bug or an attack, not a name.
 Label = Annotated[str, msgspec.Meta(min_length=1, max_length=256, pattern=r"^[^\x00]+$")]
+# A Label but for U+0000, which decode_envelope looks for itself: running the pattern on every label took
+# three quarters of the envelope's decoding.
+_Sized = Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
 
 
-class Envelope(msgspec.Struct, omit_defaults=True):
-    """One hook event as it travels from a client to the collector."""
+class Envelope(msgspec.Struct, omit_defaults=True, gc=False):
+    """One hook event as it travels from a client to the collector.
+
+    Its labels are Labels once :func:`decode_envelope` has checked them (decoded on its own, an Envelope
+    checks only their lengths). Untracked by the GC: its fields are scalars, never a cycle.
+    """
 
     v: int
     event_id: uuid.UUID
     occurred_at: Annotated[datetime, msgspec.Meta(tz=True)]
+    source: _Sized
+    event_type: _Sized
+    session_id: _Sized | None
+    tenant: _Sized | None
+    payload: bytes
+    ack: bool = False
+
+
+class _CheckedEnvelope(Envelope, gc=False):
+    """The envelope with every constraint in its type: decoded only to tell why a frame is refused, so that
+    the refusal reads as msgspec words it (the first bad field, in the frame's order)."""
+
     source: Label
     event_type: Label
     session_id: Label | None
     tenant: Label | None
-    payload: bytes
-    ack: bool = False
 
 
 class Reply(msgspec.Struct, omit_defaults=True):
@@ -52,6 +69,7 @@ class PayloadHead(msgspec.Struct):
 
 
 _envelope = msgspec.msgpack.Decoder(Envelope)
+_checked_envelope = msgspec.msgpack.Decoder(_CheckedEnvelope)
 _reply = msgspec.msgpack.Decoder(Reply)
 _version = msgspec.msgpack.Decoder(_Version)
 _payload_head = msgspec.json.Decoder(PayloadHead | list | str | int | float | bool | None, float_hook=Decimal)
@@ -72,6 +90,25 @@ def decode_envelope(body: bytes) -> tuple[Envelope, str | None]:
     """
     try:
         env = _envelope.decode(body)
+    except Exception:  # the checked decoder says why, in its words
+        return _decode_checked(body)
+    session_id, tenant = env.session_id, env.tenant
+    if (
+        env.v != PROTOCOL_VERSION
+        or "\x00" in env.source
+        or "\x00" in env.event_type
+        or (session_id is not None and "\x00" in session_id)
+        or (tenant is not None and "\x00" in tenant)
+    ):
+        return _decode_checked(body)  # it raises, as decoding the frame checked from the start would
+    return env, payload_tool_name(env.payload)
+
+
+def _decode_checked(body: bytes) -> tuple[Envelope, str | None]:
+    """:func:`decode_envelope` of a frame the fast decoder refused, or whose labels hold U+0000: decoded
+    with every constraint in the type, so the refusal names the first bad field as msgspec does."""
+    try:
+        env = _checked_envelope.decode(body)
     except msgspec.ValidationError as exc:
         try:
             v = _version.decode(body).v
@@ -106,10 +143,19 @@ def read_payload(payload: bytes) -> PayloadHead | None:
     A payload nested deeper than :data:`MAX_PAYLOAD_DEPTH` is refused.
     """
     try:
-        payload.decode()
-        head = _payload_head.decode(payload)
-        # Counting brackets costs no parse and bounds the depth: only a payload with many is walked.
-        too_deep = _brackets(payload) > MAX_PAYLOAD_DEPTH and _depth(_decode(payload)) > MAX_PAYLOAD_DEPTH
+        try:
+            head = _payload_head.decode(payload)
+            # JSON nested d deep takes 2d bytes at least: a short payload cannot be too deep. The brackets
+            # of a longer one bound its depth without a parse: only a payload with many is decoded and walked.
+            walked = len(payload) > 2 * MAX_PAYLOAD_DEPTH + 1 and _brackets(payload) > MAX_PAYLOAD_DEPTH
+            too_deep = walked and _depth(_decode(payload)) > MAX_PAYLOAD_DEPTH
+        except Exception:
+            payload.decode()  # whatever else is wrong with it, a payload that is not UTF-8 is refused as such
+            raise
+        # The head decoder checks the UTF-8 of the strings it builds, not of those it skips (keys and values
+        # of other fields); decoding a payload whole checks all. An ASCII payload needs no check either.
+        if not walked and not payload.isascii():
+            payload.decode()
     except RecursionError:
         too_deep = True
     except (UnicodeDecodeError, msgspec.MsgspecError) as exc:
@@ -127,8 +173,14 @@ def text_field(value: object) -> str | None:
 
 
 def _brackets(payload: bytes) -> int:
-    """An upper bound of the payload's depth that costs no parse: its opening brackets, strings included."""
-    return payload.count(b"[") + payload.count(b"{")
+    """An upper bound of the payload's depth that costs no parse: its opening brackets, strings included,
+    each kind counted up to one above the limit (enough to tell whether it is passed).
+
+    ``replace`` finds them with ``memchr`` and stops at its count, where ``count`` compares every byte: a few
+    times faster on real payloads (brackets are rare in them), and never slower.
+    """
+    cap = MAX_PAYLOAD_DEPTH + 1
+    return 2 * len(payload) - len(payload.replace(b"[", b"", cap)) - len(payload.replace(b"{", b"", cap))
 
 
 def _depth(value: object) -> int:

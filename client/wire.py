@@ -47,40 +47,56 @@ class FrameDecoder:
     ``receive_data`` buffers bytes, ``next_frame`` hands out complete bodies one at a time, so every
     frame before a bad one is still delivered. A length prefix above ``max_frame_bytes`` is refused
     as soon as it is read: nothing is ever allocated by the announced size.
+
+    Each body is copied once, sliced from the bytes as they were read; bytes that arrive while a frame is
+    incomplete are only collected, and joined once the frame is whole (a large frame's reads are not copied
+    again on each read).
     """
 
     def __init__(self, max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES) -> None:
         self.max_frame_bytes = max_frame_bytes
-        self._buf = bytearray()
+        self._buf = b""
         self._pos = 0  # start of the unconsumed bytes in _buf
+        self._more: list[bytes] = []  # bytes received after _buf, not yet joined to it
+        self._more_bytes = 0
+        self._want = HEADER_SIZE  # bytes from _pos on that the next frame needs, as far as is known
 
     @property
     def buffered(self) -> int:
         """Bytes held for frames not yet complete."""
-        return len(self._buf) - self._pos
+        return len(self._buf) - self._pos + self._more_bytes
 
     def receive_data(self, data: bytes) -> None:
         """Add bytes read from the stream."""
-        if self._pos:
-            del self._buf[: self._pos]
-            self._pos = 0
-        self._buf += data
+        if self._pos == len(self._buf) and not self._more:
+            self._buf, self._pos = data, 0
+        else:
+            self._more.append(data)
+            self._more_bytes += len(data)
 
     def next_frame(self) -> bytes | None:
         """The next complete frame body, or ``None`` until more bytes arrive."""
-        start = self._pos
-        if len(self._buf) - start < HEADER_SIZE:
+        buf, start = self._buf, self._pos
+        if self._more:
+            if len(buf) - start + self._more_bytes < self._want:
+                return None
+            buf = self._buf = b"".join((buf[start:], *self._more))
+            start = self._pos = 0
+            self._more, self._more_bytes = [], 0
+        if len(buf) - start < HEADER_SIZE:
+            self._want = HEADER_SIZE
             return None
-        need = int.from_bytes(self._buf[start : start + HEADER_SIZE], "big")
+        need = int.from_bytes(buf[start : start + HEADER_SIZE], "big")
         if need > self.max_frame_bytes:
             raise ProtocolError(
                 "oversize", f"frame of {need} bytes exceeds the maximum of {self.max_frame_bytes}"
             )
         end = start + HEADER_SIZE + need
-        if len(self._buf) < end:
+        if len(buf) < end:
+            self._want = HEADER_SIZE + need
             return None
-        self._pos = end
-        return bytes(self._buf[start + HEADER_SIZE : end])
+        self._pos, self._want = end, HEADER_SIZE
+        return buf[start + HEADER_SIZE : end]
 
     def end_of_stream(self) -> None:
         """The stream ended; raises if it ended inside a frame."""

@@ -21,6 +21,7 @@ import socket
 import stat
 import struct
 import time
+import uuid
 from collections import Counter
 from contextlib import suppress
 from datetime import UTC, datetime
@@ -51,6 +52,17 @@ ACCEPT_RETRY_SECONDS = 0.1
 # of a small limit).
 RESERVED_FDS = 256
 INTERNAL_ERROR = "internal_error"  # the refusal reason of a frame whose handling failed unexpectedly
+
+# An event id as MessagePack text, encoded in C: str(uuid) and encode_reply cost more than the rest of an ack.
+_uuid_text = msgspec.msgpack.Encoder().encode
+_ACCEPTED_HEAD, _ACCEPTED_TAIL = frame(encode_reply(str(uuid.UUID(int=0)), ACCEPTED)).split(
+    _uuid_text(uuid.UUID(int=0))
+)
+
+
+def accepted_frame(event_id: uuid.UUID) -> bytes:
+    """The reply frame accepting ``event_id``: ``frame(encode_reply(str(event_id), ACCEPTED))``, faster."""
+    return b"".join((_ACCEPTED_HEAD, _uuid_text(event_id), _ACCEPTED_TAIL))
 
 
 class SocketInUse(RuntimeError):
@@ -341,7 +353,7 @@ class Listener:
                     raise _unforeseen(exc, body, peer, received_at_ns) from exc
                 entries.append(entry)
                 if envelope.ack:
-                    acks.append(frame(encode_reply(str(envelope.event_id), ACCEPTED)))
+                    acks.append(accepted_frame(envelope.event_id))
         except ProtocolError as exc:
             refusal = exc
         if entries:

@@ -642,9 +642,12 @@ def _missing(rest: bytes) -> int:
 
 def _encode_records(bodies: list[bytes]) -> bytes:
     """The records of ``bodies`` (as ``encode_record`` makes them), each body copied once."""
-    pieces = []
+    pieces: list[bytes] = []
+    append = pieces.append
+    header = _RECORD_HEADER.pack
+    crc32 = zlib.crc32
     for body in bodies:
-        length = len(body).to_bytes(4, "big")
-        pieces.append(MAGIC + length + zlib.crc32(body, zlib.crc32(length)).to_bytes(4, "big"))
-        pieces.append(body)
+        n = len(body)
+        append(header(MAGIC, n, crc32(body, crc32(n.to_bytes(4, "big")))))
+        append(body)
     return b"".join(pieces)
