@@ -115,6 +115,10 @@ def _text(value: object) -> str | None:
     return value if isinstance(value, str) and value and "\x00" not in value else None
 
 
+# The event types :func:`read` looks at (by their source too, for usage events).
+_READ_EVENTS = cls.TRANSCRIPT_EVENTS | {event_type for _, event_type in cls.USAGE_EVENTS}
+
+
 async def read(rows: Sequence[Row], payloads: Sequence[Any]) -> Usage:
     """The usage one tenant's rows of a batch give: their transcripts' new requests and their OTLP usage.
 
@@ -124,6 +128,8 @@ async def read(rows: Sequence[Row], payloads: Sequence[Any]) -> Usage:
     found = Usage()
     targets: dict[str, _Target] = {}
     for row, payload in zip(rows, payloads, strict=True):
+        if row.event_type not in _READ_EVENTS:
+            continue  # most events: one lookup
         transcript = row.event_type in cls.TRANSCRIPT_EVENTS
         if row.session_id is None or not (transcript or (row.source, row.event_type) in cls.USAGE_EVENTS):
             continue
