@@ -264,6 +264,18 @@ def private_pg() -> Iterator[StoppablePostgres]:
 
 
 @pytest.fixture
+def paths(tmp_path: Path) -> dict[str, Path]:
+    """What a ``hookdb partitions maintain`` run of a test uses: an empty config file (no
+    /etc/hookdb/collector.toml of this machine), its state and archive directories, an upload target."""
+    config = tmp_path / "collector.toml"
+    config.write_text("")
+    upload = tmp_path / "uploaded"
+    upload.mkdir()
+    state = tmp_path / "state"
+    return {"config": config, "state": state, "archive": state / "archive", "up": upload}
+
+
+@pytest.fixture
 def socket_path(tmp_path: Path) -> Path:
     return tmp_path / "hookdb.sock"
 

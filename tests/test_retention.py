@@ -116,20 +116,6 @@ def expected_rows(start: datetime) -> int:
     return rows_for(offset) + (1 if start == ODD_MONTH else 0)
 
 
-@pytest.fixture
-def paths(tmp_path: Path) -> dict[str, Path]:
-    config = tmp_path / "collector.toml"
-    config.write_text("")  # no /etc/hookdb/collector.toml of this machine
-    upload = tmp_path / "uploaded"
-    upload.mkdir()
-    return {
-        "config": config,
-        "state": tmp_path / "state",
-        "archive": tmp_path / "state" / "archive",
-        "up": upload,
-    }
-
-
 def maintain(
     dsn: str, paths: dict[str, Path], now: datetime = NOW, *extra: str
 ) -> subprocess.CompletedProcess:

@@ -68,13 +68,6 @@ def run(dsn: str, paths: dict[str, Path], now: datetime) -> str:
 
 
 @pytest.fixture
-def paths(tmp_path: Path) -> dict[str, Path]:
-    config = tmp_path / "collector.toml"
-    config.write_text("")  # no /etc/hookdb/collector.toml of this machine
-    return {"config": config, "state": tmp_path / "state", "archive": tmp_path / "state" / "archive"}
-
-
-@pytest.fixture
 def db(dsn: str) -> str:
     _db(dsn, migrate.migrate)
     return dsn

@@ -108,20 +108,6 @@ def counts(output: str) -> dict[str, int]:
 
 
 @pytest.fixture
-def paths(tmp_path: Path) -> dict[str, Path]:
-    config = tmp_path / "collector.toml"
-    config.write_text("")  # no /etc/hookdb/collector.toml of this machine
-    upload = tmp_path / "uploaded"
-    upload.mkdir()
-    return {
-        "config": config,
-        "state": tmp_path / "state",
-        "archive": tmp_path / "state" / "archive",
-        "up": upload,
-    }
-
-
-@pytest.fixture
 def recorded(dsn: str, start_collector: Any, socket_path: Path, start_api: Any, tmp_path: Path) -> Any:
     """Each word of WORDS in a tool output of its tenant's session at its time, and a report in a-old, sent
     to a real collector; every event but a-late's arrived on time (as if sent then: the collector stamps
