@@ -13,18 +13,22 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 import msgspec
 
 from hookdb.collector import classification as cls
-from hookdb.collector.api.models import SessionCard, SessionExport, TimelineEvent
+from hookdb.collector.api.models import AgentUsage, SessionCard, SessionExport, TimelineEvent
 
 _encode = msgspec.json.Encoder(decimal_format="number").encode
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 _TICKS = re.compile(r"`+")
 DETAIL_CHARS = 300  # a tool input or an error shown inline beyond this is cut (the JSON export has it all)
+BUFFER_CHARS = 1_000_000  # of subagents' lines held for their place (past it they are written in parts)
+MAIN = "main"  # the agent of events with no agent_id: the session's own (the ledger's name for it too)
+AGENT_TOOLS = frozenset({"Agent", "Task"})  # the tool that starts a subagent (older versions: Task)
 
 # The tool input fields that say what a call did, by tool; any other tool shows none.
 _WHAT = {
@@ -83,13 +87,31 @@ class JsonWriter:
 
 
 class MarkdownWriter:
-    """The Markdown document in pieces, as :class:`JsonWriter`."""
+    """The Markdown document in pieces, as :class:`JsonWriter`.
+
+    The main agent's lines are written as they are read. A subagent's are held until its block can go
+    where it belongs: under a line naming it, right after the line of the call that started it (written
+    when that call's end is read, after the subagent stopped), in the list of the agent that made the call,
+    its events one level deeper; the blocks of the subagents it started are held inside it and nest again.
+    So only the lines of subagents not yet placed are held, never the session. Past ``BUFFER_CHARS`` of
+    them, every held subagent's lines are written at once, each under its own line that says it continues
+    below, and what it does later follows in a part of its own: subagents still never mix, but such a part
+    stands apart from the call that started it. A block still held at the end (a subagent that never
+    stopped, or whose call is not on record) is written at the end.
+    """
 
     def __init__(self) -> None:
         self._events = 0
+        self._out: list[str] = []  # lines of the main agent's list, to send with this piece
+        self._subagents: dict[str, _Subagent] = {}  # by agent id, in the order they started
+        self._calls: dict[str, _Call] = {}  # open Agent/Task calls by tool_use_id
+        self._named: dict[str, _Call] = {}  # ended calls whose result named a subagent not seen yet
+        self._usage: dict[str, AgentUsage] = {}
+        self._held = 0  # characters of subagents' lines held
 
     def head(self, export: SessionExport) -> bytes:
         card = export.session
+        self._usage = {agent.agent: agent for agent in export.agents}
         lines = [f"# {_one_line(card.title or card.session_id)}", "", *_facts(card), ""]
         if export.reports:
             lines += ["## Reports", ""]
@@ -107,17 +129,228 @@ class MarkdownWriter:
 
     def page(self, events: list[TimelineEvent]) -> bytes:
         self._events += len(events)
-        return _text(line for event in events for line in _event_lines(event, _decoded(event.payload)))
+        for event in events:
+            self._read(event)
+        return self._send()
 
     def end(self) -> bytes:
-        return b"" if self._events else _text(["No events."])
+        self._finish()
+        return self._send() + (b"" if self._events else _text(["No events."]))
 
     def cut(self) -> bytes:
-        return _text(["", f"**The export was cut short after {self._events} events: the database failed.**"])
+        self._finish()
+        notice = ["", f"**The export was cut short after {self._events} events: the database failed.**"]
+        return self._send() + _text(notice)
+
+    def _send(self) -> bytes:
+        text = _text(self._out)
+        self._out = []
+        return text
+
+    def _read(self, event: TimelineEvent) -> None:
+        payload = _decoded(event.payload)
+        body = payload if isinstance(payload, dict) else {}
+        agent = _str(body.get("agent_id")) or MAIN
+        sub = self._subagent(agent, event, body) if agent != MAIN else None
+        tool = event.tool_name or _str(body.get("tool_name"))
+        call_id = event.tool_use_id if tool in AGENT_TOOLS else None
+        if call_id is not None and event.event_type == cls.TOOL_CALL_START:
+            ends = event.paired_event_id is not None
+            self._calls[call_id] = _Call.of(call_id, agent, event.occurred_at, body, ends=ends)
+        self._write(agent, _event_lines(event, payload))
+        if call_id is not None and event.event_type in cls.TOOL_CALL_END:
+            self._call_ended(call_id, agent, event, body)
+        if sub is not None:
+            if event.event_type == "SubagentStop":
+                sub.stopped = event.occurred_at
+            self._settle(sub)
+        if self._held > BUFFER_CHARS:
+            self._spill()
+
+    def _subagent(self, agent: str, event: TimelineEvent, body: dict[str, Any]) -> _Subagent:
+        """The subagent ``agent``. Seen first, it is placed if its call's line is written already (a call
+        that named it, or one with no end on record), or if no call can have started it; else its parent
+        is guessed (the agent of the earliest open call of its type) until a call's end places it."""
+        sub = self._subagents.get(agent)
+        if sub is None:
+            sub = self._subagents[agent] = _Subagent(agent, event.occurred_at, _str(body.get("agent_type")))
+            named = self._named.pop(agent, None)
+            call = named or next(
+                (c for c in self._calls.values() if c.agent != agent and c.fits(sub.type)), None
+            )
+            if call is None:
+                sub.placed = True  # started by a call not on record: in the main list
+            elif named is None and call.ends:
+                sub.parent = call.agent
+            else:
+                self._calls.pop(call.tool_use_id, None)
+                self._place(sub, call)
+        if event.event_type == "SubagentStart" and not sub.start_seen:
+            sub.started, sub.start_seen = event.occurred_at, True
+        sub.type = sub.type or _str(body.get("agent_type"))
+        return sub
+
+    def _call_ended(self, call_id: str, agent: str, event: TimelineEvent, body: dict[str, Any]) -> None:
+        """An Agent/Task call's line is written: the subagent it started goes after it. That is the one its
+        result names, else the earliest not yet placed of its type that started while it was open."""
+        started = self._calls.pop(call_id).started if call_id in self._calls else event.occurred_at
+        call = _Call.of(call_id, agent, started, body, ends=True)
+        response = body.get("tool_response")
+        named = _str(response.get("agentId")) if isinstance(response, dict) else None
+        if named is not None:
+            sub = self._subagents.get(named)
+            if sub is None and named != agent:
+                self._named[named] = call  # it runs on (in the background): placed when it is seen
+        else:
+            sub = next(
+                (
+                    s
+                    for s in self._subagents.values()
+                    if not s.placed and call.fits(s.type) and started <= s.started <= event.occurred_at
+                ),
+                None,
+            )
+        if sub is not None and not sub.placed and not self._within(agent, sub):
+            self._place(sub, call)
+            self._settle(sub)
+
+    def _place(self, sub: _Subagent, call: _Call) -> None:
+        sub.parent, sub.placed = call.agent, True
+        sub.task = call.task or sub.task
+        sub.type = sub.type or call.type
+
+    def _within(self, agent: str, sub: _Subagent) -> bool:
+        """Whether ``agent`` is ``sub`` or runs inside it (so ``sub`` cannot have been started by it)."""
+        return sub.agent_id in self._ancestry(agent)
+
+    def _ancestry(self, agent: str) -> list[str]:
+        """``agent`` and the subagents it runs inside, innermost first (a cycle of bad data ends it)."""
+        chain: list[str] = []
+        while agent != MAIN and agent not in chain:
+            chain.append(agent)
+            agent = self._subagents[agent].parent if agent in self._subagents else MAIN
+        return chain
+
+    def _write(self, agent: str, lines: list[str]) -> None:
+        if agent == MAIN:
+            self._out += lines
+            return
+        sub = self._subagents[agent]
+        size = sum(len(line) + 1 for line in lines)
+        sub.lines += lines
+        sub.size += size
+        self._held += size
+
+    def _settle(self, sub: _Subagent) -> None:
+        """Write ``sub``'s block into its parent's list once it is placed and stopped (what it does after
+        that, if anything, follows as a part of its own)."""
+        if sub.placed and sub.stopped is not None and sub.lines:
+            self._write(sub.parent, self._block(sub, more=False))
+            if sub.parent != MAIN:
+                self._settle(self._subagents[sub.parent])
+
+    def _block(self, sub: _Subagent, *, more: bool) -> list[str]:
+        """``sub``'s line and its lines held, one level deeper (no longer held)."""
+        lines = [self._heading(sub, more=more), *_indented(sub.lines, 1)]
+        self._held -= sub.size
+        sub.lines, sub.size = [], 0
+        sub.parts += 1
+        return lines
+
+    def _spill(self) -> None:
+        """Past the bound: every held subagent's lines out now, each at its depth, in the order they began."""
+        for sub in self._subagents.values():
+            if sub.lines:
+                self._out += _indented(self._block(sub, more=True), len(self._ancestry(sub.parent)))
+
+    def _finish(self) -> None:
+        """Every block still held, into its parent's list: the innermost first, so each holds its own."""
+        for sub in list(self._subagents.values()):
+            self._flush(sub, [])
+
+    def _flush(self, sub: _Subagent, outer: list[str]) -> None:
+        for inner in self._subagents.values():
+            if inner.parent == sub.agent_id and inner.lines and inner.agent_id not in outer:
+                self._flush(inner, [*outer, sub.agent_id])
+        if sub.lines:
+            self._write(sub.parent, self._block(sub, more=False))
+
+    def _heading(self, sub: _Subagent, *, more: bool) -> str:
+        """The line that names a subagent: its type, id and task, how long it ran, its requests and cost."""
+        parts = [f"- `{_clock(sub.started)}` **{sub.type + ' subagent' if sub.type else 'Subagent'}**"]
+        parts[0] += f" {_code(sub.agent_id)}"
+        if sub.task:
+            parts.append(_one_line(_cut(sub.task)))
+        if not more:
+            if sub.stopped is None:
+                parts.append("no stop recorded")
+            else:
+                parts.append(_duration((sub.stopped - sub.started) / timedelta(milliseconds=1)))
+        usage = self._usage.get(sub.agent_id)
+        if usage is not None:
+            unpriced = f" + {_plural(usage.unpriced, 'request')} of unknown cost" if usage.unpriced else ""
+            parts.append(
+                f"{_plural(usage.requests, 'request')}, {usage.tokens:,} tokens, ${usage.cost_usd}{unpriced}"
+            )
+        if sub.parts:
+            parts.append("continued")
+        if more:
+            parts.append("continues below")
+        return " — ".join(parts)
+
+
+@dataclass(frozen=True)
+class _Call:
+    """An Agent (or Task) call, as far as it tells which subagent it started and what for."""
+
+    tool_use_id: str
+    agent: str  # the agent that made it: MAIN or a subagent's id
+    started: datetime
+    type: str | None  # the subagent type it asked for
+    task: str | None  # its description (else its prompt)
+    ends: bool  # its end is to come; else its line is written already
+
+    @classmethod
+    def of(
+        cls, tool_use_id: str, agent: str, started: datetime, body: dict[str, Any], *, ends: bool
+    ) -> _Call:
+        given = body.get("tool_input")
+        given = given if isinstance(given, dict) else {}
+        task = _str(given.get("description")) or _str(given.get("prompt"))
+        return cls(tool_use_id, agent, started, _str(given.get("subagent_type")), task, ends)
+
+    def fits(self, subagent_type: str | None) -> bool:
+        return self.type is None or subagent_type is None or self.type == subagent_type
+
+
+@dataclass(eq=False)
+class _Subagent:
+    """A subagent seen in the timeline, and its lines held until its block is written."""
+
+    agent_id: str
+    started: datetime  # its SubagentStart, else its first event
+    type: str | None
+    start_seen: bool = False
+    stopped: datetime | None = None  # its (last) SubagentStop
+    parent: str = MAIN  # the agent whose list its block goes in (a guess until placed)
+    placed: bool = False  # the line of the call that started it is written (or there is none)
+    task: str | None = None
+    lines: list[str] = field(default_factory=list)
+    size: int = 0  # characters of ``lines``
+    parts: int = 0  # how many of its blocks were written
 
 
 def _text(lines: Iterable[str]) -> bytes:
     return "".join(line + "\n" for line in lines).encode()
+
+
+def _indented(lines: list[str], depth: int) -> list[str]:
+    pad = "  " * depth
+    return [pad + line if line else line for line in lines]
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
 
 
 def _facts(card: SessionCard) -> list[str]:

@@ -1,0 +1,266 @@
+"""The Markdown export of sessions with subagents, through a real ``hookdb api`` on a real PostgreSQL:
+each subagent's events under a line that names it, right after the Agent call that started it, nested by
+depth, concurrent ones never mixed; a session without subagents exports as it did before, and the JSON
+export is the timeline as it is.
+
+Events are stored as Claude Code sends them (as in tests/test_web_timeline.py): what a subagent fires
+carries its ``agent_id`` and ``agent_type``, SubagentStart and SubagentStop too, and the result of the
+Agent call that started it names it (``tool_response.agentId``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from datetime import timedelta
+from decimal import Decimal
+from typing import Any
+
+import seed
+from test_api import TOKENS, add_event, all_pages, client, insert_ledger, write_seed
+
+from conftest import migrate, run_sql
+
+PLAN = ("a1b2c3d4e5f60718", "Plan")
+EXPLORE = ("e5f6a7b8c9d00112", "Explore")
+PRICES = ("aa11aa11aa11aa11", "Explore")
+DATES = ("bb22bb22bb22bb22", "Explore")
+START = seed.BASE + timedelta(days=3)
+
+
+class Session:
+    """Stores one session's events, each ``offset`` seconds after START, as ``agent`` (None: the main one);
+    its card too, unless it has one (``stored``)."""
+
+    def __init__(self, dsn: str, session_id: str, *, stored: bool = False) -> None:
+        self.dsn, self.session_id = dsn, session_id
+        if stored:
+            return
+        run_sql(
+            dsn,
+            "INSERT INTO sessions (tenant_id, session_id, status, model, started_at, updated_at, "
+            "subagent_count) VALUES ('acme', $1, 'completed', 'claude-sonnet-4-5', $2, $2, 4)",
+            session_id,
+            START,
+        )
+
+    def event(
+        self, offset: float, event_type: str, agent: tuple[str, str] | None = None, **payload: Any
+    ) -> None:
+        if agent is not None:
+            payload |= {"agent_id": agent[0], "agent_type": agent[1]}
+        at = START + timedelta(seconds=offset)
+        add_event(self.dsn, self.session_id, event_type, at, payload, tool_name=payload.get("tool_name"))
+
+    def call(
+        self,
+        start: float,
+        end: float | None,
+        tool: str,
+        tool_use_id: str,
+        tool_input: dict[str, Any],
+        agent: tuple[str, str] | None = None,
+        **result: Any,
+    ) -> None:
+        fields = {"tool_name": tool, "tool_use_id": tool_use_id, "tool_input": tool_input}
+        self.event(start, "PreToolUse", agent, **fields)
+        if end is not None:
+            ended = "PostToolUseFailure" if "error" in result else "PostToolUse"
+            self.event(end, ended, agent, **fields, **result)
+
+
+def request(session_id: str, request_id: str, offset: float, tokens: int, cost: str, agent: tuple[str, str]):
+    return (
+        "acme", session_id, request_id, agent[0], agent[1], "claude-sonnet-4-5", tokens, 0, 0, 0, 0,
+        Decimal(cost), "reported", START + timedelta(seconds=offset), ["transcript"],
+    )  # fmt: skip
+
+
+def nested_and_concurrent(dsn: str) -> None:
+    """The main agent starts Plan, which starts Explore; then two Explore subagents at once, the second
+    call's one started first, their events interleaved (tests/test_web_timeline.py's session)."""
+    s = Session(dsn, "s-sub")
+    s.event(0, "SessionStart", source="startup")
+    s.event(1, "UserPromptSubmit", prompt="Fix the loader and check the Q3 data")
+    s.call(2, None, "Agent", "tu-plan", {"subagent_type": "Plan", "description": "Plan the loader fix"})
+    s.event(2.1, "SubagentStart", PLAN)
+    s.call(3, 4, "Bash", "tu-pytest", {"command": "python -m pytest tests/test_loader.py -q"}, PLAN,
+           error="Exit code 1")  # fmt: skip
+    readers = {"subagent_type": "Explore", "description": "Find the CSV readers"}
+    s.call(5, None, "Agent", "tu-explore", readers, PLAN)
+    s.event(5.1, "SubagentStart", EXPLORE)
+    s.call(6, 6.2, "Read", "tu-read", {"file_path": "/src/loader.py"}, EXPLORE, tool_response={})
+    s.event(7, "SubagentStop", EXPLORE, last_assistant_message="Two readers")
+    s.event(7.1, "PostToolUse", PLAN, tool_name="Agent", tool_use_id="tu-explore", tool_input=readers,
+            tool_response={"status": "completed", "agentId": EXPLORE[0]})  # fmt: skip
+    s.call(8, 8.05, "Edit", "tu-edit", {"file_path": "/src/loader.py"}, PLAN, tool_response={})
+    s.event(9, "SubagentStop", PLAN, last_assistant_message="The loader is fixed")
+    s.event(9.1, "PostToolUse", tool_name="Agent", tool_use_id="tu-plan",
+            tool_input={"subagent_type": "Plan", "description": "Plan the loader fix"},
+            tool_response={"agentId": PLAN[0]})  # fmt: skip
+    for offset, tool_use_id, what in (
+        (10, "tu-prices", "Check the prices"),
+        (10.1, "tu-dates", "Check the dates"),
+    ):
+        s.event(offset, "PreToolUse", tool_name="Agent", tool_use_id=tool_use_id,
+                tool_input={"subagent_type": "Explore", "description": what})  # fmt: skip
+    s.event(10.2, "SubagentStart", DATES)
+    s.event(10.3, "SubagentStart", PRICES)
+    s.call(11, 11.5, "Grep", "tu-grep", {"pattern": "price"}, PRICES)
+    s.call(11.1, 11.6, "Bash", "tu-date", {"command": "date -I"}, DATES)
+    s.event(12, "SubagentStop", PRICES, last_assistant_message="Prices are fine")
+    s.event(12.5, "SubagentStop", DATES, last_assistant_message="Dates are fine")
+    for offset, tool_use_id, agent, what in (
+        (13, "tu-prices", PRICES, "Check the prices"),
+        (13.1, "tu-dates", DATES, "Check the dates"),
+    ):
+        s.event(offset, "PostToolUse", tool_name="Agent", tool_use_id=tool_use_id,
+                tool_input={"subagent_type": "Explore", "description": what},
+                tool_response={"agentId": agent[0]})  # fmt: skip
+    s.event(15, "Stop", last_assistant_message="Done")
+    insert_ledger(
+        dsn,
+        [
+            request("s-sub", "req_p1", 2.5, 500, "0.04", PLAN),
+            request("s-sub", "req_a1", 10.5, 240, "0.01", PRICES),
+            request("s-sub", "req_b1", 10.6, 250, "0.01", DATES),
+            request("s-sub", "req_b2", 11.8, 180, "0.02", DATES),
+        ],
+    )
+
+
+def untimed(line: str) -> str:
+    """A timeline line without its time."""
+    return re.sub(r"^( *- )`[\d:. -]+` ", r"\1", line)
+
+
+def markdown(api: Any, session_id: str) -> list[str]:
+    with client(api) as http:
+        answer = http.get(f"/api/sessions/{session_id}/export", params={"format": "md"})
+    assert answer.status_code == 200, answer.text
+    lines = answer.text.splitlines()
+    return lines[lines.index("## Timeline") + 2 :]
+
+
+def test_each_subagents_events_are_under_its_own_line_at_its_depth(dsn: str, start_api: Any) -> None:
+    migrate(dsn)
+    nested_and_concurrent(dsn)
+    timeline = [line for line in markdown(start_api(dsn, TOKENS), "s-sub") if line]
+    items = [line for line in timeline if line.lstrip().startswith("- ")]
+
+    def depth(line: str) -> int:
+        return (len(line) - len(line.lstrip(" "))) // 2
+
+    def what(line: str) -> str:
+        return untimed(line).lstrip(" -")
+
+    assert [(depth(line), what(line)) for line in items] == [
+        (0, "**SessionStart** — startup"),
+        (0, "**Prompt**"),
+        (0, "**Agent** `Plan` `Plan the loader fix` — 7.1 s"),
+        (0, f"**Plan subagent** `{PLAN[0]}` — Plan the loader fix — 6.9 s — 1 request, 500 tokens, $0.04"),
+        (1, "**SubagentStart** — Plan"),
+        (1, "**Bash** `python -m pytest tests/test_loader.py -q` — 1.0 s — **failed**: `Exit code 1`"),
+        (1, "**Agent** `Explore` `Find the CSV readers` — 2.1 s"),
+        (1, f"**Explore subagent** `{EXPLORE[0]}` — Find the CSV readers — 1.9 s"),
+        (2, "**SubagentStart** — Explore"),
+        (2, "**Read** `/src/loader.py` — 200 ms"),
+        (2, "**SubagentStop** (Explore)"),
+        (1, "**Edit** `/src/loader.py` — 50 ms"),
+        (1, "**SubagentStop** (Plan)"),
+        (0, "**Agent** `Explore` `Check the prices` — 3.0 s"),
+        (0, f"**Explore subagent** `{PRICES[0]}` — Check the prices — 1.7 s — 1 request, 240 tokens, $0.01"),
+        (1, "**SubagentStart** — Explore"),
+        (1, "**Grep** `price` — 500 ms"),
+        (1, "**SubagentStop** (Explore)"),
+        (0, "**Agent** `Explore` `Check the dates` — 3.0 s"),
+        (0, f"**Explore subagent** `{DATES[0]}` — Check the dates — 2.3 s — 2 requests, 430 tokens, $0.03"),
+        (1, "**SubagentStart** — Explore"),
+        (1, "**Bash** `date -I` — 500 ms"),
+        (1, "**SubagentStop** (Explore)"),
+        (0, "**Stop**"),
+    ]
+    # Each reply quoted under its own event, one level deeper than the event's line.
+    assert "      > Two readers" in timeline
+    assert "    > The loader is fixed" in timeline
+    assert "    > Prices are fine" in timeline
+    assert "    > Dates are fine" in timeline
+    assert "  > Done" in timeline
+
+
+def test_a_subagent_whose_call_result_names_none_follows_the_open_call_of_its_type(
+    dsn: str, start_api: Any
+) -> None:
+    """Older results name no agentId: each subagent goes after the call of its type open when it started."""
+    migrate(dsn)
+    s = Session(dsn, "s-old")
+    review, scan = ("c0ffee0000000001", "general-purpose"), ("c0ffee0000000002", "Explore")
+    s.call(1, 9, "Agent", "tu-scan", {"subagent_type": "Explore", "description": "Scan the data"})
+    s.call(1.1, 8, "Agent", "tu-review", {"subagent_type": "general-purpose", "description": "Review"})
+    s.event(1.2, "SubagentStart", review)
+    s.event(1.3, "SubagentStart", scan)
+    s.call(2, 2.5, "Bash", "tu-wc", {"command": "wc -l data.csv"}, scan)
+    s.call(2.1, 2.2, "Read", "tu-r", {"file_path": "/README.md"}, review)
+    s.event(3, "SubagentStop", scan)
+    s.event(4, "SubagentStop", review)
+    items = [line for line in markdown(start_api(dsn, TOKENS), "s-old") if line.lstrip().startswith("- ")]
+    got = [untimed(line) for line in items]
+    assert got == [
+        "- **Agent** `general-purpose` `Review` — 6.9 s",
+        f"- **general-purpose subagent** `{review[0]}` — Review — 2.8 s",
+        "  - **SubagentStart** — general-purpose",
+        "  - **Read** `/README.md` — 100 ms",
+        "  - **SubagentStop** (general-purpose)",
+        "- **Agent** `Explore` `Scan the data` — 8.0 s",
+        f"- **Explore subagent** `{scan[0]}` — Scan the data — 1.7 s",
+        "  - **SubagentStart** — Explore",
+        "  - **Bash** `wc -l data.csv` — 500 ms",
+        "  - **SubagentStop** (Explore)",
+    ]
+
+
+# The Markdown export of the session ``flat`` builds, as the export wrote it before subagents were nested
+# (the "Exported by hookdb at" line left out): 599 lines.
+FLAT_SHA256 = "b0b34c03f63a885b889fbbb4c133aecb3e426f31681be1962a4b3bf8ca97bb44"
+
+
+def flat(dsn: str) -> None:
+    """A session without subagents over three pages of events: seeded tool calls, then every kind of line,
+    an Agent call whose subagent fired nothing of its own and a SubagentStop without agent_id (older
+    versions) among them."""
+    write_seed(dsn, seed.Seed("acme", 1, events=1100, prefix="flat"))
+    s = Session(dsn, "flat-000000", stored=True)
+    s.event(1200, "UserPromptSubmit", prompt="Count the `orders`\nper region")
+    s.call(1201, 1203.5, "Agent", "tu-a", {"subagent_type": "Explore", "description": "Find the orders"},
+           tool_response={"status": "completed"})  # fmt: skip
+    s.event(1203, "SubagentStop", last_assistant_message="Found them", agent_type="Explore")
+    s.call(1204, 1204.2, "Read", "tu-r", {"file_path": "/shop/missing.csv"}, error="File does not exist.")
+    s.call(1205, None, "Bash", "tu-b", {"command": "sleep 100"})
+    s.event(1206, "Notification", message="Claude needs your permission")
+    s.event(1207, "Stop", last_assistant_message="There are 12 orders.")
+
+
+def test_a_session_without_subagents_exports_as_before(dsn: str, start_api: Any) -> None:
+    migrate(dsn)
+    flat(dsn)
+    with client(start_api(dsn, TOKENS)) as http:
+        answer = http.get("/api/sessions/flat-000000/export", params={"format": "md"})
+    assert answer.status_code == 200, answer.text
+    text = re.sub(r"(?m)^Exported by hookdb at .*\n", "", answer.text)
+    assert text.count("\n") == 599
+    assert "**Agent** `Explore` `Find the orders` — 2.5 s" in text, text
+    assert hashlib.sha256(text.encode()).hexdigest() == FLAT_SHA256, text
+
+
+def test_the_json_export_is_the_timeline_as_it_is(dsn: str, start_api: Any) -> None:
+    migrate(dsn)
+    nested_and_concurrent(dsn)
+    with client(start_api(dsn, TOKENS)) as http:
+        exported = http.get("/api/sessions/s-sub/export", params={"format": "json"}).json()
+        detail = http.get("/api/sessions/s-sub").json()
+        pages = all_pages(http, "/api/sessions/s-sub/events", limit=500)
+    assert exported["events"] == pages  # flat, in time order, as the timeline has them
+    assert len(pages) == run_sql(dsn, "SELECT count(*) FROM hook_audit_log WHERE session_id = 's-sub'")[0][0]
+    assert {k: v for k, v in exported.items() if k not in ("events", "exported_at")} == {
+        k: v for k, v in detail.items() if k != "events"
+    }
