@@ -264,3 +264,66 @@ def test_the_json_export_is_the_timeline_as_it_is(dsn: str, start_api: Any) -> N
     assert {k: v for k, v in exported.items() if k not in ("events", "exported_at")} == {
         k: v for k, v in detail.items() if k != "events"
     }
+
+
+def test_past_the_bound_held_subagents_go_out_in_parts_never_mixed(dsn: str, start_api: Any) -> None:
+    """Two subagents at once whose lines outgrow what the writer holds (export.BUFFER_CHARS): each is
+    written in parts, each part under its own line, every event once and in order; what is left goes
+    right after its call."""
+    migrate(dsn)
+    s = Session(dsn, "s-long")
+    first, second = ("a0a0a0a0a0a0a0a0", "Explore"), ("b0b0b0b0b0b0b0b0", "Explore")
+    for offset, tool_use_id, what in ((0, "tu-a", "A"), (0.1, "tu-b", "B")):
+        s.event(offset, "PreToolUse", tool_name="Agent", tool_use_id=tool_use_id,
+                tool_input={"subagent_type": "Explore", "description": what})  # fmt: skip
+    s.event(0.2, "SubagentStart", first)
+    s.event(0.3, "SubagentStart", second)
+    calls = 2000  # per subagent, a line of ~350 characters each: 1.4 MB in all
+    run_sql(
+        dsn,
+        """INSERT INTO hook_audit_log (tenant_id, event_id, occurred_at, received_at, session_id, event_type,
+                                       tool_name, source, payload)
+           SELECT 'acme', gen_random_uuid(), t, t, 's-long', kind, 'Bash', 'hook',
+                  jsonb_build_object('hook_event_name', kind, 'session_id', 's-long', 'tool_name', 'Bash',
+                                     'tool_use_id', 'tu-' || tag || n, 'agent_id', agent,
+                                     'agent_type', 'Explore',
+                                     'tool_input', jsonb_build_object(
+                                         'command', 'echo ' || tag || '-' || n || ' ' || repeat('x', 400)))
+           FROM generate_series(1, $4) n,
+                LATERAL (VALUES ('A', $2::text, interval '0'), ('B', $3::text, interval '300 ms'))
+                    a(tag, agent, d),
+                LATERAL (VALUES ('PreToolUse', interval '0'), ('PostToolUse', interval '200 ms')) e(kind, k),
+                LATERAL (SELECT $1::timestamptz + n * interval '1 s' + d + k AS t) at""",
+        START,
+        first[0],
+        second[0],
+        calls,
+    )
+    s.event(calls + 2, "SubagentStop", first)
+    s.event(calls + 2.5, "SubagentStop", second)
+    for offset, tool_use_id, agent in ((calls + 3, "tu-a", first), (calls + 3.1, "tu-b", second)):
+        s.event(offset, "PostToolUse", tool_name="Agent", tool_use_id=tool_use_id,
+                tool_input={"subagent_type": "Explore"}, tool_response={"agentId": agent[0]})  # fmt: skip
+    timeline = [untimed(line) for line in markdown(start_api(dsn, TOKENS), "s-long") if line]
+
+    owner = None
+    heads: dict[str, list[int]] = {first[0]: [], second[0]: []}
+    seen: dict[str, list[int]] = {"A": [], "B": []}
+    for i, line in enumerate(timeline):
+        if line.startswith("- **Explore subagent**"):
+            owner = re.findall(r"`(\w+)`", line)[0]
+            heads[owner].append(i)
+        elif line.startswith("- "):
+            owner = None
+        elif line.startswith("  - **Bash**"):
+            tag, n = re.findall(r"`echo ([AB])-(\d+) ", line)[0]
+            assert owner == {"A": first[0], "B": second[0]}[tag], (i, line)
+            seen[tag].append(int(n))
+    assert seen == {"A": list(range(1, calls + 1)), "B": list(range(1, calls + 1))}
+    for agent, what in ((first, "A"), (second, "B")):
+        lines = [timeline[i] for i in heads[agent[0]]]
+        assert len(lines) >= 2, lines
+        assert all(line.endswith("continues below") for line in lines[:-1]), lines
+        assert lines[-1].startswith(f"- **Explore subagent** `{agent[0]}` — {what} — "), lines
+        assert lines[-1].endswith(" — continued"), lines
+        assert timeline[heads[agent[0]][-1] - 1].startswith("- **Agent** `Explore` — "), lines

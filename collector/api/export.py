@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -193,8 +193,11 @@ class MarkdownWriter:
     def _call_ended(self, call_id: str, agent: str, event: TimelineEvent, body: dict[str, Any]) -> None:
         """An Agent/Task call's line is written: the subagent it started goes after it. That is the one its
         result names, else the earliest not yet placed of its type that started while it was open."""
-        started = self._calls.pop(call_id).started if call_id in self._calls else event.occurred_at
+        started = event.occurred_at - timedelta(milliseconds=event.duration_ms or 0)
         call = _Call.of(call_id, agent, started, body, ends=True)
+        opened = self._calls.pop(call_id, None)
+        if opened is not None:  # its start says what its end may not
+            call = replace(call, type=call.type or opened.type, task=call.task or opened.task)
         response = body.get("tool_response")
         named = _str(response.get("agentId")) if isinstance(response, dict) else None
         if named is not None:
@@ -206,7 +209,7 @@ class MarkdownWriter:
                 (
                     s
                     for s in self._subagents.values()
-                    if not s.placed and call.fits(s.type) and started <= s.started <= event.occurred_at
+                    if not s.placed and call.fits(s.type) and call.started <= s.started <= event.occurred_at
                 ),
                 None,
             )
