@@ -327,3 +327,49 @@ def test_past_the_bound_held_subagents_go_out_in_parts_never_mixed(dsn: str, sta
         assert lines[-1].startswith(f"- **Explore subagent** `{agent[0]}` — {what} — "), lines
         assert lines[-1].endswith(" — continued"), lines
         assert timeline[heads[agent[0]][-1] - 1].startswith("- **Agent** `Explore` — "), lines
+
+
+def test_background_running_and_callless_subagents_each_get_their_own_block(dsn: str, start_api: Any) -> None:
+    """A call whose result comes at once (the subagent runs in the background) has its subagent's block
+    when that stops; one still running, under a call with no result, at the end; a subagent whose call is
+    not on record, in the main list; a denied Agent call starts none."""
+    migrate(dsn)
+    s = Session(dsn, "s-bg")
+    bg, run = ("b9b9b9b9b9b9b9b9", "Explore"), ("c9c9c9c9c9c9c9c9", "Plan")
+    lost = ("d9d9d9d9d9d9d9d9", "Plan")
+    s.call(1, 1.5, "Agent", "tu-bg", {"subagent_type": "Explore", "description": "Watch the logs"},
+           tool_response={"status": "async_launched", "agentId": bg[0]})  # fmt: skip
+    s.event(2, "SubagentStart", bg)
+    s.call(2.5, 2.6, "Bash", "tu-main", {"command": "make"})
+    s.call(3, 3.5, "Bash", "tu-tail", {"command": "tail -f app.log"}, bg)
+    s.event(4, "SubagentStop", bg)
+    never = {"subagent_type": "Plan", "description": "Never ran"}
+    denied = {"tool_name": "Agent", "tool_use_id": "tu-no", "tool_input": never}
+    s.event(4.5, "PreToolUse", **denied)
+    s.event(4.6, "PermissionDenied", **denied, reason="denied by policy")
+    s.event(5, "SubagentStart", lost)
+    s.event(5.5, "SubagentStop", lost)
+    s.call(6, None, "Agent", "tu-run", {"subagent_type": "Plan", "description": "Plan the rest"})
+    s.event(6.1, "SubagentStart", run)
+    s.call(7, None, "Read", "tu-read", {"file_path": "/plan.md"}, run)
+    s.event(8, "Notification", message="waiting")
+    timeline = markdown(start_api(dsn, TOKENS), "s-bg")
+    items = [untimed(line) for line in timeline if line.lstrip().startswith("- ")]
+    assert items == [
+        "- **Agent** `Explore` `Watch the logs` — 500 ms",
+        "- **Bash** `make` — 100 ms",
+        f"- **Explore subagent** `{bg[0]}` — Watch the logs — 2.0 s",
+        "  - **SubagentStart** — Explore",
+        "  - **Bash** `tail -f app.log` — 500 ms",
+        "  - **SubagentStop** (Explore)",
+        "- **Agent** `Plan` `Never ran` — no result recorded",
+        "- **PermissionDenied** — denied by policy",
+        f"- **Plan subagent** `{lost[0]}` — 500 ms",
+        "  - **SubagentStart** — Plan",
+        "  - **SubagentStop** (Plan)",
+        "- **Agent** `Plan` `Plan the rest` — no result recorded",
+        "- **Notification** — waiting",
+        f"- **Plan subagent** `{run[0]}` — Plan the rest — no stop recorded",
+        "  - **SubagentStart** — Plan",
+        "  - **Read** `/plan.md` — no result recorded",
+    ]

@@ -7,6 +7,14 @@ event, a tool call (PreToolUse and its PostToolUse or PostToolUseFailure) as one
 with what it did (the command, the path, the pattern), how long it took and, for a failure, its error.
 The line is written when the call's end is read (the end carries the input too, and the error), so no
 page needs the next one.
+
+Subagents are nested as in the web timeline (collector/web/timeline.js): what a subagent fires carries its
+``agent_id``; its events go under a line naming it (type, task, duration, requests, tokens and cost), right
+after the line of the Agent (or Task) call that started it (the one whose result names it; a result that
+names none takes the first of its type that started while it ran), in the list of the agent that made
+that call, one level deeper: nested subagents nest again, and subagents that ran at once never mix. A
+subagent's lines are held until its place is written, within a bound (:class:`MarkdownWriter` says what
+happens past it).
 """
 
 from __future__ import annotations
@@ -160,6 +168,8 @@ class MarkdownWriter:
         self._write(agent, _event_lines(event, payload))
         if call_id is not None and event.event_type in cls.TOOL_CALL_END:
             self._call_ended(call_id, agent, event, body)
+        elif event.event_type == "PermissionDenied":  # a denied call starts nothing
+            self._calls.pop(_str(body.get("tool_use_id")) or "", None)
         if sub is not None:
             if event.event_type == "SubagentStop":
                 sub.stopped = event.occurred_at
