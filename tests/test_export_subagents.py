@@ -12,14 +12,18 @@ from __future__ import annotations
 
 import hashlib
 import re
+import shutil
+import subprocess
 from datetime import timedelta
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import seed
 from test_api import TOKENS, add_event, all_pages, client, insert_ledger, write_seed
 
-from conftest import migrate, run_sql
+from conftest import BIN, migrate, run_sql
+from fixtures import corpus
 
 PLAN = ("a1b2c3d4e5f60718", "Plan")
 EXPLORE = ("e5f6a7b8c9d00112", "Explore")
@@ -373,3 +377,40 @@ def test_background_running_and_callless_subagents_each_get_their_own_block(dsn:
         "  - **SubagentStart** — Plan",
         "  - **Read** `/plan.md` — no result recorded",
     ]
+
+
+def test_a_backfilled_claude_code_session_exports_its_subagent_under_its_call(
+    dsn: str, start_api: Any, tmp_path: Path
+) -> None:
+    """Claude Code's own transcripts (a session and its Explore subagent), imported by ``hookdb backfill``
+    with the usage ledger built from them: the subagent's block follows its Agent call, with its share."""
+    root = tmp_path / "projects" / "-home-dev-proj"
+    shutil.copytree(corpus.transcript_path().parent, root)
+    migrate(dsn)
+    done = subprocess.run(
+        [str(BIN / "hookdb"), "backfill", "claude-code", str(tmp_path / "projects"), "--dsn", dsn],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    api = start_api(dsn, {"default": "token-d"})
+    with client(api, "token-d") as http:
+        agents = http.get(f"/api/sessions/{corpus.SESSION_ID}").json(parse_float=Decimal)["agents"]
+    usage = next(a for a in agents if a["agent"] == corpus.AGENT_ID)
+    with client(api, "token-d") as http:
+        answer = http.get(f"/api/sessions/{corpus.SESSION_ID}/export", params={"format": "md"})
+    lines = answer.text.splitlines()
+    head = next(i for i, line in enumerate(lines) if f"`{corpus.AGENT_ID}`" in line)
+    assert untimed(lines[head - 1]).startswith("- **Agent** `Explore` `Find store reporting gaps` — ")
+    assert untimed(lines[head]).startswith(f"- **Explore subagent** `{corpus.AGENT_ID}` — Find store ")
+    assert lines[head].endswith(
+        f" — {usage['requests']} requests, {usage['tokens']:,} tokens, ${usage['cost_usd']}"
+    )
+    block = []
+    for line in lines[head + 1 :]:
+        if line.startswith("- "):
+            break
+        block.append(line)
+    items = [untimed(line) for line in block if line.startswith("  - ")]
+    assert items[0] == "  - **SubagentStart** — Explore"
+    assert items[-1] == "  - **SubagentStop** (Explore)"
+    assert [line.split("**")[1] for line in items[1:-1]] == ["Bash"]
