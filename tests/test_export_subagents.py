@@ -224,7 +224,7 @@ def test_a_subagent_whose_call_result_names_none_follows_the_open_call_of_its_ty
 
 
 # The Markdown export of the session ``flat`` builds, as the export wrote it before subagents were nested
-# (the "Exported by hookdb at" line left out): 599 lines.
+# (captured with the writer of commit 6783af7; the "Exported by hookdb at" line left out): 599 lines.
 FLAT_SHA256 = "b0b34c03f63a885b889fbbb4c133aecb3e426f31681be1962a4b3bf8ca97bb44"
 
 
