@@ -20,24 +20,22 @@ from pathlib import Path
 from typing import Any
 
 import seed
+import test_web_timeline as timeline
 from test_api import TOKENS, add_event, all_pages, client, insert_ledger, write_seed
+from test_web_timeline import DATES, EXPLORE, PLAN, PRICES
 
 from conftest import BIN, migrate, run_sql
 from fixtures import corpus
 
-PLAN = ("a1b2c3d4e5f60718", "Plan")
-EXPLORE = ("e5f6a7b8c9d00112", "Explore")
-PRICES = ("aa11aa11aa11aa11", "Explore")
-DATES = ("bb22bb22bb22bb22", "Explore")
 START = seed.BASE + timedelta(days=3)
 
 
-class Session:
-    """Stores one session's events, each ``offset`` seconds after START, as ``agent`` (None: the main one);
-    its card too, unless it has one (``stored``)."""
+class Session(timeline.Session):
+    """tests/test_web_timeline.py's session builder, each event stored as tests/test_api.py stores one (as
+    Claude Code's source), starting at START; its card too, unless it has one (``stored``)."""
 
     def __init__(self, dsn: str, session_id: str, *, stored: bool = False) -> None:
-        self.dsn, self.session_id = dsn, session_id
+        super().__init__(dsn, session_id, START)
         if stored:
             return
         run_sql(
@@ -53,24 +51,14 @@ class Session:
     ) -> None:
         if agent is not None:
             payload |= {"agent_id": agent[0], "agent_type": agent[1]}
-        at = START + timedelta(seconds=offset)
-        add_event(self.dsn, self.session_id, event_type, at, payload, tool_name=payload.get("tool_name"))
-
-    def call(
-        self,
-        start: float,
-        end: float | None,
-        tool: str,
-        tool_use_id: str,
-        tool_input: dict[str, Any],
-        agent: tuple[str, str] | None = None,
-        **result: Any,
-    ) -> None:
-        fields = {"tool_name": tool, "tool_use_id": tool_use_id, "tool_input": tool_input}
-        self.event(start, "PreToolUse", agent, **fields)
-        if end is not None:
-            ended = "PostToolUseFailure" if "error" in result else "PostToolUse"
-            self.event(end, ended, agent, **fields, **result)
+        add_event(
+            self.dsn,
+            self.session_id,
+            event_type,
+            self.at(offset),
+            payload,
+            tool_name=payload.get("tool_name"),
+        )
 
 
 def request(session_id: str, request_id: str, offset: float, tokens: int, cost: str, agent: tuple[str, str]):
