@@ -27,7 +27,6 @@ import operator
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from itertools import repeat
 from typing import Any, NamedTuple
 
 import asyncpg
@@ -47,7 +46,7 @@ from hookdb.collector.store.projections import (
     sha256_text,
     word_count,
 )
-from hookdb.collector.store.rows import COLUMNS, Row
+from hookdb.collector.store.rows import COLUMNS, Row, since_epoch
 from hookdb.collector.store.usage import UsageRecord
 
 log = logs.get("hookdb.sink")
@@ -388,13 +387,7 @@ def _meta(meta: dict[str, Any]) -> bytes:
     return blobs.extract(data, 1 << 62)[0] if b"\\u0000" in data else data
 
 
-_UNIX_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICRO = timedelta(microseconds=1)
-
-
-def _micros(times: Sequence[datetime]) -> list[int]:
-    """Microseconds since the epoch of each time, exactly (without a Python frame per time)."""
-    return list(map(operator.floordiv, map(operator.sub, times, repeat(_UNIX_EPOCH)), repeat(_MICRO)))
 
 
 # Rows prepared between checkpoints: a writer's transaction waits for its next statement while the
@@ -434,7 +427,7 @@ async def prepare(rows: Sequence[Row], blob_min_bytes: int) -> Prepared:
         tenants[tenant].blobs.append((digest, text))
     for tenant, part in tenants.items():
         part.columns = list(zip(*slims[tenant], strict=True))[1:]  # the tenant is sent once, not per row
-        part.columns[1:3] = _micros(part.columns[1]), _micros(part.columns[2])
+        part.columns[1:3] = since_epoch(part.columns[1], _MICRO), since_epoch(part.columns[2], _MICRO)
         for start in range(0, len(part.rows), _CHUNK):
             await trio.lowlevel.checkpoint()
             project(part.rows[start : start + _CHUNK], part.payloads[start : start + _CHUNK], part.projection)

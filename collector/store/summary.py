@@ -28,18 +28,17 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from itertools import repeat
 from typing import Any, NamedTuple, TypeVar
 
 import asyncpg
 
 from hookdb.collector import classification as cls
-from hookdb.collector.store.rows import Row
+from hookdb.collector.spool.entry import EPOCH
+from hookdb.collector.store.rows import Row, since_epoch
 
 OPEN_BUCKET = -2  # tool_call_days.bucket of the calls that started and have not ended
 _START = cls.TOOL_CALL_START
 _FAILED = "PostToolUseFailure"
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _HOUR = timedelta(hours=1)
 _MS = timedelta(milliseconds=1)
 _LN2 = math.log(2.0)
@@ -147,10 +146,10 @@ def count_hours(rows: Sequence[Row]) -> dict[int, int]:
     times = list(map(_occurred_at, rows))
     if not times:
         return {}
-    first = (min(times) - _EPOCH) // _HOUR
-    if (max(times) - _EPOCH) // _HOUR == first:
+    first, last = since_epoch((min(times), max(times)), _HOUR)
+    if first == last:
         return {first: len(times)}
-    return Counter(map(operator.floordiv, map(operator.sub, times, repeat(_EPOCH)), repeat(_HOUR)))
+    return Counter(since_epoch(times, _HOUR))
 
 
 def add_call(calls: Calls, session_id: str, row: Row, payload: dict[str, Any]) -> None:
@@ -195,7 +194,7 @@ async def write(
     if hours:
         numbers = sorted(hours)  # each hour made a datetime once, not once per event
         await conn.execute(
-            _ADD_HOURS, tenant, [_EPOCH + n * _HOUR for n in numbers], [hours[n] for n in numbers]
+            _ADD_HOURS, tenant, [EPOCH + n * _HOUR for n in numbers], [hours[n] for n in numbers]
         )
     if not calls.starts and not calls.ends:
         return
