@@ -33,6 +33,22 @@ CREATE TABLE hook_audit_log (
 
 CREATE TABLE hook_audit_log_default PARTITION OF hook_audit_log DEFAULT;
 
+-- The shape in which the collector sends a batch's events (collector/store/sink.py): one array of these per
+-- tenant, its times as microseconds since the epoch.
+CREATE TYPE hookdb_event_row AS (
+    event_id    uuid,
+    occurred_us bigint,
+    received_us bigint,
+    session_id  text,
+    event_type  text,
+    tool_name   text,
+    source      text,
+    peer_pid    integer,
+    peer_uid    integer,
+    peer_gid    integer,
+    payload     jsonb
+);
+
 -- A session's timeline.
 CREATE INDEX hook_audit_log_session_idx ON hook_audit_log (tenant_id, session_id, occurred_at);
 

@@ -218,6 +218,9 @@ def catalog(dsn: str) -> dict[str, list[tuple[Any, ...]]]:
         "WHERE pronamespace = 'public'::regnamespace ORDER BY 1",
         "triggers": "SELECT tgrelid::regclass::text, tgname, pg_get_triggerdef(oid) FROM pg_trigger "
         "WHERE NOT tgisinternal ORDER BY 1, 2",
+        "types": "SELECT t.typname, a.attnum, a.attname, format_type(a.atttypid, a.atttypmod) FROM pg_type t "
+        "JOIN pg_class c ON c.oid = t.typrelid JOIN pg_attribute a ON a.attrelid = c.oid "
+        "WHERE t.typnamespace = 'public'::regnamespace AND c.relkind = 'c' ORDER BY 1, 2",
         "grants": "SELECT table_name, grantee, privilege_type FROM information_schema.role_table_grants "
         "WHERE table_schema = 'public' AND grantee LIKE 'hookdb%' ORDER BY 1, 2, 3",
     }

@@ -57,28 +57,25 @@ _INSERT_BLOBS = (
     "INSERT INTO payload_blobs (tenant_id, sha256, content) "
     "SELECT $1::text, * FROM unnest($2::text[], $3::text[]) ON CONFLICT DO NOTHING"
 )
-# The tenant's rows as one array per column (the tenant itself once), their times as microseconds since
-# the epoch (asyncpg encodes a datetime at four times an integer's cost; the sum is exact, as timestamptz).
+# The tenant's rows as one array of hookdb_event_row (the tenant itself once), their times as microseconds
+# since the epoch (asyncpg encodes a datetime at four times an integer's cost; the sum is exact, as
+# timestamptz). Most batches hold only new events: they are inserted as they are (_INSERT_NEW_EVENTS), which
+# costs PostgreSQL about 2 µs a row less than ON CONFLICT's arbiter check (measured). A batch holding an
+# event already stored (sent again after a lost ack, a spool replayed after a crash, or twice in the batch)
+# fails on the key, and is written again with _INSERT_EVENTS, which answers the count of new rows, and their
+# ids only when some were not new.
 _EPOCH, _MICROSECOND = "'1970-01-01 00:00:00+00'::timestamptz", "interval '1 microsecond'"
 _INSERT_NEW_EVENTS = f"""
 INSERT INTO hook_audit_log ({_COLUMN_LIST})
 SELECT $1::text, e.event_id, {_EPOCH} + e.occurred_us * {_MICROSECOND},
        {_EPOCH} + e.received_us * {_MICROSECOND}, e.session_id, e.event_type, e.tool_name, e.source,
        e.peer_pid, e.peer_uid, e.peer_gid, e.payload
-FROM unnest($2::uuid[], $3::int8[], $4::int8[], $5::text[], $6::text[], $7::text[], $8::text[], $9::int[],
-            $10::int[], $11::int[], $12::jsonb[])
-     AS e (event_id, occurred_us, received_us, session_id, event_type, tool_name, source, peer_pid,
-           peer_uid, peer_gid, payload)"""
-# Most batches hold only new events: they are inserted as they are (_INSERT_NEW_EVENTS), which costs
-# PostgreSQL about 2 µs a row less than ON CONFLICT's arbiter check (measured). A batch holding an event
-# already stored (sent again after a lost ack, a spool replayed after a crash, or twice in the batch) fails on
-# the key, and is written again with _INSERT_EVENTS, which answers the count of new rows, and their ids only
-# when some were not new.
+FROM unnest($2::hookdb_event_row[]) AS e"""
 _INSERT_EVENTS = f"""
 WITH new AS ({_INSERT_NEW_EVENTS}
     ON CONFLICT DO NOTHING
     RETURNING event_id)
-SELECT count(*)::int AS inserted, CASE WHEN count(*) < $13 THEN array_agg(event_id) END AS ids FROM new
+SELECT count(*)::int AS inserted, CASE WHEN count(*) < $3 THEN array_agg(event_id) END AS ids FROM new
 """
 # All of a tenant's session changes in one statement, one array per column, in key order.
 _UPSERT_SESSION = """
@@ -172,7 +169,7 @@ class TenantRows:
     rows: list[Row] = field(default_factory=list)
     payloads: list[Any] = field(default_factory=list)  # decoded where the projections read them, else None
     projection: Projection = field(default_factory=Projection)  # of all the rows, its files read
-    columns: list[Sequence[Any]] = field(default_factory=list)  # the slimmed rows, one sequence per column
+    events: list[tuple[Any, ...]] = field(default_factory=list)  # the slimmed rows as hookdb_event_row
     blobs: list[tuple[str, str]] = field(default_factory=list)  # (sha256, content), in sha256 order
 
     def projection_of(self, new: set[object]) -> Projection:
@@ -249,12 +246,12 @@ async def _write(
                 await conn.execute(_INSERT_BLOBS, tenant, digests, contents)
             if all_new:
                 try:
-                    await conn.execute(_INSERT_NEW_EVENTS, tenant, *part.columns)
+                    await conn.execute(_INSERT_NEW_EVENTS, tenant, part.events)
                 except asyncpg.UniqueViolationError:  # the table's one unique key: (tenant, event id, time)
                     raise _NotAllNew from None
                 inserted, ids = len(part.rows), None
             else:
-                inserted, ids = await conn.fetchrow(_INSERT_EVENTS, tenant, *part.columns, len(part.rows))
+                inserted, ids = await conn.fetchrow(_INSERT_EVENTS, tenant, part.events, len(part.rows))
             batch.inserted += inserted
             if inserted:
                 changes = part.projection if ids is None else part.projection_of(set(ids))
@@ -445,8 +442,10 @@ async def prepare(rows: Sequence[Row], blob_min_bytes: int) -> Prepared:
     for (tenant, digest), text in sorted(found.items()):  # in key order: see the module's docstring
         tenants[tenant].blobs.append((digest, text))
     for tenant, part in tenants.items():
-        part.columns = list(zip(*slims[tenant], strict=True))[1:]  # the tenant is sent once, not per row
-        part.columns[1:3] = since_epoch(part.columns[1], _MICRO), since_epoch(part.columns[2], _MICRO)
+        columns = list(zip(*slims[tenant], strict=True))  # C-level transpositions: no Python frame per row
+        occurred, received = since_epoch(columns[2], _MICRO), since_epoch(columns[3], _MICRO)
+        # The tenant is sent once, not per row.
+        part.events = list(zip(columns[1], occurred, received, *columns[4:], strict=True))
         for start in range(0, len(part.rows), _CHUNK):
             await trio.lowlevel.checkpoint()
             project(part.rows[start : start + _CHUNK], part.payloads[start : start + _CHUNK], part.projection)
