@@ -345,6 +345,7 @@ class Listener:
         except ProtocolError as exc:  # after the frames before it
             refusal = exc
         entries, acks, refused = admit_frames(bodies, peer, grant, received_at_ns)
+        del bodies  # the entries hold the frames now: one copy of a large frame while it is spooled, not two
         if entries:
             position = await self._spool.append(entries)
             metrics.events_received.inc(len(entries))
