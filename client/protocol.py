@@ -59,9 +59,9 @@ class _Version(msgspec.Struct):
     v: int
 
 
-class PayloadHead(msgspec.Struct):
+class PayloadHead(msgspec.Struct, gc=False):
     """The payload fields intake lifts out (into columns, or an HTTP hook's envelope); every other field
-    is skipped, not built."""
+    is skipped, not built. Untracked by the GC: decoded JSON holds no cycle."""
 
     tool_name: Any = None
     hook_event_name: Any = None
