@@ -80,7 +80,7 @@ MAX_PAYLOAD_DEPTH = 256
 """Deepest nesting of arrays and objects a payload may have. PostgreSQL's jsonb takes 10,000 levels and
 more, but the collector walks payloads in Python, whose recursion limit (1,000 frames, shared with the
 caller's stack) a payload must not reach; real hook inputs nest a few dozen levels at most."""
-_SHALLOW = 2 * MAX_PAYLOAD_DEPTH + 1  # JSON nested d deep takes 2d bytes at least: no longer, not too deep
+_SHALLOW = 2 * MAX_PAYLOAD_DEPTH + 1  # JSON nested d deep takes 2d bytes: one this short is not too deep
 
 
 def decode_envelope(body: bytes) -> tuple[Envelope, str | None]:

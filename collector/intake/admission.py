@@ -69,7 +69,7 @@ def admit_frames(
     entries: list[bytes] = []
     acks: list[uuid.UUID] = []
     resolve = (grant or _NOTHING).resolve
-    primary = grant.primary if grant is not None else None  # what resolve returns for no claim, or its own
+    primary = grant.primary if grant is not None else None  # resolve's answer to no claim or a claim of it
     for body in bodies:
         try:
             envelope, tool_name = decode_envelope(body)

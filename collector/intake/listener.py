@@ -342,7 +342,7 @@ class Listener:
         try:
             while frames := decoder.next_frames():
                 bodies += frames
-        except ProtocolError as exc:  # after the frames before it
+        except ProtocolError as exc:  # raised once the frames before it are taken
             refusal = exc
         entries, acks, refused = admit_frames(bodies, peer, grant, received_at_ns)
         del bodies  # the entries hold the frames now: one copy of a large frame while it is spooled, not two
