@@ -59,9 +59,9 @@ class _Version(msgspec.Struct):
     v: int
 
 
-class PayloadHead(msgspec.Struct):
+class PayloadHead(msgspec.Struct, gc=False):
     """The payload fields intake lifts out (into columns, or an HTTP hook's envelope); every other field
-    is skipped, not built."""
+    is skipped, not built. Untracked by the GC: decoded JSON holds no cycle."""
 
     tool_name: Any = None
     hook_event_name: Any = None
@@ -80,6 +80,7 @@ MAX_PAYLOAD_DEPTH = 256
 """Deepest nesting of arrays and objects a payload may have. PostgreSQL's jsonb takes 10,000 levels and
 more, but the collector walks payloads in Python, whose recursion limit (1,000 frames, shared with the
 caller's stack) a payload must not reach; real hook inputs nest a few dozen levels at most."""
+_SHALLOW = 2 * MAX_PAYLOAD_DEPTH + 1  # JSON nested d deep takes 2d bytes: one this short is not too deep
 
 
 def decode_envelope(body: bytes) -> tuple[Envelope, str | None]:
@@ -101,7 +102,9 @@ def decode_envelope(body: bytes) -> tuple[Envelope, str | None]:
         or (tenant is not None and "\x00" in tenant)
     ):
         return _decode_checked(body)  # it raises, as decoding the frame checked from the start would
-    return env, payload_tool_name(env.payload)
+    head = read_payload(env.payload)  # payload_tool_name, inline: this runs for every frame
+    tool_name = head.tool_name if head is not None else None
+    return env, tool_name if isinstance(tool_name, str) and "\x00" not in tool_name else None
 
 
 def _decode_checked(body: bytes) -> tuple[Envelope, str | None]:
@@ -145,9 +148,9 @@ def read_payload(payload: bytes) -> PayloadHead | None:
     try:
         try:
             head = _payload_head.decode(payload)
-            # JSON nested d deep takes 2d bytes at least: a short payload cannot be too deep. The brackets
-            # of a longer one bound its depth without a parse: only a payload with many is decoded and walked.
-            walked = len(payload) > 2 * MAX_PAYLOAD_DEPTH + 1 and _brackets(payload) > MAX_PAYLOAD_DEPTH
+            # A payload of _SHALLOW bytes or fewer cannot be too deep. The brackets of a longer one bound its
+            # depth without a parse: only a payload with many is decoded and walked.
+            walked = len(payload) > _SHALLOW and _brackets(payload) > MAX_PAYLOAD_DEPTH
             too_deep = walked and _depth(_decode(payload)) > MAX_PAYLOAD_DEPTH
         except Exception:
             payload.decode()  # whatever else is wrong with it, a payload that is not UTF-8 is refused as such

@@ -98,6 +98,29 @@ class FrameDecoder:
         self._pos, self._want = end, HEADER_SIZE
         return buf[start + HEADER_SIZE : end]
 
+    def next_frames(self) -> list[bytes]:
+        """Every complete frame body buffered, in order (``[]`` until more bytes arrive): what calling
+        :meth:`next_frame` until ``None`` gives, in one call, so a read of many small frames is split in one
+        loop. A length prefix above the maximum is raised by the call after the frames before it.
+        """
+        body = self.next_frame()  # joins collected reads, raises for a prefix above the maximum
+        if body is None:
+            return []
+        bodies = [body]
+        buf, pos, size, limit = self._buf, self._pos, len(self._buf), self.max_frame_bytes
+        while size - pos >= HEADER_SIZE:
+            need = int.from_bytes(buf[pos : pos + HEADER_SIZE], "big")
+            end = pos + HEADER_SIZE + need
+            if need > limit:
+                break  # raised by the next call, once the frames before it are handled
+            if end > size:
+                self._want = HEADER_SIZE + need
+                break
+            bodies.append(buf[pos + HEADER_SIZE : end])
+            pos = end
+        self._pos = pos
+        return bodies
+
     def end_of_stream(self) -> None:
         """The stream ended; raises if it ended inside a frame."""
         if self.buffered:

@@ -24,7 +24,6 @@ import time
 import uuid
 from collections import Counter
 from contextlib import suppress
-from datetime import UTC, datetime
 from pathlib import Path
 
 import msgspec
@@ -32,12 +31,11 @@ import trio
 
 from hookdb.client.protocol import Reply
 from hookdb.client.wire import ACCEPTED, BUSY, FrameDecoder, ProtocolError, encode_reply, frame
-from hookdb.collector.intake.admission import KeptRefusal, admit
+from hookdb.collector.intake.admission import INTERNAL_ERROR, KeptRefusal, admit_frames
 from hookdb.collector.intake.tenancy import Grant, TenantPolicy
 from hookdb.collector.ops import logs, metrics
 from hookdb.collector.spool import deadletters
-from hookdb.collector.spool.deadletters import DeadLetter
-from hookdb.collector.spool.entry import Peer, from_ns
+from hookdb.collector.spool.entry import Peer
 from hookdb.collector.spool.segments import Spool
 
 log = logs.get("hookdb.listener")
@@ -51,7 +49,6 @@ ACCEPT_RETRY_SECONDS = 0.1
 # HTTP listeners and their connections, outbox and dead-letter files, logs, trio's own (at most a quarter
 # of a small limit).
 RESERVED_FDS = 256
-INTERNAL_ERROR = "internal_error"  # the refusal reason of a frame whose handling failed unexpectedly
 
 # An event id as MessagePack text, encoded in C: str(uuid) and encode_reply cost more than the rest of an ack.
 _uuid_text = msgspec.msgpack.Encoder().encode
@@ -340,47 +337,25 @@ class Listener:
     ) -> None:
         """Spool every complete frame (in one append), ack those that asked, then raise for a bad one."""
         received_at_ns = time.time_ns()
-        entries: list[bytes] = []
-        acks: list[bytes] = []
+        bodies: list[bytes] = []
         refusal: ProtocolError | None = None
         try:
-            while (body := decoder.next_frame()) is not None:
-                try:
-                    entry, envelope = admit(body, peer, grant, received_at_ns)
-                except ProtocolError:
-                    raise
-                except Exception as exc:  # the frame made admission fail: it is refused and kept
-                    raise _unforeseen(exc, body, peer, received_at_ns) from exc
-                entries.append(entry)
-                if envelope.ack:
-                    acks.append(accepted_frame(envelope.event_id))
-        except ProtocolError as exc:
+            while frames := decoder.next_frames():
+                bodies += frames
+        except ProtocolError as exc:  # raised once the frames before it are taken
             refusal = exc
+        entries, acks, refused = admit_frames(bodies, peer, grant, received_at_ns)
+        del bodies  # the entries hold the frames now: one copy of a large frame while it is spooled, not two
         if entries:
             position = await self._spool.append(entries)
             metrics.events_received.inc(len(entries))
             if acks:
                 await self._spool.wait_durable(position)
                 with trio.move_on_after(self._idle_seconds) as sending:
-                    await stream.send_all(b"".join(acks))
+                    await stream.send_all(b"".join([accepted_frame(event_id) for event_id in acks]))
                 if sending.cancelled_caught:
                     raise _Idle
+        if refused is not None:  # the frames after it were not admitted: nor is what the decoder refused
+            raise refused
         if refusal is not None:
             raise refusal
-
-
-def _unforeseen(exc: Exception, body: bytes, peer: Peer | None, received_at_ns: int) -> KeptRefusal:
-    """The refusal of a frame whose admission raised ``exc``, with the dead letter that keeps it."""
-    refusal = ProtocolError(INTERNAL_ERROR, f"the collector could not handle this frame: {exc!r}"[:500])
-    letter = DeadLetter(
-        dead_at=datetime.now(UTC),
-        error=f"{INTERNAL_ERROR}: {exc!r}"[:1000],
-        sqlstate=None,
-        received_at=from_ns(received_at_ns),
-        peer=peer,
-        event_id=None,
-        event_type=None,
-        session_id=None,
-        envelope=body,
-    )
-    return KeptRefusal(refusal, letter)

@@ -101,8 +101,8 @@ def encode_entry(
     payload = envelope.payload
     # Last in the frame as encode_envelope puts it (the usual case, tested inline), else found.
     start = len(frame) - len(payload) if frame.endswith(payload) else _payload_start(frame, payload)
-    head = _encode(
-        Head(
+    head = _encode(  # Head's fields as a tuple: the same msgpack array, without building a Head
+        (
             received_at_ns,
             peer,
             tenant,
