@@ -507,7 +507,13 @@ class Spool:
                 if offset < segment.size:
                     # A record larger than a read is completed by the next one, not copied again per read.
                     want = min(max(READ_BYTES, _missing(rest)), segment.size - offset)
-                    chunk = await trio.to_thread.run_sync(os.pread, fd, want, offset)
+                    if segment.sealed or segment.size - offset > READ_BYTES:
+                        chunk = await trio.to_thread.run_sync(os.pread, fd, want, offset)
+                    else:
+                        # The last bytes appended, moments ago: in the page cache, read at memory speed and
+                        # without a worker thread, whose hop costs more than the read when every append is
+                        # one event (a hookdb-emit each). A backlog is read in a thread: disk reads may block.
+                        chunk = os.pread(fd, want, offset)
                     offset += len(chunk)
                     records: list[tuple[Position, bytes]] = []
                     if reader is None:
