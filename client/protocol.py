@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+import sys
 import uuid
 from datetime import datetime
 from decimal import Decimal
@@ -81,6 +83,11 @@ MAX_PAYLOAD_DEPTH = 256
 more, but the collector walks payloads in Python, whose recursion limit (1,000 frames, shared with the
 caller's stack) a payload must not reach; real hook inputs nest a few dozen levels at most."""
 _SHALLOW = 2 * MAX_PAYLOAD_DEPTH + 1  # JSON nested d deep takes 2d bytes: one this short is not too deep
+# An integer of more digits than Python converts (sys.get_int_max_str_digits(), 4300 by default) decodes
+# nowhere in the collector: delivery could not project it. Bytes holding such a run of digits (in a string
+# or not: the start of a run only, so the search is linear) have the payload decoded whole, as a deep one is.
+_MAX_DIGITS = sys.get_int_max_str_digits()
+_LONG_DIGITS = re.compile(rb"(?<![0-9])[0-9]{%d}" % (_MAX_DIGITS + 1)).search if _MAX_DIGITS else None
 
 
 def decode_envelope(body: bytes) -> tuple[Envelope, str | None]:
@@ -150,7 +157,9 @@ def read_payload(payload: bytes) -> PayloadHead | None:
             head = _payload_head.decode(payload)
             # A payload of _SHALLOW bytes or fewer cannot be too deep. The brackets of a longer one bound its
             # depth without a parse: only a payload with many is decoded and walked.
-            walked = len(payload) > _SHALLOW and _brackets(payload) > MAX_PAYLOAD_DEPTH
+            walked = (len(payload) > _SHALLOW and _brackets(payload) > MAX_PAYLOAD_DEPTH) or (
+                _LONG_DIGITS is not None and len(payload) > _MAX_DIGITS and _LONG_DIGITS(payload) is not None
+            )
             too_deep = walked and _depth(_decode(payload)) > MAX_PAYLOAD_DEPTH
         except Exception:
             payload.decode()  # whatever else is wrong with it, a payload that is not UTF-8 is refused as such

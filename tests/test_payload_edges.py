@@ -14,6 +14,7 @@ import subprocess
 import time
 import urllib.request
 import uuid
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -399,3 +400,63 @@ def test_deep_json_is_refused_and_costs_no_one_else(
     assert [
         str(r[0]) for r in run_sql(dsn, "SELECT event_id FROM hook_audit_log WHERE session_id = 's-deep'")
     ] == [str(uuid.UUID(event_id))]
+
+
+def _with_number(digits: int, *, quoted: bool = False) -> bytes:
+    number = b'"%s"' % (b"9" * digits) if quoted else b"9" * digits
+    return b'{"session_id": "s-deep", "tool_name": "Bash", "tool_input": {"n": %s}}' % number
+
+
+def test_an_integer_too_long_for_python_is_refused_and_costs_no_one_else(
+    start_collector, socket_path: Path, dsn: str
+) -> None:
+    # jsonb stores any number of digits, but delivery decodes payloads in Python, which converts at most
+    # sys.get_int_max_str_digits() (4300): one such event taken would stop delivery at every start.
+    collector = start_collector()
+    body, event_id = _frame(_with_number(4301))
+    with pytest.raises(Refused) as refused:
+        deliver(str(socket_path), frame(body), event_id, 10)
+    reason = decode_reply(refused.value.reply)
+    assert reason.startswith("bad_payload: payload is not UTF-8 JSON: Integer value out of range")
+    taken = []
+    for payload in (_with_number(4300), _with_number(5000, quoted=True)):  # the most digits; digits as text
+        body, event_id = _frame(payload)
+        deliver(str(socket_path), frame(body), event_id, 10)
+        taken.append(event_id)
+    assert wait_for_rows(dsn, 2) == 2
+    stored = run_sql(dsn, "SELECT event_id, length(payload->'tool_input'->>'n') FROM hook_audit_log")
+    assert sorted((str(r[0]), r[1]) for r in stored) == sorted(zip(taken, (4300, 5000), strict=True))
+    assert collector.proc.poll() is None
+
+
+def test_a_spooled_payload_python_cannot_decode_is_stored_as_it_came(dsn: str) -> None:
+    # A spool or outbox written before intake refused such payloads: the event is stored, projected as an
+    # event without fields, and the batch's other events as usual.
+    import trio
+    import trio_asyncio
+
+    from hookdb.collector.store.connect import ConnectOptions
+    from hookdb.collector.store.rows import Row
+    from hookdb.collector.store.sink import PostgresSink
+
+    now = datetime.now(UTC)
+    rows = [
+        Row("default", uuid.uuid4(), now, now, "s-num", kind, tool, "claude-code", None, None, None, payload)
+        for kind, tool, payload in (
+            ("PreToolUse", "Bash", _with_number(5000)),
+            ("Stop", None, b'{"hook_event_name": "Stop", "session_id": "s-num"}'),
+        )
+    ]  # fmt: skip
+
+    async def write() -> int:
+        async with trio_asyncio.open_loop():
+            sink = await PostgresSink.connect(ConnectOptions(dsn=dsn))
+            try:
+                return await sink.write(rows)
+            finally:
+                await sink.aclose()
+
+    assert trio.run(write) == 2
+    digits = "SELECT length(payload->'tool_input'->>'n') FROM hook_audit_log WHERE tool_name = 'Bash'"
+    assert run_sql(dsn, digits)[0][0] == 5000
+    assert tuple(run_sql(dsn, "SELECT event_count, status FROM sessions")[0]) == (2, "completed")

@@ -26,6 +26,9 @@ MARKER_KEYS = frozenset((BLOB_KEY, NUL_KEY, KEYS_KEY))
 
 # Numbers as Decimal, so a payload rebuilt here keeps every digit (and 1e400) as jsonb does.
 decode = msgspec.json.Decoder(float_hook=Decimal).decode
+# What ``decode`` raises for JSON that jsonb stores but Python cannot hold (an integer of more digits than
+# sys.get_int_max_str_digits()): intake refuses such payloads, a spool written before it did may hold one.
+UNDECODABLE = (msgspec.ValidationError, ValueError, RecursionError)
 encode = msgspec.json.Encoder(decimal_format="number").encode
 
 

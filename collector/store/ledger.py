@@ -134,7 +134,10 @@ async def read(rows: Sequence[Row], payloads: Sequence[Any]) -> Usage:
         if row.session_id is None or not (transcript or (row.source, row.event_type) in cls.USAGE_EVENTS):
             continue
         if payload is None:
-            payload = blobs.decode(row.payload)
+            try:
+                payload = blobs.decode(row.payload)
+            except blobs.UNDECODABLE:
+                continue  # logged by the sink, which stores it as it came
         if not isinstance(payload, dict):
             continue
         if row.event_type == cls.SESSION_END_EVENT:

@@ -428,7 +428,13 @@ async def prepare(rows: Sequence[Row], blob_min_bytes: int) -> Prepared:
             slims[tenant] = []
         read = reads_payload(row)
         rewrite = blobs.needs_rewrite(row.payload, blob_min_bytes)
-        decoded = blobs.decode(row.payload) if read or rewrite else None
+        decoded = None
+        if read or rewrite:
+            try:
+                decoded = blobs.decode(row.payload)
+            except blobs.UNDECODABLE as exc:  # stored as it came, projected as an event without fields
+                log.warning("payload.undecodable", event_id=str(row.event_id), error=str(exc))
+                decoded, rewrite = {}, False
         part.rows.append(row)
         part.payloads.append(decoded if read else None)
         if rewrite:
