@@ -36,7 +36,7 @@ from hookdb.collector.spool.entry import Entry, Peer, StaleEntry, decode_entry, 
 from hookdb.collector.spool.segments import Position, Spool
 from hookdb.collector.store.connect import ConnectOptions
 from hookdb.collector.store.rows import Row, entry_row
-from hookdb.collector.store.sink import PostgresSink, Prepared, prepare
+from hookdb.collector.store.sink import PostgresSink, Prepared, Unpreparable, prepare
 
 log = logs.get("hookdb.delivery")
 
@@ -128,7 +128,10 @@ async def prepare_batches(
         async for batch in receive:
             rows = [item.row for item in batch.items if item.row is not None]
             if len(rows) == len(batch.items):
-                batch.prepared = await prepare(rows, blob_min_bytes)
+                try:
+                    batch.prepared = await prepare(rows, blob_min_bytes)
+                except Exception:  # the writer prepares it again in parts, isolating the rows at fault
+                    log.exception("batch.unpreparable", events=len(rows))
             await send.send(batch)
 
 
@@ -302,11 +305,12 @@ class Delivery:
         prepared: Prepared | None = None,
         suspects: frozenset[str] = frozenset(),
     ) -> list[tuple[Item, str, str | None]]:
-        """Write ``items``; on a data error (or one of the ``suspects`` SQLSTATEs) split them until each row
-        at fault stands alone.
+        """Write ``items``; on a data error (or one of the ``suspects`` SQLSTATEs, or rows the collector could
+        not prepare) split them until each row at fault stands alone.
 
-        Returns the rows PostgreSQL refused as data, with the error and SQLSTATE. Parts written before an
-        availability error are simply written again with the retry: duplicates add no rows.
+        Returns the rows refused as data (by PostgreSQL, or by the preparation), with the error and SQLSTATE
+        (``None`` for a preparation's). Parts written before an availability error are simply written again
+        with the retry: duplicates add no rows.
         """
         refused = [(item, str(item.entry), None) for item in items if item.row is None]
         rows = [item for item in items if item.row is not None]
@@ -318,11 +322,12 @@ class Delivery:
                 inserted = await sink.write_prepared(prepared)
             else:
                 inserted = await sink.write([item.row for item in rows if item.row is not None])
-        except asyncpg.PostgresError as exc:
-            if not (is_data_error(exc) or exc.sqlstate in suspects):
+        except (asyncpg.PostgresError, Unpreparable) as exc:
+            sqlstate = getattr(exc, "sqlstate", None)
+            if isinstance(exc, asyncpg.PostgresError) and not (is_data_error(exc) or sqlstate in suspects):
                 raise
             if len(rows) == 1:
-                return [*refused, (rows[0], f"{type(exc).__name__}: {exc}", exc.sqlstate)]
+                return [*refused, (rows[0], f"{type(exc).__name__}: {exc}", sqlstate)]
             middle = len(rows) // 2
             return [
                 *refused,

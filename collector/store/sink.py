@@ -461,6 +461,12 @@ async def prepare(rows: Sequence[Row], blob_min_bytes: int) -> Prepared:
     return Prepared(slim, [(t, d, text) for (t, d), text in found.items()], tenants)
 
 
+class Unpreparable(Exception):
+    """Preparing these rows failed in the collector's own code (a bug, or an input nothing foresaw): like
+    rows PostgreSQL refuses as data, the batch is split until the rows at fault stand alone and are
+    dead-lettered, so one event cannot stop delivery at every start."""
+
+
 class PostgresSink:
     """One connection that writes batches; call from trio inside ``trio_asyncio.open_loop()``."""
 
@@ -480,7 +486,11 @@ class PostgresSink:
 
     async def write(self, rows: Sequence[Row]) -> int:
         """Write one batch and its projections in one transaction; return how many rows were new."""
-        return await self.write_prepared(await prepare(rows, self._options.blob_min_bytes))
+        try:
+            prepared = await prepare(rows, self._options.blob_min_bytes)
+        except Exception as exc:
+            raise Unpreparable(f"{type(exc).__name__}: {exc}") from exc
+        return await self.write_prepared(prepared)
 
     async def write_prepared(self, batch: Prepared) -> int:
         """Write a batch :func:`prepare` made ready (so its preparation can overlap the previous write)."""
