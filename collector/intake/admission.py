@@ -93,39 +93,36 @@ def admit_frames(
     return Admitted(entries, acks, None)
 
 
+def refused_letter(
+    body: bytes, peer: Peer | None, received_at_ns: int, error: str, envelope: Envelope | None = None
+) -> DeadLetter:
+    """The dead letter that keeps a refused frame, with the envelope's fields when it was decoded."""
+    return DeadLetter(
+        dead_at=datetime.now(UTC),
+        error=error,
+        sqlstate=None,
+        received_at=from_ns(received_at_ns),
+        peer=peer,
+        event_id=None if envelope is None else str(envelope.event_id),
+        event_type=None if envelope is None else envelope.event_type,
+        session_id=None if envelope is None else envelope.session_id,
+        envelope=body,
+    )
+
+
 def _kept(
     refusal: ProtocolError, envelope: Envelope, body: bytes, peer: Peer | None, received_at_ns: int
 ) -> KeptRefusal:
     """The refusal of a well-formed frame the sender may not write, with the dead letter that keeps it."""
-    letter = DeadLetter(
-        dead_at=datetime.now(UTC),
-        error=f"{refusal.reason}: {refusal.detail}",
-        sqlstate=None,
-        received_at=from_ns(received_at_ns),
-        peer=peer,
-        event_id=str(envelope.event_id),
-        event_type=envelope.event_type,
-        session_id=envelope.session_id,
-        envelope=body,
-    )
-    return KeptRefusal(refusal, letter)
+    error = f"{refusal.reason}: {refusal.detail}"
+    return KeptRefusal(refusal, refused_letter(body, peer, received_at_ns, error, envelope))
 
 
 def _unforeseen(exc: Exception, body: bytes, peer: Peer | None, received_at_ns: int) -> KeptRefusal:
     """The refusal of a frame whose admission raised ``exc``, with the dead letter that keeps it."""
     refusal = ProtocolError(INTERNAL_ERROR, f"the collector could not handle this frame: {exc!r}"[:500])
-    letter = DeadLetter(
-        dead_at=datetime.now(UTC),
-        error=f"{INTERNAL_ERROR}: {exc!r}"[:1000],
-        sqlstate=None,
-        received_at=from_ns(received_at_ns),
-        peer=peer,
-        event_id=None,
-        event_type=None,
-        session_id=None,
-        envelope=body,
-    )
-    return KeptRefusal(refusal, letter)
+    error = f"{INTERNAL_ERROR}: {exc!r}"[:1000]
+    return KeptRefusal(refusal, refused_letter(body, peer, received_at_ns, error))
 
 
 def admit_hook(payload: bytes, source: str, tenant: str, received_at_ns: int) -> bytes:

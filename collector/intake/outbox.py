@@ -15,7 +15,6 @@ from __future__ import annotations
 import fcntl
 import os
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import NamedTuple
 
@@ -24,12 +23,12 @@ import trio
 from hookdb.client.outbox import SUFFIX
 from hookdb.client.records import FILE_HEADER_SIZE, OUTBOX_FILE, Damage, RecordReader
 from hookdb.client.wire import ProtocolError
-from hookdb.collector.intake.admission import KeptRefusal, admit
+from hookdb.collector.intake.admission import KeptRefusal, admit, refused_letter
 from hookdb.collector.intake.tenancy import TenantPolicy
 from hookdb.collector.ops import logs, metrics
 from hookdb.collector.spool import deadletters
 from hookdb.collector.spool.deadletters import DeadLetter
-from hookdb.collector.spool.entry import Peer, from_ns
+from hookdb.collector.spool.entry import Peer
 from hookdb.collector.spool.segments import QUARANTINE, READ_BYTES, Spool
 
 log = logs.get("hookdb.outbox")
@@ -167,7 +166,7 @@ class OutboxDrainer:
                     kept.append(
                         exc.letter
                         if isinstance(exc, KeptRefusal)
-                        else _refused(item.body, peer, f"{exc.reason}: {exc.detail}")
+                        else refused_letter(item.body, peer, time.time_ns(), f"{exc.reason}: {exc.detail}")
                     )
                 except Exception as exc:  # e.g. RecursionError: the record is refused and kept
                     rejected += 1
@@ -176,7 +175,7 @@ class OutboxDrainer:
                     log.warning(
                         "frame.rejected", reason="bad_payload", detail=detail, peer=peer, source="outbox"
                     )
-                    kept.append(_refused(item.body, peer, f"bad_payload: {detail}"))
+                    kept.append(refused_letter(item.body, peer, time.time_ns(), f"bad_payload: {detail}"))
                 if len(entries) >= APPEND_EVENTS:
                     await self._spool.append(entries)
                     events += len(entries)
@@ -191,22 +190,6 @@ class OutboxDrainer:
             metrics.dead_letters.inc(len(kept))
         metrics.events_received.inc(events)
         return events, rejected, damage
-
-
-def _refused(body: bytes, peer: Peer, error: str) -> DeadLetter:
-    """The dead letter of an outbox record that admission refused without a letter of its own."""
-    now = time.time_ns()
-    return DeadLetter(
-        dead_at=datetime.now(UTC),
-        error=error,
-        sqlstate=None,
-        received_at=from_ns(now),
-        peer=peer,
-        event_id=None,
-        event_type=None,
-        session_id=None,
-        envelope=body,
-    )
 
 
 def _retire(path: Path, quarantine: Path | None) -> str | None:
