@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import sys
 import uuid
 from datetime import datetime
@@ -85,9 +84,10 @@ caller's stack) a payload must not reach; real hook inputs nest a few dozen leve
 _SHALLOW = 2 * MAX_PAYLOAD_DEPTH + 1  # JSON nested d deep takes 2d bytes: one this short is not too deep
 # An integer of more digits than Python converts (sys.get_int_max_str_digits(), 4300 by default) decodes
 # nowhere in the collector: delivery could not project it. Bytes holding such a run of digits (in a string
-# or not: the start of a run only, so the search is linear) have the payload decoded whole, as a deep one is.
+# or not) have the payload decoded whole, as a deep one is.
 _MAX_DIGITS = sys.get_int_max_str_digits()
-_LONG_DIGITS = re.compile(rb"(?<![0-9])[0-9]{%d}" % (_MAX_DIGITS + 1)).search if _MAX_DIGITS else None
+_DIGITS = frozenset(b"0123456789")
+_ZEROED = bytes.maketrans(b"123456789", b"000000000")
 
 
 def decode_envelope(body: bytes) -> tuple[Envelope, str | None]:
@@ -156,10 +156,9 @@ def read_payload(payload: bytes) -> PayloadHead | None:
         try:
             head = _payload_head.decode(payload)
             # A payload of _SHALLOW bytes or fewer cannot be too deep. The brackets of a longer one bound its
-            # depth without a parse: only a payload with many is decoded and walked.
-            walked = (len(payload) > _SHALLOW and _brackets(payload) > MAX_PAYLOAD_DEPTH) or (
-                _LONG_DIGITS is not None and len(payload) > _MAX_DIGITS and _LONG_DIGITS(payload) is not None
-            )
+            # depth without a parse: only a payload with many (or with a long run of digits) is decoded whole.
+            deep = len(payload) > _SHALLOW and _brackets(payload) > MAX_PAYLOAD_DEPTH
+            walked = deep or _long_digits(payload)
             too_deep = walked and _depth(_decode(payload)) > MAX_PAYLOAD_DEPTH
         except Exception:
             payload.decode()  # whatever else is wrong with it, a payload that is not UTF-8 is refused as such
@@ -193,6 +192,20 @@ def _brackets(payload: bytes) -> int:
     """
     cap = MAX_PAYLOAD_DEPTH + 1
     return 2 * len(payload) - len(payload.replace(b"[", b"", cap)) - len(payload.replace(b"{", b"", cap))
+
+
+def _long_digits(payload: bytes) -> bool:
+    """Whether ``payload`` holds a run of more than ``_MAX_DIGITS`` digits. Such a run covers a byte at a
+    multiple of ``_MAX_DIGITS``: only the windows around the digits there are searched, a few per 100 KB of
+    source text (a regular expression would read every byte, 25 times slower)."""
+    if not _MAX_DIGITS:
+        return False  # no limit
+    run = _MAX_DIGITS + 1
+    needle = b"0" * run
+    for at in range(_MAX_DIGITS, len(payload), _MAX_DIGITS):
+        if payload[at] in _DIGITS and needle in payload[max(0, at - run + 1) : at + run].translate(_ZEROED):
+            return True
+    return False
 
 
 def _depth(value: object) -> int:

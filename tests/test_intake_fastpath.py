@@ -8,6 +8,7 @@ whose admission raises is refused and kept as the listener always did), a :class
 
 from __future__ import annotations
 
+import re
 import struct
 import uuid
 from datetime import datetime
@@ -19,6 +20,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_intake_decoding import bodies as odd_bodies
 
+from hookdb.client import protocol
 from hookdb.client.protocol import decode_envelope
 from hookdb.client.wire import FrameDecoder, ProtocolError, encode_envelope, frame
 from hookdb.collector.intake.admission import KeptRefusal, admit, admit_frames
@@ -228,3 +230,16 @@ def test_an_entry_s_head_is_the_head_struct_encoded(body: bytes, peer: Peer | No
     )
     expected = struct.pack(">BI", 0x82, len(head)) + head + body
     assert encode_entry(body, envelope, tool_name, peer, RECEIVED_NS, "t1") == expected
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.integers(0, 9000),
+    st.sampled_from([0, 1, 4299, 4300, 4301, 4302, 8601, 9000]),
+    st.integers(0, 5000),
+    st.integers(0, 5000),
+)
+def test_long_digit_runs_are_found_wherever_they_lie(before: int, run: int, after: int, other: int) -> None:
+    # The sampled search gives what reading every byte gives, runs at and across the sampled positions.
+    payload = b"1" * other + b'{"a": "' + b"x" * before + b"7" * run + b'"}' + b" " * after
+    assert protocol._long_digits(payload) == (re.search(rb"[0-9]{4301}", payload) is not None)
