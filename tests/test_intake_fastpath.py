@@ -176,23 +176,17 @@ def test_admit_frames_admits_and_refuses_as_admit_frame_by_frame_did(
 
 
 def test_a_frame_whose_admission_fails_unforeseen_is_refused_after_the_frames_before_it() -> None:
-    good = encode_envelope(
-        event_id=str(uuid.uuid4()),
-        occurred_at_ns=1,
-        source="s",
-        event_type="Stop",
-        session_id=None,
-        tenant=None,
-        payload=b"{}",
-    )
-    claims = encode_envelope(
-        event_id=str(uuid.uuid4()),
-        occurred_at_ns=1,
-        source="s",
-        event_type="Stop",
-        session_id=None,
-        tenant="t2",
-        payload=b"{}",
+    good, claims = (  # the second claims a tenant, so the grant is asked (and fails)
+        encode_envelope(
+            event_id=str(uuid.uuid4()),
+            occurred_at_ns=1,
+            source="s",
+            event_type="Stop",
+            session_id=None,
+            tenant=tenant,
+            payload=b"{}",
+        )
+        for tenant in (None, "t2")
     )
     entries, acks, refusal = admit_frames([good, claims, good], PEER, _Failing("t1", frozenset()), 0)
     assert len(entries) == 1
