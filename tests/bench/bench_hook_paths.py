@@ -4,6 +4,8 @@ Both are measured the way Claude Code experiences them, from starting the hook t
 answer only once the event is in the collector's spool: ``hookdb-emit`` waits for the collector's ack, the
 HTTP endpoint answers after the append. The same run also times a bare ``python -c pass`` (the floor of
 any command hook) and a raw ack'd frame over the socket from a warm process (the floor of the transport).
+Then a burst of ``--burst`` events from 4 processes, each event on a connection of its own with an ack (as
+hookdb-emit sends): events/s and the collector's CPU per event, delivery included.
 
     .venv/bin/python tests/bench/bench_hook_paths.py [--runs 300] [--baseline CHECKOUT]
 
@@ -147,9 +149,78 @@ def post_hook(conn: http.client.HTTPConnection, payload: bytes) -> float:
     return elapsed
 
 
+def stored(dsn: str) -> int:
+    import asyncio
+
+    import asyncpg
+
+    async def count() -> int:
+        conn = await asyncpg.connect(dsn)
+        try:
+            return await conn.fetchval("SELECT count(*) FROM hook_audit_log")
+        finally:
+            await conn.close()
+
+    return asyncio.run(count())
+
+
+def process_cpu(pid: int) -> float:
+    """CPU seconds (user and system) of a process so far, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _hooks(path: str, payload: bytes, count: int) -> None:
+    """Client process: ``count`` events, each on a connection of its own with an ack, as hookdb-emit sends."""
+    for _ in range(count):
+        event_id = new_event_id()
+        body = encode_envelope(
+            event_id=event_id,
+            occurred_at_ns=time.time_ns(),
+            source="bench",
+            event_type="PostToolUse",
+            session_id="bench-burst",
+            tenant=None,
+            payload=payload,
+            ack=True,
+        )
+        sock = connect(path, 5.0)
+        try:
+            sock.sendall(frame(body))
+            await_reply(sock, event_id, time.monotonic() + 5)
+        finally:
+            sock.close()
+
+
+def hook_burst(running: Running, dsn: str, payload: bytes, events: int, clients: int) -> dict[str, float]:
+    """The collector's CPU per hook event when every event comes on a connection of its own with an ack (one
+    hookdb-emit each), from ``clients`` processes at once, delivery to PostgreSQL included."""
+    import multiprocessing
+
+    each = events // clients
+    sent, before = each * clients, stored(dsn)
+    context = multiprocessing.get_context("fork")
+    procs = [context.Process(target=_hooks, args=(str(running.sock), payload, each)) for _ in range(clients)]
+    cpu, started = process_cpu(running.proc.pid), time.perf_counter()
+    for proc in procs:
+        proc.start()
+    for proc in procs:
+        proc.join()
+    if any(proc.exitcode for proc in procs):
+        raise SystemExit("a burst client failed")
+    while stored(dsn) < before + sent:
+        time.sleep(0.05)
+    seconds = time.perf_counter() - started
+    spent = process_cpu(running.proc.pid) - cpu
+    return {"events_per_second": sent / seconds, "collector_us_per_event": spent / sent * 1e6}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=300)
+    parser.add_argument(
+        "--burst", type=int, default=4000, help="events of the connection-per-event burst (0: none)"
+    )
     parser.add_argument("--dsn", help="an existing server (else an embedded one is started)")
     parser.add_argument(
         "--baseline",
@@ -232,6 +303,12 @@ def main() -> None:
             if args.baseline is not None:
                 ratio = http_path / table[baseline_name]["p50_ms"]
                 print(f"http hook p50 / baseline http hook p50 = {ratio:.3f}")
+            if args.burst:
+                burst = hook_burst(collectors[0], dsn, payload, args.burst, clients=4)
+                print(
+                    f"connection per event, 4 clients: {burst['events_per_second']:,.0f} events/s, the "
+                    f"collector {burst['collector_us_per_event']:.0f} µs of CPU per event (delivery included)"
+                )
             print(f"hookdb installed {install_kind()}; load: {os.getloadavg()}")
         finally:
             for running in collectors:
