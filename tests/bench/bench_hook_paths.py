@@ -36,6 +36,8 @@ from typing import NamedTuple
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE.parent)]
 
+from bench_spine import count_rows, process_cpu  # noqa: E402
+
 from hookdb.client.transport import await_reply, connect  # noqa: E402
 from hookdb.client.wire import encode_envelope, frame, new_event_id  # noqa: E402
 from hookdb.collector.intake.tenancy import token_digest  # noqa: E402
@@ -149,44 +151,29 @@ def post_hook(conn: http.client.HTTPConnection, payload: bytes) -> float:
     return elapsed
 
 
-def stored(dsn: str) -> int:
-    import asyncio
-
-    import asyncpg
-
-    async def count() -> int:
-        conn = await asyncpg.connect(dsn)
-        try:
-            return await conn.fetchval("SELECT count(*) FROM hook_audit_log")
-        finally:
-            await conn.close()
-
-    return asyncio.run(count())
-
-
-def process_cpu(pid: int) -> float:
-    """CPU seconds (user and system) of a process so far, from /proc."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+def acked_frame(payload: bytes, session_id: str) -> tuple[bytes, str]:
+    """A framed PostToolUse that asks for an ack, and its event id."""
+    event_id = new_event_id()
+    body = encode_envelope(
+        event_id=event_id,
+        occurred_at_ns=time.time_ns(),
+        source="bench",
+        event_type="PostToolUse",
+        session_id=session_id,
+        tenant=None,
+        payload=payload,
+        ack=True,
+    )
+    return frame(body), event_id
 
 
 def _hooks(path: str, payload: bytes, count: int) -> None:
     """Client process: ``count`` events, each on a connection of its own with an ack, as hookdb-emit sends."""
     for _ in range(count):
-        event_id = new_event_id()
-        body = encode_envelope(
-            event_id=event_id,
-            occurred_at_ns=time.time_ns(),
-            source="bench",
-            event_type="PostToolUse",
-            session_id="bench-burst",
-            tenant=None,
-            payload=payload,
-            ack=True,
-        )
+        data, event_id = acked_frame(payload, "bench-burst")
         sock = connect(path, 5.0)
         try:
-            sock.sendall(frame(body))
+            sock.sendall(data)
             await_reply(sock, event_id, time.monotonic() + 5)
         finally:
             sock.close()
@@ -198,7 +185,7 @@ def hook_burst(running: Running, dsn: str, payload: bytes, events: int, clients:
     import multiprocessing
 
     each = events // clients
-    sent, before = each * clients, stored(dsn)
+    sent, before = each * clients, count_rows(dsn)
     context = multiprocessing.get_context("fork")
     procs = [context.Process(target=_hooks, args=(str(running.sock), payload, each)) for _ in range(clients)]
     cpu, started = process_cpu(running.proc.pid), time.perf_counter()
@@ -208,7 +195,7 @@ def hook_burst(running: Running, dsn: str, payload: bytes, events: int, clients:
         proc.join()
     if any(proc.exitcode for proc in procs):
         raise SystemExit("a burst client failed")
-    while stored(dsn) < before + sent:
+    while count_rows(dsn) < before + sent:
         time.sleep(0.05)
     seconds = time.perf_counter() - started
     spent = process_cpu(running.proc.pid) - cpu
@@ -275,19 +262,9 @@ def main() -> None:
                 for target, samples in hooks if run % 2 else hooks[::-1]:  # neither always goes first
                     samples.append(post_hook(target, payload))
 
-                event_id = new_event_id()
-                body = encode_envelope(
-                    event_id=event_id,
-                    occurred_at_ns=time.time_ns(),
-                    source="bench",
-                    event_type="PostToolUse",
-                    session_id="bench",
-                    tenant=None,
-                    payload=payload,
-                    ack=True,
-                )
+                data, event_id = acked_frame(payload, "bench")
                 started = time.perf_counter()
-                warm.sendall(frame(body))
+                warm.sendall(data)
                 await_reply(warm, event_id, time.monotonic() + 5)
                 results["warm socket frame (ack)"].append(time.perf_counter() - started)
             warm.close()
