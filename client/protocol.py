@@ -88,6 +88,7 @@ _SHALLOW = 2 * MAX_PAYLOAD_DEPTH + 1  # JSON nested d deep takes 2d bytes: one t
 _MAX_DIGITS = sys.get_int_max_str_digits()
 _DIGITS = frozenset(b"0123456789")
 _ZEROED = bytes.maketrans(b"123456789", b"000000000")
+_LONG_RUN = b"0" * (_MAX_DIGITS + 1)  # a run too long, as it reads once its digits are zeroed
 
 
 def decode_envelope(body: bytes) -> tuple[Envelope, str | None]:
@@ -200,11 +201,11 @@ def _long_digits(payload: bytes) -> bool:
     source text (a regular expression would read every byte, 25 times slower)."""
     if not _MAX_DIGITS:
         return False  # no limit
-    run = _MAX_DIGITS + 1
-    needle = b"0" * run
     for at in range(_MAX_DIGITS, len(payload), _MAX_DIGITS):
-        if payload[at] in _DIGITS and needle in payload[max(0, at - run + 1) : at + run].translate(_ZEROED):
-            return True
+        if payload[at] in _DIGITS:
+            window = payload[max(0, at - _MAX_DIGITS) : at + _MAX_DIGITS + 1]
+            if _LONG_RUN in window.translate(_ZEROED):
+                return True
     return False
 
 
