@@ -1005,6 +1005,7 @@ def _e2e_sampled(admin_dsn: str, events: Events, clients: int, workdir: Path) ->
     if stored != n:
         raise RuntimeError(f"end to end: {stored} rows stored, expected {n}")
     result.update(
+        all_sent_seconds=max(d.value for d in done_at) - result.pop("started"),
         events=n,
         sampled_collector_cpu_seconds=sampler.collector_seconds,
         sampled_postgres_cpu_seconds=sampler.postgres_seconds,
@@ -1057,6 +1058,11 @@ def measure_throughput(
             out[name]["busy_fraction"] = statistics.median(
                 (x["collector_cpu_seconds"] + x["postgres_cpu_seconds"]) / x["seconds"] for x in results
             )
+            # When the clients had sent every event (the collector had taken them): after that the run is
+            # delivery alone, draining the spool.
+            out[name]["all_sent_fraction"] = statistics.median(
+                x["all_sent_seconds"] / x["seconds"] for x in results
+            )
     e2e = out["e2e"]["events_per_second"]
     out["ratios"] = {f"e2e_over_{name}": e2e / out[name]["events_per_second"] for name in variants}
     # per run, in one run's conditions, then the median of those
@@ -1093,6 +1099,10 @@ def render_throughput(label: str, t: dict[str, Any]) -> str:
     lines.append(
         f"  overlap: collector and PostgreSQL both busy {e['overlap_fraction']:.2f} CPU-s per wall second; "
         f"together busy {e['busy_fraction']:.2f}"
+    )
+    lines.append(
+        f"  the clients had sent every event after {e['all_sent_fraction']:.0%} of the run "
+        f"({e['events_per_second'] / e['all_sent_fraction']:,.0f} events/s taken); the rest is delivery alone"
     )
     lines.append(
         "  ratios (median of per-run ratios): "
