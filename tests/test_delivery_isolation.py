@@ -20,7 +20,7 @@ import trio_asyncio
 from hookdb.client.wire import encode_envelope, new_event_id
 from hookdb.collector.delivery.breaker import Breaker
 from hookdb.collector.delivery.pipeline import Batch, Delivery, Item, prepare_batches, to_item
-from hookdb.collector.intake.admission import admit
+from hookdb.collector.intake.admission import admit_frames
 from hookdb.collector.intake.tenancy import Grant
 from hookdb.collector.ops.health import Health
 from hookdb.collector.spool import deadletters
@@ -41,7 +41,7 @@ def item(payload: dict[str, Any], event_id: str) -> Item:
         tenant=None,
         payload=json.dumps({"tool_name": "Bash", **payload}).encode(),
     )
-    entry, _ = admit(body, None, Grant("default", frozenset()), time.time_ns())
+    (entry,) = admit_frames([body], None, Grant("default", frozenset()), time.time_ns()).entries
     return to_item(entry, Position(1, 0))
 
 

@@ -2,8 +2,9 @@
 
 The listener splits a read's frames in one call (``FrameDecoder.next_frames``), admits them in one call
 (``admit_frames``), and encodes each entry's head from a tuple of its fields. Each is compared, for any
-input, with the straightforward way: ``next_frame`` until ``None``, ``admit`` frame by frame (a frame
-whose admission raises is refused and kept as the listener always did), a :class:`Head` encoded.
+input, with the straightforward way: ``next_frame`` until ``None``, each frame decoded, its tenant
+resolved and its entry encoded in turn (a frame whose admission raises is refused and kept as the listener
+always did), a :class:`Head` encoded.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from test_intake_decoding import bodies as odd_bodies
 from hookdb.client import protocol
 from hookdb.client.protocol import decode_envelope
 from hookdb.client.wire import FrameDecoder, ProtocolError, encode_envelope, frame
-from hookdb.collector.intake.admission import KeptRefusal, admit, admit_frames
+from hookdb.collector.intake.admission import KeptRefusal, admit_frames
 from hookdb.collector.intake.tenancy import Grant
 from hookdb.collector.spool.deadletters import DeadLetter
 from hookdb.collector.spool.entry import Head, Peer, encode_entry, from_ns
@@ -133,20 +134,50 @@ def _refusal(exc: ProtocolError) -> tuple[Any, ...]:
 def _one_by_one(
     bodies: list[bytes], grant: Grant | None
 ) -> tuple[list[bytes], list[uuid.UUID], tuple[Any, ...] | None]:
-    """What the listener did before: ``admit`` each frame; one that raises is refused and kept."""
+    """What the listener did before: each frame admitted in turn; one that raises is refused and kept."""
     entries: list[bytes] = []
     acks: list[uuid.UUID] = []
     for body in bodies:
         try:
-            entry, envelope = admit(body, PEER, grant, RECEIVED_NS)
+            envelope, tool_name = decode_envelope(body)
+            try:
+                tenant = (grant or _NO_GRANT).resolve(envelope.tenant)
+            except ProtocolError as exc:
+                return entries, acks, _refused_tenant(exc, body, envelope)
+            entries.append(encode_entry(body, envelope, tool_name, PEER, RECEIVED_NS, tenant))
         except ProtocolError as exc:
             return entries, acks, _refusal(exc)
         except Exception as exc:
             return entries, acks, _refused_unforeseen(exc, body)
-        entries.append(entry)
         if envelope.ack:
             acks.append(envelope.event_id)
     return entries, acks, None
+
+
+class _NoGrant(Grant):
+    """What a peer that may write no tenant has."""
+
+    def resolve(self, claimed: str | None) -> str:
+        raise ProtocolError("peer_not_allowed", "this peer may write no tenant")
+
+
+_NO_GRANT = _NoGrant("", frozenset())
+
+
+def _refused_tenant(exc: ProtocolError, body: bytes, envelope: protocol.Envelope) -> tuple[Any, ...]:
+    """The refusal (and dead letter) of a well-formed frame for a tenant the sender may not write."""
+    letter = DeadLetter(
+        dead_at=datetime.min,
+        error=f"{exc.reason}: {exc.detail}",
+        sqlstate=None,
+        received_at=from_ns(RECEIVED_NS),
+        peer=PEER,
+        event_id=str(envelope.event_id),
+        event_type=envelope.event_type,
+        session_id=envelope.session_id,
+        envelope=body,
+    )
+    return (KeptRefusal, exc.reason, exc.detail, str(exc), letter, type(None), None)
 
 
 def _refused_unforeseen(exc: Exception, body: bytes) -> tuple[Any, ...]:

@@ -34,21 +34,6 @@ class KeptRefusal(ProtocolError):
         self.letter = letter
 
 
-def admit(body: bytes, peer: Peer | None, grant: Grant | None, received_at_ns: int) -> tuple[bytes, Envelope]:
-    """The spool entry for ``body`` and its envelope; raises ``ProtocolError`` (or ``KeptRefusal``).
-
-    The entry keeps what was validated here (see ``spool.entry``): delivery does not decode the frame again.
-
-    ``grant`` is what the peer may write; ``None`` when it may write nothing.
-    """
-    envelope, tool_name = decode_envelope(body)
-    try:
-        tenant = (grant or _NOTHING).resolve(envelope.tenant)
-    except ProtocolError as exc:
-        raise _kept(exc, envelope, body, peer, received_at_ns) from None
-    return encode_entry(body, envelope, tool_name, peer, received_at_ns, tenant), envelope
-
-
 class Admitted(NamedTuple):
     """What :func:`admit_frames` made of a run of frames."""
 
@@ -63,9 +48,13 @@ class Admitted(NamedTuple):
 def admit_frames(
     bodies: list[bytes], peer: Peer | None, grant: Grant | None, received_at_ns: int
 ) -> Admitted:
-    """:func:`admit` of each frame in turn up to the first refused, in one call for a read's frames (a call
-    and a grant lookup per frame less). A frame whose admission fails unexpectedly is refused as
-    ``internal_error`` and kept; its exception is the refusal's ``__cause__``."""
+    """The spool entries of ``bodies``, admitted in turn up to the first refused, in one call for a read's
+    frames (the listener's; the outbox drainer's one record at a time).
+
+    Each entry keeps what was validated here (see ``spool.entry``): delivery does not decode the frame
+    again. ``grant`` is what the peer may write; ``None`` when it may write nothing. A frame it may not write
+    is refused with a ``KeptRefusal``; one whose admission fails unexpectedly is refused as
+    ``internal_error`` and kept too, its exception the refusal's ``__cause__``."""
     entries: list[bytes] = []
     acks: list[uuid.UUID] = []
     resolve = (grant or _NOTHING).resolve

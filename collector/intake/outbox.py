@@ -22,8 +22,7 @@ import trio
 
 from hookdb.client.outbox import SUFFIX
 from hookdb.client.records import FILE_HEADER_SIZE, OUTBOX_FILE, Damage, RecordReader
-from hookdb.client.wire import ProtocolError
-from hookdb.collector.intake.admission import KeptRefusal, admit, refused_letter
+from hookdb.collector.intake.admission import KeptRefusal, admit_frames, refused_letter
 from hookdb.collector.intake.tenancy import TenantPolicy
 from hookdb.collector.ops import logs, metrics
 from hookdb.collector.spool import deadletters
@@ -154,9 +153,9 @@ class OutboxDrainer:
                 if isinstance(item, Damage):
                     damage.append(item)
                     continue
-                try:
-                    entries.append(admit(item.body, peer, grant, time.time_ns())[0])
-                except ProtocolError as exc:
+                admitted = admit_frames([item.body], peer, grant, time.time_ns())
+                entries += admitted.entries
+                if (exc := admitted.refusal) is not None:
                     rejected += 1
                     metrics.events_rejected.labels(exc.reason).inc()
                     log.warning(
@@ -168,14 +167,6 @@ class OutboxDrainer:
                         if isinstance(exc, KeptRefusal)
                         else refused_letter(item.body, peer, time.time_ns(), f"{exc.reason}: {exc.detail}")
                     )
-                except Exception as exc:  # e.g. RecursionError: the record is refused and kept
-                    rejected += 1
-                    metrics.events_rejected.labels("bad_payload").inc()
-                    detail = f"{type(exc).__name__}: {exc}"
-                    log.warning(
-                        "frame.rejected", reason="bad_payload", detail=detail, peer=peer, source="outbox"
-                    )
-                    kept.append(refused_letter(item.body, peer, time.time_ns(), f"bad_payload: {detail}"))
                 if len(entries) >= APPEND_EVENTS:
                     await self._spool.append(entries)
                     events += len(entries)
