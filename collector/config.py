@@ -127,6 +127,11 @@ transaction either way. Applies to the collector, ``hookdb api``, backfill and t
     writers: Annotated[int, msgspec.Meta(ge=1, le=16)] = 2
     """Connections that write batches at once, so PostgreSQL works on one while the collector readies the
     next; the spool checkpoint moves only over batches committed without a gap. 1 writes strictly in order."""
+    delivery_processes: Annotated[int, msgspec.Meta(ge=1, le=16)] = 1
+    """Processes that deliver batches, each on ``writers`` connections of its own. Delivery (decoding,
+projections, the writes) is most of the collector's CPU per event: with 2 or more it uses as many cores,
+while the collector's own process keeps intake, the spool and its checkpoint. 1 delivers in the collector's
+own process."""
 
 
 class BatchSection(_Section):

@@ -16,6 +16,7 @@ import signal
 from contextlib import suppress
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import trio
 import trio_asyncio
@@ -24,26 +25,30 @@ from starlette.types import ASGIApp
 from hookdb.collector import prices
 from hookdb.collector.config import Config, ConfigError
 from hookdb.collector.delivery.batcher import Batcher
-from hookdb.collector.delivery.breaker import Breaker
+from hookdb.collector.delivery.checkpoint import Commits
 from hookdb.collector.delivery.pipeline import (
-    AVAILABILITY_ERRORS,
     Batch,
     Delivery,
     Item,
+    Record,
     batch_records,
+    breaker_of,
+    decoded,
     prepare_batches,
     read_spool,
+    spool_checkpoint,
+    undecoded,
 )
+from hookdb.collector.delivery.processes import BreakerView, Processes
 from hookdb.collector.intake import hooks_http, otlp_http
 from hookdb.collector.intake.listener import Listener, bind_socket
 from hookdb.collector.intake.outbox import OutboxDrainer
 from hookdb.collector.intake.tenancy import TenantPolicy, TokenTenants
 from hookdb.collector.ops import http, logs, systemd
-from hookdb.collector.ops.health import Health
+from hookdb.collector.ops.health import BreakerStatus, Health
 from hookdb.collector.ops.health import app as health_app
 from hookdb.collector.spool.segments import Position, Recovery, Spool, disk_full
 from hookdb.collector.store import embedded, ledger
-from hookdb.collector.store.connect import ConnectOptions
 
 log = logs.get("hookdb.collector")
 
@@ -109,6 +114,15 @@ def _log_recovery(report: Recovery) -> None:
         log.info("spool.replaying", records=report.records + report.salvaged_records, bytes=report.bytes)
 
 
+def _batcher(config: Config) -> Batcher[Any]:
+    """The batcher the config describes (of decoded items, or of records for the delivery processes)."""
+    return Batcher(
+        max_items=config.batch.max_events,
+        max_bytes=config.batch.max_bytes,
+        linger=config.batch.linger_seconds,
+    )
+
+
 def tenant_policy(config: Config) -> TenantPolicy:
     """The tenant mapping of the config; raises ``ConfigError`` for a user or group that does not exist."""
     try:
@@ -157,7 +171,7 @@ async def _listening_socket(config: Config) -> tuple[trio.socket.SocketType, boo
     return sock, True
 
 
-async def _report_to_systemd(health: Health, spool: Spool, breaker: Breaker) -> None:
+async def _report_to_systemd(health: Health, spool: Spool, breaker: BreakerStatus) -> None:
     """``WATCHDOG=1`` at half of ``$WATCHDOG_USEC`` (from the trio loop itself) and a ``STATUS=`` line."""
     watchdog = systemd.watchdog_interval()
     interval = min(watchdog or STATUS_SECONDS, STATUS_SECONDS)
@@ -178,33 +192,19 @@ async def _serve_http(
 
 
 async def _serve(config: Config, dsn: str, spool: Spool, tenants: TenantPolicy) -> None:
-    breaker = Breaker(
-        failures=config.breaker.failures,
-        open_seconds=config.breaker.open_seconds,
-        backoff=config.breaker.backoff,
-        max_open_seconds=max(config.breaker.max_open_seconds, config.breaker.open_seconds),
-        jitter=config.breaker.jitter,
-        probe_timeout_seconds=config.breaker.probe_timeout_seconds,
-    )
-    health = Health(breaker=breaker, spool=spool)
     price_table = prices.table(config.prices.overrides)
     ledger.use_prices(price_table)
-    delivery = Delivery(
-        options=ConnectOptions.from_config(config, dsn, application_name="hookdb-collector"),
-        spool=spool,
-        breaker=breaker,
-        health=health,
-        state_dir=config.state_dir,
-        write_timeout=config.database.write_timeout_seconds,
-        retry_seconds=config.breaker.retry_seconds,
-        health_check_seconds=config.database.health_check_seconds,
-        writers=config.database.writers,
-    )
-    try:
-        await delivery.open()
-        health.db_ok = True
-    except AVAILABILITY_ERRORS as exc:  # the spool takes events meanwhile; the breaker paces retries
-        log.warning("database.unreachable_at_start", error=str(exc))
+    commits = Commits()
+    delivery: Delivery | Processes
+    if config.database.delivery_processes == 1:
+        breaker = breaker_of(config)
+        health = Health(breaker=breaker, spool=spool)
+        delivery = Delivery.from_config(config, dsn, spool_checkpoint(spool, commits), health, breaker)
+    else:
+        view = BreakerView()
+        health = Health(breaker=view, spool=spool)
+        delivery = Processes(config, dsn, spool, commits, health, view)
+    await delivery.start()
     listener = Listener(
         spool=spool,
         tenants=tenants,
@@ -220,11 +220,6 @@ async def _serve(config: Config, dsn: str, spool: Spool, tenants: TenantPolicy) 
         + (config.otlp.max_connections if config.otlp.enabled else 0),
     )
     drainer = OutboxDrainer(config.outbox_dir, spool, tenants, config.state_dir)
-    batcher: Batcher[Item] = Batcher(
-        max_items=config.batch.max_events,
-        max_bytes=config.batch.max_bytes,
-        linger=config.batch.linger_seconds,
-    )
     sock, owns_path = await _listening_socket(config)
     # What start-up made (modules, settings, the schema's migrations) lives as long as the process: keep it
     # out of the collections the per-event objects trigger, so each one walks only the young objects. The
@@ -262,15 +257,26 @@ async def _serve(config: Config, dsn: str, spool: Spool, tenants: TenantPolicy) 
                 limits = http.Limits(otel.max_connections, otel.header_timeout_seconds)
                 await _serve_http(background, "otlp", receiver, otel.listen, limits)
             if systemd.enabled():
-                background.start_soon(_report_to_systemd, health, spool, breaker)
+                background.start_soon(_report_to_systemd, health, spool, health.breaker)
             async with trio.open_nursery() as pipeline:
                 records_in, records_out = trio.open_memory_channel[list[tuple[Position, bytes]]](1)
-                batches_in, batches_out = trio.open_memory_channel[Batch](1)
-                ready_in, ready_out = trio.open_memory_channel[Batch](1)
                 pipeline.start_soon(read_spool, spool, records_in)
-                pipeline.start_soon(batch_records, records_out, batches_in, batcher, delivery.commits)
-                pipeline.start_soon(prepare_batches, batches_out, ready_in, config.database.blob_min_bytes)
-                pipeline.start_soon(delivery.run, ready_out)
+                if isinstance(delivery, Delivery):
+                    batches_in, batches_out = trio.open_memory_channel[Batch[Item]](1)
+                    ready_in, ready_out = trio.open_memory_channel[Batch[Item]](1)
+                    pipeline.start_soon(
+                        batch_records, records_out, batches_in, _batcher(config), commits, decoded
+                    )
+                    pipeline.start_soon(
+                        prepare_batches, batches_out, ready_in, config.database.blob_min_bytes
+                    )
+                    pipeline.start_soon(delivery.run, ready_out)
+                else:  # whole batches of records to the delivery processes: decoded there, once
+                    sent_in, sent_out = trio.open_memory_channel[Batch[Record]](0)
+                    pipeline.start_soon(
+                        batch_records, records_out, sent_in, _batcher(config), commits, undecoded
+                    )
+                    pipeline.start_soon(delivery.run, sent_out)
                 draining = trio.CancelScope()
 
                 async def drain_outbox() -> None:
@@ -308,5 +314,6 @@ async def _serve(config: Config, dsn: str, spool: Spool, tenants: TenantPolicy) 
                     undelivered_records=spool.pending_records,
                 )
             background.cancel_scope.cancel()
-    await delivery.aclose()
+    if isinstance(delivery, Delivery):
+        await delivery.aclose()
     log.info("collector.stopped", undelivered_records=spool.pending_records)

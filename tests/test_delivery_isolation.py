@@ -19,7 +19,15 @@ import trio_asyncio
 
 from hookdb.client.wire import encode_envelope, new_event_id
 from hookdb.collector.delivery.breaker import Breaker
-from hookdb.collector.delivery.pipeline import Batch, Delivery, Item, prepare_batches, to_item
+from hookdb.collector.delivery.checkpoint import Commits
+from hookdb.collector.delivery.pipeline import (
+    Batch,
+    Delivery,
+    Item,
+    prepare_batches,
+    spool_checkpoint,
+    to_item,
+)
 from hookdb.collector.intake.admission import admit_frames
 from hookdb.collector.intake.tenancy import Grant
 from hookdb.collector.ops.health import Health
@@ -67,7 +75,7 @@ def test_an_event_the_collector_cannot_prepare_is_dead_lettered_and_the_rest_del
     breaker = Breaker()
     delivery = Delivery(
         options=ConnectOptions(dsn=dsn),
-        spool=spool,
+        checkpoint=spool_checkpoint(spool, commits := Commits()),
         breaker=breaker,
         health=Health(breaker=breaker, spool=spool),
         state_dir=tmp_path,
@@ -84,7 +92,7 @@ def test_an_event_the_collector_cannot_prepare_is_dead_lettered_and_the_rest_del
                 nursery.start_soon(prepare_batches, batches_out, ready_in, 65536)
                 nursery.start_soon(delivery.run, ready_out)
                 async with batches_in:
-                    await batches_in.send(Batch(items, delivery.commits.issue()))
+                    await batches_in.send(Batch(items, commits.issue()))
 
     trio.run(deliver)
     stored = {str(r[0]) for r in run_sql(dsn, "SELECT event_id FROM hook_audit_log")}

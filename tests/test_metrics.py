@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import msgspec
+import pytest
 from prometheus_client import CollectorRegistry, Histogram
 
+from hookdb.collector.ops import metrics
 from hookdb.collector.ops.metrics import observe_many
 
 
@@ -27,3 +30,22 @@ def test_observe_many_counts_exactly_as_observe_one_by_one() -> None:
 
     assert samples("all_at_once") == samples("one_by_one")
     assert samples("one_by_one")[-2][2] == len(amounts)  # the _count: the test looks at real figures
+
+
+def test_what_a_delivery_process_counted_adds_up_in_the_collector() -> None:
+    """``changes`` of a process's readings, ``add``-ed here, count as the same increments made here: each
+    counter (labelled or not), each histogram bucket and sum."""
+    before = metrics.readings()
+    metrics.events_persisted.inc(3)
+    metrics.db_errors.labels("08").inc(2)
+    metrics.usage_tokens.labels("claude-x", "input", "otel").inc(120)
+    metrics.batch_size.observe(30)
+    metrics.observe_many(metrics.commit_latency, [0.02, 0.3, 7.0])
+    after = metrics.readings()
+    deltas = metrics.changes(before, after)
+    assert metrics.changes(after, after) == []
+    metrics.add(msgspec.msgpack.decode(msgspec.msgpack.encode(deltas), type=list[metrics.Delta]))
+    assert metrics.changes(after, metrics.readings()) == deltas  # the same increments, once more
+    sum_part = len(metrics.commit_latency._buckets)  # a histogram's sum follows its buckets
+    added = metrics.commit_latency._sum.get() - before[("hookdb_event_commit_latency_seconds", (), sum_part)]
+    assert added == pytest.approx(2 * 7.32)

@@ -10,27 +10,31 @@ isolated and dead-lettered, and so does an error of no known class (e.g. 54000 i
 repeats for the same batch; the spool's checkpoint moves only over batches fully committed (or
 dead-lettered) without a gap before them (``checkpoint.Commits``), however the writers' commits
 interleave. Rows are built straight from the spool entries: what intake validated is not checked again.
+With ``database.delivery_processes`` of 2 or more, the last two stages run in delivery processes of their
+own, each given whole batches of records (``processes``).
 """
 
 from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from contextlib import aclosing, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Generic, NamedTuple, Protocol, TypeVar
 
 import asyncpg
 import msgspec
 import trio
 
 from hookdb.collector.classification import is_data_error, may_be_row_fault, sqlstate_class
+from hookdb.collector.config import Config
 from hookdb.collector.delivery.batcher import Batcher
 from hookdb.collector.delivery.breaker import Breaker, Permit
 from hookdb.collector.delivery.checkpoint import Commits
 from hookdb.collector.ops import logs, metrics
-from hookdb.collector.ops.health import Health
 from hookdb.collector.spool import deadletters
 from hookdb.collector.spool.entry import Entry, Peer, StaleEntry, decode_entry, from_ns
 from hookdb.collector.spool.segments import Position, Spool
@@ -64,9 +68,26 @@ class Item(msgspec.Struct, gc=False):
     row: Row | None
 
 
+class Record(NamedTuple):
+    """A spool record not decoded yet: what a delivery process is sent (``processes``)."""
+
+    end: Position
+    body: bytes
+
+
+class _Placed(Protocol):
+    @property
+    def end(self) -> Position: ...
+
+
+T = TypeVar("T", bound=_Placed)
+
+
 @dataclass(slots=True)
-class Batch:
-    items: list[Item]
+class Batch(Generic[T]):
+    """Records the batcher put together, decoded (``Item``) where they are delivered, else ``Record``."""
+
+    items: list[T]
     seq: int  # in the order the batches were made: the checkpoint follows it
     prepared: Prepared | None = None  # filled by prepare_batches while the previous batch is written
 
@@ -90,14 +111,26 @@ def to_item(body: bytes, end: Position) -> Item:
     return Item(end, entry.head.received_at_ns, entry, entry_row(entry))
 
 
+def decoded(body: bytes, end: Position) -> tuple[Item, int]:
+    """A record as delivery in this process takes it, and its size for the batcher (its payload's)."""
+    item = to_item(body, end)
+    return item, len(body) if item.row is None else len(item.row.payload)
+
+
+def undecoded(body: bytes, end: Position) -> tuple[Record, int]:
+    """A record as a delivery process is sent it (decoded there, once), and its size for the batcher."""
+    return Record(end, body), len(body)
+
+
 async def batch_records(
     receive: trio.MemoryReceiveChannel[list[tuple[Position, bytes]]],
-    send: trio.MemorySendChannel[Batch],
-    batcher: Batcher[Item],
+    send: trio.MemorySendChannel[Batch[T]],
+    batcher: Batcher[T],
     commits: Commits,
+    make: Callable[[bytes, Position], tuple[T, int]],
 ) -> None:
-    """Group records into batches by the batcher's policy, numbered by ``commits``; flush the rest when the
-    input ends."""
+    """Group records (each as ``make`` makes it: ``decoded`` or ``undecoded``) into batches by the batcher's
+    policy, numbered by ``commits``; flush the rest when the input ends."""
     async with receive, send:
         while True:
             deadline = batcher.deadline()
@@ -112,16 +145,17 @@ async def batch_records(
                 continue
             now = trio.current_time()
             add = batcher.add
-            for end, entry in records:
-                item = to_item(entry, end)
-                for items in add(item, len(entry) if item.row is None else len(item.row.payload), now):
+            for end, body in records:
+                for items in add(*make(body, end), now):
                     await send.send(Batch(items, commits.issue()))
         if len(batcher):
             await send.send(Batch(batcher.take(), commits.issue()))
 
 
 async def prepare_batches(
-    receive: trio.MemoryReceiveChannel[Batch], send: trio.MemorySendChannel[Batch], blob_min_bytes: int
+    receive: trio.MemoryReceiveChannel[Batch[Item]],
+    send: trio.MemorySendChannel[Batch[Item]],
+    blob_min_bytes: int,
 ) -> None:
     """Get each batch ready for its transaction (blobs, projections' file reads) ahead of the writer."""
     async with receive, send:
@@ -135,41 +169,103 @@ async def prepare_batches(
             await send.send(batch)
 
 
+class Status(Protocol):
+    """What delivery tells of itself (the collector's ``Health``, or a delivery process's report)."""
+
+    db_ok: bool  # the last write (or connection check) succeeded
+    oldest_pending_ns: int | None  # received_at of the first event of the batch being delivered
+
+
+def spool_checkpoint(spool: Spool, commits: Commits) -> Callable[[Batch[Item]], None]:
+    """The checkpoint of delivery in the collector's own process: a committed batch moves the spool's
+    checkpoint over it and every batch after it already committed, never past one that is not."""
+
+    def committed(batch: Batch[Item]) -> None:
+        advance = commits.committed(batch.seq, batch.end, len(batch.items))
+        if advance is not None:
+            spool.delivered(advance.upto, advance.records)
+
+    return committed
+
+
+def breaker_of(config: Config) -> Breaker:
+    """The write breaker the config describes."""
+    settings = config.breaker
+    return Breaker(
+        failures=settings.failures,
+        open_seconds=settings.open_seconds,
+        backoff=settings.backoff,
+        max_open_seconds=max(settings.max_open_seconds, settings.open_seconds),
+        jitter=settings.jitter,
+        probe_timeout_seconds=settings.probe_timeout_seconds,
+    )
+
+
 class Delivery:
     """Writes batches through the breaker, each of ``writers`` writers on its own connection; the one place
     that talks to PostgreSQL.
 
     Between batches each writer checks its connection every ``health_check_seconds``, so an idle collector
-    notices a lost database (and a recovered one) as surely as a busy one. ``commits`` numbers the batches
-    (``batch_records`` takes the numbers from it) and keeps the checkpoint behind every uncommitted one.
+    notices a lost database (and a recovered one) as surely as a busy one. ``checkpoint`` is told of each
+    batch committed (or dead-lettered), in commit order (``spool_checkpoint``, or a delivery process's
+    answer to the collector).
     """
 
     def __init__(
         self,
         *,
         options: ConnectOptions,
-        spool: Spool,
+        checkpoint: Callable[[Batch[Item]], None],
         breaker: Breaker,
-        health: Health,
+        health: Status,
         state_dir: Path,
         write_timeout: float,
         retry_seconds: float,
         health_check_seconds: float,
         writers: int = 1,
-        commits: Commits | None = None,
     ) -> None:
         self._options = options
-        self._spool = spool
+        self._checkpoint = checkpoint
         self.breaker = breaker
         self._health = health
         self._state_dir = state_dir
         self._write_timeout = write_timeout
         self._retry_seconds = retry_seconds
         self._health_check_seconds = health_check_seconds
-        self.commits = Commits() if commits is None else commits
         self._sinks: list[PostgresSink | None] = [None] * writers
         self._breaker_moved = trio.Event()  # set (and renewed) at every breaker transition
         self._dead_letters = trio.Lock()  # one writer appends to the dead-letter file at a time
+
+    @classmethod
+    def from_config(
+        cls,
+        config: Config,
+        dsn: str,
+        checkpoint: Callable[[Batch[Item]], None],
+        health: Status,
+        breaker: Breaker,
+    ) -> Delivery:
+        """The delivery the config describes, on ``dsn``."""
+        return cls(
+            options=ConnectOptions.from_config(config, dsn, application_name="hookdb-collector"),
+            checkpoint=checkpoint,
+            breaker=breaker,
+            health=health,
+            state_dir=config.state_dir,
+            write_timeout=config.database.write_timeout_seconds,
+            retry_seconds=config.breaker.retry_seconds,
+            health_check_seconds=config.database.health_check_seconds,
+            writers=config.database.writers,
+        )
+
+    async def start(self) -> None:
+        """Connect (and migrate) at start; an unreachable database is the breaker's to retry meanwhile, as
+        the spool takes events."""
+        try:
+            await self.open()
+            self._health.db_ok = True
+        except AVAILABILITY_ERRORS as exc:
+            log.warning("database.unreachable_at_start", error=str(exc))
 
     async def open(self, writer: int = 0) -> PostgresSink:
         sink = self._sinks[writer]
@@ -186,13 +282,13 @@ class Delivery:
                 with suppress(Exception):
                     await sink.aclose()
 
-    async def run(self, receive: trio.MemoryReceiveChannel[Batch]) -> None:
+    async def run(self, receive: trio.MemoryReceiveChannel[Batch[Item]]) -> None:
         async with receive, trio.open_nursery() as nursery:
             for writer in range(len(self._sinks)):
                 nursery.start_soon(self._run_writer, receive.clone(), writer)
         await self.aclose()
 
-    async def _run_writer(self, receive: trio.MemoryReceiveChannel[Batch], writer: int) -> None:
+    async def _run_writer(self, receive: trio.MemoryReceiveChannel[Batch[Item]], writer: int) -> None:
         async with receive:
             while True:
                 batch = None
@@ -236,7 +332,7 @@ class Delivery:
             sink.terminate()
             self._sinks[writer] = None
 
-    async def _deliver(self, batch: Batch, writer: int) -> None:
+    async def _deliver(self, batch: Batch[Item], writer: int) -> None:
         """Write one batch; wait and retry for as long as it takes (the breaker paces the attempts).
 
         An error that a row may cause fails the first attempt only: the next one splits the batch on that
@@ -288,10 +384,8 @@ class Delivery:
             if self.breaker.state == "closed":
                 await trio.sleep(self._retry_seconds)
 
-    def _committed(self, batch: Batch, seconds: float) -> None:
-        advance = self.commits.committed(batch.seq, batch.end, len(batch.items))
-        if advance is not None:
-            self._spool.delivered(advance.upto, advance.records)
+    def _committed(self, batch: Batch[Item], seconds: float) -> None:
+        self._checkpoint(batch)
         metrics.copy_seconds.observe(seconds)
         now_ns = time.time_ns()
         metrics.observe_many(

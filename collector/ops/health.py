@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 import msgspec
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -11,16 +12,30 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from hookdb.collector.delivery.breaker import Breaker
+from hookdb.collector.delivery.breaker import State
 from hookdb.collector.ops import http, metrics
 from hookdb.collector.spool.segments import Spool
+
+
+class BreakerStatus(Protocol):
+    """What the endpoints tell of the write breaker: delivery's ``Breaker``, or the delivery processes' as
+    one (``processes.BreakerView``)."""
+
+    @property
+    def state(self) -> State: ...
+
+    @property
+    def consecutive_failures(self) -> int: ...
+
+    @property
+    def last_error(self) -> str | None: ...
 
 
 @dataclass
 class Health:
     """What the endpoints report; the daemon updates ``ready`` and the delivery updates ``db_ok``."""
 
-    breaker: Breaker
+    breaker: BreakerStatus
     spool: Spool
     ready: bool = False
     db_ok: bool = False  # the last write (or connection check) succeeded

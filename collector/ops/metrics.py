@@ -6,7 +6,7 @@ import time
 from bisect import bisect_left
 from collections import Counter as Tally
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -149,3 +149,59 @@ def observe_many(histogram: Histogram, amounts: Sequence[float]) -> None:
     histogram._sum.inc(sum(amounts))
     for bucket, count in Tally(bisect_left(bounds, amount) for amount in amounts).items():
         histogram._buckets[bucket].inc(count)
+
+
+# -- Delivery processes ------------------------------------------------------------------------------------
+# A delivery process (delivery/processes.py) counts in its own copy of these metrics; what it counted since
+# its last report is added to the collector's, so /metrics shows one collector however delivery is spread.
+# Counters and histograms only: the gauges mirror state the collector itself holds.
+
+_COUNTED = {m._name: m for m in list(globals().values()) if isinstance(m, Counter | Histogram)}
+
+
+class Delta(NamedTuple):
+    """What one counter, or one part of a histogram, went up by."""
+
+    metric: str  # its name, as registered
+    labels: tuple[str, ...]  # its label values, in its label names' order
+    part: int  # -1 for a counter; a histogram's bucket (its index), or the number of buckets for the sum
+    amount: float
+
+
+Readings = dict[tuple[str, tuple[str, ...], int], float]
+
+
+def readings() -> Readings:
+    """Every counter's and histogram's values in this process, by (metric, labels, part)."""
+    out: Readings = {}
+    for name, metric in _COUNTED.items():
+        children = metric._metrics.items() if metric._labelnames else [((), metric)]
+        for labels, child in list(children):
+            if isinstance(child, Histogram):
+                for part, bucket in enumerate(child._buckets):
+                    out[(name, labels, part)] = bucket.get()
+                out[(name, labels, len(child._buckets))] = child._sum.get()
+            else:
+                out[(name, labels, -1)] = child._value.get()
+    return out
+
+
+def changes(before: Readings, now: Readings) -> list[Delta]:
+    """What went up from ``before`` to ``now``."""
+    return [
+        Delta(name, labels, part, value - before.get((name, labels, part), 0.0))
+        for (name, labels, part), value in now.items()
+        if value != before.get((name, labels, part), 0.0)
+    ]
+
+
+def add(deltas: Sequence[Delta]) -> None:
+    """Add what a delivery process counted to this process's metrics."""
+    for delta in deltas:
+        metric = _COUNTED[delta.metric]
+        child = metric.labels(*delta.labels) if delta.labels else metric
+        if isinstance(child, Histogram):
+            value = child._sum if delta.part == len(child._buckets) else child._buckets[delta.part]
+            value.inc(delta.amount)
+        else:
+            child.inc(delta.amount)

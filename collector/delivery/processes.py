@@ -1,0 +1,355 @@
+"""Delivery in processes of their own (``database.delivery_processes`` of 2 or more), so it uses more cores.
+
+Delivery — decoding entries, projections, search documents, the writes — is most of the collector's CPU
+per event, and one Python process runs on one core. The collector keeps intake, the spool, the batcher and
+the checkpoint; each batch goes to one of the delivery processes, which does what the in-process pipeline
+does (``prepare_batches`` and ``Delivery``: its own breaker and connections, rows at fault isolated and
+dead-lettered) and answers when the batch is committed, with what its metrics counted meanwhile and how its
+database looks. The checkpoint moves only over batches committed without a gap (``checkpoint.Commits``),
+whichever process committed them.
+
+A process that dies is started again and given its unanswered batches again: one committed but not answered
+is written twice and adds no row (exactly once holds by the table's key, as after a crash). At shutdown the
+collector ends each process's input; a process delivers what it holds, answers and exits. Past the shutdown
+deadline the collector kills them; what they held is delivered after the next start.
+
+Between them: frames (``client.wire``) of msgpack messages over a socketpair; the first one the config.
+"""
+
+from __future__ import annotations
+
+import gc
+import signal
+import socket
+import sys
+from contextlib import suppress
+from dataclasses import dataclass, field
+
+import msgspec
+import structlog
+import trio
+import trio_asyncio
+
+from hookdb.client.wire import FrameDecoder, frame
+from hookdb.collector import prices
+from hookdb.collector.config import Config
+from hookdb.collector.delivery.breaker import State
+from hookdb.collector.delivery.checkpoint import Commits
+from hookdb.collector.delivery.pipeline import (
+    Batch,
+    Delivery,
+    Item,
+    Record,
+    Status,
+    breaker_of,
+    prepare_batches,
+    to_item,
+)
+from hookdb.collector.ops import logs, metrics
+from hookdb.collector.spool.segments import Spool
+from hookdb.collector.store import ledger
+
+log = logs.get("hookdb.delivery")
+
+REPORT_SECONDS = 0.5  # a process reports at least this often (its metrics and database state), busy or not
+RESTART_SECONDS = 1.0  # how long after a process died another one is started
+_MAX_MESSAGE = 1 << 31  # a batch's records (batch.max_bytes, or one record of up to listener.max_frame_bytes)
+
+
+class Start(msgspec.Struct, tag=True, array_like=True):
+    """The first message to a delivery process: the collector's config, and the database it resolved."""
+
+    config: bytes  # the Config, as JSON
+    dsn: str
+    index: int  # which of the delivery processes it is (in its log lines)
+
+
+class Work(msgspec.Struct, tag=True, array_like=True):
+    """A batch to write: its number and its spool records."""
+
+    seq: int
+    records: list[Record]
+
+
+class Report(msgspec.Struct, tag=True, array_like=True):
+    """A delivery process's answer: the batches committed since its last report, what its metrics counted
+    since then, and how its database looks."""
+
+    committed: list[int]
+    deltas: list[metrics.Delta]
+    db_ok: bool
+    breaker: State
+    failures: int
+    last_error: str | None
+    oldest_pending_ns: int | None
+
+
+_encode = msgspec.msgpack.Encoder().encode
+_to_process = msgspec.msgpack.Decoder(Start | Work)
+_to_collector = msgspec.msgpack.Decoder(Report)
+
+
+@dataclass
+class _Status:
+    """What a delivery process tells of itself (``pipeline.Status``), in its reports."""
+
+    db_ok: bool = False
+    oldest_pending_ns: int | None = None
+
+
+# -- the collector's side -----------------------------------------------------------------------------------
+
+
+@dataclass
+class BreakerView:
+    """The delivery processes' breakers as one, for ``/health/db`` and systemd's status: the worst state of
+    any (a process that cannot write holds its batches back, and so the checkpoint)."""
+
+    state: State = "closed"
+    consecutive_failures: int = 0
+    last_error: str | None = None
+
+
+_SEVERITY = {"closed": 0, "half_open": 1, "open": 2}
+
+
+@dataclass
+class _Slot:
+    """One delivery process's place: the batches it holds, unanswered, and its last report."""
+
+    index: int
+    pending: dict[int, Batch[Record]] = field(default_factory=dict)
+    report: Report | None = None
+    answered: trio.Event = field(default_factory=trio.Event)  # set (and renewed) at each report
+
+
+class Processes:
+    """Runs ``count`` delivery processes and hands each batch to one of them; moves the spool's checkpoint as
+    they answer."""
+
+    def __init__(
+        self, config: Config, dsn: str, spool: Spool, commits: Commits, health: Status, view: BreakerView
+    ) -> None:
+        self._settings = config
+        self._config = msgspec.json.encode(config)
+        self._dsn = dsn
+        # Batches a process holds: one being prepared, one being written on each of its connections.
+        self._in_flight = config.database.writers + 1
+        self._spool = spool
+        self._commits = commits
+        self._health = health
+        self._view = view
+        self._slots = [_Slot(i) for i in range(config.database.delivery_processes)]
+
+    async def start(self) -> None:
+        """Connect once, migrating the schema, before the collector says it is ready (as delivery in its own
+        process does); an unreachable database is the processes' to retry."""
+        first = Delivery.from_config(
+            self._settings, self._dsn, _unused, self._health, breaker_of(self._settings)
+        )
+        await first.start()
+        await first.aclose()
+
+    async def run(self, receive: trio.MemoryReceiveChannel[Batch[Record]]) -> None:
+        """Deliver every batch of ``receive``, until it ends and every batch is answered."""
+        async with receive, trio.open_nursery() as nursery:
+            for slot in self._slots:
+                nursery.start_soon(self._keep, slot, receive.clone())
+
+    async def _keep(self, slot: _Slot, receive: trio.MemoryReceiveChannel[Batch[Record]]) -> None:
+        """Keep one delivery process running until its input has ended and it answered every batch."""
+        async with receive:
+            while True:
+                if await self._serve(slot, receive):
+                    return
+                await trio.sleep(RESTART_SECONDS)
+
+    async def _serve(self, slot: _Slot, receive: trio.MemoryReceiveChannel[Batch[Record]]) -> bool:
+        """Run one process for ``slot``; True when it ended with its work done, False when it died."""
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            # A session of its own: a terminal's SIGINT reaches the collector, which ends the process's input.
+            process = await trio.lowlevel.open_process(
+                [sys.executable, "-m", __name__, str(theirs.fileno())],
+                pass_fds=(theirs.fileno(),),
+                start_new_session=True,
+            )
+        finally:
+            theirs.close()
+        stream = trio.SocketStream(trio.socket.from_stdlib_socket(ours))
+        ended = trio.Event()  # the collector's input ended: no batch will come
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._feed, slot, stream, receive, ended)
+                done = await self._answers(slot, stream, ended)
+                nursery.cancel_scope.cancel()
+        finally:
+            with trio.CancelScope(shield=True):
+                await _stop(process, stream)
+        if not done:
+            log.error(
+                "delivery.process_died",
+                process=slot.index,
+                exit_code=process.returncode,
+                batches_unanswered=len(slot.pending),
+            )
+        return done
+
+    async def _feed(
+        self,
+        slot: _Slot,
+        stream: trio.SocketStream,
+        receive: trio.MemoryReceiveChannel[Batch[Record]],
+        ended: trio.Event,
+    ) -> None:
+        await stream.send_all(frame(_encode(Start(self._config, self._dsn, slot.index))))
+        for batch in slot.pending.values():  # a dead process's batches first, in order
+            await stream.send_all(_work(batch))
+        while True:
+            while len(slot.pending) >= self._in_flight:
+                await slot.answered.wait()
+            try:
+                batch = await receive.receive()
+            except trio.EndOfChannel:
+                break
+            slot.pending[batch.seq] = batch
+            await stream.send_all(_work(batch))
+        ended.set()
+        while slot.pending:
+            await slot.answered.wait()
+        await stream.send_eof()  # the process delivers what it holds, answers and exits
+
+    async def _answers(self, slot: _Slot, stream: trio.SocketStream, ended: trio.Event) -> bool:
+        """Take the process's reports until it closes its end: True if it did with its work done."""
+        decoder = FrameDecoder(_MAX_MESSAGE)
+        while data := await stream.receive_some(1 << 20):
+            decoder.receive_data(data)
+            for body in decoder.next_frames():
+                self._take(slot, _to_collector.decode(body))
+        return ended.is_set() and not slot.pending
+
+    def _take(self, slot: _Slot, report: Report) -> None:
+        metrics.add(report.deltas)
+        for seq in report.committed:
+            batch = slot.pending.pop(seq)
+            advance = self._commits.committed(seq, batch.end, len(batch.items))
+            if advance is not None:
+                self._spool.delivered(advance.upto, advance.records)
+        slot.report = report
+        reports = [s.report for s in self._slots if s.report is not None]
+        worst = max(reports, key=lambda r: (_SEVERITY[r.breaker], r.failures))
+        self._view.state, self._view.consecutive_failures = worst.breaker, worst.failures
+        self._view.last_error = worst.last_error
+        metrics.breaker_state.set(_SEVERITY[worst.breaker])
+        self._health.db_ok = all(r.db_ok for r in reports)
+        pending = [r.oldest_pending_ns for r in reports if r.oldest_pending_ns is not None]
+        self._health.oldest_pending_ns = min(pending, default=None)
+        slot.answered.set()
+        slot.answered = trio.Event()
+
+
+def _unused(batch: Batch[Item]) -> None:
+    raise AssertionError("the start-up connection writes no batch")
+
+
+def _work(batch: Batch[Record]) -> bytes:
+    return frame(_encode(Work(batch.seq, batch.items)))
+
+
+async def _stop(process: trio.Process, stream: trio.SocketStream) -> None:
+    """Close the process's line; give it a moment to exit, then kill it."""
+    with suppress(trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+        await stream.aclose()
+    with trio.move_on_after(5):
+        await process.wait()
+        return
+    process.kill()
+    await process.wait()
+
+
+# -- the delivery process's side ----------------------------------------------------------------------------
+
+
+def main() -> None:
+    """``python -m hookdb.collector.delivery.processes FD``: deliver what the collector sends over FD."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the collector ends it (its input, or SIGKILL)
+    logs.configure()
+    trio.run(_deliver, socket.socket(fileno=int(sys.argv[1])))
+
+
+async def _deliver(sock: socket.socket) -> None:
+    stream = trio.SocketStream(trio.socket.from_stdlib_socket(sock))
+    decoder = FrameDecoder(_MAX_MESSAGE)
+    start = await _next(stream, decoder)
+    if not isinstance(start, Start):
+        return  # the collector closed its end before it started this process: nothing to deliver
+    config = msgspec.json.decode(start.config, type=Config)
+    structlog.contextvars.bind_contextvars(delivery_process=start.index)
+    ledger.use_prices(prices.table(config.prices.overrides))
+    health = _Status()
+    answered: list[int] = []
+    told = trio.Event()
+
+    def committed(batch: Batch[Item]) -> None:
+        answered.append(batch.seq)
+        told.set()
+
+    async with trio_asyncio.open_loop():
+        writer = breaker_of(config)
+        target = Delivery.from_config(config, start.dsn, committed, health, writer)
+        await target.start()
+        gc.freeze()  # as the collector does (daemon.py): start-up's objects out of the young generation
+        gc.set_threshold(20_000, 20, 20)
+        before = metrics.readings()
+
+        async def report() -> None:
+            nonlocal before, told
+            now = metrics.readings()
+            sent, answered[:] = list(answered), []
+            message = Report(
+                sent, metrics.changes(before, now), health.db_ok, writer.state, writer.consecutive_failures,
+                writer.last_error, health.oldest_pending_ns,
+            )  # fmt: skip
+            before, told = now, trio.Event()
+            await stream.send_all(frame(_encode(message)))
+
+        async def reporting() -> None:
+            while True:
+                with trio.move_on_after(REPORT_SECONDS):
+                    await told.wait()
+                await report()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(reporting)
+            async with trio.open_nursery() as pipeline:
+                work_in, work_out = trio.open_memory_channel[Batch[Item]](0)
+                ready_in, ready_out = trio.open_memory_channel[Batch[Item]](0)
+                pipeline.start_soon(_receive, stream, decoder, work_in)
+                pipeline.start_soon(prepare_batches, work_out, ready_in, config.database.blob_min_bytes)
+                pipeline.start_soon(target.run, ready_out)
+            nursery.cancel_scope.cancel()
+        await report()
+        await target.aclose()
+
+
+async def _next(stream: trio.SocketStream, decoder: FrameDecoder) -> Start | Work | None:
+    """The collector's next message; None when it has closed its end."""
+    while (body := decoder.next_frame()) is None:
+        data = await stream.receive_some(1 << 20)
+        if not data:
+            return None
+        decoder.receive_data(data)
+    return _to_process.decode(body)
+
+
+async def _receive(
+    stream: trio.SocketStream, decoder: FrameDecoder, send: trio.MemorySendChannel[Batch[Item]]
+) -> None:
+    async with send:
+        while (work := await _next(stream, decoder)) is not None:
+            if isinstance(work, Work):
+                await send.send(Batch([to_item(body, end) for end, body in work.records], work.seq))
+
+
+if __name__ == "__main__":
+    main()

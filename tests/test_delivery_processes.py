@@ -1,0 +1,176 @@
+"""Delivery in processes of their own (``database.delivery_processes``): every event stored once, counted
+in the collector's /metrics, the checkpoint moved; a delivery process that dies is replaced and its batches
+delivered; an outage shows in /health/db and loses nothing; SIGTERM leaves no process behind."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import msgspec
+from pg import StoppablePostgres
+
+from hookdb.client.wire import encode_envelope, frame, new_event_id
+
+from conftest import Collector, count_rows, run_sql, wait_for, wait_for_rows
+
+TWO = ("--set", "database.delivery_processes=2", "--set", "batch.max_events=100")
+
+
+def frames(n: int, session: str) -> tuple[list[str], list[bytes]]:
+    ids = [new_event_id() for _ in range(n)]
+    out = []
+    for seq, event_id in enumerate(ids):
+        body = encode_envelope(
+            event_id=event_id,
+            occurred_at_ns=time.time_ns(),
+            source="app",
+            event_type="PostToolUse",
+            session_id=session,
+            tenant=None,
+            payload=msgspec.json.encode({"tool_name": "Bash", "tool_response": {"stdout": f"line {seq}"}}),
+        )
+        out.append(frame(body))
+    return ids, out
+
+
+def send(path: Path, data: list[bytes]) -> None:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.connect(str(path))
+        sock.sendall(b"".join(data))
+
+
+def get(collector: Collector, path: str) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{collector.metrics_port()}{path}", timeout=5) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+def metric(collector: Collector, name: str) -> float:
+    for line in get(collector, "/metrics")[1].decode().splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    return 0.0
+
+
+def delivery_processes(collector: Collector) -> list[int]:
+    """The collector's children: its delivery processes."""
+    pid = collector.proc.pid
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        found += [int(c) for c in (task / "children").read_text().split()]
+    return sorted(found)
+
+
+def test_two_delivery_processes_store_every_event_once_and_the_collector_counts_them(
+    start_collector, socket_path: Path, dsn: str
+) -> None:
+    collector = start_collector(*TWO)
+    assert len(delivery_processes(collector)) == 2
+    sent = [frames(1000, f"s{c}") for c in range(3)]
+    threads = [threading.Thread(target=send, args=(socket_path, data)) for _, data in sent]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert wait_for_rows(dsn, 3000) == 3000
+    assert run_sql(dsn, "SELECT count(DISTINCT event_id) FROM hook_audit_log")[0][0] == 3000
+    counts = run_sql(dsn, "SELECT session_id, event_count FROM sessions ORDER BY session_id")
+    assert [tuple(r) for r in counts] == [("s0", 1000), ("s1", 1000), ("s2", 1000)]  # each projected once
+    # What the delivery processes counted shows in the collector's own /metrics, and the spool is delivered.
+    wait_for(lambda: metric(collector, "hookdb_events_persisted_total") == 3000, 10)
+    assert metric(collector, "hookdb_batches_total") >= 30
+    assert metric(collector, "hookdb_event_commit_latency_seconds_count") == 3000
+    assert metric(collector, "hookdb_spool_pending_records") == 0
+    status, body = get(collector, "/health/db")
+    assert status == 200
+    assert json.loads(body)["breaker"] == "closed"
+    assert {e.get("delivery_process") for e in collector.events("schema.migrated")} <= {None}
+
+
+def test_a_killed_delivery_process_is_replaced_and_its_batches_delivered_once(
+    start_collector, socket_path: Path, dsn: str
+) -> None:
+    collector = start_collector(*TWO)
+    ids, data = frames(6000, "s")
+    sender = threading.Thread(
+        target=lambda: [send(socket_path, data[i : i + 200]) for i in range(0, 6000, 200)]
+    )
+    sender.start()
+    wait_for(lambda: count_rows(dsn) >= 500, 30)
+    victim = delivery_processes(collector)[0]
+    os.kill(victim, signal.SIGKILL)
+    sender.join()
+    assert wait_for_rows(dsn, 6000) == 6000
+    assert sorted(str(r[0]) for r in run_sql(dsn, "SELECT event_id FROM hook_audit_log")) == sorted(ids)
+    died = collector.events("delivery.process_died")
+    assert [d["exit_code"] for d in died] == [-signal.SIGKILL]
+    wait_for(
+        lambda: len(delivery_processes(collector)) == 2 and victim not in delivery_processes(collector), 10
+    )
+    assert collector.proc.poll() is None
+    wait_for(lambda: metric(collector, "hookdb_spool_pending_records") == 0, 10)
+
+
+def test_an_outage_shows_in_health_and_loses_nothing_with_two_delivery_processes(
+    start_collector, socket_path: Path, private_pg: StoppablePostgres
+) -> None:
+    run_sql(private_pg.dsn, "CREATE DATABASE hookdb_processes")
+    dsn = urlsplit(private_pg.dsn)._replace(path="/hookdb_processes").geturl()
+    collector = start_collector(
+        *TWO,
+        "--dsn", dsn,
+        "--set", "breaker.failures=2",
+        "--set", "breaker.open_seconds=1",
+        "--set", "breaker.retry_seconds=0.2",
+        "--set", "database.connect_timeout_seconds=2",
+        "--set", "database.health_check_seconds=0.5",
+        use_dsn=False,
+    )  # fmt: skip
+    _, data = frames(500, "s")
+    send(socket_path, data)
+    assert wait_for_rows(dsn, 500) == 500
+    private_pg.stop()
+    try:
+        _, data = frames(500, "s")
+        send(socket_path, data)
+
+        def unavailable() -> dict[str, Any] | None:
+            status, body = get(collector, "/health/db")
+            return json.loads(body) if status == 503 and json.loads(body)["breaker"] == "open" else None
+
+        answer = wait_for(unavailable, 30)
+        assert answer["last_error"]
+        assert answer["spool"]["pending_records"] == 500
+    finally:
+        private_pg.start()
+    assert wait_for_rows(dsn, 1000, timeout=60) == 1000
+    assert run_sql(dsn, "SELECT count(DISTINCT event_id) FROM hook_audit_log")[0][0] == 1000
+    wait_for(lambda: get(collector, "/health/db")[0] == 200, 30)
+    assert metric(collector, "hookdb_events_persisted_total") == 1000
+
+
+def test_sigterm_delivers_what_is_spooled_and_leaves_no_delivery_process(
+    start_collector, socket_path: Path, dsn: str
+) -> None:
+    collector = start_collector(*TWO, "--set", "batch.linger_seconds=5")  # batches wait: shutdown flushes
+    children = delivery_processes(collector)
+    _, data = frames(150, "s")
+    send(socket_path, data)
+    wait_for(lambda: count_rows(dsn) >= 100, 30)  # the first full batch; the other 50 linger
+    assert collector.stop() == 0
+    assert count_rows(dsn) == 150
+    for pid in children:
+        assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2]
+    assert collector.events("collector.stopped")[0]["undelivered_records"] == 0
