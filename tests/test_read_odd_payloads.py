@@ -86,25 +86,29 @@ def deep_stack() -> Iterator[None]:
     sys.setrecursionlimit(limit)
 
 
-def store(dsn: str) -> dict[str, str]:
-    """The odd session, its events one second apart; the event ids by name."""
+def store(
+    dsn: str, session_id: str = SESSION, events: list[str] | None = None, meta: str = ODD_META
+) -> dict[str, str]:
+    """The odd session (or one of some of its ``events``, by name), its events one second apart; the event
+    ids by name."""
     run_sql(
         dsn,
         "INSERT INTO sessions (tenant_id, session_id, status, model, cwd, started_at, updated_at, meta) "
         "VALUES ('acme', $1, 'completed', 'claude-opus-4-5', '/work/odd', $2, $2, $3::jsonb)",
-        SESSION,
+        session_id,
         AT,
-        ODD_META,
+        meta,
     )
     ids = {}
-    for i, (name, event_type, tool, payload) in enumerate(EVENTS):
+    chosen = [event for event in EVENTS if events is None or event[0] in events]
+    for i, (name, event_type, tool, payload) in enumerate(chosen):
         (row,) = run_sql(
             dsn,
             "INSERT INTO hook_audit_log (tenant_id, event_id, occurred_at, received_at, session_id, "
             "event_type, tool_name, source, payload) VALUES ('acme', gen_random_uuid(), $1, $1, $2, $3, $4, "
             "'claude-code', $5::jsonb) RETURNING event_id",
             AT + timedelta(seconds=i),
-            SESSION,
+            session_id,
             event_type,
             tool,
             payload,
@@ -188,6 +192,14 @@ def test_the_timeline_shows_every_odd_payload_as_stored(dsn: str, odd: Any) -> N
     )
     assert deep["payload"] == _loads(stored[0])
     assert "nested deeper" in deep["payload_unrendered"]
+    # Logged once per payload decoded so, per request; an ordinary payload never.
+    assert logged(api, "api.payload_decoded_exactly") == {ids["big_with_nul"], ids["e5000_with_nul"]}
+    assert logged(api, "api.payload_partly_decoded") == {ids["deep_with_nul"]}
+    assert len(api.events("api.payload_partly_decoded")) == 3  # the events page, the detail, one of 3
+
+
+def logged(api: Any, name: str) -> set[str]:
+    return {event["event_id"] for event in api.events(name)}
 
 
 def test_the_json_export_is_complete_and_equals_the_timeline(odd: Any) -> None:
@@ -205,7 +217,7 @@ def test_the_json_export_is_complete_and_equals_the_timeline(odd: Any) -> None:
 
 
 def test_the_markdown_export_has_a_line_for_every_event_and_its_end(odd: Any) -> None:
-    api, _ids = odd
+    api, ids = odd
     with client(api) as http:
         answer = http.get(f"/api/sessions/{SESSION}/export", params={"format": "md"})
     assert answer.status_code == 200, answer.text
@@ -226,6 +238,8 @@ def test_the_markdown_export_has_a_line_for_every_event_and_its_end(odd: Any) ->
     assert len(at_top) == 2, at_top  # deep_at_top and deep_with_nul
     large = next(line for line in timeline if line.startswith("- `") and "`xxx" in line)
     assert len(large) < 500  # cut, as every long input is
+    deep = {ids[name] for name in ("deep_5000", "deep_at_top", "deep_with_nul")}
+    assert logged(api, "api.payload_partly_decoded") == deep
 
 
 # -- Cards, stats and the live feed ---------------------------------------------------------------------
