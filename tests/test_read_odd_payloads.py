@@ -19,10 +19,15 @@ from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
+import msgspec
 import pytest
 import seed
+import test_payload_edges as edges
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from test_api import TOKEN_A, Stream, all_pages, client, write_seed
 
+from hookdb.collector.api import payloads
 from hookdb.collector.store import blobs
 
 from conftest import migrate, run_sql
@@ -77,7 +82,7 @@ def _loads(text: str | bytes) -> Any:
     return json.loads(text, parse_int=Decimal, parse_float=Decimal)
 
 
-@pytest.fixture(autouse=True)
+@pytest.fixture
 def deep_stack() -> Iterator[None]:
     """The tests parse and compare payloads nested 5,000 levels deep: Python's default limit is 1,000."""
     limit = sys.getrecursionlimit()
@@ -155,9 +160,31 @@ def test_jsonb_refuses_u0000_and_lone_surrogates_and_takes_the_rest(dsn: str) ->
     assert row[2] == DEEP_5000
 
 
+# -- The helper every read path decodes a stored payload with ----------------------------------------------
+
+
+@settings(suppress_health_check=[HealthCheck.too_slow])
+@given(st.dictionaries(edges.text, edges.json_values, max_size=6))
+def test_a_payload_too_deep_keeps_every_member_that_is_not(value: dict[str, Any]) -> None:
+    deep = b'"deep": ' + DEEP_5000.encode() + b"}"
+    for encoded in (json.dumps(value).encode(), msgspec.json.encode(value)):  # jsonb's spacing, and none
+        stored = encoded[:-1] + (b", " if value else b"") + deep
+        decoded = payloads.decode(stored, "event")
+        assert decoded.problem == payloads.TOO_DEEP
+        assert decoded.value == {**value, "deep": {payloads.UNRENDERED_KEY: payloads.TOO_DEEP}}
+
+
+def test_a_payload_too_deep_is_decoded_two_levels_down() -> None:
+    stored = f'{{"a": {{"b": {{"c": {DEEP_5000}, "d": 1}}, "e": {BIG}}}, "f": [{DEEP_5000}]}}'.encode()
+    unrendered = {payloads.UNRENDERED_KEY: payloads.TOO_DEEP}
+    decoded = payloads.decode(stored, "event")
+    assert decoded.value == {"a": {"b": unrendered, "e": Decimal(BIG)}, "f": unrendered}
+
+
 # -- The timeline, the detail and the JSON export -------------------------------------------------------
 
 
+@pytest.mark.usefixtures("deep_stack")
 def test_the_timeline_shows_every_odd_payload_as_stored(dsn: str, odd: Any) -> None:
     api, ids = odd
     with client(api) as http:
@@ -202,6 +229,7 @@ def logged(api: Any, name: str) -> set[str]:
     return {event["event_id"] for event in api.events(name)}
 
 
+@pytest.mark.usefixtures("deep_stack")
 def test_the_json_export_is_complete_and_equals_the_timeline(odd: Any) -> None:
     api, ids = odd
     with client(api) as http:
@@ -245,9 +273,23 @@ def test_the_markdown_export_has_a_line_for_every_event_and_its_end(odd: Any) ->
 # -- Cards, stats and the live feed ---------------------------------------------------------------------
 
 
-def test_cards_and_stats_with_odd_meta_are_answered(odd: Any) -> None:
-    api, _ids = odd
+@pytest.mark.usefixtures("deep_stack")
+def test_cards_stats_and_search_with_odd_meta_are_answered(dsn: str, odd: Any) -> None:
+    api, ids = odd
+    body = f"odd payload {BIG} " + "y" * 100_000 + " read"  # a search document of an odd tool input
+    run_sql(
+        dsn,
+        "INSERT INTO search_docs (tenant_id, session_id, doc_key, at, kinds, ends, body) "
+        "VALUES ('acme', $1, uuid_send($2::uuid), $3, ARRAY['tool_input'], ARRAY[$4::int], $5)",
+        SESSION,
+        ids["big_nested"],
+        AT,
+        len(body),
+        body,
+    )
     with client(api) as http:
+        found = http.get("/api/sessions", params={"q": "odd payload"})
+        assert found.status_code == 200, found.text
         cards = all_pages(http)
         card = next(c for c in cards if c["session_id"] == SESSION)
         detail = http.get(f"/api/sessions/{SESSION}")
@@ -261,6 +303,9 @@ def test_cards_and_stats_with_odd_meta_are_answered(odd: Any) -> None:
     assert card["end_reason"] == "5"
     assert card["title"] == "Read the odd payloads"
     assert _loads(detail.content)["session"]["qa_score"] == Decimal("1e400")  # every digit
+    (hit,) = found.json()["sessions"]
+    assert hit["session_id"] == SESSION
+    assert [part["text"] for part in hit["snippet"]["parts"] if part["match"]] == ["odd", "payload"]
 
 
 def test_the_live_feed_sends_a_card_with_odd_meta_and_goes_on(dsn: str, odd: Any) -> None:
