@@ -26,9 +26,12 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import msgspec
+from msgspec import UNSET
 
 from hookdb.collector import classification as cls
+from hookdb.collector.api import payloads
 from hookdb.collector.api.models import AgentUsage, SessionCard, SessionExport, TimelineEvent
+from hookdb.collector.store import blobs
 
 _encode = msgspec.json.Encoder(decimal_format="number").encode
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
@@ -156,7 +159,7 @@ class MarkdownWriter:
         return text
 
     def _read(self, event: TimelineEvent) -> None:
-        payload = _decoded(event.payload)
+        payload, problem = _decoded(event)
         body = payload if isinstance(payload, dict) else {}
         agent = _str(body.get("agent_id")) or MAIN
         sub = self._subagent(agent, event, body) if agent != MAIN else None
@@ -165,7 +168,10 @@ class MarkdownWriter:
         if call_id is not None and event.event_type == cls.TOOL_CALL_START:
             ends = event.paired_event_id is not None
             self._calls[call_id] = _Call.of(call_id, agent, event.occurred_at, body, ends=ends)
-        self._write(agent, _event_lines(event, payload))
+        lines = _event_lines(event, payload)
+        if problem is not None and lines:
+            lines[0] += f" — *payload partly shown: {problem} (the JSON export has it all)*"
+        self._write(agent, lines)
         if call_id is not None and event.event_type in cls.TOOL_CALL_END:
             self._call_ended(call_id, agent, event, body)
         elif event.event_type == "PermissionDenied":  # a denied call starts nothing
@@ -457,13 +463,14 @@ def _quoted(text: str) -> list[str]:
     return ["", *(f"  > {line}".rstrip() for line in text.rstrip().splitlines()), ""]
 
 
-def _decoded(payload: Any) -> Any:
-    if isinstance(payload, msgspec.Raw):
-        try:
-            return msgspec.json.decode(payload)
-        except msgspec.DecodeError:
-            return None
-    return payload
+def _decoded(event: TimelineEvent) -> tuple[Any, str | None]:
+    """The event's payload as Python values, as far as it can be decoded, and what of it could not be."""
+    if not isinstance(event.payload, msgspec.Raw):
+        return event.payload, None
+    value, problem = payloads.decode(bytes(memoryview(event.payload)), event.event_id)
+    if event.payload_unrendered is not UNSET:  # it comes as stored: what was decoded of it is restored here
+        value = blobs.restore(value, lambda _digest: None)
+    return value, problem
 
 
 def _str(value: Any) -> str | None:

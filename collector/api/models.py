@@ -239,6 +239,8 @@ class TimelineEvent(msgspec.Struct, kw_only=True):
     duration_ms: float | None  # from PreToolUse to its PostToolUse(Failure), on both
     paired_event_id: str | None
     payload: Any  # the hook input as stored (large strings stand as {"$hookdb.blob": sha256})
+    # Only when the payload is too odd to restore (collector/api/payloads.py): why, and that it is as stored.
+    payload_unrendered: str | UnsetType = UNSET
 
 
 class EventPage(msgspec.Struct, kw_only=True):

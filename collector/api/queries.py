@@ -23,7 +23,7 @@ import msgspec
 from msgspec import UNSET
 
 from hookdb.collector import classification as cls
-from hookdb.collector.api import cursor
+from hookdb.collector.api import cursor, payloads
 from hookdb.collector.api.models import (
     AgentState,
     AgentUsage,
@@ -54,14 +54,18 @@ from hookdb.collector.store.usage import SDK_PREFIX
 
 # The last component of cwd (a trailing separator ignored): the project a card names and the filter matches.
 PROJECT = r"nullif(substring(rtrim(cwd, '/\') from '[^/\\]*$'), '')"
+# A word count a bigint cannot hold (jsonb holds any number: an older writer or a row written directly may
+# have left one) is unknown, as a missing one is: one card's meta never fails a page of cards.
+BIGINT_MAX = 2**63 - 1
 CARD_COLUMNS = f"""
     session_id, status, model, agent_type, cwd, {PROJECT} AS project, source, started_at, updated_at,
     ended_at, status_at, event_count, subagent_count, report_count, cost_usd, cost_source, input_tokens,
     output_tokens, cache_read_tokens, cache_creation_5m_tokens, cache_creation_1h_tokens,
     coalesce(models, ARRAY[]::text[]) AS models,
     CASE WHEN jsonb_typeof(meta->'qa_score') = 'number' THEN (meta->>'qa_score')::numeric END AS qa_score,
-    CASE WHEN jsonb_typeof(meta->'word_count') = 'number' THEN (meta->>'word_count')::numeric::bigint END
-        AS word_count,
+    CASE WHEN jsonb_typeof(meta->'word_count') = 'number' THEN CASE
+        WHEN abs((meta->>'word_count')::numeric) < {BIGINT_MAX} THEN (meta->>'word_count')::numeric::bigint
+    END END AS word_count,
     meta->>'end_reason' AS end_reason"""
 # Cards of the sessions ``{sessions}`` selects (ordered and limited there, so the lookup runs per card
 # only), each with its first prompt, in two probes of the timeline's index: the instant of the first
@@ -379,19 +383,7 @@ async def events(conn: asyncpg.Connection, tenant: str, session_id: str, query: 
         args += [at, *_event_key(key)]
         after = "AND occurred_at >= $6 AND (occurred_at, received_at, event_id) > ($6, $7, $8)"
     rows = await conn.fetch(_EVENTS.format(after=after), *args)
-    timeline = [
-        TimelineEvent(
-            event_id=str(row["event_id"]),
-            occurred_at=row["occurred_at"],
-            event_type=row["event_type"],
-            tool_name=row["tool_name"],
-            tool_use_id=row["tool_use_id"],
-            duration_ms=_millis(row["occurred_at"], row["paired_at"]),
-            paired_event_id=str(row["paired_event_id"]) if row["paired_event_id"] else None,
-            payload=_payload(row["payload"]),
-        )
-        for row in rows[: query.limit]
-    ]
+    timeline = [_timeline_event(row) for row in rows[: query.limit]]
     last = rows[query.limit - 1] if len(rows) > query.limit else None
     return EventPage(
         events=timeline,
@@ -405,13 +397,30 @@ async def events(conn: asyncpg.Connection, tenant: str, session_id: str, query: 
     )
 
 
-def _payload(stored: msgspec.Raw) -> Any:
-    """A payload as the hook sent it, except that large strings stay blob references: U+0000 and marker
-    keys, escaped to fit jsonb (``store/blobs``), are put back; a payload without them passes as it is."""
+def _timeline_event(row: asyncpg.Record) -> TimelineEvent:
+    event_id = str(row["event_id"])
+    payload, unrendered = _payload(row["payload"], event_id)
+    return TimelineEvent(
+        event_id=event_id,
+        occurred_at=row["occurred_at"],
+        event_type=row["event_type"],
+        tool_name=row["tool_name"],
+        tool_use_id=row["tool_use_id"],
+        duration_ms=_millis(row["occurred_at"], row["paired_at"]),
+        paired_event_id=str(row["paired_event_id"]) if row["paired_event_id"] else None,
+        payload=payload,
+        payload_unrendered=UNSET if unrendered is None else unrendered,
+    )
+
+
+def _payload(stored: msgspec.Raw, event_id: str) -> tuple[msgspec.Raw, str | None]:
+    """A payload as the hook sent it, except that large strings stay blob references (see
+    ``payloads.restored``); a payload without U+0000 or marker keys passes as it is, never decoded."""
     text = bytes(memoryview(stored))
     if b'"' + blobs.NUL_KEY.encode() + b'"' not in text and b'"' + blobs.KEYS_KEY.encode() + b'"' not in text:
-        return stored
-    return msgspec.Raw(blobs.encode(blobs.restore(blobs.decode(text), lambda _digest: None)))
+        return stored, None
+    restored, unrendered = payloads.restored(text, event_id)
+    return (stored if unrendered else msgspec.Raw(restored)), unrendered
 
 
 def _event_key(key: str) -> tuple[datetime, str]:

@@ -63,7 +63,8 @@
 
   // -- Small helpers --------------------------------------------------------------------------------
 
-  const { el, plural, known, money, tokens, tokenTotal, tokenKinds, duration, prettyJson } = window.hookdbUtil;
+  const { el, plural, known, money, tokens, tokenTotal, tokenKinds, duration, prettyJson, parseJson } =
+    window.hookdbUtil;
   const TEXT_FILTERS = ["model", "agent_type", "project", "cost_min", "cost_max", "started_after", "started_before"];
 
   function relative(iso) {
@@ -147,7 +148,7 @@
       throw new ApiError(0, "The network failed.");
     }
     if (!res.ok) throw await failure(res);
-    return res.json();
+    return parseJson(await res.text());
   }
 
   // 401 → the token form; 503 or no network → the notice, and a retry; anything else → `show` it.

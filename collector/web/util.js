@@ -68,9 +68,42 @@
     try {
       return JSON.stringify(typeof text === "string" ? JSON.parse(text) : text, null, 2);
     } catch (_) {
-      return String(text);
+      // Nested too deep for the browser to write out (its String() would recurse as deep and throw too).
+      return "(this payload is nested too deep to show here: the JSON export holds it whole)";
     }
   }
 
-  window.hookdbUtil = { el, plural, known, money, tokens, tokenTotal, tokenKinds, duration, clock, prettyJson };
+  // An answer's JSON. A number a double cannot hold as written (an integer beyond 2^53, 1e400, a nonzero
+  // one that rounds to 0: a payload an older writer stored) keeps its digits inside payloads, which are
+  // only shown; outside them it is a number, as the page computes with it. The reviver that sees the
+  // digits is slower, so it runs only when the text may hold such a number; it recurses, so on JSON nested
+  // too deep for it such numbers stay doubles.
+  const LONG_NUMBER = /\d{16}|[eE][+-]?\d{3}/;
+
+  function parseJson(text) {
+    if (!JSON.rawJSON || !LONG_NUMBER.test(text)) return JSON.parse(text);
+    try {
+      return exactNumbers(JSON.parse(text, keepDigits));
+    } catch (_) {
+      return JSON.parse(text);
+    }
+  }
+
+  function keepDigits(_key, value, context) {
+    if (typeof value !== "number" || !context) return value;
+    const held = Number.isFinite(value) && (Number.isSafeInteger(value) || !Number.isInteger(value));
+    return held && (value !== 0 || !/[1-9]/.test(context.source)) ? value : JSON.rawJSON(context.source);
+  }
+
+  function exactNumbers(value) {
+    if (JSON.isRawJSON(value)) return Number(value.rawJSON);
+    if (value && typeof value === "object") {
+      for (const key of Object.keys(value)) if (key !== "payload") value[key] = exactNumbers(value[key]);
+    }
+    return value;
+  }
+
+  window.hookdbUtil = {
+    el, plural, known, money, tokens, tokenTotal, tokenKinds, duration, clock, prettyJson, parseJson,
+  };
 })();
