@@ -174,3 +174,24 @@ def test_sigterm_delivers_what_is_spooled_and_leaves_no_delivery_process(
     for pid in children:
         assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2]
     assert collector.events("collector.stopped")[0]["undelivered_records"] == 0
+
+
+def test_delivery_processes_exit_when_the_collector_is_killed(
+    start_collector, socket_path: Path, dsn: str
+) -> None:
+    collector = start_collector(*TWO)
+    children = delivery_processes(collector)
+    _, data = frames(3000, "s")
+    send(socket_path, data)
+    wait_for(lambda: count_rows(dsn) >= 100, 30)
+    collector.stop(signal.SIGKILL)
+
+    def gone(pid: int) -> bool:
+        stat = Path(f"/proc/{pid}/stat")
+        return not stat.exists() or stat.read_text().rsplit(")", 1)[1].split()[0] == "Z"
+
+    wait_for(lambda: all(gone(pid) for pid in children), 15)
+    restarted = start_collector(*TWO)  # what they had not answered is in the spool: delivered once
+    assert wait_for_rows(dsn, 3000) == 3000
+    assert run_sql(dsn, "SELECT count(DISTINCT event_id) FROM hook_audit_log")[0][0] == 3000
+    assert restarted.proc.poll() is None

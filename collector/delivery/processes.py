@@ -19,11 +19,13 @@ Between them: frames (``client.wire``) of msgpack messages over a socketpair; th
 from __future__ import annotations
 
 import gc
+import os
 import signal
 import socket
 import sys
 from contextlib import suppress
 from dataclasses import dataclass, field
+from typing import NoReturn
 
 import msgspec
 import structlog
@@ -53,6 +55,7 @@ log = logs.get("hookdb.delivery")
 
 REPORT_SECONDS = 0.5  # a process reports at least this often (its metrics and database state), busy or not
 RESTART_SECONDS = 1.0  # how long after a process died another one is started
+EXIT_SECONDS = 5.0  # how long a process that answered everything may take to exit
 _MAX_MESSAGE = 1 << 31  # a batch's records (batch.max_bytes, or one record of up to listener.max_frame_bytes)
 
 
@@ -124,8 +127,8 @@ class _Slot:
 
 
 class Processes:
-    """Runs ``count`` delivery processes and hands each batch to one of them; moves the spool's checkpoint as
-    they answer."""
+    """Runs ``database.delivery_processes`` delivery processes and hands each batch to one of them; moves
+    the spool's checkpoint as they answer."""
 
     def __init__(
         self, config: Config, dsn: str, spool: Spool, commits: Commits, health: Status, view: BreakerView
@@ -174,8 +177,16 @@ class Processes:
                 pass_fds=(theirs.fileno(),),
                 start_new_session=True,
             )
+        except OSError as exc:  # e.g. out of processes or memory: tried again, as after a death
+            not_started: str | None = str(exc)
+        else:
+            not_started = None
         finally:
             theirs.close()
+        if not_started is not None:
+            ours.close()
+            log.error("delivery.process_not_started", process=slot.index, error=not_started)
+            return False
         stream = trio.SocketStream(trio.socket.from_stdlib_socket(ours))
         ended = trio.Event()  # the collector's input ended: no batch will come
         try:
@@ -183,9 +194,12 @@ class Processes:
                 nursery.start_soon(self._feed, slot, stream, receive, ended)
                 done = await self._answers(slot, stream, ended)
                 nursery.cancel_scope.cancel()
-        finally:
+        except BaseException:  # the shutdown deadline passed (or the collector failed): no waiting
             with trio.CancelScope(shield=True):
-                await _stop(process, stream)
+                await _stop(process, stream, 0)
+            raise
+        with trio.CancelScope(shield=True):
+            await _stop(process, stream, EXIT_SECONDS)
         if not done:
             log.error(
                 "delivery.process_died",
@@ -256,11 +270,11 @@ def _work(batch: Batch[Record]) -> bytes:
     return frame(_encode(Work(batch.seq, batch.items)))
 
 
-async def _stop(process: trio.Process, stream: trio.SocketStream) -> None:
-    """Close the process's line; give it a moment to exit, then kill it."""
+async def _stop(process: trio.Process, stream: trio.SocketStream, seconds: float) -> None:
+    """Close the process's line; give it ``seconds`` to exit, then kill it."""
     with suppress(trio.BrokenResourceError, trio.ClosedResourceError, OSError):
         await stream.aclose()
-    with trio.move_on_after(5):
+    with trio.move_on_after(seconds):
         await process.wait()
         return
     process.kill()
@@ -272,7 +286,9 @@ async def _stop(process: trio.Process, stream: trio.SocketStream) -> None:
 
 def main() -> None:
     """``python -m hookdb.collector.delivery.processes FD``: deliver what the collector sends over FD."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the collector ends it (its input, or SIGKILL)
+    # The collector ends it, by its input; systemd's SIGTERM to the whole unit is the collector's to act on.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     logs.configure()
     trio.run(_deliver, socket.socket(fileno=int(sys.argv[1])))
 
@@ -288,10 +304,12 @@ async def _deliver(sock: socket.socket) -> None:
     ledger.use_prices(prices.table(config.prices.overrides))
     health = _Status()
     answered: list[int] = []
+    held: set[int] = set()  # the batches received and not committed yet
     told = trio.Event()
 
     def committed(batch: Batch[Item]) -> None:
         answered.append(batch.seq)
+        held.discard(batch.seq)
         told.set()
 
     async with trio_asyncio.open_loop():
@@ -311,7 +329,10 @@ async def _deliver(sock: socket.socket) -> None:
                 writer.last_error, health.oldest_pending_ns,
             )  # fmt: skip
             before, told = now, trio.Event()
-            await stream.send_all(frame(_encode(message)))
+            try:
+                await stream.send_all(frame(_encode(message)))
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                _gone(len(held))
 
         async def reporting() -> None:
             while True:
@@ -324,7 +345,7 @@ async def _deliver(sock: socket.socket) -> None:
             async with trio.open_nursery() as pipeline:
                 work_in, work_out = trio.open_memory_channel[Batch[Item]](0)
                 ready_in, ready_out = trio.open_memory_channel[Batch[Item]](0)
-                pipeline.start_soon(_receive, stream, decoder, work_in)
+                pipeline.start_soon(_receive, stream, decoder, work_in, held)
                 pipeline.start_soon(prepare_batches, work_out, ready_in, config.database.blob_min_bytes)
                 pipeline.start_soon(target.run, ready_out)
             nursery.cancel_scope.cancel()
@@ -343,12 +364,27 @@ async def _next(stream: trio.SocketStream, decoder: FrameDecoder) -> Start | Wor
 
 
 async def _receive(
-    stream: trio.SocketStream, decoder: FrameDecoder, send: trio.MemorySendChannel[Batch[Item]]
+    stream: trio.SocketStream,
+    decoder: FrameDecoder,
+    send: trio.MemorySendChannel[Batch[Item]],
+    held: set[int],
 ) -> None:
     async with send:
         while (work := await _next(stream, decoder)) is not None:
             if isinstance(work, Work):
+                held.add(work.seq)
                 await send.send(Batch([to_item(body, end) for end, body in work.records], work.seq))
+    if held:
+        # The collector ends a process's input only once it answered everything: it is gone (killed, or past
+        # its shutdown deadline). Nobody takes the answers; the batches are in its spool, delivered again.
+        _gone(len(held))
+
+
+def _gone(unanswered: int) -> NoReturn:
+    """The collector is gone: exit at once (its spool holds whatever this process had not answered)."""
+    log.warning("delivery.collector_gone", batches_unanswered=unanswered)
+    sys.stdout.flush()
+    os._exit(1)
 
 
 if __name__ == "__main__":
