@@ -10,14 +10,13 @@ import signal
 import socket
 import threading
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import msgspec
 from pg import StoppablePostgres
+from test_operate import get
 
 from hookdb.client.wire import encode_envelope, frame, new_event_id
 
@@ -49,16 +48,12 @@ def send(path: Path, data: list[bytes]) -> None:
         sock.sendall(b"".join(data))
 
 
-def get(collector: Collector, path: str) -> tuple[int, bytes]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{collector.metrics_port()}{path}", timeout=5) as r:
-            return r.status, r.read()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read()
+def health(collector: Collector, path: str) -> tuple[int, bytes]:
+    return get(collector.metrics_port(), path)
 
 
 def metric(collector: Collector, name: str) -> float:
-    for line in get(collector, "/metrics")[1].decode().splitlines():
+    for line in health(collector, "/metrics")[1].decode().splitlines():
         if line.startswith(name + " "):
             return float(line.split()[1])
     return 0.0
@@ -93,7 +88,7 @@ def test_two_delivery_processes_store_every_event_once_and_the_collector_counts_
     assert metric(collector, "hookdb_batches_total") >= 30
     assert metric(collector, "hookdb_event_commit_latency_seconds_count") == 3000
     assert metric(collector, "hookdb_spool_pending_records") == 0
-    status, body = get(collector, "/health/db")
+    status, body = health(collector, "/health/db")
     assert status == 200
     assert json.loads(body)["breaker"] == "closed"
     assert {e.get("delivery_process") for e in collector.events("schema.migrated")} <= {None}
@@ -147,7 +142,7 @@ def test_an_outage_shows_in_health_and_loses_nothing_with_two_delivery_processes
         send(socket_path, data)
 
         def unavailable() -> dict[str, Any] | None:
-            status, body = get(collector, "/health/db")
+            status, body = health(collector, "/health/db")
             return json.loads(body) if status == 503 and json.loads(body)["breaker"] == "open" else None
 
         answer = wait_for(unavailable, 30)
@@ -157,7 +152,7 @@ def test_an_outage_shows_in_health_and_loses_nothing_with_two_delivery_processes
         private_pg.start()
     assert wait_for_rows(dsn, 1000, timeout=60) == 1000
     assert run_sql(dsn, "SELECT count(DISTINCT event_id) FROM hook_audit_log")[0][0] == 1000
-    wait_for(lambda: get(collector, "/health/db")[0] == 200, 30)
+    wait_for(lambda: health(collector, "/health/db")[0] == 200, 30)
     assert metric(collector, "hookdb_events_persisted_total") == 1000
 
 
