@@ -216,30 +216,32 @@ class Processes:
         receive: trio.MemoryReceiveChannel[Batch[Record]],
         ended: trio.Event,
     ) -> None:
-        await stream.send_all(frame(_encode(Start(self._config, self._dsn, slot.index))))
-        for batch in slot.pending.values():  # a dead process's batches first, in order
-            await stream.send_all(_work(batch))
-        while True:
-            while len(slot.pending) >= self._in_flight:
+        with suppress(trio.BrokenResourceError):  # the process died: _answers sees its end and says so
+            await stream.send_all(frame(_encode(Start(self._config, self._dsn, slot.index))))
+            for batch in slot.pending.values():  # a dead process's batches first, in order
+                await stream.send_all(_work(batch))
+            while True:
+                while len(slot.pending) >= self._in_flight:
+                    await slot.answered.wait()
+                try:
+                    batch = await receive.receive()
+                except trio.EndOfChannel:
+                    break
+                slot.pending[batch.seq] = batch
+                await stream.send_all(_work(batch))
+            ended.set()
+            while slot.pending:
                 await slot.answered.wait()
-            try:
-                batch = await receive.receive()
-            except trio.EndOfChannel:
-                break
-            slot.pending[batch.seq] = batch
-            await stream.send_all(_work(batch))
-        ended.set()
-        while slot.pending:
-            await slot.answered.wait()
-        await stream.send_eof()  # the process delivers what it holds, answers and exits
+            await stream.send_eof()  # the process delivers what it holds, answers and exits
 
     async def _answers(self, slot: _Slot, stream: trio.SocketStream, ended: trio.Event) -> bool:
         """Take the process's reports until it closes its end: True if it did with its work done."""
         decoder = FrameDecoder(_MAX_MESSAGE)
-        while data := await stream.receive_some(1 << 20):
-            decoder.receive_data(data)
-            for body in decoder.next_frames():
-                self._take(slot, _to_collector.decode(body))
+        with suppress(trio.BrokenResourceError):  # reset: it died with the collector's bytes unread
+            while data := await stream.receive_some(1 << 20):
+                decoder.receive_data(data)
+                for body in decoder.next_frames():
+                    self._take(slot, _to_collector.decode(body))
         return ended.is_set() and not slot.pending
 
     def _take(self, slot: _Slot, report: Report) -> None:
@@ -356,7 +358,10 @@ async def _deliver(sock: socket.socket) -> None:
 async def _next(stream: trio.SocketStream, decoder: FrameDecoder) -> Start | Work | None:
     """The collector's next message; None when it has closed its end."""
     while (body := decoder.next_frame()) is None:
-        data = await stream.receive_some(1 << 20)
+        try:
+            data = await stream.receive_some(1 << 20)
+        except trio.BrokenResourceError:  # reset: the collector died with this process's answers unread
+            return None
         if not data:
             return None
         decoder.receive_data(data)
