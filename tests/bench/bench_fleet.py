@@ -37,8 +37,8 @@ from bench_spine import (
     HookdbProcess,
     _postmaster_of,
     count_rows,
+    family_cpu,
     fresh_database,
-    postgres_cpu,
     process_cpu,
     run_asyncio,
     run_sql,
@@ -134,7 +134,7 @@ def measure_writes(
         try:
             shares = [frames(c, events // count) for c in range(count)]
             total = sum(len(s) for s in shares)
-            server0 = postgres_cpu(postmaster)
+            server0 = family_cpu(postmaster)
             pooler0 = process_cpu(pooler.proc.pid) if pooler and pooler.proc else 0.0
             started = time.perf_counter()
             senders = [
@@ -148,7 +148,7 @@ def measure_writes(
                     c.check_alive()
                 time.sleep(0.05)
             seconds = time.perf_counter() - started
-            server = postgres_cpu(postmaster) - server0
+            server = family_cpu(postmaster) - server0
             pooled = process_cpu(pooler.proc.pid) - pooler0 if pooler and pooler.proc else 0.0
             for s in senders:
                 s.join()

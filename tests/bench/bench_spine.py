@@ -357,19 +357,6 @@ def process_cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / _clk_tck()
 
 
-def collector_cpu(pid: int) -> float:
-    """User + system CPU seconds of a live collector and its delivery processes (its children), reaped ones
-    included."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    total = sum(int(f) for f in fields[11:15]) / _clk_tck()  # its own, and its reaped children's
-    for task in Path(f"/proc/{pid}/task").iterdir():  # each thread's: trio starts processes from a thread
-        with contextlib.suppress(FileNotFoundError):
-            for child in (task / "children").read_text().split():
-                with contextlib.suppress(FileNotFoundError):
-                    total += process_cpu(int(child))
-    return total
-
-
 def _proc_stats() -> dict[int, list[str]]:
     """The fields after ``(comm)`` of every process's /proc/PID/stat."""
     stats = {}
@@ -465,7 +452,7 @@ async def _drive_end_to_end(
         postmaster = local_postmaster(poller)
         pg0 = tree_cpu(postmaster) if postmaster else math.nan
         poller0 = process_cpu(poller) if postmaster else math.nan
-        cpu0 = (collector_cpu(collector.proc.pid), machine_cpu(), self_cpu())
+        cpu0 = (family_cpu(collector.proc.pid), machine_cpu(), self_cpu())
         barrier.wait(timeout=60)
         started = time.perf_counter()
         deadline = started + 60 + n / 1000
@@ -506,7 +493,7 @@ async def _drive_end_to_end(
             "polls": polls,
             "poll_seconds": poll_seconds,
             "started": started,
-            "collector_cpu_seconds": collector_cpu(collector.proc.pid) - cpu0[0],
+            "collector_cpu_seconds": family_cpu(collector.proc.pid) - cpu0[0],
             "machine_busy_cpu_seconds": busy1 - cpu0[1][0],
             "machine_total_cpu_seconds": total1 - cpu0[1][1],
             "bench_process_cpu_seconds": self_cpu() - cpu0[2],
@@ -857,13 +844,14 @@ def build_mix(n: int, seed: int = 20250102) -> list[bytes]:
     return out
 
 
-def postgres_cpu(postmaster: int) -> float:
-    """CPU seconds of a PostgreSQL server: the postmaster's own and its reaped children's (exited backends),
-    and its live children's."""
-    fields = Path(f"/proc/{postmaster}/stat").read_text().rsplit(")", 1)[1].split()
+def family_cpu(parent: int) -> float:
+    """CPU seconds of a process, its reaped children's and its live children's: a PostgreSQL server (the
+    postmaster, its backends) or a collector (with its delivery processes). Every thread's children are
+    read: trio starts processes from a thread."""
+    fields = Path(f"/proc/{parent}/stat").read_text().rsplit(")", 1)[1].split()
     ticks = sum(int(v) for v in fields[11:15])
     with contextlib.suppress(OSError):
-        for task in Path(f"/proc/{postmaster}/task").iterdir():
+        for task in Path(f"/proc/{parent}/task").iterdir():
             for pid in (task / "children").read_text().split():
                 with contextlib.suppress(OSError):
                     child = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -884,9 +872,9 @@ class CpuSampler:
         self.collector_seconds = self.postgres_seconds = self.overlap_seconds = 0.0
 
     def _run(self) -> None:
-        last_c, last_p = collector_cpu(self._collector), postgres_cpu(self._postmaster)
+        last_c, last_p = family_cpu(self._collector), family_cpu(self._postmaster)
         while not self._stop.wait(self._interval):
-            c, p = collector_cpu(self._collector), postgres_cpu(self._postmaster)
+            c, p = family_cpu(self._collector), family_cpu(self._postmaster)
             self.collector_seconds += c - last_c
             self.postgres_seconds += p - last_p
             self.overlap_seconds += max(0.0, min(c - last_c, p - last_p))
@@ -973,10 +961,10 @@ def _baseline(
     with fresh_database(admin_dsn, label, schema=True) as dsn:
         postmaster = run_asyncio(_postmaster_of(dsn))
         time.sleep(0.05)  # that connection's backend exits and is reaped
-        pg0, me0 = postgres_cpu(postmaster) if postmaster else math.nan, self_cpu()
+        pg0, me0 = family_cpu(postmaster) if postmaster else math.nan, self_cpu()
         seconds = write(dsn)
         time.sleep(0.05)
-        pg1, me1 = postgres_cpu(postmaster) if postmaster else math.nan, self_cpu()
+        pg1, me1 = family_cpu(postmaster) if postmaster else math.nan, self_cpu()
         stored = count_rows(dsn)
     if stored != len(rows):
         raise RuntimeError(f"{label}: {stored} rows stored, expected {len(rows)}")
