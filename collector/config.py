@@ -27,6 +27,7 @@ STATE_DIR_ENV = "HOOKDB_STATE_DIR"
 Positive = Annotated[int, msgspec.Meta(gt=0)]
 Seconds = Annotated[float, msgspec.Meta(gt=0)]
 Fraction = Annotated[float, msgspec.Meta(ge=0, lt=1)]
+MAX_AUTO_PROCESSES = 4  # delivery_processes = "auto": beyond it PostgreSQL, not delivery, is the limit
 
 
 class _Section(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -127,11 +128,18 @@ transaction either way. Applies to the collector, ``hookdb api``, backfill and t
     writers: Annotated[int, msgspec.Meta(ge=1, le=16)] = 2
     """Connections that write batches at once, so PostgreSQL works on one while the collector readies the
     next; the spool checkpoint moves only over batches committed without a gap. 1 writes strictly in order."""
-    delivery_processes: Annotated[int, msgspec.Meta(ge=1, le=16)] = 1
+    delivery_processes: Annotated[int, msgspec.Meta(ge=1, le=16)] | Literal["auto"] = "auto"
     """Processes that deliver batches, each on ``writers`` connections of its own. Delivery (decoding,
 projections, the writes) is most of the collector's CPU per event: with 2 or more it uses as many cores,
 while the collector's own process keeps intake, the spool and its checkpoint. 1 delivers in the collector's
-own process."""
+own process; "auto" is one per core the collector may run on, up to 4."""
+
+    @property
+    def processes(self) -> int:
+        """How many delivery processes ``delivery_processes`` means on this machine."""
+        if self.delivery_processes != "auto":
+            return self.delivery_processes
+        return min(len(os.sched_getaffinity(0)), MAX_AUTO_PROCESSES)
 
 
 class BatchSection(_Section):

@@ -196,7 +196,7 @@ async def _serve(config: Config, dsn: str, spool: Spool, tenants: TenantPolicy) 
     ledger.use_prices(price_table)
     commits = Commits()
     delivery: Delivery | Processes
-    if config.database.delivery_processes == 1:
+    if config.database.processes == 1:
         breaker = breaker_of(config)
         health = Health(breaker=breaker, spool=spool)
         delivery = Delivery.from_config(config, dsn, spool_checkpoint(spool, commits), health, breaker)

@@ -258,14 +258,15 @@ class Delivery:
             writers=config.database.writers,
         )
 
-    async def start(self) -> None:
+    async def start(self, *, said: bool = False) -> None:
         """Connect (and migrate) at start; an unreachable database is the breaker's to retry meanwhile, as
-        the spool takes events."""
+        the spool takes events. ``said``: the collector's own start logged it already (a delivery process)."""
         try:
             await self.open()
             self._health.db_ok = True
         except AVAILABILITY_ERRORS as exc:
-            log.warning("database.unreachable_at_start", error=str(exc))
+            if not said:
+                log.warning("database.unreachable_at_start", error=str(exc))
 
     async def open(self, writer: int = 0) -> PostgresSink:
         sink = self._sinks[writer]

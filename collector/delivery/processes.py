@@ -49,7 +49,7 @@ from hookdb.collector.delivery.pipeline import (
 )
 from hookdb.collector.ops import logs, metrics
 from hookdb.collector.spool.segments import Spool
-from hookdb.collector.store import ledger
+from hookdb.collector.store import connect, ledger
 
 log = logs.get("hookdb.delivery")
 
@@ -85,6 +85,7 @@ class Report(msgspec.Struct, tag=True, array_like=True):
     failures: int
     last_error: str | None
     oldest_pending_ns: int | None
+    refused: list[connect.Refused]  # connection setups refused: logged by the collector, once per cause
 
 
 _encode = msgspec.msgpack.Encoder().encode
@@ -142,7 +143,7 @@ class Processes:
         self._commits = commits
         self._health = health
         self._view = view
-        self._slots = [_Slot(i) for i in range(config.database.delivery_processes)]
+        self._slots = [_Slot(i) for i in range(config.database.processes)]
 
     async def start(self) -> None:
         """Connect once, migrating the schema, before the collector says it is ready (as delivery in its own
@@ -246,6 +247,8 @@ class Processes:
 
     def _take(self, slot: _Slot, report: Report) -> None:
         metrics.add(report.deltas)
+        for refused in report.refused:
+            connect.log_refusal(refused)
         for seq in report.committed:
             batch = slot.pending.pop(seq)
             advance = self._commits.committed(seq, batch.end, len(batch.items))
@@ -304,6 +307,7 @@ async def _deliver(sock: socket.socket) -> None:
     config = msgspec.json.decode(start.config, type=Config)
     structlog.contextvars.bind_contextvars(delivery_process=start.index)
     ledger.use_prices(prices.table(config.prices.overrides))
+    connect.forward_refusals()
     health = _Status()
     answered: list[int] = []
     held: set[int] = set()  # the batches received and not committed yet
@@ -317,7 +321,7 @@ async def _deliver(sock: socket.socket) -> None:
     async with trio_asyncio.open_loop():
         writer = breaker_of(config)
         target = Delivery.from_config(config, start.dsn, committed, health, writer)
-        await target.start()
+        await target.start(said=True)
         gc.freeze()  # as the collector does (daemon.py): start-up's objects out of the young generation
         gc.set_threshold(20_000, 20, 20)
         before = metrics.readings()
@@ -328,7 +332,7 @@ async def _deliver(sock: socket.socket) -> None:
             sent, answered[:] = list(answered), []
             message = Report(
                 sent, metrics.changes(before, now), health.db_ok, writer.state, writer.consecutive_failures,
-                writer.last_error, health.oldest_pending_ns,
+                writer.last_error, health.oldest_pending_ns, connect.take_refusals(),
             )  # fmt: skip
             before, told = now, trio.Event()
             try:

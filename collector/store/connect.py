@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import msgspec
 
 from hookdb.collector import classification as cls
 from hookdb.collector.config import Config
@@ -141,19 +142,54 @@ class ConnectOptions:
             raise SchemaError(_role_refused(self.role, self.role_setting)) from None
 
 
+class Refused(msgspec.Struct, array_like=True):
+    """A connection setup the server or pooler refused, as logged: ``database.setup_refused``."""
+
+    cause: str
+    client: str
+    error: str
+    fix: str
+
+
 def report_refusal(exc: BaseException, client: str) -> bool:
-    """Log ``exc`` once per distinct cause if it says the server or pooler refused the connection's setup;
-    True if it does."""
+    """Log ``exc`` once per distinct cause if it says the server or pooler refused the connection's setup
+    (or keep it for :func:`take_refusals`, once :func:`forward_refusals` was called); True if it does."""
     refusal = cls.setup_refusal(exc)
     if refusal is None:
         return False
-    if refusal.cause not in _reported:
+    refused = Refused(refusal.cause, client, str(exc), refusal.fix)
+    if _forwarded is None:
+        log_refusal(refused)
+    elif refusal.cause not in _reported:
         _reported.add(refusal.cause)
-        log.error("database.setup_refused", client=client, error=str(exc), fix=refusal.fix)
+        _forwarded.append(refused)
     return True
 
 
+def log_refusal(refused: Refused) -> None:
+    """Log ``refused`` unless its cause was logged already."""
+    if refused.cause not in _reported:
+        _reported.add(refused.cause)
+        log.error("database.setup_refused", client=refused.client, error=refused.error, fix=refused.fix)
+
+
+def forward_refusals() -> None:
+    """Keep refusals for :func:`take_refusals` instead of logging them: a delivery process hands them to
+    the collector, which logs each cause once for all its processes."""
+    global _forwarded
+    _forwarded = []
+
+
+def take_refusals() -> list[Refused]:
+    """The refusals kept since the last call."""
+    taken = list(_forwarded or ())
+    if _forwarded:
+        _forwarded.clear()
+    return taken
+
+
 _reported: set[str] = set()  # causes logged by this process: each once, however often the breaker retries
+_forwarded: list[Refused] | None = None
 
 
 async def assume_role(conn: asyncpg.Connection, role: str, setting: str, *, local: bool = False) -> None:

@@ -18,11 +18,14 @@ seen; a bounded number of transcripts, least recently read dropped first) and du
 complete only when it started at or before it (or from the start of the file); a read that started later
 (the batch before it was rolled back) is written all the same, since the ledger's merge makes writing a
 request again harmless, and the next read starts again from the durable offset. A transcript this process
-has no position for is read from its start: counted once all the same.
+has no position for (its tenant's first batch after a restart, or one another delivery process read last)
+is read from its start and, if it has a durable offset, read again from there in the transaction: what was
+read before and changed in place since does not count twice.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import stat
 from collections.abc import Sequence
@@ -69,21 +72,42 @@ def use_prices(table: prices.PriceTable) -> None:
     _price_table = table
 
 
+class _Target(msgspec.Struct, frozen=True):
+    tenant: str
+    session: str
+    path: str
+    owner: int
+    agent_type: str | None
+    main: bool
+
+
 @dataclass
 class TranscriptRead:
     """What one read of one transcript found."""
 
-    tenant: str
-    session: str
-    path: str
+    target: _Target
     identity: FileIdentity
     start: int
     """The line-aligned offset the read started from (0 when the file was read from its beginning)."""
     state: TailState
     """The tail state after the read."""
     records: list[usage.UsageRecord]
-    main: bool
-    """The session's own transcript (not a subagent's): its ``cost-state`` is the session's."""
+    fresh: bool
+    """Read from the start for want of a position in this process (after a restart, or when another
+    delivery process read it last)."""
+
+    @property
+    def tenant(self) -> str:
+        return self.target.tenant
+
+    @property
+    def session(self) -> str:
+        return self.target.session
+
+    @property
+    def main(self) -> bool:
+        """The session's own transcript (not a subagent's): its ``cost-state`` is the session's."""
+        return self.target.main
 
     @property
     def end(self) -> int:
@@ -100,15 +124,6 @@ class Usage:
     """Usage of the batch's OTLP events."""
     ended: set[tuple[str, str]] = field(default_factory=set)
     """Sessions that ended (SessionEnd): their read positions need not be kept after this batch."""
-
-
-class _Target(msgspec.Struct, frozen=True):
-    tenant: str
-    session: str
-    path: str
-    owner: int
-    agent_type: str | None
-    main: bool
 
 
 def _text(value: object) -> str | None:
@@ -334,9 +349,7 @@ def _read_one(target: _Target, state: TailState | None) -> TranscriptRead | None
         return None
     finally:
         os.close(fd)
-    return TranscriptRead(
-        target.tenant, target.session, target.path, identity, start, tail.state, records, target.main
-    )
+    return TranscriptRead(target, identity, start, tail.state, records, fresh=state is None)
 
 
 # -- In the transaction ---------------------------------------------------------------------------------
@@ -447,9 +460,10 @@ async def _apply(conn: asyncpg.Connection, found: Usage) -> list[usage.UsageReco
     await _load(conn, (found.reads or found.records)[0].tenant)
     records = list(found.records)
     cost_states: dict[tuple[str, str], CostState] = {}
-    for done in found.reads:
+    for read in found.reads:
+        done, kept = await _store_read(conn, read)
         records += done.records
-        if await _store_read(conn, done) and done.main and done.state.cost_state is not None:
+        if kept and done.main and done.state.cost_state is not None:
             cost_states[(done.tenant, done.session)] = done.state.cost_state
     merged = usage.ledger(r for r in records if _storable(r))
     recorded: list[usage.UsageRecord] = []
@@ -491,18 +505,27 @@ async def _load(conn: asyncpg.Connection, tenant: str) -> None:
     _loaded.add(tenant)
 
 
-async def _store_read(conn: asyncpg.Connection, done: TranscriptRead) -> bool:
-    """Keep how far ``done`` read if it leaves nothing unread behind; return whether it did."""
-    key = (done.tenant, done.session, done.path)
-    stored = await conn.fetchrow(_LOCK_READ, done.tenant, done.session, done.path)
+async def _store_read(conn: asyncpg.Connection, done: TranscriptRead) -> tuple[TranscriptRead, bool]:
+    """Keep how far ``done`` read if it leaves nothing unread behind. Return the read whose requests count
+    (``done``, or the file read again from its durable offset when ``done`` read it from the start for want
+    of a position here) and whether its position was kept."""
+    key = (done.tenant, done.session, done.target.path)
+    stored = await conn.fetchrow(_LOCK_READ, done.tenant, done.session, done.target.path)
     same_file = stored is not None and (int(stored["device"]), int(stored["inode"])) == done.identity
+    if done.fresh and same_file and stored["read_offset"] > 0:
+        # Another process (or this one before a restart) read it that far: what it read may have been
+        # changed in place since, so only what follows counts. Rare: in the lock, off the event loop.
+        resumed = TailState(identity=done.identity, offset=stored["read_offset"])
+        again = await asyncio.to_thread(_read_all, [(done.target, resumed)])
+        if again and again[0].identity == done.identity:
+            done = again[0]
     if done.start == 0 or (same_file and done.start <= stored["read_offset"]):
         cost_state = None if done.state.cost_state is None else _encode(done.state.cost_state)
         await conn.execute(
             _STORE_READ,
             done.tenant,
             done.session,
-            done.path,
+            done.target.path,
             Decimal(done.identity.device),
             Decimal(done.identity.inode),
             done.end,
@@ -510,15 +533,17 @@ async def _store_read(conn: asyncpg.Connection, done: TranscriptRead) -> bool:
             datetime.now(UTC),
         )
         _remember(key, done.state)
-        return True
+        return done, True
     # A gap between the durable offset and where this read began: read again from there next time.
-    log.info("transcript.reread", path=done.path, durable=stored and stored["read_offset"], start=done.start)
+    log.info(
+        "transcript.reread", path=done.target.path, durable=stored and stored["read_offset"], start=done.start
+    )
     if stored is None:
         _tails.pop(key, None)
     else:
         identity = FileIdentity(int(stored["device"]), int(stored["inode"]))
         _remember(key, TailState(identity=identity, offset=stored["read_offset"]))
-    return False
+    return done, False
 
 
 def _remember(key: tuple[str, str, str], state: TailState) -> None:
