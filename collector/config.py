@@ -133,6 +133,9 @@ transaction either way. Applies to the collector, ``hookdb api``, backfill and t
 projections, the writes) is most of the collector's CPU per event: with 2 or more it uses as many cores,
 while the collector's own process keeps intake, the spool and its checkpoint. 1 delivers in the collector's
 own process; "auto" is one per core the collector may run on, up to 4."""
+    delivery_hung_seconds: Seconds = 30.0
+    """A delivery process that has not reported for this long (it reports twice a second, busy or not) is
+taken as hung: killed, and its batches given to the process started in its place."""
 
     @property
     def processes(self) -> int:

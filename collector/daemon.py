@@ -293,6 +293,7 @@ async def _serve(config: Config, dsn: str, spool: Spool, tenants: TenantPolicy) 
                         socket=config.socket_path,
                         pid=os.getpid(),
                         spool_records=spool.pending_records,
+                        delivery_processes=config.database.processes,
                     )
                     async for signum in signals:
                         log.info("collector.stopping", signal=signal.Signals(signum).name)

@@ -10,6 +10,7 @@ import signal
 import socket
 import threading
 import time
+from contextlib import suppress
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -120,6 +121,33 @@ def test_a_killed_delivery_process_is_replaced_and_its_batches_delivered_once(
     )
     assert collector.proc.poll() is None
     wait_for(lambda: metric(collector, "hookdb_spool_pending_records") == 0, 10)
+    assert metric(collector, 'hookdb_delivery_process_restarts_total{reason="died"}') == 2
+    wait_for(lambda: metric(collector, "hookdb_delivery_processes") == 2, 10)
+
+
+def test_a_hung_delivery_process_is_killed_and_its_batches_delivered_by_its_replacement(
+    start_collector, socket_path: Path, dsn: str
+) -> None:
+    collector = start_collector(*TWO, "--set", "database.delivery_hung_seconds=2")
+    wait_for(lambda: len(collector.events("delivery.process_started")) == 2, 30)
+    hung = delivery_processes(collector)[0]
+    os.kill(hung, signal.SIGSTOP)  # alive, holding what it is given, never answering
+    try:
+        ids, data = frames(2000, "s")
+        for i in range(0, 2000, 100):
+            send(socket_path, data[i : i + 100])
+        assert wait_for_rows(dsn, 2000) == 2000
+    finally:
+        with suppress(ProcessLookupError):  # killed by the collector, as it should be
+            os.kill(hung, signal.SIGCONT)
+    assert sorted(str(r[0]) for r in run_sql(dsn, "SELECT event_id FROM hook_audit_log")) == sorted(ids)
+    [event] = collector.events("delivery.process_hung")
+    assert event["seconds"] == 2
+    assert event["batches_unanswered"] >= 1
+    assert hung not in delivery_processes(collector)  # killed, not left stopped
+    assert metric(collector, 'hookdb_delivery_process_restarts_total{reason="hung"}') == 1
+    wait_for(lambda: metric(collector, "hookdb_spool_pending_records") == 0, 10)
+    assert collector.events("delivery.process_died") == []
 
 
 def test_an_outage_shows_in_health_and_loses_nothing_with_two_delivery_processes(

@@ -25,7 +25,7 @@ import socket
 import sys
 from contextlib import suppress
 from dataclasses import dataclass, field
-from typing import NoReturn
+from typing import Literal, NoReturn
 
 import msgspec
 import structlog
@@ -115,6 +115,7 @@ class BreakerView:
 
 
 _SEVERITY = {"closed": 0, "half_open": 1, "open": 2}
+_End = Literal["done", "died", "hung"]  # how a delivery process's run ended
 
 
 @dataclass
@@ -123,7 +124,8 @@ class _Slot:
 
     index: int
     pending: dict[int, Batch[Record]] = field(default_factory=dict)
-    report: Report | None = None
+    pid: int | None = None  # of the process running for it
+    report: Report | None = None  # its process's last (None until its first)
     answered: trio.Event = field(default_factory=trio.Event)  # set (and renewed) at each report
 
 
@@ -144,6 +146,7 @@ class Processes:
         self._health = health
         self._view = view
         self._slots = [_Slot(i) for i in range(config.database.processes)]
+        self._hung_seconds = config.database.delivery_hung_seconds
 
     async def start(self) -> None:
         """Connect once, migrating the schema, before the collector says it is ready (as delivery in its own
@@ -190,25 +193,31 @@ class Processes:
             return False
         stream = trio.SocketStream(trio.socket.from_stdlib_socket(ours))
         ended = trio.Event()  # the collector's input ended: no batch will come
+        slot.pid, slot.report = process.pid, None
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._feed, slot, stream, receive, ended)
-                done = await self._answers(slot, stream, ended)
+                end = await self._answers(slot, stream, ended)
                 nursery.cancel_scope.cancel()
         except BaseException:  # the shutdown deadline passed (or the collector failed): no waiting
             with trio.CancelScope(shield=True):
                 await _stop(process, stream, 0)
             raise
+        finally:
+            slot.pid, slot.report = None, None
+            metrics.delivery_processes.set(self._ready())
         with trio.CancelScope(shield=True):
-            await _stop(process, stream, EXIT_SECONDS)
-        if not done:
+            await _stop(process, stream, 0 if end == "hung" else EXIT_SECONDS)
+        if end == "died":
             log.error(
                 "delivery.process_died",
                 process=slot.index,
                 exit_code=process.returncode,
                 batches_unanswered=len(slot.pending),
             )
-        return done
+        if end != "done":
+            metrics.delivery_process_restarts.labels(end).inc()
+        return end == "done"
 
     async def _feed(
         self,
@@ -235,17 +244,36 @@ class Processes:
                 await slot.answered.wait()
             await stream.send_eof()  # the process delivers what it holds, answers and exits
 
-    async def _answers(self, slot: _Slot, stream: trio.SocketStream, ended: trio.Event) -> bool:
-        """Take the process's reports until it closes its end: True if it did with its work done."""
+    async def _answers(self, slot: _Slot, stream: trio.SocketStream, ended: trio.Event) -> _End:
+        """Take the process's reports until it closes its end ("done" if it did with its work done, else
+        "died"), or until it has not reported for ``database.delivery_hung_seconds`` ("hung")."""
         decoder = FrameDecoder(_MAX_MESSAGE)
         with suppress(trio.BrokenResourceError):  # reset: it died with the collector's bytes unread
-            while data := await stream.receive_some(1 << 20):
-                decoder.receive_data(data)
-                for body in decoder.next_frames():
-                    self._take(slot, _to_collector.decode(body))
-        return ended.is_set() and not slot.pending
+            while True:
+                with trio.move_on_after(self._hung_seconds):
+                    data = await stream.receive_some(1 << 20)
+                    if not data:
+                        break
+                    decoder.receive_data(data)
+                    for body in decoder.next_frames():
+                        self._take(slot, _to_collector.decode(body))
+                    continue
+                log.error(
+                    "delivery.process_hung",
+                    process=slot.index,
+                    pid=slot.pid,
+                    seconds=self._hung_seconds,
+                    batches_unanswered=len(slot.pending),
+                )
+                return "hung"
+        return "done" if ended.is_set() and not slot.pending else "died"
+
+    def _ready(self) -> int:
+        return sum(s.report is not None for s in self._slots)
 
     def _take(self, slot: _Slot, report: Report) -> None:
+        if slot.report is None:  # its first report: the process is up, taking batches (and connecting)
+            log.info("delivery.process_started", process=slot.index, pid=slot.pid)
         metrics.add(report.deltas)
         for refused in report.refused:
             connect.log_refusal(refused)
@@ -255,6 +283,7 @@ class Processes:
             if advance is not None:
                 self._spool.delivered(advance.upto, advance.records)
         slot.report = report
+        metrics.delivery_processes.set(self._ready())
         reports = [s.report for s in self._slots if s.report is not None]
         worst = max(reports, key=lambda r: (_SEVERITY[r.breaker], r.failures))
         self._view.state, self._view.consecutive_failures = worst.breaker, worst.failures
@@ -321,9 +350,6 @@ async def _deliver(sock: socket.socket) -> None:
     async with trio_asyncio.open_loop():
         writer = breaker_of(config)
         target = Delivery.from_config(config, start.dsn, committed, health, writer)
-        await target.start(said=True)
-        gc.freeze()  # as the collector does (daemon.py): start-up's objects out of the young generation
-        gc.set_threshold(20_000, 20, 20)
         before = metrics.readings()
 
         async def report() -> None:
@@ -347,7 +373,10 @@ async def _deliver(sock: socket.socket) -> None:
                 await report()
 
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(reporting)
+            nursery.start_soon(reporting)  # from the start: connecting may take a while, and is no hang
+            await target.start(said=True)
+            gc.freeze()  # as the collector does (daemon.py): start-up's objects out of the young generation
+            gc.set_threshold(20_000, 20, 20)
             async with trio.open_nursery() as pipeline:
                 work_in, work_out = trio.open_memory_channel[Batch[Item]](0)
                 ready_in, ready_out = trio.open_memory_channel[Batch[Item]](0)

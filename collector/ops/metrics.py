@@ -86,6 +86,18 @@ breaker_transitions = Counter(
     ["from_state", "to_state"],
     registry=REGISTRY,
 )
+delivery_processes = Gauge(
+    "hookdb_delivery_processes",
+    "Delivery processes running that have reported (database.delivery_processes; 0 when delivery runs in the "
+    "collector's own process).",
+    registry=REGISTRY,
+)
+delivery_process_restarts = Counter(
+    "hookdb_delivery_process_restarts_total",
+    "Delivery processes started again: after one died, or was killed for not reporting (hung).",
+    ["reason"],
+    registry=REGISTRY,
+)
 report_hash_mismatches = Counter(
     "hookdb_report_hash_mismatches_total",
     "Reports whose content did not read back from PostgreSQL with the hash that was written.",
