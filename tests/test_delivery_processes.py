@@ -20,6 +20,7 @@ from pg import StoppablePostgres
 from test_operate import get
 
 from hookdb.client.wire import encode_envelope, frame, new_event_id
+from hookdb.collector.spool import deadletters
 
 from conftest import Collector, count_rows, run_sql, wait_for, wait_for_rows
 
@@ -222,3 +223,67 @@ def test_delivery_processes_exit_when_the_collector_is_killed(
     assert wait_for_rows(dsn, 3000) == 3000
     assert run_sql(dsn, "SELECT count(DISTINCT event_id) FROM hook_audit_log")[0][0] == 3000
     assert restarted.proc.poll() is None
+
+
+def rss_mb(pid: int) -> float:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return 0.0
+    return next(
+        (int(line.split()[1]) / 1024 for line in status.splitlines() if line.startswith("VmRSS")), 0.0
+    )
+
+
+def test_an_event_that_kills_its_delivery_process_is_dead_lettered_alone_and_the_rest_delivered(
+    start_collector, socket_path: Path, dsn: str, tmp_path: Path
+) -> None:
+    """A memory limit's kill, as a cgroup's MemoryMax would (a thread here kills a delivery process past
+    300 MB): the event whose decoding needs more is isolated from its batch and given up; the others are
+    stored, the checkpoint moves on, and no process is left crash-looping."""
+    collector = start_collector(*TWO)
+    wait_for(lambda: len(collector.events("delivery.process_started")) == 2, 30)
+    watching = threading.Event()
+    kills: list[int] = []
+
+    def memory_limit() -> None:
+        while not watching.is_set():
+            for pid in delivery_processes(collector):
+                if rss_mb(pid) > 300:
+                    with suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGKILL)
+                        kills.append(pid)
+            time.sleep(0.002)
+
+    killer = threading.Thread(target=memory_limit)
+    killer.start()
+    try:
+        before, first = frames(150, "s")
+        after, last = frames(150, "s")
+        # Twenty million empty arrays: 60 MB of JSON, over a gigabyte once decoded.
+        payload = b'{"tool_name": "Bash", "tool_response": [' + b",".join([b"[]"] * 20_000_000) + b"]}"
+        poison_id = new_event_id()
+        poison = encode_envelope(
+            event_id=poison_id,
+            occurred_at_ns=time.time_ns(),
+            source="app",
+            event_type="PostToolUse",
+            session_id="s",
+            tenant=None,
+            payload=payload,
+        )
+        send(socket_path, [*first, frame(poison), *last])
+        assert wait_for_rows(dsn, 300, timeout=120) == 300
+        wait_for(lambda: metric(collector, "hookdb_spool_pending_records") == 0, 60)
+    finally:
+        watching.set()
+        killer.join()
+    stored = {str(r[0]) for r in run_sql(dsn, "SELECT event_id FROM hook_audit_log")}
+    assert stored == set(before + after)
+    [given_up] = collector.events("delivery.record_given_up")
+    assert given_up["events"] == 1
+    letters = [x for path in deadletters.pending_files(tmp_path / "state") for x in deadletters.read(path)]
+    assert [letter.event_id for letter in letters if not isinstance(letter, str)] == [poison_id]
+    assert len(kills) >= 2
+    assert metric(collector, "hookdb_dead_letters_total") == 1
+    assert collector.proc.poll() is None

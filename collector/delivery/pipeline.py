@@ -365,8 +365,7 @@ class Delivery:
             if error is None:
                 if dead:
                     async with self._dead_letters:
-                        await trio.to_thread.run_sync(deadletters.append, self._state_dir, _letters(dead))
-                    metrics.dead_letters.inc(len(dead))
+                        await dead_letter(self._state_dir, dead)
                 self.breaker.success(permit, trio.current_time())
                 self._log_transitions()
                 self._health.db_ok = True
@@ -449,6 +448,12 @@ class Delivery:
             self._breaker_moved.set()
             self._breaker_moved = trio.Event()
         return bool(changed)
+
+
+async def dead_letter(state_dir: Path, dead: list[tuple[Item, str, str | None]]) -> None:
+    """Append ``dead`` (each with its error and SQLSTATE) to the dead-letter file, logged and counted."""
+    await trio.to_thread.run_sync(deadletters.append, state_dir, _letters(dead))
+    metrics.dead_letters.inc(len(dead))
 
 
 def _letters(dead: list[tuple[Item, str, str | None]]) -> list[deadletters.DeadLetter]:

@@ -8,8 +8,10 @@ dead-lettered) and answers when the batch is committed, with what its metrics co
 database looks. The checkpoint moves only over batches committed without a gap (``checkpoint.Commits``),
 whichever process committed them.
 
-A process that dies is started again and given its unanswered batches again: one committed but not answered
-is written twice and adds no row (exactly once holds by the table's key, as after a crash). At shutdown the
+A process that dies (or is killed as hung: silent for ``database.delivery_hung_seconds``) is started again,
+and its unanswered batches are sent again, each on its own (``crashes``): one committed but not answered is
+written twice and adds no row (exactly once holds by the table's key, as after a crash); one that kills its
+process again is split until the record at fault stands alone, and that record is dead-lettered. At shutdown the
 collector ends each process's input; a process delivers what it holds, answers and exits. Past the shutdown
 deadline the collector kills them; what they held is delivered after the next start.
 
@@ -37,6 +39,7 @@ from hookdb.collector import prices
 from hookdb.collector.config import Config
 from hookdb.collector.delivery.breaker import State
 from hookdb.collector.delivery.checkpoint import Commits
+from hookdb.collector.delivery.crashes import GIVE_UP_AFTER, Crashes, Done
 from hookdb.collector.delivery.pipeline import (
     Batch,
     Delivery,
@@ -44,6 +47,7 @@ from hookdb.collector.delivery.pipeline import (
     Record,
     Status,
     breaker_of,
+    dead_letter,
     prepare_batches,
     to_item,
 )
@@ -147,6 +151,8 @@ class Processes:
         self._view = view
         self._slots = [_Slot(i) for i in range(config.database.processes)]
         self._hung_seconds = config.database.delivery_hung_seconds
+        self._state_dir = config.state_dir
+        self._crashes = Crashes[Record]()
 
     async def start(self) -> None:
         """Connect once, migrating the schema, before the collector says it is ready (as delivery in its own
@@ -217,7 +223,18 @@ class Processes:
             )
         if end != "done":
             metrics.delivery_process_restarts.labels(end).inc()
+            held, slot.pending = list(slot.pending.values()), {}
+            for batch in self._crashes.died(held):
+                await self._give_up(batch, slot.index, process.returncode)
         return end == "done"
+
+    async def _give_up(self, batch: Batch[Record], index: int, exit_code: int | None) -> None:
+        """Dead-letter a record that was alone in its process each time it died."""
+        error = f"its delivery process died with it alone {GIVE_UP_AFTER} times (last exit code {exit_code})"
+        log.error("delivery.record_given_up", process=index, events=len(batch.items), error=error)
+        with trio.CancelScope(shield=True):  # once written, it must count as delivered
+            await dead_letter(self._state_dir, [(to_item(r.body, r.end), error, None) for r in batch.items])
+            self._done(self._crashes.given_up(batch))
 
     async def _feed(
         self,
@@ -228,14 +245,17 @@ class Processes:
     ) -> None:
         with suppress(trio.BrokenResourceError):  # the process died: _answers sees its end and says so
             await stream.send_all(frame(_encode(Start(self._config, self._dsn, slot.index))))
-            for batch in slot.pending.values():  # a dead process's batches first, in order
-                await stream.send_all(_work(batch))
             while True:
+                if self._crashes.queued:  # what dead processes held first, each batch on its own
+                    await self._send_alone(slot, stream)
+                    continue
                 while len(slot.pending) >= self._in_flight:
                     await slot.answered.wait()
                 try:
                     batch = await receive.receive()
                 except trio.EndOfChannel:
+                    if self._crashes.queued:
+                        continue
                     break
                 slot.pending[batch.seq] = batch
                 await stream.send_all(_work(batch))
@@ -243,6 +263,19 @@ class Processes:
             while slot.pending:
                 await slot.answered.wait()
             await stream.send_eof()  # the process delivers what it holds, answers and exits
+
+    async def _send_alone(self, slot: _Slot, stream: trio.SocketStream) -> None:
+        """Send the next batch a dead process held to this one with nothing else, and wait for its answer:
+        should this process die too, that batch is the one at fault (``crashes``)."""
+        while slot.pending:
+            await slot.answered.wait()
+        batch = self._crashes.take()
+        if batch is None:  # another process took it
+            return
+        slot.pending[batch.seq] = batch
+        await stream.send_all(_work(batch))
+        while slot.pending:
+            await slot.answered.wait()
 
     async def _answers(self, slot: _Slot, stream: trio.SocketStream, ended: trio.Event) -> _End:
         """Take the process's reports until it closes its end ("done" if it did with its work done, else
@@ -268,6 +301,13 @@ class Processes:
                 return "hung"
         return "done" if ended.is_set() and not slot.pending else "died"
 
+    def _done(self, done: Done | None) -> None:
+        """A batch of the batcher's is committed (all its parts, when it was split): move the checkpoint."""
+        if done is not None:
+            advance = self._commits.committed(done.seq, done.end, done.records)
+            if advance is not None:
+                self._spool.delivered(advance.upto, advance.records)
+
     def _ready(self) -> int:
         return sum(s.report is not None for s in self._slots)
 
@@ -279,9 +319,7 @@ class Processes:
             connect.log_refusal(refused)
         for seq in report.committed:
             batch = slot.pending.pop(seq)
-            advance = self._commits.committed(seq, batch.end, len(batch.items))
-            if advance is not None:
-                self._spool.delivered(advance.upto, advance.records)
+            self._done(self._crashes.committed(seq, batch.end, len(batch.items)))
         slot.report = report
         metrics.delivery_processes.set(self._ready())
         reports = [s.report for s in self._slots if s.report is not None]

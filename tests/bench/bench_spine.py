@@ -332,6 +332,19 @@ class Collector(HookdbProcess):
             args += ["--set", setting]
         super().__init__(["collector", "run", *args], workdir / "collector.log")
 
+    def wait_ready(self, timeout: float = 60.0) -> str:
+        """Ready, and its delivery processes up (they start after ``collector.ready``, importing for a few
+        tenths of a second): a measurement starts with the collector as it runs, not as it starts."""
+        line = super().wait_ready(timeout)
+        processes = json.loads(line).get("delivery_processes", 1)
+        deadline = time.monotonic() + timeout
+        while processes > 1 and self.output.count('"delivery.process_started"') < processes:
+            self.check_alive()
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{self.name}: delivery processes not up in {timeout} s:\n{self.output}")
+            time.sleep(0.02)
+        return line
+
 
 @contextlib.contextmanager
 def running_collector(dsn: str, workdir: Path) -> Iterator[Collector]:
