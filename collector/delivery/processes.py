@@ -11,9 +11,9 @@ whichever process committed them.
 A process that dies (or is killed as hung: silent for ``database.delivery_hung_seconds``) is started again,
 and its unanswered batches are sent again, each on its own (``crashes``): one committed but not answered is
 written twice and adds no row (exactly once holds by the table's key, as after a crash); one that kills its
-process again is split until the record at fault stands alone, and that record is dead-lettered. At shutdown the
-collector ends each process's input; a process delivers what it holds, answers and exits. Past the shutdown
-deadline the collector kills them; what they held is delivered after the next start.
+process again is split until the record at fault stands alone, and that record is dead-lettered. At
+shutdown the collector ends each process's input; a process delivers what it holds, answers and exits. Past
+the shutdown deadline the collector kills them; what they held is delivered after the next start.
 
 Between them: frames (``client.wire``) of msgpack messages over a socketpair; the first one the config.
 """
