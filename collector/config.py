@@ -172,6 +172,10 @@ class HttpHooksSection(_Section):
     """``HOST:PORT`` to accept them on; keep it on loopback."""
     tokens: dict[str, list[str]] = msgspec.field(default_factory=dict)
     """Tenant → digests of its bearer tokens (``hookdb hash-token`` prints the digest of a token)."""
+    transcript_owners: dict[str, str] = msgspec.field(default_factory=dict)
+    """Tenant → the local user (name or uid) whose transcripts its HTTP hooks name: a transcript that user
+owns is read for the session's usage and cost, as a socket event's is when its sender owns it. HTTP tells
+no sender, so without an entry the transcripts of a tenant's HTTP hooks are not read."""
     max_connections: Positive = 256
     """Connections served at once; more wait in the kernel's backlog (costing no file descriptor)."""
     header_timeout_seconds: Seconds = 10.0

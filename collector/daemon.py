@@ -43,7 +43,7 @@ from hookdb.collector.delivery.processes import BreakerView, Processes
 from hookdb.collector.intake import hooks_http, otlp_http
 from hookdb.collector.intake.listener import Listener, bind_socket
 from hookdb.collector.intake.outbox import OutboxDrainer
-from hookdb.collector.intake.tenancy import TenantPolicy, TokenTenants
+from hookdb.collector.intake.tenancy import TenantPolicy, TokenTenants, user_ids
 from hookdb.collector.ops import http, logs, systemd
 from hookdb.collector.ops.health import BreakerStatus, Health
 from hookdb.collector.ops.health import app as health_app
@@ -133,9 +133,18 @@ def tenant_policy(config: Config) -> TenantPolicy:
         raise ConfigError(str(exc)) from None
 
 
+def transcript_owners(config: Config) -> dict[str, int]:
+    """``http_hooks.transcript_owners`` as uids; raises ``ConfigError`` for a user that does not exist."""
+    try:
+        return user_ids(config.http_hooks.transcript_owners)
+    except ValueError as exc:
+        raise ConfigError(f"http_hooks.transcript_owners: {exc}") from None
+
+
 async def run(config: Config) -> None:
     """Run the collector until SIGTERM or SIGINT."""
     tenants = tenant_policy(config)  # a bad config must fail before the spool is touched
+    transcript_owners(config)
     lock = lock_state_dir(config.state_dir)  # before anything touches the spool, outbox or embedded database
     try:
         await _run_locked(config, tenants)
@@ -194,6 +203,7 @@ async def _serve_http(
 async def _serve(config: Config, dsn: str, spool: Spool, tenants: TenantPolicy) -> None:
     price_table = prices.table(config.prices.overrides)
     ledger.use_prices(price_table)
+    ledger.use_transcript_owners(transcript_owners(config))
     commits = Commits()
     delivery: Delivery | Processes
     if config.database.processes == 1:

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import pwd
 import subprocess
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 
-from conftest import BIN, count_rows, run_sql, wait_for_rows
+from conftest import BIN, count_rows, run_sql, wait_for, wait_for_rows
 from fixtures import corpus
 
 TOKEN = "s3cret-token-for-acme"
@@ -130,3 +133,51 @@ def test_a_full_spool_answers_503_with_retry_after(start_collector, pg_server: s
     assert answers[-1][0] == 503
     assert answers[-1][2]["retry-after"] == "5"
     assert collector.proc.poll() is None
+
+
+def test_an_http_hooks_transcript_is_read_as_the_configured_owners_and_only_then(
+    start_collector, dsn: str, tmp_path: Path
+) -> None:
+    """TCP tells no sender: a tenant's HTTP hooks have their transcripts read only as the files of the user
+    ``http_hooks.transcript_owners`` names (the owner check as for a socket's sender)."""
+    from test_ledger import DATA, REQUESTS, SESSION, TOTAL
+
+    transcript = tmp_path / f"{SESSION}.jsonl"
+    transcript.write_bytes(DATA)
+    me = pwd.getpwuid(os.getuid()).pw_name
+    stop = json.dumps(
+        {"hook_event_name": "Stop", "session_id": SESSION, "transcript_path": str(transcript)}
+    ).encode()
+    # Without an owner: the event is stored, its transcript not read.
+    collector, port = start_with_http(start_collector)
+    assert post(port, stop)[0] == 200
+    assert wait_for_rows(dsn, 1) == 1
+    time.sleep(1)
+    assert run_sql(dsn, "SELECT count(*) FROM usage_ledger")[0][0] == 0
+    assert collector.stop() == 0
+    # Owned by someone else than the owner named: not read either.
+    other = "nobody" if me != "nobody" else "root"
+    owners = f'http_hooks.transcript_owners={{acme = "{other}"}}'
+    collector, port = start_with_http(start_collector, "--set", owners)
+    assert post(port, stop)[0] == 200
+    assert wait_for_rows(dsn, 2) == 2
+    time.sleep(1)
+    assert run_sql(dsn, "SELECT count(*) FROM usage_ledger")[0][0] == 0
+    assert collector.stop() == 0
+    # The owner named, by name: read, its requests and cost the session's.
+    _, port = start_with_http(start_collector, "--set", f'http_hooks.transcript_owners={{acme = "{me}"}}')
+    assert post(port, stop)[0] == 200
+    wait_for(lambda: run_sql(dsn, "SELECT count(*) FROM usage_ledger")[0][0] == 3)
+    rows = run_sql(dsn, "SELECT tenant_id, request_id, cost_usd FROM usage_ledger ORDER BY at, request_id")
+    assert [(r["tenant_id"], r["request_id"]) for r in rows] == [("acme", r) for r in REQUESTS]
+    cost = run_sql(dsn, "SELECT cost_usd FROM sessions WHERE tenant_id = 'acme' AND session_id = $1", SESSION)
+    assert cost[0][0] == TOTAL
+
+
+def test_a_transcript_owner_who_does_not_exist_is_a_clear_configuration_error(start_collector) -> None:
+    collector = start_collector(
+        "--set", 'http_hooks.transcript_owners={acme = "no-such-user-here"}', wait=False
+    )
+    assert collector.proc.wait(30) != 0
+    assert "http_hooks.transcript_owners: no user named 'no-such-user-here'" in collector.output
+    assert "Traceback" not in collector.output

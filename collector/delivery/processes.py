@@ -51,6 +51,7 @@ from hookdb.collector.delivery.pipeline import (
     prepare_batches,
     to_item,
 )
+from hookdb.collector.intake.tenancy import user_ids
 from hookdb.collector.ops import logs, metrics
 from hookdb.collector.spool.segments import Spool
 from hookdb.collector.store import connect, ledger
@@ -374,6 +375,7 @@ async def _deliver(sock: socket.socket) -> None:
     config = msgspec.json.decode(start.config, type=Config)
     structlog.contextvars.bind_contextvars(delivery_process=start.index)
     ledger.use_prices(prices.table(config.prices.overrides))
+    ledger.use_transcript_owners(user_ids(config.http_hooks.transcript_owners))  # checked by the collector
     connect.forward_refusals()
     health = _Status()
     answered: list[int] = []

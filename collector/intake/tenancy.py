@@ -47,11 +47,14 @@ class TenantPolicy:
     ) -> TenantPolicy:
         """Build from config keys that are numeric ids or user/group names (resolved now, so a typo fails
         the start-up, not a write); raises ``ValueError`` naming the unknown name."""
-        return cls(
-            default=default,
-            uids={_id(key, pwd.getpwnam, "user"): tenants for key, tenants in uids.items()},
-            gids={_id(key, grp.getgrnam, "group"): tenants for key, tenants in gids.items()},
-        )
+        try:
+            return cls(
+                default=default,
+                uids={_id(key, pwd.getpwnam, "user"): tenants for key, tenants in uids.items()},
+                gids={_id(key, grp.getgrnam, "group"): tenants for key, tenants in gids.items()},
+            )
+        except ValueError as exc:
+            raise ValueError(f"tenants: {exc}") from None
 
     def grant(self, peer: Peer | None) -> Grant | None:
         """The peer's grant, or ``None`` when it may write nothing."""
@@ -66,13 +69,19 @@ class TenantPolicy:
         return None
 
 
+def user_ids(users: Mapping[str, str]) -> dict[str, int]:
+    """``users`` (each a name or a numeric uid) as uids, resolved now; raises ``ValueError`` naming an
+    unknown user."""
+    return {key: _id(user, pwd.getpwnam, "user") for key, user in users.items()}
+
+
 def _id(key: str, lookup: object, kind: str) -> int:
     if key.isdigit():
         return int(key)
     try:
         entry = lookup(key)  # type: ignore[operator]
     except KeyError:
-        raise ValueError(f"tenants: no {kind} named {key!r} on this host") from None
+        raise ValueError(f"no {kind} named {key!r} on this host") from None
     return entry[2]
 
 

@@ -60,6 +60,7 @@ MAX_KEY = 256
 """The longest session or request id the ledger keys on, as for every other label."""
 
 _price_table: prices.PriceTable = prices.PRICES
+_owners: dict[str, int] = {}  # tenant → whose transcripts its events without a sender name
 # (tenant, session, path) → how far this collector has read that transcript.
 _tails: dict[tuple[str, str, str], TailState] = {}
 # Tenants whose durable read positions this process has loaded into _tails.
@@ -70,6 +71,13 @@ def use_prices(table: prices.PriceTable) -> None:
     """Price the requests no source reported a cost for with ``table`` (the config's ``[prices]``)."""
     global _price_table
     _price_table = table
+
+
+def use_transcript_owners(owners: dict[str, int]) -> None:
+    """Read the transcripts a tenant's events name without a kernel-reported sender (HTTP hooks) as the
+    files of ``owners[tenant]`` (``http_hooks.transcript_owners``, resolved to uids)."""
+    global _owners
+    _owners = owners
 
 
 class _Target(msgspec.Struct, frozen=True):
@@ -174,13 +182,14 @@ async def read(rows: Sequence[Row], payloads: Sequence[Any]) -> Usage:
             if record is not None:
                 found.records.append(record)
             continue
-        if row.peer_uid is None:
-            continue  # no kernel-reported sender (HTTP hooks): nobody whose files these are
+        owner = row.peer_uid if row.peer_uid is not None else _owners.get(row.tenant_id)
+        if owner is None:
+            continue  # no kernel-reported sender (HTTP hooks) and no owner configured: nobody's files
         for key, main in (("transcript_path", True), ("agent_transcript_path", False)):
             path = _text(payload.get(key))
             if path and os.path.isabs(path) and path not in targets:
                 agent_type = None if main else _text(payload.get("agent_type"))
-                targets[path] = _Target(row.tenant_id, row.session_id, path, row.peer_uid, agent_type, main)
+                targets[path] = _Target(row.tenant_id, row.session_id, path, owner, agent_type, main)
     # The file work in two worker-thread calls a batch, not two a session: a hop costs more than a stat.
     if not targets:
         return found
