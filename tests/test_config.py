@@ -45,6 +45,7 @@ DICT_EXAMPLES = {
     "uids": '1000 = ["acme"], alice = ["acme", "beta"]',
     "gids": 'agents = ["acme"]',
     "overrides": '"claude-sonnet-4-5" = { input = 3, output = 15 }',
+    "transcript_owners": 'acme = "alice"',
 }
 
 
