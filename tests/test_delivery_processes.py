@@ -17,9 +17,10 @@ from urllib.parse import urlsplit
 
 import msgspec
 from pg import StoppablePostgres
+from test_nothing_lost import envelope
 from test_operate import get
 
-from hookdb.client.wire import encode_envelope, frame, new_event_id
+from hookdb.client.wire import frame, new_event_id
 from hookdb.collector.spool import deadletters
 
 from conftest import Collector, count_rows, run_sql, wait_for, wait_for_rows
@@ -31,16 +32,8 @@ def frames(n: int, session: str) -> tuple[list[str], list[bytes]]:
     ids = [new_event_id() for _ in range(n)]
     out = []
     for seq, event_id in enumerate(ids):
-        body = encode_envelope(
-            event_id=event_id,
-            occurred_at_ns=time.time_ns(),
-            source="app",
-            event_type="PostToolUse",
-            session_id=session,
-            tenant=None,
-            payload=msgspec.json.encode({"tool_name": "Bash", "tool_response": {"stdout": f"line {seq}"}}),
-        )
-        out.append(frame(body))
+        payload = msgspec.json.encode({"tool_name": "Bash", "tool_response": {"stdout": f"line {seq}"}})
+        out.append(frame(envelope(event_id, payload, session=session)))
     return ids, out
 
 
@@ -263,16 +256,7 @@ def test_an_event_that_kills_its_delivery_process_is_dead_lettered_alone_and_the
         # Twenty million empty arrays: 60 MB of JSON, over a gigabyte once decoded.
         payload = b'{"tool_name": "Bash", "tool_response": [' + b",".join([b"[]"] * 20_000_000) + b"]}"
         poison_id = new_event_id()
-        poison = encode_envelope(
-            event_id=poison_id,
-            occurred_at_ns=time.time_ns(),
-            source="app",
-            event_type="PostToolUse",
-            session_id="s",
-            tenant=None,
-            payload=payload,
-        )
-        send(socket_path, [*first, frame(poison), *last])
+        send(socket_path, [*first, frame(envelope(poison_id, payload)), *last])
         assert wait_for_rows(dsn, 300, timeout=120) == 300
         wait_for(lambda: metric(collector, "hookdb_spool_pending_records") == 0, 60)
     finally:
