@@ -111,6 +111,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     config_mod.add_options(maintain)
 
+    search = command(commands, "search", "full-text search documents", "hookdb search backfill --dry-run")
+    search_actions = search.add_subparsers(dest="action", required=True, metavar="ACTION")
+    search_backfill = command(
+        search_actions,
+        "backfill",
+        "make the search documents of the events stored before migration 0007",
+        "hookdb search backfill --dsn postgresql://hookdb@db/hookdb",
+        "hookdb search backfill --tenant research --dry-run",
+    )
+    search_backfill.add_argument(
+        "--dsn", help="PostgreSQL DSN (database.dsn, $HOOKDB_DSN); default: the embedded server"
+    )
+    search_backfill.add_argument("--tenant", help="only this tenant's events (default: every tenant's)")
+    search_backfill.add_argument(
+        "--dry-run", action="store_true", help="read and count what a run would write; write nothing"
+    )
+    config_mod.add_options(search_backfill)
+
     check = command(
         commands,
         "check-config",
@@ -216,6 +234,7 @@ def main(argv: list[str] | None = None) -> int:
         ("backfill", "claude-code"): lambda config, args: backfill_cli.run(args, config),
         ("backfill", "sessions"): lambda config, args: backfill_cli.run(args, config),
         ("partitions", "maintain"): _partitions_maintain,
+        ("search", "backfill"): _search_backfill,
         ("collector", "run"): _run_collector,
         ("api", None): _run_api,
         ("spool", "inspect"): _spool_inspect,
@@ -336,6 +355,43 @@ def _partitions_maintain(config: config_mod.Config, args: argparse.Namespace) ->
     if not report.ok:
         print(f"hookdb: partitions maintain: {len(report.failed)} steps failed", file=sys.stderr)
         return 1
+    return 0
+
+
+def _search_backfill(config: config_mod.Config, args: argparse.Namespace) -> int:
+    import asyncio
+
+    import asyncpg
+
+    from hookdb.collector.admin import search_backfill
+    from hookdb.collector.store import embedded
+    from hookdb.collector.store.migrate import SchemaError
+
+    server = None
+    try:
+        dsn = config.dsn
+        if dsn is None:
+            server, dsn = embedded.start(config.state_dir)
+        options = _admin_options(config, dsn)
+        summary = asyncio.run(search_backfill.run(options, args.tenant, dry_run=args.dry_run))
+    except (
+        embedded.EmbeddedUnavailable,
+        SchemaError,
+        OSError,
+        TimeoutError,
+        asyncpg.PostgresError,
+        asyncpg.InterfaceError,
+    ) as exc:
+        logs.get("hookdb.search_backfill").error("search_backfill.failed", error=str(exc))
+        print(f"hookdb: search backfill: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("hookdb: search backfill: interrupted (running it again is safe)", file=sys.stderr)
+        return 130
+    finally:
+        if server is not None:
+            server.cleanup()
+    print(summary.render())
     return 0
 
 

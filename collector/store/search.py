@@ -35,6 +35,9 @@ if TYPE_CHECKING:
 MAX_CHARS = 4096
 TOOL_CHARS = 1024
 _LIMITS = {"tool_input": TOOL_CHARS, "tool_output": TOOL_CHARS}
+# The most of any one string an event's part can hold: a string's first FIELD_CHARS characters make the
+# same part as the whole string (the backfill reads no more of a large stored one).
+FIELD_CHARS = max(MAX_CHARS, *_LIMITS.values())
 MAX_REPORT_CHARS = 64 * 1024  # reports are few (one write per report) and longer
 # What one document holds, in characters: about 5,000 words, all of them with their own position.
 DOC_CHARS = 32 * 1024
@@ -126,16 +129,37 @@ def documents(parts: list[SearchDoc]) -> list[Document]:
     would take one past ``DOC_CHARS``; in key order, as every write of a batch."""
     docs: list[Document] = []
     for _, session in groupby(sorted(parts), key=attrgetter("session_id")):
-        chunk: list[SearchDoc] = []
-        size = -1  # of the chunk's parts and the line breaks between them
-        for part in session:
-            if chunk and size + 1 + len(part.body) > DOC_CHARS:
-                docs.append(_document(chunk))
-                chunk, size = [], -1
-            chunk.append(part)
-            size += 1 + len(part.body)
-        docs.append(_document(chunk))
+        chunker = Chunker()
+        docs.extend(doc for part in session if (doc := chunker.add(part)) is not None)
+        if (last := chunker.close()) is not None:
+            docs.append(last)
     return sorted(docs, key=attrgetter("session_id", "doc_key"))
+
+
+class Chunker:
+    """One session's parts, fed in time order, as documents: a new one where the next part would take the
+    current past ``DOC_CHARS`` (sans-io, so a session too large to hold is chunked as it is read, exactly as
+    :func:`documents` chunks it whole)."""
+
+    def __init__(self) -> None:
+        self._chunk: list[SearchDoc] = []
+        self._size = -1  # of the chunk's parts and the line breaks between them
+
+    def add(self, part: SearchDoc) -> Document | None:
+        """Take the session's next part; the document it closes, if it closes one."""
+        done = None
+        if self._chunk and self._size + 1 + len(part.body) > DOC_CHARS:
+            done = _document(self._chunk)
+            self._chunk, self._size = [], -1
+        self._chunk.append(part)
+        self._size += 1 + len(part.body)
+        return done
+
+    def close(self) -> Document | None:
+        """The session's last document (``None`` when no part was fed since the last one closed)."""
+        done = _document(self._chunk) if self._chunk else None
+        self._chunk, self._size = [], -1
+        return done
 
 
 def _document(chunk: list[SearchDoc]) -> Document:
@@ -171,20 +195,26 @@ ON CONFLICT (tenant_id, session_id, doc_key) DO UPDATE SET at = EXCLUDED.at, end
 """
 
 
+async def insert(conn: asyncpg.Connection, tenant: str, docs: list[Document]) -> int:
+    """Insert ``tenant``'s documents (in key order) that are not there yet, in the transaction under way
+    (its ``hookdb.tenant`` set); how many were new."""
+    status = await conn.execute(
+        _INSERT_DOCS,
+        tenant,
+        [d.session_id for d in docs],
+        [d.doc_key for d in docs],
+        [d.at for d in docs],
+        [" ".join(d.kinds) for d in docs],  # text arrays of arrays must be rectangular: joined instead
+        [" ".join(map(str, d.ends)) for d in docs],
+        [d.body for d in docs],
+    )
+    return int(status.split()[-1])
+
+
 async def write(conn: asyncpg.Connection, changes: Projection) -> None:
     """Write one tenant's new search documents, after its reports."""
     if changes.search:
-        docs = documents(changes.search)
-        await conn.execute(
-            _INSERT_DOCS,
-            changes.search[0].tenant_id,
-            [d.session_id for d in docs],
-            [d.doc_key for d in docs],
-            [d.at for d in docs],
-            [" ".join(d.kinds) for d in docs],  # text arrays of arrays must be rectangular: joined instead
-            [" ".join(map(str, d.ends)) for d in docs],
-            [d.body for d in docs],
-        )
+        await insert(conn, changes.search[0].tenant_id, documents(changes.search))
     if changes.reports:
         keys = sorted(changes.reports)
         sessions, paths = [k[1] for k in keys], [k[2] for k in keys]
