@@ -7,6 +7,7 @@ then made "older than 0007": their documents deleted and version 7's ``applied_a
 
 from __future__ import annotations
 
+import itertools
 import os
 import subprocess
 import time
@@ -17,6 +18,9 @@ import pytest
 from test_collector import send_concurrently
 from test_data_model import event
 from test_search import TOKENS, search
+
+from hookdb.collector.admin import search_backfill
+from hookdb.collector.store import search as store_search
 
 from conftest import BIN, migrate, run_sql, wait_for_rows
 
@@ -166,3 +170,37 @@ def test_an_unreachable_database_is_one_line_and_exit_1() -> None:
     [line] = result.stderr.splitlines()
     assert line.startswith("hookdb: search backfill: ")
     assert "Traceback" not in result.stdout + result.stderr
+
+
+def test_sessions_longer_than_a_page_are_chunked_as_one_ordered_list(
+    start_collector: Any, socket_path: Any, dsn: str
+) -> None:
+    """p-1's events span two pages (``PAGE``) and several documents: the documents are its parts in time
+    order, each as full as ``DOC_CHARS`` lets it be, as ``search.documents`` makes them of the whole list."""
+    start_collector()
+    now = time.time_ns()
+    texts = [f"prompt {i:05d} about the orbit of moon number {i}" for i in range(search_backfill.PAGE + 100)]
+    # Sent in reverse: their order in the documents is the events' time order, not their arrival order.
+    long = [event("UserPromptSubmit", {"prompt": t}, session="p-1", at_ns=now + i * 1000)
+            for i, t in enumerate(texts)][::-1]  # fmt: skip
+    short = [event("Stop", {"last_assistant_message": "short reply"}, session="p-2", at_ns=now)]
+    send_concurrently(socket_path, [long, short])
+    wait_for_rows(dsn, len(long) + len(short))
+    run_sql(dsn, "DELETE FROM search_docs")
+    run_sql(dsn, "UPDATE schema_migrations SET applied_at = clock_timestamp() WHERE version = 7")
+
+    done = summary(hookdb_search_backfill(dsn))
+    assert done["sessions"].strip() == "2"
+    rows = run_sql(dsn, "SELECT session_id, kinds, ends, body FROM search_docs ORDER BY session_id, at")
+    assert [(r["session_id"], r["body"]) for r in rows if r["session_id"] == "p-2"] == [
+        ("p-2", "short reply")
+    ]
+    bodies = [r["body"] for r in rows if r["session_id"] == "p-1"]
+    assert len(bodies) > 2
+    assert "\n".join(bodies).split("\n") == texts
+    for body, following in itertools.pairwise(bodies):
+        assert len(body) <= store_search.DOC_CHARS
+        assert (
+            len(body) + 1 + len(following.split("\n")[0]) > store_search.DOC_CHARS
+        )  # the next part did not fit
+    assert done["documents"].strip() == f"{len(bodies) + 1} made, {len(bodies) + 1} written"
