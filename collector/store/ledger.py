@@ -528,6 +528,11 @@ async def _store_read(conn: asyncpg.Connection, done: TranscriptRead) -> tuple[T
         again = await asyncio.to_thread(_read_all, [(done.target, resumed)])
         if again and again[0].identity == done.identity:
             done = again[0]
+    if same_file and done.start > 0 and done.end < stored["read_offset"]:
+        # Another process read further and committed first: its position (and cost-state) stand. This read's
+        # requests are merged all the same (writing a request again is harmless).
+        _remember(key, TailState(identity=done.identity, offset=stored["read_offset"]))
+        return done, False
     if done.start == 0 or (same_file and done.start <= stored["read_offset"]):
         cost_state = None if done.state.cost_state is None else _encode(done.state.cost_state)
         await conn.execute(
