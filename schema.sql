@@ -95,6 +95,8 @@ CREATE TABLE sessions (
     agent_type_at            timestamptz,
     source_at                timestamptz,
     cost_usd_at              timestamptz,
+    -- When the event that set each key of meta occurred (key → time): each key the latest event's.
+    meta_at                  jsonb       NOT NULL DEFAULT '{}',
     PRIMARY KEY (tenant_id, session_id)
 );
 

@@ -6,6 +6,7 @@ Real PostgreSQL, ``PostgresSink`` in-process.
 
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -64,3 +65,37 @@ def test_a_batch_with_stored_or_repeated_events_is_written_again_and_counts_each
     assert inserted == [3, 3, 2]
     assert all_new == [True, False, True]  # tried as all new again after a batch that was
     assert counts(dsn) == {"alpha": (7, 7), "beta": (1, 1)}
+
+
+def test_a_sessions_meta_keeps_each_keys_latest_event_whatever_order_the_batches_commit_in(dsn: str) -> None:
+    """Two SDK Results and two ends of one session in two batches, the later batch committed first (two
+    writers, delivery processes or collectors): each meta key is the later event's."""
+
+    def event(event_type: str, payload: bytes, at: datetime) -> Row:
+        return Row(
+            "alpha", uuid.uuid4(), at, at, "s", event_type, None, "agent-sdk", None, None, None, payload
+        )
+
+    later = [
+        event("Result", b'{"num_turns": 7, "subtype": "success", "total_cost_usd": 0.5}', T0 + timedelta(1)),
+        event("SessionEnd", b'{"reason": "logout"}', T0 + timedelta(1)),
+    ]
+    earlier = [
+        event("Result", b'{"num_turns": 3, "subtype": "error_max_turns", "is_error": true}', T0),
+        event("SessionEnd", b'{"reason": "clear"}', T0),
+    ]
+
+    async def write() -> None:
+        async with trio_asyncio.open_loop():
+            sink = await PostgresSink.connect(ConnectOptions(dsn=dsn))
+            try:
+                await sink.write(later)
+                await sink.write(earlier)
+            finally:
+                await sink.aclose()
+
+    trio.run(write)
+    [(meta,)] = run_sql(dsn, "SELECT meta FROM sessions")
+    meta = json.loads(meta)
+    assert (meta["num_turns"], meta["subtype"], meta["end_reason"]) == (7, "success", "logout")
+    assert meta["is_error"] is True  # set by the earlier event only: nothing later replaced it

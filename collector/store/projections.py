@@ -84,8 +84,10 @@ class SessionChange:
     subagent_count: int = 0
     cost_usd: Decimal | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    meta_at: dict[str, datetime] = field(default_factory=dict)  # when the event that set each key occurred
     # When the event that set each value a later event may replace occurred: the session row keeps the
-    # latest by these times, so batches from several collectors merge alike in any commit order.
+    # latest by these times, so batches from several collectors (or delivery processes, or writers) merge
+    # alike in any commit order.
     model_at: datetime | None = None
     agent_type_at: datetime | None = None
     source_at: datetime | None = None
@@ -99,6 +101,12 @@ class SessionChange:
         if stamp is None or at >= stamp:
             setattr(self, name, value)
             setattr(self, f"{name}_at", at)
+
+    def latest_meta(self, key: str, value: object, at: datetime) -> None:
+        """Set ``meta[key]`` to ``value`` unless a later event of the batch has set it already."""
+        stamp = self.meta_at.get(key)
+        if stamp is None or at >= stamp:
+            self.meta[key], self.meta_at[key] = value, at
 
 
 @dataclass
@@ -165,7 +173,7 @@ def _session_end(
     if change.ended_at is None or at >= change.ended_at:  # the later end, as between batches
         change.ended_at = at
         if reason := _str(payload.get("reason")):
-            change.meta["end_reason"] = reason
+            change.latest_meta("end_reason", reason, at)
     out.ended.add((change.tenant_id, change.session_id))
 
 
@@ -243,7 +251,7 @@ def _result(change: SessionChange, payload: dict[str, Any], at: datetime, _: Row
         change.latest("cost_usd", Decimal(str(cost)), at)  # the dollars as written, not the float's expansion
     for key in ("usage", "num_turns", "duration_ms", "duration_api_ms", "is_error", "subtype"):
         if key in payload:
-            change.meta[key] = payload[key]
+            change.latest_meta(key, payload[key], at)
 
 
 Handler = Callable[[SessionChange, dict[str, Any], datetime, Row, Projection], None]

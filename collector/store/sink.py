@@ -30,6 +30,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 
 import asyncpg
+import msgspec
 import trio
 import trio_asyncio
 
@@ -82,15 +83,15 @@ _UPSERT_SESSION = """
 INSERT INTO sessions AS s (
     tenant_id, session_id, status, status_at, model, agent_type, cwd, transcript_path, source,
     started_at, updated_at, ended_at, event_count, subagent_count, cost_usd, meta,
-    model_at, agent_type_at, source_at, cost_usd_at)
+    model_at, agent_type_at, source_at, cost_usd_at, meta_at)
 SELECT t, id, coalesce(st, 'running'), st_at, m, at, c, tp, src, sa, ua, ea, ec, sc, cost, meta,
-       m_at, at_at, src_at, cost_at
+       m_at, at_at, src_at, cost_at, meta_at
 FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::text[], $6::text[], $7::text[],
             $8::text[], $9::text[], $10::timestamptz[], $11::timestamptz[], $12::timestamptz[], $13::int[],
             $14::int[], $15::numeric[], $16::jsonb[], $17::timestamptz[], $18::timestamptz[],
-            $19::timestamptz[], $20::timestamptz[])
+            $19::timestamptz[], $20::timestamptz[], $21::jsonb[])
      WITH ORDINALITY AS u (t, id, st, st_at, m, at, c, tp, src, sa, ua, ea, ec, sc, cost, meta,
-                           m_at, at_at, src_at, cost_at, n)
+                           m_at, at_at, src_at, cost_at, meta_at, n)
 ORDER BY n  -- the arrays' order, which is the key order: concurrent writers lock sessions alike
 ON CONFLICT (tenant_id, session_id) DO UPDATE SET
     status = CASE WHEN EXCLUDED.status_at IS NOT NULL
@@ -118,7 +119,15 @@ ON CONFLICT (tenant_id, session_id) DO UPDATE SET
     cost_usd = CASE WHEN EXCLUDED.cost_usd_at >= s.cost_usd_at OR s.cost_usd_at IS NULL
                     THEN coalesce(EXCLUDED.cost_usd, s.cost_usd) ELSE s.cost_usd END,
     cost_usd_at = greatest(s.cost_usd_at, EXCLUDED.cost_usd_at),
-    meta = s.meta || EXCLUDED.meta
+    -- meta: each key the latest event's that set it, by meta_at (a key without a time is replaced)
+    meta = CASE WHEN EXCLUDED.meta = '{}' THEN s.meta ELSE s.meta || coalesce(
+        (SELECT jsonb_object_agg(k.key, k.value) FROM jsonb_each(EXCLUDED.meta) k
+         WHERE NOT (s.meta_at ? k.key AND EXCLUDED.meta_at ? k.key)
+            OR (EXCLUDED.meta_at ->> k.key)::timestamptz >= (s.meta_at ->> k.key)::timestamptz), '{}') END,
+    meta_at = CASE WHEN EXCLUDED.meta_at = '{}' THEN s.meta_at ELSE s.meta_at || coalesce(
+        (SELECT jsonb_object_agg(k.key, k.value) FROM jsonb_each(EXCLUDED.meta_at) k
+         WHERE NOT s.meta_at ? k.key
+            OR (k.value #>> '{}')::timestamptz >= (s.meta_at ->> k.key)::timestamptz), '{}') END
 RETURNING session_id, started_at  -- for the summary: a tool call's day is its session's start day
 """
 _UPSERT_REPORT = """
@@ -379,6 +388,7 @@ async def _project(conn: asyncpg.Connection, changes: Projection, files: Project
                 c.agent_type_at,
                 c.source_at,
                 c.cost_usd_at,
+                _encode_times(c.meta_at),
             )
             for _, c in sorted(changes.sessions.items())
         ]
@@ -394,6 +404,9 @@ async def _project(conn: asyncpg.Connection, changes: Projection, files: Project
             _SUMMARIZE_SESSION, tenant, session, (tenant, session) in changes.ended, cls.QA_SCORE_PATTERN
         )
     return Projected(unverified, await ledger.apply(conn, files.usage), started)
+
+
+_encode_times = msgspec.json.Encoder().encode  # key → RFC 3339 time, as the SQL above compares them
 
 
 def _meta(meta: dict[str, Any]) -> bytes:
