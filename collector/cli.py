@@ -21,6 +21,12 @@ if TYPE_CHECKING:
     from hookdb.collector.store.connect import ConnectOptions
 
 
+def _dsn_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--dsn", help="PostgreSQL DSN (database.dsn, $HOOKDB_DSN); default: the embedded server"
+    )
+
+
 def _socket_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--socket", metavar="PATH", help="the collector's Unix socket (listener.socket)")
 
@@ -44,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
         "hookdb collector run --dsn postgresql://hookdb@db/hookdb --config /etc/hookdb/collector.toml",
     )
     _socket_option(run)
-    run.add_argument("--dsn", help="PostgreSQL DSN (database.dsn, $HOOKDB_DSN); default: embedded server")
+    _dsn_option(run)
     config_mod.add_options(run)
 
     spool = command(commands, "spool", "look into the collector's spool (read-only)", "hookdb spool inspect")
@@ -79,9 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
         "apply pending schema migrations to the database",
         "hookdb migrate --dsn postgresql://hookdb@db/hookdb",
     )
-    migrate.add_argument(
-        "--dsn", help="PostgreSQL DSN (database.dsn, $HOOKDB_DSN); default: the embedded server"
-    )
+    _dsn_option(migrate)
     config_mod.add_options(migrate)
 
     partitions = command(
@@ -98,9 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
         "hookdb partitions maintain --dsn postgresql://hookdb@db/hookdb",
         "hookdb partitions maintain --now 2027-06-01 --dry-run",
     )
-    maintain.add_argument(
-        "--dsn", help="PostgreSQL DSN (database.dsn, $HOOKDB_DSN); default: the embedded server"
-    )
+    _dsn_option(maintain)
     maintain.add_argument(
         "--now", type=_date, metavar="YYYY-MM-DD", help="act as on this day (UTC) instead of today"
     )
@@ -120,9 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
         "hookdb search backfill --dsn postgresql://hookdb@db/hookdb",
         "hookdb search backfill --tenant research --dry-run",
     )
-    search_backfill.add_argument(
-        "--dsn", help="PostgreSQL DSN (database.dsn, $HOOKDB_DSN); default: the embedded server"
-    )
+    _dsn_option(search_backfill)
     search_backfill.add_argument("--tenant", help="only this tenant's events (default: every tenant's)")
     search_backfill.add_argument(
         "--dry-run", action="store_true", help="read and count what a run would write; write nothing"
@@ -171,7 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
         "serve the read API and the session history web page",
         "hookdb api --config /etc/hookdb/collector.toml --listen 127.0.0.1:9466",
     )
-    api.add_argument("--dsn", help="PostgreSQL DSN (database.dsn, $HOOKDB_DSN); default: the embedded server")
+    _dsn_option(api)
     api.add_argument(
         "--listen", metavar="HOST:PORT", help="where to listen (api.listen, default 127.0.0.1:9466)"
     )
