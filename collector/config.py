@@ -51,8 +51,9 @@ class ListenerSection(_Section):
     socket_group: str = ""
     """Group (name or id) of the socket file; empty keeps the collector's."""
     max_frame_bytes: Positive = DEFAULT_MAX_FRAME_BYTES
-    """Largest frame or outbox record taken (HTTP hook bodies are shrunk to it). hookdb's clients shrink
-bigger events to 64 MiB, their own limit, so set it no lower: a frame between the two is refused."""
+    """Largest frame or outbox record stored as it came. A socket frame or HTTP hook body over it is stored
+with its payload's largest strings replaced by markers of their size and sha256; hookdb's clients shrink
+events the same way to 64 MiB, which a socket frame may not pass. Outbox records over it are refused."""
     read_bytes: Positive = 256 * 1024
     """Bytes read from a connection at a time; with ``max_frame_bytes``, bounds what a connection buffers."""
     max_connections: Positive = 1024

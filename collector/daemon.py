@@ -229,7 +229,9 @@ async def _serve(config: Config, dsn: str, spool: Spool, tenants: TenantPolicy) 
         + (config.http_hooks.max_connections if config.http_hooks.enabled else 0)
         + (config.otlp.max_connections if config.otlp.enabled else 0),
     )
-    drainer = OutboxDrainer(config.outbox_dir, spool, tenants, config.state_dir)
+    drainer = OutboxDrainer(
+        config.outbox_dir, spool, tenants, config.state_dir, config.listener.max_frame_bytes
+    )
     sock, owns_path = await _listening_socket(config)
     # What start-up made (modules, settings, the schema's migrations) lives as long as the process: keep it
     # out of the collections the per-event objects trigger, so each one walks only the young objects. The

@@ -10,11 +10,18 @@ import uuid
 from datetime import UTC, datetime
 from typing import NamedTuple
 
+import msgspec
+import trio
+
+from hookdb.client.oversize import shrink
 from hookdb.client.protocol import Envelope, decode_envelope, read_payload, text_field
 from hookdb.client.wire import PROTOCOL_VERSION, ProtocolError, encode_envelope, new_event_id
 from hookdb.collector.intake.tenancy import Grant
+from hookdb.collector.ops import logs
 from hookdb.collector.spool.deadletters import DeadLetter
 from hookdb.collector.spool.entry import Peer, encode_entry, from_ns
+
+log = logs.get("hookdb.admission")
 
 
 class _NoGrant(Grant):
@@ -179,3 +186,20 @@ def _label(name: str, value: object) -> str | None:
     if len(value) > 256 or "\x00" in value:
         raise ProtocolError("bad_envelope", f"{name} must be 1 to 256 characters without U+0000")
     return value
+
+
+async def fit(body: bytes, max_bytes: int) -> bytes:
+    """``body``, or the same event with its payload's largest strings replaced by markers of their size and
+    sha256 when the frame is over ``max_bytes`` (``listener.max_frame_bytes``), as an HTTP hook's body too
+    large is: a client's event is stored, never refused for its size. A frame that does not decode is left
+    to admission, which refuses it."""
+    if len(body) <= max_bytes:
+        return body
+    try:
+        envelope, _ = decode_envelope(body)
+    except ProtocolError:
+        return body
+    budget = max_bytes - (len(body) - len(envelope.payload))
+    payload = await trio.to_thread.run_sync(shrink, envelope.payload, budget)
+    log.warning("frame.shrunk", event_id=str(envelope.event_id), bytes=len(body), max=max_bytes)
+    return msgspec.msgpack.encode(msgspec.structs.replace(envelope, payload=payload))

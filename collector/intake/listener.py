@@ -30,8 +30,16 @@ import msgspec
 import trio
 
 from hookdb.client.protocol import Reply
-from hookdb.client.wire import ACCEPTED, BUSY, FrameDecoder, ProtocolError, encode_reply, frame
-from hookdb.collector.intake.admission import INTERNAL_ERROR, KeptRefusal, admit_frames
+from hookdb.client.wire import (
+    ACCEPTED,
+    BUSY,
+    DEFAULT_MAX_FRAME_BYTES,
+    FrameDecoder,
+    ProtocolError,
+    encode_reply,
+    frame,
+)
+from hookdb.collector.intake.admission import INTERNAL_ERROR, KeptRefusal, admit_frames, fit
 from hookdb.collector.intake.tenancy import Grant, TenantPolicy
 from hookdb.collector.ops import logs, metrics
 from hookdb.collector.spool import deadletters
@@ -281,7 +289,8 @@ class Listener:
             return None
 
     async def _serve_connection(self, stream: trio.SocketStream, peer: Peer | None) -> None:
-        decoder = FrameDecoder(self._max_frame_bytes)
+        # Up to what hookdb's clients may send: a frame over listener.max_frame_bytes is stored shrunk.
+        decoder = FrameDecoder(max(self._max_frame_bytes, DEFAULT_MAX_FRAME_BYTES))
         metrics.connections_open.inc()
         try:
             await self._serve_frames(stream, decoder, peer)
@@ -344,6 +353,8 @@ class Listener:
                 bodies += frames
         except ProtocolError as exc:  # raised once the frames before it are taken
             refusal = exc
+        if any(len(body) > self._max_frame_bytes for body in bodies):
+            bodies = [await fit(body, self._max_frame_bytes) for body in bodies]
         entries, acks, refused = admit_frames(bodies, peer, grant, received_at_ns)
         del bodies  # the entries hold the frames now: one copy of a large frame while it is spooled, not two
         if entries:

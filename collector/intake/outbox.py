@@ -22,7 +22,8 @@ import trio
 
 from hookdb.client.outbox import SUFFIX
 from hookdb.client.records import FILE_HEADER_SIZE, OUTBOX_FILE, Damage, RecordReader
-from hookdb.collector.intake.admission import KeptRefusal, admit_frames, refused_letter
+from hookdb.client.wire import DEFAULT_MAX_FRAME_BYTES
+from hookdb.collector.intake.admission import KeptRefusal, admit_frames, fit, refused_letter
 from hookdb.collector.intake.tenancy import TenantPolicy
 from hookdb.collector.ops import logs, metrics
 from hookdb.collector.spool import deadletters
@@ -59,8 +60,11 @@ def _released_files(directory: Path) -> list[Path]:
 class OutboxDrainer:
     """Moves released outbox files into the spool, applying the same admission rules as the socket."""
 
-    def __init__(self, directory: Path, spool: Spool, tenants: TenantPolicy, state_dir: Path) -> None:
+    def __init__(
+        self, directory: Path, spool: Spool, tenants: TenantPolicy, state_dir: Path, max_frame_bytes: int
+    ) -> None:
         self.directory = directory
+        self._max_frame_bytes = max_frame_bytes
         self._spool = spool
         self._tenants = tenants
         self._state_dir = state_dir
@@ -135,7 +139,8 @@ class OutboxDrainer:
         if header != OUTBOX_FILE:
             return 0, 0, [Damage(0, os.fstat(fd).st_size)]
         grant = self._tenants.grant(peer)
-        reader = RecordReader(self._spool.max_record, FILE_HEADER_SIZE)
+        # Records up to what hookdb's clients write: one over listener.max_frame_bytes is stored shrunk.
+        reader = RecordReader(max(self._spool.max_record, DEFAULT_MAX_FRAME_BYTES), FILE_HEADER_SIZE)
         offset = FILE_HEADER_SIZE
         events = 0
         damage: list[Damage] = []
@@ -153,7 +158,8 @@ class OutboxDrainer:
                 if isinstance(item, Damage):
                     damage.append(item)
                     continue
-                admitted = admit_frames([item.body], peer, grant, time.time_ns())
+                body = await fit(item.body, self._max_frame_bytes)
+                admitted = admit_frames([body], peer, grant, time.time_ns())
                 entries += admitted.entries
                 if (exc := admitted.refusal) is not None:
                     rejected += 1
