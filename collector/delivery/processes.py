@@ -284,22 +284,22 @@ class Processes:
         decoder = FrameDecoder(_MAX_MESSAGE)
         with suppress(trio.BrokenResourceError):  # reset: it died with the collector's bytes unread
             while True:
-                with trio.move_on_after(self._hung_seconds):
+                with trio.move_on_after(self._hung_seconds) as waiting:
                     data = await stream.receive_some(1 << 20)
-                    if not data:
-                        break
-                    decoder.receive_data(data)
-                    for body in decoder.next_frames():
-                        self._take(slot, _to_collector.decode(body))
-                    continue
-                log.error(
-                    "delivery.process_hung",
-                    process=slot.index,
-                    pid=slot.pid,
-                    seconds=self._hung_seconds,
-                    batches_unanswered=len(slot.pending),
-                )
-                return "hung"
+                if waiting.cancelled_caught:
+                    log.error(
+                        "delivery.process_hung",
+                        process=slot.index,
+                        pid=slot.pid,
+                        seconds=self._hung_seconds,
+                        batches_unanswered=len(slot.pending),
+                    )
+                    return "hung"
+                if not data:
+                    break
+                decoder.receive_data(data)
+                for body in decoder.next_frames():
+                    self._take(slot, _to_collector.decode(body))
         return "done" if ended.is_set() and not slot.pending else "died"
 
     def _done(self, done: Done | None) -> None:

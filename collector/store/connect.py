@@ -182,9 +182,10 @@ def forward_refusals() -> None:
 
 def take_refusals() -> list[Refused]:
     """The refusals kept since the last call."""
-    taken = list(_forwarded or ())
-    if _forwarded:
-        _forwarded.clear()
+    if not _forwarded:
+        return []
+    taken = list(_forwarded)
+    _forwarded.clear()
     return taken
 
 

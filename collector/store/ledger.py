@@ -113,6 +113,10 @@ class TranscriptRead:
         return self.target.session
 
     @property
+    def path(self) -> str:
+        return self.target.path
+
+    @property
     def main(self) -> bool:
         """The session's own transcript (not a subagent's): its ``cost-state`` is the session's."""
         return self.target.main
@@ -518,8 +522,8 @@ async def _store_read(conn: asyncpg.Connection, done: TranscriptRead) -> tuple[T
     """Keep how far ``done`` read if it leaves nothing unread behind. Return the read whose requests count
     (``done``, or the file read again from its durable offset when ``done`` read it from the start for want
     of a position here) and whether its position was kept."""
-    key = (done.tenant, done.session, done.target.path)
-    stored = await conn.fetchrow(_LOCK_READ, done.tenant, done.session, done.target.path)
+    key = (done.tenant, done.session, done.path)
+    stored = await conn.fetchrow(_LOCK_READ, done.tenant, done.session, done.path)
     same_file = stored is not None and (int(stored["device"]), int(stored["inode"])) == done.identity
     if done.fresh and same_file and stored["read_offset"] > 0:
         # Another process (or this one before a restart) read it that far: what it read may have been
@@ -528,18 +532,16 @@ async def _store_read(conn: asyncpg.Connection, done: TranscriptRead) -> tuple[T
         again = await asyncio.to_thread(_read_all, [(done.target, resumed)])
         if again and again[0].identity == done.identity:
             done = again[0]
-    if same_file and done.start > 0 and done.end < stored["read_offset"]:
-        # Another process read further and committed first: its position (and cost-state) stand. This read's
-        # requests are merged all the same (writing a request again is harmless).
-        _remember(key, TailState(identity=done.identity, offset=stored["read_offset"]))
-        return done, False
-    if done.start == 0 or (same_file and done.start <= stored["read_offset"]):
+    # Another process read further and committed first: its position (and cost-state) stand, and this
+    # read's requests are merged all the same (writing a request again is harmless).
+    overtaken = same_file and done.start > 0 and done.end < stored["read_offset"]
+    if not overtaken and (done.start == 0 or (same_file and done.start <= stored["read_offset"])):
         cost_state = None if done.state.cost_state is None else _encode(done.state.cost_state)
         await conn.execute(
             _STORE_READ,
             done.tenant,
             done.session,
-            done.target.path,
+            done.path,
             Decimal(done.identity.device),
             Decimal(done.identity.inode),
             done.end,
@@ -548,10 +550,9 @@ async def _store_read(conn: asyncpg.Connection, done: TranscriptRead) -> tuple[T
         )
         _remember(key, done.state)
         return done, True
-    # A gap between the durable offset and where this read began: read again from there next time.
-    log.info(
-        "transcript.reread", path=done.target.path, durable=stored and stored["read_offset"], start=done.start
-    )
+    if not overtaken:  # a gap between the durable offset and where this read began: read again from there
+        durable = stored and stored["read_offset"]
+        log.info("transcript.reread", path=done.path, durable=durable, start=done.start)
     if stored is None:
         _tails.pop(key, None)
     else:
