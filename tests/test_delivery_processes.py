@@ -63,11 +63,22 @@ def delivery_processes(collector: Collector) -> list[int]:
     return sorted(found)
 
 
+def spawned(collector: Collector) -> list[int]:
+    """Both delivery processes, once the collector has spawned them (it says it is ready first: intake
+    does not wait for delivery)."""
+
+    def both() -> list[int] | None:
+        found = delivery_processes(collector)
+        return found if len(found) == 2 else None
+
+    return wait_for(both, 10)
+
+
 def test_two_delivery_processes_store_every_event_once_and_the_collector_counts_them(
     start_collector, socket_path: Path, dsn: str
 ) -> None:
     collector = start_collector(*TWO)
-    assert len(delivery_processes(collector)) == 2
+    spawned(collector)
     sent = [frames(1000, f"s{c}") for c in range(3)]
     threads = [threading.Thread(target=send, args=(socket_path, data)) for _, data in sent]
     for t in threads:
@@ -96,7 +107,7 @@ def test_a_killed_delivery_process_is_replaced_and_its_batches_delivered_once(
     collector = start_collector(*TWO)
     # One killed at once, while it still imports: it dies with the collector's first message unread (the
     # collector's read of its end is then reset, not ended).
-    os.kill(delivery_processes(collector)[1], signal.SIGKILL)
+    os.kill(spawned(collector)[1], signal.SIGKILL)
     ids, data = frames(6000, "s")
     sender = threading.Thread(
         target=lambda: [send(socket_path, data[i : i + 200]) for i in range(0, 6000, 200)]
@@ -186,7 +197,7 @@ def test_sigterm_delivers_what_is_spooled_and_leaves_no_delivery_process(
     start_collector, socket_path: Path, dsn: str
 ) -> None:
     collector = start_collector(*TWO, "--set", "batch.linger_seconds=5")  # batches wait: shutdown flushes
-    children = delivery_processes(collector)
+    children = spawned(collector)
     _, data = frames(150, "s")
     send(socket_path, data)
     wait_for(lambda: count_rows(dsn) >= 100, 30)  # the first full batch; the other 50 linger
@@ -201,7 +212,7 @@ def test_delivery_processes_exit_when_the_collector_is_killed(
     start_collector, socket_path: Path, dsn: str
 ) -> None:
     collector = start_collector(*TWO)
-    children = delivery_processes(collector)
+    children = spawned(collector)
     _, data = frames(3000, "s")
     send(socket_path, data)
     wait_for(lambda: count_rows(dsn) >= 100, 30)
