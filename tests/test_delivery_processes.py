@@ -59,7 +59,8 @@ def delivery_processes(collector: Collector) -> list[int]:
     pid = collector.proc.pid
     found = []
     for task in Path(f"/proc/{pid}/task").iterdir():
-        found += [int(c) for c in (task / "children").read_text().split()]
+        with suppress(FileNotFoundError):  # a worker thread that ended meanwhile
+            found += [int(c) for c in (task / "children").read_text().split()]
     return sorted(found)
 
 

@@ -863,12 +863,14 @@ def family_cpu(parent: int) -> float:
     read: trio starts processes from a thread."""
     fields = Path(f"/proc/{parent}/stat").read_text().rsplit(")", 1)[1].split()
     ticks = sum(int(v) for v in fields[11:15])
-    with contextlib.suppress(OSError):
-        for task in Path(f"/proc/{parent}/task").iterdir():
-            for pid in (task / "children").read_text().split():
-                with contextlib.suppress(OSError):
-                    child = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-                    ticks += int(child[11]) + int(child[12])
+    for task in Path(f"/proc/{parent}/task").iterdir():
+        pids: list[str] = []
+        with contextlib.suppress(OSError):  # a worker thread that ended meanwhile
+            pids = (task / "children").read_text().split()
+        for pid in pids:
+            with contextlib.suppress(OSError):
+                child = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                ticks += int(child[11]) + int(child[12])
     return ticks / _clk_tck()
 
 
