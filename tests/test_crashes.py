@@ -8,7 +8,7 @@ from typing import NamedTuple
 from hypothesis import given
 from hypothesis import strategies as st
 
-from hookdb.collector.delivery.crashes import GIVE_UP_AFTER, Crashes, Done
+from hookdb.collector.delivery.crashes import GIVE_UP_AFTER, SPLIT_PARTS, Crashes, Done
 from hookdb.collector.delivery.pipeline import Batch
 from hookdb.collector.spool.segments import Position
 
@@ -103,16 +103,26 @@ def test_a_batch_held_with_others_is_sent_again_whole_and_a_single_record_needs_
     assert crashes.given_up(b) == Done(b.seq, b.end, 1)
 
 
-def test_a_split_batch_completes_when_its_last_part_commits() -> None:
-    (a,) = batches([4])
+def test_a_convicted_batch_is_split_in_even_parts_and_completes_when_its_last_part_commits() -> None:
+    (a,) = batches([20])
     crashes = Crashes[Rec]()
     assert crashes.died([a]) == []
-    first, second = crashes.take(), crashes.take()
-    assert first is not None
-    assert second is not None
-    assert [r.body for r in first.items] == [0, 1]
-    assert [r.body for r in second.items] == [2, 3]
-    assert first.seq < 0
-    assert second.seq < 0
-    assert crashes.committed(second.seq, second.end, 2) is None
-    assert crashes.committed(first.seq, first.end, 2) == Done(a.seq, a.end, 4)
+    parts = [crashes.take() for _ in range(SPLIT_PARTS)]
+    assert crashes.take() is None
+    assert all(p is not None and p.seq < 0 for p in parts)
+    assert [[r.body for r in p.items] for p in parts if p is not None] == [
+        [0, 1], [2, 3, 4], [5, 6], [7, 8, 9], [10, 11], [12, 13, 14], [15, 16], [17, 18, 19]
+    ]  # fmt: skip
+    *others, last = [p for p in parts if p is not None]
+    assert crashes.committed(last.seq, last.end, 3) is None
+    assert [crashes.committed(p.seq, p.end, len(p.items)) for p in others[:-1]] == [None] * 6
+    assert crashes.committed(others[-1].seq, others[-1].end, 2) == Done(a.seq, a.end, 20)
+
+
+def test_a_batch_of_fewer_records_than_parts_is_split_in_single_records() -> None:
+    (a,) = batches([3])
+    crashes = Crashes[Rec]()
+    assert crashes.died([a]) == []
+    parts = [crashes.take() for _ in range(3)]
+    assert crashes.take() is None
+    assert [[r.body for r in p.items] for p in parts if p is not None] == [[0], [1], [2]]

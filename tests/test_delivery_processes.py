@@ -131,6 +131,48 @@ def test_a_killed_delivery_process_is_replaced_and_its_batches_delivered_once(
     wait_for(lambda: metric(collector, "hookdb_delivery_processes") == 2, 10)
 
 
+def test_a_dead_process_s_batches_are_taken_up_at_once_by_the_live_one(
+    start_collector, socket_path: Path, dsn: str
+) -> None:
+    """Not left for its replacement: here every replacement is stopped as soon as it is spawned, so only the
+    live process can deliver them (before its watchdog would kill the replacement as hung)."""
+    collector = start_collector(*TWO, "--set", "database.delivery_hung_seconds=120")
+    wait_for(lambda: len(collector.events("delivery.process_started")) == 2, 30)
+    first, live = spawned(collector)
+    os.kill(first, signal.SIGSTOP)  # it holds what it is sent, unanswered
+    stopped = {first}
+    watching = threading.Event()
+
+    def stop_replacements() -> None:
+        while not watching.is_set():
+            for pid in set(delivery_processes(collector)) - stopped - {live}:
+                with suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGSTOP)
+                    stopped.add(pid)
+            time.sleep(0.001)
+
+    stopper = threading.Thread(target=stop_replacements)
+    try:
+        ids, data = frames(1000, "s")
+        for i in range(0, 1000, 100):
+            send(socket_path, data[i : i + 100])
+        wait_for(lambda: count_rows(dsn) >= 100, 30)
+        time.sleep(0.5)  # the live process has written what it was given; the rest waits in the stopped one
+        assert count_rows(dsn) < 1000
+        stopper.start()
+        os.kill(first, signal.SIGKILL)
+        assert wait_for_rows(dsn, 1000, timeout=30) == 1000
+        wait_for(lambda: len(stopped) == 2, 10)  # its replacement was spawned, and stopped: no part in it
+    finally:
+        watching.set()
+        if stopper.is_alive():
+            stopper.join()
+        for pid in stopped:
+            with suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+    assert sorted(str(r[0]) for r in run_sql(dsn, "SELECT event_id FROM hook_audit_log")) == sorted(ids)
+
+
 def test_a_hung_delivery_process_is_killed_and_its_batches_delivered_by_its_replacement(
     start_collector, socket_path: Path, dsn: str
 ) -> None:

@@ -154,6 +154,7 @@ class Processes:
         self._hung_seconds = config.database.delivery_hung_seconds
         self._state_dir = config.state_dir
         self._crashes = Crashes[Record]()
+        self._waiting: set[trio.CancelScope] = set()  # feeds waiting for the batcher's next batch
 
     async def start(self) -> None:
         """Connect once, migrating the schema, before the collector says it is ready (as delivery in its own
@@ -227,6 +228,8 @@ class Processes:
             held, slot.pending = list(slot.pending.values()), {}
             for batch in self._crashes.died(held):
                 await self._give_up(batch, slot.index, process.returncode)
+            for waiting in self._waiting:  # processes waiting for the batcher take them up
+                waiting.cancel()
         return end == "done"
 
     async def _give_up(self, batch: Batch[Record], index: int, exit_code: int | None) -> None:
@@ -252,12 +255,18 @@ class Processes:
                     continue
                 while len(slot.pending) >= self._in_flight:
                     await slot.answered.wait()
-                try:
-                    batch = await receive.receive()
-                except trio.EndOfChannel:
-                    if self._crashes.queued:
-                        continue
-                    break
+                with trio.CancelScope() as waiting:  # cancelled when a dead process's batches come back
+                    self._waiting.add(waiting)
+                    try:
+                        batch = await receive.receive()
+                    except trio.EndOfChannel:
+                        if self._crashes.queued:
+                            continue
+                        break
+                    finally:
+                        self._waiting.discard(waiting)
+                if waiting.cancelled_caught:
+                    continue  # they go first, here and now rather than after the dead one's restart
                 slot.pending[batch.seq] = batch
                 await stream.send_all(_work(batch))
             ended.set()
