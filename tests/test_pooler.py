@@ -34,7 +34,7 @@ from test_nothing_lost import AckingClient, ack_roundtrip, make_frames
 
 from hookdb.client.wire import encode_envelope, frame, new_event_id
 
-from conftest import count_rows, in_threads, migrate, run_sql, wait_for, wait_for_rows
+from conftest import BIN, count_rows, in_threads, migrate, run_sql, wait_for, wait_for_rows
 
 PGBOUNCER = Path("/usr/sbin/pgbouncer")
 # Server connections per database and user: fewer than the API's 8 and the 16 clients', and as many as a
@@ -465,3 +465,27 @@ def test_prepared_statements_a_pooler_loses_are_logged_once_and_cost_no_event(
     finally:
         pooler.stop()
         shutil.rmtree(pooler.folder, ignore_errors=True)
+
+
+def test_partitions_maintain_through_a_pooler_refuses_in_one_line_and_runs_straight_to_the_server(
+    dsn: str, pgbouncer: Pooler, tmp_path: Path
+) -> None:
+    """A run's session lock and its multi-transaction detaches need a session of their own: through a busy
+    pooler its unlock may run on another server connection, leaving the lock on one the pooler keeps (every
+    later run refused), and its lock_timeout on a connection other clients get. Before, it ran through it."""
+    migrate(dsn)
+
+    def maintain(target: str) -> subprocess.CompletedProcess:
+        command = [str(BIN / "hookdb"), "partitions", "maintain", "--dsn", target]
+        command += ["--state-dir", str(tmp_path), *POOLED]
+        return subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+
+    through = maintain(pooled(pgbouncer, dsn))
+    assert through.returncode == 1, through.stderr
+    [line] = through.stderr.splitlines()
+    assert "goes through a pooler" in line
+    assert "--dsn straight to the server" in line
+    locks = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"
+    assert run_sql(dsn, locks)[0][0] == 0
+    direct = maintain(dsn)
+    assert direct.returncode == 0, direct.stderr

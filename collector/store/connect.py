@@ -193,6 +193,12 @@ _reported: set[str] = set()  # causes logged by this process: each once, however
 _forwarded: list[Refused] | None = None
 
 
+async def through_pooler(conn: asyncpg.Connection) -> bool:
+    """Whether ``conn`` reaches the server through a pooler: the backend pid the connection was given at its
+    start (pgbouncer makes one up) is not the server process answering it."""
+    return await conn.fetchval("SELECT pg_backend_pid()") != conn.get_server_pid()
+
+
 async def assume_role(conn: asyncpg.Connection, role: str, setting: str, *, local: bool = False) -> None:
     """``SET ROLE`` so row-level security applies to this connection; ``setting`` names where it is set.
 

@@ -81,6 +81,7 @@ from hookdb.collector import classification as cls
 from hookdb.collector.config import Config
 from hookdb.collector.ops import logs
 from hookdb.collector.ops.files import fsync_dir
+from hookdb.collector.store import connect
 from hookdb.collector.store.partitions import (
     NAME_PATTERN,
     PARENT,
@@ -273,6 +274,12 @@ async def maintain(conn: asyncpg.Connection, policy: Policy, now: datetime) -> R
 
     Raises RetentionError only when another run holds the lock; a failed step is in the report.
     """
+    if await connect.through_pooler(conn):
+        raise RetentionError(
+            "the connection goes through a pooler: a run holds a session lock and detaches partitions over "
+            "several transactions, which a transaction-mode pooler spreads over other server connections; "
+            "give --dsn straight to the server"
+        )
     report = Report(month=month_start(now), live_from=policy.live_from(now), kept_from=policy.kept_from(now))
     holder = await _lock(conn)
     if holder is not None:
