@@ -44,6 +44,10 @@ PASSWORD = "pooler-secret"
 OWNER = "hookdb_test_owner"
 # hookdb's setting for it: nothing but application_name at startup (a default pgbouncer refuses the rest).
 POOLED = ("--set", "database.pooler=transaction")
+# What a pgbouncer told to ignore the startup parameters hookdb sends a server ignores (the API's included).
+IGNORED_STARTUP = "statement_timeout,plan_cache_mode," + ",".join(
+    f"tcp_keepalives_{name}" for name in ("idle", "interval", "count")
+)
 ACME, BETA = 40, 15  # sessions of each tenant; ids apart (a-…, b-…) so a leak shows in every answer
 
 
@@ -439,9 +443,8 @@ def test_prepared_statements_a_pooler_loses_are_logged_once_and_cost_no_event(
     if not PGBOUNCER.exists():
         pytest.skip("pgbouncer is not installed (Debian package pgbouncer)")
     migrate(dsn)
-    ignored = "statement_timeout,tcp_keepalives_idle,tcp_keepalives_interval,tcp_keepalives_count"
     # Two server connections, taken in turn: a client's next transaction lands on the other one.
-    more = f"ignore_startup_parameters = {ignored}\nmin_pool_size = 2\nserver_round_robin = 1\n"
+    more = f"ignore_startup_parameters = {IGNORED_STARTUP}\nmin_pool_size = 2\nserver_round_robin = 1\n"
     pooler = make_pooler(pg_server, 2, more=more)
     pooler.start()
     try:
@@ -489,3 +492,25 @@ def test_partitions_maintain_through_a_pooler_refuses_in_one_line_and_runs_strai
     assert run_sql(dsn, locks)[0][0] == 0
     direct = maintain(dsn)
     assert direct.returncode == 0, direct.stderr
+
+
+def test_an_api_feed_listening_through_a_pooler_says_so_once(
+    dsn: str, pg_server: str, start_api: Any
+) -> None:
+    """api.listen_dsn set, but to a pooler that ignores the startup parameters a server takes (so the
+    connection is not refused): the config cannot tell, the connection can."""
+    if not PGBOUNCER.exists():
+        pytest.skip("pgbouncer is not installed (Debian package pgbouncer)")
+    seeded(dsn)
+    pooler = make_pooler(pg_server, more=f"ignore_startup_parameters = {IGNORED_STARTUP}\n")
+    pooler.start()
+    try:
+        target = pooled(pooler, dsn)
+        direct = start_api(target, TOKENS, *POOLED, "--set", f"api.listen_dsn={toml_string(dsn)}")
+        mistaken = start_api(target, TOKENS, *POOLED, "--set", f"api.listen_dsn={toml_string(target)}")
+        wait_for(lambda: mistaken.events("api.feed_through_pooler"), 10)
+        [warning] = mistaken.events("api.feed_through_pooler")
+        assert "set api.listen_dsn to a DSN that reaches the server directly" in warning["detail"]
+        assert direct.events("api.feed_through_pooler") == []
+    finally:
+        pooler.stop()

@@ -23,7 +23,7 @@ from hookdb.collector.api import queries
 from hookdb.collector.api.models import Change, Error, SessionCard
 from hookdb.collector.api.reader import Reader, unavailable
 from hookdb.collector.ops import logs
-from hookdb.collector.store.connect import ConnectOptions
+from hookdb.collector.store.connect import ConnectOptions, through_pooler
 
 log = logs.get("hookdb.api.feed")
 
@@ -60,6 +60,7 @@ class Feed:
         self._subscribers: dict[str, set[trio.MemorySendChannel[bytes]]] = {}
         self._notices_in, self._notices = trio.open_memory_channel[_Notice](NOTICE_BUFFER)
         self.available = False
+        self._said_pooled = False  # api.feed_through_pooler logged, once
         self._problem = Error(error="database_unavailable", detail="the live feed is connecting")
 
     @contextmanager
@@ -121,6 +122,16 @@ class Feed:
                 pass  # 10,000 changes not yet read: subscribers reload when told the feed is back
 
         try:
+            # With database.pooler = "transaction" and no api.listen_dsn, the server said so at its start.
+            unsaid = not options.through_pooler and not self._said_pooled
+            if unsaid and await trio_asyncio.aio_as_trio(through_pooler)(conn):
+                self._said_pooled = True
+                log.warning(
+                    "api.feed_through_pooler",
+                    detail="the live feed's connection goes through a pooler, which in transaction mode does "
+                    "not keep its LISTEN: the feed may miss changes; set api.listen_dsn to a DSN that reaches"
+                    " the server directly",
+                )
             conn.add_termination_listener(lambda _conn: lost.set())
             await trio_asyncio.aio_as_trio(conn.add_listener)(CHANNEL, heard)
             self._set_available()
