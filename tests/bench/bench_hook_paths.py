@@ -36,7 +36,7 @@ from typing import NamedTuple
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE.parent)]
 
-from bench_spine import count_rows, process_cpu  # noqa: E402
+from bench_spine import count_rows, family_cpu  # noqa: E402
 
 from hookdb.client.transport import await_reply, connect  # noqa: E402
 from hookdb.client.wire import encode_envelope, frame, new_event_id  # noqa: E402
@@ -188,7 +188,7 @@ def hook_burst(running: Running, dsn: str, payload: bytes, events: int, clients:
     sent, before = each * clients, count_rows(dsn)
     context = multiprocessing.get_context("fork")
     procs = [context.Process(target=_hooks, args=(str(running.sock), payload, each)) for _ in range(clients)]
-    cpu, started = process_cpu(running.proc.pid), time.perf_counter()
+    cpu, started = family_cpu(running.proc.pid), time.perf_counter()
     for proc in procs:
         proc.start()
     for proc in procs:
@@ -198,7 +198,7 @@ def hook_burst(running: Running, dsn: str, payload: bytes, events: int, clients:
     while count_rows(dsn) < before + sent:
         time.sleep(0.05)
     seconds = time.perf_counter() - started
-    spent = process_cpu(running.proc.pid) - cpu
+    spent = family_cpu(running.proc.pid) - cpu
     return {"events_per_second": sent / seconds, "collector_us_per_event": spent / sent * 1e6}
 
 
