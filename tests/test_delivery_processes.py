@@ -173,6 +173,49 @@ def test_a_dead_process_s_batches_are_taken_up_at_once_by_the_live_one(
     assert sorted(str(r[0]) for r in run_sql(dsn, "SELECT event_id FROM hook_audit_log")) == sorted(ids)
 
 
+def test_processes_that_cannot_start_are_restarted_ever_later_and_show_in_health(
+    start_collector, socket_path: Path, dsn: str
+) -> None:
+    """Every delivery process killed as soon as it is spawned, as one that cannot start (a broken install, a
+    memory limit below its imports) dies: restarted after 1, 2, 4… seconds rather than every second, and
+    /health/db unavailable meanwhile; once they can start again, everything is delivered."""
+    collector = start_collector(*TWO)
+    wait_for(lambda: len(collector.events("delivery.process_started")) == 2, 30)
+    ids, data = frames(300, "s")
+    send(socket_path, data)
+    assert wait_for_rows(dsn, 300) == 300
+    watching = threading.Event()
+
+    def kill_every_process() -> None:
+        while not watching.is_set():
+            for pid in delivery_processes(collector):
+                with suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            time.sleep(0.001)
+
+    killer = threading.Thread(target=kill_every_process)
+    killer.start()
+    try:
+
+        def restarts(process: int) -> list[float]:
+            died = collector.events("delivery.process_died")
+            return [d["restart_seconds"] for d in died if d["process"] == process]
+
+        wait_for(lambda: restarts(0)[:3] == [1, 2, 4] and restarts(1)[:3] == [1, 2, 4], 30)
+        status, body = health(collector, "/health/db")
+        assert status == 503
+        assert "no delivery process is up" in json.loads(body)["last_error"]
+        more, data = frames(200, "s")
+        send(socket_path, data)  # spooled meanwhile
+    finally:
+        watching.set()
+        killer.join()
+    assert wait_for_rows(dsn, 500, timeout=60) == 500
+    stored = sorted(str(r[0]) for r in run_sql(dsn, "SELECT event_id FROM hook_audit_log"))
+    assert stored == sorted(ids + more)
+    wait_for(lambda: health(collector, "/health/db")[0] == 200, 30)
+
+
 def test_a_hung_delivery_process_is_killed_and_its_batches_delivered_by_its_replacement(
     start_collector, socket_path: Path, dsn: str
 ) -> None:

@@ -8,12 +8,14 @@ dead-lettered) and answers when the batch is committed, with what its metrics co
 database looks. The checkpoint moves only over batches committed without a gap (``checkpoint.Commits``),
 whichever process committed them.
 
-A process that dies (or is killed as hung: silent for ``database.delivery_hung_seconds``) is started again,
-and its unanswered batches are sent again, each on its own (``crashes``): one committed but not answered is
-written twice and adds no row (exactly once holds by the table's key, as after a crash); one that kills its
-process again is split until the record at fault stands alone, and that record is dead-lettered. At
-shutdown the collector ends each process's input; a process delivers what it holds, answers and exits. Past
-the shutdown deadline the collector kills them; what they held is delivered after the next start.
+A process that dies (or is killed as hung: silent for ``database.delivery_hung_seconds``) is started again
+(later and later while they die before their first report: ``restart_seconds``), and its unanswered
+batches are sent again, each on its own, to whichever process is free first (``crashes``): one committed
+but not answered is written twice and adds no row (exactly once holds by the table's key, as after a
+crash); one that kills its process again is split until the record at fault stands alone, and that record
+is dead-lettered. At shutdown the collector ends each process's input; a process delivers what it holds,
+answers and exits. Past the shutdown deadline the collector kills them; what they held is delivered after
+the next start.
 
 Between them: frames (``client.wire``) of msgpack messages over a socketpair; the first one the config.
 """
@@ -59,7 +61,8 @@ from hookdb.collector.store import connect, ledger
 log = logs.get("hookdb.delivery")
 
 REPORT_SECONDS = 0.5  # a process reports at least this often (its metrics and database state), busy or not
-RESTART_SECONDS = 1.0  # how long after a process died another one is started
+RESTART_SECONDS = 1.0  # how long after a process died another one is started, doubled for each process
+MAX_RESTART_SECONDS = 30.0  # that died before its first report (it cannot start), up to this
 EXIT_SECONDS = 5.0  # how long a process that answered everything may take to exit
 _MAX_MESSAGE = 1 << 31  # a batch's records (batch.max_bytes, or one record of up to listener.max_frame_bytes)
 
@@ -131,6 +134,7 @@ class _Slot:
     pending: dict[int, Batch[Record]] = field(default_factory=dict)
     pid: int | None = None  # of the process running for it
     report: Report | None = None  # its process's last (None until its first)
+    deaths: int = 0  # its processes that died in a row, none of them since its first report
     answered: trio.Event = field(default_factory=trio.Event)  # set (and renewed) at each report
 
 
@@ -177,7 +181,7 @@ class Processes:
             while True:
                 if await self._serve(slot, receive):
                     return
-                await trio.sleep(RESTART_SECONDS)
+                await trio.sleep(restart_seconds(slot.deaths))
 
     async def _serve(self, slot: _Slot, receive: trio.MemoryReceiveChannel[Batch[Record]]) -> bool:
         """Run one process for ``slot``; True when it ended with its work done, False when it died."""
@@ -197,7 +201,14 @@ class Processes:
             theirs.close()
         if not_started is not None:
             ours.close()
-            log.error("delivery.process_not_started", process=slot.index, error=not_started)
+            slot.deaths += 1
+            self._show_health()
+            log.error(
+                "delivery.process_not_started",
+                process=slot.index,
+                error=not_started,
+                restart_seconds=restart_seconds(slot.deaths),
+            )
             return False
         stream = trio.SocketStream(trio.socket.from_stdlib_socket(ours))
         ended = trio.Event()  # the collector's input ended: no batch will come
@@ -216,12 +227,16 @@ class Processes:
             metrics.delivery_processes.set(self._ready())
         with trio.CancelScope(shield=True):
             await _stop(process, stream, 0 if end == "hung" else EXIT_SECONDS)
+        if end != "done":
+            slot.deaths += 1
+            self._show_health()
         if end == "died":
             log.error(
                 "delivery.process_died",
                 process=slot.index,
                 exit_code=process.returncode,
                 batches_unanswered=len(slot.pending),
+                restart_seconds=restart_seconds(slot.deaths),
             )
         if end != "done":
             metrics.delivery_process_restarts.labels(end).inc()
@@ -321,18 +336,19 @@ class Processes:
     def _ready(self) -> int:
         return sum(s.report is not None for s in self._slots)
 
-    def _take(self, slot: _Slot, report: Report) -> None:
-        if slot.report is None:  # its first report: the process is up, taking batches (and connecting)
-            log.info("delivery.process_started", process=slot.index, pid=slot.pid)
-        metrics.add(report.deltas)
-        for refused in report.refused:
-            connect.log_refusal(refused)
-        for seq in report.committed:
-            batch = slot.pending.pop(seq)
-            self._done(self._crashes.committed(seq, batch.end, len(batch.items)))
-        slot.report = report
+    def _show_health(self) -> None:
+        """``/health/db`` and the metrics from the processes' last reports; unavailable while none is up
+        after a death (not while they first start), as writes then are."""
         metrics.delivery_processes.set(self._ready())
         reports = [s.report for s in self._slots if s.report is not None]
+        if not reports:
+            deaths = max(s.deaths for s in self._slots)
+            if deaths:
+                self._health.db_ok = False
+                self._view.last_error = (
+                    f"no delivery process is up: one died {deaths} times in a row (delivery.process_died)"
+                )
+            return
         worst = max(reports, key=lambda r: (_SEVERITY[r.breaker], r.failures))
         self._view.state, self._view.consecutive_failures = worst.breaker, worst.failures
         self._view.last_error = worst.last_error
@@ -340,6 +356,19 @@ class Processes:
         self._health.db_ok = all(r.db_ok for r in reports)
         pending = [r.oldest_pending_ns for r in reports if r.oldest_pending_ns is not None]
         self._health.oldest_pending_ns = min(pending, default=None)
+
+    def _take(self, slot: _Slot, report: Report) -> None:
+        if slot.report is None:  # its first report: the process is up, taking batches (and connecting)
+            log.info("delivery.process_started", process=slot.index, pid=slot.pid)
+            slot.deaths = 0
+        metrics.add(report.deltas)
+        for refused in report.refused:
+            connect.log_refusal(refused)
+        for seq in report.committed:
+            batch = slot.pending.pop(seq)
+            self._done(self._crashes.committed(seq, batch.end, len(batch.items)))
+        slot.report = report
+        self._show_health()
         slot.answered.set()
         slot.answered = trio.Event()
 
@@ -361,6 +390,12 @@ async def _stop(process: trio.Process, stream: trio.SocketStream, seconds: float
         return
     process.kill()
     await process.wait()
+
+
+def restart_seconds(deaths: int) -> float:
+    """How long after its ``deaths``-th death in a row a slot's next process is started: a process that
+    cannot start (a broken install, a memory limit below its imports) is not restarted every second."""
+    return min(RESTART_SECONDS * 2 ** min(max(deaths - 1, 0), 16), MAX_RESTART_SECONDS)
 
 
 # -- the delivery process's side ----------------------------------------------------------------------------
