@@ -244,7 +244,6 @@ SEARCH_FIELDS = MappingProxyType(
     }
 )
 SEARCH_REPORT = "report"
-SEARCH_KINDS = frozenset({*(kind for kind, _ in SEARCH_FIELDS.values()), SEARCH_REPORT})
 
 # Limits on what the collector reads from disk for one report or state file.
 MAX_FILE_BYTES = 10 * 1024 * 1024

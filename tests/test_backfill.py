@@ -593,4 +593,5 @@ def test_a_transcript_of_another_uid_is_imported_without_its_usage_and_said_so(
 
     assert summary(done, "events") == f"{EXPECTED_TOTAL} read, {EXPECTED_TOTAL} new rows"
     assert f"{path}: owned by uid 12345: its events are imported, its usage is not" in done.stderr
+    assert summary(done, "usage") == "not read from 1 transcript another uid owns"
     assert {r["agent"] for r in ledger_of(dsn, "default")} == {corpus.AGENT_ID}  # the subagent's is ours

@@ -485,6 +485,9 @@ def _report(tally: Tally, label: str, elapsed: float, *, socket_mode: bool) -> N
         lines.append(("skipped", f"{t.skipped} files or events"))
     if t.unpaired:
         lines.append(("unpaired", f"{t.unpaired} tool results without their tool use"))
+    if t.usage_skipped:
+        plural = "s" if t.usage_skipped != 1 else ""
+        lines.append(("usage", f"not read from {t.usage_skipped} transcript{plural} another uid owns"))
     lines.append(("time", f"{elapsed:.2f} s, {t.events / max(elapsed, 1e-6):,.0f} events/s"))
     print("\n".join(f"{name + ':':<12} {value}" for name, value in lines), flush=True)
     for problem in t.problems:
