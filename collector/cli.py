@@ -5,9 +5,10 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
 from importlib.metadata import version
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import msgspec
 
@@ -19,6 +20,8 @@ from hookdb.collector.ops import logs
 if TYPE_CHECKING:
     from hookdb.collector.admin.spool_report import SpoolReport
     from hookdb.collector.store.connect import ConnectOptions
+
+T = TypeVar("T")
 
 
 def _dsn_option(parser: argparse.ArgumentParser) -> None:
@@ -257,8 +260,6 @@ def _hash_token(config: config_mod.Config, args: argparse.Namespace) -> int:
 
 
 def _migrate(config: config_mod.Config, args: argparse.Namespace) -> int:
-    import asyncio
-
     import asyncpg
 
     from hookdb.collector.store import embedded
@@ -271,20 +272,31 @@ def _migrate(config: config_mod.Config, args: argparse.Namespace) -> int:
         finally:
             await conn.close()
 
+    try:
+        applied = _on_database(config, run)
+    except (embedded.EmbeddedUnavailable, SchemaError, OSError, asyncpg.PostgresError) as exc:
+        print(f"hookdb: {exc}", file=sys.stderr)
+        return 1
+    print(f"applied {', '.join(applied)}" if applied else "the schema is up to date")
+    return 0
+
+
+def _on_database(config: config_mod.Config, work: Callable[[str], Coroutine[Any, Any, T]]) -> T:
+    """``work(dsn)`` on the configured database, or on the embedded server, started for it and stopped
+    after (errors are the caller's to report)."""
+    import asyncio
+
+    from hookdb.collector.store import embedded
+
     server = None
     try:
         dsn = config.dsn
         if dsn is None:
             server, dsn = embedded.start(config.state_dir)
-        applied = asyncio.run(run(dsn))
-    except (embedded.EmbeddedUnavailable, SchemaError, OSError, asyncpg.PostgresError) as exc:
-        print(f"hookdb: {exc}", file=sys.stderr)
-        return 1
+        return asyncio.run(work(dsn))
     finally:
         if server is not None:
             server.cleanup()
-    print(f"applied {', '.join(applied)}" if applied else "the schema is up to date")
-    return 0
 
 
 def _admin_options(config: config_mod.Config, dsn: str) -> ConnectOptions:
@@ -298,8 +310,6 @@ def _admin_options(config: config_mod.Config, dsn: str) -> ConnectOptions:
 
 
 def _partitions_maintain(config: config_mod.Config, args: argparse.Namespace) -> int:
-    import asyncio
-
     import asyncpg
 
     from hookdb.collector.store import embedded, retention
@@ -330,12 +340,8 @@ def _partitions_maintain(config: config_mod.Config, args: argparse.Namespace) ->
         finally:
             await conn.close()
 
-    server = None
     try:
-        dsn = config.dsn
-        if dsn is None:
-            server, dsn = embedded.start(config.state_dir)
-        report = asyncio.run(run(dsn))
+        report = _on_database(config, run)
     except (
         embedded.EmbeddedUnavailable,
         SchemaError,
@@ -348,9 +354,6 @@ def _partitions_maintain(config: config_mod.Config, args: argparse.Namespace) ->
         logs.get("hookdb.retention").error("retention.aborted", error=str(exc), error_type=type(exc).__name__)
         print(f"hookdb: partitions maintain: {exc}", file=sys.stderr)
         return 1
-    finally:
-        if server is not None:
-            server.cleanup()
     print(report.render())
     if not report.ok:
         print(f"hookdb: partitions maintain: {len(report.failed)} steps failed", file=sys.stderr)
@@ -359,21 +362,17 @@ def _partitions_maintain(config: config_mod.Config, args: argparse.Namespace) ->
 
 
 def _search_backfill(config: config_mod.Config, args: argparse.Namespace) -> int:
-    import asyncio
-
     import asyncpg
 
     from hookdb.collector.admin import search_backfill
     from hookdb.collector.store import embedded
     from hookdb.collector.store.migrate import SchemaError
 
-    server = None
+    def run(dsn: str) -> Coroutine[Any, Any, search_backfill.Summary]:
+        return search_backfill.run(_admin_options(config, dsn), args.tenant, dry_run=args.dry_run)
+
     try:
-        dsn = config.dsn
-        if dsn is None:
-            server, dsn = embedded.start(config.state_dir)
-        options = _admin_options(config, dsn)
-        summary = asyncio.run(search_backfill.run(options, args.tenant, dry_run=args.dry_run))
+        summary = _on_database(config, run)
     except (
         embedded.EmbeddedUnavailable,
         SchemaError,
@@ -388,9 +387,6 @@ def _search_backfill(config: config_mod.Config, args: argparse.Namespace) -> int
     except KeyboardInterrupt:
         print("hookdb: search backfill: interrupted (running it again is safe)", file=sys.stderr)
         return 130
-    finally:
-        if server is not None:
-            server.cleanup()
     print(summary.render())
     return 0
 

@@ -144,7 +144,7 @@ def transcript_owners(config: Config) -> dict[str, int]:
 async def run(config: Config) -> None:
     """Run the collector until SIGTERM or SIGINT."""
     tenants = tenant_policy(config)  # a bad config must fail before the spool is touched
-    transcript_owners(config)
+    ledger.use_transcript_owners(transcript_owners(config))
     lock = lock_state_dir(config.state_dir)  # before anything touches the spool, outbox or embedded database
     try:
         await _run_locked(config, tenants)
@@ -203,7 +203,6 @@ async def _serve_http(
 async def _serve(config: Config, dsn: str, spool: Spool, tenants: TenantPolicy) -> None:
     price_table = prices.table(config.prices.overrides)
     ledger.use_prices(price_table)
-    ledger.use_transcript_owners(transcript_owners(config))
     commits = Commits()
     delivery: Delivery | Processes
     if config.database.processes == 1:

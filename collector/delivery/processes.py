@@ -227,9 +227,10 @@ class Processes:
             metrics.delivery_processes.set(self._ready())
         with trio.CancelScope(shield=True):
             await _stop(process, stream, 0 if end == "hung" else EXIT_SECONDS)
-        if end != "done":
-            slot.deaths += 1
-            self._show_health()
+        if end == "done":
+            return True
+        slot.deaths += 1
+        self._show_health()
         if end == "died":
             log.error(
                 "delivery.process_died",
@@ -238,14 +239,13 @@ class Processes:
                 batches_unanswered=len(slot.pending),
                 restart_seconds=restart_seconds(slot.deaths),
             )
-        if end != "done":
-            metrics.delivery_process_restarts.labels(end).inc()
-            held, slot.pending = list(slot.pending.values()), {}
-            for batch in self._crashes.died(held):
-                await self._give_up(batch, slot.index, process.returncode)
-            for waiting in self._waiting:  # processes waiting for the batcher take them up
-                waiting.cancel()
-        return end == "done"
+        metrics.delivery_process_restarts.labels(end).inc()
+        held, slot.pending = list(slot.pending.values()), {}
+        for batch in self._crashes.died(held):
+            await self._give_up(batch, slot.index, process.returncode)
+        for waiting in self._waiting:  # processes waiting for the batcher take them up
+            waiting.cancel()
+        return False
 
     async def _give_up(self, batch: Batch[Record], index: int, exit_code: int | None) -> None:
         """Dead-letter a record that was alone in its process each time it died."""
