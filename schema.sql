@@ -199,6 +199,29 @@ CREATE INDEX search_docs_words_idx ON search_docs USING gin (words);
 -- thousand is estimated as rare, as it is.
 ALTER TABLE search_docs ALTER COLUMN words SET STATISTICS 1000;
 
+-- Search documents deferred while delivery is behind (collector/store/search_backlog.py): one row per batch
+-- and tenant names the searchable events whose documents are not made yet; a writer with no batch waiting
+-- makes them (the documents the batch would have written) and deletes the row, in one transaction. Ids and
+-- times only, no text: no row-level security; the writer alone reads it, and the read API counts its
+-- tenant's through hookdb_search_pending().
+CREATE TABLE search_backlog (
+    tenant_id  text        NOT NULL,
+    batch_key  bytea       NOT NULL,  -- its first event's id (16 bytes): a batch written again adds nothing
+    event_ids  uuid[]      NOT NULL,
+    first_at   timestamptz NOT NULL,  -- the earliest and latest of the events' times: the partitions to read
+    last_at    timestamptz NOT NULL,
+    queued_at  timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (tenant_id, batch_key)
+);
+CREATE INDEX search_backlog_queued_idx ON search_backlog (queued_at);
+
+-- How many of the transaction's tenant's events search does not find yet (their documents deferred).
+CREATE FUNCTION hookdb_search_pending() RETURNS bigint
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, public AS $$
+    SELECT coalesce(sum(cardinality(event_ids)), 0)::bigint FROM search_backlog
+    WHERE tenant_id = current_setting('hookdb.tenant', true)
+$$;
+
 -- Under row-level security a condition uses an index only if its operator is LEAKPROOF (else it would run
 -- before the policy's); text search's @@ is not marked so, although it reveals nothing but its answer.
 -- Only a superuser may mark it: migrated by another role, search is still right but reads every document
@@ -406,6 +429,7 @@ GRANT SELECT, INSERT, UPDATE ON hook_audit_log, payload_blobs, sessions, reports
 GRANT SELECT ON hook_audit_log, payload_blobs, sessions, reports, agent_states, usage_ledger, transcript_reads,
     search_docs, event_hours, tool_calls, tool_call_days, tool_call_sessions TO hookdb_reader;
 GRANT SELECT ON schema_migrations TO hookdb_writer, hookdb_reader;
+GRANT SELECT, INSERT, UPDATE, DELETE ON search_backlog TO hookdb_writer;  -- UPDATE: for FOR UPDATE
 
 -- The read API's live feed: after commit, PostgreSQL tells listeners of channel hookdb_sessions about
 -- every new session and every change a session card shows (status, cost and usage, reports, QA score,

@@ -155,6 +155,13 @@ class BatchSection(_Section):
     """...or its first event has waited this long."""
 
 
+class SearchSection(_Section):
+    defer_backlog_events: Annotated[int, msgspec.Meta(ge=0)] = 10_000
+    """While the spool holds more undelivered events than this, a batch's search documents are deferred:
+its searchable events are queued and indexed by a writer with no batch waiting, so a burst is stored sooner
+and found by search a little later (``/api/sessions?q=`` says how many are pending). 0: never deferred."""
+
+
 class MetricsSection(_Section):
     enabled: bool = True
     """Serve ``/metrics``, ``/healthz``, ``/readyz`` and ``/health/db`` over HTTP."""
@@ -277,6 +284,7 @@ class Config(_Section):
     batch: BatchSection = msgspec.field(default_factory=BatchSection)
     spool: SpoolSection = msgspec.field(default_factory=SpoolSection)
     breaker: BreakerSection = msgspec.field(default_factory=BreakerSection)
+    search: SearchSection = msgspec.field(default_factory=SearchSection)
     outbox: OutboxSection = msgspec.field(default_factory=OutboxSection)
     metrics: MetricsSection = msgspec.field(default_factory=MetricsSection)
     http_hooks: HttpHooksSection = msgspec.field(default_factory=HttpHooksSection)

@@ -31,6 +31,7 @@ from hookdb.collector.delivery.pipeline import (
     Delivery,
     Item,
     Record,
+    SearchDeferral,
     batch_records,
     breaker_of,
     decoded,
@@ -272,11 +273,12 @@ async def _serve(config: Config, dsn: str, spool: Spool, tenants: TenantPolicy) 
             async with trio.open_nursery() as pipeline:
                 records_in, records_out = trio.open_memory_channel[list[tuple[Position, bytes]]](1)
                 pipeline.start_soon(read_spool, spool, records_in)
+                deferral = SearchDeferral(config.search.defer_backlog_events, lambda: spool.pending_records)
                 if isinstance(delivery, Delivery):
                     batches_in, batches_out = trio.open_memory_channel[Batch[Item]](1)
                     ready_in, ready_out = trio.open_memory_channel[Batch[Item]](1)
                     pipeline.start_soon(
-                        batch_records, records_out, batches_in, _batcher(config), commits, decoded
+                        batch_records, records_out, batches_in, _batcher(config), commits, decoded, deferral
                     )
                     pipeline.start_soon(
                         prepare_batches, batches_out, ready_in, config.database.blob_min_bytes
@@ -285,7 +287,7 @@ async def _serve(config: Config, dsn: str, spool: Spool, tenants: TenantPolicy) 
                 else:  # whole batches of records to the delivery processes: decoded there, once
                     sent_in, sent_out = trio.open_memory_channel[Batch[Record]](0)
                     pipeline.start_soon(
-                        batch_records, records_out, sent_in, _batcher(config), commits, undecoded
+                        batch_records, records_out, sent_in, _batcher(config), commits, undecoded, deferral
                     )
                     pipeline.start_soon(delivery.run, sent_out)
                 draining = trio.CancelScope()

@@ -2,8 +2,9 @@
 
 The collector writes a batch's search documents in its transaction (``store/search.py``); the events a
 database held when it was upgraded to 0007 have none. This command makes them, by the same code as live
-capture: each stored payload decoded by the read side's decoder (``api/payloads.py``), its escapes undone
-and its large strings put back from ``payload_blobs`` (``store/blobs.py``), so the text is the original's;
+capture: each stored payload decoded by the read side's decoder, its escapes undone and its large strings
+put back from ``payload_blobs`` (``search_backlog.originals``, as for deferred documents), so the text is the
+original's;
 its part made by ``search.document`` and the parts chunked by ``search.Chunker`` exactly as
 ``search.documents`` chunks a session's ordered list; the documents written by ``search.insert``
 (``ON CONFLICT DO NOTHING``) under the tenant's row-level security.
@@ -26,12 +27,11 @@ import asyncpg
 import msgspec
 
 from hookdb.collector import classification as cls
-from hookdb.collector.api import payloads
 from hookdb.collector.ops import logs
-from hookdb.collector.store import blobs, search
+from hookdb.collector.store import search, search_backlog
 from hookdb.collector.store.connect import ConnectOptions
 from hookdb.collector.store.migrate import SchemaError
-from hookdb.collector.store.rows import COLUMNS, Row
+from hookdb.collector.store.rows import Row
 
 log = logs.get("hookdb.search_backfill")
 
@@ -43,20 +43,16 @@ _APPLIED = "SELECT applied_at FROM schema_migrations WHERE version = $1"
 # The leaf partitions of hook_audit_log (no row-level security of their own: the tenants are read there).
 _PARTITIONS = "SELECT relid::regclass::text FROM pg_partition_tree('hook_audit_log') WHERE isleaf"
 _NEXT_TENANT = "SELECT min(tenant_id) FROM {table} WHERE tenant_id > $1"  # one index probe a tenant
-_SELECT = f"SELECT {', '.join(c for c in COLUMNS if c != 'payload')}, payload::text FROM hook_audit_log"
 _QUALIFY = "tenant_id = $1 AND session_id IS NOT NULL AND event_type = ANY($2::text[]) AND received_at < $3"
 _ORDER = "ORDER BY session_id, occurred_at, event_id LIMIT $4"
+_SELECT = search_backlog.SELECT_EVENTS
 _FIRST_PAGE = f"{_SELECT} WHERE {_QUALIFY} {_ORDER}"
 _NEXT_PAGE = f"{_SELECT} WHERE {_QUALIFY} AND (session_id, occurred_at, event_id) > ($5, $6, $7) {_ORDER}"
-# A large string's beginning is all a part can hold of it (search.FIELD_CHARS): no more is read.
-_BLOBS = "SELECT sha256, left(content, $3) FROM payload_blobs WHERE tenant_id = $1 AND sha256 = ANY($2)"
 _MISSING = """
 SELECT count(*) FROM unnest($2::text[], $3::bytea[]) AS k (session_id, doc_key)
 WHERE NOT EXISTS (SELECT FROM search_docs d
                   WHERE d.tenant_id = $1 AND d.session_id = k.session_id AND d.doc_key = k.doc_key)
 """
-_MARKER = b'"$hookdb.'  # in every stored payload that holds a blob reference or an escape (store/blobs)
-_BLOB = b'"' + blobs.BLOB_KEY.encode() + b'"'
 
 
 class Summary(msgspec.Struct):
@@ -179,47 +175,12 @@ async def _events(
                 after = (last.session_id, last.occurred_at, last.event_id)
                 records = await conn.fetch(_NEXT_PAGE, *args, *after)
             rows = [Row(*r[:-1], r[-1].encode()) for r in records]
-            decoded = [_decode(row) for row in rows]
-            found = await _blobs(conn, tenant, decoded)
-        for row, value in zip(rows, decoded, strict=True):
-            yield row, _original(value, found)
+            originals = await search_backlog.originals(conn, tenant, rows)
+        for row, payload in zip(rows, originals, strict=True):
+            yield row, payload
         if len(rows) < PAGE:
             return
         last = rows[-1]
-
-
-class _Stored(msgspec.Struct):
-    """A payload decoded as stored; ``marked``: it holds blob references or escapes to undo."""
-
-    value: Any
-    marked: bool
-
-
-def _decode(row: Row) -> _Stored | None:
-    value, problem = payloads.decode(row.payload, str(row.event_id))
-    return None if problem is not None else _Stored(value, _MARKER in row.payload)
-
-
-async def _blobs(conn: asyncpg.Connection, tenant: str, decoded: list[_Stored | None]) -> dict[str, str]:
-    """The beginnings of the blobs the page's payloads refer to, by sha256."""
-    digests: set[str] = set()
-
-    def note(digest: str) -> None:
-        digests.add(digest)
-
-    for stored in decoded:
-        if stored is not None and stored.marked:
-            blobs.restore(stored.value, note)  # what it looks up is what it refers to
-    if not digests:
-        return {}
-    return dict(await conn.fetch(_BLOBS, tenant, sorted(digests), search.FIELD_CHARS))
-
-
-def _original(stored: _Stored | None, found: dict[str, str]) -> Any:
-    """The payload as live capture saw it: escapes undone, large strings put back (their beginnings)."""
-    if stored is None:
-        return None
-    return blobs.restore(stored.value, found.get) if stored.marked else stored.value
 
 
 async def _write(

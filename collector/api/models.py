@@ -211,6 +211,9 @@ class SessionCard(msgspec.Struct, kw_only=True):
 class SessionPage(msgspec.Struct, kw_only=True):
     sessions: list[SessionCard]
     next_cursor: str | None
+    # Searched (q): how many of the tenant's events search cannot find yet, their documents deferred while
+    # delivery was behind (store/search_backlog.py); made as soon as delivery is idle.
+    search_pending: int | UnsetType = UNSET
 
 
 class Report(msgspec.Struct, kw_only=True):

@@ -223,6 +223,7 @@ async def list_sessions(conn: asyncpg.Connection, tenant: str, query: SessionQue
         next_cursor=cursor.encode(cursor.SESSIONS, last.started_at, last.session_id)
         if more and last
         else None,
+        search_pending=UNSET if query.q is UNSET else await conn.fetchval("SELECT hookdb_search_pending()"),
     )
 
 

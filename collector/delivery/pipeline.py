@@ -56,6 +56,10 @@ AVAILABILITY_ERRORS = (
 )
 
 
+# While delivery is behind, deferred search documents are made only once no batch came for this long.
+BEHIND_IDLE_SECONDS = 1.0
+
+
 class Item(msgspec.Struct, gc=False):
     """One spooled event on its way to PostgreSQL: its entry and row, or why it cannot be stored.
 
@@ -89,6 +93,7 @@ class Batch(Generic[T]):
 
     items: list[T]
     seq: int  # in the order the batches were made: the checkpoint follows it
+    defer_search: bool = False  # made while delivery was behind: its search documents are made later
     prepared: Prepared | None = None  # filled by prepare_batches while the previous batch is written
 
     @property
@@ -122,15 +127,40 @@ def undecoded(body: bytes, end: Position) -> tuple[Record, int]:
     return Record(end, body), len(body)
 
 
+class SearchDeferral:
+    """Whether a batch made now defers its search documents (``store/search_backlog``): from when more than
+    ``threshold`` events are undelivered (``search.defer_backlog_events``; 0: never) until at most half as
+    many are, so a backlog near the threshold does not switch back and forth. Each switch is logged."""
+
+    def __init__(self, threshold: int, pending: Callable[[], int]) -> None:
+        self._threshold = threshold
+        self._pending = pending
+        self.on = False
+
+    def __call__(self) -> bool:
+        if self._threshold:
+            pending = self._pending()
+            if pending > self._threshold if not self.on else pending <= self._threshold // 2:
+                self.on = not self.on
+                log.info("search.deferral_" + ("started" if self.on else "ended"), pending_events=pending)
+        return self.on
+
+
 async def batch_records(
     receive: trio.MemoryReceiveChannel[list[tuple[Position, bytes]]],
     send: trio.MemorySendChannel[Batch[T]],
     batcher: Batcher[T],
     commits: Commits,
     make: Callable[[bytes, Position], tuple[T, int]],
+    defer_search: Callable[[], bool],
 ) -> None:
     """Group records (each as ``make`` makes it: ``decoded`` or ``undecoded``) into batches by the batcher's
-    policy, numbered by ``commits``; flush the rest when the input ends."""
+    policy, numbered by ``commits``, each told whether to defer its search documents (``SearchDeferral``);
+    flush the rest when the input ends."""
+
+    def batch(items: list[T]) -> Batch[T]:
+        return Batch(items, commits.issue(), defer_search())
+
     async with receive, send:
         while True:
             deadline = batcher.deadline()
@@ -141,15 +171,15 @@ async def batch_records(
                 except trio.EndOfChannel:
                     break
             if records is None:  # the linger time ran out; only the receive may be cut short, never a send
-                await send.send(Batch(batcher.take(), commits.issue()))
+                await send.send(batch(batcher.take()))
                 continue
             now = trio.current_time()
             add = batcher.add
             for end, body in records:
                 for items in add(*make(body, end), now):
-                    await send.send(Batch(items, commits.issue()))
+                    await send.send(batch(items))
         if len(batcher):
-            await send.send(Batch(batcher.take(), commits.issue()))
+            await send.send(batch(batcher.take()))
 
 
 async def prepare_batches(
@@ -163,7 +193,7 @@ async def prepare_batches(
             rows = [item.row for item in batch.items if item.row is not None]
             if len(rows) == len(batch.items):
                 try:
-                    batch.prepared = await prepare(rows, blob_min_bytes)
+                    batch.prepared = await prepare(rows, blob_min_bytes, batch.defer_search)
                 except Exception:  # the writer prepares it again in parts, isolating the rows at fault
                     log.exception("batch.unpreparable", events=len(rows))
             await send.send(batch)
@@ -235,6 +265,10 @@ class Delivery:
         self._sinks: list[PostgresSink | None] = [None] * writers
         self._breaker_moved = trio.Event()  # set (and renewed) at every breaker transition
         self._dead_letters = trio.Lock()  # one writer appends to the dead-letter file at a time
+        # Whether search_backlog may hold rows: at start (another run's), and after a deferring batch.
+        self.search_backlog = True
+        self._indexed = 0  # events whose deferred documents were made since the backlog was last found empty
+        self._behind = False  # the last batch committed deferred its search documents
 
     @classmethod
     def from_config(
@@ -292,16 +326,68 @@ class Delivery:
     async def _run_writer(self, receive: trio.MemoryReceiveChannel[Batch[Item]], writer: int) -> None:
         async with receive:
             while True:
-                batch = None
-                with trio.move_on_after(self._health_check_seconds):
-                    try:
-                        batch = await receive.receive()
-                    except trio.EndOfChannel:
-                        break
-                if batch is None:
-                    await self._check(writer)
-                else:
+                try:
+                    batch = await self._next(receive, writer)
+                except trio.EndOfChannel:
+                    break
+                if batch is not None:
                     await self._deliver(batch, writer)
+
+    async def _next(self, receive: trio.MemoryReceiveChannel[Batch[Item]], writer: int) -> Batch[Item] | None:
+        """The next batch, if one is ready; else (``None``) deferred search documents made, or the connection
+        checked after ``health_check_seconds`` idle. While delivery is behind (the last batch deferred its
+        documents) they are made only once no batch came for ``BEHIND_IDLE_SECONDS``."""
+        if self.search_backlog and self.breaker.state == "closed":
+            try:
+                return receive.receive_nowait()
+            except trio.WouldBlock:
+                pass
+            if self._behind:
+                with trio.move_on_after(BEHIND_IDLE_SECONDS):
+                    return await receive.receive()
+                self._behind = False
+            await self._index(writer)
+            return None
+        with trio.move_on_after(self._health_check_seconds):
+            return await receive.receive()
+        await self._check(writer)
+        return None
+
+    async def _index(self, writer: int) -> None:
+        """Make the documents of one ``search_backlog`` row, through the breaker like a batch; when none is
+        left, stop looking until this delivery defers a batch's documents again."""
+        permit = self.breaker.acquire(trio.current_time())
+        if permit is None:
+            return
+        error: BaseException | None = None
+        indexed = None
+        with trio.move_on_after(self._write_timeout) as attempt:
+            try:
+                indexed = await (await self.open(writer)).index_search()
+            except AVAILABILITY_ERRORS as exc:
+                error = exc
+        if attempt.cancelled_caught:
+            error = TimeoutError(f"deferred search documents took longer than {self._write_timeout:g} s")
+        if error is not None:
+            self._failed(permit, error, writer)
+            if self.breaker.state == "closed":
+                await trio.sleep(self._retry_seconds)
+            return
+        self.breaker.success(permit, trio.current_time())
+        self._log_transitions()
+        if indexed is None:
+            self.search_backlog = False
+            if self._indexed:
+                log.info("search.backlog_indexed", events=self._indexed)
+                self._indexed = 0
+            return
+        self._indexed += indexed.events
+        metrics.search_indexed.inc(indexed.events)
+        if indexed.refused is not None:
+            metrics.search_refused.inc()
+            log.error(
+                "search.backlog_refused", tenant=indexed.tenant, events=indexed.events, error=indexed.refused
+            )
 
     async def _check(self, writer: int) -> None:
         """An idle-time ``SELECT 1`` through the breaker (so it can also be the half-open probe)."""
@@ -386,6 +472,8 @@ class Delivery:
 
     def _committed(self, batch: Batch[Item], seconds: float) -> None:
         self._checkpoint(batch)
+        self.search_backlog |= batch.defer_search
+        self._behind = batch.defer_search
         metrics.copy_seconds.observe(seconds)
         now_ns = time.time_ns()
         metrics.observe_many(

@@ -80,6 +80,7 @@ class Work(msgspec.Struct, tag=True, array_like=True):
 
     seq: int
     records: list[Record]
+    defer_search: bool  # made while delivery was behind: its search documents are queued (search_backlog)
 
 
 class Report(msgspec.Struct, tag=True, array_like=True):
@@ -378,7 +379,7 @@ def _unused(batch: Batch[Item]) -> None:
 
 
 def _work(batch: Batch[Record]) -> bytes:
-    return frame(_encode(Work(batch.seq, batch.items)))
+    return frame(_encode(Work(batch.seq, batch.items, batch.defer_search)))
 
 
 async def _stop(process: trio.Process, stream: trio.SocketStream, seconds: float) -> None:
@@ -495,7 +496,8 @@ async def _receive(
         while (work := await _next(stream, decoder)) is not None:
             if isinstance(work, Work):
                 held.add(work.seq)
-                await send.send(Batch([to_item(body, end) for end, body in work.records], work.seq))
+                items = [to_item(body, end) for end, body in work.records]
+                await send.send(Batch(items, work.seq, work.defer_search))
     if held:
         # The collector ends a process's input only once it answered everything: it is gone (killed, or past
         # its shutdown deadline). Nobody takes the answers; the batches are in its spool, delivered again.

@@ -103,6 +103,23 @@ report_hash_mismatches = Counter(
     "Reports whose content did not read back from PostgreSQL with the hash that was written.",
     registry=REGISTRY,
 )
+search_deferred = Counter(
+    "hookdb_search_deferred_events_total",
+    "Searchable events stored while delivery was behind (search.defer_backlog_events): their search "
+    "documents queued in search_backlog, to be made when a writer is idle.",
+    registry=REGISTRY,
+)
+search_indexed = Counter(
+    "hookdb_search_indexed_events_total",
+    "Events of search_backlog whose search documents were made (by this collector; any may make any).",
+    registry=REGISTRY,
+)
+search_refused = Counter(
+    "hookdb_search_backlog_refused_total",
+    "search_backlog rows dropped because PostgreSQL refused their documents as data (logged): their "
+    "events are stored, not searchable.",
+    registry=REGISTRY,
+)
 connections_open = Gauge("hookdb_client_connections", "Open client connections.", registry=REGISTRY)
 connections_refused = Counter(
     "hookdb_client_connections_refused_total",

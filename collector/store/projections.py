@@ -141,6 +141,7 @@ class Projection:
     states: list[StateRead] = field(default_factory=list)
     ended: set[tuple[str, str]] = field(default_factory=set)
     search: list[search.SearchDoc] = field(default_factory=list)
+    deferred: list[Row] = field(default_factory=list)  # searchable rows whose documents are made later
     hours: dict[int, int] = field(default_factory=dict)  # events per UTC hour (summary.count_hours)
     calls: summary.Calls = field(default_factory=summary.Calls)  # tool call events, for the summary
     usage: ledger.Usage | None = None  # the batch's usage, read by ledger.read for ledger.apply
@@ -271,24 +272,28 @@ _SEARCHED = frozenset(cls.SEARCH_FIELDS)
 _HANDLERS_OF = {event: HANDLERS[name] for event, name in cls.HANDLED_EVENTS.items()}
 
 
-def reads_payload(row: Row) -> bool:
+def reads_payload(row: Row, defer_search: bool = False) -> bool:
     """Whether :func:`project` reads this row's payload (else only its columns)."""
     if row.session_id is None:
         return False
-    if row.event_type in cls.SEARCH_FIELDS:
+    if row.event_type in summary.CALL_EVENTS or (not defer_search and row.event_type in cls.SEARCH_FIELDS):
         return True
     handler = cls.HANDLED_EVENTS.get(row.event_type)
     return handler is not None and (handler != "post_tool_use" or row.tool_name in cls.WRITE_TOOLS)
 
 
 def project(
-    rows: Sequence[Row], payloads: Sequence[Any] | None = None, out: Projection | None = None
+    rows: Sequence[Row],
+    payloads: Sequence[Any] | None = None,
+    out: Projection | None = None,
+    defer_search: bool = False,
 ) -> Projection:
     """Aggregate the new rows of a batch into the changes they make (added to ``out``: a batch can be
     projected a part at a time, with the same outcome).
 
     ``payloads`` holds each row's payload already decoded, wherever :func:`reads_payload` says it is read
-    (so a payload is parsed once on its way); without it they are decoded here.
+    (so a payload is parsed once on its way); without it they are decoded here. ``defer_search``: the
+    searchable rows are listed in ``deferred`` instead of making search parts (``search_backlog``).
     """
     out = Projection() if out is None else out
     hours, sessions, calls = out.hours, out.sessions, out.calls
@@ -308,9 +313,12 @@ def project(
         elif at > change.updated_at:
             change.updated_at = at
         change.event_count += 1
+        event_type = row.event_type
+        if defer_search and event_type in _SEARCHED:
+            out.deferred.append(row)
         if payloads is not None:
             payload = payloads[index]  # None where the payload is not read
-        elif reads_payload(row):
+        elif reads_payload(row, defer_search):
             payload = blobs.decode(row.payload)
         else:
             continue
@@ -320,9 +328,10 @@ def project(
             change.cwd = _str(payload.get("cwd"))
         if change.transcript_path is None:
             change.transcript_path = _str(payload.get("transcript_path"))
-        event_type = row.event_type
-        if event_type in _SEARCHED and (doc := search.document(row, payload)) is not None:
-            out.search.append(doc)
+        if event_type in _SEARCHED and not defer_search:
+            doc = search.document(row, payload)
+            if doc is not None:
+                out.search.append(doc)
         if event_type in summary.CALL_EVENTS:
             summary.add_call(calls, session_id, row, payload)
         if (handler := _HANDLERS_OF.get(event_type)) is not None:

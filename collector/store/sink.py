@@ -36,7 +36,7 @@ import trio_asyncio
 
 from hookdb.collector import classification as cls
 from hookdb.collector.ops import logs, metrics
-from hookdb.collector.store import blobs, ledger, partitions, search, summary
+from hookdb.collector.store import blobs, ledger, partitions, search, search_backlog, summary
 from hookdb.collector.store.connect import ConnectOptions, assume_role, report_refusal
 from hookdb.collector.store.migrate import migrate
 from hookdb.collector.store.projections import (
@@ -180,6 +180,7 @@ class TenantRows:
     projection: Projection = field(default_factory=Projection)  # of all the rows, its files read
     events: list[tuple[Any, ...]] = field(default_factory=list)  # the slimmed rows as hookdb_event_row
     blobs: list[tuple[str, str]] = field(default_factory=list)  # (sha256, content), in sha256 order
+    defer_search: bool = False  # its search documents are made later (search_backlog)
 
     def projection_of(self, new: set[object]) -> Projection:
         """What the rows whose event ids are ``new`` change: each new event once."""
@@ -191,7 +192,7 @@ class TenantRows:
                 new.discard(row.event_id)  # a batch can hold an event twice (sent again after a lost ack)
                 rows.append(row)
                 payloads.append(payload)
-        return project(rows, payloads)
+        return project(rows, payloads, defer_search=self.defer_search)
 
 
 @dataclass
@@ -203,6 +204,7 @@ class Prepared:
     tenants: dict[str, TenantRows]
     inserted: int = 0
     unverified_reports: int = 0
+    deferred: int = 0  # new searchable events whose documents were queued (search_backlog)
     recorded: list[UsageRecord] = field(default_factory=list)  # requests new to the ledger, to count
 
 
@@ -240,7 +242,7 @@ async def _write(
 ) -> Prepared:
     """Write ``batch`` in one transaction; with ``all_new``, as rows none of which is stored yet (raises
     ``_NotAllNew``, the transaction rolled back, when one is)."""
-    batch.inserted = batch.unverified_reports = 0  # a retried batch counts afresh
+    batch.inserted = batch.unverified_reports = batch.deferred = 0  # a retried batch counts afresh
     batch.recorded = []
     tenants = sorted(batch.tenants.items())  # in key order, as every lock below: no deadlock between writers
     if not tenants:
@@ -266,6 +268,7 @@ async def _write(
                 changes = part.projection if ids is None else part.projection_of(set(ids))
                 projected = await _project(conn, changes, part.projection)
                 batch.unverified_reports += projected.unverified_reports
+                batch.deferred += len(changes.deferred)
                 batch.recorded += projected.recorded
                 await summary.write(conn, tenant, changes.hours, changes.calls, projected.started)
     return batch
@@ -364,6 +367,8 @@ async def _project(conn: asyncpg.Connection, changes: Projection, files: Project
                 item.at,
             )
     await search.write(conn, changes)  # after the reports: their documents are made from them
+    if changes.deferred:
+        await search_backlog.queue(conn, changes.deferred[0].tenant_id, changes.deferred)
     started: dict[str, datetime] = {}  # each session's start, as stored: the summary's day of its calls
     if changes.sessions:
         rows = [
@@ -424,9 +429,10 @@ _MICRO = timedelta(microseconds=1)
 _CHUNK = 256
 
 
-async def prepare(rows: Sequence[Row], blob_min_bytes: int) -> Prepared:
+async def prepare(rows: Sequence[Row], blob_min_bytes: int, defer_search: bool = False) -> Prepared:
     """Move large payload strings into blobs, project each tenant's rows and read the files the projections
-    need (trio side). Each payload is decoded at most once, and only when blobs or projections need it."""
+    need (trio side). Each payload is decoded at most once, and only when blobs or projections need it.
+    ``defer_search``: the batch's search documents are queued, not made (``search_backlog``)."""
     slim: list[Row] = []
     found: dict[tuple[str, str], str] = {}
     tenants: dict[str, TenantRows] = {}
@@ -437,9 +443,9 @@ async def prepare(rows: Sequence[Row], blob_min_bytes: int) -> Prepared:
         tenant = row.tenant_id
         part = tenants.get(tenant)
         if part is None:
-            part = tenants[tenant] = TenantRows()
+            part = tenants[tenant] = TenantRows(defer_search=defer_search)
             slims[tenant] = []
-        read = reads_payload(row)
+        read = reads_payload(row, defer_search)
         rewrite = blobs.needs_rewrite(row.payload, blob_min_bytes)
         decoded = None
         if read or rewrite:
@@ -467,7 +473,8 @@ async def prepare(rows: Sequence[Row], blob_min_bytes: int) -> Prepared:
         part.events = list(zip(columns[1], occurred, received, *columns[4:], strict=True))
         for start in range(0, len(part.rows), _CHUNK):
             await trio.lowlevel.checkpoint()
-            project(part.rows[start : start + _CHUNK], part.payloads[start : start + _CHUNK], part.projection)
+            rows_, payloads_ = part.rows[start : start + _CHUNK], part.payloads[start : start + _CHUNK]
+            project(rows_, payloads_, part.projection, defer_search)
         if part.projection.reports or part.projection.states:
             await read_files(part.projection)
         part.projection.usage = await ledger.read(part.rows, part.payloads)
@@ -517,6 +524,8 @@ class PostgresSink:
             log.warning("partition.created", partitions=created, reason=str(exc))
             done = await self._write(batch)
         ledger.count(done.recorded)
+        if done.deferred:
+            metrics.search_deferred.inc(done.deferred)
         if done.unverified_reports:
             metrics.report_hash_mismatches.inc(done.unverified_reports)
             log.error("report.hash_mismatch", reports=done.unverified_reports)
@@ -532,6 +541,10 @@ class PostgresSink:
         done = await write(self._conn, batch, self._options, False)
         self._all_new = done.inserted == len(batch.rows)
         return done
+
+    async def index_search(self) -> search_backlog.Indexed | None:
+        """Make the documents of one ``search_backlog`` row (``None``: none is left)."""
+        return await trio_asyncio.aio_as_trio(search_backlog.index_next)(self._conn, self._options)
 
     async def ping(self) -> None:
         """Check that the server still answers."""

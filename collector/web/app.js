@@ -46,6 +46,7 @@
     },
     cards: new Map(), // session_id → {li, session}
     cursor: null, // next_cursor of the list
+    searchPending: 0, // search_pending of the searched list: events not searchable yet
     listGen: 0, // bumped by every reload: answers to older requests are dropped
     loading: false,
     loaded: false,
@@ -316,6 +317,11 @@
       if (state.cards.size) text = "No more sessions.";
       else text = state.search ? "No session matches the search." : "No sessions match.";
     }
+    // Events stored during a burst are searchable a little later (their documents are made when idle).
+    if (!state.loading && state.search && state.searchPending) {
+      const events = state.searchPending === 1 ? "1 recent event is" : `${state.searchPending} recent events are`;
+      text = `${text} ${events} not searchable yet: indexing follows a burst.`.trim();
+    }
     ui.listEnd.textContent = text;
   }
 
@@ -336,6 +342,7 @@
       state.cards.clear();
       for (const s of page.sessions) addCard(s, null);
       state.cursor = page.next_cursor;
+      state.searchPending = page.search_pending || 0;
       state.loaded = true;
       state.loading = false;
       for (const s of state.replay) applySession(s);

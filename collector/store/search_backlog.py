@@ -1,0 +1,135 @@
+"""Search documents deferred while delivery is behind: queued in the batch's transaction, made when idle.
+
+A batch made while the spool holds more than ``search.defer_backlog_events`` undelivered events writes no
+search documents: each tenant's new searchable events are named in one ``search_backlog`` row (ids and
+their time span, no text) by :func:`queue`, in the batch's transaction. Indexing their text is about a fifth
+of the write path's cost on both sides, so a burst is stored that much sooner; its search follows.
+
+A writer with no batch waiting makes them (:func:`index_next`), one row a transaction: it reads the events
+back as stored, their payloads restored as the read side restores them (:func:`originals`, the same as
+``hookdb search backfill``), makes the documents the batch would have made (``search.document`` and
+``search.documents``: the same keys and chunks) and deletes the row. ``FOR UPDATE SKIP LOCKED`` keeps
+writers, delivery processes and collectors apart; a row made twice adds nothing (``ON CONFLICT DO
+NOTHING``), and a crash leaves it for the next writer. The row holds no text, so it has no row-level
+security: only the writer reads it; ``hookdb_search_pending()`` gives the read API its tenant's count.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import asyncpg
+import msgspec
+
+from hookdb.collector import classification as cls
+from hookdb.collector.api import payloads
+from hookdb.collector.store import blobs, search
+from hookdb.collector.store.connect import ConnectOptions
+from hookdb.collector.store.rows import COLUMNS, Row
+
+SELECT_EVENTS = f"SELECT {', '.join(c for c in COLUMNS if c != 'payload')}, payload::text FROM hook_audit_log"
+_QUEUE = """
+INSERT INTO search_backlog (tenant_id, batch_key, event_ids, first_at, last_at)
+VALUES ($1, $2, $3::uuid[], $4, $5)
+ON CONFLICT DO NOTHING
+"""
+_NEXT = """
+SELECT tenant_id, batch_key, event_ids, first_at, last_at FROM search_backlog
+ORDER BY queued_at LIMIT 1 FOR UPDATE SKIP LOCKED
+"""
+_SET_TENANT = "SELECT set_config('hookdb.tenant', $1, true)"
+# The time span prunes the partitions; the primary key finds each event.
+_EVENTS = f"""{SELECT_EVENTS}
+WHERE tenant_id = $1 AND event_id = ANY($2::uuid[]) AND occurred_at BETWEEN $3 AND $4
+  AND session_id IS NOT NULL AND event_type = ANY($5::text[])"""
+_DONE = "DELETE FROM search_backlog WHERE tenant_id = $1 AND batch_key = $2"
+# A large string's beginning is all a part can hold of it (search.FIELD_CHARS): no more is read.
+_BLOBS = "SELECT sha256, left(content, $3) FROM payload_blobs WHERE tenant_id = $1 AND sha256 = ANY($2)"
+_MARKER = b'"$hookdb.'  # in every stored payload that holds a blob reference or an escape (store/blobs)
+_SEARCHED = sorted(cls.SEARCH_FIELDS)
+
+
+async def queue(conn: asyncpg.Connection, tenant: str, rows: list[Row]) -> None:
+    """Name ``tenant``'s new searchable ``rows`` of a batch in the backlog, in its transaction (its
+    ``hookdb.tenant`` set); keyed by the first, so a batch written again adds nothing."""
+    times = [row.occurred_at for row in rows]
+    await conn.execute(
+        _QUEUE, tenant, rows[0].event_id.bytes, [row.event_id for row in rows], min(times), max(times)
+    )
+
+
+class Indexed(NamedTuple):
+    """What :func:`index_next` did with one backlog row."""
+
+    tenant: str
+    events: int  # the events it named that are still stored
+    documents: int  # documents written (not there yet)
+    refused: str | None = None  # why PostgreSQL refused them as data: the row is dropped all the same
+
+
+async def index_next(conn: asyncpg.Connection, options: ConnectOptions) -> Indexed | None:
+    """Make the documents of the oldest backlog row no other writer holds, and delete it, in one
+    transaction; ``None`` when there is none."""
+    async with conn.transaction():
+        await options.begin(conn)
+        queued = await conn.fetchrow(_NEXT)
+        if queued is None:
+            return None
+        tenant, key, ids, first_at, last_at = queued
+        await conn.execute(_SET_TENANT, tenant)
+        records = await conn.fetch(_EVENTS, tenant, ids, first_at, last_at, _SEARCHED)
+        rows = [Row(*r[:-1], r[-1].encode()) for r in records]
+        parts = [
+            part
+            for row, payload in zip(rows, await originals(conn, tenant, rows), strict=True)
+            if isinstance(payload, dict) and (part := search.document(row, payload)) is not None
+        ]
+        written, refused = 0, None
+        if parts:
+            try:
+                async with conn.transaction():  # a savepoint: a refusal costs these documents only
+                    written = await search.insert(conn, tenant, search.documents(parts))
+            except asyncpg.PostgresError as exc:
+                if not (cls.is_data_error(exc) or cls.may_be_row_fault(exc)):
+                    raise
+                refused = f"{type(exc).__name__}: {exc}"
+        await conn.execute(_DONE, tenant, key)
+    return Indexed(tenant, len(rows), written, refused)
+
+
+class _Stored(msgspec.Struct):
+    """A payload decoded as stored; ``marked``: it holds blob references or escapes to undo."""
+
+    value: Any
+    marked: bool
+
+
+async def originals(conn: asyncpg.Connection, tenant: str, rows: list[Row]) -> list[Any]:
+    """The payloads of stored ``rows`` (``payload`` as its JSON text) as live capture saw them: escapes
+    undone, large strings put back (their first ``search.FIELD_CHARS``); ``None`` where the read side
+    decodes one only in part. In the transaction under way, with ``tenant`` set."""
+    decoded = [_decode(row) for row in rows]
+    found = await _blobs(conn, tenant, decoded)
+    return [_original(stored, found) for stored in decoded]
+
+
+def _decode(row: Row) -> _Stored | None:
+    value, problem = payloads.decode(row.payload, str(row.event_id))
+    return None if problem is not None else _Stored(value, _MARKER in row.payload)
+
+
+async def _blobs(conn: asyncpg.Connection, tenant: str, decoded: list[_Stored | None]) -> dict[str, str]:
+    """The beginnings of the blobs the payloads refer to, by sha256."""
+    digests: set[str] = set()
+    for stored in decoded:
+        if stored is not None and stored.marked:
+            blobs.restore(stored.value, lambda digest: digests.add(digest))  # looks up what it refers to
+    if not digests:
+        return {}
+    return dict(await conn.fetch(_BLOBS, tenant, sorted(digests), search.FIELD_CHARS))
+
+
+def _original(stored: _Stored | None, found: dict[str, str]) -> Any:
+    if stored is None:
+        return None
+    return blobs.restore(stored.value, found.get) if stored.marked else stored.value

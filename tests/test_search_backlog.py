@@ -1,0 +1,217 @@
+"""Search documents deferred while delivery is behind (``store/search_backlog.py``): queued in the batch's
+transaction, made by an idle writer with the same text as live capture makes, counted by the read API
+meanwhile, picked up by the next collector after a stop, and a refused row costing only its documents. Real
+collectors, delivery processes, PostgreSQL and ``hookdb api``."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import msgspec
+from test_collector import send_concurrently
+from test_data_model import event
+from test_faults import scrape
+from test_search import TOKENS, WORD, http, search, tool_call
+
+from hookdb.collector import classification as cls
+from hookdb.collector.delivery.pipeline import SearchDeferral
+from hookdb.collector.store import search as store_search
+from hookdb.collector.store.projections import project, reads_payload
+from hookdb.collector.store.rows import Row
+
+from conftest import run_sql, wait_for, wait_for_rows
+
+TENANTS = f'tenants.uids={{{os.getuid()} = ["alpha", "beta"]}}'
+SEARCHED = sorted(cls.SEARCH_FIELDS)
+
+
+def frames(now: int) -> list[list[bytes]]:
+    """alpha's session (a prompt, a Bash call whose output holds WORD, U+0000 and a large string that is
+    stored as a blob, a reply) and beta's (a prompt, a call)."""
+    output = {"stdout": f"start {WORD}\x00after nul\n" + "lorem ipsum dolor " * 40_000, "stderr": ""}
+    alpha = [
+        event("UserPromptSubmit", {"prompt": "Why does the nightly build fail?"}, session="a-1",
+              tenant="alpha", at_ns=now),
+        *tool_call("a-1", "alpha", "make test", output, now + 10_000_000),
+        event("Stop", {"last_assistant_message": "The flux capacitors were unplugged."}, session="a-1",
+              tenant="alpha", at_ns=now + 30_000_000),
+    ]  # fmt: skip
+    beta = [
+        event("UserPromptSubmit", {"prompt": "Tune the glockenspiel"}, session="b-1", tenant="beta",
+              at_ns=now),
+        *tool_call("b-1", "beta", "make tune", {"stdout": "all notes in tune\n"}, now + 10_000_000),
+    ]
+    return [alpha, beta]
+
+
+def expected_parts(per_client: list[list[bytes]]) -> list[tuple[str, str, str, str]]:
+    """(tenant, session, kind, text) of every part live capture makes of these frames' events."""
+    out = []
+    for frames_ in per_client:
+        for frame_ in frames_:
+            envelope = msgspec.msgpack.decode(frame_[4:])
+            payload = json.loads(envelope["payload"])
+            kind, name = cls.SEARCH_FIELDS[envelope["event_type"]]
+            limit = store_search.TOOL_CHARS if kind.startswith("tool") else store_search.MAX_CHARS
+            text = store_search.text(payload.get(name), limit)
+            out.append((envelope["tenant"], envelope["session_id"], kind, text))
+    return sorted(out)
+
+
+def stored_parts(dsn: str) -> list[tuple[str, str, str, str]]:
+    """(tenant, session, kind, text) of every part of the stored search documents but the reports'."""
+    out = []
+    for doc in run_sql(dsn, "SELECT * FROM search_docs WHERE kinds <> ARRAY['report']"):
+        starts = [0, *(end + 1 for end in doc["ends"][:-1])]
+        for kind, start, end in zip(doc["kinds"], starts, doc["ends"], strict=True):
+            out.append((doc["tenant_id"], doc["session_id"], kind, doc["body"][start:end]))
+    return sorted(out)
+
+
+def backlog_events(dsn: str) -> int:
+    sql = "SELECT coalesce(sum(cardinality(event_ids)), 0)::int AS n FROM search_backlog"
+    return run_sql(dsn, sql)[0]["n"]
+
+
+def test_a_burst_defers_its_documents_and_an_idle_writer_makes_the_same_text(
+    start_collector: Any, socket_path: Path, dsn: str
+) -> None:
+    # Deferred from the second undelivered event on; two delivery processes, so the flag crosses to them.
+    collector = start_collector("--set", TENANTS, "--set", "search.defer_backlog_events=1",
+                                "--set", "database.delivery_processes=2")  # fmt: skip
+    per_client = frames(time.time_ns())
+    send_concurrently(socket_path, per_client)
+    wait_for_rows(dsn, sum(map(len, per_client)))
+    wait_for(lambda: stored_parts(dsn) == expected_parts(per_client), timeout=30)
+    assert backlog_events(dsn) == 0
+    searchable = sum(map(len, per_client))
+    wait_for(lambda: scrape(collector, "hookdb_search_deferred_events_total") == searchable)
+    wait_for(lambda: scrape(collector, "hookdb_search_indexed_events_total") == searchable)
+    assert collector.events("search.deferral_started")
+    wait_for(lambda: sum(e["events"] for e in collector.events("search.backlog_indexed")) == searchable)
+
+
+def test_without_deferral_documents_are_written_with_their_batch(
+    start_collector: Any, socket_path: Path, dsn: str
+) -> None:
+    collector = start_collector("--set", TENANTS, "--set", "search.defer_backlog_events=0")
+    per_client = frames(time.time_ns())
+    send_concurrently(socket_path, per_client)
+    wait_for_rows(dsn, sum(map(len, per_client)))
+    assert stored_parts(dsn) == expected_parts(per_client)  # in the batch's own transaction: no wait
+    assert scrape(collector, "hookdb_search_deferred_events_total") == 0
+
+
+def _defer_stored(dsn: str) -> None:
+    """Take the stored events' documents back into search_backlog, one row a tenant, as a collector that
+    deferred them and stopped before making them would leave it."""
+    run_sql(dsn, "DELETE FROM search_docs WHERE kinds <> ARRAY['report']")
+    run_sql(
+        dsn,
+        "INSERT INTO search_backlog (tenant_id, batch_key, event_ids, first_at, last_at) "
+        "SELECT tenant_id, uuid_send(min(event_id::text)::uuid), array_agg(event_id), min(occurred_at), "
+        "max(occurred_at) FROM hook_audit_log WHERE event_type = ANY($1) GROUP BY tenant_id",
+        SEARCHED,
+    )
+
+
+def test_a_stopped_collector_s_backlog_is_counted_by_the_api_and_made_by_the_next(
+    start_collector: Any, socket_path: Path, dsn: str, start_api: Any
+) -> None:
+    first = start_collector("--set", TENANTS, "--set", "search.defer_backlog_events=0")
+    per_client = frames(time.time_ns())
+    send_concurrently(socket_path, per_client)
+    wait_for_rows(dsn, sum(map(len, per_client)))
+    assert first.stop() == 0
+    made = stored_parts(dsn)
+    _defer_stored(dsn)
+    api = start_api(dsn, TOKENS)
+    with http(api) as client:
+        page = client.get("/api/sessions", params={"q": WORD}).json()
+        assert page["sessions"] == []
+        assert page["search_pending"] == len(per_client[0])
+        assert "search_pending" not in client.get("/api/sessions").json()  # only a search says it
+    with http(api, "beta") as client:
+        page = client.get("/api/sessions", params={"q": "tune"}).json()
+        assert page["search_pending"] == len(per_client[1])
+
+    start_collector("--set", TENANTS)
+    wait_for(lambda: backlog_events(dsn) == 0, timeout=30)
+    assert stored_parts(dsn) == made
+    [found] = search(api, WORD)
+    assert found["session_id"] == "a-1"
+    assert found["snippet"]["kind"] == "tool_output"
+    with http(api) as client:
+        assert client.get("/api/sessions", params={"q": WORD}).json()["search_pending"] == 0
+
+
+def test_documents_postgresql_refuses_cost_only_their_row(
+    start_collector: Any, socket_path: Path, dsn: str
+) -> None:
+    first = start_collector("--set", TENANTS, "--set", "search.defer_backlog_events=0")
+    per_client = frames(time.time_ns())
+    send_concurrently(socket_path, per_client)
+    wait_for_rows(dsn, sum(map(len, per_client)))
+    assert first.stop() == 0
+    made = stored_parts(dsn)
+    _defer_stored(dsn)
+    # A trigger that refuses alpha's documents (P0001: a row may cause it, like 54000).
+    run_sql(dsn, f"""
+        CREATE FUNCTION refuse_word() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            IF NEW.body LIKE '%{WORD}%' THEN RAISE EXCEPTION 'no {WORD} here'; END IF;
+            RETURN NEW;
+        END $$""")  # fmt: skip
+    run_sql(
+        dsn, "CREATE TRIGGER refuse BEFORE INSERT ON search_docs FOR EACH ROW EXECUTE FUNCTION refuse_word()"
+    )
+    collector = start_collector("--set", TENANTS)
+    wait_for(lambda: backlog_events(dsn) == 0, timeout=30)
+    assert stored_parts(dsn) == [part for part in made if part[0] == "beta"]
+    [refused] = collector.events("search.backlog_refused")
+    assert refused["tenant"] == "alpha"
+    assert WORD in refused["error"]
+    wait_for(lambda: scrape(collector, "hookdb_search_backlog_refused_total") == 1)  # in the next report
+    # Delivery goes on: the breaker never saw the refusal.
+    send_concurrently(socket_path, [[event("Stop", {}, session="a-2", tenant="beta")]])
+    wait_for_rows(dsn, sum(map(len, per_client)) + 1)
+    assert collector.proc.poll() is None
+    assert not collector.events("breaker.transition")
+
+
+def test_deferral_starts_above_its_threshold_and_ends_at_half_of_it() -> None:
+    pending = [0]
+    defer = SearchDeferral(10, lambda: pending[0])
+    seen = []
+    for pending[0] in (0, 10, 11, 30, 11, 6, 5, 4, 10, 11):
+        seen.append(defer())
+    assert seen == [False, False, True, True, True, True, False, False, False, True]
+    never = SearchDeferral(0, lambda: 10**9)
+    assert never() is False
+
+
+def _row(event_type: str, session: str | None = "s") -> Row:
+    return Row("t", uuid.uuid4(), datetime.now(UTC), datetime.now(UTC), session, event_type, "Bash",
+               "claude-code", None, None, None, b"{}")  # fmt: skip
+
+
+def test_deferring_lists_the_searchable_rows_and_still_reads_what_the_summary_needs() -> None:
+    rows = [_row("UserPromptSubmit"), _row("PreToolUse"), _row("Notification"), _row("PostToolUse", None)]
+    payloads = [{"prompt": "hello"}, {"tool_use_id": "toolu-1", "tool_input": {"command": "ls"}}, None, None]
+    deferred = project(rows, payloads, defer_search=True)
+    assert deferred.search == []
+    assert deferred.deferred == rows[:2]  # an event of no session makes no part
+    assert list(deferred.calls.starts) == [("s", "toolu-1")]  # the summary's calls as without deferral
+    inline = project(rows, payloads)
+    assert [p.kind for p in inline.search] == ["prompt", "tool_input"]
+    assert inline.deferred == []
+    assert inline.calls.starts.keys() == deferred.calls.starts.keys()
+    # A prompt's payload is still read (its status); a tool call's too (the summary's tool_use_id).
+    assert all(reads_payload(row, defer_search=True) for row in rows[:2])
+    assert not reads_payload(rows[2], defer_search=True)
