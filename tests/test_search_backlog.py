@@ -9,6 +9,7 @@ import json
 import os
 import time
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -108,11 +109,11 @@ def test_without_deferral_documents_are_written_with_their_batch(
     assert scrape(collector, "hookdb_search_deferred_events_total") == 0
 
 
-def _defer_stored(dsn: str) -> None:
+def defer_stored(dsn: str, sql: Callable[..., Any] = run_sql) -> None:
     """Take the stored events' documents back into search_backlog, one row a tenant, as a collector that
-    deferred them and stopped before making them would leave it."""
-    run_sql(dsn, "DELETE FROM search_docs WHERE kinds <> ARRAY['report']")
-    run_sql(
+    deferred them and stopped before making them would leave it (``sql``: how to run a statement)."""
+    sql(dsn, "DELETE FROM search_docs WHERE kinds <> ARRAY['report']")
+    sql(
         dsn,
         "INSERT INTO search_backlog (tenant_id, batch_key, event_ids, first_at, last_at) "
         "SELECT tenant_id, uuid_send(min(event_id::text)::uuid), array_agg(event_id), min(occurred_at), "
@@ -130,7 +131,7 @@ def test_a_stopped_collector_s_backlog_is_counted_by_the_api_and_made_by_the_nex
     wait_for_rows(dsn, sum(map(len, per_client)))
     assert first.stop() == 0
     made = stored_parts(dsn)
-    _defer_stored(dsn)
+    defer_stored(dsn)
     api = start_api(dsn, TOKENS)
     with http(api) as client:
         page = client.get("/api/sessions", params={"q": WORD}).json()
@@ -160,7 +161,7 @@ def test_documents_postgresql_refuses_cost_only_their_row(
     wait_for_rows(dsn, sum(map(len, per_client)))
     assert first.stop() == 0
     made = stored_parts(dsn)
-    _defer_stored(dsn)
+    defer_stored(dsn)
     # A trigger that refuses alpha's documents (P0001: a row may cause it, like 54000).
     run_sql(dsn, f"""
         CREATE FUNCTION refuse_word() RETURNS trigger LANGUAGE plpgsql AS $$

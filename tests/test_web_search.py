@@ -13,6 +13,7 @@ from playwright.sync_api import expect
 from test_collector import send_concurrently
 from test_data_model import event
 from test_search import tool_call
+from test_search_backlog import defer_stored
 from test_web import CARDS, card, serve, sign_in, sql
 from test_web import page as page  # the fixture
 
@@ -67,3 +68,32 @@ def test_the_search_box_finds_a_session_by_a_word_of_its_tool_output_in_its_tena
     search.fill("green")
     card(page, "b-web").wait_for()
     assert cards.count() == 1
+
+
+def test_a_search_says_how_many_events_are_not_searchable_yet(
+    page: Any, dsn: str, start_collector: Any, socket_path: Path, start_api: Any
+) -> None:
+    first = start_collector("--set", "search.defer_backlog_events=0")
+    now = time.time_ns()
+    frames = tool_call("w-1", "default", "make ci", {"stdout": f"{WORD} at step 3"}, now)
+    send_concurrently(socket_path, [frames])
+    wait_for(lambda: sql(dsn, "SELECT count(*) FROM hook_audit_log")[0][0] == len(frames))
+    assert first.stop() == 0
+    defer_stored(dsn, sql)  # as a collector that stopped before making them leaves them
+    api = serve(start_api, dsn, default="token-d")
+
+    sign_in(page, api.url, "token-d")
+    search = page.get_by_role("searchbox", name="Search sessions")
+    search.fill(WORD)
+    search.press("Enter")
+    page.get_by_text(
+        "No session matches the search. 2 recent events are not searchable yet: indexing follows a burst."
+    ).wait_for()
+    start_collector()  # takes up the backlog at start
+    wait_for(lambda: sql(dsn, "SELECT count(*) FROM search_backlog")[0][0] == 0)
+    search.fill("")
+    expect(page.locator(CARDS)).to_have_count(1)  # the whole list again
+    search.fill(WORD)
+    search.press("Enter")
+    card(page, "w-1").wait_for()
+    expect(page.locator("#list-end")).not_to_contain_text("not searchable")

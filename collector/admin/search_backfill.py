@@ -31,7 +31,6 @@ from hookdb.collector.ops import logs
 from hookdb.collector.store import search, search_backlog
 from hookdb.collector.store.connect import ConnectOptions
 from hookdb.collector.store.migrate import SchemaError
-from hookdb.collector.store.rows import Row
 
 log = logs.get("hookdb.search_backfill")
 
@@ -45,7 +44,7 @@ _PARTITIONS = "SELECT relid::regclass::text FROM pg_partition_tree('hook_audit_l
 _NEXT_TENANT = "SELECT min(tenant_id) FROM {table} WHERE tenant_id > $1"  # one index probe a tenant
 _QUALIFY = "tenant_id = $1 AND session_id IS NOT NULL AND event_type = ANY($2::text[]) AND received_at < $3"
 _ORDER = "ORDER BY session_id, occurred_at, event_id LIMIT $4"
-_SELECT = search_backlog.SELECT_EVENTS
+_SELECT = f"SELECT {', '.join(search_backlog.Stored._fields[:-1])}, payload::text FROM hook_audit_log"
 _FIRST_PAGE = f"{_SELECT} WHERE {_QUALIFY} {_ORDER}"
 _NEXT_PAGE = f"{_SELECT} WHERE {_QUALIFY} AND (session_id, occurred_at, event_id) > ($5, $6, $7) {_ORDER}"
 _MISSING = """
@@ -160,11 +159,11 @@ async def _backfill_tenant(
 
 async def _events(
     conn: asyncpg.Connection, options: ConnectOptions, tenant: str, applied_at: datetime
-) -> AsyncIterator[tuple[Row, Any]]:
+) -> AsyncIterator[tuple[search_backlog.Stored, Any]]:
     """The tenant's qualifying events in (session, time, id) order with their original payloads (``None``
     where the read side decodes one only in part), a page a transaction."""
     types = sorted(cls.SEARCH_FIELDS)
-    last: Row | None = None
+    last: search_backlog.Stored | None = None
     while True:
         async with conn.transaction(readonly=True):
             await options.begin(conn, tenant)
@@ -174,7 +173,7 @@ async def _events(
             else:
                 after = (last.session_id, last.occurred_at, last.event_id)
                 records = await conn.fetch(_NEXT_PAGE, *args, *after)
-            rows = [Row(*r[:-1], r[-1].encode()) for r in records]
+            rows = [search_backlog.Stored(*r[:-1], r[-1].encode()) for r in records]
             originals = await search_backlog.originals(conn, tenant, rows)
         for row, payload in zip(rows, originals, strict=True):
             yield row, payload

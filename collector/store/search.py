@@ -16,15 +16,15 @@ the characters the API's highlights are marked with (``MARKS``).
 
 from __future__ import annotations
 
+import uuid
 from datetime import datetime
 from itertools import accumulate, groupby
 from operator import attrgetter
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 import asyncpg
 
 from hookdb.collector import classification as cls
-from hookdb.collector.store.rows import Row
 
 if TYPE_CHECKING:
     from hookdb.collector.store.projections import Projection
@@ -115,7 +115,23 @@ def _leaves(value: Any, limit: int) -> list[str]:
     return parts
 
 
-def document(row: Row, payload: dict[str, Any]) -> SearchDoc | None:
+class Searched(Protocol):
+    """What :func:`document` reads of an event: a batch's ``Row``, or a stored one read back
+    (``search_backlog.Stored``)."""
+
+    @property
+    def tenant_id(self) -> str: ...
+    @property
+    def event_id(self) -> uuid.UUID: ...
+    @property
+    def occurred_at(self) -> datetime: ...
+    @property
+    def session_id(self) -> str | None: ...
+    @property
+    def event_type(self) -> str: ...
+
+
+def document(row: Searched, payload: dict[str, Any]) -> SearchDoc | None:
     """The search document of a searchable event, or ``None`` when it has no text to search."""
     kind, name = cls.SEARCH_FIELDS[row.event_type]
     body = text(payload.get(name), _LIMITS.get(kind, MAX_CHARS))

@@ -16,6 +16,8 @@ security: only the writer reads it; ``hookdb_search_pending()`` gives the read A
 
 from __future__ import annotations
 
+import uuid
+from datetime import datetime
 from typing import Any, NamedTuple
 
 import asyncpg
@@ -25,9 +27,22 @@ from hookdb.collector import classification as cls
 from hookdb.collector.api import payloads
 from hookdb.collector.store import blobs, search
 from hookdb.collector.store.connect import ConnectOptions
-from hookdb.collector.store.rows import COLUMNS, Row
+from hookdb.collector.store.rows import Row
 
-SELECT_EVENTS = f"SELECT {', '.join(c for c in COLUMNS if c != 'payload')}, payload::text FROM hook_audit_log"
+
+class Stored(NamedTuple):
+    """A stored searchable event read back for its search part (here, and by ``hookdb search backfill``):
+    the columns ``search.document`` reads, and its payload's JSON as stored."""
+
+    tenant_id: str
+    event_id: uuid.UUID
+    occurred_at: datetime
+    session_id: str | None
+    event_type: str
+    payload: bytes
+
+
+STORED_COLUMNS = ", ".join(Stored._fields)
 _QUEUE = """
 INSERT INTO search_backlog (tenant_id, batch_key, event_ids, first_at, last_at)
 VALUES ($1, $2, $3::uuid[], $4, $5)
@@ -38,8 +53,9 @@ SELECT tenant_id, batch_key, event_ids, first_at, last_at FROM search_backlog
 ORDER BY queued_at LIMIT 1 FOR UPDATE SKIP LOCKED
 """
 _SET_TENANT = "SELECT set_config('hookdb.tenant', $1, true)"
-# The time span prunes the partitions; the primary key finds each event.
-_EVENTS = f"""{SELECT_EVENTS}
+# The time span prunes the partitions; the primary key finds each event. The payload comes as the writer's
+# connections take jsonb: its JSON text as bytes, in the binary format (cheaper for PostgreSQL than ::text).
+_EVENTS = f"""SELECT {STORED_COLUMNS} FROM hook_audit_log
 WHERE tenant_id = $1 AND event_id = ANY($2::uuid[]) AND occurred_at BETWEEN $3 AND $4
   AND session_id IS NOT NULL AND event_type = ANY($5::text[])"""
 _DONE = "DELETE FROM search_backlog WHERE tenant_id = $1 AND batch_key = $2"
@@ -78,7 +94,7 @@ async def index_next(conn: asyncpg.Connection, options: ConnectOptions) -> Index
         tenant, key, ids, first_at, last_at = queued
         await conn.execute(_SET_TENANT, tenant)
         records = await conn.fetch(_EVENTS, tenant, ids, first_at, last_at, _SEARCHED)
-        rows = [Row(*r[:-1], r[-1].encode()) for r in records]
+        rows = [Stored(*r) for r in records]
         parts = [
             part
             for row, payload in zip(rows, await originals(conn, tenant, rows), strict=True)
@@ -104,8 +120,8 @@ class _Stored(msgspec.Struct):
     marked: bool
 
 
-async def originals(conn: asyncpg.Connection, tenant: str, rows: list[Row]) -> list[Any]:
-    """The payloads of stored ``rows`` (``payload`` as its JSON text) as live capture saw them: escapes
+async def originals(conn: asyncpg.Connection, tenant: str, rows: list[Stored]) -> list[Any]:
+    """The payloads of stored ``rows`` as live capture saw them: escapes
     undone, large strings put back (their first ``search.FIELD_CHARS``); ``None`` where the read side
     decodes one only in part. In the transaction under way, with ``tenant`` set."""
     decoded = [_decode(row) for row in rows]
@@ -113,7 +129,7 @@ async def originals(conn: asyncpg.Connection, tenant: str, rows: list[Row]) -> l
     return [_original(stored, found) for stored in decoded]
 
 
-def _decode(row: Row) -> _Stored | None:
+def _decode(row: Stored) -> _Stored | None:
     value, problem = payloads.decode(row.payload, str(row.event_id))
     return None if problem is not None else _Stored(value, _MARKER in row.payload)
 

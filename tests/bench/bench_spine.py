@@ -29,6 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 import uuid
 import warnings
 from collections.abc import Callable, Coroutine, Iterator, Sequence
@@ -1010,6 +1011,7 @@ def _e2e_sampled(admin_dsn: str, events: Events, clients: int, workdir: Path) ->
                 result: dict[str, Any] = run_asyncio(
                     _drive_end_to_end(dsn, events, barrier, collector, procs)
                 )
+            result.update(run_asyncio(_search_tail(dsn, collector, postmaster)))
         finally:
             for p in procs:
                 p.join(timeout=30)
@@ -1028,6 +1030,39 @@ def _e2e_sampled(admin_dsn: str, events: Events, clients: int, workdir: Path) ->
         overlap_cpu_seconds=sampler.overlap_seconds,
     )
     return result
+
+
+def _metric(collector: Collector, name: str) -> float:
+    """A counter's value as the collector's ``/metrics`` shows it now."""
+    lines = collector.output.splitlines()
+    port = next(json.loads(line)["port"] for line in lines if '"metrics.listening"' in line)
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as answer:
+        for line in answer.read().decode().splitlines():
+            if line.startswith(name + " "):
+                return float(line.split()[1])
+    return 0.0
+
+
+async def _search_tail(dsn: str, collector: Collector, postmaster: int | None) -> dict[str, float]:
+    """Once every event is stored: how long until the search documents deferred meanwhile are made
+    (``search_backlog`` empty), and the collector's and PostgreSQL's CPU for them."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        cpu0 = family_cpu(collector.proc.pid), tree_cpu(postmaster) if postmaster else math.nan
+        started = time.perf_counter()
+        while await conn.fetchval("SELECT EXISTS (SELECT FROM search_backlog)"):
+            collector.check_alive()
+            if time.perf_counter() - started > 600:
+                raise RuntimeError("search_backlog not empty 600 s after every event was stored")
+            await asyncio.sleep(POLL_SECONDS)
+        return {
+            "search_deferred_events": _metric(collector, "hookdb_search_deferred_events_total"),
+            "search_tail_seconds": time.perf_counter() - started,
+            "search_tail_collector_cpu_seconds": family_cpu(collector.proc.pid) - cpu0[0],
+            "search_tail_postgres_cpu_seconds": (tree_cpu(postmaster) if postmaster else math.nan) - cpu0[1],
+        }
+    finally:
+        await conn.close()
 
 
 def measure_throughput(
@@ -1071,6 +1106,16 @@ def measure_throughput(
             out[name]["overlap_fraction"] = statistics.median(
                 x["overlap_cpu_seconds"] / x["seconds"] for x in results
             )
+            # The search documents deferred while delivery was behind, made after the last event was stored.
+            out[name]["search_tail_seconds"] = statistics.median(x["search_tail_seconds"] for x in results)
+            out[name]["search_deferred_fraction"] = statistics.median(
+                x["search_deferred_events"] / x["events"] for x in results
+            )
+            for side in ("collector", "postgres"):
+                out[name][f"{side}_us_per_event_with_search"] = statistics.median(
+                    (x[f"{side}_cpu_seconds"] + x[f"search_tail_{side}_cpu_seconds"]) / x["events"] * 1e6
+                    for x in results
+                )
             out[name]["busy_fraction"] = statistics.median(
                 (x["collector_cpu_seconds"] + x["postgres_cpu_seconds"]) / x["seconds"] for x in results
             )
@@ -1119,6 +1164,12 @@ def render_throughput(label: str, t: dict[str, Any]) -> str:
     lines.append(
         f"  the clients had sent every event after {e['all_sent_fraction']:.0%} of the run "
         f"({e['events_per_second'] / e['all_sent_fraction']:,.0f} events/s taken); the rest is delivery alone"
+    )
+    lines.append(
+        f"  search documents of {e['search_deferred_fraction']:.0%} of the events deferred in the run, "
+        f"all made {e['search_tail_seconds']:.1f} s after the "
+        f"last event was stored; with them, collector {e['collector_us_per_event_with_search']:.1f} and "
+        f"PostgreSQL {e['postgres_us_per_event_with_search']:.1f} µs per event"
     )
     lines.append(
         "  ratios (median of per-run ratios): "
