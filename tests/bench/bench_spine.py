@@ -324,12 +324,12 @@ class Collector(HookdbProcess):
 
     settings: ClassVar[tuple[str, ...]] = ()  # the command line's --set, for every collector
 
-    def __init__(self, dsn: str, workdir: Path) -> None:
+    def __init__(self, dsn: str, workdir: Path, extra: Sequence[str] = ()) -> None:
         workdir.mkdir(parents=True, exist_ok=True)
         self.socket = str(workdir / "hookdb.sock")
         args = ["--socket", self.socket, "--dsn", dsn, "--state-dir", str(workdir / "state")]
         # Any free port for /metrics: benchmarks running side by side must not take each other's.
-        for setting in ["metrics.listen=127.0.0.1:0", *self.settings]:
+        for setting in ["metrics.listen=127.0.0.1:0", *self.settings, *extra]:
             args += ["--set", setting]
         super().__init__(["collector", "run", *args], workdir / "collector.log")
 
@@ -348,8 +348,8 @@ class Collector(HookdbProcess):
 
 
 @contextlib.contextmanager
-def running_collector(dsn: str, workdir: Path) -> Iterator[Collector]:
-    collector = Collector(dsn, workdir)
+def running_collector(dsn: str, workdir: Path, extra: Sequence[str] = ()) -> Iterator[Collector]:
+    collector = Collector(dsn, workdir, extra)
     try:
         collector.wait_ready()
         yield collector
@@ -992,11 +992,17 @@ def _baseline(
     }
 
 
-def _e2e_sampled(admin_dsn: str, events: Events, clients: int, workdir: Path) -> dict[str, Any]:
-    """End to end as in a, with the collector's and PostgreSQL's CPU sampled for their overlap."""
+def _e2e_sampled(
+    admin_dsn: str, events: Events, clients: int, workdir: Path, extra: Sequence[str] = ()
+) -> dict[str, Any]:
+    """End to end as in a (the collector given ``extra`` settings too), with the collector's and
+    PostgreSQL's CPU sampled for their overlap."""
     n = len(events.frames)
     ctx = multiprocessing.get_context("fork")
-    with fresh_database(admin_dsn, "tp", schema=False) as dsn, running_collector(dsn, workdir) as collector:
+    with (
+        fresh_database(admin_dsn, "tp", schema=False) as dsn,
+        running_collector(dsn, workdir, extra) as collector,
+    ):
         postmaster = run_asyncio(_postmaster_of(dsn))
         barrier = ctx.Barrier(clients + 1)
         done_at = [ctx.Value("d", math.nan, lock=False) for _ in range(clients)]
@@ -1045,10 +1051,22 @@ def _metric(collector: Collector, name: str) -> float:
 
 async def _search_tail(dsn: str, collector: Collector, postmaster: int | None) -> dict[str, float]:
     """Once every event is stored: how long until the search documents deferred meanwhile are made
-    (``search_backlog`` empty), and the collector's and PostgreSQL's CPU for them."""
+    (``search_backlog`` empty), and the CPU of the collector and of its connections' backends for them (not
+    the whole server's: autovacuum of the rows just written would be counted)."""
     conn = await asyncpg.connect(dsn)
     try:
-        cpu0 = family_cpu(collector.proc.pid), tree_cpu(postmaster) if postmaster else math.nan
+        backends = [
+            r["pid"]
+            for r in await conn.fetch(
+                "SELECT pid FROM pg_stat_activity WHERE application_name LIKE 'hookdb-collector%'"
+            )
+        ]
+        local = postmaster is not None
+
+        def backends_cpu() -> float:
+            return sum(process_cpu(pid) for pid in backends) if local else math.nan
+
+        cpu0 = family_cpu(collector.proc.pid), backends_cpu()
         started = time.perf_counter()
         while await conn.fetchval("SELECT EXISTS (SELECT FROM search_backlog)"):
             collector.check_alive()
@@ -1059,17 +1077,24 @@ async def _search_tail(dsn: str, collector: Collector, postmaster: int | None) -
             "search_deferred_events": _metric(collector, "hookdb_search_deferred_events_total"),
             "search_tail_seconds": time.perf_counter() - started,
             "search_tail_collector_cpu_seconds": family_cpu(collector.proc.pid) - cpu0[0],
-            "search_tail_postgres_cpu_seconds": (tree_cpu(postmaster) if postmaster else math.nan) - cpu0[1],
+            "search_tail_postgres_cpu_seconds": backends_cpu() - cpu0[1],
         }
     finally:
         await conn.close()
 
 
 def measure_throughput(
-    admin_dsn: str, events: Events, clients: int, repeat: int, insert_events: int, workdir: Path
+    admin_dsn: str,
+    events: Events,
+    clients: int,
+    repeat: int,
+    insert_events: int,
+    workdir: Path,
+    versus: Sequence[str] = (),
 ) -> dict[str, Any]:
     """End to end against raw COPY (1 and 2 connections), the JSON-array INSERT of 1000 rows and one INSERT
-    per event on ``clients`` connections: ``repeat`` interleaved runs, medians."""
+    per event on ``clients`` connections: ``repeat`` interleaved runs, medians. With ``versus`` (settings),
+    end to end with them too, in each round right after the run without them (an A/B in one sitting)."""
     rows = events.rows
     few = rows[:insert_events]
     variants: dict[str, tuple[Sequence[Row], Callable[[str], float]]] = {
@@ -1078,11 +1103,14 @@ def measure_throughput(
         "json_array_1000": (rows, lambda dsn: run_asyncio(_json_array(dsn, rows, BATCH))),
         "insert_each": (few, lambda dsn: run_asyncio(_insert_parallel(dsn, few, clients))),
     }
-    runs: dict[str, list[dict[str, Any]]] = {"e2e": [], **{name: [] for name in variants}}
+    ends = ["e2e", "e2e_versus"] if versus else ["e2e"]
+    runs: dict[str, list[dict[str, Any]]] = {**{name: [] for name in ends}, **{name: [] for name in variants}}
     loads = []
     for r in range(repeat):
         loads.append(os.getloadavg()[0])
         runs["e2e"].append(_e2e_sampled(admin_dsn, events, clients, workdir / f"e2e{r}"))
+        if versus:
+            runs["e2e_versus"].append(_e2e_sampled(admin_dsn, events, clients, workdir / f"vs{r}", versus))
         for name, (part, write) in variants.items():
             runs[name].append(_baseline(admin_dsn, name, part, write))
     mb = events.payload_bytes / 1e6
@@ -1092,7 +1120,7 @@ def measure_throughput(
         rates = [x["events"] / x["seconds"] for x in results]
         med = statistics.median(rates)
         pg = [x["postgres_cpu_seconds"] / x["events"] * 1e6 for x in results]
-        own_key = "collector_cpu_seconds" if name == "e2e" else "client_cpu_seconds"
+        own_key = "collector_cpu_seconds" if name in ends else "client_cpu_seconds"
         own = [x[own_key] / x["events"] * 1e6 for x in results]
         out[name] = {
             "events": n,
@@ -1102,7 +1130,7 @@ def measure_throughput(
             "writer_us_per_event": statistics.median(own),
             "rates": rates,
         }
-        if name == "e2e":
+        if name in ends:
             out[name]["overlap_fraction"] = statistics.median(
                 x["overlap_cpu_seconds"] / x["seconds"] for x in results
             )
@@ -1124,16 +1152,18 @@ def measure_throughput(
             out[name]["all_sent_fraction"] = statistics.median(
                 x["all_sent_seconds"] / x["seconds"] for x in results
             )
-    e2e = out["e2e"]["events_per_second"]
-    out["ratios"] = {f"e2e_over_{name}": e2e / out[name]["events_per_second"] for name in variants}
-    # per run, in one run's conditions, then the median of those
-    out["ratios_per_run"] = {
-        f"e2e_over_{name}": statistics.median(
-            a["events"] / a["seconds"] / (b["events"] / b["seconds"])
-            for a, b in zip(runs["e2e"], runs[name], strict=True)
-        )
-        for name in variants
-    }
+    out["versus"] = list(versus)
+    for end in ends:
+        rate = out[end]["events_per_second"]
+        out[end]["ratios"] = {name: rate / out[name]["events_per_second"] for name in variants}
+        # per run, in one run's conditions, then the median of those
+        out[end]["ratios_per_run"] = {
+            name: statistics.median(
+                a["events"] / a["seconds"] / (b["events"] / b["seconds"])
+                for a, b in zip(runs[end], runs[name], strict=True)
+            )
+            for name in (*variants, *(e for e in ends if e != end))
+        }
     return out
 
 
@@ -1143,8 +1173,11 @@ def render_throughput(label: str, t: dict[str, Any]) -> str:
         f"load average {', '.join(f'{x:.2f}' for x in t['load_averages'])} at each run's start",
         f"  {'':<34}{'events/s':>10}{'MB/s':>8}{'PG µs/ev':>10}{'writer µs/ev':>14}",
     ]
+    ends = {"e2e": "end to end (writer: collector)"}
+    if t["versus"]:
+        ends["e2e_versus"] = "end to end, with --versus"
     names = {
-        "e2e": "end to end (writer: collector)",
+        **ends,
         "copy_1": "raw binary COPY, 1 connection",
         "copy_2": "raw binary COPY, 2 connections",
         "json_array_1000": "JSON-array INSERT…SELECT, 1000",
@@ -1156,25 +1189,22 @@ def render_throughput(label: str, t: dict[str, Any]) -> str:
             f"  {name:<34}{r['events_per_second']:>10,.0f}{r['mb_per_second']:>8.1f}"
             f"{r['postgres_us_per_event']:>10.1f}{r['writer_us_per_event']:>14.1f}"
         )
-    e = t["e2e"]
-    lines.append(
-        f"  overlap: collector and PostgreSQL both busy {e['overlap_fraction']:.2f} CPU-s per wall second; "
-        f"together busy {e['busy_fraction']:.2f}"
-    )
-    lines.append(
-        f"  the clients had sent every event after {e['all_sent_fraction']:.0%} of the run "
-        f"({e['events_per_second'] / e['all_sent_fraction']:,.0f} events/s taken); the rest is delivery alone"
-    )
-    lines.append(
-        f"  search documents of {e['search_deferred_fraction']:.0%} of the events deferred in the run, "
-        f"all made {e['search_tail_seconds']:.1f} s after the "
-        f"last event was stored; with them, collector {e['collector_us_per_event_with_search']:.1f} and "
-        f"PostgreSQL {e['postgres_us_per_event_with_search']:.1f} µs per event"
-    )
-    lines.append(
-        "  ratios (median of per-run ratios): "
-        + ", ".join(f"{k.removeprefix('e2e_over_')} {v:.2f}×" for k, v in t["ratios_per_run"].items())
-    )
+    for key, name in ends.items():
+        e = t[key]
+        lines += [
+            f"  {name}" + (f" ({' '.join(t['versus'])})" if key == "e2e_versus" else "") + ":",
+            f"    overlap: collector and PostgreSQL both busy {e['overlap_fraction']:.2f} CPU-s per wall "
+            f"second; together busy {e['busy_fraction']:.2f}",
+            f"    the clients had sent every event after {e['all_sent_fraction']:.0%} of the run "
+            f"({e['events_per_second'] / e['all_sent_fraction']:,.0f} events/s taken); the rest is delivery "
+            "alone",
+            f"    search documents of {e['search_deferred_fraction']:.0%} of the events deferred in the run, "
+            f"all made {e['search_tail_seconds']:.1f} s after the last event was stored; with them, "
+            f"collector {e['collector_us_per_event_with_search']:.1f} and PostgreSQL "
+            f"{e['postgres_us_per_event_with_search']:.1f} µs per event",
+            "    ratios (median of per-run ratios): "
+            + ", ".join(f"{k.removeprefix('e2e_')} {v:.2f}×" for k, v in e["ratios_per_run"].items()),
+        ]
     return "\n".join(lines)
 
 
@@ -1342,6 +1372,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--mix-events", type=int, default=10_000, help="events of the realistic mix")
     parser.add_argument(
+        "--versus",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="with --throughput: also end to end with this collector setting (repeatable), in each round",
+    )
+    parser.add_argument(
         "--set",
         action="append",
         default=[],
@@ -1402,11 +1439,14 @@ def throughput(args: argparse.Namespace, admin_dsn: str, events: Events, workdir
     res: dict[str, Any] = {"cpus": os.cpu_count(), "postgres": server_info(admin_dsn)}
     insert = min(args.insert_events, args.events)
     _progress("throughput: small events")
-    res["small"] = measure_throughput(admin_dsn, events, args.clients, args.repeat, insert, workdir / "small")
+    versus = args.versus
+    res["small"] = measure_throughput(
+        admin_dsn, events, args.clients, args.repeat, insert, workdir / "small", versus
+    )
     _progress("throughput: realistic mix")
     mix = build_events(args.mix_events, build_mix(args.mix_events))
     res["mix"] = measure_throughput(
-        admin_dsn, mix, args.clients, args.repeat, min(insert, args.mix_events), workdir / "mix"
+        admin_dsn, mix, args.clients, args.repeat, min(insert, args.mix_events), workdir / "mix", versus
     )
     print(render_throughput(f"small events (mean payload {events.mean_payload:.0f} B)", res["small"]))
     print(render_throughput(f"realistic mix (mean payload {mix.mean_payload:.0f} B)", res["mix"]))
