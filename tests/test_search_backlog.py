@@ -122,9 +122,11 @@ def defer_stored(dsn: str, sql: Callable[..., Any] = run_sql) -> None:
     )
 
 
-def test_a_stopped_collector_s_backlog_is_counted_by_the_api_and_made_by_the_next(
-    start_collector: Any, socket_path: Path, dsn: str, start_api: Any
-) -> None:
+def left_deferred(
+    start_collector: Any, socket_path: Path, dsn: str
+) -> tuple[list[list[bytes]], list[tuple[str, str, str, str]]]:
+    """The frames stored by a collector that made their documents, stopped, and the documents taken back
+    into search_backlog (``defer_stored``); the frames and the parts that were made."""
     first = start_collector("--set", TENANTS, "--set", "search.defer_backlog_events=0")
     per_client = frames(time.time_ns())
     send_concurrently(socket_path, per_client)
@@ -132,6 +134,13 @@ def test_a_stopped_collector_s_backlog_is_counted_by_the_api_and_made_by_the_nex
     assert first.stop() == 0
     made = stored_parts(dsn)
     defer_stored(dsn)
+    return per_client, made
+
+
+def test_a_stopped_collector_s_backlog_is_counted_by_the_api_and_made_by_the_next(
+    start_collector: Any, socket_path: Path, dsn: str, start_api: Any
+) -> None:
+    per_client, made = left_deferred(start_collector, socket_path, dsn)
     api = start_api(dsn, TOKENS)
     with http(api) as client:
         page = client.get("/api/sessions", params={"q": WORD}).json()
@@ -155,13 +164,7 @@ def test_a_stopped_collector_s_backlog_is_counted_by_the_api_and_made_by_the_nex
 def test_documents_postgresql_refuses_cost_only_their_row(
     start_collector: Any, socket_path: Path, dsn: str
 ) -> None:
-    first = start_collector("--set", TENANTS, "--set", "search.defer_backlog_events=0")
-    per_client = frames(time.time_ns())
-    send_concurrently(socket_path, per_client)
-    wait_for_rows(dsn, sum(map(len, per_client)))
-    assert first.stop() == 0
-    made = stored_parts(dsn)
-    defer_stored(dsn)
+    per_client, made = left_deferred(start_collector, socket_path, dsn)
     # A trigger that refuses alpha's documents (P0001: a row may cause it, like 54000).
     run_sql(dsn, f"""
         CREATE FUNCTION refuse_word() RETURNS trigger LANGUAGE plpgsql AS $$
