@@ -205,14 +205,15 @@ async def _serve(config: Config, dsn: str, spool: Spool, tenants: TenantPolicy) 
     price_table = prices.table(config.prices.overrides)
     ledger.use_prices(price_table)
     commits = Commits()
+    deferral = SearchDeferral(config.search.defer_backlog_events, lambda: spool.pending_records)
     delivery: Delivery | Processes
     if config.database.processes == 1:
         breaker = breaker_of(config)
-        health = Health(breaker=breaker, spool=spool)
+        health = Health(breaker=breaker, spool=spool, search_deferred=deferral)
         delivery = Delivery.from_config(config, dsn, spool_checkpoint(spool, commits), health, breaker)
     else:
         view = BreakerView()
-        health = Health(breaker=view, spool=spool)
+        health = Health(breaker=view, spool=spool, search_deferred=deferral)
         delivery = Processes(config, dsn, spool, commits, health, view)
     await delivery.start()
     listener = Listener(
@@ -273,7 +274,6 @@ async def _serve(config: Config, dsn: str, spool: Spool, tenants: TenantPolicy) 
             async with trio.open_nursery() as pipeline:
                 records_in, records_out = trio.open_memory_channel[list[tuple[Position, bytes]]](1)
                 pipeline.start_soon(read_spool, spool, records_in)
-                deferral = SearchDeferral(config.search.defer_backlog_events, lambda: spool.pending_records)
                 if isinstance(delivery, Delivery):
                     batches_in, batches_out = trio.open_memory_channel[Batch[Item]](1)
                     ready_in, ready_out = trio.open_memory_channel[Batch[Item]](1)

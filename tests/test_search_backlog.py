@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
 import msgspec
 from test_collector import send_concurrently
 from test_data_model import event
@@ -96,6 +97,26 @@ def test_a_burst_defers_its_documents_and_an_idle_writer_makes_the_same_text(
     wait_for(lambda: scrape(collector, "hookdb_search_indexed_events_total") == searchable)
     assert collector.events("search.deferral_started")
     wait_for(lambda: sum(e["events"] for e in collector.events("search.backlog_indexed")) == searchable)
+    # Nothing undelivered: a scrape asks afresh, and deferral ends.
+    assert scrape(collector, "hookdb_search_deferring") == 0
+    assert collector.events("search.deferral_ended")
+
+
+def test_health_and_metrics_say_while_the_spool_is_behind(
+    start_collector: Any, pg_server: str, socket_path: Path
+) -> None:
+    unreachable = pg_server.replace("/postgres?", "/no_such_database?")  # nothing drains the spool
+    collector = start_collector("--dsn", unreachable, "--set", "search.defer_backlog_events=2", use_dsn=False)
+    health = f"http://127.0.0.1:{collector.metrics_port()}/health/db"
+    assert httpx.get(health).json()["search_deferred"] is False
+    assert scrape(collector, "hookdb_search_deferring") == 0
+    send_concurrently(socket_path, [[event("Stop", {}, session=f"s-{i}") for i in range(3)]])
+    wait_for(lambda: scrape(collector, "hookdb_search_deferring") == 1)  # 3 undelivered, more than 2
+    answer = httpx.get(health)
+    assert answer.status_code == 503
+    assert answer.json()["search_deferred"] is True
+    assert answer.json()["spool"]["pending_records"] == 3
+    assert len(collector.events("search.deferral_started")) == 1  # once, however often it is asked
 
 
 def test_without_deferral_documents_are_written_with_their_batch(

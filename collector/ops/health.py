@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -40,6 +41,8 @@ class Health:
     ready: bool = False
     db_ok: bool = False  # the last write (or connection check) succeeded
     oldest_pending_ns: int | None = None  # received_at of the first event of the batch being delivered
+    # Whether batches made now defer their search documents (pipeline.SearchDeferral), asked afresh.
+    search_deferred: Callable[[], bool] = bool
 
 
 def _json(status: int, body: object) -> Response:
@@ -50,7 +53,7 @@ def app(health: Health) -> Starlette:
     """The endpoints serving ``health``."""
 
     async def metrics_page(request: Request) -> Response:
-        metrics.refresh(health.spool, health.oldest_pending_ns)
+        metrics.refresh(health.spool, health.oldest_pending_ns, health.search_deferred())
         return Response(generate_latest(metrics.REGISTRY), media_type=CONTENT_TYPE_LATEST)
 
     async def alive(request: Request) -> Response:
@@ -73,6 +76,7 @@ def app(health: Health) -> Starlette:
                     "pending_records": health.spool.pending_records,
                     "pending_bytes": health.spool.pending_bytes,
                 },
+                "search_deferred": health.search_deferred(),
             },
         )
 

@@ -57,6 +57,11 @@ spool_oldest_pending_age = Gauge(
     "Age of the oldest event not yet delivered (0 when none is pending).",
     registry=REGISTRY,
 )
+search_deferring = Gauge(
+    "hookdb_search_deferring",
+    "1 while batches defer their search documents (the spool is behind: search.defer_backlog_events).",
+    registry=REGISTRY,
+)
 spool_full = Gauge(
     "hookdb_spool_full",
     "1 while clients are not read because the spool is at its size cap.",
@@ -157,8 +162,9 @@ for _reason in REJECT_REASONS:
 connections_refused.labels("uid_cap")
 
 
-def refresh(spool: Spool, oldest_pending_ns: int | None) -> None:
+def refresh(spool: Spool, oldest_pending_ns: int | None, search_deferring_now: bool) -> None:
     """Bring the gauges that mirror state up to date (called on each scrape)."""
+    search_deferring.set(1 if search_deferring_now else 0)
     spool_pending_records.set(spool.pending_records)
     spool_pending_bytes.set(spool.pending_bytes)
     spool_full.set(1 if spool.full else 0)
