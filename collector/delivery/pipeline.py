@@ -269,6 +269,7 @@ class Delivery:
         self.search_backlog = True
         self._indexed = 0  # events whose deferred documents were made since the backlog was last found empty
         self._behind = False  # the last batch committed deferred its search documents
+        self._indexing = 0  # writers making deferred documents now
 
     @classmethod
     def from_config(
@@ -355,20 +356,26 @@ class Delivery:
 
     async def _index(self, writer: int) -> None:
         """Make the documents of one ``search_backlog`` row, through the breaker like a batch; when none is
-        left, stop looking until this delivery defers a batch's documents again."""
+        left, stop looking until this delivery defers a batch's documents again. The writer that finds
+        none left, or else the last one still making some, logs how many were made."""
         permit = self.breaker.acquire(trio.current_time())
         if permit is None:
             return
         error: BaseException | None = None
         indexed = None
-        with trio.move_on_after(self._write_timeout) as attempt:
-            try:
-                indexed = await (await self.open(writer)).index_search()
-            except AVAILABILITY_ERRORS as exc:
-                error = exc
+        self._indexing += 1
+        try:
+            with trio.move_on_after(self._write_timeout) as attempt:
+                try:
+                    indexed = await (await self.open(writer)).index_search()
+                except AVAILABILITY_ERRORS as exc:
+                    error = exc
+        finally:
+            self._indexing -= 1
         if attempt.cancelled_caught:
             error = TimeoutError(f"deferred search documents took longer than {self._write_timeout:g} s")
         if error is not None:
+            self.search_backlog = True  # its row is still there, though another writer found none meanwhile
             self._failed(permit, error, writer)
             if self.breaker.state == "closed":
                 await trio.sleep(self._retry_seconds)
@@ -377,17 +384,16 @@ class Delivery:
         self._log_transitions()
         if indexed is None:
             self.search_backlog = False
-            if self._indexed:
-                log.info("search.backlog_indexed", events=self._indexed)
-                self._indexed = 0
-            return
-        self._indexed += indexed.events
-        metrics.search_indexed.inc(indexed.events)
-        if indexed.refused is not None:
-            metrics.search_refused.inc()
-            log.error(
-                "search.backlog_refused", tenant=indexed.tenant, events=indexed.events, error=indexed.refused
-            )
+        else:
+            self._indexed += indexed.events
+            metrics.search_indexed.inc(indexed.events)
+            if indexed.refused is not None:
+                metrics.search_refused.inc()
+                refused = {"tenant": indexed.tenant, "events": indexed.events, "error": indexed.refused}
+                log.error("search.backlog_refused", **refused)
+        if not self.search_backlog and not self._indexing and self._indexed:
+            log.info("search.backlog_indexed", events=self._indexed)
+            self._indexed = 0
 
     async def _check(self, writer: int) -> None:
         """An idle-time ``SELECT 1`` through the breaker (so it can also be the half-open probe)."""

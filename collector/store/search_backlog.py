@@ -32,17 +32,16 @@ from hookdb.collector.store.rows import Row
 
 class Stored(NamedTuple):
     """A stored searchable event read back for its search part (here, and by ``hookdb search backfill``):
-    the columns ``search.document`` reads, and its payload's JSON as stored."""
+    the columns ``search.document`` reads, and JSON of its payload as stored."""
 
     tenant_id: str
     event_id: uuid.UUID
     occurred_at: datetime
     session_id: str | None
     event_type: str
-    payload: bytes
+    payload: bytes  # the whole payload's (backfill), or only its searched field's (here; None: absent)
 
 
-STORED_COLUMNS = ", ".join(Stored._fields)
 _QUEUE = """
 INSERT INTO search_backlog (tenant_id, batch_key, event_ids, first_at, last_at)
 VALUES ($1, $2, $3::uuid[], $4, $5)
@@ -53,9 +52,12 @@ SELECT tenant_id, batch_key, event_ids, first_at, last_at FROM search_backlog
 ORDER BY queued_at LIMIT 1 FOR UPDATE SKIP LOCKED
 """
 _SET_TENANT = "SELECT set_config('hookdb.tenant', $1, true)"
-# The time span prunes the partitions; the primary key finds each event. The payload comes as the writer's
-# connections take jsonb: its JSON text as bytes, in the binary format (cheaper for PostgreSQL than ::text).
-_EVENTS = f"""SELECT {STORED_COLUMNS} FROM hook_audit_log
+# The time span prunes the partitions; the primary key finds each event. Only the searched field of each
+# payload is read (``search.document`` reads no other): PostgreSQL sends, and Python decodes, far less. It
+# comes as the writer's connections take jsonb: its JSON as bytes, in the binary format.
+_WHEN = (f"WHEN '{event}' THEN payload->'{field}'" for event, (_, field) in sorted(cls.SEARCH_FIELDS.items()))
+_FIELD = " ".join(["CASE event_type", *_WHEN, "END"])
+_EVENTS = f"""SELECT {", ".join(Stored._fields[:-1])}, {_FIELD} FROM hook_audit_log
 WHERE tenant_id = $1 AND event_id = ANY($2::uuid[]) AND occurred_at BETWEEN $3 AND $4
   AND session_id IS NOT NULL AND event_type = ANY($5::text[])"""
 _DONE = "DELETE FROM search_backlog WHERE tenant_id = $1 AND batch_key = $2"
@@ -95,10 +97,11 @@ async def index_next(conn: asyncpg.Connection, options: ConnectOptions) -> Index
         await conn.execute(_SET_TENANT, tenant)
         records = await conn.fetch(_EVENTS, tenant, ids, first_at, last_at, _SEARCHED)
         rows = [Stored(*r) for r in records]
+        present = [row for row in rows if row.payload is not None]
         parts = [
             part
-            for row, payload in zip(rows, await originals(conn, tenant, rows), strict=True)
-            if isinstance(payload, dict) and (part := search.document(row, payload)) is not None
+            for row, value in zip(present, await originals(conn, tenant, present), strict=True)
+            if (part := search.document(row, {cls.SEARCH_FIELDS[row.event_type][1]: value})) is not None
         ]
         written, refused = 0, None
         if parts:
