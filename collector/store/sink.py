@@ -7,7 +7,9 @@ as binary arrays (so row-level security's WITH CHECK guards every row; COPY woul
 statement answers with how many rows were new, and their ids only when some were already stored. Large
 payload strings (see ``blobs``) go the same way into ``payload_blobs``. Nothing is staged: no session
 state outlives the transaction, so the write path runs through a transaction-mode pooler. Only the rows
-that were new are projected into ``sessions``, ``reports`` and ``agent_states`` (:func:`_project`).
+that were new are projected into ``sessions``, ``reports`` and ``agent_states`` (:func:`_project`), and
+into search documents, or, for a batch made while delivery is behind, a ``search_backlog`` row that names
+them for later (``search_backlog``).
 
 Several sinks may write at once (``database.writers``, or collectors on other hosts): every write that
 locks rows another batch may lock too — blobs, sessions, reports, agent states, and the tenants
