@@ -1052,7 +1052,8 @@ def _metric(collector: Collector, name: str) -> float:
 async def _search_tail(dsn: str, collector: Collector, postmaster: int | None) -> dict[str, float]:
     """Once every event is stored: how long until the search documents deferred meanwhile are made
     (``search_backlog`` empty), and the CPU of the collector and of its connections' backends for them (not
-    the whole server's: autovacuum of the rows just written would be counted)."""
+    the whole server's: autovacuum of the rows just written would be counted), and of merging the search
+    index's pending entries."""
     conn = await asyncpg.connect(dsn)
     try:
         backends = [
@@ -1073,11 +1074,20 @@ async def _search_tail(dsn: str, collector: Collector, postmaster: int | None) -
             if time.perf_counter() - started > 600:
                 raise RuntimeError("search_backlog not empty 600 s after every event was stored")
             await asyncio.sleep(POLL_SECONDS)
+        seconds = time.perf_counter() - started
+        collector_cpu, postgres_cpu = family_cpu(collector.proc.pid) - cpu0[0], backends_cpu() - cpu0[1]
+        # The search index's pending entries (GIN's fast update list) are merged by a writer that finds the
+        # list full, or by autovacuum later, outside any measurement: merged here by VACUUM, alike for both
+        # sides of an A/B, and counted.
+        own = await conn.fetchval("SELECT pg_backend_pid()")
+        vacuum0 = process_cpu(own) if local else math.nan
+        await conn.execute("VACUUM (PARALLEL 0) search_docs")
         return {
             "search_deferred_events": _metric(collector, "hookdb_search_deferred_events_total"),
-            "search_tail_seconds": time.perf_counter() - started,
-            "search_tail_collector_cpu_seconds": family_cpu(collector.proc.pid) - cpu0[0],
-            "search_tail_postgres_cpu_seconds": backends_cpu() - cpu0[1],
+            "search_tail_seconds": seconds,
+            "search_tail_collector_cpu_seconds": collector_cpu,
+            "search_tail_postgres_cpu_seconds": postgres_cpu
+            + ((process_cpu(own) if local else math.nan) - vacuum0),
         }
     finally:
         await conn.close()
@@ -1094,7 +1104,8 @@ def measure_throughput(
 ) -> dict[str, Any]:
     """End to end against raw COPY (1 and 2 connections), the JSON-array INSERT of 1000 rows and one INSERT
     per event on ``clients`` connections: ``repeat`` interleaved runs, medians. With ``versus`` (settings),
-    end to end with them too, in each round right after the run without them (an A/B in one sitting)."""
+    end to end with them too in each round, before or after the run without them in turn (an A/B in one
+    sitting)."""
     rows = events.rows
     few = rows[:insert_events]
     variants: dict[str, tuple[Sequence[Row], Callable[[str], float]]] = {
@@ -1108,9 +1119,10 @@ def measure_throughput(
     loads = []
     for r in range(repeat):
         loads.append(os.getloadavg()[0])
-        runs["e2e"].append(_e2e_sampled(admin_dsn, events, clients, workdir / f"e2e{r}"))
-        if versus:
-            runs["e2e_versus"].append(_e2e_sampled(admin_dsn, events, clients, workdir / f"vs{r}", versus))
+        # A, B in even rounds, B, A in odd ones: neither side always follows the baselines' writes.
+        for end in ends if r % 2 == 0 else ends[::-1]:
+            extra = versus if end == "e2e_versus" else ()
+            runs[end].append(_e2e_sampled(admin_dsn, events, clients, workdir / f"{end}{r}", extra))
         for name, (part, write) in variants.items():
             runs[name].append(_baseline(admin_dsn, name, part, write))
     mb = events.payload_bytes / 1e6
@@ -1199,7 +1211,8 @@ def render_throughput(label: str, t: dict[str, Any]) -> str:
             f"({e['events_per_second'] / e['all_sent_fraction']:,.0f} events/s taken); the rest is delivery "
             "alone",
             f"    search documents of {e['search_deferred_fraction']:.0%} of the events deferred in the run, "
-            f"all made {e['search_tail_seconds']:.1f} s after the last event was stored; with them, "
+            f"all made {e['search_tail_seconds']:.1f} s after the last event was stored; with them (and the "
+            "search index's merge), "
             f"collector {e['collector_us_per_event_with_search']:.1f} and PostgreSQL "
             f"{e['postgres_us_per_event_with_search']:.1f} µs per event",
             "    ratios (median of per-run ratios): "
