@@ -269,7 +269,6 @@ class Delivery:
         self.search_backlog = True
         self._indexed = 0  # events whose deferred documents were made since the backlog was last found empty
         self._behind = False  # the last batch committed deferred its search documents
-        self._indexing = 0  # writers making deferred documents now
 
     @classmethod
     def from_config(
@@ -337,8 +336,10 @@ class Delivery:
     async def _next(self, receive: trio.MemoryReceiveChannel[Batch[Item]], writer: int) -> Batch[Item] | None:
         """The next batch, if one is ready; else (``None``) deferred search documents made, or the connection
         checked after ``health_check_seconds`` idle. While delivery is behind (the last batch deferred its
-        documents) they are made only once no batch came for ``BEHIND_IDLE_SECONDS``."""
-        if self.search_backlog and self.breaker.state == "closed":
+        documents) they are made only once no batch came for ``BEHIND_IDLE_SECONDS``. The first writer alone
+        makes them: the work is done while idle, and writers making them at once contend on the search index
+        (its pending entries are one list)."""
+        if writer == 0 and self.search_backlog and self.breaker.state == "closed":
             try:
                 return receive.receive_nowait()
             except trio.WouldBlock:
@@ -356,26 +357,20 @@ class Delivery:
 
     async def _index(self, writer: int) -> None:
         """Make the documents of one ``search_backlog`` row, through the breaker like a batch; when none is
-        left, stop looking until this delivery defers a batch's documents again. The writer that finds
-        none left, or else the last one still making some, logs how many were made."""
+        left, say how many were made and stop looking until this delivery defers a batch's documents again."""
         permit = self.breaker.acquire(trio.current_time())
         if permit is None:
             return
         error: BaseException | None = None
         indexed = None
-        self._indexing += 1
-        try:
-            with trio.move_on_after(self._write_timeout) as attempt:
-                try:
-                    indexed = await (await self.open(writer)).index_search()
-                except AVAILABILITY_ERRORS as exc:
-                    error = exc
-        finally:
-            self._indexing -= 1
+        with trio.move_on_after(self._write_timeout) as attempt:
+            try:
+                indexed = await (await self.open(writer)).index_search()
+            except AVAILABILITY_ERRORS as exc:
+                error = exc
         if attempt.cancelled_caught:
             error = TimeoutError(f"deferred search documents took longer than {self._write_timeout:g} s")
         if error is not None:
-            self.search_backlog = True  # its row is still there, though another writer found none meanwhile
             self._failed(permit, error, writer)
             if self.breaker.state == "closed":
                 await trio.sleep(self._retry_seconds)
@@ -384,16 +379,16 @@ class Delivery:
         self._log_transitions()
         if indexed is None:
             self.search_backlog = False
-        else:
-            self._indexed += indexed.events
-            metrics.search_indexed.inc(indexed.events)
-            if indexed.refused is not None:
-                metrics.search_refused.inc()
-                refused = {"tenant": indexed.tenant, "events": indexed.events, "error": indexed.refused}
-                log.error("search.backlog_refused", **refused)
-        if not self.search_backlog and not self._indexing and self._indexed:
-            log.info("search.backlog_indexed", events=self._indexed)
-            self._indexed = 0
+            if self._indexed:
+                log.info("search.backlog_indexed", events=self._indexed)
+                self._indexed = 0
+            return
+        self._indexed += indexed.events
+        metrics.search_indexed.inc(indexed.events)
+        if indexed.refused is not None:
+            metrics.search_refused.inc()
+            refused = {"tenant": indexed.tenant, "events": indexed.events, "error": indexed.refused}
+            log.error("search.backlog_refused", **refused)
 
     async def _check(self, writer: int) -> None:
         """An idle-time ``SELECT 1`` through the breaker (so it can also be the half-open probe)."""

@@ -5,7 +5,8 @@ search documents: each tenant's new searchable events are named in one ``search_
 their time span, no text) by :func:`queue`, in the batch's transaction. Indexing their text is about a fifth
 of the write path's cost on both sides, so a burst is stored that much sooner; its search follows.
 
-A writer with no batch waiting makes them (:func:`index_next`), one row a transaction: it reads the events
+The first writer of each delivery, with no batch waiting, makes them (:func:`index_next`), one row a
+transaction: it reads the events
 back as stored, their payloads restored as the read side restores them (:func:`originals`, the same as
 ``hookdb search backfill``), makes the documents the batch would have made (``search.document`` and
 ``search.documents``: the same keys and chunks) and deletes the row. ``FOR UPDATE SKIP LOCKED`` keeps
