@@ -44,7 +44,7 @@ _PARTITIONS = "SELECT relid::regclass::text FROM pg_partition_tree('hook_audit_l
 _NEXT_TENANT = "SELECT min(tenant_id) FROM {table} WHERE tenant_id > $1"  # one index probe a tenant
 _QUALIFY = "tenant_id = $1 AND session_id IS NOT NULL AND event_type = ANY($2::text[]) AND received_at < $3"
 _ORDER = "ORDER BY session_id, occurred_at, event_id LIMIT $4"
-_SELECT = f"SELECT {', '.join(search_backlog.Stored._fields[:-1])}, payload::text FROM hook_audit_log"
+_SELECT = f"SELECT {search_backlog.STORED_COLUMNS}, payload::text FROM hook_audit_log"
 _FIRST_PAGE = f"{_SELECT} WHERE {_QUALIFY} {_ORDER}"
 _NEXT_PAGE = f"{_SELECT} WHERE {_QUALIFY} AND (session_id, occurred_at, event_id) > ($5, $6, $7) {_ORDER}"
 _MISSING = """

@@ -135,15 +135,15 @@ class SearchDeferral:
     def __init__(self, threshold: int, pending: Callable[[], int]) -> None:
         self._threshold = threshold
         self._pending = pending
-        self.on = False
+        self._on = False
 
     def __call__(self) -> bool:
         if self._threshold:
             pending = self._pending()
-            if pending > self._threshold if not self.on else pending <= self._threshold // 2:
-                self.on = not self.on
-                log.info("search.deferral_" + ("started" if self.on else "ended"), pending_events=pending)
-        return self.on
+            if pending <= self._threshold // 2 if self._on else pending > self._threshold:
+                self._on = not self._on
+                log.info("search.deferral_" + ("started" if self._on else "ended"), pending_events=pending)
+        return self._on
 
 
 async def batch_records(
@@ -266,7 +266,7 @@ class Delivery:
         self._breaker_moved = trio.Event()  # set (and renewed) at every breaker transition
         self._dead_letters = trio.Lock()  # one writer appends to the dead-letter file at a time
         # Whether search_backlog may hold rows: at start (another run's), and after a deferring batch.
-        self.search_backlog = True
+        self._search_backlog = True
         self._indexed = 0  # events whose deferred documents were made since the backlog was last found empty
         self._behind = False  # the last batch committed deferred its search documents
 
@@ -339,7 +339,7 @@ class Delivery:
         documents) they are made only once no batch came for ``BEHIND_IDLE_SECONDS``. The first writer alone
         makes them: the work is done while idle, and writers making them at once contend on the search index
         (its pending entries are one list)."""
-        if writer == 0 and self.search_backlog and self.breaker.state == "closed":
+        if writer == 0 and self._search_backlog and self.breaker.state == "closed":
             try:
                 return receive.receive_nowait()
             except trio.WouldBlock:
@@ -378,7 +378,7 @@ class Delivery:
         self.breaker.success(permit, trio.current_time())
         self._log_transitions()
         if indexed is None:
-            self.search_backlog = False
+            self._search_backlog = False
             if self._indexed:
                 log.info("search.backlog_indexed", events=self._indexed)
                 self._indexed = 0
@@ -473,7 +473,7 @@ class Delivery:
 
     def _committed(self, batch: Batch[Item], seconds: float) -> None:
         self._checkpoint(batch)
-        self.search_backlog |= batch.defer_search
+        self._search_backlog |= batch.defer_search
         self._behind = batch.defer_search
         metrics.copy_seconds.observe(seconds)
         now_ns = time.time_ns()

@@ -40,9 +40,10 @@ class Stored(NamedTuple):
     occurred_at: datetime
     session_id: str | None
     event_type: str
-    payload: bytes  # the whole payload's (backfill), or only its searched field's (here; None: absent)
+    payload: bytes | None  # the whole payload's (backfill), or only its searched field's (None: absent)
 
 
+STORED_COLUMNS = ", ".join(Stored._fields[:-1])  # the columns read as they are: all but the payload
 _QUEUE = """
 INSERT INTO search_backlog (tenant_id, batch_key, event_ids, first_at, last_at)
 VALUES ($1, $2, $3::uuid[], $4, $5)
@@ -58,7 +59,7 @@ _SET_TENANT = "SELECT set_config('hookdb.tenant', $1, true)"
 # comes as the writer's connections take jsonb: its JSON as bytes, in the binary format.
 _WHEN = (f"WHEN '{event}' THEN payload->'{field}'" for event, (_, field) in sorted(cls.SEARCH_FIELDS.items()))
 _FIELD = " ".join(["CASE event_type", *_WHEN, "END"])
-_EVENTS = f"""SELECT {", ".join(Stored._fields[:-1])}, {_FIELD} FROM hook_audit_log
+_EVENTS = f"""SELECT {STORED_COLUMNS}, {_FIELD} FROM hook_audit_log
 WHERE tenant_id = $1 AND event_id = ANY($2::uuid[]) AND occurred_at BETWEEN $3 AND $4
   AND session_id IS NOT NULL AND event_type = ANY($5::text[])"""
 _DONE = "DELETE FROM search_backlog WHERE tenant_id = $1 AND batch_key = $2"
@@ -98,10 +99,9 @@ async def index_next(conn: asyncpg.Connection, options: ConnectOptions) -> Index
         await conn.execute(_SET_TENANT, tenant)
         records = await conn.fetch(_EVENTS, tenant, ids, first_at, last_at, _SEARCHED)
         rows = [Stored(*r) for r in records]
-        present = [row for row in rows if row.payload is not None]
         parts = [
             part
-            for row, value in zip(present, await originals(conn, tenant, present), strict=True)
+            for row, value in zip(rows, await originals(conn, tenant, rows), strict=True)
             if (part := search.document(row, {cls.SEARCH_FIELDS[row.event_type][1]: value})) is not None
         ]
         written, refused = 0, None
@@ -125,15 +125,17 @@ class _Stored(msgspec.Struct):
 
 
 async def originals(conn: asyncpg.Connection, tenant: str, rows: list[Stored]) -> list[Any]:
-    """The payloads of stored ``rows`` as live capture saw them: escapes
-    undone, large strings put back (their first ``search.FIELD_CHARS``); ``None`` where the read side
-    decodes one only in part. In the transaction under way, with ``tenant`` set."""
+    """The payloads (or fields) of stored ``rows`` as live capture saw them: escapes undone, large strings
+    put back (their first ``search.FIELD_CHARS``); ``None`` where there is none, or the read side decodes one
+    only in part. In the transaction under way, with ``tenant`` set."""
     decoded = [_decode(row) for row in rows]
     found = await _blobs(conn, tenant, decoded)
     return [_original(stored, found) for stored in decoded]
 
 
 def _decode(row: Stored) -> _Stored | None:
+    if row.payload is None:
+        return None
     value, problem = payloads.decode(row.payload, str(row.event_id))
     return None if problem is not None else _Stored(value, _MARKER in row.payload)
 
