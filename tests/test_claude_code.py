@@ -14,6 +14,7 @@ import os
 import shlex
 import subprocess
 import sys
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -201,26 +202,29 @@ def telemetry(port: int) -> dict[str, str]:
 
 
 def assert_session_cost(dsn: str, run: Run) -> None:
-    """The session's row says what the CLI itself reported: model, tokens by kind and cost."""
+    """The session's row says what the CLI itself reported: model, tokens by kind and cost. Polled until it
+    does (or 30 s pass): the last request's usage may arrive after the first, as OpenTelemetry exports every
+    500 ms."""
     session_id = run.result["session_id"]
-    [row] = wait_for(
-        lambda: run_sql(
-            dsn,
-            "SELECT model, cost_usd, input_tokens, output_tokens, cache_read_tokens,"
-            " cache_creation_5m_tokens + cache_creation_1h_tokens AS cache_creation_tokens"
-            " FROM sessions WHERE session_id = $1 AND input_tokens IS NOT NULL",
-            session_id,
-        )
-    )
     usage = run.result["usage"]
-    assert row["model"].startswith("claude-sonnet-4-5")
-    assert float(row["cost_usd"]) == pytest.approx(run.result["total_cost_usd"], abs=1e-9)
-    assert (row["input_tokens"], row["output_tokens"], row["cache_read_tokens"]) == (
+    expected = (
+        "claude-sonnet-4-5",
+        round(run.result["total_cost_usd"], 9),
         usage["input_tokens"],
         usage["output_tokens"],
         usage["cache_read_input_tokens"],
+        usage["cache_creation_input_tokens"],
     )
-    assert row["cache_creation_tokens"] == usage["cache_creation_input_tokens"]
+    query = (
+        "SELECT left(model, 17), round(cost_usd, 9)::float8, input_tokens, output_tokens, cache_read_tokens,"
+        " cache_creation_5m_tokens + cache_creation_1h_tokens FROM sessions WHERE session_id = $1"
+    )
+    deadline = time.monotonic() + 30
+    while (seen := [tuple(r) for r in run_sql(dsn, query, session_id)]) != [expected]:
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert seen == [expected]
 
 
 @pytest.fixture
