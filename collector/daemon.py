@@ -307,6 +307,7 @@ async def _serve(config: Config, dsn: str, spool: Spool, tenants: TenantPolicy) 
                         pid=os.getpid(),
                         spool_records=spool.pending_records,
                         delivery_processes=config.database.processes,
+                        writers=config.database.writer_connections,  # each process's connections
                     )
                     async for signum in signals:
                         log.info("collector.stopping", signal=signal.Signals(signum).name)

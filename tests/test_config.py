@@ -92,3 +92,15 @@ def test_overrides_take_toml_values() -> None:
     cfg = config.load(None, ["spool.fsync=always", "batch.linger_seconds=0.5", 'tenants.uids={1000 = ["a"]}'])
     assert (cfg.spool.fsync, cfg.batch.linger_seconds, cfg.tenants.uids) == ("always", 0.5, {"1000": ["a"]})
     assert msgspec.to_builtins(config.load(None, [])) == msgspec.to_builtins(config.Config())
+
+
+def test_writers_auto_is_one_connection_per_process_when_processes_write_at_once() -> None:
+    def writers(*overrides: str) -> tuple[int, int]:
+        database = config.load(None, list(overrides)).database
+        return database.processes, database.writer_connections
+
+    assert writers("database.delivery_processes=2") == (2, 1)
+    assert writers("database.delivery_processes=3") == (3, 1)
+    assert writers("database.delivery_processes=1") == (1, 2)  # in the collector's own process
+    assert writers("database.delivery_processes=2", "database.writers=3") == (2, 3)
+    assert writers("database.delivery_processes=1", "database.writers=1") == (1, 1)

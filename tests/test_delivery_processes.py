@@ -100,6 +100,14 @@ def test_two_delivery_processes_store_every_event_once_and_the_collector_counts_
     assert json.loads(body)["breaker"] == "closed"
     # The fresh database was migrated once, by the collector before it said it was ready.
     assert [e.get("delivery_process") for e in collector.events("schema.migrated")] == [None]
+    # database.writers = "auto": one connection each, since the two processes already write at once.
+    [ready] = collector.events("collector.ready")
+    assert (ready["delivery_processes"], ready["writers"]) == (2, 1)
+    connections = (
+        "SELECT count(*) FROM pg_stat_activity"
+        " WHERE application_name = 'hookdb-collector' AND datname = current_database()"
+    )
+    assert run_sql(dsn, connections)[0][0] == 2
 
 
 def test_a_killed_delivery_process_is_replaced_and_its_batches_delivered_once(

@@ -289,7 +289,7 @@ class Delivery:
             write_timeout=config.database.write_timeout_seconds,
             retry_seconds=config.breaker.retry_seconds,
             health_check_seconds=config.database.health_check_seconds,
-            writers=config.database.writers,
+            writers=config.database.writer_connections,
         )
 
     async def start(self, *, said: bool = False) -> None:

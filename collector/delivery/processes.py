@@ -150,7 +150,7 @@ class Processes:
         self._config = msgspec.json.encode(config)
         self._dsn = dsn
         # Batches a process holds: one being prepared, one being written on each of its connections.
-        self._in_flight = config.database.writers + 1
+        self._in_flight = config.database.writer_connections + 1
         self._spool = spool
         self._commits = commits
         self._health = health
