@@ -170,6 +170,10 @@ class SearchSection(_Section):
     """While the spool holds more undelivered events than this, a batch's search documents are deferred:
 its searchable events are queued and indexed by a writer with no batch waiting, so a burst is stored sooner
 and found by search a little later (``/api/sessions?q=`` says how many are pending). 0: never deferred."""
+    defer_max_seconds: Annotated[float, msgspec.Meta(ge=0)] = 60.0
+    """While delivery stays behind, deferred documents still come within about this long: each batch is then
+preceded by one backlog row queued longer ago than this, so a sustained load delays search by a bound, not
+until it ends. 0: made only once delivery has caught up."""
 
 
 class MetricsSection(_Section):

@@ -29,7 +29,7 @@ from hookdb.collector.store import search_backlog
 from hookdb.collector.store.projections import project, reads_payload
 from hookdb.collector.store.rows import Row
 
-from conftest import migrate, run_sql, wait_for, wait_for_rows
+from conftest import count_rows, migrate, run_sql, wait_for, wait_for_rows
 
 TENANTS = f'tenants.uids={{{os.getuid()} = ["alpha", "beta"]}}'
 SEARCHED = sorted(cls.SEARCH_FIELDS)
@@ -276,3 +276,40 @@ def test_a_partition_without_statistics_is_read_back_by_each_event_s_key(dsn: st
     scans = re.findall(r"Scan using (\S+)", plan)
     assert scans == ["burst_pkey"], plan
     assert "Nested Loop" in plan, plan
+
+
+# Every insert into the audit log waits a moment: delivery stays behind while events keep coming.
+SLOW_WRITES = [
+    "CREATE FUNCTION slow_write() RETURNS trigger LANGUAGE plpgsql AS $$"
+    " BEGIN PERFORM pg_sleep(0.15); RETURN NULL; END $$",
+    "CREATE TRIGGER slow_write AFTER INSERT ON hook_audit_log"
+    " FOR EACH STATEMENT EXECUTE FUNCTION slow_write()",
+]
+
+
+def test_under_a_sustained_load_deferred_documents_come_within_their_bound(
+    start_collector: Any, socket_path: Path, dsn: str
+) -> None:
+    migrate(dsn)
+    for sql in SLOW_WRITES:
+        run_sql(dsn, sql)
+    collector = start_collector(
+        "--set", "search.defer_backlog_events=20", "--set", "search.defer_max_seconds=1",
+        "--set", "batch.max_events=20", "--set", "database.delivery_processes=1",
+    )  # fmt: skip
+    now = time.time_ns()
+    prompts = [
+        event("UserPromptSubmit", {"prompt": f"prompt {i}"}, session=f"s-{i % 4}", at_ns=now + i * 1000)
+        for i in range(1200)
+    ]  # 60 batches of at least 0.15 s: delivery is behind for 9 s
+    send_concurrently(socket_path, [prompts])
+
+    def parts() -> int:
+        return run_sql(dsn, "SELECT coalesce(sum(cardinality(kinds)), 0)::int AS n FROM search_docs")[0]["n"]
+
+    # Documents are made while delivery is still behind, once the first deferred ones are a second old
+    # (before: only once it had caught up).
+    wait_for(lambda: parts() > 0 and scrape(collector, "hookdb_search_deferring") == 1, timeout=8)
+    assert len(collector.events("search.backlog_overdue")) == 1
+    wait_for(lambda: parts() == 1200 and backlog_events(dsn) == 0, timeout=60)
+    assert count_rows(dsn) == 1200

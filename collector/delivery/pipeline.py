@@ -253,6 +253,7 @@ class Delivery:
         retry_seconds: float,
         health_check_seconds: float,
         writers: int = 1,
+        search_max_lag: float = 0.0,
     ) -> None:
         self._options = options
         self._checkpoint = checkpoint
@@ -269,6 +270,11 @@ class Delivery:
         self._search_backlog = True
         self._indexed = 0  # events whose deferred documents were made since the backlog was last found empty
         self._behind = False  # the last batch committed deferred its search documents
+        self._max_lag = search_max_lag  # search.defer_max_seconds (0: no bound)
+        # When this delivery's deferred documents next may be overdue (None: it deferred none since the
+        # backlog was last found empty), and whether that was logged since.
+        self._overdue_at: float | None = None
+        self._overdue = False
 
     @classmethod
     def from_config(
@@ -290,6 +296,7 @@ class Delivery:
             retry_seconds=config.breaker.retry_seconds,
             health_check_seconds=config.database.health_check_seconds,
             writers=config.database.writer_connections,
+            search_max_lag=config.search.defer_max_seconds,
         )
 
     async def start(self, *, said: bool = False) -> None:
@@ -338,8 +345,11 @@ class Delivery:
         checked after ``health_check_seconds`` idle. While delivery is behind (the last batch deferred its
         documents) they are made only once no batch came for ``BEHIND_IDLE_SECONDS``. The first writer alone
         makes them: the work is done while idle, and writers making them at once contend on the search index
-        (its pending entries are one list)."""
+        (its pending entries are one list). Once this delivery's deferred documents may be overdue
+        (``search.defer_max_seconds``), each batch is preceded by one backlog row queued that long ago."""
         if writer == 0 and self._search_backlog and self.breaker.state == "closed":
+            if self._overdue_at is not None and trio.current_time() >= self._overdue_at:
+                await self._index(writer, overdue=True)
             try:
                 return receive.receive_nowait()
             except trio.WouldBlock:
@@ -355,9 +365,11 @@ class Delivery:
         await self._check(writer)
         return None
 
-    async def _index(self, writer: int) -> None:
-        """Make the documents of one ``search_backlog`` row, through the breaker like a batch; when none is
-        left, say how many were made and stop looking until this delivery defers a batch's documents again."""
+    async def _index(self, writer: int, *, overdue: bool = False) -> None:
+        """Make the documents of one ``search_backlog`` row (``overdue``: one queued ``search_max_lag`` ago),
+        through the breaker like a batch; when none is left, say how many were made and stop looking until
+        this delivery defers a batch's documents again. With ``overdue`` and none that old, look again in
+        ``BEHIND_IDLE_SECONDS``."""
         permit = self.breaker.acquire(trio.current_time())
         if permit is None:
             return
@@ -365,7 +377,8 @@ class Delivery:
         indexed = None
         with trio.move_on_after(self._write_timeout) as attempt:
             try:
-                indexed = await (await self.open(writer)).index_search()
+                sink = await self.open(writer)
+                indexed = await sink.index_search(self._max_lag if overdue else None)
             except AVAILABILITY_ERRORS as exc:
                 error = exc
         if attempt.cancelled_caught:
@@ -377,8 +390,15 @@ class Delivery:
             return
         self.breaker.success(permit, trio.current_time())
         self._log_transitions()
+        if indexed is None and overdue:
+            self._overdue_at = trio.current_time() + BEHIND_IDLE_SECONDS
+            return
+        if overdue and not self._overdue:
+            self._overdue = True
+            log.warning("search.backlog_overdue", max_seconds=self._max_lag)
         if indexed is None:
             self._search_backlog = False
+            self._overdue_at, self._overdue = None, False
             if self._indexed:
                 log.info("search.backlog_indexed", events=self._indexed)
                 self._indexed = 0
@@ -475,6 +495,8 @@ class Delivery:
         self._checkpoint(batch)
         self._search_backlog |= batch.defer_search
         self._behind = batch.defer_search
+        if batch.defer_search and self._max_lag and self._overdue_at is None:
+            self._overdue_at = trio.current_time() + self._max_lag
         metrics.copy_seconds.observe(seconds)
         now_ns = time.time_ns()
         metrics.observe_many(

@@ -53,6 +53,11 @@ _NEXT = """
 SELECT tenant_id, batch_key, event_ids, first_at, last_at FROM search_backlog
 ORDER BY queued_at LIMIT 1 FOR UPDATE SKIP LOCKED
 """
+_NEXT_OVERDUE = """
+SELECT tenant_id, batch_key, event_ids, first_at, last_at FROM search_backlog
+WHERE queued_at <= now() - make_interval(secs => $1)
+ORDER BY queued_at LIMIT 1 FOR UPDATE SKIP LOCKED
+"""
 _SET_TENANT = "SELECT set_config('hookdb.tenant', $1, true)"
 # The time span prunes the partitions; the primary key finds each event, one lookup an id: as `event_id =
 # ANY($2)`, a partition without statistics yet (filled since autovacuum last looked, as in a burst) had the
@@ -93,12 +98,17 @@ class Indexed(NamedTuple):
     refused: str | None = None  # why PostgreSQL refused them as data: the row is dropped all the same
 
 
-async def index_next(conn: asyncpg.Connection, options: ConnectOptions) -> Indexed | None:
-    """Make the documents of the oldest backlog row no other writer holds, and delete it, in one
-    transaction; ``None`` when there is none."""
+async def index_next(
+    conn: asyncpg.Connection, options: ConnectOptions, older_than: float | None = None
+) -> Indexed | None:
+    """Make the documents of the oldest backlog row no other writer holds (with ``older_than``: only one
+    queued at least that many seconds ago), and delete it, in one transaction; ``None`` when there is none."""
     async with conn.transaction():
         await options.begin(conn)
-        queued = await conn.fetchrow(_NEXT)
+        if older_than is None:
+            queued = await conn.fetchrow(_NEXT)
+        else:
+            queued = await conn.fetchrow(_NEXT_OVERDUE, older_than)
         if queued is None:
             return None
         tenant, key, ids, first_at, last_at = queued

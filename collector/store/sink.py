@@ -544,9 +544,11 @@ class PostgresSink:
         self._all_new = done.inserted == len(batch.rows)
         return done
 
-    async def index_search(self) -> search_backlog.Indexed | None:
-        """Make the documents of one ``search_backlog`` row (``None``: none is left)."""
-        return await trio_asyncio.aio_as_trio(search_backlog.index_next)(self._conn, self._options)
+    async def index_search(self, older_than: float | None = None) -> search_backlog.Indexed | None:
+        """Make the documents of one ``search_backlog`` row, with ``older_than`` one queued at least that
+        many seconds ago (``None``: none is left)."""
+        index = trio_asyncio.aio_as_trio(search_backlog.index_next)
+        return await index(self._conn, self._options, older_than)
 
     async def ping(self) -> None:
         """Check that the server still answers."""
