@@ -49,15 +49,12 @@ INSERT INTO search_backlog (tenant_id, batch_key, event_ids, first_at, last_at)
 VALUES ($1, $2, $3::uuid[], $4, $5)
 ON CONFLICT DO NOTHING
 """
-_NEXT = """
-SELECT tenant_id, batch_key, event_ids, first_at, last_at FROM search_backlog
-ORDER BY queued_at LIMIT 1 FOR UPDATE SKIP LOCKED
-"""
-_NEXT_OVERDUE = """
-SELECT tenant_id, batch_key, event_ids, first_at, last_at FROM search_backlog
-WHERE queued_at <= now() - make_interval(secs => $1)
-ORDER BY queued_at LIMIT 1 FOR UPDATE SKIP LOCKED
-"""
+# The oldest row no other writer holds; overdue: of those queued at least $1 seconds ago.
+_NEXT, _NEXT_OVERDUE = (
+    f"SELECT tenant_id, batch_key, event_ids, first_at, last_at FROM search_backlog {where}"
+    " ORDER BY queued_at LIMIT 1 FOR UPDATE SKIP LOCKED"
+    for where in ("", "WHERE queued_at <= now() - make_interval(secs => $1)")
+)
 _SET_TENANT = "SELECT set_config('hookdb.tenant', $1, true)"
 # The time span prunes the partitions; the primary key finds each event, one lookup an id: as `event_id =
 # ANY($2)`, a partition without statistics yet (filled since autovacuum last looked, as in a burst) had the
