@@ -40,8 +40,9 @@ class Decoded(NamedTuple):
     problem: str | None
 
 
-def decode(stored: bytes, event_id: str) -> Decoded:
-    """``stored`` (a payload's JSON as jsonb writes it) decoded as far as it can be."""
+def decode(stored: bytes, event_id: object) -> Decoded:
+    """``stored`` (a payload's JSON as jsonb writes it) decoded as far as it can be; ``event_id`` (a UUID or
+    its text) is made text only for a log line, which few payloads need."""
     try:
         return Decoded(blobs.decode(stored), None)
     except RecursionError:
@@ -52,10 +53,11 @@ def decode(stored: bytes, event_id: str) -> Decoded:
         except RecursionError:
             pass
         else:
-            log.info("api.payload_decoded_exactly", event_id=event_id, why="an integer too long for msgspec")
+            why = "an integer too long for msgspec"
+            log.info("api.payload_decoded_exactly", event_id=str(event_id), why=why)
             return Decoded(value, None)
     value = _members(stored, LEVELS)
-    log.warning("api.payload_partly_decoded", event_id=event_id, why=TOO_DEEP, size=len(stored))
+    log.warning("api.payload_partly_decoded", event_id=str(event_id), why=TOO_DEEP, size=len(stored))
     return Decoded(value, TOO_DEEP)
 
 

@@ -111,7 +111,7 @@ async def index_next(
         tenant, key, ids, first_at, last_at = queued
         await conn.execute(_SET_TENANT, tenant)
         records = await conn.fetch(_EVENTS, tenant, ids, first_at, last_at, _SEARCHED)
-        rows = [Stored(*r) for r in records]
+        rows = [tuple.__new__(Stored, r) for r in records]  # no generated __new__'s Python frame
         parts = [
             part
             for row, value in zip(rows, await originals(conn, tenant, rows), strict=True)
@@ -149,7 +149,7 @@ async def originals(conn: asyncpg.Connection, tenant: str, rows: list[Stored]) -
 def _decode(row: Stored) -> _Stored | None:
     if row.payload is None:
         return None
-    value, problem = payloads.decode(row.payload, str(row.event_id))
+    value, problem = payloads.decode(row.payload, row.event_id)
     return None if problem is not None else _Stored(value, _MARKER in row.payload)
 
 
