@@ -49,12 +49,12 @@ INSERT INTO search_backlog (tenant_id, batch_key, event_ids, first_at, last_at)
 VALUES ($1, $2, $3::uuid[], $4, $5)
 ON CONFLICT DO NOTHING
 """
-# The oldest row no other writer holds; overdue: of those queued at least $1 seconds ago.
-_NEXT, _NEXT_OVERDUE = (
-    f"SELECT tenant_id, batch_key, event_ids, first_at, last_at FROM search_backlog {where}"
-    " ORDER BY queued_at LIMIT 1 FOR UPDATE SKIP LOCKED"
-    for where in ("", "WHERE queued_at <= now() - make_interval(secs => $1)")
-)
+# The oldest row no other writer holds, of those queued at least $1 seconds ago (NULL: of all).
+_NEXT = """
+SELECT tenant_id, batch_key, event_ids, first_at, last_at FROM search_backlog
+WHERE $1::float8 IS NULL OR queued_at <= now() - make_interval(secs => $1)
+ORDER BY queued_at LIMIT 1 FOR UPDATE SKIP LOCKED
+"""
 _SET_TENANT = "SELECT set_config('hookdb.tenant', $1, true)"
 # The time span prunes the partitions; the primary key finds each event, one lookup an id: as `event_id =
 # ANY($2)`, a partition without statistics yet (filled since autovacuum last looked, as in a burst) had the
@@ -102,10 +102,7 @@ async def index_next(
     queued at least that many seconds ago), and delete it, in one transaction; ``None`` when there is none."""
     async with conn.transaction():
         await options.begin(conn)
-        if older_than is None:
-            queued = await conn.fetchrow(_NEXT)
-        else:
-            queued = await conn.fetchrow(_NEXT_OVERDUE, older_than)
+        queued = await conn.fetchrow(_NEXT, older_than)
         if queued is None:
             return None
         tenant, key, ids, first_at, last_at = queued
