@@ -9,9 +9,11 @@ from decimal import Decimal
 import msgspec
 import pytest
 import trio
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from hookdb.collector.store import blobs
-from hookdb.collector.store.projections import SingleFlight, glob_regex, project
+from hookdb.collector.store.projections import CallFields, SingleFlight, glob_regex, project
 from hookdb.collector.store.rows import Row
 from hookdb.collector.store.sink import TenantRows, prepare
 
@@ -174,3 +176,60 @@ def test_only_new_rows_are_projected_and_each_event_once() -> None:
     assert (only.event_count, only.subagent_count, only.status) == (1, 0, "completed")
     whole = TenantRows([first, second], [{}, {}], project([first, second]))
     assert whole.projection_of({first.event_id, second.event_id}) is whole.projection  # all new: as prepared
+
+
+# What a tool call's payload may say of the fields the projections read: texts (with U+0000, empty), other
+# JSON values, or nothing; and keys they do not read.
+_FIELD = st.one_of(
+    st.text(alphabet="ab/\x00", max_size=4), st.integers(), st.none(), st.lists(st.integers(), max_size=2)
+)
+_PAYLOAD = st.one_of(
+    st.fixed_dictionaries(
+        {},
+        optional={
+            "cwd": _FIELD,
+            "transcript_path": _FIELD,
+            "tool_use_id": st.sampled_from(["toolu-1", "toolu-2", "", "to\x00lu"]) | _FIELD,
+            "tool_input": st.fixed_dictionaries(
+                {"file_path": st.just("/r/reports/a.md"), "content": st.text()}
+            ),
+            "other": st.dictionaries(st.text(max_size=3), _FIELD, max_size=3),
+        },
+    ),
+    st.lists(st.integers(), max_size=2),  # not an object: says nothing
+)
+_CALL = st.tuples(
+    st.sampled_from(["PreToolUse", "PostToolUse", "PostToolUseFailure"]),
+    st.sampled_from(["Bash", "Read", "Write", "Edit"]),
+    st.sampled_from(["s", "u"]),
+    st.integers(0, 5),
+    _PAYLOAD,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(_CALL, min_size=1, max_size=12))
+def test_a_deferred_batch_reads_only_the_call_fields_and_projects_as_from_whole_payloads(calls) -> None:
+    """While search is deferred a tool call's payload is decoded for its CallFields alone (a write's
+    PostToolUse, or a payload to rewrite, whole), and the batch's sessions, calls and reports are those its
+    whole payloads give."""
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    rows = [
+        row(event, payload, t0 + timedelta(seconds=second), session=session, tool=tool)  # type: ignore[arg-type]
+        for event, tool, session, second, payload in calls
+    ]
+    prepared = trio.run(prepare, rows, 1 << 20, True)
+    part = prepared.tenants["t"]
+    for r, read in zip(rows, part.payloads, strict=True):
+        # A write's PostToolUse is read whole for its report, a payload to rewrite (its U+0000) for that.
+        whole = r.event_type == "PostToolUse" and r.tool_name in ("Write", "Edit")
+        whole = whole or blobs.needs_rewrite(r.payload, 1 << 20)
+        assert isinstance(read, CallFields) is (not whole and isinstance(blobs.decode(r.payload), dict))
+    expected = project(rows, [blobs.decode(r.payload) for r in rows], defer_search=True)
+    got = part.projection
+    assert got.sessions == expected.sessions
+    assert (got.calls.starts, got.calls.ends) == (expected.calls.starts, expected.calls.ends)
+    assert {k: (w.inline, w.event_id) for k, w in got.reports.items()} == {
+        k: (w.inline, w.event_id) for k, w in expected.reports.items()
+    }  # as projected (prepare then reads the files)
+    assert got.deferred == expected.deferred == rows

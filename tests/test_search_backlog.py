@@ -24,9 +24,9 @@ from test_search import TOKENS, WORD, http, search, tool_call
 
 from hookdb.collector import classification as cls
 from hookdb.collector.delivery.pipeline import SearchDeferral
+from hookdb.collector.store import blobs, search_backlog
 from hookdb.collector.store import search as store_search
-from hookdb.collector.store import search_backlog
-from hookdb.collector.store.projections import project, reads_payload
+from hookdb.collector.store.projections import decode_call_fields, payload_decoder, project
 from hookdb.collector.store.rows import Row
 
 from conftest import count_rows, migrate, run_sql, wait_for, wait_for_rows
@@ -240,9 +240,11 @@ def test_deferring_lists_the_searchable_rows_and_still_reads_what_the_summary_ne
     assert [p.kind for p in inline.search] == ["prompt", "tool_input"]
     assert inline.deferred == []
     assert inline.calls.starts.keys() == deferred.calls.starts.keys()
-    # A prompt's payload is still read (its status); a tool call's too (the summary's tool_use_id).
-    assert all(reads_payload(row, defer_search=True) for row in rows[:2])
-    assert not reads_payload(rows[2], defer_search=True)
+    # A prompt's payload is still read (its status); a tool call's fields too (the summary's tool_use_id).
+    assert payload_decoder(rows[0], defer_search=True) is blobs.decode
+    assert payload_decoder(rows[1], defer_search=True) is decode_call_fields
+    assert payload_decoder(rows[1]) is blobs.decode  # its search document, when not deferred
+    assert payload_decoder(rows[2], defer_search=True) is None
 
 
 def test_a_partition_without_statistics_is_read_back_by_each_event_s_key(dsn: str) -> None:

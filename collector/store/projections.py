@@ -23,6 +23,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
+import msgspec
 import trio
 
 from hookdb.collector import classification as cls
@@ -272,14 +273,41 @@ _SEARCHED = frozenset(cls.SEARCH_FIELDS)
 _HANDLERS_OF = {event: HANDLERS[name] for event, name in cls.HANDLED_EVENTS.items()}
 
 
-def reads_payload(row: Row, defer_search: bool = False) -> bool:
-    """Whether :func:`project` reads this row's payload (else only its columns)."""
+class CallFields(msgspec.Struct, gc=False):
+    """What the projections read of a tool call event's payload while its search document is deferred: its
+    session's directory and transcript, and the call's id for the summary. Decoded without the rest (the
+    tool's input and output), about a sixth of the cost of the whole payload; any JSON value, as read."""
+
+    cwd: object = None
+    transcript_path: object = None
+    tool_use_id: object = None
+
+
+_call_fields = msgspec.json.Decoder(CallFields).decode
+
+
+def decode_call_fields(payload: bytes) -> CallFields | Any:
+    """A tool call event's :class:`CallFields`; a payload that is no JSON object, decoded whole."""
+    try:
+        return _call_fields(payload)
+    except msgspec.ValidationError:  # an array or a scalar: read as it is, as project() reads any payload
+        return blobs.decode(payload)
+
+
+def payload_decoder(row: Row, defer_search: bool = False) -> Callable[[bytes], Any] | None:
+    """How :func:`project` reads this row's payload: ``None`` (its columns suffice), ``decode_call_fields``
+    (a tool call while search is deferred, not a write's: only :class:`CallFields`), or ``blobs.decode``."""
     if row.session_id is None:
-        return False
-    if row.event_type in summary.CALL_EVENTS or (not defer_search and row.event_type in cls.SEARCH_FIELDS):
-        return True
-    handler = cls.HANDLED_EVENTS.get(row.event_type)
-    return handler is not None and (handler != "post_tool_use" or row.tool_name in cls.WRITE_TOOLS)
+        return None
+    event_type = row.event_type
+    if event_type in summary.CALL_EVENTS:
+        # Read whole for its search document, or for a write's report (its handler reads the tool's input).
+        writes = row.tool_name in cls.WRITE_TOOLS and cls.HANDLED_EVENTS.get(event_type) == "post_tool_use"
+        return blobs.decode if not defer_search or writes else decode_call_fields
+    if not defer_search and event_type in cls.SEARCH_FIELDS:
+        return blobs.decode
+    handler = cls.HANDLED_EVENTS.get(event_type)
+    return blobs.decode if handler is not None and handler != "post_tool_use" else None
 
 
 def project(
@@ -291,8 +319,8 @@ def project(
     """Aggregate the new rows of a batch into the changes they make (added to ``out``: a batch can be
     projected a part at a time, with the same outcome).
 
-    ``payloads`` holds each row's payload already decoded, wherever :func:`reads_payload` says it is read
-    (so a payload is parsed once on its way); without it they are decoded here. ``defer_search``: the
+    ``payloads`` holds each row's payload already decoded, wherever and as :func:`payload_decoder` says it
+    is read (so a payload is parsed once on its way); without it they are decoded here. ``defer_search``: the
     searchable rows are listed in ``deferred`` instead of making search parts (``search_backlog``).
     """
     out = Projection() if out is None else out
@@ -318,9 +346,16 @@ def project(
             out.deferred.append(row)
         if payloads is not None:
             payload = payloads[index]  # None where the payload is not read
-        elif reads_payload(row, defer_search):
-            payload = blobs.decode(row.payload)
+        elif (decoder := payload_decoder(row, defer_search)) is not None:
+            payload = decoder(row.payload)
         else:
+            continue
+        if type(payload) is CallFields:  # a tool call's, its search deferred: all there is to read of it
+            if change.cwd is None:
+                change.cwd = _str(payload.cwd)
+            if change.transcript_path is None:
+                change.transcript_path = _str(payload.transcript_path)
+            summary.add_call(calls, session_id, row, payload.tool_use_id)
             continue
         if not isinstance(payload, dict):
             continue  # a JSON array or scalar payload says nothing about the session
@@ -333,7 +368,7 @@ def project(
             if doc is not None:
                 out.search.append(doc)
         if event_type in summary.CALL_EVENTS:
-            summary.add_call(calls, session_id, row, payload)
+            summary.add_call(calls, session_id, row, payload.get("tool_use_id"))
         if (handler := _HANDLERS_OF.get(event_type)) is not None:
             handler(change, payload, at, row, out)
     return out

@@ -43,9 +43,9 @@ from hookdb.collector.store.connect import ConnectOptions, assume_role, report_r
 from hookdb.collector.store.migrate import migrate
 from hookdb.collector.store.projections import (
     Projection,
+    payload_decoder,
     project,
     read_files,
-    reads_payload,
     sha256_text,
     word_count,
 )
@@ -447,17 +447,19 @@ async def prepare(rows: Sequence[Row], blob_min_bytes: int, defer_search: bool =
         if part is None:
             part = tenants[tenant] = TenantRows(defer_search=defer_search)
             slims[tenant] = []
-        read = reads_payload(row, defer_search)
+        decoder = read = payload_decoder(row, defer_search)
         rewrite = blobs.needs_rewrite(row.payload, blob_min_bytes)
+        if rewrite:
+            decoder = blobs.decode  # extract() rewrites the payload from its whole value
         decoded = None
-        if read or rewrite:
+        if decoder is not None:
             try:
-                decoded = blobs.decode(row.payload)
+                decoded = decoder(row.payload)
             except blobs.UNDECODABLE as exc:  # stored as it came, projected as an event without fields
                 log.warning("payload.undecodable", event_id=str(row.event_id), error=str(exc))
                 decoded, rewrite = {}, False
         part.rows.append(row)
-        part.payloads.append(decoded if read else None)
+        part.payloads.append(None if read is None else decoded)
         if rewrite:
             payload, extracted = blobs.extract(row.payload, blob_min_bytes, decoded)
             if payload is not row.payload:  # blobs taken out, or U+0000 and marker keys escaped

@@ -152,10 +152,10 @@ def count_hours(rows: Sequence[Row]) -> dict[int, int]:
     return Counter(since_epoch(times, _HOUR))
 
 
-def add_call(calls: Calls, session_id: str, row: Row, payload: dict[str, Any]) -> None:
+def add_call(calls: Calls, session_id: str, row: Row, tool_use_id: object) -> None:
     """Fold a tool call event (of ``CALL_EVENTS``) of ``session_id`` into the batch's ``calls``: the
-    projection calls this with the payload it decoded, so no event is parsed for the summary."""
-    tool_use_id = payload.get("tool_use_id")
+    projection calls this with the ``tool_use_id`` of the payload it decoded, so no event is parsed for the
+    summary."""
     if not isinstance(tool_use_id, str) or "\x00" in tool_use_id:
         return
     key = (session_id, tool_use_id)
