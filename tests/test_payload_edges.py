@@ -460,3 +460,18 @@ def test_a_spooled_payload_python_cannot_decode_is_stored_as_it_came(dsn: str) -
     digits = "SELECT length(payload->'tool_input'->>'n') FROM hook_audit_log WHERE tool_name = 'Bash'"
     assert run_sql(dsn, digits)[0][0] == 5000
     assert tuple(run_sql(dsn, "SELECT event_count, status FROM sessions")[0]) == (2, "completed")
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    st.lists(st.sampled_from([b"\\", b"u", b"$", b'"', b"hookdb.", b'"$hookdb.', b"x", b"\\u"]), max_size=12),
+    st.integers(1, 60),
+)
+def test_a_payload_needs_a_rewrite_exactly_when_large_or_holding_a_backslash_u_or_a_marker_key(
+    parts: list[bytes], min_bytes: int
+) -> None:
+    """needs_rewrite looks for each needle's first byte and then from there on: the same answer as looking
+    for the whole needles everywhere, wherever and however often the first bytes come before them."""
+    payload = b"".join(parts)
+    plain = len(payload) >= min_bytes or b"\\u" in payload or b'"$hookdb.' in payload
+    assert blobs.needs_rewrite(payload, min_bytes) is plain

@@ -73,7 +73,6 @@ _EVENTS = f"""SELECT e.* FROM unnest($2::uuid[]) AS k (id) CROSS JOIN LATERAL (
 _DONE = "DELETE FROM search_backlog WHERE tenant_id = $1 AND batch_key = $2"
 # A large string's beginning is all a part can hold of it (search.FIELD_CHARS): no more is read.
 _BLOBS = "SELECT sha256, left(content, $3) FROM payload_blobs WHERE tenant_id = $1 AND sha256 = ANY($2)"
-_MARKER = b'"$hookdb.'  # in every stored payload that holds a blob reference or an escape (store/blobs)
 _SEARCHED = sorted(cls.SEARCH_FIELDS)
 
 
@@ -147,7 +146,7 @@ def _decode(row: Stored) -> _Stored | None:
     if row.payload is None:
         return None
     value, problem = payloads.decode(row.payload, row.event_id)
-    return None if problem is not None else _Stored(value, _MARKER in row.payload)
+    return None if problem is not None else _Stored(value, blobs.holds_marker(row.payload))
 
 
 async def _blobs(conn: asyncpg.Connection, tenant: str, decoded: list[_Stored | None]) -> dict[str, str]:
