@@ -466,7 +466,7 @@ async def _drive_end_to_end(
         postmaster = local_postmaster(poller)
         pg0 = tree_cpu(postmaster) if postmaster else math.nan
         poller0 = process_cpu(poller) if postmaster else math.nan
-        cpu0 = (family_cpu(collector.proc.pid), machine_cpu(), self_cpu())
+        cpu0 = (family_cpu(collector.proc.pid), machine_cpu(), self_cpu(), process_cpu(collector.proc.pid))
         barrier.wait(timeout=60)
         started = time.perf_counter()
         deadline = started + 60 + n / 1000
@@ -508,6 +508,8 @@ async def _drive_end_to_end(
             "poll_seconds": poll_seconds,
             "started": started,
             "collector_cpu_seconds": family_cpu(collector.proc.pid) - cpu0[0],
+            # its main process alone (intake, the spool, feeding the delivery processes)
+            "collector_main_cpu_seconds": process_cpu(collector.proc.pid) - cpu0[3],
             "machine_busy_cpu_seconds": busy1 - cpu0[1][0],
             "machine_total_cpu_seconds": total1 - cpu0[1][1],
             "bench_process_cpu_seconds": self_cpu() - cpu0[2],
@@ -1156,6 +1158,9 @@ def measure_throughput(
                     (x[f"{side}_cpu_seconds"] + x[f"search_tail_{side}_cpu_seconds"]) / x["events"] * 1e6
                     for x in results
                 )
+            out[name]["main_us_per_event"] = statistics.median(
+                x["collector_main_cpu_seconds"] / x["events"] * 1e6 for x in results
+            )
             out[name]["busy_fraction"] = statistics.median(
                 (x["collector_cpu_seconds"] + x["postgres_cpu_seconds"]) / x["seconds"] for x in results
             )
@@ -1207,6 +1212,8 @@ def render_throughput(label: str, t: dict[str, Any]) -> str:
             f"  {name}" + (f" ({' '.join(t['versus'])})" if key == "e2e_versus" else "") + ":",
             f"    overlap: collector and PostgreSQL both busy {e['overlap_fraction']:.2f} CPU-s per wall "
             f"second; together busy {e['busy_fraction']:.2f}",
+            f"    the collector's main process (intake, the spool, feeding delivery): "
+            f"{e['main_us_per_event']:.1f} of its {e['writer_us_per_event']:.1f} µs per event",
             f"    the clients had sent every event after {e['all_sent_fraction']:.0%} of the run "
             f"({e['events_per_second'] / e['all_sent_fraction']:,.0f} events/s taken); the rest is delivery "
             "alone",
