@@ -213,6 +213,8 @@ CREATE TABLE search_backlog (
     queued_at  timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (tenant_id, batch_key)
 );
+-- Out of line uncompressed: PostgreSQL would try to compress the ids, which never compress (migration 0014).
+ALTER TABLE search_backlog ALTER COLUMN event_ids SET STORAGE EXTERNAL;
 CREATE INDEX search_backlog_queued_idx ON search_backlog (queued_at);
 
 -- How many of the transaction's tenant's events search does not find yet (their documents deferred).

@@ -221,6 +221,10 @@ def catalog(dsn: str) -> dict[str, list[tuple[Any, ...]]]:
         "types": "SELECT t.typname, a.attnum, a.attname, format_type(a.atttypid, a.atttypmod) FROM pg_type t "
         "JOIN pg_class c ON c.oid = t.typrelid JOIN pg_attribute a ON a.attrelid = c.oid "
         "WHERE t.typnamespace = 'public'::regnamespace AND c.relkind = 'c' ORDER BY 1, 2",
+        "storage": "SELECT c.relname, a.attname, a.attstorage FROM pg_attribute a "
+        "JOIN pg_class c ON c.oid = a.attrelid JOIN pg_type t ON t.oid = a.atttypid "
+        "WHERE c.relnamespace = 'public'::regnamespace AND a.attnum > 0 AND a.attstorage <> t.typstorage "
+        "ORDER BY 1, 2",
         "grants": "SELECT table_name, grantee, privilege_type FROM information_schema.role_table_grants "
         "WHERE table_schema = 'public' AND grantee LIKE 'hookdb%' ORDER BY 1, 2, 3",
     }
