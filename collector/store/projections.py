@@ -271,6 +271,9 @@ HANDLERS: dict[str, Handler] = {
 # Plain dicts of the classification's tables: looked up for every event.
 _SEARCHED = frozenset(cls.SEARCH_FIELDS)
 _HANDLERS_OF = {event: HANDLERS[name] for event, name in cls.HANDLED_EVENTS.items()}
+# The handled events whose handler reads the payload only for a write tool's call, and all the others.
+_WRITE_HANDLED = frozenset(event for event, name in cls.HANDLED_EVENTS.items() if name == "post_tool_use")
+_HANDLED_WHOLE = frozenset(cls.HANDLED_EVENTS) - _WRITE_HANDLED
 
 
 class CallFields(msgspec.Struct, gc=False):
@@ -286,7 +289,7 @@ class CallFields(msgspec.Struct, gc=False):
 _call_fields = msgspec.json.Decoder(CallFields).decode
 
 
-def decode_call_fields(payload: bytes) -> CallFields | Any:
+def decode_call_fields(payload: bytes) -> Any:
     """A tool call event's :class:`CallFields`; a payload that is no JSON object, decoded whole."""
     try:
         return _call_fields(payload)
@@ -300,14 +303,12 @@ def payload_decoder(row: Row, defer_search: bool = False) -> Callable[[bytes], A
     if row.session_id is None:
         return None
     event_type = row.event_type
-    if event_type in summary.CALL_EVENTS:
-        # Read whole for its search document, or for a write's report (its handler reads the tool's input).
-        writes = row.tool_name in cls.WRITE_TOOLS and cls.HANDLED_EVENTS.get(event_type) == "post_tool_use"
-        return blobs.decode if not defer_search or writes else decode_call_fields
-    if not defer_search and event_type in cls.SEARCH_FIELDS:
+    writes = event_type in _WRITE_HANDLED and row.tool_name in cls.WRITE_TOOLS  # its report reads the input
+    if event_type in summary.CALL_EVENTS:  # whole for its search document, or a write's report
+        return decode_call_fields if defer_search and not writes else blobs.decode
+    if writes or event_type in _HANDLED_WHOLE or (not defer_search and event_type in _SEARCHED):
         return blobs.decode
-    handler = cls.HANDLED_EVENTS.get(event_type)
-    return blobs.decode if handler is not None and handler != "post_tool_use" else None
+    return None
 
 
 def project(
