@@ -346,10 +346,12 @@ def _zero() -> dict[str, Any]:
 
 
 # The page's events, each tool call start or end with its counterpart (same tool_use_id): the first start
-# and the first end of every tool_use_id on the page, found among the session's tool call events once
-# and hash-joined (a per-row lookup would rescan the session for each event of the page). Events that
-# occurred at the same instant keep the order they were received in (received_at; event_id only makes
-# the order total): the session index bounds the scan by occurred_at and an incremental sort does the rest.
+# and the first end of every tool_use_id on the page among the session's tool call events within NEAR of
+# the page, found once and hash-joined (a per-row lookup would rescan the session for each event of the
+# page). Only NEAR, not the whole session: that would make each page cost the session's length, and an
+# export pages through it all. Events that occurred at the same instant keep the order they were received
+# in (received_at; event_id only makes the order total): the session index bounds the scan by occurred_at
+# and an incremental sort does the rest.
 _EVENTS = """
 WITH page AS (
     SELECT event_id, occurred_at, received_at, event_type, tool_name, payload,
@@ -363,6 +365,8 @@ WITH page AS (
            event_id, occurred_at, event_type = $4 AS is_start, payload->>'tool_use_id' AS tool_use_id
     FROM hook_audit_log
     WHERE tenant_id = $5 AND session_id = $1 AND event_type = ANY($3::text[])
+      AND occurred_at BETWEEN (SELECT min(occurred_at) FROM page) - $6::interval
+                          AND (SELECT max(occurred_at) FROM page) + $6::interval
       AND payload->>'tool_use_id' IN (SELECT tool_use_id FROM page)
     ORDER BY payload->>'tool_use_id', event_type = $4, occurred_at
 )
@@ -372,25 +376,46 @@ FROM page p
 LEFT JOIN calls o ON o.tool_use_id = p.tool_use_id AND o.is_start <> (p.event_type = $4)
 ORDER BY p.occurred_at, p.received_at, p.event_id
 """
+# The counterparts of the page's calls that have none within NEAR (a subagent's Agent call, a background
+# command, a call still running): the first start and first end of each of those tool_use_ids in the whole
+# session. Rarely needed: most pages have none, and it costs a scan of the session's tool call events.
+_FAR_CALLS = """
+SELECT DISTINCT ON (payload->>'tool_use_id', event_type = $4)
+       event_id, occurred_at, event_type = $4 AS is_start, payload->>'tool_use_id' AS tool_use_id
+FROM hook_audit_log
+WHERE tenant_id = $5 AND session_id = $1 AND event_type = ANY($2::text[])
+  AND payload->>'tool_use_id' = ANY($3::text[])
+ORDER BY payload->>'tool_use_id', event_type = $4, occurred_at
+"""
+# Tool calls last seconds to minutes (Claude Code's Bash allows ten), so nearly every counterpart is near.
+NEAR = timedelta(minutes=10)
 _HASH_JOINS = "SET LOCAL enable_nestloop = off"
 _TOOL_CALL_EVENTS = sorted({cls.TOOL_CALL_START, *cls.TOOL_CALL_END})
 
 
+class _Paired(NamedTuple):
+    """A page event's counterpart: the other end of its tool call."""
+
+    event_id: uuid.UUID | None
+    occurred_at: datetime | None
+
+
 async def events(conn: asyncpg.Connection, tenant: str, session_id: str, query: EventQuery) -> EventPage:
     """A page of a session's timeline, oldest first, tool calls paired with their durations."""
-    args: list[Any] = [session_id, query.limit + 1, _TOOL_CALL_EVENTS, cls.TOOL_CALL_START, tenant]
+    args: list[Any] = [session_id, query.limit + 1, _TOOL_CALL_EVENTS, cls.TOOL_CALL_START, tenant, NEAR]
     after = ""
     if query.cursor is not UNSET:
         at, key = cursor.decode(cursor.EVENTS, query.cursor)
         args += [at, *_event_key(key)]
-        after = "AND occurred_at >= $6 AND (occurred_at, received_at, event_id) > ($6, $7, $8)"
+        after = "AND occurred_at >= $7 AND (occurred_at, received_at, event_id) > ($7, $8, $9)"
     # The page is paired with the session's calls by hashing, whatever the statistics say: a partition not
     # analyzed yet (a new day's, in its first minute; rows loaded in bulk) is estimated at a row, and the
     # nested loop PostgreSQL then picks reads every call's tool_use_id again for each event of the page —
     # a second per page of a session of 8,000 calls, where hashing takes 12 ms. For this transaction only.
     await conn.execute(_HASH_JOINS)
     rows = await conn.fetch(_EVENTS.format(after=after), *args)
-    timeline = [_timeline_event(row) for row in rows[: query.limit]]
+    far = await _far_calls(conn, tenant, session_id, rows[: query.limit])
+    timeline = [_timeline_event(row, far) for row in rows[: query.limit]]
     last = rows[query.limit - 1] if len(rows) > query.limit else None
     return EventPage(
         events=timeline,
@@ -404,17 +429,31 @@ async def events(conn: asyncpg.Connection, tenant: str, session_id: str, query: 
     )
 
 
-def _timeline_event(row: asyncpg.Record) -> TimelineEvent:
+async def _far_calls(
+    conn: asyncpg.Connection, tenant: str, session_id: str, rows: Sequence[asyncpg.Record]
+) -> dict[tuple[str, bool], _Paired]:
+    """The counterparts, by (tool_use_id, is_start), of the page's calls left unpaired within NEAR."""
+    alone = sorted({r["tool_use_id"] for r in rows if r["tool_use_id"] and r["paired_event_id"] is None})
+    if not alone:
+        return {}
+    found = await conn.fetch(_FAR_CALLS, session_id, _TOOL_CALL_EVENTS, alone, cls.TOOL_CALL_START, tenant)
+    return {(r["tool_use_id"], r["is_start"]): _Paired(r["event_id"], r["occurred_at"]) for r in found}
+
+
+def _timeline_event(row: asyncpg.Record, far: dict[tuple[str, bool], _Paired]) -> TimelineEvent:
     event_id = str(row["event_id"])
     payload, unrendered = _payload(row["payload"], event_id)
+    paired = _Paired(row["paired_event_id"], row["paired_at"])
+    if paired.event_id is None and row["tool_use_id"] is not None:
+        paired = far.get((row["tool_use_id"], row["event_type"] != cls.TOOL_CALL_START), paired)
     return TimelineEvent(
         event_id=event_id,
         occurred_at=row["occurred_at"],
         event_type=row["event_type"],
         tool_name=row["tool_name"],
         tool_use_id=row["tool_use_id"],
-        duration_ms=_millis(row["occurred_at"], row["paired_at"]),
-        paired_event_id=str(row["paired_event_id"]) if row["paired_event_id"] else None,
+        duration_ms=_millis(row["occurred_at"], paired.occurred_at),
+        paired_event_id=str(paired.event_id) if paired.event_id else None,
         payload=payload,
         payload_unrendered=UNSET if unrendered is None else unrendered,
     )
