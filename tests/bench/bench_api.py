@@ -18,7 +18,8 @@ back to back (a closed loop) after a warm-up. Scenarios, ``--requests`` requests
 * detail: ``GET /api/sessions/{id}`` of random sessions (card, reports, agent states and the first 100
   timeline events, read on four connections sharing one snapshot);
 * informational (one client, at most 30 requests): the detail of the long session, and a 500-event
-  timeline page of it (``GET /api/sessions/{id}/events?limit=500``);
+  timeline page of it (``GET /api/sessions/{id}/events?limit=500``), the first and one from the middle (a
+  page pairs its tool calls among the events near it: a later page costs what the first does, not more);
 * search (one client): ``GET /api/sessions?limit=50&q=…``, a rotation of queries from the most common
   word to one that matches nothing (two words, a phrase, a prompt's word; some with a filter) over search
   documents seeded like the projections write them: one per eight of a session's prompts, replies (Stop),
@@ -129,7 +130,8 @@ WALKS: dict[str, tuple[tuple[str, str], ...]] = {
 }
 
 SCENARIO_KEYS = (
-    "first", "walk", "status", "model", "both", "detail", "long", "long500", "search", "dashboard",
+    "first", "walk", "status", "model", "both", "detail", "long", "long500", "longmid", "search",
+    "dashboard",
 )  # fmt: skip
 VOCABULARY = 5000  # the words of the seeded search documents: word(0) the most common
 
@@ -348,6 +350,25 @@ async def _cursors(dsn: str, params: Sequence[tuple[str, str]]) -> list[str | No
         await conn.close()
 
 
+async def _middle_events_cursor(dsn: str, tenant: str, session_id: str, limit: int) -> str | None:
+    """The cursor of the page of ``limit`` events in the middle of the session (``None``: the first)."""
+    conn = await reader_connection(dsn)
+    try:
+        cursors: list[str | None] = [None]
+        while True:
+            async with tenant_transaction(conn, tenant):
+                page = await queries.events(conn, tenant, session_id, event_query(limit, cursors[-1]))
+            if page.next_cursor is None:
+                return cursors[len(cursors) // 2]
+            cursors.append(page.next_cursor)
+    finally:
+        await conn.close()
+
+
+def event_query(limit: int, cursor: str | None) -> EventQuery:
+    return EventQuery(limit=limit) if cursor is None else EventQuery(limit=limit, cursor=cursor)
+
+
 def stats_range(params: Sequence[tuple[str, str]]) -> tuple[datetime, datetime]:
     values = dict(params)
     return datetime.fromisoformat(values["from"]), datetime.fromisoformat(values["to"])
@@ -377,6 +398,7 @@ class Scenario:
     walk: bool = False
     detail: tuple[str, ...] = ()
     events_page: int = 0  # > 0: GET .../events?limit=N of the detail sessions instead of the detail
+    events_cursor: str | None = None  # events_page: the page at this cursor, not the first
     tenant: str = TENANT
     target_ms: float | None = None
     drivers: tuple[str, ...] = ("api", "sql")
@@ -400,8 +422,11 @@ def dashboard_range(data: Data) -> tuple[tuple[str, str], ...]:
     return (("from", start.isoformat()), ("to", end.isoformat()))
 
 
-def scenarios(data: Data, requests: int, starts: dict[str, list[str | None]]) -> list[Scenario]:
-    """What is measured; ``starts``: the page cursors of each walk."""
+def scenarios(
+    data: Data, requests: int, starts: dict[str, list[str | None]], long_middle: str | None
+) -> list[Scenario]:
+    """What is measured; ``starts``: the page cursors of each walk; ``long_middle``: the cursor of the long
+    session's page of LONG_PAGE events in its middle."""
     main = tuple(data.main.session_id(i) for i in range(data.main.sessions))
     long_id = (data.long.session_id(0),)
     few = min(requests, 30)
@@ -419,6 +444,8 @@ def scenarios(data: Data, requests: int, starts: dict[str, list[str | None]]) ->
                  only_concurrency=1, requests=few),
         Scenario("long500", f"events limit={LONG_PAGE}, same session", detail=long_id, tenant=OTHER,
                  events_page=LONG_PAGE, only_concurrency=1, requests=few),
+        Scenario("longmid", f"events limit={LONG_PAGE}, its middle page", detail=long_id, tenant=OTHER,
+                 events_page=LONG_PAGE, events_cursor=long_middle, only_concurrency=1, requests=few),
         Scenario("search", f"search, {len(SEARCHES)} queries in turn", rotate=SEARCHES,
                  target_ms=SEARCH_TARGET_MS, only_concurrency=1),
         Scenario("dashboard", "dashboard: stats of 30 days", stats=True, params=dashboard_range(data),
@@ -435,7 +462,7 @@ class Driver(Protocol):
 
     async def detail(self, session_id: str) -> None: ...
 
-    async def events(self, session_id: str, limit: int) -> None: ...
+    async def events(self, session_id: str, limit: int, cursor: str | None) -> None: ...
 
     async def stats(self, params: Sequence[tuple[str, str]]) -> None: ...
 
@@ -483,8 +510,9 @@ class HttpDriver:
     async def detail(self, session_id: str) -> None:
         self.last_body = self._ok(f"/api/sessions/{quote(session_id, safe='')}")
 
-    async def events(self, session_id: str, limit: int) -> None:
-        self.last_body = self._ok(f"/api/sessions/{quote(session_id, safe='')}/events?limit={limit}")
+    async def events(self, session_id: str, limit: int, cursor: str | None) -> None:
+        after = f"&cursor={quote(cursor, safe='')}" if cursor else ""
+        self.last_body = self._ok(f"/api/sessions/{quote(session_id, safe='')}/events?limit={limit}{after}")
 
     async def stats(self, params: Sequence[tuple[str, str]]) -> None:
         self.last_body = self._ok("/api/sessions/stats?" + urlencode(params))
@@ -515,10 +543,10 @@ class SqlDriver:
         if card is None:
             raise RuntimeError(f"no session {session_id}")
 
-    async def events(self, session_id: str, limit: int) -> None:
+    async def events(self, session_id: str, limit: int, cursor: str | None) -> None:
         async with tenant_transaction(self._conn, self._tenant, snapshot=True):
             await queries.session_card(self._conn, self._tenant, session_id)
-            await queries.events(self._conn, self._tenant, session_id, EventQuery(limit=limit))
+            await queries.events(self._conn, self._tenant, session_id, event_query(limit, cursor))
 
     async def stats(self, params: Sequence[tuple[str, str]]) -> None:
         start, end = stats_range(params)
@@ -555,8 +583,8 @@ class ReaderDriver:
         if card is None:
             raise RuntimeError(f"no session {session_id}")
 
-    async def events(self, session_id: str, limit: int) -> None:
-        query = EventQuery(limit=limit)
+    async def events(self, session_id: str, limit: int, cursor: str | None) -> None:
+        query = event_query(limit, cursor)
         await self._reader._read_together(
             self._tenant,
             [
@@ -616,7 +644,7 @@ async def _client(job: Job, barrier: Barrier) -> dict[str, Any]:
                 begun, cpu0 = time.perf_counter(), time.process_time()
             t0 = time.perf_counter()
             if s.detail and s.events_page:
-                await driver.events(rng.choice(s.detail), s.events_page)
+                await driver.events(rng.choice(s.detail), s.events_page, s.events_cursor)
             elif s.detail:
                 await driver.detail(rng.choice(s.detail))
             elif s.stats:
@@ -975,7 +1003,9 @@ async def _plans_used(conn: asyncpg.Connection, sql: str) -> tuple[int, int]:
     return (row["generic_plans"], row["custom_plans"]) if row else (0, 0)
 
 
-async def _explain_all(dsn: str, data: Data, cursors: dict[str, list[str | None]]) -> list[dict[str, Any]]:
+async def _explain_all(
+    dsn: str, data: Data, cursors: dict[str, list[str | None]], long_middle: str | None
+) -> list[dict[str, Any]]:
     conn = await reader_connection(dsn)
     try:
         deep = cursors["walk"][len(cursors["walk"]) * 3 // 4]
@@ -1008,6 +1038,8 @@ async def _explain_all(dsn: str, data: Data, cursors: dict[str, list[str | None]
              lambda c: queries.events(c, OTHER, long_id, events)),
             (f"long session timeline, limit={LONG_PAGE} ({OTHER})", OTHER,
              lambda c: queries.events(c, OTHER, long_id, EventQuery(limit=LONG_PAGE))),
+            (f"long session timeline, limit={LONG_PAGE}, its middle page ({OTHER})", OTHER,
+             lambda c: queries.events(c, OTHER, long_id, event_query(LONG_PAGE, long_middle))),
             ("dashboard stats, 30 days", TENANT,
              lambda c: queries.stats(c, TENANT, *stats_range(dashboard_range(data)))),
         ]  # fmt: skip
@@ -1309,11 +1341,12 @@ def main(argv: list[str] | None = None) -> int:
         info.update(run_asyncio(_settings(dsn, ("work_mem", "random_page_cost", "jit", "plan_cache_mode"))))
         _progress("collecting page cursors")
         cursors = {key: run_asyncio(_cursors(dsn, params)) for key, params in WALKS.items()}
+        long_middle = run_asyncio(_middle_events_cursor(dsn, OTHER, data.long.session_id(0), LONG_PAGE))
         api, url = stack.enter_context(running_api(dsn, workdir, args.pool_size))
         machine = Machine(api.proc.pid, run_asyncio(_postmaster(dsn)))
         _progress(f"hookdb api at {url}; checking its answers")
         checks = check_answers(url, data)
-        for s in scenarios(data, args.requests, cursors):
+        for s in scenarios(data, args.requests, cursors, long_middle):
             if s.key not in args.only:
                 continue
             levels = [s.only_concurrency] if s.only_concurrency else args.concurrency
@@ -1328,7 +1361,7 @@ def main(argv: list[str] | None = None) -> int:
                         raise
                     api.check_alive()
         _progress("EXPLAIN")
-        plans = run_asyncio(_explain_all(dsn, data, cursors))
+        plans = run_asyncio(_explain_all(dsn, data, cursors, long_middle))
         api.check_alive()
     res: dict[str, Any] = {
         "environment": {
