@@ -3,9 +3,10 @@ is near it, not the session's length: through a real ``hookdb api`` and the read
 PostgreSQL.
 
 A page's calls are paired among the session's events within ``queries.NEAR`` of it; the calls left
-unpaired there (a subagent's Agent call, a background command, a call still running) are looked for in
-the whole session. Either way a start pairs with the first end of its ``tool_use_id`` and an end with the
-first start, as SQL over the whole session says.
+unpaired there (a subagent's Agent call, a background command, a call still running) are found by the times
+the summary's ``tool_calls`` row gives, or, for a call without one (complete in one batch, or stored some
+other way, as these tests store events), looked for in the whole session. Either way a start pairs with the
+first end of its ``tool_use_id`` and an end with the first start, as SQL over the whole session says.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from datetime import timedelta
 from typing import Any
 
 import asyncpg
+import pytest
 import seed
 from test_api import TOKENS, add_event, all_pages, client
 
@@ -90,10 +92,12 @@ def expected_pairs(dsn: str, session_id: str) -> dict[str, tuple[str | None, flo
     return expected
 
 
-def test_calls_near_and_far_pair_as_the_whole_session_says(dsn: str, start_api: Any) -> None:
+@pytest.mark.parametrize("summary", [False, True], ids=["scanned", "summarized"])
+def test_calls_near_and_far_pair_as_the_whole_session_says(dsn: str, start_api: Any, summary: bool) -> None:
     """Short calls, calls across pages, an Agent call spanning the session, a call lasting longer than NEAR,
     a start without an end, an end without a start, and a tool_use_id that ended twice (its first end
-    counts): every page of the timeline pairs each as SQL over the whole session does."""
+    counts): every page of the timeline pairs each as SQL over the whole session does, whether the far ones
+    are found through the summary's tool_calls or by a scan of the session."""
     migrate(dsn)
     sid = "s-pairs"
     run_sql(
@@ -116,6 +120,9 @@ def test_calls_near_and_far_pair_as_the_whole_session_says(dsn: str, start_api: 
     tool_event(dsn, sid, 8 * MINUTE + 1, "PostToolUseFailure", "tu-twice")
     tool_event(dsn, sid, 30 * MINUTE, "PostToolUse", "tu-twice")  # a later end: not its first
     tool_event(dsn, sid, long + 10, "PostToolUse", "tu-agent", "Agent")
+    if summary:
+        run_sql(dsn, "SELECT hookdb_fill_summary('acme')")
+        assert run_sql(dsn, "SELECT count(*) AS n FROM tool_calls")[0]["n"] == 60 + 5
     expected = expected_pairs(dsn, sid)
     assert (
         sum(1 for pair, _ in expected.values() if pair) == 2 * 60 + 2 + 2 + 2 + 1
@@ -161,18 +168,30 @@ async def _rows_read_per_page(dsn: str, session_id: str, limit: int) -> list[int
         await conn.close()
 
 
+CALLS, EVERY = 5000, 10.0  # a session of 5,000 calls, one every 10 s for 14 hours
+NEAR_ROWS = 2 * queries.NEAR.total_seconds() / EVERY * 2  # both events of each call within NEAR either side
+
+
 def test_a_page_reads_what_is_near_it_not_the_whole_session(dsn: str) -> None:
-    """A session of 5,000 calls, one every 10 s for 14 hours: each page of 500 events reads the page and
-    the calls within NEAR of it (~620 rows), not every call of the session again (10,000 rows a page, which
-    made an export of a long session cost the square of its length)."""
+    """Calls of 2 s: each page of 500 events reads the page and the calls within NEAR of it (~620 rows),
+    not every call of the session again (10,000 rows a page, which made an export of a long session cost
+    the square of its length)."""
     migrate(dsn)
-    sid = "s-long"
-    calls, every = 5000, 10.0
-    bulk_calls(dsn, sid, calls, every, lasting=2.0)
+    bulk_calls(dsn, "s-long", CALLS, EVERY, lasting=2.0)
     run_sql(dsn, "ANALYZE hook_audit_log")
-    counts = asyncio.run(_rows_read_per_page(dsn, sid, 500))
-    assert len(counts) == 2 * calls // 500
-    near = 2 * queries.NEAR.total_seconds() / every * 2  # both events of each call within NEAR either side
-    assert max(counts) <= 2 * 501 + near + 10, (
-        counts
-    )  # the page (twice: the page, its calls) and what is near
+    counts = asyncio.run(_rows_read_per_page(dsn, "s-long", 500))
+    assert len(counts) == 2 * CALLS // 500
+    assert max(counts) <= 2 * 501 + NEAR_ROWS + 10, counts  # the page (twice: the page, its calls), the near
+
+
+def test_calls_longer_than_near_are_found_by_the_summary_not_a_scan(dsn: str) -> None:
+    """Calls of 30 minutes, longer than NEAR: most of a page's calls end (or started) beyond it, and each is
+    found at the time its tool_calls row gives (a row read per side), not by reading the session's calls
+    again for every page; paired as SQL over the whole session says."""
+    migrate(dsn)
+    bulk_calls(dsn, "s-slow", CALLS, EVERY, lasting=30 * MINUTE)
+    run_sql(dsn, "SELECT hookdb_fill_summary('acme')")
+    run_sql(dsn, "ANALYZE hook_audit_log")
+    counts = asyncio.run(_rows_read_per_page(dsn, "s-slow", 500))
+    assert len(counts) == 2 * CALLS // 500
+    assert max(counts) <= 2 * 501 + NEAR_ROWS + 501 + 50, counts  # and at most one event per far call

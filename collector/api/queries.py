@@ -377,8 +377,26 @@ LEFT JOIN calls o ON o.tool_use_id = p.tool_use_id AND o.is_start <> (p.event_ty
 ORDER BY p.occurred_at, p.received_at, p.event_id
 """
 # The counterparts of the page's calls that have none within NEAR (a subagent's Agent call, a background
-# command, a call still running): the first start and first end of each of those tool_use_ids in the whole
-# session. Rarely needed: most pages have none, and it costs a scan of the session's tool call events.
+# command, a call still running), as the summary knows them: the start and first end of every call not
+# complete in one batch is a tool_calls row (store/summary.py), so each is found by its time in the session
+# index, not by a scan. Asked for by (tool_use_id, whether the start is wanted); ``at`` is NULL for a side
+# the call does not have (yet), ``event_id`` NULL too when the event at that time is gone (retention): then
+# the session is scanned for it, as for a call without a row (complete in one batch, or stored otherwise).
+_SUMMARY_CALLS = """
+SELECT u.tool_use_id, u.is_start, w.at, e.event_id
+FROM unnest($3::text[], $6::bool[]) AS u (tool_use_id, is_start)
+JOIN tool_calls c ON c.tenant_id = $5 AND c.session_id = $1 AND c.tool_use_id = u.tool_use_id
+CROSS JOIN LATERAL (SELECT CASE WHEN u.is_start THEN c.started_at ELSE c.ended_at END AS at) w
+LEFT JOIN LATERAL (
+    SELECT event_id FROM hook_audit_log
+    WHERE tenant_id = $5 AND session_id = $1 AND occurred_at = w.at AND event_type = ANY($2::text[])
+      AND (event_type = $4) = u.is_start AND payload->>'tool_use_id' = u.tool_use_id
+    ORDER BY received_at, event_id
+    LIMIT 1
+) e ON true
+"""
+# The counterparts of those the summary cannot tell: the first start and first end of each of those
+# tool_use_ids in the whole session, which costs a scan of the session's tool call events.
 _FAR_CALLS = """
 SELECT DISTINCT ON (payload->>'tool_use_id', event_type = $4)
        event_id, occurred_at, event_type = $4 AS is_start, payload->>'tool_use_id' AS tool_use_id
@@ -433,11 +451,39 @@ async def _far_calls(
     conn: asyncpg.Connection, tenant: str, session_id: str, rows: Sequence[asyncpg.Record]
 ) -> dict[tuple[str, bool], _Paired]:
     """The counterparts, by (tool_use_id, is_start), of the page's calls left unpaired within NEAR."""
-    alone = sorted({r["tool_use_id"] for r in rows if r["tool_use_id"] and r["paired_event_id"] is None})
-    if not alone:
+    # Each unpaired call event's tool_use_id, and whether what pairs it is a start (it is an end).
+    wanted = sorted(
+        {
+            (r["tool_use_id"], r["event_type"] != cls.TOOL_CALL_START)
+            for r in rows
+            if r["tool_use_id"] and r["paired_event_id"] is None
+        }
+    )
+    if not wanted:
         return {}
-    found = await conn.fetch(_FAR_CALLS, session_id, _TOOL_CALL_EVENTS, alone, cls.TOOL_CALL_START, tenant)
-    return {(r["tool_use_id"], r["is_start"]): _Paired(r["event_id"], r["occurred_at"]) for r in found}
+    ids, starts = [w[0] for w in wanted], [w[1] for w in wanted]
+    known = {
+        (r["tool_use_id"], r["is_start"]): r
+        for r in await conn.fetch(
+            _SUMMARY_CALLS, session_id, _TOOL_CALL_EVENTS, ids, cls.TOOL_CALL_START, tenant, starts
+        )
+    }
+    found: dict[tuple[str, bool], _Paired] = {}
+    untold: set[str] = set()
+    for key in wanted:
+        side = known.get(key)
+        if side is None or (side["at"] is not None and side["event_id"] is None):
+            untold.add(key[0])
+        elif side["at"] is not None:
+            found[key] = _Paired(side["event_id"], side["at"])
+    if untold:
+        scanned = await conn.fetch(
+            _FAR_CALLS, session_id, _TOOL_CALL_EVENTS, sorted(untold), cls.TOOL_CALL_START, tenant
+        )
+        found |= {
+            (r["tool_use_id"], r["is_start"]): _Paired(r["event_id"], r["occurred_at"]) for r in scanned
+        }
+    return found
 
 
 def _timeline_event(row: asyncpg.Record, far: dict[tuple[str, bool], _Paired]) -> TimelineEvent:
