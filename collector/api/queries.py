@@ -385,8 +385,11 @@ ORDER BY p.occurred_at, p.received_at, p.event_id
 _SUMMARY_CALLS = """
 SELECT u.tool_use_id, u.is_start, w.at, e.event_id
 FROM unnest($3::text[], $6::bool[]) AS u (tool_use_id, is_start)
-JOIN tool_calls c ON c.tenant_id = $5 AND c.session_id = $1 AND c.tool_use_id = u.tool_use_id
-CROSS JOIN LATERAL (SELECT CASE WHEN u.is_start THEN c.started_at ELSE c.ended_at END AS at) w
+CROSS JOIN LATERAL (  -- a lookup per call, LIMIT keeping it one: never a join over the session's calls
+    SELECT CASE WHEN u.is_start THEN c.started_at ELSE c.ended_at END AS at FROM tool_calls c
+    WHERE c.tenant_id = $5 AND c.session_id = $1 AND c.tool_use_id = u.tool_use_id
+    LIMIT 1
+) w
 LEFT JOIN LATERAL (
     SELECT event_id FROM hook_audit_log
     WHERE tenant_id = $5 AND session_id = $1 AND occurred_at = w.at AND event_type = ANY($2::text[])
