@@ -345,6 +345,14 @@ def _zero() -> dict[str, Any]:
     return zero | dict.fromkeys(_TOKEN_KINDS, 0)
 
 
+# The first start and the first end of each tool_use_id the condition picks, among the session's tool call
+# events ($1 the session, $3 the tool call event types, $4 the start's, $5 the tenant).
+_FIRST_CALLS = """
+SELECT DISTINCT ON (payload->>'tool_use_id', event_type = $4)
+       event_id, occurred_at, event_type = $4 AS is_start, payload->>'tool_use_id' AS tool_use_id
+FROM hook_audit_log
+WHERE tenant_id = $5 AND session_id = $1 AND event_type = ANY($3::text[]) AND {among}
+ORDER BY payload->>'tool_use_id', event_type = $4, occurred_at"""
 # The page's events, each tool call start or end with its counterpart (same tool_use_id): the first start
 # and the first end of every tool_use_id on the page among the session's tool call events within NEAR of
 # the page, found once and hash-joined (a per-row lookup would rescan the session for each event of the
@@ -360,15 +368,7 @@ WITH page AS (
     WHERE tenant_id = $5 AND session_id = $1 {after}
     ORDER BY occurred_at, received_at, event_id
     LIMIT $2
-), calls AS (
-    SELECT DISTINCT ON (payload->>'tool_use_id', event_type = $4)
-           event_id, occurred_at, event_type = $4 AS is_start, payload->>'tool_use_id' AS tool_use_id
-    FROM hook_audit_log
-    WHERE tenant_id = $5 AND session_id = $1 AND event_type = ANY($3::text[])
-      AND occurred_at BETWEEN (SELECT min(occurred_at) FROM page) - $6::interval
-                          AND (SELECT max(occurred_at) FROM page) + $6::interval
-      AND payload->>'tool_use_id' IN (SELECT tool_use_id FROM page)
-    ORDER BY payload->>'tool_use_id', event_type = $4, occurred_at
+), calls AS ({calls}
 )
 SELECT p.event_id, p.occurred_at, p.event_type, p.tool_name, p.tool_use_id, p.payload,
        p.received_at, o.event_id AS paired_event_id, o.occurred_at AS paired_at
@@ -376,6 +376,11 @@ FROM page p
 LEFT JOIN calls o ON o.tool_use_id = p.tool_use_id AND o.is_start <> (p.event_type = $4)
 ORDER BY p.occurred_at, p.received_at, p.event_id
 """
+_NEAR_CALLS = _FIRST_CALLS.format(
+    among="""occurred_at BETWEEN (SELECT min(occurred_at) FROM page) - $6::interval
+                      AND (SELECT max(occurred_at) FROM page) + $6::interval
+      AND payload->>'tool_use_id' IN (SELECT tool_use_id FROM page)"""
+)
 # The counterparts of the page's calls that have none within NEAR (a subagent's Agent call, a background
 # command, a call still running), as the summary knows them: the start and first end of every call not
 # complete in one batch is a tool_calls row (store/summary.py), so each is found by its time in the session
@@ -384,7 +389,7 @@ ORDER BY p.occurred_at, p.received_at, p.event_id
 # the session is scanned for it, as for a call without a row (complete in one batch, or stored otherwise).
 _SUMMARY_CALLS = """
 SELECT u.tool_use_id, u.is_start, w.at, e.event_id
-FROM unnest($3::text[], $6::bool[]) AS u (tool_use_id, is_start)
+FROM unnest($2::text[], $6::bool[]) AS u (tool_use_id, is_start)
 CROSS JOIN LATERAL (  -- a lookup per call, LIMIT keeping it one: never a join over the session's calls
     SELECT CASE WHEN u.is_start THEN c.started_at ELSE c.ended_at END AS at FROM tool_calls c
     WHERE c.tenant_id = $5 AND c.session_id = $1 AND c.tool_use_id = u.tool_use_id
@@ -392,26 +397,24 @@ CROSS JOIN LATERAL (  -- a lookup per call, LIMIT keeping it one: never a join o
 ) w
 LEFT JOIN LATERAL (
     SELECT event_id FROM hook_audit_log
-    WHERE tenant_id = $5 AND session_id = $1 AND occurred_at = w.at AND event_type = ANY($2::text[])
+    WHERE tenant_id = $5 AND session_id = $1 AND occurred_at = w.at AND event_type = ANY($3::text[])
       AND (event_type = $4) = u.is_start AND payload->>'tool_use_id' = u.tool_use_id
     ORDER BY received_at, event_id
     LIMIT 1
 ) e ON true
 """
-# The counterparts of those the summary cannot tell: the first start and first end of each of those
-# tool_use_ids in the whole session, which costs a scan of the session's tool call events.
-_FAR_CALLS = """
-SELECT DISTINCT ON (payload->>'tool_use_id', event_type = $4)
-       event_id, occurred_at, event_type = $4 AS is_start, payload->>'tool_use_id' AS tool_use_id
-FROM hook_audit_log
-WHERE tenant_id = $5 AND session_id = $1 AND event_type = ANY($2::text[])
-  AND payload->>'tool_use_id' = ANY($3::text[])
-ORDER BY payload->>'tool_use_id', event_type = $4, occurred_at
-"""
+# The counterparts of those the summary cannot tell ($2): in the whole session, which costs a scan of the
+# session's tool call events.
+_FAR_CALLS = _FIRST_CALLS.format(among="payload->>'tool_use_id' = ANY($2::text[])")
 # Tool calls last seconds to minutes (Claude Code's Bash allows ten), so nearly every counterpart is near.
 NEAR = timedelta(minutes=10)
 _HASH_JOINS = "SET LOCAL enable_nestloop = off"
 _TOOL_CALL_EVENTS = sorted({cls.TOOL_CALL_START, *cls.TOOL_CALL_END})
+
+
+def _wanted(row: asyncpg.Record) -> tuple[str, bool]:
+    """What pairs a page's call event: its tool_use_id, and whether that is a start (it is an end)."""
+    return row["tool_use_id"], row["event_type"] != cls.TOOL_CALL_START
 
 
 class _Paired(NamedTuple):
@@ -434,7 +437,7 @@ async def events(conn: asyncpg.Connection, tenant: str, session_id: str, query: 
     # nested loop PostgreSQL then picks reads every call's tool_use_id again for each event of the page —
     # a second per page of a session of 8,000 calls, where hashing takes 12 ms. For this transaction only.
     await conn.execute(_HASH_JOINS)
-    rows = await conn.fetch(_EVENTS.format(after=after), *args)
+    rows = await conn.fetch(_EVENTS.format(after=after, calls=_NEAR_CALLS), *args)
     far = await _far_calls(conn, tenant, session_id, rows[: query.limit])
     timeline = [_timeline_event(row, far) for row in rows[: query.limit]]
     last = rows[query.limit - 1] if len(rows) > query.limit else None
@@ -454,13 +457,8 @@ async def _far_calls(
     conn: asyncpg.Connection, tenant: str, session_id: str, rows: Sequence[asyncpg.Record]
 ) -> dict[tuple[str, bool], _Paired]:
     """The counterparts, by (tool_use_id, is_start), of the page's calls left unpaired within NEAR."""
-    # Each unpaired call event's tool_use_id, and whether what pairs it is a start (it is an end).
     wanted = sorted(
-        {
-            (r["tool_use_id"], r["event_type"] != cls.TOOL_CALL_START)
-            for r in rows
-            if r["tool_use_id"] and r["paired_event_id"] is None
-        }
+        {_wanted(r) for r in rows if r["tool_use_id"] is not None and r["paired_event_id"] is None}
     )
     if not wanted:
         return {}
@@ -468,7 +466,7 @@ async def _far_calls(
     known = {
         (r["tool_use_id"], r["is_start"]): r
         for r in await conn.fetch(
-            _SUMMARY_CALLS, session_id, _TOOL_CALL_EVENTS, ids, cls.TOOL_CALL_START, tenant, starts
+            _SUMMARY_CALLS, session_id, ids, _TOOL_CALL_EVENTS, cls.TOOL_CALL_START, tenant, starts
         )
     }
     found: dict[tuple[str, bool], _Paired] = {}
@@ -481,7 +479,7 @@ async def _far_calls(
             found[key] = _Paired(side["event_id"], side["at"])
     if untold:
         scanned = await conn.fetch(
-            _FAR_CALLS, session_id, _TOOL_CALL_EVENTS, sorted(untold), cls.TOOL_CALL_START, tenant
+            _FAR_CALLS, session_id, sorted(untold), _TOOL_CALL_EVENTS, cls.TOOL_CALL_START, tenant
         )
         found |= {
             (r["tool_use_id"], r["is_start"]): _Paired(r["event_id"], r["occurred_at"]) for r in scanned
@@ -494,7 +492,7 @@ def _timeline_event(row: asyncpg.Record, far: dict[tuple[str, bool], _Paired]) -
     payload, unrendered = _payload(row["payload"], event_id)
     paired = _Paired(row["paired_event_id"], row["paired_at"])
     if paired.event_id is None and row["tool_use_id"] is not None:
-        paired = far.get((row["tool_use_id"], row["event_type"] != cls.TOOL_CALL_START), paired)
+        paired = far.get(_wanted(row), paired)
     return TimelineEvent(
         event_id=event_id,
         occurred_at=row["occurred_at"],

@@ -335,14 +335,16 @@ async def tenant_transaction(conn: asyncpg.Connection, tenant: str, *, snapshot:
         yield
 
 
-async def _cursors(dsn: str, params: Sequence[tuple[str, str]]) -> list[str | None]:
-    """The cursor of every page of the main tenant's list with ``params`` (``None`` for the first)."""
+async def _page_cursors(
+    dsn: str, tenant: str, page_of: Callable[[asyncpg.Connection, str | None], Awaitable[Any]]
+) -> list[str | None]:
+    """The cursor of every page ``page_of(conn, cursor)`` reads of ``tenant`` (``None`` for the first)."""
     conn = await reader_connection(dsn)
     try:
         cursors: list[str | None] = [None]
         while True:
-            async with tenant_transaction(conn, TENANT):
-                page = await queries.list_sessions(conn, TENANT, session_query(params, cursors[-1]))
+            async with tenant_transaction(conn, tenant):
+                page = await page_of(conn, cursors[-1])
             if page.next_cursor is None:
                 return cursors
             cursors.append(page.next_cursor)
@@ -350,19 +352,19 @@ async def _cursors(dsn: str, params: Sequence[tuple[str, str]]) -> list[str | No
         await conn.close()
 
 
+async def _cursors(dsn: str, params: Sequence[tuple[str, str]]) -> list[str | None]:
+    """The cursor of every page of the main tenant's list with ``params`` (``None`` for the first)."""
+    return await _page_cursors(
+        dsn, TENANT, lambda conn, at: queries.list_sessions(conn, TENANT, session_query(params, at))
+    )
+
+
 async def _middle_events_cursor(dsn: str, tenant: str, session_id: str, limit: int) -> str | None:
     """The cursor of the page of ``limit`` events in the middle of the session (``None``: the first)."""
-    conn = await reader_connection(dsn)
-    try:
-        cursors: list[str | None] = [None]
-        while True:
-            async with tenant_transaction(conn, tenant):
-                page = await queries.events(conn, tenant, session_id, event_query(limit, cursors[-1]))
-            if page.next_cursor is None:
-                return cursors[len(cursors) // 2]
-            cursors.append(page.next_cursor)
-    finally:
-        await conn.close()
+    cursors = await _page_cursors(
+        dsn, tenant, lambda conn, at: queries.events(conn, tenant, session_id, event_query(limit, at))
+    )
+    return cursors[len(cursors) // 2]
 
 
 def event_query(limit: int, cursor: str | None) -> EventQuery:
