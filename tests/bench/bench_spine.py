@@ -2,9 +2,10 @@
 
 a. end to end: K client processes → Unix socket → ``hookdb collector run`` → PostgreSQL;
 b. the ceiling: asyncpg binary COPY straight into ``hook_audit_log`` (asyncio and trio-asyncio);
-c. the floor: one autocommitted ``INSERT`` per event;
+c. the slowest way: one autocommitted ``INSERT`` per event;
 d. ``Emitter.emit()`` latency with the collector up and down;
-e. ``hookdb-emit`` wall time against a bare ``python -c pass``.
+e. ``hookdb-emit`` wall time against a bare ``python -c pass``;
+f. with ``--throughput``, the stack's floor: a bare trio intake and the sink's event INSERT, each alone.
 
 Run: ``.venv/bin/python tests/bench/bench_spine.py [--events N] [--clients K] [--dsn DSN] [--json PATH]``.
 Not part of the pytest run. Linux only (Unix sockets, fork, /proc).
@@ -34,7 +35,7 @@ import uuid
 import warnings
 from collections.abc import Callable, Coroutine, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from multiprocessing.process import BaseProcess
 from multiprocessing.sharedctypes import Synchronized
 from multiprocessing.synchronize import Barrier
@@ -51,8 +52,8 @@ from hookdb.client import Emitter
 from hookdb.client.wire import FrameDecoder, encode_envelope, frame, new_event_id
 from hookdb.collector.spool.entry import Peer
 from hookdb.collector.store.connect import ConnectOptions
-from hookdb.collector.store.rows import COLUMNS, Row, event_row
-from hookdb.collector.store.sink import PostgresSink
+from hookdb.collector.store.rows import COLUMNS, Row, event_row, since_epoch
+from hookdb.collector.store.sink import _INSERT_NEW_EVENTS, PostgresSink
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests"))
@@ -972,6 +973,101 @@ async def _insert_parallel(dsn: str, rows: Sequence[Row], connections: int) -> f
             await conn.close()
 
 
+# The stack's floor: what any collector on trio, Unix sockets and asyncpg through trio-asyncio must spend per
+# event, measured alone, beside the targets (collector ≤ 12, PostgreSQL ≤ 10 µs per event).
+
+
+def _bare_intake(
+    path: str, n: int, barrier: Barrier, cpu: Synchronized[float], wall: Synchronized[float]
+) -> None:
+    """Server process: a bare trio intake, each connection read in ``READ_BYTES`` reads and split into
+    frames (``FrameDecoder``) and nothing else, until ``n`` frames arrived; its CPU and wall seconds."""
+    listening = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listening.bind(path)
+    listening.listen(128)
+
+    async def serve() -> None:
+        seen = 0
+        done = trio.Event()
+
+        async def handle(stream: trio.SocketStream) -> None:
+            nonlocal seen
+            decoder = FrameDecoder()
+            while data := await stream.receive_some(READ_BYTES):
+                decoder.receive_data(data)
+                while frames := decoder.next_frames():
+                    seen += len(frames)
+            if seen >= n:
+                done.set()
+
+        listener = trio.SocketListener(trio.socket.from_stdlib_socket(listening))
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(trio.serve_listeners, handle, [listener])
+            await done.wait()
+            nursery.cancel_scope.cancel()
+
+    barrier.wait(timeout=60)
+    cpu0, started = self_cpu(), time.perf_counter()
+    trio.run(serve)
+    cpu.value, wall.value = self_cpu() - cpu0, time.perf_counter() - started
+
+
+def _intake_floor(events: Events, clients: int, workdir: Path) -> dict[str, Any]:
+    """The bare intake's CPU for ``events`` sent by ``clients`` client processes, as end to end sends them."""
+    ctx = multiprocessing.get_context("fork")
+    workdir.mkdir(parents=True, exist_ok=True)
+    path = str(workdir / "bare.sock")
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+    barrier = ctx.Barrier(clients + 1)
+    cpu, wall = ctx.Value("d", math.nan, lock=False), ctx.Value("d", math.nan, lock=False)
+    args = (path, len(events.frames), barrier, cpu, wall)
+    server = ctx.Process(target=_bare_intake, args=args, daemon=True)
+    server.start()
+    while not os.path.exists(path):
+        time.sleep(0.005)
+    unused = ctx.Value("d", math.nan, lock=False)
+    procs = [
+        ctx.Process(target=_send_frames, args=(path, chunk, barrier, unused), daemon=True)
+        for chunk in _split(events.frames, clients)
+    ]
+    for proc in procs:
+        proc.start()
+    for proc in [*procs, server]:
+        proc.join(timeout=120)
+    if server.exitcode != 0:
+        raise RuntimeError(f"bare intake exited with {server.exitcode}")
+    return {"seconds": wall.value, "events": len(events.frames), "client_cpu_seconds": cpu.value}
+
+
+async def _insert_floor(dsn: str, batches: Sequence[list[tuple[Any, ...]]]) -> float:
+    """The sink's event INSERT alone (``_INSERT_NEW_EVENTS``, the writer role and tenant taken per
+    transaction as the sink takes them) of rows built before, one connection through trio-asyncio."""
+    options = ConnectOptions(dsn=dsn)
+    async with trio_asyncio.open_loop():
+        conn = await trio_asyncio.aio_as_trio(connect_jsonb)(dsn)
+
+        async def write(batch: list[tuple[Any, ...]]) -> None:
+            async with conn.transaction():
+                await options.begin(conn, "default")
+                await conn.execute(_INSERT_NEW_EVENTS, "default", batch)
+
+        try:
+            started = time.perf_counter()
+            for batch in batches:
+                await trio_asyncio.aio_as_trio(write)(batch)
+            return time.perf_counter() - started
+        finally:
+            await trio_asyncio.aio_as_trio(conn.close)()
+
+
+def _insert_args(rows: Sequence[Row]) -> list[list[tuple[Any, ...]]]:
+    """The rows as the sink sends them (``hookdb_event_row`` values, times in µs), in batches of ``BATCH``."""
+    micro = timedelta(microseconds=1)
+    args = [(r.event_id, *since_epoch((r.occurred_at, r.received_at), micro), *r[4:]) for r in rows]
+    return [args[i : i + BATCH] for i in range(0, len(args), BATCH)]
+
+
 def _baseline(
     admin_dsn: str, label: str, rows: Sequence[Row], write: Callable[[str], float]
 ) -> dict[str, Any]:
@@ -1116,6 +1212,12 @@ def measure_throughput(
         "json_array_1000": (rows, lambda dsn: run_asyncio(_json_array(dsn, rows, BATCH))),
         "insert_each": (few, lambda dsn: run_asyncio(_insert_parallel(dsn, few, clients))),
     }
+    batches = _insert_args(rows)
+
+    def insert_floor(dsn: str) -> float:
+        return trio.run(_insert_floor, dsn, batches)
+
+    floors: dict[str, list[dict[str, Any]]] = {"intake": [], "write": []}
     ends = ["e2e", "e2e_versus"] if versus else ["e2e"]
     runs: dict[str, list[dict[str, Any]]] = {**{name: [] for name in ends}, **{name: [] for name in variants}}
     loads = []
@@ -1127,8 +1229,22 @@ def measure_throughput(
             runs[end].append(_e2e_sampled(admin_dsn, events, clients, workdir / f"{end}{r}", extra))
         for name, (part, write) in variants.items():
             runs[name].append(_baseline(admin_dsn, name, part, write))
+        floors["intake"].append(_intake_floor(events, clients, workdir / f"bare{r}"))
+        floors["write"].append(_baseline(admin_dsn, "floor_write", rows, insert_floor))
     mb = events.payload_bytes / 1e6
     out: dict[str, Any] = {"load_averages": loads, "events": len(rows), "payload_mb": mb}
+    out["floor"] = {
+        f"{name}_{key}": statistics.median(x[field] / x["events"] * 1e6 for x in results)
+        for name, results in floors.items()
+        for key, field in (
+            ("us_per_event", "client_cpu_seconds"),
+            ("postgres_us_per_event", "postgres_cpu_seconds"),
+        )
+        if field in results[0]
+    } | {
+        f"{name}_events_per_second": statistics.median(x["events"] / x["seconds"] for x in results)
+        for name, results in floors.items()
+    }
     for name, results in runs.items():
         n = results[0]["events"]
         rates = [x["events"] / x["seconds"] for x in results]
@@ -1206,6 +1322,16 @@ def render_throughput(label: str, t: dict[str, Any]) -> str:
             f"  {name:<34}{r['events_per_second']:>10,.0f}{r['mb_per_second']:>8.1f}"
             f"{r['postgres_us_per_event']:>10.1f}{r['writer_us_per_event']:>14.1f}"
         )
+    f = t["floor"]
+    lines += [
+        "  the stack's floor, per event (each measured alone): a bare trio intake (K clients' streams read "
+        f"and split into frames, nothing else) {f['intake_us_per_event']:.1f} µs "
+        f"({f['intake_events_per_second']:,.0f} events/s);",
+        "    the sink's event INSERT alone (rows built before; writer role, tenant, one connection through "
+        f"trio-asyncio) {f['write_us_per_event']:.1f} µs, "
+        f"PostgreSQL {f['write_postgres_us_per_event']:.1f} µs "
+        f"({f['write_events_per_second']:,.0f} events/s)",
+    ]
     for key, name in ends.items():
         e = t[key]
         lines += [
