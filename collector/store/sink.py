@@ -426,6 +426,14 @@ def _meta(meta: dict[str, Any]) -> bytes:
 _MICRO = timedelta(microseconds=1)
 
 
+def event_values(rows: Sequence[Row]) -> list[tuple[Any, ...]]:
+    """One tenant's rows (at least one) as ``_INSERT_NEW_EVENTS`` takes them: without the tenant, which is
+    sent once, and their times as microseconds since the epoch."""
+    columns = list(zip(*rows, strict=True))  # C-level transpositions: no Python frame per row
+    occurred, received = since_epoch(columns[2], _MICRO), since_epoch(columns[3], _MICRO)
+    return list(zip(columns[1], occurred, received, *columns[4:], strict=True))
+
+
 # Rows prepared between checkpoints: a writer's transaction waits for its next statement while the
 # collector prepares the next batch, so its statements are sent in between, not after the whole batch.
 _CHUNK = 256
@@ -471,10 +479,7 @@ async def prepare(rows: Sequence[Row], blob_min_bytes: int, defer_search: bool =
     for (tenant, digest), text in sorted(found.items()):  # in key order: see the module's docstring
         tenants[tenant].blobs.append((digest, text))
     for tenant, part in tenants.items():
-        columns = list(zip(*slims[tenant], strict=True))  # C-level transpositions: no Python frame per row
-        occurred, received = since_epoch(columns[2], _MICRO), since_epoch(columns[3], _MICRO)
-        # The tenant is sent once, not per row.
-        part.events = list(zip(columns[1], occurred, received, *columns[4:], strict=True))
+        part.events = event_values(slims[tenant])
         for start in range(0, len(part.rows), _CHUNK):
             await trio.lowlevel.checkpoint()
             rows_, payloads_ = part.rows[start : start + _CHUNK], part.payloads[start : start + _CHUNK]

@@ -35,7 +35,7 @@ import uuid
 import warnings
 from collections.abc import Callable, Coroutine, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from multiprocessing.process import BaseProcess
 from multiprocessing.sharedctypes import Synchronized
 from multiprocessing.synchronize import Barrier
@@ -52,8 +52,8 @@ from hookdb.client import Emitter
 from hookdb.client.wire import FrameDecoder, encode_envelope, frame, new_event_id
 from hookdb.collector.spool.entry import Peer
 from hookdb.collector.store.connect import ConnectOptions
-from hookdb.collector.store.rows import COLUMNS, Row, event_row, since_epoch
-from hookdb.collector.store.sink import _INSERT_NEW_EVENTS, PostgresSink
+from hookdb.collector.store.rows import COLUMNS, Row, event_row
+from hookdb.collector.store.sink import _INSERT_NEW_EVENTS, PostgresSink, event_values
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests"))
@@ -1061,13 +1061,6 @@ async def _insert_floor(dsn: str, batches: Sequence[list[tuple[Any, ...]]]) -> f
             await trio_asyncio.aio_as_trio(conn.close)()
 
 
-def _insert_args(rows: Sequence[Row]) -> list[list[tuple[Any, ...]]]:
-    """The rows as the sink sends them (``hookdb_event_row`` values, times in µs), in batches of ``BATCH``."""
-    micro = timedelta(microseconds=1)
-    args = [(r.event_id, *since_epoch((r.occurred_at, r.received_at), micro), *r[4:]) for r in rows]
-    return [args[i : i + BATCH] for i in range(0, len(args), BATCH)]
-
-
 def _baseline(
     admin_dsn: str, label: str, rows: Sequence[Row], write: Callable[[str], float]
 ) -> dict[str, Any]:
@@ -1212,7 +1205,7 @@ def measure_throughput(
         "json_array_1000": (rows, lambda dsn: run_asyncio(_json_array(dsn, rows, BATCH))),
         "insert_each": (few, lambda dsn: run_asyncio(_insert_parallel(dsn, few, clients))),
     }
-    batches = _insert_args(rows)
+    batches = [event_values(rows[i : i + BATCH]) for i in range(0, len(rows), BATCH)]
 
     def insert_floor(dsn: str) -> float:
         return trio.run(_insert_floor, dsn, batches)
